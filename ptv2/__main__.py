@@ -1,0 +1,3 @@
+from ptv2.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""``ptv2 <command>``: the same functions the DVC stages and flows call.
+
+Every command reads params.yaml (``--params``) with ``--set section.key=value`` overrides.
+A user error (bad config, missing file, unknown label, ...) prints one clear line, exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from ptv2.errors import Ptv2Error
+
+for _k, _v in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(_k, _v)
+
+
+def _config(args: argparse.Namespace):
+    from ptv2.config import load_config
+
+    return load_config(args.params, args.set)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ptv2.run import train_task
+
+    cfg = _config(args)
+    task = args.task or cfg.run.task
+    out = Path(args.out or Path(cfg.run.out_dir) / task / cfg.train.method)
+    run = train_task(cfg, task, out)
+    print(json.dumps({"task": task, "model": str(run.model_dir), "metrics": run.metrics,
+                      "trainable_pct": round(100 * run.trainable / run.total, 3)}, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ptv2.run import evaluate_saved
+
+    cfg = _config(args)
+    if args.split == "test":
+        logging.getLogger("ptv2").warning("evaluating on the labelled TEST split: report it, never select on it")
+    print(json.dumps(evaluate_saved(cfg, args.model, args.task or cfg.run.task, args.split), indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ptv2.run import predict_texts
+
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    for row in predict_texts(args.model, texts, args.text_pair, args.task):
+        print(json.dumps(row))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ptv2.compare import compare
+
+    cfg = _config(args)
+    compare(cfg, args.tasks.split(","), args.methods.split(","), [int(s) for s in args.seeds.split(",")],
+            Path(args.out), Path(args.work))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ptv2", description="P-Tuning v2 deep prompts on frozen encoders")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("--params", default="params.yaml", help="config file (default: params.yaml)")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=3")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    t = add("train", cmd_train, "train one task (method from train.method)")
+    t.add_argument("--task"); t.add_argument("--out")
+    e = add("evaluate", cmd_evaluate, "evaluate a saved model on a task split")
+    e.add_argument("--model", required=True); e.add_argument("--task")
+    e.add_argument("--split", default="dev", choices=["val", "dev", "test", "train"])
+    pr = add("predict", cmd_predict, "label texts with a saved model (texts from --text or stdin)")
+    pr.add_argument("--model", required=True); pr.add_argument("--task")
+    pr.add_argument("--text", action="append"); pr.add_argument("--text-pair", action="append")
+    c = add("compare", cmd_compare, "train methods x tasks x seeds; write a results table")
+    c.add_argument("--tasks", required=True); c.add_argument("--methods", default="ptv2,finetune")
+    c.add_argument("--seeds", default="42"); c.add_argument("--out", default="reports/core_results.md")
+    c.add_argument("--work", default="outputs/compare")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.fn(args)
+    except Ptv2Error as e:
+        print(f"ptv2: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ptv2: interrupted; finished epochs are checkpointed, rerun the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,88 @@
+"""Methods x tasks x seeds on real data -> one results table (markdown + JSON).
+
+Each finished run leaves ``<work>/<task>/<method>/seed<k>/metrics.json``; rerunning the same
+command reuses them, so a killed comparison picks up where it stopped. The table is rewritten
+after every run, so partial results are always on disk.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from ptv2.artifacts import atomic_write_text
+from ptv2.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def run_one(cfg: Config, task: str, method: str, seed: int, work: Path) -> dict[str, Any]:
+    from ptv2.run import train_task
+
+    out = work / task / method / f"seed{seed}"
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
+    c = dataclasses.replace(cfg, seed=seed, train=dataclasses.replace(cfg.train, method=method))
+    train_task(c, task, out)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def table(results: list[dict[str, Any]], cfg: Config, tasks: list[str], methods: list[str]) -> str:
+    """Markdown: one row per task, dev metric (first metric of the task) per method, and trainable %."""
+    head = ["task", "metric"] + [f"{m} dev" for m in methods] + [f"{m} % trainable" for m in methods] + \
+           [f"{m} s/epoch" for m in methods]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    avg: dict[str, list[float]] = {m: [] for m in methods}
+    for t in tasks:
+        metric = cfg.task(t).metrics[0]
+        cells, pct, speed = [], [], []
+        for m in methods:
+            rs = [r for r in results if r["task"] == t and r["method"] == m]
+            vals = [r["metrics"]["dev"][metric] for r in rs]
+            cells.append(_cell(vals) + (f" (n={len(vals)})" if len(vals) > 1 else ""))
+            pct.append(f"{100 * rs[0]['trainable_params'] / rs[0]['total_params']:.2f}" if rs else "—")
+            speed.append(f"{statistics.mean(r['train_seconds'] / r['epochs_run'] for r in rs):.0f}" if rs else "—")
+            if vals:
+                avg[m].append(statistics.mean(vals))
+        lines.append("| " + " | ".join([t, metric] + cells + pct + speed) + " |")
+    done = [t for t in tasks if all(any(r["task"] == t and r["method"] == m for r in results) for m in methods)]
+    if done:
+        means = []
+        for m in methods:
+            vals = [statistics.mean(r["metrics"]["dev"][cfg.task(t).metrics[0]] for r in results
+                                    if r["task"] == t and r["method"] == m) for t in done]
+            means.append(f"{statistics.mean(vals):.1f}")
+        lines.append("| " + " | ".join([f"**average** ({len(done)} tasks)", ""] + means + [""] * (2 * len(methods))) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int], out_md: Path, work: Path) -> None:
+    for t in tasks:
+        cfg.task(t)  # fail early on unknown tasks
+    results: list[dict[str, Any]] = []
+    command = "ptv2 " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("ptv2") else "ptv2 compare"
+    for t in tasks:
+        for m in methods:
+            for s in seeds:
+                log.info("== %s / %s / seed %d", t, m, s)
+                results.append(run_one(cfg, t, m, s, work))
+                md = (f"# Dev results: {', '.join(methods)}\n\nBackbone `{cfg.backbone.name}` "
+                      f"(pooling {cfg.backbone.pooling}), prompt length {cfg.prompt.length}. Model selection on a "
+                      f"validation split carved from train; dev is only reported. Seeds: {seeds}.\n\n"
+                      f"Command: `{command}`\n\n" + table(results, cfg, tasks, methods))
+                atomic_write_text(out_md, md)
+                atomic_write_text(out_md.with_suffix(".json"), json.dumps(
+                    [{k: v for k, v in r.items() if k != "history"} for r in results], indent=2))
+    print(out_md.read_text())

@@ -1,0 +1,245 @@
+"""Typed, validated configuration: the only reader of ``params.yaml``.
+
+Every section is a frozen dataclass. ``load_config`` rejects unknown keys, wrong
+types and impossible values at load time, naming the key and what is allowed.
+Overrides use dotted keys (``--set train.epochs=3``), parsed as YAML scalars.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from ptv2.errors import ConfigError
+
+TaskType = Literal[
+    "classification", "pair_classification", "regression", "multiple_choice", "token_classification"
+]
+Method = Literal["ptv2", "finetune"]
+METRICS = ("accuracy", "f1", "mcc", "pearson", "spearman", "entity_f1")
+DATA_ROOT_ENV = "PTV2_DATA_ROOT"
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "sentence-transformers/all-MiniLM-L6-v2"
+    pooling: Literal["cls", "mean", "pooler"] = "mean"
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        _check(self.max_length >= 8, "backbone.max_length", self.max_length, "an integer >= 8")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    length: int = 16  # P virtual tokens per layer; 0 = plain backbone
+    reparam: bool = False  # Prefix-Tuning's MLP reparameterization
+    reparam_hidden: int = 512
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.length <= 256, "prompt.length", self.length, "an integer in [0, 256]")
+        _check(self.reparam_hidden >= 1, "prompt.reparam_hidden", self.reparam_hidden, ">= 1")
+        _check(0.0 <= self.dropout < 1.0, "prompt.dropout", self.dropout, "a float in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: Method = "ptv2"
+    lr: dict[str, float] = field(default_factory=lambda: {"ptv2": 1e-2, "finetune": 3e-5})
+    epochs: dict[str, int] = field(default_factory=lambda: {"ptv2": 10, "finetune": 3})  # per method
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    grad_accum: int = 1
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    head_dropout: float = 0.1
+    patience: int = 3  # epochs without improvement before stopping; 0 = never stop early
+    max_train_examples: int = 0  # 0 = all; else a seeded subsample
+    val_fraction: float = 0.1  # carved from train for model selection (dev is only reported)
+    val_max: int = 1000
+    length_grouping: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        _check(self.method in self.epochs, "train.epochs", self.epochs, f"an epoch count for method {self.method!r}")
+        for m, v in self.epochs.items():
+            _check(v >= 1, f"train.epochs.{m}", v, "an integer >= 1")
+        for name in ("batch_size", "eval_batch_size", "grad_accum"):
+            _check(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "an integer >= 1")
+        _check(self.method in self.lr, "train.lr", self.lr, f"a learning rate for method {self.method!r}")
+        for m, v in self.lr.items():
+            _check(0 < v < 1, f"train.lr.{m}", v, "a float in (0, 1)")
+        _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", self.warmup_ratio, "a float in [0, 1)")
+        _check(0.0 <= self.val_fraction < 0.5, "train.val_fraction", self.val_fraction, "a float in [0, 0.5)")
+        _check(self.patience >= 0, "train.patience", self.patience, "an integer >= 0")
+        _check(self.max_train_examples >= 0, "train.max_train_examples", self.max_train_examples, ">= 0")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Where a task's data lives and how to read it; no code per task."""
+
+    type: TaskType
+    format: Literal["tsv", "jsonl", "conll", "hub"]
+    metrics: list[str]
+    files: dict[str, str] = field(default_factory=dict)  # split -> path under data_root
+    hub_name: str = ""  # for format: hub
+    hub_subset: str = ""
+    header: bool = True  # tsv: first line names the columns
+    columns: list[str] = field(default_factory=list)  # tsv without header
+    text_a: str = ""  # template over fields, e.g. "{premise}"
+    text_b: str = ""
+    choices: list[str] = field(default_factory=list)  # multiple_choice templates
+    label: str = "label"
+    labels: list[str] = field(default_factory=list)  # label values as strings (index = class id)
+    max_train_examples: int | None = None  # overrides train.max_train_examples
+    epochs: dict[str, int] = field(default_factory=dict)  # per method; overrides train.epochs
+
+    def __post_init__(self) -> None:
+        for m in self.metrics:
+            _check(m in METRICS, "metrics", m, f"one of {list(METRICS)}")
+        _check(len(self.metrics) >= 1, "metrics", self.metrics, "at least one metric (the first selects)")
+        if self.format == "hub":
+            _check(bool(self.hub_name), "hub_name", self.hub_name, "a dataset name for format: hub")
+        else:
+            _check("train" in self.files, "files", self.files, "a 'train' entry (split -> file)")
+        if self.format == "tsv" and not self.header:
+            _check(bool(self.columns), "columns", self.columns, "column names when header: false")
+        if self.type != "token_classification":
+            _check(bool(self.text_a), "text_a", self.text_a, "a template such as '{sentence}'")
+        if self.type == "pair_classification":
+            _check(bool(self.text_b), "text_b", self.text_b, "a second template for a pair task")
+        if self.type in ("classification", "pair_classification"):
+            _check(len(self.labels) >= 2, "labels", self.labels, "the list of label values (>= 2)")
+        if self.type == "multiple_choice":
+            _check(len(self.choices) >= 2, "choices", self.choices, "templates for >= 2 choices")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task: str = "cb"
+    out_dir: str = "outputs"
+
+
+@dataclass(frozen=True)
+class Config:
+    data_root: str = "../shared/data"
+    seed: int = 42
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)
+
+    def task(self, name: str) -> TaskSpec:
+        if name not in self.tasks:
+            raise ConfigError(f"unknown task {name!r}; known tasks: {sorted(self.tasks)} (add it under 'tasks:')")
+        return self.tasks[name]
+
+    def epochs_for(self, task: str) -> int:
+        """Epochs for ``task`` under the configured method (task override first)."""
+        m = self.train.method
+        return self.task(task).epochs.get(m, self.train.epochs[m])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is not allowed: expected {allowed}")
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against type hint ``tp`` (recursing into dataclasses)."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{key} = {value!r} is not allowed: expected one of {list(get_args(tp))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in get_args(tp):
+            return None
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (item,) = get_args(tp)
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        _, vt = get_args(tp)
+        return {str(k): _coerce(vt, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, (str, int, float, bool)) and key.split("[")[0].endswith("labels"):
+        return str(value)  # label values may be written as YAML ints/bools
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise ConfigError(f"{key} = {value!r} has the wrong type: expected {getattr(tp, '__name__', tp)}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = prefix or "top level"
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed keys: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise ConfigError(f"{prefix or 'config'}: {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{prefix}.{e}" if prefix else str(e)) from None
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to the nested dict ``data``."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like section.key=value")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {assignment!r}: {p!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read, override, validate. Relative ``data_root`` resolves against the file's folder;
+    the ``PTV2_DATA_ROOT`` environment variable replaces it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found (pass --params PATH)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    for ov in overrides:
+        apply_override(data, ov)
+    cfg = _build(Config, data, "")
+    root = os.environ.get(DATA_ROOT_ENV) or cfg.data_root
+    root_path = Path(root) if Path(root).is_absolute() else (path.resolve().parent / root)
+    return dataclasses.replace(cfg, data_root=str(root_path.resolve()))
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Validate an in-memory mapping (used by tests and saved artifacts)."""
+    return _build(Config, data, "")

@@ -1,0 +1,192 @@
+"""Tasks from config: TaskSpec -> normalized ``datasets.Dataset`` per split.
+
+Normalized columns, whatever the source format:
+- classification / pair_classification: ``text_a``, ``text_b`` (may be ""), ``label`` (int id)
+- regression: ``text_a``, ``text_b``, ``label`` (float)
+- multiple_choice: ``text_a``, ``choices`` (list[str]), ``label`` (index of the right choice)
+- token_classification: ``tokens`` (list[str]), ``tags`` (list[int])
+
+Splits: ``train``, ``dev``, ``test`` as listed in the spec, plus ``val`` carved from train
+(seeded) for model selection, so the reported dev numbers are never used to pick a model.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import datasets
+
+from ptv2.config import TaskSpec
+from ptv2.errors import DataError
+
+log = logging.getLogger(__name__)
+datasets.disable_progress_bars()
+datasets.logging.set_verbosity_error()
+
+_FIELD = re.compile(r"\{([^{}]+)\}")
+
+
+@dataclass
+class TaskData:
+    name: str
+    spec: TaskSpec
+    labels: list[str]  # class / tag names; [] for regression and multiple choice
+    splits: dict[str, datasets.Dataset]
+
+    def split(self, name: str) -> datasets.Dataset:
+        if name not in self.splits:
+            raise DataError(f"task {self.name!r} has no split {name!r}; it has {sorted(self.splits)}")
+        return self.splits[name]
+
+
+def fill(template: str, row: dict[str, Any], task: str) -> str:
+    """Fill ``{field}`` / ``{a.b}`` placeholders from a row."""
+
+    def lookup(m: re.Match[str]) -> str:
+        node: Any = row
+        for part in m.group(1).split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise DataError(
+                    f"task {task!r}: template {template!r} names field {m.group(1)!r}, "
+                    f"but rows have fields {sorted(row)}; fix the template in params.yaml"
+                )
+            node = node[part]
+        return str(node)
+
+    return _FIELD.sub(lookup, template)
+
+
+def _read_tsv(path: Path, spec: TaskSpec) -> Iterator[dict[str, Any]]:
+    """Split on tabs (no quote parsing: STS-B has bare quotes); extra trailing columns are dropped."""
+    lines = datasets.load_dataset("text", data_files=str(path), split="train")["text"]
+    if spec.header:
+        names, lines = lines[0].lstrip("\ufeff").split("\t"), lines[1:]  # MRPC starts with a BOM
+    else:
+        names = list(spec.columns)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        if len(cells) < len(names):
+            raise DataError(f"{path}: line {i + 1 + spec.header} has {len(cells)} columns, expected {len(names)}")
+        yield {n: c.strip() for n, c in zip(names, cells)}
+
+
+def _read_conll(path: Path) -> Iterator[dict[str, Any]]:
+    """CoNLL columns: token first, NER tag last; blank lines end sentences; -DOCSTART- skipped."""
+    tokens: list[str] = []
+    tags: list[str] = []
+    for line in datasets.load_dataset("text", data_files=str(path), split="train")["text"]:
+        if not line.strip() or line.startswith("-DOCSTART-"):
+            if tokens:
+                yield {"tokens": tokens, "tags": tags}
+            tokens, tags = [], []
+            continue
+        cols = line.split()
+        tokens.append(cols[0])
+        tags.append(cols[-1])
+    if tokens:
+        yield {"tokens": tokens, "tags": tags}
+
+
+def _raw_rows(spec: TaskSpec, path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise DataError(f"data file {str(path)!r} not found; check data_root in params.yaml (or $PTV2_DATA_ROOT) and the task's files")
+    if spec.format == "tsv":
+        return list(_read_tsv(path, spec))
+    if spec.format == "conll":
+        return list(_read_conll(path))
+    ds = datasets.load_dataset("json", data_files=str(path), split="train")
+    return ds.to_list()
+
+
+def _label_id(value: Any, labels: list[str], task: str, split: str) -> int:
+    key = str(value)
+    if key not in labels:
+        raise DataError(
+            f"task {task!r}, split {split!r}: unknown label {key!r}; known labels {labels}. "
+            f"Add it to tasks.{task}.labels in params.yaml or fix the data"
+        )
+    return labels.index(key)
+
+
+def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], task: str, split: str) -> dict[str, list]:
+    """Raw rows -> normalized columns (see module docstring)."""
+    t = spec.type
+    if t == "token_classification":
+        return {
+            "tokens": [r["tokens"] for r in rows],
+            "tags": [[_label_id(x, labels, task, split) for x in r["tags"]] for r in rows],
+        }
+    out: dict[str, list] = {"text_a": [fill(spec.text_a, r, task) for r in rows]}
+    if t == "multiple_choice":
+        out["choices"] = [[fill(c, r, task) for c in spec.choices] for r in rows]
+    else:
+        out["text_b"] = [fill(spec.text_b, r, task) if spec.text_b else "" for r in rows]
+    missing = [i for i, r in enumerate(rows) if spec.label not in r]
+    if missing:
+        raise DataError(f"task {task!r}, split {split!r}: row {missing[0]} has no label field {spec.label!r}")
+    if t == "regression":
+        out["label"] = [float(r[spec.label]) for r in rows]
+    elif t == "multiple_choice":
+        out["label"] = [int(r[spec.label]) for r in rows]
+    else:
+        out["label"] = [_label_id(r[spec.label], labels, task, split) for r in rows]
+    return out
+
+
+def _tag_set(rows: list[dict[str, Any]]) -> list[str]:
+    """All tags seen in train, 'O' first, entity tags grouped by type (B before I)."""
+    seen = {t for r in rows for t in r["tags"]}
+    rest = sorted(seen - {"O"}, key=lambda s: (s[2:], s[:1]))
+    return (["O"] if "O" in seen else []) + rest
+
+
+def load_task(name: str, spec: TaskSpec, data_root: str | Path, seed: int, val_fraction: float,
+              val_max: int = 1000, max_train: int = 0) -> TaskData:
+    """Load every split of a task; carve ``val`` from train; optionally subsample train (seeded)."""
+    if spec.format == "hub":
+        return _load_hub(name, spec, seed, val_fraction, val_max, max_train)
+    raw = {split: _raw_rows(spec, Path(data_root) / rel) for split, rel in spec.files.items()}
+    for split, rows in raw.items():
+        if not rows:
+            raise DataError(f"task {name!r}: split {split!r} ({spec.files[split]}) is empty; point it at a file with rows")
+    labels = list(spec.labels)
+    if spec.type == "token_classification" and not labels:
+        labels = _tag_set(raw["train"])
+    splits = {s: datasets.Dataset.from_dict(normalize(rows, spec, labels, name, s)) for s, rows in raw.items()}
+    return TaskData(name, spec, labels, carve(splits, seed, val_fraction, val_max, max_train))
+
+
+def _load_hub(name: str, spec: TaskSpec, seed: int, val_fraction: float, val_max: int, max_train: int) -> TaskData:
+    """Hub datasets (needs internet or a local HF cache); columns mapped like local rows."""
+    try:
+        dd = datasets.load_dataset(spec.hub_name, spec.hub_subset or None)
+    except Exception as e:  # offline, unknown name...
+        raise DataError(f"task {name!r}: cannot load hub dataset {spec.hub_name!r}: {e}") from None
+    names = {"validation": "dev"}
+    raw = {names.get(s, s): d.to_list() for s, d in dd.items()}
+    if any(r.get(spec.label) == -1 for r in raw.get("test", [])[:10]):
+        raw.pop("test")  # GLUE-style hidden test labels
+    labels = list(spec.labels) or (_tag_set(raw["train"]) if spec.type == "token_classification" else [])
+    splits = {s: datasets.Dataset.from_dict(normalize(rows, spec, labels, name, s)) for s, rows in raw.items()}
+    return TaskData(name, spec, labels, carve(splits, seed, val_fraction, val_max, max_train))
+
+
+def carve(splits: dict[str, datasets.Dataset], seed: int, val_fraction: float, val_max: int,
+          max_train: int) -> dict[str, datasets.Dataset]:
+    """Seeded: hold out ``val`` from train (for selection), then subsample the rest of train."""
+    train = splits["train"].shuffle(seed=seed)
+    if val_fraction > 0:
+        n_val = max(1, min(val_max, int(round(len(train) * val_fraction))))
+        if len(train) - n_val < 1:
+            raise DataError(f"train has only {len(train)} rows: too few to carve a validation split")
+        splits["val"] = train.select(range(n_val))
+        train = train.select(range(n_val, len(train)))
+    if max_train and len(train) > max_train:
+        train = train.select(range(max_train))
+    splits["train"] = train
+    return splits

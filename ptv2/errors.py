@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints them and exits 2 (no traceback)."""
+
+
+class Ptv2Error(Exception):
+    """Base class: a problem the user can fix; the message says how."""
+
+
+class ConfigError(Ptv2Error):
+    """A bad value in params.yaml or an override."""
+
+
+class DataError(Ptv2Error):
+    """Missing file, empty split, unknown label, malformed row."""
+
+
+class ArtifactError(Ptv2Error):
+    """A saved model that is missing, incomplete or does not match."""

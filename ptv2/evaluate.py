@@ -1,0 +1,59 @@
+"""Batched inference and evaluation on an encoded split."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ptv2 import metrics
+from ptv2.data.collate import IGNORE, Collator, eval_batches, feature_length
+from ptv2.model.prompted import PromptedModel
+
+
+@torch.no_grad()
+def predict_logits(model: PromptedModel, task: str, feats: list[dict[str, Any]], pad_id: int,
+                   batch_size: int = 64, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """Logits per example, in input order: (n_labels,), (), (C,) or (T_i, n_labels) each."""
+    was_training = model.training
+    model.eval()
+    task_type = model.task_types[task]
+    collate = Collator(pad_id, task_type)
+    out: list[torch.Tensor | None] = [None] * len(feats)
+    lengths = [feature_length(f) for f in feats]
+    for idx in eval_batches(lengths, batch_size):
+        batch = {k: v.to(device) for k, v in collate([feats[i] for i in idx]).items()}
+        logits = model(batch, task).float().cpu()
+        for row, i in enumerate(idx):
+            out[i] = logits[row, : len(feats[i]["input_ids"])] if task_type == "token_classification" else logits[row]
+    model.train(was_training)
+    return out  # type: ignore[return-value]
+
+
+def decode(task_type: str, logits: list[torch.Tensor], feats: list[dict[str, Any]], labels: list[str]):
+    """Logits -> predictions: ids, floats, or tag-name sequences (truncated words tagged 'O')."""
+    if task_type == "regression":
+        return np.array([float(x) for x in logits])
+    if task_type != "token_classification":
+        return np.array([int(x.argmax()) for x in logits])
+    seqs = []
+    for lg, f in zip(logits, feats):
+        first = [j for j, y in enumerate(f["label"]) if y != IGNORE]
+        tags = [labels[int(lg[j].argmax())] for j in first]
+        seqs.append(tags + ["O"] * (f["n_words"] - len(tags)))
+    return seqs
+
+
+def gold(task_type: str, feats: list[dict[str, Any]], labels: list[str], split_ds=None):
+    if task_type == "token_classification":
+        return [[labels[t] for t in tags] for tags in list(split_ds["tags"])]
+    return np.array([f["label"] for f in feats])
+
+
+def evaluate(model: PromptedModel, task: str, feats: list[dict[str, Any]], split_ds, labels: list[str],
+             metric_names: list[str], pad_id: int, batch_size: int = 64, device="cpu") -> dict[str, float]:
+    """Metrics (percent) of ``model`` on one encoded split."""
+    task_type = model.task_types[task]
+    logits = predict_logits(model, task, feats, pad_id, batch_size, device)
+    return metrics.compute(metric_names, decode(task_type, logits, feats, labels),
+                           gold(task_type, feats, labels, split_ds))

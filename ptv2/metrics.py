@@ -1,0 +1,61 @@
+"""Task metrics, in percent (x100). Pure numpy/scipy/seqeval."""
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+
+def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
+    return float((pred == gold).mean() * 100)
+
+
+def f1(pred: np.ndarray, gold: np.ndarray, positive: int = 1) -> float:
+    """Binary F1 of the positive class (as GLUE reports for MRPC); macro-F1 when > 2 classes."""
+    classes = [positive] if max(gold.max(initial=0), pred.max(initial=0)) <= 1 else sorted(set(gold) | set(pred))
+    scores = []
+    for c in classes:
+        tp = float(((pred == c) & (gold == c)).sum())
+        denom = float((pred == c).sum() + (gold == c).sum())
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores) * 100)
+
+
+def mcc(pred: np.ndarray, gold: np.ndarray) -> float:
+    """Matthews correlation (binary), 0 when undefined (e.g. a constant predictor)."""
+    tp = float(((pred == 1) & (gold == 1)).sum()); tn = float(((pred == 0) & (gold == 0)).sum())
+    fp = float(((pred == 1) & (gold == 0)).sum()); fn = float(((pred == 0) & (gold == 1)).sum())
+    denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return float((tp * tn - fp * fn) / denom * 100) if denom else 0.0
+
+
+def _corr(fn, pred: np.ndarray, gold: np.ndarray) -> float:
+    if np.std(pred) == 0 or np.std(gold) == 0:
+        return 0.0
+    return float(fn(pred, gold)[0] * 100)
+
+
+def entity_f1(pred_tags: list[list[str]], gold_tags: list[list[str]]) -> float:
+    from seqeval.metrics import f1_score
+
+    return float(f1_score(gold_tags, pred_tags) * 100)
+
+
+def compute(names: list[str], pred, gold) -> dict[str, float]:
+    """``pred``/``gold``: arrays of ids (classification), floats (regression), or tag sequences."""
+    out: dict[str, float] = {}
+    for n in names:
+        if n == "accuracy":
+            out[n] = accuracy(np.asarray(pred), np.asarray(gold))
+        elif n == "f1":
+            out[n] = f1(np.asarray(pred), np.asarray(gold))
+        elif n == "mcc":
+            out[n] = mcc(np.asarray(pred), np.asarray(gold))
+        elif n == "pearson":
+            out[n] = _corr(stats.pearsonr, np.asarray(pred, float), np.asarray(gold, float))
+        elif n == "spearman":
+            out[n] = _corr(stats.spearmanr, np.asarray(pred, float), np.asarray(gold, float))
+        elif n == "entity_f1":
+            out[n] = entity_f1(pred, gold)
+        else:
+            raise ValueError(f"unknown metric {n!r}")
+    return out

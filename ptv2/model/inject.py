@@ -1,0 +1,42 @@
+"""The only code that knows transformers' cache/attention internals.
+
+Deep prompts enter each layer's self-attention as a key/value cache of length P
+(``DynamicCache``), with the attention mask extended by P ones on the left.
+Positions: we pass ``position_ids`` explicitly so the real tokens keep positions 0..T-1
+(the model would otherwise shift them by P); the prefix has no position, so the full
+``max_position_embeddings`` stay usable for text.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+
+def position_ids_for(backbone: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) positions as the model computes them with no cache (RoBERTa offsets by padding_idx+1)."""
+    emb = backbone.embeddings
+    if hasattr(emb, "create_position_ids_from_input_ids"):
+        return emb.create_position_ids_from_input_ids(input_ids, emb.padding_idx, 0)
+    T = input_ids.shape[1]
+    return torch.arange(T, device=input_ids.device).unsqueeze(0).expand_as(input_ids)
+
+
+def encode(backbone: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+           token_type_ids: torch.Tensor | None = None,
+           prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the encoder with optional deep prompts.
+
+    input_ids, attention_mask, token_type_ids: (B, T); prefix: per layer (K, V), each (B, H, P, D).
+    Returns last hidden state (B, T, hidden) and the pooler output (B, hidden) or None.
+    """
+    kwargs = {}
+    if prefix is not None and prefix[0][0].shape[2] > 0:
+        B, P = input_ids.shape[0], prefix[0][0].shape[2]
+        # A fresh cache each call: DynamicCache.update appends in place.
+        kwargs["cache"] = DynamicCache(ddp_cache_data=[(k, v) for k, v in prefix])
+        ones = torch.ones(B, P, dtype=attention_mask.dtype, device=attention_mask.device)
+        attention_mask = torch.cat([ones, attention_mask], dim=1)  # (B, P+T)
+        kwargs["position_ids"] = position_ids_for(backbone, input_ids)
+    out = backbone(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                   use_cache=False, **kwargs)
+    return out.last_hidden_state, getattr(out, "pooler_output", None)

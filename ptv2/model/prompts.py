@@ -1,0 +1,39 @@
+"""Deep prompts (P-Tuning v2): P trainable key/value vectors per layer, per head.
+
+Parameters are stored flat, (P, L*2*H*D) like P-Tuning v2's prefix encoder; optionally produced
+by Prefix-Tuning's MLP reparameterization from (P, hidden) embeddings.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class DeepPrompt(nn.Module):
+    """``forward(batch)`` -> list over layers of (key, value), each (B, heads, P, head_dim)."""
+
+    def __init__(self, n_layers: int, n_heads: int, head_dim: int, length: int,
+                 reparam: bool = False, reparam_hidden: int = 512, dropout: float = 0.0,
+                 init_std: float = 0.02) -> None:
+        super().__init__()
+        self.n_layers, self.n_heads, self.head_dim, self.length = n_layers, n_heads, head_dim, length
+        width = n_layers * 2 * n_heads * head_dim
+        self.reparam = reparam
+        if reparam:
+            hidden = n_heads * head_dim
+            self.embedding = nn.Parameter(torch.randn(length, hidden) * init_std)  # (P, hidden)
+            self.mlp = nn.Sequential(nn.Linear(hidden, reparam_hidden), nn.Tanh(), nn.Linear(reparam_hidden, width))
+        else:
+            self.prefix = nn.Parameter(torch.randn(length, width) * init_std)  # (P, L*2*H*D)
+        self.dropout = nn.Dropout(dropout)
+
+    def flat(self) -> torch.Tensor:
+        """(P, L*2*H*D): the prompt as plain prefixes (folds the MLP when reparameterized)."""
+        return self.mlp(self.embedding) if self.reparam else self.prefix
+
+    def forward(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        P, L, H, D = self.length, self.n_layers, self.n_heads, self.head_dim
+        x = self.dropout(self.flat())  # (P, L*2*H*D)
+        x = x.view(P, L, 2, H, D).permute(1, 2, 3, 0, 4)  # (L, 2, H, P, D)
+        x = x.unsqueeze(2).expand(L, 2, batch_size, H, P, D)  # (L, 2, B, H, P, D)
+        return [(x[layer, 0], x[layer, 1]) for layer in range(L)]

@@ -1,0 +1,120 @@
+"""High-level jobs the CLI, DVC stages and flows share: train a task, evaluate, predict."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ptv2.build import load_model, model_from_meta, model_meta, task_info
+from ptv2.config import Config
+from ptv2.data.collate import encode_split
+from ptv2.data.tasks import TaskData, load_task
+from ptv2.errors import DataError
+from ptv2.evaluate import evaluate
+from ptv2.model.backbone import load_backbone
+from ptv2.model.prompted import count_parameters
+from ptv2.train import Split, TrainResult, fit, single_task_planner, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskRun:
+    result: TrainResult
+    metrics: dict[str, dict[str, float]]  # split -> metric -> value
+    trainable: int
+    total: int
+    model_dir: Path
+
+
+def load_task_data(cfg: Config, name: str) -> TaskData:
+    spec = cfg.task(name)
+    max_train = spec.max_train_examples if spec.max_train_examples is not None else cfg.train.max_train_examples
+    return load_task(name, spec, cfg.data_root, cfg.seed, cfg.train.val_fraction, cfg.train.val_max, max_train)
+
+
+def encode(td: TaskData, split: str, tokenizer: Any, max_length: int) -> Split:
+    ds = td.split(split)
+    if len(ds) == 0:
+        raise DataError(f"task {td.name!r}: split {split!r} is empty")
+    return Split(encode_split(ds, td.spec.type, tokenizer, max_length), ds, td.labels, list(td.spec.metrics))
+
+
+def train_task(cfg: Config, name: str, out_dir: str | Path, report_splits: tuple[str, ...] = ("dev",),
+               on_log=None) -> TaskRun:
+    """Train ``cfg.train.method`` on one task; select on ``val``; report on ``report_splits``."""
+    out_dir = Path(out_dir)
+    td = load_task_data(cfg, name)
+    backbone, tok = load_backbone(cfg.backbone.name)
+    meta = model_meta(cfg, {name: task_info(td)})
+    model, tok = model_from_meta(meta, backbone, tok, seed=cfg.seed)
+    trainable, total = count_parameters(model)
+    log.info("task %s: %d train / %d val rows; %s trains %d of %d params (%.3f%%)", name, len(td.split("train")),
+             len(td.split("val")), cfg.train.method, trainable, total, 100 * trainable / total)
+    L = cfg.backbone.max_length
+    train = {name: encode(td, "train", tok, L)}
+    val = {name: encode(td, "val", tok, L)}
+    planner = single_task_planner(name, train[name].lengths, cfg.train.batch_size, cfg.train.length_grouping)
+    result = fit(model, train, val, planner, cfg.train, cfg.seed, tok.pad_token_id, out_dir, meta,
+                 epochs=cfg.epochs_for(name), on_log=on_log)
+    best, _, _ = load_model(out_dir / "model", backbone=model.backbone, tokenizer=tok)
+    metrics = {"val": result.history[result.best_epoch - 1]["val"][name]}
+    for split in report_splits:
+        if split in td.splits:
+            s = encode(td, split, tok, L)
+            metrics[split] = evaluate(best, name, s.feats, s.ds, s.labels, s.metrics, tok.pad_token_id,
+                                      cfg.train.eval_batch_size)
+    write_json(out_dir / "metrics.json", {"task": name, "method": cfg.train.method, "metrics": metrics,
+                                          "trainable_params": trainable, "total_params": total,
+                                          "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                                          "train_seconds": round(result.seconds, 1), "history": result.history})
+    return TaskRun(result, metrics, trainable, total, out_dir / "model")
+
+
+def evaluate_saved(cfg: Config, model_dir: str | Path, task: str, split: str = "dev") -> dict[str, float]:
+    """Evaluate a saved model on a split of a task from params.yaml."""
+    model, tok, meta = load_model(model_dir)
+    if task not in meta["tasks"]:
+        raise DataError(f"model {model_dir} has no head for task {task!r}; it has {sorted(meta['tasks'])}")
+    td = load_task_data(cfg, task)
+    s = encode(td, split, tok, meta["backbone"]["max_length"])
+    return evaluate(model, task, s.feats, s.ds, meta["tasks"][task]["labels"] or td.labels, s.metrics,
+                    tok.pad_token_id, cfg.train.eval_batch_size)
+
+
+@torch.no_grad()
+def predict_texts(model_dir: str | Path, texts: list[str], pairs: list[str] | None = None,
+                  task: str | None = None) -> list[dict[str, Any]]:
+    """Text(s) in, label + score out (sequence tasks), or entities' tags (token tasks)."""
+    import datasets
+
+    from ptv2.evaluate import decode, predict_logits
+
+    model, tok, meta = load_model(model_dir)
+    task = task or next(iter(meta["tasks"]))
+    if task not in meta["tasks"]:
+        raise DataError(f"model has no task {task!r}; it has {sorted(meta['tasks'])}")
+    info, L = meta["tasks"][task], meta["backbone"]["max_length"]
+    if info["type"] == "token_classification":
+        ds = datasets.Dataset.from_dict({"tokens": [t.split() for t in texts], "tags": [[0] * len(t.split()) for t in texts]})
+    elif info["type"] == "multiple_choice":
+        raise DataError("predict for multiple_choice tasks takes a context and choices; use 'ptv2 evaluate'")
+    else:
+        if info["text_b"] and not pairs:
+            raise DataError(f"task {task!r} takes a text pair: pass --text-pair")
+        ds = datasets.Dataset.from_dict({"text_a": texts, "text_b": pairs or [""] * len(texts), "label": [0] * len(texts)})
+    feats = encode_split(ds, info["type"], tok, L)
+    logits = predict_logits(model, task, feats, tok.pad_token_id)
+    out = []
+    for lg, pred, f in zip(logits, decode(info["type"], logits, feats, info["labels"]), feats):
+        if info["type"] == "regression":
+            out.append({"task": task, "score": float(pred)})
+        elif info["type"] == "token_classification":
+            out.append({"task": task, "tags": pred})
+        else:
+            p = torch.softmax(lg, -1)
+            out.append({"task": task, "label": info["labels"][int(pred)], "score": float(p[int(pred)])})
+    return out

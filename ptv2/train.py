@@ -1,0 +1,182 @@
+"""One training loop for every method and for single- or multi-task training.
+
+``fit`` takes encoded splits per task and a *planner* that lists an epoch's batches as
+(task, row indices): single-task runs plan length-grouped batches of one task, multi-task runs
+plan a sampled mixture (ptv2.data.mixture). Only parameters with ``requires_grad`` reach AdamW.
+Each epoch ends with an evaluation on the carved ``val`` split, the best model is saved, and a
+checkpoint lets a killed run resume to the same result.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ptv2.artifacts import atomic_write_text, replace_dir, save_adapter
+from ptv2.config import TrainConfig
+from ptv2.data.collate import Collator, length_grouped_batches
+from ptv2.evaluate import evaluate
+from ptv2.model.heads import task_loss
+from ptv2.model.prompted import PromptedModel
+
+log = logging.getLogger(__name__)
+Plan = list[tuple[str, list[int]]]
+
+
+@dataclass
+class Split:
+    """An encoded split of one task: features (for the model), rows (for gold tags), label names."""
+
+    feats: list[dict[str, Any]]
+    ds: Any
+    labels: list[str]
+    metrics: list[str]
+
+    @property
+    def lengths(self) -> list[int]:
+        from ptv2.data.collate import feature_length
+
+        return [feature_length(f) for f in self.feats]
+
+
+@dataclass
+class TrainResult:
+    best_score: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def single_task_planner(task: str, lengths: list[int], batch_size: int, group: bool) -> Callable[[torch.Generator], Plan]:
+    def plan(g: torch.Generator) -> Plan:
+        return [(task, b) for b in length_grouped_batches(lengths, batch_size, g, group)]
+
+    return plan
+
+
+def make_device(cfg: TrainConfig):
+    """An ``accelerate`` Accelerator: GPU (bf16 autocast) when there is one, CPU otherwise."""
+    from accelerate import Accelerator
+
+    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    return Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16")
+
+
+def _schedule(opt: torch.optim.Optimizer, total: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    warm = max(1, int(total * warmup_ratio))
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+
+
+def score_of(metrics_by_task: dict[str, dict[str, float]], main: dict[str, str]) -> float:
+    """Selection score: mean over tasks of each task's first metric."""
+    return sum(metrics_by_task[t][main[t]] for t in metrics_by_task) / len(metrics_by_task)
+
+
+def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], planner: Callable[[torch.Generator], Plan],
+        cfg: TrainConfig, seed: int, pad_id: int, out_dir: str | Path, meta: dict[str, Any],
+        epochs: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train; the best model (by ``val``) goes to ``out_dir/model``; ``out_dir/checkpoint`` resumes."""
+    out_dir, epochs = Path(out_dir), epochs or cfg.epochs[model.method]
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    acc = make_device(cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr[model.method], weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(planner(torch.Generator().manual_seed(seed))) / cfg.grad_accum)
+    sched = _schedule(opt, steps_per_epoch * epochs, cfg.warmup_ratio)
+    model, opt = acc.prepare(model, opt)
+    fingerprint = {"meta": meta, "train": asdict(cfg), "seed": seed, "epochs": epochs}
+    state = _resume(out_dir / "checkpoint", model, opt, sched, fingerprint)
+    collators = {t: Collator(pad_id, model.task_types[t]) for t in train}
+    main = {t: s.metrics[0] for t, s in val.items()}
+    t0 = time.perf_counter() - state["seconds"]
+    for epoch in range(state["epoch"] + 1, epochs + 1):
+        g = torch.Generator().manual_seed(seed * 1000 + epoch)
+        torch.manual_seed(seed * 1000 + epoch)  # dropout: same stream after a resume
+        loss = _run_epoch(model, opt, sched, acc, planner(g), train, collators, cfg, epoch, epochs, on_log)
+        val_metrics = {t: evaluate(model, t, s.feats, s.ds, s.labels, s.metrics, pad_id, cfg.eval_batch_size,
+                                   acc.device) for t, s in val.items()}
+        score = score_of(val_metrics, main)
+        row = {"epoch": epoch, "train_loss": loss, "val_score": score, "val": val_metrics}
+        state["history"].append(row)
+        log.info("epoch %d/%d  loss %.4f  val %.2f", epoch, epochs, loss, score)
+        if on_log:
+            on_log(row)
+        if score > state["best_score"]:
+            state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+            save_adapter(out_dir / "model", acc.unwrap_model(model).trainable_state(), meta)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"], state["seconds"] = epoch, time.perf_counter() - t0
+        _checkpoint(out_dir / "checkpoint", model, opt, sched, state, fingerprint)
+        if cfg.patience and state["bad_epochs"] >= cfg.patience:
+            log.info("early stop: no val improvement for %d epochs", cfg.patience)
+            break
+    return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["history"], state["seconds"])
+
+
+def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], collators, cfg: TrainConfig,
+               epoch: int, epochs: int, on_log) -> float:
+    model.train()
+    total, n = 0.0, 0
+    bar = tqdm(plan, desc=f"epoch {epoch}/{epochs}", leave=False, mininterval=1.0, dynamic_ncols=True)
+    for i, (task, idx) in enumerate(bar):
+        batch = {k: v.to(acc.device) for k, v in collators[task]([train[task].feats[j] for j in idx]).items()}
+        with acc.autocast():
+            logits = model(batch, task)
+        loss = task_loss(model.task_types[task], logits, batch["labels"])
+        acc.backward(loss / cfg.grad_accum)
+        if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(plan):
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+        total, n = total + loss.item(), n + 1
+        if i % 20 == 0:
+            bar.set_postfix(loss=f"{total / n:.4f}")
+            if on_log:
+                on_log({"step_loss": loss.item(), "epoch": epoch, "step": i})
+    return total / max(1, n)
+
+
+def _checkpoint(ck: Path, model, opt, sched, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    ck.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=ck.parent, prefix=".checkpoint.tmp"))
+    trainable = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+                 if k in model.trainable_state()}
+    save_file(trainable, str(tmp / "trainable.safetensors"))
+    torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, tmp / "optim.pt")
+    (tmp / "state.json").write_text(json.dumps({"state": state, "meta": meta}))
+    replace_dir(tmp, ck)
+
+
+def _resume(ck: Path, model, opt, sched, meta: dict[str, Any]) -> dict[str, Any]:
+    fresh = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0}
+    if not (ck / "state.json").is_file():
+        return fresh
+    saved = json.loads((ck / "state.json").read_text())
+    if saved["meta"] != json.loads(json.dumps(meta)):
+        log.warning("checkpoint %s is from a different config; starting fresh", ck)
+        shutil.rmtree(ck, ignore_errors=True)
+        return fresh
+    model.load_state_dict(load_file(str(ck / "trainable.safetensors")), strict=False)
+    optim = torch.load(ck / "optim.pt", weights_only=True)
+    opt.load_state_dict(optim["opt"])
+    sched.load_state_dict(optim["sched"])
+    log.info("resumed from %s after epoch %d", ck, saved["state"]["epoch"])
+    return saved["state"]
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,45 @@
+"""Fast fixtures: a tiny random BERT (2 layers, hidden 32, 4 heads) and a word-level tokenizer
+built in the test, plus small task files written to a temp folder. No network."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+for k, v in {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
+             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1",
+             "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(k, v)
+
+WORDS = ("good great fine nice bad awful poor sad the a movie film plot is was very not and but it "
+         "cat dog sat on mat john paris lives in works for acme yes no maybe because so what cause "
+         "effect happened man woman rain wet sun dry").split()
+
+
+def make_tiny_backbone_dir(root: Path) -> Path:
+    """Save a random-init BertModel + tokenizer to ``root`` so load_backbone(root) works."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    root.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
+    tok.save_pretrained(root)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_backbone_dir(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture()
+def tiny(tiny_dir: Path):
+    from ptv2.model.backbone import load_backbone
+
+    return load_backbone(str(tiny_dir))

@@ -1,0 +1,72 @@
+"""Small task files and configs for fast tests (written by the tests, no shared data)."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+POS, NEG = ["good", "great", "fine", "nice"], ["bad", "awful", "poor", "sad"]
+
+
+def write_sentiment_tsv(path: Path, n: int, seed: int = 0) -> None:
+    """A separable task: label 1 iff the sentence has a positive word."""
+    rng = random.Random(seed)
+    rows = ["sentence\tlabel"]
+    for _ in range(n):
+        y = rng.randint(0, 1)
+        words = [rng.choice(["the", "a"]), rng.choice(["movie", "film", "plot"]), rng.choice(["is", "was"]),
+                 rng.choice(POS if y else NEG)]
+        rows.append(" ".join(words) + f"\t{y}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n")
+
+
+def write_all_formats(root: Path) -> None:
+    """One small file per task type/format under ``root``."""
+    write_sentiment_tsv(root / "sent/train.tsv", 200, 0)
+    write_sentiment_tsv(root / "sent/dev.tsv", 40, 1)
+    pairs = [{"premise": "the cat sat on the mat", "hypothesis": h, "label": l, "idx": i}
+             for i, (h, l) in enumerate([("the cat sat", "yes"), ("the dog sat", "no")] * 10)]
+    (root / "pair").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev"):
+        (root / f"pair/{split}.jsonl").write_text("\n".join(json.dumps(r) for r in pairs) + "\n")
+    # regression: no header, extra trailing column on some rows, a bare quote (STS-B quirks)
+    lines = [f"g\tf\t2012\t{i:04d}\t{i % 5}.0\tthe \"cat\" sat\tthe dog sat" + ("\textra\tcols" if i % 3 == 0 else "")
+             for i in range(30)]
+    (root / "reg").mkdir(parents=True, exist_ok=True)
+    (root / "reg/train.tsv").write_text("\n".join(lines) + "\n")
+    copa = [{"premise": "the man was wet", "choice1": "rain", "choice2": "sun", "question": "cause", "label": 0,
+             "idx": i} for i in range(20)]
+    (root / "mc").mkdir(parents=True, exist_ok=True)
+    (root / "mc/train.jsonl").write_text("\n".join(json.dumps(r) for r in copa) + "\n")
+    conll = ["-DOCSTART- -X- -X- O", ""]
+    for _ in range(15):
+        conll += ["john NNP B-NP B-PER", "lives VBZ B-VP O", "in IN B-PP O", "paris NNP B-NP B-LOC", ""]
+    (root / "ner").mkdir(parents=True, exist_ok=True)
+    (root / "ner/train.txt").write_text("\n".join(conll) + "\n")
+
+
+TASKS: dict[str, dict[str, Any]] = {
+    "sent": {"type": "classification", "format": "tsv", "files": {"train": "sent/train.tsv", "dev": "sent/dev.tsv"},
+             "text_a": "{sentence}", "labels": ["0", "1"], "metrics": ["accuracy"]},
+    "pair": {"type": "pair_classification", "format": "jsonl", "files": {"train": "pair/train.jsonl", "dev": "pair/dev.jsonl"},
+             "text_a": "{premise}", "text_b": "{hypothesis}", "labels": ["no", "yes"], "metrics": ["accuracy", "f1"]},
+    "reg": {"type": "regression", "format": "tsv", "header": False,
+            "columns": ["genre", "file", "year", "id", "score", "s1", "s2"], "files": {"train": "reg/train.tsv"},
+            "text_a": "{s1}", "text_b": "{s2}", "label": "score", "metrics": ["pearson", "spearman"]},
+    "mc": {"type": "multiple_choice", "format": "jsonl", "files": {"train": "mc/train.jsonl"},
+           "text_a": "{premise} What was the {question}?", "choices": ["{choice1}", "{choice2}"], "metrics": ["accuracy"]},
+    "ner": {"type": "token_classification", "format": "conll", "files": {"train": "ner/train.txt"}, "metrics": ["entity_f1"]},
+}
+
+
+def tiny_params(root: Path, backbone: Path, **train: Any) -> dict[str, Any]:
+    """A params.yaml-shaped dict for the tiny backbone and the files of ``write_all_formats``."""
+    return {"data_root": str(root), "seed": 0,
+            "backbone": {"name": str(backbone), "pooling": "mean", "max_length": 32},
+            "prompt": {"length": 4, "dropout": 0.0},
+            "train": {"epochs": {"ptv2": 2, "finetune": 2}, "batch_size": 8, "eval_batch_size": 16, "val_fraction": 0.2, "patience": 0,
+                      "device": "cpu", **train},
+            "run": {"task": "sent", "out_dir": str(root / "outputs")},
+            "tasks": TASKS}

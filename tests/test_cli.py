@@ -1,0 +1,45 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from helpers import tiny_params, write_all_formats
+from ptv2.cli import main
+
+
+@pytest.fixture()
+def params(tmp_path, tiny_dir):
+    write_all_formats(tmp_path)
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(tiny_params(tmp_path, tiny_dir, epochs={"ptv2": 1, "finetune": 1})))
+    return p
+
+
+def test_train_evaluate_predict(params, tmp_path, capsys):
+    assert main(["train", "--params", str(params), "--task", "sent", "--out", str(tmp_path / "m")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["task"] == "sent" and "dev" in out["metrics"]
+    assert main(["evaluate", "--params", str(params), "--model", str(tmp_path / "m/model"), "--task", "sent"]) == 0
+    assert "accuracy" in json.loads(capsys.readouterr().out)
+    assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model"), "--text", "good film"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert row["label"] in ("0", "1") and 0 <= row["score"] <= 1
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--task", "nope"], "unknown task 'nope'"),
+    (["train", "--set", "train.epochz=1"], "unknown key(s) ['epochz']"),
+    (["train", "--set", "tasks.sent.files.train=missing.tsv", "--task", "sent"], "not found"),
+    (["evaluate", "--model", "/nonexistent", "--task", "sent"], "is not a ptv2 model folder"),
+])
+def test_user_errors_exit_2_with_a_clear_message(params, capsys, argv, needle):
+    assert main([argv[0], "--params", str(params), *argv[1:]]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_python_dash_m_entry_point():
+    r = subprocess.run([sys.executable, "-m", "ptv2", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "train" in r.stdout

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ptv2.config import Config, apply_override, config_from_dict, load_config
+from ptv2.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repo_params_define_all_nine_tasks():
+    cfg = load_config(ROOT / "params.yaml")
+    assert set(cfg.tasks) == {"sst2", "mrpc", "cola", "stsb", "rte", "cb", "copa", "wsc", "conll2003"}
+    assert Path(cfg.data_root).is_absolute()
+    types = {t.type for t in cfg.tasks.values()}
+    assert types == {"classification", "pair_classification", "regression", "multiple_choice", "token_classification"}
+
+
+def test_unknown_key_is_rejected_with_allowed_keys():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['epochz'\] in train.*allowed keys"):
+        config_from_dict({"train": {"epochz": 3}})
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match=r"train.batch_size = 'big' has the wrong type"):
+        config_from_dict({"train": {"batch_size": "big"}})
+
+
+def test_impossible_value_names_key_and_allowed():
+    with pytest.raises(ConfigError, match=r"prompt.length = -1 is not allowed"):
+        config_from_dict({"prompt": {"length": -1}})
+    with pytest.raises(ConfigError, match=r"pooling = 'max' is not allowed: expected one of \['cls', 'mean', 'pooler'\]"):
+        config_from_dict({"backbone": {"pooling": "max"}})
+
+
+def test_method_needs_a_learning_rate():
+    with pytest.raises(ConfigError, match="train.lr"):
+        config_from_dict({"train": {"method": "finetune", "lr": {"ptv2": 0.01}}})
+
+
+def test_task_spec_validation():
+    with pytest.raises(ConfigError, match="labels"):
+        config_from_dict({"tasks": {"x": {"type": "classification", "format": "tsv", "files": {"train": "a"},
+                                          "text_a": "{s}", "metrics": ["accuracy"]}}})
+    with pytest.raises(ConfigError, match="metrics"):
+        config_from_dict({"tasks": {"x": {"type": "regression", "format": "tsv", "files": {"train": "a"},
+                                          "text_a": "{s}", "metrics": ["bleu"]}}})
+
+
+def test_overrides_and_env_data_root(tmp_path, monkeypatch):
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump({"data_root": "data", "train": {"epochs": {"ptv2": 2}}}))
+    cfg = load_config(p, ["train.epochs.ptv2=5", "prompt.reparam=true"])
+    assert cfg.train.epochs["ptv2"] == 5 and cfg.prompt.reparam is True
+    assert cfg.data_root == str((tmp_path / "data").resolve())  # relative to the params file
+    monkeypatch.setenv("PTV2_DATA_ROOT", str(tmp_path / "elsewhere"))
+    assert load_config(p).data_root == str(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(p, ["train.epochs"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_unknown_task_lists_known():
+    with pytest.raises(ConfigError, match=r"unknown task 'nope'"):
+        Config().task("nope")
+
+
+def test_apply_override_creates_sections():
+    d: dict = {}
+    apply_override(d, "a.b.c=1.5")
+    assert d == {"a": {"b": {"c": 1.5}}}

@@ -1,0 +1,95 @@
+import pytest
+
+from helpers import TASKS, write_all_formats
+from ptv2.config import config_from_dict
+from ptv2.data.collate import Collator, encode_split, length_grouped_batches
+from ptv2.data.tasks import fill, load_task
+from ptv2.errors import DataError
+
+
+def _spec(name, **changes):
+    return config_from_dict({"tasks": {name: {**TASKS[name], **changes}}}).tasks[name]
+
+
+@pytest.fixture()
+def root(tmp_path):
+    write_all_formats(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_every_task_type_loads_and_batches(root, tiny, name):
+    _, tok = tiny
+    spec = _spec(name)
+    td = load_task(name, spec, root, seed=0, val_fraction=0.2)
+    assert len(td.split("val")) >= 1 and len(td.split("train")) >= 1
+    feats = encode_split(td.split("train"), spec.type, tok, 32)
+    batch = Collator(tok.pad_token_id, spec.type)(feats[:4])
+    n_rows = 4 * len(spec.choices) if spec.type == "multiple_choice" else 4
+    assert batch["input_ids"].shape[0] == n_rows
+    assert batch["attention_mask"].sum(1).min() > 0
+    if spec.type == "token_classification":
+        assert batch["labels"].shape == batch["input_ids"].shape
+        assert td.labels[0] == "O" and {"B-PER", "B-LOC"} <= set(td.labels)
+    elif spec.type == "regression":
+        assert batch["labels"].dtype.is_floating_point
+    else:
+        assert batch["labels"].shape == (4,)
+
+
+def test_val_is_carved_from_train_disjoint_and_seeded(root):
+    spec = _spec("sent")
+    a = load_task("sent", spec, root, seed=0, val_fraction=0.25)
+    b = load_task("sent", spec, root, seed=0, val_fraction=0.25)
+    assert len(a.split("val")) == 50 and len(a.split("train")) == 150
+    assert a.split("val")["text_a"] == b.split("val")["text_a"]
+    assert len(a.split("dev")) == 40  # dev untouched: reported, never used for selection
+
+
+def test_tsv_quirks_extra_columns_and_quotes(root):
+    td = load_task("reg", _spec("reg"), root, seed=0, val_fraction=0.0)
+    assert len(td.split("train")) == 30  # no rows merged by quote parsing
+    assert '"cat"' in td.split("train")[0]["text_a"]
+
+
+def test_template_with_non_word_field_names():
+    # regression: MRPC's columns are '#1 String' / '#2 String'
+    assert fill("{#1 String} / {t.x}", {"#1 String": "a b", "t": {"x": 1}}, "mrpc") == "a b / 1"
+    with pytest.raises(DataError, match="names field 'nope'"):
+        fill("{nope}", {"a": 1}, "t")
+
+
+def test_unknown_label_is_a_clear_error(root):
+    spec = _spec("pair", labels=["no", "maybe"])
+    with pytest.raises(DataError, match=r"unknown label 'yes'.*tasks.pair.labels"):
+        load_task("pair", spec, root, seed=0, val_fraction=0.1)
+
+
+def test_missing_file_and_empty_split(root):
+    with pytest.raises(DataError, match="not found"):
+        load_task("sent", _spec("sent", files={"train": "nope.tsv"}), root, seed=0, val_fraction=0.1)
+    (root / "empty.tsv").write_text("sentence\tlabel\n")
+    with pytest.raises(DataError, match="is empty"):
+        load_task("sent", _spec("sent", files={"train": "empty.tsv"}), root, seed=0, val_fraction=0.1)
+
+
+def test_overlong_text_truncated_with_warning(root, tiny, caplog):
+    import datasets
+
+    _, tok = tiny
+    ds = datasets.Dataset.from_dict({"text_a": ["good " * 100, "bad"], "text_b": ["", ""], "label": [1, 0]})
+    feats = encode_split(ds, "classification", tok, 16)
+    assert len(feats[0]["input_ids"]) == 16
+    assert "1 of 2 texts longer than max_length=16 were truncated" in caplog.text
+
+
+def test_length_grouping_covers_every_index_once():
+    import torch
+
+    lengths = [i % 17 for i in range(203)]
+    batches = length_grouped_batches(lengths, 8, torch.Generator().manual_seed(0), mega=4)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(203))
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)
+    plain = length_grouped_batches(lengths, 8, torch.Generator().manual_seed(0), group=False)
+    assert spread < sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in plain)
