@@ -50,3 +50,24 @@ def load_model(path: str | Path, backbone=None, tokenizer=None):
                             f"unexpected {sorted(unexpected)[:5]}")
     model.eval()
     return model, tokenizer, meta
+
+
+def init_from_pretrained(model: PromptedModel, meta: dict[str, Any], path: str | Path, task: str,
+                         init_head: bool = True) -> list[str]:
+    """Copy the pretrained shared prompt (and ``task``'s head, when the mixture had it with the same
+    labels) into ``model``. Returns the copied keys. Shapes and backbone must match."""
+    state, pre = read_adapter(path)
+    if pre["backbone"]["name"] != meta["backbone"]["name"]:
+        raise ArtifactError(f"{path}: pretrained on backbone {pre['backbone']['name']!r}, "
+                            f"but this run uses {meta['backbone']['name']!r}")
+    if pre["prompt"] != meta["prompt"]:
+        raise ArtifactError(f"{path}: prompt config {pre['prompt']} differs from params.yaml's {meta['prompt']}; "
+                            f"adapt with the same prompt settings")
+    keys = [k for k in state if k.startswith("prompt.")]
+    same_head = task in pre["tasks"] and pre["tasks"][task]["labels"] == meta["tasks"][task]["labels"] \
+        and pre["tasks"][task]["type"] == meta["tasks"][task]["type"]
+    if init_head and same_head:
+        keys += [k for k in state if k.startswith(f"heads.{task}.")]
+    own = model.state_dict()
+    model.load_state_dict({**own, **{k: state[k] for k in keys}})
+    return keys

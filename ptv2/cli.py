@@ -56,6 +56,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from ptv2.multitask import pretrain
+
+    cfg = _config(args)
+    result, metrics = pretrain(cfg, args.out, args.tasks.split(",") if args.tasks else None)
+    print(json.dumps({"best_epoch": result.best_epoch, "metrics": metrics}, indent=2))
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from ptv2.multitask import adapt
+
+    cfg = _config(args)
+    run = adapt(cfg, args.task, getattr(args, "from"), args.out)
+    print(json.dumps({"task": args.task, "model": str(run.model_dir), "metrics": run.metrics}, indent=2))
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from ptv2.compare import compare
 
@@ -85,6 +103,11 @@ def parser() -> argparse.ArgumentParser:
     pr = add("predict", cmd_predict, "label texts with a saved model (texts from --text or stdin)")
     pr.add_argument("--model", required=True); pr.add_argument("--task")
     pr.add_argument("--text", action="append"); pr.add_argument("--text-pair", action="append")
+    pt = add("pretrain", cmd_pretrain, "multi-task prompt pretraining on the pretrain.tasks mixture")
+    pt.add_argument("--tasks", help="comma-separated mixture (default: pretrain.tasks)"); pt.add_argument("--out")
+    ad = add("adapt", cmd_adapt, "tune one task starting from a pretrained prompt")
+    ad.add_argument("--task", required=True); ad.add_argument("--from", help="pretrained model folder")
+    ad.add_argument("--out")
     c = add("compare", cmd_compare, "train methods x tasks x seeds; write a results table")
     c.add_argument("--tasks", required=True); c.add_argument("--methods", default="ptv2,finetune")
     c.add_argument("--seeds", default="42"); c.add_argument("--out", default="reports/core_results.md")

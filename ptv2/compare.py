@@ -23,10 +23,14 @@ log = logging.getLogger(__name__)
 def run_one(cfg: Config, task: str, method: str, seed: int, work: Path) -> dict[str, Any]:
     from ptv2.run import train_task
 
+    from ptv2.run import config_sha
+
     out = work / task / method / f"seed{seed}"
-    if (out / "metrics.json").is_file():
-        return json.loads((out / "metrics.json").read_text())
     c = dataclasses.replace(cfg, seed=seed, train=dataclasses.replace(cfg.train, method=method))
+    if (out / "metrics.json").is_file():
+        done = json.loads((out / "metrics.json").read_text())
+        if done.get("config_sha") == config_sha(c, task):
+            return done  # finished earlier with the same config
     train_task(c, task, out)
     return json.loads((out / "metrics.json").read_text())
 

@@ -124,6 +124,37 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """Multi-task prompt pretraining: one shared deep prompt, one head per task."""
+
+    tasks: list[str] = field(default_factory=list)  # the mixture (train splits only)
+    weights: dict[str, float] = field(default_factory=dict)  # optional per-task multipliers
+    strategy: Literal["proportional", "temperature", "uniform"] = "proportional"
+    cap: int = 10000  # K: examples-proportional cap per task (0 = no cap)
+    temperature: float = 2.0
+    batches_per_epoch: int = 0  # 0 = sum of capped task sizes / batch_size
+    epochs: int = 3
+    out_dir: str = "outputs/pretrain"
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "pretrain.epochs", self.epochs, "an integer >= 1")
+        _check(self.cap >= 0, "pretrain.cap", self.cap, "an integer >= 0")
+        _check(self.temperature > 0, "pretrain.temperature", self.temperature, "a float > 0")
+        _check(self.batches_per_epoch >= 0, "pretrain.batches_per_epoch", self.batches_per_epoch, ">= 0")
+        for t, w in self.weights.items():
+            _check(w > 0, f"pretrain.weights.{t}", w, "a float > 0")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Adaptation: each task starts from the pretrained prompt (and head, when it was in the mixture)."""
+
+    tasks: list[str] = field(default_factory=list)
+    init_head: bool = True
+    out_dir: str = "outputs/adapt"
+
+
+@dataclass(frozen=True)
 class RunConfig:
     task: str = "cb"
     out_dir: str = "outputs"
@@ -137,7 +168,16 @@ class Config:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        known = sorted(self.tasks)
+        for where, names in (("pretrain.tasks", self.pretrain.tasks), ("pretrain.weights", list(self.pretrain.weights)),
+                             ("adapt.tasks", self.adapt.tasks)):
+            for t in names:
+                _check(t in self.tasks, where, t, f"a task defined under 'tasks:' ({known})")
 
     def task(self, name: str) -> TaskSpec:
         if name not in self.tasks:

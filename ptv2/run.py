@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ptv2.build import load_model, model_from_meta, model_meta, task_info
+from ptv2.build import init_from_pretrained, load_model, model_from_meta, model_meta, task_info
 from ptv2.config import Config
 from ptv2.data.collate import encode_split
 from ptv2.data.tasks import TaskData, load_task
@@ -44,13 +44,18 @@ def encode(td: TaskData, split: str, tokenizer: Any, max_length: int) -> Split:
 
 
 def train_task(cfg: Config, name: str, out_dir: str | Path, report_splits: tuple[str, ...] = ("dev",),
-               on_log=None) -> TaskRun:
-    """Train ``cfg.train.method`` on one task; select on ``val``; report on ``report_splits``."""
+               on_log=None, init_from: str | Path | None = None) -> TaskRun:
+    """Train ``cfg.train.method`` on one task; select on ``val``; report on ``report_splits``.
+    ``init_from``: a pretrained (multi-task) model folder to start from (adaptation)."""
     out_dir = Path(out_dir)
     td = load_task_data(cfg, name)
     backbone, tok = load_backbone(cfg.backbone.name)
     meta = model_meta(cfg, {name: task_info(td)})
     model, tok = model_from_meta(meta, backbone, tok, seed=cfg.seed)
+    if init_from is not None:
+        keys = init_from_pretrained(model, meta, init_from, name, cfg.adapt.init_head)
+        log.info("adapting from %s: %d tensors copied (head %s)", init_from, len(keys),
+                 "copied" if any(k.startswith("heads.") for k in keys) else "fresh")
     trainable, total = count_parameters(model)
     log.info("task %s: %d train / %d val rows; %s trains %d of %d params (%.3f%%)", name, len(td.split("train")),
              len(td.split("val")), cfg.train.method, trainable, total, 100 * trainable / total)
@@ -68,10 +73,22 @@ def train_task(cfg: Config, name: str, out_dir: str | Path, report_splits: tuple
             metrics[split] = evaluate(best, name, s.feats, s.ds, s.labels, s.metrics, tok.pad_token_id,
                                       cfg.train.eval_batch_size)
     write_json(out_dir / "metrics.json", {"task": name, "method": cfg.train.method, "metrics": metrics,
+                                          "config_sha": config_sha(cfg, name), "init_from": str(init_from or ""),
                                           "trainable_params": trainable, "total_params": total,
                                           "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                                           "train_seconds": round(result.seconds, 1), "history": result.history})
     return TaskRun(result, metrics, trainable, total, out_dir / "model")
+
+
+def config_sha(cfg: Config, task: str) -> str:
+    """Fingerprint of what a task's run depends on (to reuse finished runs safely)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    parts = {"seed": cfg.seed, "backbone": asdict(cfg.backbone), "prompt": asdict(cfg.prompt),
+             "train": asdict(cfg.train), "task": asdict(cfg.task(task)), "data_root": cfg.data_root}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def evaluate_saved(cfg: Config, model_dir: str | Path, task: str, split: str = "dev") -> dict[str, float]:

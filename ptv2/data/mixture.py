@@ -1,0 +1,55 @@
+"""Multi-task sampling: how often each task's batch is drawn in the pretraining mixture.
+
+Strategies (rates r_t over tasks, sizes n_t, per-task weights w_t):
+- ``proportional``: r_t ∝ w_t · min(n_t, K)            (T5's examples-proportional with cap K)
+- ``temperature``:  r_t ∝ (w_t · min(n_t, K)) ** (1/T)  (T = 1 is proportional, T → ∞ uniform)
+- ``uniform``:      r_t ∝ w_t
+Batches are task-homogeneous: each batch comes from one task, so each head sees its own batch.
+All randomness comes from the generator passed in.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ptv2.data.collate import length_grouped_batches
+
+Plan = list[tuple[str, list[int]]]
+STRATEGIES = ("proportional", "temperature", "uniform")
+
+
+def mixture_rates(sizes: dict[str, int], strategy: str = "proportional", cap: int = 0,
+                  temperature: float = 1.0, weights: dict[str, float] | None = None) -> dict[str, float]:
+    """Sampling probability per task (sums to 1)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy {strategy!r}: expected one of {list(STRATEGIES)}")
+    weights = weights or {}
+    raw = {}
+    for t, n in sizes.items():
+        size = min(n, cap) if cap else n
+        w = weights.get(t, 1.0)
+        raw[t] = w if strategy == "uniform" else (w * size) ** (1.0 / temperature if strategy == "temperature" else 1.0)
+    total = sum(raw.values())
+    return {t: v / total for t, v in raw.items()}
+
+
+def mixture_planner(lengths: dict[str, list[int]], batch_size: int, rates: dict[str, float], n_batches: int,
+                    group: bool = True) -> Callable[[torch.Generator], Plan]:
+    """Planner for ``fit``: ``n_batches`` task-homogeneous batches per epoch, tasks drawn by ``rates``.
+    A task whose batches run out is reshuffled and cycled (small tasks repeat under upsampling)."""
+    tasks = list(rates)
+    probs = torch.tensor([rates[t] for t in tasks], dtype=torch.double)
+
+    def plan(g: torch.Generator) -> Plan:
+        draws = torch.multinomial(probs, n_batches, replacement=True, generator=g).tolist()
+        queues: dict[str, list[list[int]]] = {t: [] for t in tasks}
+        out: Plan = []
+        for k in draws:
+            t = tasks[k]
+            if not queues[t]:
+                queues[t] = length_grouped_batches(lengths[t], batch_size, g, group)
+            out.append((t, queues[t].pop()))
+        return out
+
+    return plan

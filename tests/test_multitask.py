@@ -1,0 +1,105 @@
+import collections
+
+import pytest
+import torch
+
+from helpers import tiny_params, write_all_formats
+from ptv2.artifacts import read_adapter
+from ptv2.build import init_from_pretrained, model_from_meta
+from ptv2.config import config_from_dict
+from ptv2.data.mixture import mixture_planner, mixture_rates
+from ptv2.errors import ArtifactError, ConfigError
+from ptv2.multitask import adapt, mixture_of, pretrain
+
+
+def test_rates_per_strategy():
+    sizes = {"a": 1000, "b": 100, "c": 10}
+    p = mixture_rates(sizes, "proportional")
+    assert p["a"] == pytest.approx(1000 / 1110)
+    capped = mixture_rates(sizes, "proportional", cap=100)
+    assert capped["a"] == pytest.approx(capped["b"]) == pytest.approx(100 / 210)
+    t = mixture_rates(sizes, "temperature", temperature=2.0)
+    assert t["c"] > p["c"] and t["a"] < p["a"]
+    assert mixture_rates(sizes, "temperature", temperature=1.0) == pytest.approx(p)
+    u = mixture_rates(sizes, "uniform", weights={"a": 2.0})
+    assert u == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.25})
+
+
+@pytest.mark.parametrize("strategy,kw", [("proportional", {"cap": 300}), ("temperature", {"temperature": 3.0}),
+                                         ("uniform", {})])
+def test_sampled_proportions_match_rates_and_are_seeded(strategy, kw):
+    lengths = {"a": [5] * 1000, "b": [7] * 100, "c": [3] * 30}
+    rates = mixture_rates({t: len(v) for t, v in lengths.items()}, strategy, **kw)
+    plan = mixture_planner(lengths, 4, rates, 4000)
+    p1 = plan(torch.Generator().manual_seed(1))
+    assert p1 == plan(torch.Generator().manual_seed(1))
+    counts = collections.Counter(t for t, _ in p1)
+    for t, r in rates.items():
+        assert counts[t] / 4000 == pytest.approx(r, abs=0.03)
+    for t, idx in p1[:200]:  # task-homogeneous batches with valid row ids
+        assert all(0 <= i < len(lengths[t]) for i in idx)
+
+
+@pytest.fixture()
+def root(tmp_path):
+    write_all_formats(tmp_path)
+    return tmp_path
+
+
+def _cfg(root, tiny_dir, **pre):
+    d = tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1})
+    d["pretrain"] = {"tasks": ["sent", "pair", "reg"], "epochs": 2, "batches_per_epoch": 12, "out_dir": str(root / "pre"), **pre}
+    return config_from_dict(d)
+
+
+def test_heads_get_gradients_only_from_their_task(root, tiny_dir):
+    cfg = _cfg(root, tiny_dir)
+    meta = {"method": "ptv2", "backbone": {"name": str(tiny_dir), "pooling": "mean", "max_length": 32},
+            "prompt": {"length": 2, "reparam": False, "reparam_hidden": 8, "dropout": 0.0}, "head_dropout": 0.0,
+            "tasks": {"sent": {"type": "classification", "n_out": 2}, "reg": {"type": "regression", "n_out": 1}}}
+    model, tok = model_from_meta(meta)
+    enc = tok(["good film", "bad film"], padding=True, return_tensors="pt")
+    b = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    model(b, "sent").sum().backward()
+    assert all(p.grad is not None for p in model.heads["sent"].parameters())
+    assert all(p.grad is None for p in model.heads["reg"].parameters())
+    assert model.prompt.prefix.grad is not None
+    assert cfg.pretrain.tasks == ["sent", "pair", "reg"]
+
+
+def test_pretrain_then_adapt_end_to_end(root, tiny_dir):
+    cfg = _cfg(root, tiny_dir)
+    result, metrics = pretrain(cfg)
+    assert result.best_epoch >= 1 and set(metrics["val"]) == {"sent", "pair", "reg"}
+    state, meta = read_adapter(root / "pre/model")
+    assert set(meta["tasks"]) == {"sent", "pair", "reg"}
+    assert {k.split(".")[1] for k in state if k.startswith("heads.")} == {"sent", "pair", "reg"}
+    mix = mixture_of(root / "pre/model")
+    assert mix["tasks"] == ["sent", "pair", "reg"] and sum(mix["rates"].values()) == pytest.approx(1)
+
+    # adaptation starts exactly from the pretrained prompt (+ head for a mixture task)
+    model, _ = model_from_meta({**meta, "tasks": {"sent": meta["tasks"]["sent"]}}, seed=123)
+    keys = init_from_pretrained(model, {**meta, "tasks": {"sent": meta["tasks"]["sent"]}}, root / "pre/model", "sent")
+    assert any(k.startswith("heads.sent") for k in keys)
+    for k in keys:
+        assert torch.equal(model.state_dict()[k], state[k])
+
+    run = adapt(cfg, "sent")  # task in the mixture
+    assert "dev" in run.metrics
+    held_out = adapt(cfg, "mc", out_dir=root / "adapt-mc")  # a task left out of the mixture
+    assert "val" in held_out.metrics
+
+
+def test_adapt_refuses_a_different_prompt_shape(root, tiny_dir):
+    cfg = _cfg(root, tiny_dir)
+    pretrain(cfg)
+    other = config_from_dict({**tiny_params(root, tiny_dir), "prompt": {"length": 6}})
+    with pytest.raises(ArtifactError, match="prompt config"):
+        adapt(other, "sent", root / "pre/model", root / "x")
+
+
+def test_pretrain_needs_tasks_and_known_names(root, tiny_dir):
+    with pytest.raises(ConfigError, match="pretrain.tasks"):
+        pretrain(config_from_dict(tiny_params(root, tiny_dir)))
+    with pytest.raises(ConfigError, match="a task defined under 'tasks:'"):
+        config_from_dict({**tiny_params(root, tiny_dir), "pretrain": {"tasks": ["nope"]}})
