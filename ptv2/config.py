@@ -151,7 +151,32 @@ class AdaptConfig:
 
     tasks: list[str] = field(default_factory=list)
     init_head: bool = True
+    epochs: int = 0  # 0 = the task's / train's epochs
     out_dir: str = "outputs/adapt"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    experiment: str = "ptv2"
+    registry_prefix: str = "ptv2-"  # registered model per task: <prefix><task>
+    promote_margin: float = 0.0  # champion replaced when challenger >= champion + margin (metric points)
+
+
+@dataclass(frozen=True)
+class FlowsConfig:
+    """Prefect: the retraining schedule and how the adapt fan-out runs."""
+
+    retrain_cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+    task_runner: Literal["thread", "dask", "ray"] = "thread"  # dask/ray need prefect-dask / prefect-ray
+    max_workers: int = 2
+    retries: int = 2
+    retry_delay_s: int = 30
+
+    def __post_init__(self) -> None:
+        _check(len(self.retrain_cron.split()) == 5, "flows.retrain_cron", self.retrain_cron, "a 5-field cron string")
+        _check(self.retries >= 0 and self.max_workers >= 1, "flows", (self.retries, self.max_workers),
+               "retries >= 0 and max_workers >= 1")
 
 
 @dataclass(frozen=True)
@@ -170,6 +195,8 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    flows: FlowsConfig = field(default_factory=FlowsConfig)
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -184,8 +211,13 @@ class Config:
             raise ConfigError(f"unknown task {name!r}; known tasks: {sorted(self.tasks)} (add it under 'tasks:')")
         return self.tasks[name]
 
-    def epochs_for(self, task: str) -> int:
-        """Epochs for ``task`` under the configured method (task override first)."""
+    def data_path(self, rel: str) -> Path:
+        return Path(self.data_root) / rel
+
+    def epochs_for(self, task: str, adapting: bool = False) -> int:
+        """Epochs for ``task`` under the configured method (adapt / task override first)."""
+        if adapting and self.adapt.epochs:
+            return self.adapt.epochs
         m = self.train.method
         return self.task(task).epochs.get(m, self.train.epochs[m])
 

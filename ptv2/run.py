@@ -64,7 +64,7 @@ def train_task(cfg: Config, name: str, out_dir: str | Path, report_splits: tuple
     val = {name: encode(td, "val", tok, L)}
     planner = single_task_planner(name, train[name].lengths, cfg.train.batch_size, cfg.train.length_grouping)
     result = fit(model, train, val, planner, cfg.train, cfg.seed, tok.pad_token_id, out_dir, meta,
-                 epochs=cfg.epochs_for(name), on_log=on_log)
+                 epochs=cfg.epochs_for(name, init_from is not None), on_log=on_log)
     best, _, _ = load_model(out_dir / "model", backbone=model.backbone, tokenizer=tok)
     metrics = {"val": result.history[result.best_epoch - 1]["val"][name]}
     for split in report_splits:
@@ -89,6 +89,21 @@ def config_sha(cfg: Config, task: str) -> str:
     parts = {"seed": cfg.seed, "backbone": asdict(cfg.backbone), "prompt": asdict(cfg.prompt),
              "train": asdict(cfg.train), "task": asdict(cfg.task(task)), "data_root": cfg.data_root}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def eval_data_sha(cfg: Config, task: str, split: str = "dev") -> str:
+    """Fingerprint of the eval data: the split's file bytes + the task spec (how it is read)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from ptv2.artifacts import sha256
+
+    spec = cfg.task(task)
+    h = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode())
+    if split in spec.files:
+        h.update(sha256(cfg.data_path(spec.files[split])).encode())
+    return h.hexdigest()[:16]
 
 
 def evaluate_saved(cfg: Config, model_dir: str | Path, task: str, split: str = "dev") -> dict[str, float]:

@@ -1,0 +1,27 @@
+"""Serve the scheduled retraining deployment (needs `prefect server start` running):
+
+    prefect server start &            # schedules run only on a real server
+    python flows/serve.py             # cron from params.yaml flows.retrain_cron
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prefect import serve  # noqa: E402
+
+from flows.pipeline import ROOT, retrain  # noqa: E402
+from ptv2.config import load_config  # noqa: E402
+
+
+def retrain_deployment(root: Path = ROOT, cron: str | None = None):
+    cfg = load_config(root / "params.yaml")
+    return retrain.to_deployment(
+        name="scheduled-retrain", cron=cron or cfg.flows.retrain_cron, parameters={"root": str(root)},
+        concurrency_limit=1, tags=["ptv2"], description="dvc repro + registry promotion gate")
+
+
+if __name__ == "__main__":
+    serve(retrain_deployment(cron=sys.argv[1] if len(sys.argv) > 1 else None))

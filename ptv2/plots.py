@@ -1,0 +1,59 @@
+"""PNG plots with matplotlib (Agg): training curves and per-task comparisons. Atomic writes."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def _save(fig: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """One panel per task: train loss and validation score per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(histories))
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
+    for ax, (task, hist) in zip(axes[0], histories.items()):
+        ep = [h["epoch"] for h in hist]
+        ax.plot(ep, [h["train_loss"] for h in hist], "o-", color="tab:blue", label="train loss")
+        ax.set_xlabel("epoch"); ax.set_ylabel("train loss", color="tab:blue"); ax.set_title(task)
+        ax2 = ax.twinx()
+        ax2.plot(ep, [h["val_score"] for h in hist], "s--", color="tab:orange", label="val score")
+        ax2.set_ylabel("val score", color="tab:orange")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Training curves (selection on val carved from train)")
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_tasks(scores: dict[str, dict[str, float | None]], path: Path, title: str = "Dev metric per task") -> None:
+    """Grouped bars: task x series (e.g. method or with/without adaptation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(scores)
+    series = list(dict.fromkeys(k for v in scores.values() for k in v))
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(tasks) * max(1, len(series)) / 1.5), 3.8))
+    for i, s in enumerate(series):
+        xs = [j + i * width for j in range(len(tasks))]
+        ys = [scores[t].get(s) or 0.0 for t in tasks]
+        bars = ax.bar(xs, ys, width, label=s)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(tasks))], tasks)
+    ax.set_ylabel("dev metric"); ax.set_title(title); ax.legend(fontsize=8); ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)

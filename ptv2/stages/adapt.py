@@ -1,0 +1,27 @@
+"""DVC stage `adapt@<task>`: tune one task from the pretrained prompt, tracked in MLflow."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ptv2.multitask import adapt
+from ptv2.stages.common import parse, root_of, tracked
+from ptv2.train import write_json
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, args = parse(argv, task=True)
+    out = Path(cfg.adapt.out_dir) / args.task
+    with tracked(cfg, root_of(args), f"adapt@{args.task}", f"adapt-{args.task}") as (run, on_log):
+        res = adapt(cfg, args.task, Path(cfg.pretrain.out_dir) / "model", out, on_log=on_log)
+        for split, ms in res.metrics.items():
+            run.log_metrics({f"{split}/{k}": v for k, v in ms.items()})
+        run.log_artifacts(out / "model", "model")
+        run.log_artifacts(out / "metrics.json")
+        run_id = run.id
+    write_json(out / "mlflow.json", {"run_id": run_id})
+    write_json(f"metrics/adapt/{args.task}.json", {"task": args.task, **res.metrics,
+                                                     "trainable_params": res.trainable})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""DVC stage `prepare`: load and validate every task the pipeline uses; fail early on bad data.
+
+Writes one fingerprint file per task (row counts, label counts, sha256 of its files), so a change
+in one task's data reruns only the stages that depend on that task."""
+from __future__ import annotations
+
+import collections
+
+from ptv2.artifacts import sha256
+from ptv2.run import load_task_data
+from ptv2.stages.common import parse
+from ptv2.train import write_json
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, _ = parse(argv)
+    mixture = {}
+    for name in dict.fromkeys(cfg.pretrain.tasks + cfg.adapt.tasks):
+        td = load_task_data(cfg, name)
+        info = {"type": td.spec.type, "labels": td.labels, "rows": {s: len(d) for s, d in td.splits.items()},
+                "files": {s: sha256(cfg.data_path(f)) for s, f in td.spec.files.items() if s != "test"}}
+        if td.spec.type in ("classification", "pair_classification"):
+            info["train_labels"] = dict(collections.Counter(td.labels[y] for y in td.split("train")["label"]))
+        write_json(f"outputs/prepare/tasks/{name}.json", info)
+        if name in cfg.pretrain.tasks:
+            mixture[name] = info["files"]
+    write_json("outputs/prepare/mixture.json", mixture)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""DVC stage `pretrain`: multi-task prompt pretraining on the mixture, tracked in MLflow."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ptv2.multitask import pretrain
+from ptv2.stages.common import parse, root_of, tracked
+from ptv2.train import write_json
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, args = parse(argv)
+    out = Path(cfg.pretrain.out_dir)
+    with tracked(cfg, root_of(args), "pretrain", "pretrain") as (run, on_log):
+        result, metrics = pretrain(cfg, out, on_log=on_log)
+        for split, by_task in metrics.items():
+            for task, ms in by_task.items():
+                run.log_metrics({f"{split}/{task}/{k}": v for k, v in ms.items()})
+        run.log_artifacts(out / "model", "model")
+    write_json("metrics/pretrain.json", {"best_epoch": result.best_epoch, **metrics})
+
+
+if __name__ == "__main__":
+    main()

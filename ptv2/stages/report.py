@@ -1,0 +1,34 @@
+"""DVC stage `report`: one metrics table (markdown) and PNG plots a person would rather look at."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ptv2.artifacts import atomic_write_text
+from ptv2.plots import plot_curves, plot_tasks
+from ptv2.stages.common import parse
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, _ = parse(argv)
+    pre = json.loads(Path("metrics/pretrain.json").read_text())
+    rows, curves = [], {}
+    for task in cfg.adapt.tasks:
+        m = json.loads((Path(cfg.adapt.out_dir) / task / "metrics.json").read_text())
+        metric = cfg.task(task).metrics[0]
+        no_adapt = pre.get("dev", {}).get(task, {}).get(metric)
+        rows.append((task, metric, m["metrics"]["dev"][metric], no_adapt, m["best_epoch"], m["train_seconds"]))
+        curves[task] = m["history"]
+    lines = ["| task | metric | adapted (dev) | pretrained, no adaptation (dev) | best epoch | train s |",
+             "|---|---|---|---|---|---|"]
+    for t, metric, dev, na, be, secs in rows:
+        lines.append(f"| {t} | {metric} | {dev:.1f} | {'—' if na is None else f'{na:.1f}'} | {be} | {secs:.0f} |")
+    out = Path("report")
+    atomic_write_text(out / "metrics.md", "# Pipeline metrics (dev)\n\n" + "\n".join(lines) + "\n")
+    plot_curves(curves, out / "curves.png")
+    plot_tasks({t: {"adapted": dev, "no adaptation": na} for t, _, dev, na, _, _ in rows}, out / "tasks.png")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""The only module that talks to MLflow (imported lazily: mlflow costs ~3.5 s to import).
+
+Default store: ``sqlite:///<repo>/mlruns.db`` with artifacts in ``<repo>/mlartifacts`` (absolute
+paths, so ``dvc exp run --temp`` — which runs inside ``<repo>/.dvc/tmp/exps/...`` — still logs to
+the repo's store). ``MLFLOW_TRACKING_URI`` points it at a real server instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+def repo_root(start: str | Path) -> Path:
+    """The project folder; inside a DVC temp experiment, the repo that holds it."""
+    p = Path(start).resolve()
+    parts = p.parts
+    for i in range(len(parts) - 2):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return p
+
+
+def tracking_uri(root: str | Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root(root) / 'mlruns.db'}"
+
+
+def _mlflow(root: str | Path):
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(root))
+    return mlflow
+
+
+def init_store(root: str | Path, experiment: str) -> str:
+    """Create the database and experiment once, before anything runs in parallel. Returns its id."""
+    mlflow = _mlflow(root)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is not None:
+        return exp.experiment_id
+    art = (repo_root(root) / "mlartifacts").as_uri() if "MLFLOW_TRACKING_URI" not in os.environ else None
+    return client.create_experiment(experiment, artifact_location=art)
+
+
+def lineage_tags(root: str | Path, stage: str) -> dict[str, str]:
+    """git commit + the dvc.lock hashes of the stage's deps and params (traceable to exact data)."""
+    root = repo_root(root)
+    tags = {"ptv2.stage": stage}
+    try:
+        tags["git.commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                            text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    lock = root / "dvc.lock"
+    if lock.is_file():
+        import yaml
+
+        entry = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage, {})
+        for dep in entry.get("deps", []):
+            if "md5" in dep:
+                tags[f"dvc.dep.{dep['path']}"] = dep["md5"]
+    return tags
+
+
+class Run:
+    """A thin handle over an active MLflow run."""
+
+    def __init__(self, mlflow: Any, run: Any) -> None:
+        self._m, self.id = mlflow, run.info.run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._m.log_metrics({k.replace("@", "_"): float(v) for k, v in metrics.items()}, step=step)
+
+    def log_artifacts(self, path: str | Path, artifact_path: str | None = None) -> None:
+        p = Path(path)
+        (self._m.log_artifacts if p.is_dir() else self._m.log_artifact)(str(p), artifact_path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._m.set_tags(tags)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and len(out) < 400:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+    return out
+
+
+@contextlib.contextmanager
+def start_run(root: str | Path, experiment: str, name: str, params: dict[str, Any],
+              tags: dict[str, str]) -> Iterator[Run]:
+    """Log the resolved config as params (flattened) and lineage tags; yields a Run."""
+    mlflow = _mlflow(root)
+    exp_id = init_store(root, experiment)
+    with mlflow.start_run(experiment_id=exp_id, run_name=name) as r:
+        flat = _flatten(params)
+        for i in range(0, len(flat), 100):  # MLflow caps a batch at 100 params
+            mlflow.log_params(dict(list(flat.items())[i:i + 100]))
+        mlflow.set_tags(tags)
+        yield Run(mlflow, r)
+
+
+# ---- model registry (aliases + tags; the stages API is deprecated since MLflow 2.9) ----
+
+def register_version(root: str | Path, model_name: str, run_id: str, artifact_path: str,
+                     tags: dict[str, str]) -> str:
+    mlflow = _mlflow(root)
+    client = mlflow.MlflowClient()
+    try:
+        client.get_registered_model(model_name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(model_name)
+    source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+    v = client.create_model_version(model_name, source=source, run_id=run_id, tags=tags)
+    return str(v.version)
+
+
+def alias_version(root: str | Path, model_name: str, alias: str) -> tuple[str, dict[str, str]] | None:
+    """(version, tags) holding ``alias``, or None."""
+    mlflow = _mlflow(root)
+    try:
+        v = mlflow.MlflowClient().get_model_version_by_alias(model_name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return str(v.version), dict(v.tags)
+
+
+def set_alias(root: str | Path, model_name: str, alias: str, version: str) -> None:
+    _mlflow(root).MlflowClient().set_registered_model_alias(model_name, alias, version)
+
+
+def tag_version(root: str | Path, model_name: str, version: str, tags: dict[str, str]) -> None:
+    client = _mlflow(root).MlflowClient()
+    for k, v in tags.items():
+        client.set_model_version_tag(model_name, version, k, v)
+
+
+def download_version(root: str | Path, model_name: str, version: str, dst: str | Path) -> Path:
+    mlflow = _mlflow(root)
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=str(dst)))
+
+
+def list_versions(root: str | Path, prefix: str = "") -> list[dict[str, Any]]:
+    """Every registered version: name, version, aliases, tags."""
+    client = _mlflow(root).MlflowClient()
+    rows = []
+    for rm in client.search_registered_models():
+        if not rm.name.startswith(prefix):
+            continue
+        aliases: dict[str, list[str]] = {}
+        for a, v in (rm.aliases or {}).items():
+            aliases.setdefault(str(v), []).append(a)
+        for mv in client.search_model_versions(f"name='{rm.name}'"):
+            rows.append({"name": rm.name, "version": str(mv.version), "aliases": aliases.get(str(mv.version), []),
+                         "tags": dict(mv.tags)})
+    return sorted(rows, key=lambda r: (r["name"], int(r["version"])))

@@ -1,0 +1,101 @@
+"""dvc.yaml against the schema, and the retraining flow on a tiny pipeline in a temp git repo."""
+import dataclasses
+import os
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline_repo import PROJECT, make_repo, pipeline_env
+from ptv2.config import Config
+
+
+def _schema_has(key: str) -> bool:
+    tp: typing.Any = Config
+    for part in key.split("."):
+        if dataclasses.is_dataclass(tp):
+            hints = typing.get_type_hints(tp)
+            if part not in hints:
+                return False
+            tp = hints[part]
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]  # any name (e.g. tasks.<name>)
+        else:
+            return False
+    return True
+
+
+def test_every_dvc_param_exists_in_the_schema():
+    dvc = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
+    keys = set()
+    for stage in dvc["stages"].values():
+        for p in stage.get("params", stage.get("do", {}).get("params", [])):
+            keys.add(p.replace("${item}", "x"))
+    assert keys and all(_schema_has(k) for k in keys), [k for k in keys if not _schema_has(k)]
+    assert not _schema_has("train.nope")
+
+
+def test_deployment_has_cron_and_concurrency_limit_1():
+    from flows.serve import retrain_deployment
+
+    d = retrain_deployment(PROJECT, cron="*/1 * * * *")
+    assert d.concurrency_limit == 1
+    assert d.schedules[0].schedule.cron == "*/1 * * * *"
+    default = retrain_deployment(PROJECT)
+    assert default.schedules[0].schedule.cron == yaml.safe_load((PROJECT / "params.yaml").read_text())["flows"]["retrain_cron"]
+
+
+def _relabel(root: Path, how: str) -> None:
+    from helpers import write_sentiment_tsv
+
+    path = root / "data/sent/train.tsv"
+    write_sentiment_tsv(path, 200, 0)
+    if how == "clean":
+        return
+    lines = path.read_text().splitlines()
+    out = [lines[0]]
+    for i, line in enumerate(lines[1:]):
+        text, y = line.rsplit("\t", 1)
+        y = str(1 - int(y)) if how == "flipped" else str(i % 2)  # inverted, or noise
+        out.append(f"{text}\t{y}")
+    path.write_text("\n".join(out) + "\n")
+
+
+@pytest.fixture(scope="module")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, monkeypatch):
+    from flows.pipeline import retrain
+    from ptv2 import tracking
+
+    for k, v in pipeline_env().items():
+        monkeypatch.setenv(k, v)
+    root = make_repo(tmp_path / "repo", tiny_dir)
+    cfg = yaml.safe_load((root / "params.yaml").read_text())
+    cfg["pretrain"]["tasks"] = ["pair"]  # sent is held out: changing its data skips pretraining
+    (root / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    _relabel(root, "noise")
+
+    first = retrain(str(root))
+    assert "pretrain" in first["ran"] and first["promotions"][0]["promoted"]  # no champion yet
+
+    assert retrain(str(root)) == {"ran": [], "promotions": []}  # nothing changed: no new version
+    assert [r["version"] for r in tracking.list_versions(root, "ptv2-")] == ["1"]
+
+    _relabel(root, "clean")  # data changed, model better -> promoted
+    better = retrain(str(root))
+    assert "pretrain" not in better["ran"] and "adapt@sent" in better["ran"]
+    assert better["promotions"][0]["promoted"], better
+
+    _relabel(root, "flipped")  # worse -> registered, not promoted
+    worse = retrain(str(root))["promotions"][0]
+    assert not worse["promoted"] and worse["version"] == "3"
+    assert tracking.alias_version(root, "ptv2-sent", "champion")[0] == "2"
+    assert tracking.alias_version(root, "ptv2-sent", "challenger")[0] == "3"
+    assert os.path.isfile(root / "report/tasks.png")
