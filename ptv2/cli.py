@@ -48,11 +48,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ptv2.run import predict_texts
-
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    for row in predict_texts(args.model, texts, args.text_pair, args.task):
+    if (Path(args.model) / "manifest.json").is_file():  # an ONNX bundle: onnxruntime only, no torch
+        from ptv2.serving import Bundle, BundleError
+
+        bundle = Bundle(args.model, int8=args.int8)
+        task = args.task or (next(iter(bundle.tasks)) if len(bundle.tasks) == 1 else None)
+        if task is None:
+            raise Ptv2Error(f"this bundle serves {sorted(bundle.tasks)}: pass --task")
+        pairs = args.text_pair or [None] * len(texts)
+        try:
+            rows = bundle.predict([{"task": task, "text": t, "text_pair": p} for t, p in zip(texts, pairs)])
+        except BundleError as e:
+            raise Ptv2Error(str(e)) from None
+    else:
+        from ptv2.run import predict_texts
+
+        rows = predict_texts(args.model, texts, args.text_pair, args.task)
+    for row in rows:
         print(json.dumps(row))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ptv2.deploy import export_and_check
+
+    cfg = _config(args)
+    dirs = {}
+    for d in args.model:
+        meta = json.loads((Path(d) / "adapter_config.json").read_text()) if (Path(d) / "adapter_config.json").is_file() else None
+        if meta is None:
+            raise Ptv2Error(f"{d} is not a ptv2 model folder (needs adapter_config.json)")
+        for t in meta["tasks"]:
+            dirs[t] = Path(d)
+    report = export_and_check(cfg, dirs, args.out)
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -83,6 +113,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from ptv2.compare import transfer
+
+    cfg = _config(args)
+    transfer(cfg, args.tasks.split(","), [t for t in args.held_out.split(",") if t],
+             [int(s) for s in args.seeds.split(",")], Path(args.out), Path(args.work))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ptv2", description="P-Tuning v2 deep prompts on frozen encoders")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -103,6 +142,10 @@ def parser() -> argparse.ArgumentParser:
     pr = add("predict", cmd_predict, "label texts with a saved model (texts from --text or stdin)")
     pr.add_argument("--model", required=True); pr.add_argument("--task")
     pr.add_argument("--text", action="append"); pr.add_argument("--text-pair", action="append")
+    pr.add_argument("--int8", action="store_true", help="bundle only: use the int8 encoder")
+    ex = add("export", cmd_export, "ONNX bundle (fp32 + int8) of saved models, with parity and dev checks")
+    ex.add_argument("--model", action="append", required=True, help="model folder (repeat for more tasks)")
+    ex.add_argument("--out", default="outputs/bundle")
     pt = add("pretrain", cmd_pretrain, "multi-task prompt pretraining on the pretrain.tasks mixture")
     pt.add_argument("--tasks", help="comma-separated mixture (default: pretrain.tasks)"); pt.add_argument("--out")
     ad = add("adapt", cmd_adapt, "tune one task starting from a pretrained prompt")
@@ -112,6 +155,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--tasks", required=True); c.add_argument("--methods", default="ptv2,finetune")
     c.add_argument("--seeds", default="42"); c.add_argument("--out", default="reports/core_results.md")
     c.add_argument("--work", default="outputs/compare")
+    tr = add("transfer", cmd_transfer, "multi-task table: (a) single-task, (b) adapted, (c) no adaptation, (d) held out")
+    tr.add_argument("--tasks", required=True); tr.add_argument("--held-out", default="rte,cb")
+    tr.add_argument("--seeds", default="1,2,3"); tr.add_argument("--out", default="reports/multitask.md")
+    tr.add_argument("--work", default="outputs/transfer")
     return p
 
 

@@ -180,6 +180,22 @@ class FlowsConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """ONNX deployment: parity and int8 gates that a model must pass to be promoted."""
+
+    out_dir: str = "outputs/bundle"
+    int8: bool = True
+    parity_tol: float = 1e-4  # max |ORT - PyTorch| over logits, fp32
+    parity_batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
+    parity_lengths: list[int] = field(default_factory=lambda: [1, 40, 128, 0])  # 0 = max_length
+    max_int8_drop: float = 0.5  # metric points lost by int8 on dev before the gate refuses
+
+    def __post_init__(self) -> None:
+        _check(self.parity_tol > 0, "export.parity_tol", self.parity_tol, "a float > 0")
+        _check(self.max_int8_drop >= 0, "export.max_int8_drop", self.max_int8_drop, "a float >= 0")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     task: str = "cb"
     out_dir: str = "outputs"
@@ -197,6 +213,7 @@ class Config:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -28,10 +28,13 @@ class Decision:
                 "gate.champion_metric": "" if self.champion is None else f"{self.champion:.4f}"}
 
 
-def decide(challenger: float, champion: float | None, margin: float = 0.0, parity_ok: bool | None = None) -> Decision:
-    """Pure gate. ``champion`` None means there is none yet."""
+def decide(challenger: float, champion: float | None, margin: float = 0.0, parity_ok: bool | None = None,
+           int8_ok: bool | None = None) -> Decision:
+    """Pure gate. ``champion`` None means there is none yet; None for a check means not run."""
     if parity_ok is False:
         return Decision(False, "ONNX parity check failed", challenger, champion)
+    if int8_ok is False:
+        return Decision(False, "int8 dev metric dropped more than export.max_int8_drop", challenger, champion)
     if champion is None:
         return Decision(True, "no champion yet", challenger, None)
     if challenger >= champion + margin:
@@ -44,7 +47,7 @@ def model_name(prefix: str, task: str) -> str:
 
 
 def register_and_gate(root: str | Path, name: str, run_id: str, metric: float, metric_name: str, eval_sha: str,
-                      margin: float = 0.0, parity_ok: bool | None = None,
+                      margin: float = 0.0, parity_ok: bool | None = None, int8_ok: bool | None = None,
                       rescore_champion: Callable[[str], float] | None = None,
                       artifact_path: str = "model") -> Decision:
     """Register ``run_id``'s model as a new version (alias challenger) and apply the gate.
@@ -60,7 +63,7 @@ def register_and_gate(root: str | Path, name: str, run_id: str, metric: float, m
         else:
             champ_metric = rescore_champion(cv)  # same eval data for both
             log.info("champion v%s re-scored on the current eval data: %.3f", cv, champ_metric)
-    d = decide(metric, champ_metric, margin, parity_ok)
+    d = decide(metric, champ_metric, margin, parity_ok, int8_ok)
     tracking.set_alias(root, name, "challenger", version)
     if d.promoted:
         tracking.set_alias(root, name, "champion", version)

@@ -103,3 +103,21 @@ def test_pretrain_needs_tasks_and_known_names(root, tiny_dir):
         pretrain(config_from_dict(tiny_params(root, tiny_dir)))
     with pytest.raises(ConfigError, match="a task defined under 'tasks:'"):
         config_from_dict({**tiny_params(root, tiny_dir), "pretrain": {"tasks": ["nope"]}})
+
+
+def test_transfer_table_on_tiny(root, tiny_dir):
+    from ptv2.compare import transfer
+
+    cfg = _cfg(root, tiny_dir)
+    out = root / "multitask.md"
+    transfer(cfg, ["sent", "pair"], ["pair"], [1, 2], out, root / "work")
+    md = out.read_text()
+    assert "| sent | accuracy |" in md and "| pair | accuracy |" in md and "average (b) − (a)" in md
+    import json
+
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert len(res["sent"]["a"]) == 2 and len(res["sent"]["b"]) == 2 and len(res["sent"]["c"]) == 1
+    assert res["sent"]["d"] == [] and len(res["pair"]["d"]) == 2  # only held-out tasks get (d)
+    mtime = (root / "work/sent/a_seed1/metrics.json").stat().st_mtime
+    transfer(cfg, ["sent", "pair"], ["pair"], [1, 2], out, root / "work")  # finished runs are reused
+    assert (root / "work/sent/a_seed1/metrics.json").stat().st_mtime == mtime

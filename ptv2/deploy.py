@@ -1,0 +1,50 @@
+"""Export adapted models to one bundle and run the deployment gates (parity, int8 drop)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ptv2.build import load_model
+from ptv2.config import Config
+from ptv2.errors import ArtifactError
+from ptv2.export.checks import bundle_metrics
+from ptv2.export.onnx_export import parity, write_bundle
+from ptv2.model.backbone import load_backbone
+from ptv2.run import load_task_data
+from ptv2.serving import Bundle
+
+log = logging.getLogger(__name__)
+
+
+def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path) -> dict[str, Any]:
+    """Bundle every task's model; per task: parity (fp32), dev metric fp32 vs int8, gate verdicts."""
+    backbone, tok = load_backbone(cfg.backbone.name)
+    models = {}
+    for task, d in model_dirs.items():
+        model, tok, meta = load_model(d, backbone=backbone, tokenizer=tok)
+        if meta["method"] != "ptv2":
+            raise ArtifactError(f"{d}: method {meta['method']!r}; the bundle serves deep-prompt (ptv2) models")
+        models[task] = (model, meta)
+    bundle_dir = write_bundle(models, tok, out, int8=cfg.export.int8)
+    fp32 = Bundle(bundle_dir)
+    int8 = Bundle(bundle_dir, int8=True) if cfg.export.int8 else None
+    e = cfg.export
+    report: dict[str, Any] = {}
+    for task, (model, meta) in models.items():
+        if meta["tasks"][task]["type"] == "multiple_choice":
+            report[task] = {"skipped": "multiple_choice is not served by the bundle", "parity_ok": False}
+            continue
+        par = parity(model, task, fp32, tuple(e.parity_batch_sizes), tuple(x or None for x in e.parity_lengths))
+        td = load_task_data(cfg, task)
+        metric = td.spec.metrics[0]
+        m32 = bundle_metrics(fp32, td)[metric]
+        row = {"metric": metric, "parity_max_abs_diff": par["max_abs_diff"],
+               "parity_ok": par["max_abs_diff"] <= e.parity_tol, "dev_fp32": m32}
+        if int8 is not None:
+            m8 = bundle_metrics(int8, td)[metric]
+            row.update(dev_int8=m8, int8_drop=m32 - m8, int8_ok=(m32 - m8) <= e.max_int8_drop)
+        report[task] = row
+        log.info("%s: parity %.2e, dev %s fp32 %.2f%s", task, par["max_abs_diff"], metric, m32,
+                 f", int8 {row['dev_int8']:.2f}" if "dev_int8" in row else "")
+    return report

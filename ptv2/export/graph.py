@@ -1,0 +1,59 @@
+"""Torch modules that define what goes into the ONNX graphs (no I/O here).
+
+- ``PromptInputEncoder``: the frozen backbone with the deep prompt as an *input*
+  ``prefix`` (L, 2, B, H, P, D) -> last hidden state (B, T, h). One graph serves every task,
+  and rows of one batch may carry different tasks' prompts (mixed-task batches).
+- ``BakedTaskModel``: one task's prompt and head folded in as constants -> logits.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ptv2.model.heads import pool
+from ptv2.model.inject import encode
+from ptv2.model.prompted import PromptedModel
+
+
+class PromptInputEncoder(nn.Module):
+    def __init__(self, model: PromptedModel) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
+                prefix: torch.Tensor) -> torch.Tensor:
+        """input_ids/attention_mask/token_type_ids (B, T); prefix (L, 2, B, H, P, D) -> (B, T, h)."""
+        kv = [(prefix[i, 0], prefix[i, 1]) for i in range(prefix.shape[0])]
+        hidden, _ = encode(self.backbone, input_ids, attention_mask, token_type_ids, kv)
+        return hidden
+
+
+class BakedTaskModel(nn.Module):
+    """One task, prompt and head as constants: (B, T) ids -> logits."""
+
+    def __init__(self, model: PromptedModel, task: str) -> None:
+        super().__init__()
+        self.model, self.task = model, task
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return self.model(batch, self.task)
+
+
+def prompt_tensor(model: PromptedModel) -> torch.Tensor:
+    """The trained prompt as plain prefixes (MLP folded): (L, 2, H, P, D), no batch axis."""
+    p = model.prompt
+    P, L, H, D = p.length, p.n_layers, p.n_heads, p.head_dim
+    return p.flat().detach().view(P, L, 2, H, D).permute(1, 2, 3, 0, 4).contiguous()
+
+
+def batch_prefix(prompts: list[torch.Tensor]) -> torch.Tensor:
+    """Per-row prompts (each (L, 2, H, P, D), same P) -> the graph's (L, 2, B, H, P, D) input."""
+    return torch.stack(prompts, dim=2)
+
+
+def head_logits(hidden: torch.Tensor, mask: torch.Tensor, head_weight: torch.Tensor, head_bias: torch.Tensor,
+                kind: str, pooling: str) -> torch.Tensor:
+    """Reference head on hidden states (for parity checks): sequence/choice pool, token per-position."""
+    x = hidden if kind == "token" else pool(hidden, mask, pooling, None)
+    return x @ head_weight.T + head_bias

@@ -1,0 +1,161 @@
+"""Export to ONNX, quantize to int8, write a verified deployment bundle, check parity.
+
+Bundle layout (every file's sha256 in ``manifest.json``, verified on load):
+  encoder.onnx           frozen backbone, deep prompt as input ``prefix`` (L, 2, B, H, P, D)
+  encoder.int8.onnx      the same, dynamic int8 weights
+  tokenizer/             tokenizer files (served with the ``tokenizers`` library, no torch)
+  tasks/<task>.safetensors  prompt (L, 2, H, P, D) + head weight/bias (numpy-readable)
+  tasks/<task>.json      type, labels, pooling, max_length, whether it takes a text pair
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ptv2.artifacts import replace_dir, sha256
+from ptv2.export.graph import BakedTaskModel, PromptInputEncoder, batch_prefix, prompt_tensor
+from ptv2.model.prompted import PromptedModel
+
+log = logging.getLogger(__name__)
+INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
+OPSET = 17
+
+
+def _dummy(model: PromptedModel, batch: int = 2, length: int = 8) -> tuple[torch.Tensor, ...]:
+    ids = torch.full((batch, length), 5, dtype=torch.long)
+    mask = torch.ones_like(ids)
+    mask[-1, length // 2:] = 0  # a padded row, so tracing keeps the attention mask
+    return ids, mask, torch.zeros_like(ids)
+
+
+def export_encoder(model: PromptedModel, path: str | Path) -> Path:
+    """One graph for every task: prompt as input, dynamic batch, sequence and prefix length."""
+    if model.prompt is None:
+        raise ValueError("export_encoder needs a deep-prompt model (method ptv2)")
+    wrapper = PromptInputEncoder(model).eval()  # eval() on the wrapper: the exporter restores train mode
+    ids, mask, types = _dummy(model)
+    prefix = batch_prefix([prompt_tensor(model)] * ids.shape[0])
+    axes = {k: {0: "batch", 1: "seq"} for k in INPUTS} | {"prefix": {2: "batch", 4: "prefix_len"},
+                                                         "hidden": {0: "batch", 1: "seq"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (ids, mask, types, prefix), str(path), input_names=INPUTS + ["prefix"],
+                          output_names=["hidden"], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+    return Path(path)
+
+
+def export_baked(model: PromptedModel, task: str, path: str | Path) -> Path:
+    """Single-task variant: prompt and head baked in as constants -> ``logits``."""
+    wrapper = BakedTaskModel(model, task).eval()
+    ids, mask, types = _dummy(model)
+    axes = {k: {0: "batch", 1: "seq"} for k in INPUTS} | {"logits": {0: "batch"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (ids, mask, types), str(path), input_names=INPUTS, output_names=["logits"],
+                          dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+    return Path(path)
+
+
+def quantize_int8(src: str | Path, dst: str | Path) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    return Path(dst)
+
+
+def task_files(model: PromptedModel, task: str, info: dict[str, Any], pooling: str, max_length: int,
+               out_dir: Path) -> None:
+    from safetensors.numpy import save_file
+
+    head = model.heads[task].linear
+    save_file({"prompt": prompt_tensor(model).numpy().astype(np.float32),
+               "head_weight": head.weight.detach().numpy().astype(np.float32),
+               "head_bias": head.bias.detach().numpy().astype(np.float32)}, str(out_dir / f"{task}.safetensors"))
+    spec = {"type": info["type"], "labels": info["labels"], "text_b": info.get("text_b", False),
+            "pooling": pooling, "max_length": max_length}
+    (out_dir / f"{task}.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
+
+
+def write_bundle(models: dict[str, tuple[PromptedModel, dict[str, Any]]], tokenizer: Any, out: str | Path,
+                 int8: bool = True) -> Path:
+    """``models``: task -> (model with that task's head, its adapter meta). All must share one backbone
+    and one prompt shape; the encoder graph is exported once."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
+    first = next(iter(models.values()))[0]
+    export_encoder(first, tmp / "encoder.onnx")
+    if int8:
+        quantize_int8(tmp / "encoder.onnx", tmp / "encoder.int8.onnx")
+    tokenizer.save_pretrained(str(tmp / "tokenizer"))
+    (tmp / "tasks").mkdir()
+    for task, (model, meta) in models.items():
+        task_files(model, task, meta["tasks"][task], meta["backbone"]["pooling"], meta["backbone"]["max_length"],
+                   tmp / "tasks")
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = {"format": "ptv2-bundle/1", "files": {str(p.relative_to(tmp)): sha256(p) for p in files}}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    replace_dir(tmp, out)
+    return out
+
+
+@torch.no_grad()
+def parity(model: PromptedModel, task: str, bundle: Any, batch_sizes=(1, 8, 32), lengths=(1, 40, 128, None),
+           seed: int = 0) -> dict[str, Any]:
+    """max |ORT - PyTorch| over logits, on padded random batches of each size x length
+    (None = the model's max_length). ``bundle``: a loaded ``ptv2.serving.Bundle``."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    max_len = bundle.tasks[task].spec["max_length"]
+    vocab = model.backbone.config.vocab_size
+    worst, cases = 0.0, 0
+    for B in batch_sizes:
+        for T in lengths:
+            T = min(T or max_len, max_len)
+            ids = torch.randint(5, vocab, (B, T), generator=g)
+            mask = torch.ones_like(ids)
+            for i in range(1, B):  # varied lengths: every row but the first is padded
+                mask[i, max(1, T - (i * T) // (B + 1)):] = 0
+            ids = ids * mask
+            types = torch.zeros_like(ids)
+            ref = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, task).float().numpy()
+            hid = bundle.hidden({"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
+                                 "token_type_ids": types.numpy()}, [task] * B)
+            for i in range(B):
+                got = bundle.logits(hid[i], mask[i].numpy(), task)
+                n = int(mask[i].sum())
+                want, got = (ref[i][:n], got[:n]) if got.ndim == 2 else (ref[i], got)
+                worst = max(worst, float(np.abs(np.asarray(want).reshape(-1) - got.reshape(-1)).max()))
+            cases += 1
+    return {"task": task, "max_abs_diff": worst, "cases": cases}
+
+
+def subset_bundle(bundle: str | Path, tasks: list[str], out: str | Path) -> Path:
+    """A bundle serving only ``tasks`` (same encoder files), with its own manifest."""
+    import shutil
+
+    from ptv2.serving import verify
+
+    bundle, out = Path(bundle), Path(out)
+    manifest = verify(bundle)
+    keep = {f for f in manifest["files"] if not f.startswith("tasks/") or Path(f).stem in tasks}
+    missing = set(tasks) - {Path(f).stem for f in keep if f.startswith("tasks/")}
+    if missing:
+        raise ValueError(f"{bundle} has no task(s) {sorted(missing)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
+    for f in sorted(keep):
+        (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(bundle / f, tmp / f)
+    (tmp / "manifest.json").write_text(json.dumps({"format": manifest["format"],
+                                                   "files": {f: manifest["files"][f] for f in sorted(keep)}},
+                                                  indent=2, sort_keys=True))
+    replace_dir(tmp, out)
+    return out

@@ -1,0 +1,44 @@
+"""The MLflow pyfunc model (models-from-code): a ptv2 ONNX bundle served by onnxruntime.
+
+MLflow loads this file itself (``python_model=<this file>``); it is the one place besides
+``ptv2.tracking`` that imports mlflow. Input: a table with ``task``, ``text`` and optionally
+``text_pair``. Output: one row per input with ``label`` + ``score`` (classification), ``score``
+(regression) or ``tags`` + ``entities`` (NER). Bad rows raise an MLflow INVALID_PARAMETER_VALUE
+error, which the scoring server answers with HTTP 400 and keeps serving.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+
+class BundleModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:
+        from ptv2.serving import Bundle
+
+        self.bundle = Bundle(context.artifacts["bundle"])
+
+    def predict(self, context, model_input, params=None):  # no type hints: MLflow would infer a schema
+        import pandas as pd
+
+        from ptv2.serving import BundleError
+
+        df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        missing = {"task", "text"} - set(df.columns)
+        if missing:
+            raise MlflowException(f"input needs columns 'task' and 'text' (missing {sorted(missing)})",
+                                  error_code=INVALID_PARAMETER_VALUE)
+        rows = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in df.to_dict("records")]
+        try:
+            out = self.bundle.predict(rows)
+        except BundleError as e:
+            raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
+        return pd.DataFrame([{"task": o["task"], "label": o.get("label"), "score": o.get("score"),
+                              "entities": json.dumps(o["entities"]) if "entities" in o else None} for o in out])
+
+
+mlflow.models.set_model(BundleModel())

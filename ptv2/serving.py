@@ -1,0 +1,168 @@
+"""Serve a bundle with onnxruntime + tokenizers + numpy only (no torch at serving time).
+
+One encoder session serves every task: each row's task prompt is gathered into the ``prefix``
+input, so a batch may mix tasks; heads (tiny linear layers) run in numpy.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, tampered with, or asked for something it lacks."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(bundle: Path) -> dict[str, Any]:
+    """Check every file against manifest.json; raise BundleError naming the first bad file."""
+    mf = bundle / "manifest.json"
+    if not mf.is_file():
+        raise BundleError(f"{bundle}: no manifest.json — not a ptv2 bundle (make one with 'ptv2 export')")
+    manifest = json.loads(mf.read_text())
+    for rel, digest in manifest["files"].items():
+        p = bundle / rel
+        if not p.is_file():
+            raise BundleError(f"{bundle}: {rel} is missing; re-export the bundle")
+        if _sha256(p) != digest:
+            raise BundleError(f"{bundle}: {rel} fails its sha256 check (tampered or truncated); re-export the bundle")
+    return manifest
+
+
+@dataclass
+class TaskHead:
+    spec: dict[str, Any]
+    prompt: np.ndarray  # (L, 2, H, P, D)
+    weight: np.ndarray  # (n_out, h)
+    bias: np.ndarray  # (n_out,)
+
+
+class Bundle:
+    def __init__(self, path: str | Path, int8: bool = False, threads: int = 0) -> None:
+        import onnxruntime as ort
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        self.path = Path(path)
+        verify(self.path)
+        so = ort.SessionOptions()
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # shares cores with torch
+        if threads:
+            so.intra_op_num_threads = threads
+        name = "encoder.int8.onnx" if int8 else "encoder.onnx"
+        if not (self.path / name).is_file():
+            raise BundleError(f"{self.path}: no {name} in this bundle")
+        self.session = ort.InferenceSession(str(self.path / name), so, providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer" / "tokenizer.json"))
+        self.tasks: dict[str, TaskHead] = {}
+        for spec_file in sorted((self.path / "tasks").glob("*.json")):
+            t = load_file(str(spec_file.with_suffix(".safetensors")))
+            self.tasks[spec_file.stem] = TaskHead(json.loads(spec_file.read_text()), t["prompt"], t["head_weight"],
+                                                  t["head_bias"])
+
+    def _encode(self, rows: list[dict[str, Any]]) -> tuple[dict[str, np.ndarray], list[Any]]:
+        max_len = max(self.tasks[r["task"]].spec["max_length"] for r in rows)
+        self.tokenizer.enable_truncation(max_len)
+        pad_id = self.tokenizer.token_to_id("[PAD]") or self.tokenizer.token_to_id("<pad>") or 0
+        encs = []
+        for r in rows:
+            spec = self.tasks[r["task"]].spec
+            if spec["type"] == "token_classification":
+                encs.append(self.tokenizer.encode(str(r["text"]).split(), is_pretokenized=True))
+            elif spec["text_b"]:
+                encs.append(self.tokenizer.encode(str(r["text"]), str(r.get("text_pair") or "")))
+            else:
+                encs.append(self.tokenizer.encode(str(r["text"])))
+        T = max(len(e.ids) for e in encs)
+        ids = np.full((len(encs), T), pad_id, dtype=np.int64)
+        mask = np.zeros((len(encs), T), dtype=np.int64)
+        types = np.zeros((len(encs), T), dtype=np.int64)
+        for i, e in enumerate(encs):
+            n = int(np.sum(e.attention_mask))
+            ids[i, :n], types[i, :n], mask[i, :n] = e.ids[:n], e.type_ids[:n], 1
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, encs
+
+    def hidden(self, feed: dict[str, np.ndarray], tasks: list[str]) -> np.ndarray:
+        """(B, T, h) from one session run; row i uses task i's prompt."""
+        prefix = np.stack([self.tasks[t].prompt for t in tasks], axis=2)  # (L, 2, B, H, P, D)
+        return self.session.run(["hidden"], {**feed, "prefix": prefix.astype(np.float32)})[0]
+
+    def logits(self, hidden: np.ndarray, mask: np.ndarray, task: str) -> np.ndarray:
+        head = self.tasks[task]
+        if head.spec["type"] == "token_classification":
+            return hidden @ head.weight.T + head.bias  # (T, n)
+        if head.spec["pooling"] == "cls":
+            x = hidden[0]
+        else:
+            m = mask[:, None].astype(hidden.dtype)
+            x = (hidden * m).sum(0) / max(m.sum(), 1.0)
+        return x @ head.weight.T + head.bias
+
+    def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """rows: {"task", "text", ["text_pair"]} -> {"label", "score"} / {"score"} / {"entities"}."""
+        for r in rows:
+            if r.get("task") not in self.tasks:
+                raise BundleError(f"unknown task {r.get('task')!r}; this bundle serves {sorted(self.tasks)}")
+            if not isinstance(r.get("text"), str) or not r["text"].strip():
+                raise BundleError(f"row for task {r['task']!r} needs a non-empty 'text'")
+            if r["task"] and self.tasks[r["task"]].spec["type"] == "multiple_choice":
+                raise BundleError("multiple_choice tasks are not served by predict")
+        groups: dict[int, list[int]] = {}
+        for i, r in enumerate(rows):  # rows with equal prompt length share one session run
+            groups.setdefault(self.tasks[r["task"]].prompt.shape[3], []).append(i)
+        out: list[dict[str, Any]] = [{} for _ in rows]
+        for idx in groups.values():
+            sub = [rows[i] for i in idx]
+            feed, encs = self._encode(sub)
+            hid = self.hidden(feed, [r["task"] for r in sub])
+            for k, (i, r) in enumerate(zip(idx, sub)):
+                out[i] = self._decode(r["task"], self.logits(hid[k], feed["attention_mask"][k], r["task"]), encs[k],
+                                      r["text"])
+        return out
+
+    def _decode(self, task: str, lg: np.ndarray, enc: Any, text: str) -> dict[str, Any]:
+        spec = self.tasks[task].spec
+        if spec["type"] == "regression":
+            return {"task": task, "score": float(lg.reshape(-1)[0])}
+        if spec["type"] == "token_classification":
+            words = text.split()
+            tags, seen = ["O"] * len(words), set()
+            for j, w in enumerate(enc.word_ids):
+                if w is not None and w not in seen:
+                    seen.add(w)
+                    tags[w] = spec["labels"][int(lg[j].argmax())]
+            return {"task": task, "tokens": words, "tags": tags, "entities": entities(words, tags)}
+        p = np.exp(lg - lg.max())
+        p /= p.sum()
+        k = int(p.argmax())
+        return {"task": task, "label": spec["labels"][k], "score": float(p[k])}
+
+
+def entities(words: list[str], tags: list[str]) -> list[dict[str, Any]]:
+    """IOB2 tags -> [{"type", "text", "start", "end"}] over word positions."""
+    out, cur = [], None
+    for i, t in enumerate(tags + ["O"]):
+        if cur and not (t.startswith("I-") and t[2:] == cur["type"]):
+            cur["text"] = " ".join(words[cur["start"]:cur["end"]])
+            out.append(cur)
+            cur = None
+        if t.startswith("B-") or (t.startswith("I-") and cur is None):
+            cur = {"type": t[2:], "start": i, "end": i + 1}
+        elif cur is not None and t.startswith("I-"):
+            cur["end"] = i + 1
+    return out

@@ -1,0 +1,23 @@
+"""DVC stage `export`: one ONNX bundle for every adapted task + parity and int8 gates."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ptv2.deploy import export_and_check
+from ptv2.stages.common import parse, root_of, tracked
+from ptv2.train import write_json
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, args = parse(argv)
+    dirs = {t: Path(cfg.adapt.out_dir) / t / "model" for t in cfg.adapt.tasks}
+    with tracked(cfg, root_of(args), "export", "export") as (run, _):
+        report = export_and_check(cfg, dirs, cfg.export.out_dir)
+        for task, row in report.items():
+            run.log_metrics({f"{task}/{k}": float(v) for k, v in row.items() if isinstance(v, (int, float, bool))})
+        run.log_artifacts(Path(cfg.export.out_dir) / "manifest.json")
+    write_json("metrics/export.json", report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import tiny_params, write_all_formats
+from ptv2.build import load_model
+from ptv2.config import config_from_dict
+from ptv2.export.onnx_export import export_baked, parity, write_bundle
+from ptv2.run import train_task
+from ptv2.serving import Bundle, BundleError
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_dir):
+    root = tmp_path_factory.mktemp("onnx")
+    write_all_formats(root)
+    cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 2, "finetune": 1},
+                                       lr={"ptv2": 3e-2, "finetune": 1e-3}))
+    models = {}
+    for task in ("sent", "pair", "reg", "ner"):
+        train_task(cfg, task, root / task, report_splits=())
+        model, tok, meta = load_model(root / task / "model")
+        models[task] = (model, meta)
+    bundle = write_bundle(models, tok, root / "bundle")
+    return root, models, tok, bundle
+
+
+def test_parity_fp32_all_tasks(trained):
+    _, models, _, bundle = trained
+    b = Bundle(bundle)
+    for task, (model, _) in models.items():
+        r = parity(model, task, b, batch_sizes=(1, 8, 32), lengths=(1, 17, None))
+        assert r["max_abs_diff"] <= 1e-4, r
+        assert r["cases"] == 9
+
+
+def test_mixed_task_batch_equals_single_task_calls(trained):
+    _, _, _, bundle = trained
+    b = Bundle(bundle)
+    rows = [{"task": "sent", "text": "the movie was good"}, {"task": "pair", "text": "the cat sat", "text_pair": "the dog sat"},
+            {"task": "reg", "text": "a cat", "text_pair": "a dog"}, {"task": "ner", "text": "john lives in paris"}]
+    mixed = b.predict(rows)
+    for row, m in zip(rows, mixed):
+        alone = b.predict([row])[0]
+        assert alone.keys() == m.keys()
+        for k, v in alone.items():
+            assert v == pytest.approx(m[k], abs=1e-5) if isinstance(v, float) else v == m[k]
+    assert "label" in mixed[0] and "score" in mixed[2] and len(mixed[3]["tags"]) == 4
+
+
+def test_pytorch_mixed_batch_rows_match(trained):
+    # the same property on the PyTorch side: per-row prompts gathered into one forward
+    _, models, tok, _ = trained
+    from ptv2.export.graph import PromptInputEncoder, batch_prefix, prompt_tensor
+
+    (ms, _), (mp, _) = models["sent"], models["pair"]
+    enc = tok(["good film", "the cat sat"], padding=True, return_tensors="pt")
+    feed = [enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]]
+    both = PromptInputEncoder(ms).eval()(*feed, batch_prefix([prompt_tensor(ms), prompt_tensor(mp)]))
+    one = PromptInputEncoder(mp).eval()(*[x[1:] for x in feed], batch_prefix([prompt_tensor(mp)]))
+    n = int(enc["attention_mask"][1].sum())
+    torch.testing.assert_close(both[1, :n], one[0, :n], atol=1e-5, rtol=1e-5)
+
+
+def test_int8_bundle_runs_and_is_close(trained):
+    _, models, _, bundle = trained
+    r = parity(models["sent"][0], "sent", Bundle(bundle, int8=True), batch_sizes=(8,), lengths=(17,))
+    assert r["max_abs_diff"] < 1.0  # int8 drifts; its real check is dev accuracy
+
+
+def test_tampered_or_truncated_bundle_is_refused(trained, tmp_path):
+    import shutil
+
+    _, _, _, bundle = trained
+    bad = tmp_path / "bad"
+    shutil.copytree(bundle, bad)
+    p = bad / "tasks" / "sent.safetensors"
+    p.write_bytes(p.read_bytes()[:-4])
+    with pytest.raises(BundleError, match="sent.safetensors fails its sha256 check"):
+        Bundle(bad)
+    (bad / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="no manifest.json"):
+        Bundle(bad)
+
+
+def test_bad_requests_are_clear_errors(trained):
+    b = Bundle(trained[3])
+    with pytest.raises(BundleError, match="unknown task 'nope'"):
+        b.predict([{"task": "nope", "text": "x"}])
+    with pytest.raises(BundleError, match="non-empty 'text'"):
+        b.predict([{"task": "sent", "text": ""}])
+
+
+def test_baked_single_task_graph_matches_pytorch(trained, tmp_path):
+    import onnxruntime as ort
+
+    model = trained[1]["sent"][0]
+    export_baked(model, "sent", tmp_path / "baked.onnx")
+    ids = torch.randint(5, 40, (3, 9)); mask = torch.ones_like(ids); mask[2, 4:] = 0; types = torch.zeros_like(ids)
+    ref = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, "sent").detach().numpy()
+    s = ort.InferenceSession(str(tmp_path / "baked.onnx"))
+    got = s.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": types.numpy()})[0]
+    assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_export_is_deterministic(trained, tmp_path):
+    from ptv2.artifacts import sha256
+    from ptv2.export.onnx_export import export_encoder
+
+    model = trained[1]["sent"][0]
+    a, b = export_encoder(model, tmp_path / "a.onnx"), export_encoder(model, tmp_path / "b.onnx")
+    assert sha256(a) == sha256(b)
+
+
+def test_serving_needs_no_torch(trained):
+    code = ("import sys; sys.modules['torch'] = None; from ptv2.serving import Bundle;"
+            f"print(Bundle({str(trained[3])!r}).predict([{{'task': 'sent', 'text': 'good film'}}])[0]['label'])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() in ("0", "1")
