@@ -7,7 +7,6 @@ place, so a killed run never leaves a half-written model.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,27 +18,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ptv2.errors import ArtifactError
+from ptv2.files import atomic_write_text, sha256  # noqa: F401  (re-exported)
 
 WEIGHTS, CONFIG = "adapter.safetensors", "adapter_config.json"
 FORMAT = "ptv2-adapter/1"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def replace_dir(tmp: Path, target: Path) -> None:

@@ -5,7 +5,6 @@ input, so a batch may mix tasks; heads (tiny linear layers) run in numpy.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -14,19 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from ptv2.files import sha256
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 class BundleError(ValueError):
     """A bundle that is missing, tampered with, or asked for something it lacks."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify(bundle: Path) -> dict[str, Any]:
@@ -39,7 +32,7 @@ def verify(bundle: Path) -> dict[str, Any]:
         p = bundle / rel
         if not p.is_file():
             raise BundleError(f"{bundle}: {rel} is missing; re-export the bundle")
-        if _sha256(p) != digest:
+        if sha256(p) != digest:
             raise BundleError(f"{bundle}: {rel} fails its sha256 check (tampered or truncated); re-export the bundle")
     return manifest
 
