@@ -10,9 +10,9 @@ import torch
 from ptv2.artifacts import read_adapter
 from ptv2.config import Config
 from ptv2.data.tasks import TaskData
-from ptv2.errors import ArtifactError
+from ptv2.errors import ArtifactError, ConfigError
 from ptv2.model.backbone import load_backbone
-from ptv2.model.prompted import PromptedModel
+from ptv2.model.prompted import ADAPTERS, PromptedModel
 
 
 def task_info(td: TaskData) -> dict[str, Any]:
@@ -26,17 +26,68 @@ def model_meta(cfg: Config, tasks: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "head_dropout": cfg.train.head_dropout, "tasks": tasks}
 
 
-def model_from_meta(meta: dict[str, Any], backbone=None, tokenizer=None, seed: int = 0):
+def artifact_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The meta saved with an artifact: Prefix-Tuning is stored folded, as a plain P-Tuning v2 prompt."""
+    if meta["method"] != "prefix_tuning":
+        return meta
+    return {**meta, "method": "ptv2", "trained_as": "prefix_tuning", "prompt": {**meta["prompt"], "reparam": False}}
+
+
+def _method_options(meta: dict[str, Any], tokenizer: Any, seed: int, total_steps: int) -> dict[str, Any]:
+    """Token ids and options the method needs (tokenizer look-ups stay out of the model code)."""
+    p = meta["prompt"]
+    extra: dict[str, Any] = {k: p.get(k) for k in ("init", "encoder", "lora_r", "lora_alpha", "lora_dropout",
+                                                   "lora_targets") if p.get(k) is not None}
+    extra.update(seed=seed, total_steps=total_steps)
+    if meta["method"] == "prompt_tuning" and p.get("init") == "words":
+        extra["init_ids"] = tokenizer(p.get("init_words", ""), add_special_tokens=False)["input_ids"]
+    if meta["method"] == "ptuning_v1":
+        template = (p.get("template") or " ".join(["[v]"] * p["length"])).split()
+        extra["template"] = template
+        extra["anchor_ids"] = {w: tokenizer(w, add_special_tokens=False)["input_ids"] for w in template if w != "[v]"}
+    return extra
+
+
+def model_from_meta(meta: dict[str, Any], backbone=None, tokenizer=None, seed: int = 0, total_steps: int = 1000):
     """(model, tokenizer) with fresh prompt/heads initialised from ``seed``."""
+    method = meta["method"]
+    if method == "qlora":
+        backbone, tokenizer, method = _qlora_backbone(meta), tokenizer or load_backbone(meta["backbone"]["name"])[1], "lora"
     if backbone is None:
         backbone, tokenizer = load_backbone(meta["backbone"]["name"])
     torch.manual_seed(seed)
     p = meta["prompt"]
     model = PromptedModel(
-        backbone, {n: (t["type"], t["n_out"]) for n, t in meta["tasks"].items()}, method=meta["method"],
+        backbone, {n: (t["type"], t["n_out"]) for n, t in meta["tasks"].items()}, method=method,
         pooling=meta["backbone"]["pooling"], prompt_length=p["length"], reparam=p["reparam"],
-        reparam_hidden=p["reparam_hidden"], prompt_dropout=p["dropout"], head_dropout=meta["head_dropout"])
+        reparam_hidden=p["reparam_hidden"], prompt_dropout=p["dropout"], head_dropout=meta["head_dropout"],
+        extra=_method_options(meta, tokenizer, seed, total_steps))
     return model, tokenizer
+
+
+def _qlora_backbone(meta: dict[str, Any]):
+    """4-bit base for QLoRA: needs a CUDA GPU and bitsandbytes; a clear error otherwise."""
+    if not torch.cuda.is_available():
+        raise ConfigError("method 'qlora' needs a CUDA GPU (4-bit bitsandbytes kernels); this machine has none. "
+                          "Use method 'lora' on CPU")
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import AutoModel, BitsAndBytesConfig
+    except ImportError:
+        raise ConfigError("method 'qlora' needs bitsandbytes: pip install bitsandbytes") from None
+    from peft import prepare_model_for_kbit_training
+
+    from ptv2.model.backbone import resolve
+
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    return prepare_model_for_kbit_training(AutoModel.from_pretrained(resolve(meta["backbone"]["name"]),
+                                                                     quantization_config=q, device_map={"": 0}))
+
+
+def reusable_backbone(model: PromptedModel):
+    """The backbone object to share with another model, or None when the method changed it in place
+    (peft injects its adapter layers into the backbone: a second model needs a fresh one)."""
+    return None if model.method in ADAPTERS else model.backbone
 
 
 def load_model(path: str | Path, backbone=None, tokenizer=None):

@@ -21,9 +21,13 @@ from ptv2.errors import ConfigError
 TaskType = Literal[
     "classification", "pair_classification", "regression", "multiple_choice", "token_classification"
 ]
-Method = Literal["ptv2", "finetune"]
+Method = Literal["ptv2", "prefix_tuning", "prompt_tuning", "ptuning_v1", "lora", "adalora", "qlora", "finetune"]
 METRICS = ("accuracy", "f1", "mcc", "pearson", "spearman", "entity_f1")
 DATA_ROOT_ENV = "PTV2_DATA_ROOT"
+LR_DEFAULTS = {"ptv2": 1e-2, "prefix_tuning": 1e-2, "prompt_tuning": 3e-2, "ptuning_v1": 1e-3, "lora": 5e-4,
+               "adalora": 5e-4, "qlora": 5e-4, "finetune": 3e-5}
+EPOCH_DEFAULTS = {"ptv2": 10, "prefix_tuning": 10, "prompt_tuning": 10, "ptuning_v1": 10, "lora": 5, "adalora": 5,
+                  "qlora": 5, "finetune": 3}
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,18 @@ class PromptConfig:
     reparam: bool = False  # Prefix-Tuning's MLP reparameterization
     reparam_hidden: int = 512
     dropout: float = 0.1
+    init: Literal["random", "vocab", "words"] = "random"  # prompt_tuning
+    init_words: str = ""  # prompt_tuning with init: words
+    template: str = ""  # ptuning_v1: e.g. "[v] [v] question [v]"; "" = length x [v]
+    encoder: Literal["lstm", "mlp"] = "lstm"  # ptuning_v1 prompt encoder
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])
 
     def __post_init__(self) -> None:
         _check(0 <= self.length <= 256, "prompt.length", self.length, "an integer in [0, 256]")
+        _check(self.lora_r >= 1, "prompt.lora_r", self.lora_r, "an integer >= 1")
         _check(self.reparam_hidden >= 1, "prompt.reparam_hidden", self.reparam_hidden, ">= 1")
         _check(0.0 <= self.dropout < 1.0, "prompt.dropout", self.dropout, "a float in [0, 1)")
 
@@ -52,8 +65,8 @@ class PromptConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     method: Method = "ptv2"
-    lr: dict[str, float] = field(default_factory=lambda: {"ptv2": 1e-2, "finetune": 3e-5})
-    epochs: dict[str, int] = field(default_factory=lambda: {"ptv2": 10, "finetune": 3})  # per method
+    lr: dict[str, float] = field(default_factory=lambda: dict(LR_DEFAULTS))
+    epochs: dict[str, int] = field(default_factory=lambda: dict(EPOCH_DEFAULTS))  # per method
     batch_size: int = 32
     eval_batch_size: int = 64
     grad_accum: int = 1

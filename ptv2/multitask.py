@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ptv2.build import load_model, model_from_meta, model_meta, task_info
+from ptv2.build import load_model, model_from_meta, model_meta, reusable_backbone, task_info
 from ptv2.config import Config
 from ptv2.data.mixture import mixture_planner, mixture_rates
 from ptv2.errors import ConfigError
@@ -53,7 +53,7 @@ def pretrain(cfg: Config, out_dir: str | Path | None = None, tasks: list[str] | 
                               cfg.train.length_grouping)
     result = fit(model, train, val, planner, cfg.train, cfg.seed, tok.pad_token_id, out_dir, meta,
                  epochs=p.epochs, on_log=on_log)
-    best, _, _ = load_model(out_dir / "model", backbone=model.backbone, tokenizer=tok)
+    best, _, _ = load_model(out_dir / "model", backbone=reusable_backbone(model), tokenizer=tok)
     metrics: dict[str, dict[str, dict[str, float]]] = {"val": result.history[result.best_epoch - 1]["val"], "dev": {}}
     for t, d in data.items():
         if "dev" in d.splits:

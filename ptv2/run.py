@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ptv2.build import init_from_pretrained, load_model, model_from_meta, model_meta, task_info
+from ptv2.build import init_from_pretrained, load_model, model_from_meta, model_meta, reusable_backbone, task_info
 from ptv2.config import Config
 from ptv2.data.collate import encode_split
 from ptv2.data.tasks import TaskData, load_task
@@ -51,7 +51,8 @@ def train_task(cfg: Config, name: str, out_dir: str | Path, report_splits: tuple
     td = load_task_data(cfg, name)
     backbone, tok = load_backbone(cfg.backbone.name)
     meta = model_meta(cfg, {name: task_info(td)})
-    model, tok = model_from_meta(meta, backbone, tok, seed=cfg.seed)
+    steps = cfg.epochs_for(name, init_from is not None) * -(-len(td.split("train")) // cfg.train.batch_size)
+    model, tok = model_from_meta(meta, backbone, tok, seed=cfg.seed, total_steps=steps // cfg.train.grad_accum)
     if init_from is not None:
         keys = init_from_pretrained(model, meta, init_from, name, cfg.adapt.init_head)
         log.info("adapting from %s: %d tensors copied (head %s)", init_from, len(keys),
@@ -65,7 +66,7 @@ def train_task(cfg: Config, name: str, out_dir: str | Path, report_splits: tuple
     planner = single_task_planner(name, train[name].lengths, cfg.train.batch_size, cfg.train.length_grouping)
     result = fit(model, train, val, planner, cfg.train, cfg.seed, tok.pad_token_id, out_dir, meta,
                  epochs=cfg.epochs_for(name, init_from is not None), on_log=on_log)
-    best, _, _ = load_model(out_dir / "model", backbone=model.backbone, tokenizer=tok)
+    best, _, _ = load_model(out_dir / "model", backbone=reusable_backbone(model), tokenizer=tok)
     metrics = {"val": result.history[result.best_epoch - 1]["val"][name]}
     for split in report_splits:
         if split in td.splits:

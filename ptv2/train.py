@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ptv2.artifacts import atomic_write_text, replace_dir, save_adapter
+from ptv2.build import artifact_meta
 from ptv2.config import TrainConfig
 from ptv2.data.collate import Collator, length_grouped_batches
 from ptv2.evaluate import evaluate
@@ -116,7 +117,7 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
             on_log(row)
         if score > state["best_score"]:
             state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
-            save_adapter(out_dir / "model", acc.unwrap_model(model).trainable_state(), meta)
+            save_adapter(out_dir / "model", acc.unwrap_model(model).trainable_state(), artifact_meta(meta))
         else:
             state["bad_epochs"] += 1
         state["epoch"], state["seconds"] = epoch, time.perf_counter() - t0
@@ -141,6 +142,8 @@ def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], coll
         if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(plan):
             opt.step()
             sched.step()
+            if model.method == "adalora":  # AdaLoRA re-allocates ranks on its schedule
+                acc.unwrap_model(model).backbone.base_model.update_and_allocate(sched.last_epoch)
             opt.zero_grad(set_to_none=True)
         total, n = total + loss.item(), n + 1
         if i % 20 == 0:
@@ -153,8 +156,7 @@ def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], coll
 def _checkpoint(ck: Path, model, opt, sched, state: dict[str, Any], meta: dict[str, Any]) -> None:
     ck.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=ck.parent, prefix=".checkpoint.tmp"))
-    trainable = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-                 if k in model.trainable_state()}
+    trainable = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state(fold=False).items()}
     save_file(trainable, str(tmp / "trainable.safetensors"))
     torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, tmp / "optim.pt")
     (tmp / "state.json").write_text(json.dumps({"state": state, "meta": meta}))

@@ -40,3 +40,18 @@ def encode(backbone: PreTrainedModel, input_ids: torch.Tensor, attention_mask: t
     out = backbone(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                    use_cache=False, **kwargs)
     return out.last_hidden_state, getattr(out, "pooler_output", None)
+
+
+def encode_with_input_prompt(backbone: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                             token_type_ids: torch.Tensor | None, virtual: torch.Tensor) -> tuple[torch.Tensor, None]:
+    """Input-layer prompt (Prompt Tuning / P-Tuning v1): virtual (B, k, h) embeddings go before the
+    word embeddings of input_ids (B, T); positions run over all k+T slots, as in Lester et al. and
+    PEFT. Returns the hidden states of the real tokens only, (B, T, h), and no pooler output."""
+    B, k = input_ids.shape[0], virtual.shape[1]
+    words = backbone.get_input_embeddings()(input_ids)  # (B, T, h)
+    embeds = torch.cat([virtual.to(words.dtype), words], dim=1)  # (B, k+T, h)
+    ones = torch.ones(B, k, dtype=attention_mask.dtype, device=attention_mask.device)
+    mask = torch.cat([ones, attention_mask], dim=1)
+    types = None if token_type_ids is None else torch.cat([torch.zeros_like(ones), token_type_ids], dim=1)
+    out = backbone(inputs_embeds=embeds, attention_mask=mask, token_type_ids=types, use_cache=False)
+    return out.last_hidden_state[:, k:], None

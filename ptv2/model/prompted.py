@@ -1,68 +1,110 @@
-"""PromptedModel: frozen backbone + deep prompt + one head per task, routed by task name.
+"""PromptedModel: a frozen backbone + one prompt method + one head per task, routed by task name.
 
-One class for every supported backbone and head; the method switch decides what trains:
-- ``ptv2``: deep prompt + heads train, backbone frozen;
-- ``finetune``: backbone + heads train, no prompt (the reference P-Tuning v2 is judged against).
+One class for every supported backbone, head and method; the method decides what trains:
+- ``ptv2``: deep prompts (key/value prefixes at every layer) + heads; backbone frozen.
+- ``prefix_tuning``: the same prefixes produced by an MLP during training (Li & Liang), folded
+  into plain prefixes when saved, so its artifact and ONNX path are P-Tuning v2's.
+- ``prompt_tuning``: k virtual-token embeddings at the input layer only (Lester et al.).
+- ``ptuning_v1``: input-layer virtual tokens from a prompt encoder, with optional anchor words.
+- ``lora`` / ``adalora``: low-rank adapters through peft; ``finetune``: everything trains.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
 from ptv2.model.heads import Head, pool
-from ptv2.model.inject import encode
+from ptv2.model.inject import encode, encode_with_input_prompt
+from ptv2.model.input_prompts import InputPrompt, PromptEncoderPrompt
 from ptv2.model.prompts import DeepPrompt
 
-METHODS = ("ptv2", "finetune")
+DEEP, INPUT, ADAPTERS = ("ptv2", "prefix_tuning"), ("prompt_tuning", "ptuning_v1"), ("lora", "adalora")
+METHODS = DEEP + INPUT + ADAPTERS + ("finetune",)
 
 
 class PromptedModel(nn.Module):
     def __init__(self, backbone: PreTrainedModel, tasks: dict[str, tuple[str, int]], method: str = "ptv2",
                  pooling: str = "mean", prompt_length: int = 16, reparam: bool = False,
-                 reparam_hidden: int = 512, prompt_dropout: float = 0.1, head_dropout: float = 0.1) -> None:
-        """tasks: name -> (task type, number of labels)."""
+                 reparam_hidden: int = 512, prompt_dropout: float = 0.1, head_dropout: float = 0.1,
+                 extra: dict[str, Any] | None = None) -> None:
+        """tasks: name -> (task type, number of labels). ``extra``: method options (prompt init and
+        token ids, P-Tuning v1 template, LoRA rank/alpha/targets, total steps)."""
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method {method!r}: expected one of {list(METHODS)}")
-        self.method, self.pooling, self.backbone = method, pooling, backbone
+        extra = extra or {}
+        self.method, self.pooling = method, pooling
+        backbone.requires_grad_(method == "finetune")
         c = backbone.config
         self.prompt: DeepPrompt | None = None
-        if method == "ptv2":
+        self.input_prompt: nn.Module | None = None
+        if method in DEEP:
             self.prompt = DeepPrompt(c.num_hidden_layers, c.num_attention_heads,
                                      c.hidden_size // c.num_attention_heads, prompt_length,
-                                     reparam, reparam_hidden, prompt_dropout)
+                                     reparam or method == "prefix_tuning", reparam_hidden, prompt_dropout)
+        elif method == "prompt_tuning":
+            self.input_prompt = InputPrompt(prompt_length, backbone.get_input_embeddings(), extra.get("init", "random"),
+                                            extra.get("init_ids"), torch.Generator().manual_seed(extra.get("seed", 0)))
+        elif method == "ptuning_v1":
+            self.input_prompt = PromptEncoderPrompt(extra["template"], extra.get("anchor_ids", {}),
+                                                    backbone.get_input_embeddings(), extra.get("encoder", "lstm"))
+        elif method in ADAPTERS:
+            from ptv2.model.lora import wrap
+
+            backbone = wrap(backbone, method, extra.get("lora_r", 8), extra.get("lora_alpha", 16),
+                            extra.get("lora_dropout", 0.05), extra.get("lora_targets", ["query", "value"]),
+                            extra.get("total_steps", 1000))
+        self.backbone = backbone
         self.heads = nn.ModuleDict({name: Head(c.hidden_size, t, n, head_dropout) for name, (t, n) in tasks.items()})
         self.task_types = {name: t for name, (t, _) in tasks.items()}
-        self.backbone.requires_grad_(method == "finetune")
 
     def train(self, mode: bool = True) -> "PromptedModel":
         super().train(mode)
-        if self.method != "finetune":
-            self.backbone.eval()  # frozen backbone: its dropout stays off, as P-Tuning v2 does not tune it
+        if self.method not in ("finetune",) + ADAPTERS:
+            self.backbone.eval()  # frozen backbone: its dropout stays off
         return self
 
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        """What an artifact stores: the parameters this method trains."""
-        return {k: v for k, v in self.state_dict().items()
-                if not k.startswith("backbone.") or self.method == "finetune"}
+    def trainable_state(self, fold: bool = True) -> dict[str, torch.Tensor]:
+        """What an artifact stores: the parameters this method trains (prefix MLP folded when ``fold``)."""
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        state = {k: v for k, v in self.state_dict().items() if k in names}
+        if fold and self.method == "prefix_tuning":
+            state = {k: v for k, v in state.items() if not k.startswith("prompt.")}
+            state["prompt.prefix"] = self.prompt.flat().detach()
+        return state
+
+    def hidden(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T, h) hidden states of the real tokens, and the pooler output if any."""
+        ids, mask, types = batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+        if self.input_prompt is not None:
+            return encode_with_input_prompt(self.backbone, ids, mask, types, self.input_prompt(ids.shape[0]))
+        prefix = self.prompt(ids.shape[0]) if self.prompt is not None else None
+        return encode(self.backbone, ids, mask, types, prefix)
 
     def forward(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
         """batch: input_ids/attention_mask/token_type_ids (N, T), N = B or B*C. Returns logits:
         (B, n_labels), (B,) regression, (B, C) multiple choice, (B, T, n_labels) tokens."""
         if task not in self.heads:
             raise KeyError(f"task {task!r} has no head; heads: {sorted(self.heads)}")
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        prefix = self.prompt(ids.shape[0]) if self.prompt is not None else None
-        hidden, pooled = encode(self.backbone, ids, mask, batch.get("token_type_ids"), prefix)
+        hidden, pooled = self.hidden(batch)
+        return self.apply_head(task, hidden, batch, pooled)
+
+    def apply_head(self, task: str, hidden: torch.Tensor, batch: dict[str, torch.Tensor],
+                   pooled: torch.Tensor | None = None) -> torch.Tensor:
         head = self.heads[task]
         if head.kind == "token":
             return head(hidden)
         n_choices = int(batch["n_choices"]) if "n_choices" in batch else 0
-        return head(pool(hidden, mask, self.pooling, pooled), n_choices)
+        return head(pool(hidden, batch["attention_mask"], self.pooling, pooled), n_choices)
 
 
 def count_parameters(model: PromptedModel) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
+    """(trainable, total) parameter counts during training (Prefix-Tuning counts its MLP)."""
+    trainable = sum(v.numel() for v in model.trainable_state(fold=False).values())
+    base = model.backbone.get_base_model() if hasattr(model.backbone, "get_base_model") else model.backbone
+    total = sum(p.numel() for p in base.parameters()) + sum(
+        v.numel() for k, v in model.trainable_state(fold=False).items() if not k.startswith("backbone."))
+    return trainable, total

@@ -1,0 +1,25 @@
+"""LoRA / AdaLoRA through peft (a well-kept implementation; not rewritten here)."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+
+def wrap(backbone: nn.Module, method: str, r: int, alpha: int, dropout: float, targets: list[str],
+         total_steps: int = 1000) -> nn.Module:
+    """Freeze ``backbone`` and add (Ada)LoRA adapters to ``targets`` (e.g. query, value)."""
+    from peft import AdaLoraConfig, LoraConfig, get_peft_model
+
+    if method == "adalora":
+        cfg: Any = AdaLoraConfig(init_r=max(r + 4, 12), target_r=r, lora_alpha=alpha, lora_dropout=dropout,
+                                 target_modules=targets, total_step=max(total_steps, 10),
+                                 tinit=max(1, total_steps // 10), tfinal=max(1, total_steps // 5))
+    else:
+        cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
+    return get_peft_model(backbone, cfg)
+
+
+def merged(backbone: nn.Module) -> nn.Module:
+    """The plain backbone with LoRA folded into its weights (for export)."""
+    return backbone.merge_and_unload() if hasattr(backbone, "merge_and_unload") else backbone
