@@ -95,7 +95,7 @@ def main() -> None:
     dyn = run("ptv2", pad_to=0, **ekw)
     pad = run("ptv2", pad_to=128, **ekw)
     md = (f"# Training speed and memory ({a.task}, batch {a.batch_size}, {os.cpu_count()} CPU cores)\n\n"
-          f"Command: `python bench/train_step.py --task {a.task} --batch-size {a.batch_size} --steps {a.steps}`\n\n"
+          f"Command: `python bench/train_step.py --task {a.task} --batch-size {a.batch_size} --steps {a.steps} --epoch-examples {a.epoch_examples}`\n\n"
           "| | P-Tuning v2 | full fine-tuning | ratio (FT / PT2) |\n|---|---|---|---|\n"
           f"| train step (s), same batch of {a.batch_size} x {pt['seq_len']} tokens | {pt['step_s']:.3f} | "
           f"{ft['step_s']:.3f} | {ft['step_s'] / pt['step_s']:.2f}x |\n"

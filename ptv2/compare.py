@@ -72,6 +72,19 @@ def table(results: list[dict[str, Any]], cfg: Config, tasks: list[str], methods:
     return "\n".join(lines) + "\n"
 
 
+def _plot(results: list[dict[str, Any]], cfg: Config, tasks: list[str], methods: list[str], path: Path) -> None:
+    from ptv2.plots import plot_tasks
+
+    scores = {}
+    for t in tasks:
+        metric = cfg.task(t).metrics[0]
+        by = {m: [r["metrics"]["dev"][metric] for r in results if r["task"] == t and r["method"] == m] for m in methods}
+        if any(by.values()):
+            scores[f"{t}\n({metric})"] = {m: statistics.mean(v) if v else None for m, v in by.items()}
+    if scores:
+        plot_tasks(scores, path, title="Dev metric per task and method")
+
+
 def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int], out_md: Path, work: Path) -> None:
     for t in tasks:
         cfg.task(t)  # fail early on unknown tasks
@@ -89,6 +102,7 @@ def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int],
                 atomic_write_text(out_md, md)
                 atomic_write_text(out_md.with_suffix(".json"), json.dumps(
                     [{k: v for k, v in r.items() if k != "history"} for r in results], indent=2))
+                _plot(results, cfg, tasks, methods, out_md.with_suffix(".png"))
     print(out_md.read_text())
 
 

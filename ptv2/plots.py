@@ -32,7 +32,8 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
         ax2.plot(ep, [h["val_score"] for h in hist], "s--", color="tab:orange", label="val score")
         ax2.set_ylabel("val score", color="tab:orange")
         ax.grid(alpha=0.3)
-    fig.suptitle("Training curves (selection on val carved from train)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle("Training curves (selection on val carved from train)", y=1.04)
     _save(fig, path)
     plt.close(fig)
 
@@ -50,9 +51,9 @@ def plot_tasks(scores: dict[str, dict[str, float | None]], path: Path, title: st
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(tasks) * max(1, len(series)) / 1.5), 3.8))
     for i, s in enumerate(series):
         xs = [j + i * width for j in range(len(tasks))]
-        ys = [scores[t].get(s) or 0.0 for t in tasks]
-        bars = ax.bar(xs, ys, width, label=s)
-        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+        ys = [scores[t].get(s) for t in tasks]
+        bars = ax.bar(xs, [float("nan") if y is None else y for y in ys], width, label=s)
+        ax.bar_label(bars, labels=["" if y is None else f"{y:.1f}" for y in ys], fontsize=8)  # missing: no bar
     ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(tasks))], tasks)
     ax.set_ylabel("dev metric"); ax.set_title(title); ax.legend(fontsize=8); ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
