@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -322,7 +323,23 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {assignment!r}: {p!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    node[parts[-1]] = read_yaml(raw)
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. PyYAML's 1.1 rules read yes/no/on/off as booleans, and
+    tools that re-write params.yaml (``dvc exp run -S``) leave such label values unquoted."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)
 
 
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -331,7 +348,7 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found (pass --params PATH)")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     for ov in overrides:

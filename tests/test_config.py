@@ -71,3 +71,16 @@ def test_apply_override_creates_sections():
     d: dict = {}
     apply_override(d, "a.b.c=1.5")
     assert d == {"a": {"b": {"c": 1.5}}}
+
+
+def test_yes_no_labels_stay_strings(tmp_path):
+    # regression: `dvc exp run -S` re-writes params.yaml with labels [no, yes] unquoted; YAML 1.1
+    # turned them into booleans and every 'yes' row became an "unknown label"
+    p = tmp_path / "params.yaml"
+    p.write_text("tasks:\n  t:\n    type: classification\n    format: tsv\n    files: {train: a.tsv}\n"
+                 "    text_a: '{s}'\n    labels: [no, yes]\n    metrics: [accuracy]\n"
+                 "prompt:\n  reparam: true\n")
+    cfg = load_config(p)
+    assert cfg.tasks["t"].labels == ["no", "yes"]
+    assert cfg.prompt.reparam is True
+    assert load_config(p, ["prompt.reparam=false"]).prompt.reparam is False
