@@ -100,14 +100,15 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     model, opt = acc.prepare(model, opt)
     fingerprint = {"meta": meta, "train": asdict(cfg), "seed": seed, "epochs": epochs}
     state = _resume(out_dir / "checkpoint", model, opt, sched, fingerprint)
-    collators = {t: Collator(pad_id, model.task_types[t]) for t in train}
+    core = acc.unwrap_model(model)  # attributes live on the unwrapped module (DDP wraps it)
+    collators = {t: Collator(pad_id, core.task_types[t]) for t in train}
     main = {t: s.metrics[0] for t, s in val.items()}
     t0 = time.perf_counter() - state["seconds"]
     for epoch in range(state["epoch"] + 1, epochs + 1):
         g = torch.Generator().manual_seed(seed * 1000 + epoch)
         torch.manual_seed(seed * 1000 + epoch)  # dropout: same stream after a resume
         loss = _run_epoch(model, opt, sched, acc, planner(g), train, collators, cfg, epoch, epochs, on_log)
-        val_metrics = {t: evaluate(model, t, s.feats, s.ds, s.labels, s.metrics, pad_id, cfg.eval_batch_size,
+        val_metrics = {t: evaluate(core, t, s.feats, s.ds, s.labels, s.metrics, pad_id, cfg.eval_batch_size,
                                    acc.device) for t, s in val.items()}
         score = score_of(val_metrics, main)
         row = {"epoch": epoch, "train_loss": loss, "val_score": score, "val": val_metrics}
@@ -137,13 +138,14 @@ def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], coll
         batch = {k: v.to(acc.device) for k, v in collators[task]([train[task].feats[j] for j in idx]).items()}
         with acc.autocast():
             logits = model(batch, task)
-        loss = task_loss(model.task_types[task], logits, batch["labels"])
+        core = acc.unwrap_model(model)
+        loss = task_loss(core.task_types[task], logits, batch["labels"])
         acc.backward(loss / cfg.grad_accum)
         if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(plan):
             opt.step()
             sched.step()
-            if model.method == "adalora":  # AdaLoRA re-allocates ranks on its schedule
-                acc.unwrap_model(model).backbone.base_model.update_and_allocate(sched.last_epoch)
+            if core.method == "adalora":  # AdaLoRA re-allocates ranks on its schedule
+                core.backbone.base_model.update_and_allocate(sched.last_epoch)
             opt.zero_grad(set_to_none=True)
         total, n = total + loss.item(), n + 1
         if i % 20 == 0:
