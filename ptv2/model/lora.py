@@ -19,7 +19,3 @@ def wrap(backbone: nn.Module, method: str, r: int, alpha: int, dropout: float, t
         cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
     return get_peft_model(backbone, cfg)
 
-
-def merged(backbone: nn.Module) -> nn.Module:
-    """The plain backbone with LoRA folded into its weights (for export)."""
-    return backbone.merge_and_unload() if hasattr(backbone, "merge_and_unload") else backbone
