@@ -74,13 +74,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ptv2.deploy import export_and_check
 
     cfg = _config(args)
-    dirs = {}
-    for d in args.model:
-        meta = json.loads((Path(d) / "adapter_config.json").read_text()) if (Path(d) / "adapter_config.json").is_file() else None
-        if meta is None:
-            raise Ptv2Error(f"{d} is not a ptv2 model folder (needs adapter_config.json)")
-        for t in meta["tasks"]:
-            dirs[t] = Path(d)
+    from ptv2.artifacts import read_adapter
+
+    dirs = {t: Path(d) for d in args.model for t in read_adapter(d, verify=False)[1]["tasks"]}
     report = export_and_check(cfg, dirs, args.out)
     print(json.dumps(report, indent=2))
     return 0

@@ -25,13 +25,13 @@ from tqdm.auto import tqdm
 from ptv2.artifacts import atomic_write_text, replace_dir, save_adapter
 from ptv2.build import artifact_meta
 from ptv2.config import TrainConfig
-from ptv2.data.collate import Collator, length_grouped_batches
+from ptv2.data.collate import Collator, feature_length, length_grouped_batches
+from ptv2.data.mixture import Plan
 from ptv2.evaluate import evaluate
 from ptv2.model.heads import task_loss
 from ptv2.model.prompted import PromptedModel
 
 log = logging.getLogger(__name__)
-Plan = list[tuple[str, list[int]]]
 
 
 @dataclass
@@ -45,8 +45,6 @@ class Split:
 
     @property
     def lengths(self) -> list[int]:
-        from ptv2.data.collate import feature_length
-
         return [feature_length(f) for f in self.feats]
 
 
