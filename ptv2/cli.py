@@ -105,7 +105,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     compare(cfg, args.tasks.split(","), args.methods.split(","), [int(s) for s in args.seeds.split(",")],
-            Path(args.out), Path(args.work))
+            Path(args.out), Path(args.work), one_seed=tuple(t for t in args.one_seed.split(",") if t),
+            track=not args.no_track)
     return 0
 
 
@@ -151,6 +152,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--tasks", required=True); c.add_argument("--methods", default="ptv2,finetune")
     c.add_argument("--seeds", default="42"); c.add_argument("--out", default="reports/core_results.md")
     c.add_argument("--work", default="outputs/compare")
+    c.add_argument("--one-seed", default="", help="tasks run with the first seed only (large ones)")
+    c.add_argument("--no-track", action="store_true", help="do not log the comparison to MLflow")
     tr = add("transfer", cmd_transfer, "multi-task table: (a) single-task, (b) adapted, (c) no adaptation, (d) held out")
     tr.add_argument("--tasks", required=True); tr.add_argument("--held-out", default="rte,cb")
     tr.add_argument("--seeds", default="1,2,3"); tr.add_argument("--out", default="reports/multitask.md")

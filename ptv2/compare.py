@@ -6,6 +6,7 @@ after every run, so partial results are always on disk.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -20,19 +21,58 @@ from ptv2.config import Config
 log = logging.getLogger(__name__)
 
 
-def run_one(cfg: Config, task: str, method: str, seed: int, work: Path) -> dict[str, Any]:
+def _train_in_child(cfg: Config, task: str, out: Path) -> None:
+    """Entry point of the per-run process (spawned: fresh memory, so its peak RSS is this run's)."""
     from ptv2.run import train_task
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train_task(cfg, task, out)
+
+
+def run_one(cfg: Config, task: str, method: str, seed: int, work: Path, isolate: bool = True) -> dict[str, Any]:
+    """Train one (task, method, seed), or reuse its finished run when the config is unchanged.
+    ``isolate`` runs it in a fresh process, so peak memory is measured per run."""
+    import multiprocessing
 
     from ptv2.run import config_sha
 
     out = work / task / method / f"seed{seed}"
     c = dataclasses.replace(cfg, seed=seed, train=dataclasses.replace(cfg.train, method=method))
-    if (out / "metrics.json").is_file():
-        done = json.loads((out / "metrics.json").read_text())
-        if done.get("config_sha") == config_sha(c, task):
-            return done  # finished earlier with the same config
-    train_task(c, task, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(out.parent / f".{out.name}.lock"):  # two compare processes may share a work folder
+        if (out / "metrics.json").is_file():
+            done = json.loads((out / "metrics.json").read_text())
+            if done.get("config_sha") == config_sha(c, task):
+                return done  # finished earlier (or by the other process) with the same config
+        if not isolate:
+            _train_in_child(c, task, out)
+        else:
+            proc = multiprocessing.get_context("spawn").Process(target=_train_in_child, args=(c, task, out))
+            proc.start()
+            proc.join()
+            if proc.exitcode != 0:
+                raise RuntimeError(f"{task}/{method}/seed{seed} failed (exit code {proc.exitcode}); its log is "
+                                   f"above. Rerun the same command to resume: finished runs are kept")
     return json.loads((out / "metrics.json").read_text())
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    import fcntl
+
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # blocks while another process trains this run
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _command(verb: str) -> str:
+    """The command line that made a report, quoted so it can be pasted back into a shell."""
+    import shlex
+
+    return "ptv2 " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("ptv2") else f"ptv2 {verb}"
 
 
 def _cell(values: list[float]) -> str:
@@ -43,85 +83,141 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def table(results: list[dict[str, Any]], cfg: Config, tasks: list[str], methods: list[str]) -> str:
-    """Markdown: one row per task, dev metric (first metric of the task) per method, and trainable %."""
-    head = ["task", "metric"] + [f"{m} dev" for m in methods] + [f"{m} % trainable" for m in methods] + \
-           [f"{m} s/epoch" for m in methods]
+def _fmt_count(values: list[int]) -> str:
+    lo, hi = min(values), max(values)
+    f = lambda n: f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"  # noqa: E731
+    return f(lo) if lo == hi else f"{f(lo)}–{f(hi)}"
+
+
+def summarize(results: list[dict[str, Any]], cfg: Config, tasks: list[str], methods: list[str]) -> list[dict[str, Any]]:
+    """One row per method: trainable params, dev metric per task (values over seeds), cost."""
+    rows = []
+    for m in methods:
+        rs = [r for r in results if r["method"] == m]
+        if not rs:
+            continue
+        row: dict[str, Any] = {"method": m, "trainable": [r["trainable_params"] for r in rs],
+                               "pct": [100 * r["trainable_params"] / r["total_params"] for r in rs],
+                               "dev": {}, "s_per_epoch": {}, "peak_mb": [], "extra_mb": [], "artifact_mb": []}
+        for t in tasks:
+            rt = [r for r in rs if r["task"] == t]
+            if rt:
+                row["dev"][t] = [r["metrics"]["dev"][cfg.task(t).metrics[0]] for r in rt]
+                row["s_per_epoch"][t] = statistics.mean(r["train_seconds"] / r["epochs_run"] for r in rt)
+        for r in rs:
+            if r.get("peak_rss_mb"):
+                row["peak_mb"].append(r["peak_rss_mb"])
+                row["extra_mb"].append(r["peak_rss_mb"] - r["loaded_rss_mb"])
+            if r.get("artifact_bytes"):
+                row["artifact_mb"].append(r["artifact_bytes"] / 2**20)
+        row["average"] = statistics.mean(statistics.mean(v) for v in row["dev"].values()) \
+            if len(row["dev"]) == len(tasks) else None
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict[str, Any]], cfg: Config, tasks: list[str]) -> str:
+    """Markdown: one row per method; dev metric per task (mean ± std over seeds), average, cost columns."""
+    mb = lambda v: f"{max(v):.0f}" if v else "—"  # noqa: E731
+    head = (["method", "trainable params", "% trainable"] + [f"{t} ({cfg.task(t).metrics[0]})" for t in tasks] +
+            ["average", "s/epoch (all tasks)", "peak RSS MB", "peak − loaded MB", "artifact MB"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    avg: dict[str, list[float]] = {m: [] for m in methods}
-    for t in tasks:
-        metric = cfg.task(t).metrics[0]
-        cells, pct, speed = [], [], []
-        for m in methods:
-            rs = [r for r in results if r["task"] == t and r["method"] == m]
-            vals = [r["metrics"]["dev"][metric] for r in rs]
-            cells.append(_cell(vals) + (f" (n={len(vals)})" if len(vals) > 1 else ""))
-            pct.append(f"{100 * rs[0]['trainable_params'] / rs[0]['total_params']:.2f}" if rs else "—")
-            speed.append(f"{statistics.mean(r['train_seconds'] / r['epochs_run'] for r in rs):.0f}" if rs else "—")
-            if vals:
-                avg[m].append(statistics.mean(vals))
-        lines.append("| " + " | ".join([t, metric] + cells + pct + speed) + " |")
-    done = [t for t in tasks if all(any(r["task"] == t and r["method"] == m for r in results) for m in methods)]
-    if done:
-        means = []
-        for m in methods:
-            vals = [statistics.mean(r["metrics"]["dev"][cfg.task(t).metrics[0]] for r in results
-                                    if r["task"] == t and r["method"] == m) for t in done]
-            means.append(f"{statistics.mean(vals):.1f}")
-        lines.append("| " + " | ".join([f"**average** ({len(done)} tasks)", ""] + means + [""] * (2 * len(methods))) + " |")
-    return "\n".join(lines) + "\n"
+    for r in rows:
+        cells = [_cell(r["dev"].get(t, [])) for t in tasks]
+        avg = "—" if r["average"] is None else f"**{r['average']:.1f}**"
+        speed = f"{sum(r['s_per_epoch'].values()):.0f}"
+        art = f"{max(r['artifact_mb']):.2f}" if r["artifact_mb"] else "—"
+        pct = f"{min(r['pct']):.2f}" + ("" if max(r["pct"]) - min(r["pct"]) < 5e-3 else f"–{max(r['pct']):.2f}")
+        lines.append("| " + " | ".join([r["method"], _fmt_count(r["trainable"]), pct] + cells +
+                                        [avg, speed, mb(r["peak_mb"]), mb(r["extra_mb"]), art]) + " |")
+    per_task = ["| method | " + " | ".join(f"{t} s/epoch" for t in tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for r in rows:
+        per_task.append(f"| {r['method']} | " + " | ".join(
+            f"{r['s_per_epoch'][t]:.0f}" if t in r["s_per_epoch"] else "—" for t in tasks) + " |")
+    return "\n".join(lines) + "\n\nTrain time per epoch, per task (seconds):\n\n" + "\n".join(per_task) + "\n"
 
 
-def _plot(results: list[dict[str, Any]], cfg: Config, tasks: list[str], methods: list[str], path: Path) -> None:
-    from ptv2.plots import plot_tasks
+def write_report(results: list[dict[str, Any]], cfg: Config, tasks: list[str], methods: list[str], seeds: list[int],
+                 one_seed: tuple[str, ...], command: str, out_md: Path) -> None:
+    from ptv2.plots import plot_comparison
 
-    scores = {}
-    for t in tasks:
-        metric = cfg.task(t).metrics[0]
-        by = {m: [r["metrics"]["dev"][metric] for r in results if r["task"] == t and r["method"] == m] for m in methods}
-        if any(by.values()):
-            scores[f"{t}\n({metric})"] = {m: statistics.mean(v) if v else None for m, v in by.items()}
-    if scores:
-        plot_tasks(scores, path, title="Dev metric per task and method")
+    rows = summarize(results, cfg, tasks, methods)
+    seeds_note = f"seeds {seeds}" + (f" ({', '.join(one_seed)}: seed {seeds[0]} only)" if one_seed else "")
+    md = (f"# Method comparison on dev: {', '.join(methods)}\n\nBackbone `{cfg.backbone.name}` "
+          f"(pooling {cfg.backbone.pooling}), prompt length {cfg.prompt.length}, {seeds_note}; cells are mean ± std "
+          f"over seeds. Model selection on a validation split carved from train; dev is only reported. "
+          f"Each run is its own process: *peak RSS* is that process's high-water mark (backbone, data, activations, "
+          f"gradients, optimizer state), *peak − loaded* what training added to the loaded model. "
+          f"*s/epoch (all tasks)* sums one epoch of every task.\n\nCommand: `{command}`\n\n"
+          + table(rows, cfg, tasks) + f"\n![comparison]({out_md.with_suffix('.png').name})\n")
+    atomic_write_text(out_md, md)
+    atomic_write_text(out_md.with_suffix(".json"), json.dumps(
+        {"rows": rows, "runs": [{k: v for k, v in r.items() if k != "history"} for r in results]}, indent=2))
+    plot_comparison(rows, tasks, {t: cfg.task(t).metrics[0] for t in tasks}, out_md.with_suffix(".png"))
 
 
-def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int], out_md: Path, work: Path) -> None:
+def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int], out_md: Path, work: Path,
+            one_seed: tuple[str, ...] = (), isolate: bool = True, track: bool = False) -> list[dict[str, Any]]:
+    """Train every method on every task (``seeds`` each; tasks in ``one_seed`` get the first seed only),
+    seed by seed so a complete one-seed table exists early; the table is rewritten after every run.
+    ``track``: log one MLflow parent run with a child per method x task at the end."""
+    from ptv2.errors import ConfigError
+    from ptv2.model.prompted import METHODS
+
     for t in tasks:
         cfg.task(t)  # fail early on unknown tasks
+    for m in methods:
+        if m not in METHODS and m != "qlora":
+            raise ConfigError(f"compare: unknown method {m!r}; expected some of {sorted(METHODS)}")
     results: list[dict[str, Any]] = []
-    command = "ptv2 " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("ptv2") else "ptv2 compare"
-    for t in tasks:
-        for m in methods:
-            for s in seeds:
+    command = _command("compare")
+    for k, s in enumerate(seeds):
+        for t in tasks:
+            if k and t in one_seed:
+                continue
+            for m in methods:
                 log.info("== %s / %s / seed %d", t, m, s)
-                results.append(run_one(cfg, t, m, s, work))
-                md = (f"# Dev results: {', '.join(methods)}\n\nBackbone `{cfg.backbone.name}` "
-                      f"(pooling {cfg.backbone.pooling}), prompt length {cfg.prompt.length}. Model selection on a "
-                      f"validation split carved from train; dev is only reported. Seeds: {seeds}.\n\n"
-                      f"Command: `{command}`\n\n" + table(results, cfg, tasks, methods))
-                atomic_write_text(out_md, md)
-                atomic_write_text(out_md.with_suffix(".json"), json.dumps(
-                    [{k: v for k, v in r.items() if k != "history"} for r in results], indent=2))
-                _plot(results, cfg, tasks, methods, out_md.with_suffix(".png"))
+                results.append(dict(run_one(cfg, t, m, s, work, isolate), seed=s))
+                write_report(results, cfg, tasks, methods, seeds, one_seed, command, out_md)
+    if track:
+        from ptv2 import tracking
+
+        params = {"tasks": tasks, "methods": methods, "seeds": seeds, "one_seed": list(one_seed), "command": command,
+                  "backbone": cfg.backbone.name, "prompt_length": cfg.prompt.length}
+        run_id = tracking.log_comparison(Path.cwd(), cfg.tracking.experiment, params, results,
+                                         {t: cfg.task(t).metrics[0] for t in tasks},
+                                         [out_md, out_md.with_suffix(".json"), out_md.with_suffix(".png")])
+        log.info("logged to MLflow: parent run %s with %d child runs", run_id, len({(r["method"], r["task"]) for r in results}))
     print(out_md.read_text())
+    return results
 
 
 def _cached_train(cfg: Config, task: str, out: Path, init_from: Path | None = None) -> dict[str, Any]:
-    from ptv2.run import config_sha, train_task
+    from ptv2.run import weights_sha, config_sha, train_task
 
-    sha = config_sha(cfg, task) + (f":{init_from}" if init_from else "")
-    if (out / "metrics.json").is_file():
-        done = json.loads((out / "metrics.json").read_text())
-        if done.get("config_sha", "") + (f":{done['init_from']}" if done.get("init_from") else "") == sha:
-            return done
+    # keyed by the pretrained weights, not their path: a rerun pretraining invalidates what was adapted from it
+    key = json.dumps({"config_sha": config_sha(cfg, task), "init_sha": weights_sha(init_from) if init_from else ""})
+    if (out / "metrics.json").is_file() and (out / "key.json").is_file() and (out / "key.json").read_text() == key:
+        return json.loads((out / "metrics.json").read_text())
     train_task(cfg, task, out, init_from=init_from)
+    atomic_write_text(out / "key.json", key)
     return json.loads((out / "metrics.json").read_text())
+
+
+def pretrain_key(cfg: Config, tasks: list[str]) -> str:
+    """What a pretraining depends on: not the per-task or single-task epoch counts it never reads."""
+    d = cfg.to_dict()
+    train = {k: v for k, v in d["train"].items() if k != "epochs"}
+    specs = {t: {k: v for k, v in d["tasks"][t].items() if k != "epochs"} for t in tasks}
+    return json.dumps({"seed": d["seed"], "data_root": d["data_root"], "backbone": d["backbone"],
+                       "prompt": d["prompt"], "train": train, "pretrain": d["pretrain"], "tasks": tasks,
+                       "specs": specs}, sort_keys=True, default=str)
 
 
 def _cached_pretrain(cfg: Config, tasks: list[str], out: Path) -> dict[str, Any]:
     from ptv2.multitask import pretrain
 
-    key = json.dumps({"cfg": cfg.to_dict(), "tasks": tasks}, sort_keys=True, default=str)
+    key = pretrain_key(cfg, tasks)
     if (out / "metrics.json").is_file() and (out / "key.json").is_file() and (out / "key.json").read_text() == key:
         return json.loads((out / "metrics.json").read_text())
     pretrain(cfg, out, tasks)
@@ -131,14 +227,21 @@ def _cached_pretrain(cfg: Config, tasks: list[str], out: Path) -> dict[str, Any]
 
 def transfer(cfg: Config, tasks: list[str], held_out: list[str], seeds: list[int], out_md: Path, work: Path) -> None:
     """The multi-task table: (a) single-task from a random prompt, (b) pretrained on the mixture then
-    adapted, (c) the multi-task model with no adaptation, (d) pretrained on the mixture minus
-    ``held_out`` then adapted (transfer to unseen tasks). Mean ± std over seeds, dev metric."""
+    adapted, (c) the multi-task model with no adaptation, (d) each task of ``held_out`` in turn:
+    pretrained on the mixture minus that task, then adapted (transfer to an unseen task).
+    Mean ± std over seeds, dev metric. Finished runs are reused (keyed by config + init weights)."""
     full = cfg.pretrain.tasks
-    rest = [t for t in full if t not in held_out]
     pre_all = _cached_pretrain(cfg, full, work / "pretrain_all")
-    pre_ho = _cached_pretrain(cfg, rest, work / "pretrain_heldout") if held_out else None
+    without: dict[str, list[str]] = {}
+    for h in held_out:
+        cfg.task(h)
+        if h not in full:
+            log.warning("%s is not in the mixture: its (b) already is a held-out transfer; no (d) run", h)
+            continue
+        without[h] = [t for t in full if t != h]
+        _cached_pretrain(cfg, without[h], work / f"pretrain_without_{h}")
     res: dict[str, dict[str, list[float]]] = {t: {"a": [], "b": [], "c": [], "d": []} for t in tasks}
-    command = "ptv2 " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("ptv2") else "ptv2 transfer"
+    command = _command("transfer")
     for t in tasks:
         metric = cfg.task(t).metrics[0]
         if t in pre_all["metrics"]["dev"]:
@@ -148,14 +251,14 @@ def transfer(cfg: Config, tasks: list[str], held_out: list[str], seeds: list[int
             res[t]["a"].append(_cached_train(c, t, work / t / f"a_seed{s}")["metrics"]["dev"][metric])
             res[t]["b"].append(_cached_train(c, t, work / t / f"b_seed{s}", work / "pretrain_all/model")
                                ["metrics"]["dev"][metric])
-            if t in held_out:
-                res[t]["d"].append(_cached_train(c, t, work / t / f"d_seed{s}", work / "pretrain_heldout/model")
+            if t in without:
+                res[t]["d"].append(_cached_train(c, t, work / t / f"d_seed{s}", work / f"pretrain_without_{t}/model")
                                    ["metrics"]["dev"][metric])
-            _write_transfer(res, cfg, tasks, full, rest, seeds, command, out_md)
+            _write_transfer(res, cfg, tasks, full, without, seeds, command, out_md)
     print(out_md.read_text())
 
 
-def _write_transfer(res, cfg: Config, tasks, full, rest, seeds, command, out_md: Path) -> None:
+def _write_transfer(res, cfg: Config, tasks, full, without, seeds, command, out_md: Path) -> None:
     lines = ["| task | metric | (a) single-task | (b) multi-task → adapted | (c) multi-task, no adaptation | "
              "(d) held out → adapted | (b) − (a) |", "|---|---|---|---|---|---|---|"]
     diffs = []
@@ -168,9 +271,12 @@ def _write_transfer(res, cfg: Config, tasks, full, rest, seeds, command, out_md:
                      f"{_cell(r['d'])} | {'—' if d is None else f'{d:+.1f}'} |")
     if diffs:
         lines.append(f"| **average (b) − (a)** | | | | | | {statistics.mean(diffs):+.1f} |")
+    ho = "; ".join(f"without {h}: {rest}" for h, rest in without.items()) or "none"
     md = (f"# Multi-task prompt pretraining → adaptation (dev)\n\nBackbone `{cfg.backbone.name}`, prompt length "
           f"{cfg.prompt.length}, seeds {seeds} (mean ± std). Mixture (b, c): {full}, strategy "
-          f"{cfg.pretrain.strategy}, cap {cfg.pretrain.cap}, {cfg.pretrain.epochs} epochs. Mixture (d): {rest}. "
+          f"{cfg.pretrain.strategy}, cap {cfg.pretrain.cap}, {cfg.pretrain.epochs} epochs, "
+          f"{cfg.pretrain.batching} batches. (d), each task held out in turn: {ho}. Tasks outside the mixture "
+          f"have no (c), and their (b) is itself a transfer to an unseen task. "
           f"Selection on a validation split carved from train; dev only reported.\n\nCommand: `{command}`\n\n"
           + "\n".join(lines) + "\n")
     atomic_write_text(out_md, md)

@@ -147,6 +147,7 @@ class PretrainConfig:
     cap: int = 10000  # K: examples-proportional cap per task (0 = no cap)
     temperature: float = 2.0
     batches_per_epoch: int = 0  # 0 = sum of capped task sizes / batch_size
+    batching: Literal["homogeneous", "mixed"] = "homogeneous"  # one task per batch, or rows of many tasks
     epochs: int = 3
     out_dir: str = "outputs/pretrain"
 

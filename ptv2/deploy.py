@@ -15,6 +15,13 @@ from ptv2.run import load_task_data
 from ptv2.serving import Bundle
 
 log = logging.getLogger(__name__)
+SERVABLE = ("ptv2", "lora", "adalora", "finetune")  # prefix_tuning is saved folded, as ptv2
+
+
+def meta_method(model_dir: Path) -> str:
+    from ptv2.artifacts import read_adapter
+
+    return read_adapter(model_dir, verify=False)[1]["method"]
 
 
 def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path) -> dict[str, Any]:
@@ -22,11 +29,14 @@ def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path) 
     backbone, tok = load_backbone(cfg.backbone.name)
     models = {}
     for task, d in model_dirs.items():
-        model, tok, meta = load_model(d, backbone=backbone, tokenizer=tok)
-        if meta["method"] != "ptv2":
-            raise ArtifactError(f"{d}: method {meta['method']!r}; the bundle serves deep-prompt (ptv2) models")
+        model, tok, meta = load_model(d, backbone=backbone if meta_method(d) == "ptv2" else None, tokenizer=tok)
+        if meta["method"] not in SERVABLE:
+            raise ArtifactError(f"{d}: method {meta['method']!r} puts its prompt into the input embeddings; "
+                                f"the bundle serves {', '.join(SERVABLE)} models")
         models[task] = (model, meta)
-    bundle_dir = write_bundle(models, tok, out, int8=cfg.export.int8)
+    # adapters are merged into the backbone weights for the graph; parity below compares against the unmerged model
+    bundle_dir = write_bundle({t: (m.merged(), meta) for t, (m, meta) in models.items()}, tok, out,
+                              int8=cfg.export.int8)
     fp32 = Bundle(bundle_dir)
     int8 = Bundle(bundle_dir, int8=True) if cfg.export.int8 else None
     e = cfg.export

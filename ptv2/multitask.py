@@ -38,7 +38,7 @@ def pretrain(cfg: Config, out_dir: str | Path | None = None, tasks: list[str] | 
     sizes = {t: len(d.split("train")) for t, d in data.items()}
     rates = mixture_rates(sizes, p.strategy, p.cap, p.temperature, p.weights)
     mixture = {"tasks": tasks, "sizes": sizes, "rates": rates, "strategy": p.strategy, "cap": p.cap,
-               "temperature": p.temperature, "weights": p.weights}
+               "temperature": p.temperature, "weights": p.weights, "batching": p.batching}
     meta = dict(model_meta(cfg, {t: task_info(d) for t, d in data.items()}), mixture=mixture)
     model, tok = model_from_meta(meta, backbone, tok, seed=cfg.seed)
     L = cfg.backbone.max_length
@@ -50,7 +50,7 @@ def pretrain(cfg: Config, out_dir: str | Path | None = None, tasks: list[str] | 
     log.info("pretraining on %s: rates %s, %d batches/epoch, %d trainable params",
              tasks, {t: round(r, 3) for t, r in rates.items()}, n_batches, trainable)
     planner = mixture_planner({t: s.lengths for t, s in train.items()}, cfg.train.batch_size, rates, n_batches,
-                              cfg.train.length_grouping)
+                              cfg.train.length_grouping, mixed=p.batching == "mixed")
     result = fit(model, train, val, planner, cfg.train, cfg.seed, tok.pad_token_id, out_dir, meta,
                  epochs=p.epochs, on_log=on_log)
     best, _, _ = load_model(out_dir / "model", backbone=reusable_backbone(model), tokenizer=tok)

@@ -58,3 +58,38 @@ def plot_tasks(scores: dict[str, dict[str, float | None]], path: Path, title: st
     ax.set_ylabel("dev metric"); ax.set_title(title); ax.legend(fontsize=8); ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
     plt.close(fig)
+
+
+def plot_comparison(rows: list[dict[str, Any]], tasks: list[str], metrics: dict[str, str], path: Path) -> None:
+    """Three panels: dev metric per task and method; average vs % trainable (log x); cost per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(17, 4.4), gridspec_kw={"width_ratios": [2.2, 1, 1.2]})
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        ys = [sum(r["dev"][t]) / len(r["dev"][t]) if t in r["dev"] else float("nan") for t in tasks]
+        a.bar([j + i * width for j in range(len(tasks))], ys, width, label=r["method"])
+    a.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(tasks))], [f"{t}\n({metrics[t]})" for t in tasks])
+    a.set_ylabel("dev metric (mean over seeds)"); a.set_title("Dev metric per task"); a.grid(axis="y", alpha=0.3)
+    a.legend(fontsize=7, ncol=2)
+    for r in rows:
+        if r["average"] is not None:
+            x = sum(r["pct"]) / len(r["pct"])
+            b.scatter(x, r["average"], s=40)
+            b.annotate(r["method"], (x, r["average"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
+    b.set_xscale("log"); b.set_xlabel("% of parameters trained (log)"); b.set_ylabel("average dev metric")
+    b.set_title("Quality vs trainable share"); b.grid(alpha=0.3)
+    names = [r["method"] for r in rows]
+    c.bar(names, [sum(r["s_per_epoch"].values()) for r in rows], color="tab:gray")
+    c.set_ylabel("s / epoch, all tasks"); c.set_title("Cost per method"); c.tick_params(axis="x", rotation=45)
+    c2 = c.twinx()
+    c2.plot(names, [max(r["peak_mb"]) if r["peak_mb"] else float("nan") for r in rows], "o-", color="tab:red")
+    c2.set_ylabel("peak RSS MB", color="tab:red")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)

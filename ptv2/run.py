@@ -55,9 +55,12 @@ def train_task(cfg: Config, name: str, out_dir: str | Path, report_splits: tuple
     model, tok = model_from_meta(meta, backbone, tok, seed=cfg.seed, total_steps=steps // cfg.train.grad_accum)
     if init_from is not None:
         keys = init_from_pretrained(model, meta, init_from, name, cfg.adapt.init_head)
+        # lineage in the artifact; also keeps a checkpoint from another pretrained prompt from being resumed
+        meta["adapted_from"] = {"path": str(init_from), "weights_sha256": weights_sha(init_from)}
         log.info("adapting from %s: %d tensors copied (head %s)", init_from, len(keys),
                  "copied" if any(k.startswith("heads.") for k in keys) else "fresh")
     trainable, total = count_parameters(model)
+    loaded_mb = rss_mb()
     log.info("task %s: %d train / %d val rows; %s trains %d of %d params (%.3f%%)", name, len(td.split("train")),
              len(td.split("val")), cfg.train.method, trainable, total, 100 * trainable / total)
     L = cfg.backbone.max_length
@@ -77,8 +80,27 @@ def train_task(cfg: Config, name: str, out_dir: str | Path, report_splits: tuple
                                           "config_sha": config_sha(cfg, name), "init_from": str(init_from or ""),
                                           "trainable_params": trainable, "total_params": total,
                                           "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                                          "train_seconds": round(result.seconds, 1), "history": result.history})
+                                          "train_seconds": round(result.seconds, 1), "history": result.history,
+                                          "loaded_rss_mb": loaded_mb, "peak_rss_mb": rss_mb("VmHWM"),
+                                          "artifact_bytes": sum(f.stat().st_size for f in (out_dir / "model").iterdir())})
     return TaskRun(result, metrics, trainable, total, out_dir / "model")
+
+
+def rss_mb(field: str = "VmRSS") -> float | None:
+    """This process's resident memory (``VmHWM``: its peak so far) in MB; None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def weights_sha(model_dir: str | Path) -> str:
+    from ptv2.artifacts import read_adapter
+
+    return read_adapter(model_dir, verify=False)[1]["weights_sha256"]
 
 
 def config_sha(cfg: Config, task: str) -> str:

@@ -40,7 +40,7 @@ def verify(bundle: Path) -> dict[str, Any]:
 @dataclass
 class TaskHead:
     spec: dict[str, Any]
-    prompt: np.ndarray  # (L, 2, H, P, D)
+    prompt: np.ndarray | None  # (L, 2, H, P, D); None when the encoder has no prefix input
     weight: np.ndarray  # (n_out, h)
     bias: np.ndarray  # (n_out,)
 
@@ -65,8 +65,9 @@ class Bundle:
         self.tasks: dict[str, TaskHead] = {}
         for spec_file in sorted((self.path / "tasks").glob("*.json")):
             t = load_file(str(spec_file.with_suffix(".safetensors")))
-            self.tasks[spec_file.stem] = TaskHead(json.loads(spec_file.read_text()), t["prompt"], t["head_weight"],
-                                                  t["head_bias"])
+            self.tasks[spec_file.stem] = TaskHead(json.loads(spec_file.read_text()), t.get("prompt"),
+                                                  t["head_weight"], t["head_bias"])
+        self.prefixed = any(i.name == "prefix" for i in self.session.get_inputs())
 
     def _encode(self, rows: list[dict[str, Any]]) -> tuple[dict[str, np.ndarray], list[Any]]:
         max_len = max(self.tasks[r["task"]].spec["max_length"] for r in rows)
@@ -92,6 +93,8 @@ class Bundle:
 
     def hidden(self, feed: dict[str, np.ndarray], tasks: list[str]) -> np.ndarray:
         """(B, T, h) from one session run; row i uses task i's prompt."""
+        if not self.prefixed:  # merged adapters / fine-tuned: the weights are the task
+            return self.session.run(["hidden"], feed)[0]
         prefix = np.stack([self.tasks[t].prompt for t in tasks], axis=2)  # (L, 2, B, H, P, D)
         return self.session.run(["hidden"], {**feed, "prefix": prefix.astype(np.float32)})[0]
 
@@ -117,7 +120,8 @@ class Bundle:
                 raise BundleError("multiple_choice tasks are not served by predict")
         groups: dict[int, list[int]] = {}
         for i, r in enumerate(rows):  # rows with equal prompt length share one session run
-            groups.setdefault(self.tasks[r["task"]].prompt.shape[3], []).append(i)
+            prompt = self.tasks[r["task"]].prompt
+            groups.setdefault(0 if prompt is None else prompt.shape[3], []).append(i)
         out: list[dict[str, Any]] = [{} for _ in rows]
         for idx in groups.values():
             sub = [rows[i] for i in idx]

@@ -111,6 +111,41 @@ def start_run(root: str | Path, experiment: str, name: str, params: dict[str, An
         yield Run(mlflow, r)
 
 
+def log_comparison(root: str | Path, experiment: str, params: dict[str, Any], runs: list[dict[str, Any]],
+                   metric_of: dict[str, str], files: list[Path]) -> str:
+    """One parent run for a method comparison, one child per method x task (its seeds' dev values as
+    steps, mean/std, cost). ``runs``: the per-(task, method, seed) results. Returns the parent's id."""
+    import statistics
+
+    mlflow = _mlflow(root)
+    exp_id = init_store(root, experiment)
+    pairs = list(dict.fromkeys((r["method"], r["task"]) for r in runs))
+    with mlflow.start_run(experiment_id=exp_id, run_name="compare") as parent:
+        mlflow.log_params(_flatten(params))
+        mlflow.set_tags({**lineage_tags(root, "compare"), "ptv2.kind": "comparison"})
+        for f in files:
+            if Path(f).is_file():
+                mlflow.log_artifact(str(f))
+        for method, task in pairs:
+            rs = sorted((r for r in runs if r["method"] == method and r["task"] == task), key=lambda r: r["seed"])
+            vals = [r["metrics"]["dev"][metric_of[task]] for r in rs]
+            with mlflow.start_run(experiment_id=exp_id, run_name=f"{method}/{task}", nested=True):
+                mlflow.log_params({"method": method, "task": task, "metric": metric_of[task],
+                                   "seeds": json.dumps([r["seed"] for r in rs]),
+                                   "trainable_params": rs[0]["trainable_params"], "total_params": rs[0]["total_params"],
+                                   "config_sha": rs[0].get("config_sha", "")})
+                for r, v in zip(rs, vals):
+                    mlflow.log_metric(f"dev_{metric_of[task]}", v, step=r["seed"])
+                cost = {"s_per_epoch": statistics.mean(r["train_seconds"] / r["epochs_run"] for r in rs),
+                        "dev_mean": statistics.mean(vals), "dev_std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                        "pct_trainable": 100 * rs[0]["trainable_params"] / rs[0]["total_params"]}
+                for key, name in (("peak_rss_mb", "peak_rss_mb"), ("artifact_bytes", "artifact_bytes")):
+                    if rs[0].get(key) is not None:
+                        cost[name] = max(r[key] for r in rs)
+                mlflow.log_metrics(cost)
+        return parent.info.run_id
+
+
 # ---- model registry (aliases + tags; the stages API is deprecated since MLflow 2.9) ----
 
 def register_version(root: str | Path, model_name: str, run_id: str, artifact_path: str,

@@ -59,7 +59,7 @@ class TrainResult:
 
 def single_task_planner(task: str, lengths: list[int], batch_size: int, group: bool) -> Callable[[torch.Generator], Plan]:
     def plan(g: torch.Generator) -> Plan:
-        return [(task, b) for b in length_grouped_batches(lengths, batch_size, g, group)]
+        return [[(task, b)] for b in length_grouped_batches(lengths, batch_size, g, group)]
 
     return plan
 
@@ -132,24 +132,28 @@ def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], coll
     model.train()
     total, n = 0.0, 0
     bar = tqdm(plan, desc=f"epoch {epoch}/{epochs}", leave=False, mininterval=1.0, dynamic_ncols=True)
-    for i, (task, idx) in enumerate(bar):
-        batch = {k: v.to(acc.device) for k, v in collators[task]([train[task].feats[j] for j in idx]).items()}
-        with acc.autocast():
-            logits = model(batch, task)
-        core = acc.unwrap_model(model)
-        loss = task_loss(core.task_types[task], logits, batch["labels"])
-        acc.backward(loss / cfg.grad_accum)
+    core = acc.unwrap_model(model)
+    for i, parts in enumerate(bar):
+        rows = sum(len(idx) for _, idx in parts)
+        loss_value = 0.0
+        for task, idx in parts:  # a mixed batch: one forward per task, gradients summed before the step
+            batch = {k: v.to(acc.device) for k, v in collators[task]([train[task].feats[j] for j in idx]).items()}
+            with acc.autocast():
+                logits = model(batch, task)
+            loss = task_loss(core.task_types[task], logits, batch["labels"]) * (len(idx) / rows)
+            acc.backward(loss / cfg.grad_accum)
+            loss_value += loss.item()
         if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(plan):
             opt.step()
             sched.step()
             if core.method == "adalora":  # AdaLoRA re-allocates ranks on its schedule
                 core.backbone.base_model.update_and_allocate(sched.last_epoch)
             opt.zero_grad(set_to_none=True)
-        total, n = total + loss.item(), n + 1
+        total, n = total + loss_value, n + 1
         if i % 20 == 0:
             bar.set_postfix(loss=f"{total / n:.4f}")
             if on_log:
-                on_log({"step_loss": loss.item(), "epoch": epoch, "step": i})
+                on_log({"step_loss": loss_value, "epoch": epoch, "step": i})
     return total / max(1, n)
 
 

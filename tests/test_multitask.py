@@ -33,11 +33,77 @@ def test_sampled_proportions_match_rates_and_are_seeded(strategy, kw):
     plan = mixture_planner(lengths, 4, rates, 4000)
     p1 = plan(torch.Generator().manual_seed(1))
     assert p1 == plan(torch.Generator().manual_seed(1))
-    counts = collections.Counter(t for t, _ in p1)
+    assert all(len(batch) == 1 for batch in p1)  # task-homogeneous: one part per batch
+    counts = collections.Counter(t for [(t, _)] in p1)
     for t, r in rates.items():
         assert counts[t] / 4000 == pytest.approx(r, abs=0.03)
-    for t, idx in p1[:200]:  # task-homogeneous batches with valid row ids
+    for [(t, idx)] in p1[:200]:  # valid row ids
         assert all(0 <= i < len(lengths[t]) for i in idx)
+
+
+def test_mixed_batches_sample_rows_by_rate_and_cycle_each_task():
+    lengths = {"a": [5] * 50, "b": [7] * 20, "c": [3] * 9}
+    rates = mixture_rates({t: len(v) for t, v in lengths.items()}, "uniform")
+    plan = mixture_planner(lengths, 8, rates, 600, mixed=True)
+    p1 = plan(torch.Generator().manual_seed(3))
+    assert p1 == plan(torch.Generator().manual_seed(3)) != plan(torch.Generator().manual_seed(4))
+    assert all(sum(len(idx) for _, idx in batch) == 8 for batch in p1)
+    assert sum(len(batch) > 1 for batch in p1) > 500  # most batches hold rows of several tasks
+    rows = collections.Counter()
+    for batch in p1:
+        assert len({t for t, _ in batch}) == len(batch)  # one part per task present
+        for t, idx in batch:
+            assert all(0 <= i < len(lengths[t]) for i in idx)
+            rows[t] += len(idx)
+    for t in lengths:
+        assert rows[t] / (600 * 8) == pytest.approx(1 / 3, abs=0.03)
+    first_c = [i for batch in p1 for t, idx in batch if t == "c" for i in idx][:9]
+    assert sorted(first_c) == list(range(9))  # each pass over a task sees every row once
+
+
+def test_mixed_batch_step_equals_the_row_weighted_sum_of_its_parts(root, tiny_dir):
+    """A mixed batch's gradient is the row-weighted mean of its tasks' losses (one optimizer step)."""
+    from ptv2.train import _run_epoch
+    from ptv2.data.collate import Collator
+    from ptv2.run import encode, load_task_data
+    from ptv2.build import model_meta, task_info
+    from ptv2.model.heads import task_loss
+
+    cfg = _cfg(root, tiny_dir)
+    data = {t: load_task_data(cfg, t) for t in ("sent", "reg")}
+    meta = model_meta(cfg, {t: task_info(d) for t, d in data.items()})
+    model, tok = model_from_meta(meta, seed=0)
+    model.eval()  # no dropout: the two computations must match exactly
+    train = {t: encode(d, "train", tok, 32) for t, d in data.items()}
+    parts = [("sent", [0, 1, 2]), ("reg", [0])]
+    coll = {t: Collator(tok.pad_token_id, model.task_types[t]) for t in train}
+    expected = 0.0
+    for t, idx in parts:
+        b = coll[t]([train[t].feats[j] for j in idx])
+        expected = expected + task_loss(model.task_types[t], model(b, t), b["labels"]) * len(idx) / 4
+    expected.backward()
+    want = model.prompt.prefix.grad.clone()
+    model.zero_grad()
+
+    class Acc:  # the accelerate surface _run_epoch uses, minus the optimizer step
+        device = "cpu"
+        unwrap_model = staticmethod(lambda m: m)
+        autocast = staticmethod(lambda: torch.autocast("cpu", enabled=False))
+        backward = staticmethod(lambda loss: loss.backward())
+
+    class NoStep:
+        def step(self): pass
+        def zero_grad(self, set_to_none=True): pass
+    model.train = lambda mode=True: model  # keep eval mode (dropout off) inside _run_epoch
+    _run_epoch(model, NoStep(), NoStep(), Acc(), [parts], train, coll, cfg.train, 1, 1, None)
+    assert torch.allclose(model.prompt.prefix.grad, want, atol=1e-6)
+
+
+def test_pretrain_with_mixed_batches_runs_and_is_recorded(root, tiny_dir):
+    cfg = _cfg(root, tiny_dir, batching="mixed")
+    result, metrics = pretrain(cfg)
+    assert result.epochs_run == 2 and set(metrics["val"]) == {"sent", "pair", "reg"}
+    assert mixture_of(root / "pre/model")["batching"] == "mixed"
 
 
 @pytest.fixture()
@@ -118,6 +184,32 @@ def test_transfer_table_on_tiny(root, tiny_dir):
     res = json.loads(out.with_suffix(".json").read_text())
     assert len(res["sent"]["a"]) == 2 and len(res["sent"]["b"]) == 2 and len(res["sent"]["c"]) == 1
     assert res["sent"]["d"] == [] and len(res["pair"]["d"]) == 2  # only held-out tasks get (d)
+    _, held = read_adapter(root / "work/pretrain_without_pair/model")
+    assert held["mixture"]["tasks"] == ["sent", "reg"]  # (d) never saw the held-out task
     mtime = (root / "work/sent/a_seed1/metrics.json").stat().st_mtime
+    b_mtime = (root / "work/sent/b_seed1/metrics.json").stat().st_mtime
     transfer(cfg, ["sent", "pair"], ["pair"], [1, 2], out, root / "work")  # finished runs are reused
     assert (root / "work/sent/a_seed1/metrics.json").stat().st_mtime == mtime
+    assert (root / "work/sent/b_seed1/metrics.json").stat().st_mtime == b_mtime
+    # regression: a pretraining rerun with other settings used to leave the adapted (b) runs stale
+    # (they were keyed by the pretrained folder's path); now they are keyed by its weights
+    transfer(_cfg(root, tiny_dir, strategy="uniform"), ["sent"], [], [1], out, root / "work")
+    assert (root / "work/sent/a_seed1/metrics.json").stat().st_mtime == mtime
+    assert (root / "work/sent/b_seed1/metrics.json").stat().st_mtime > b_mtime
+    new_pre = read_adapter(root / "work/pretrain_all/model")[1]["weights_sha256"]
+    b_meta = read_adapter(root / "work/sent/b_seed1/model")[1]
+    assert b_meta["adapted_from"]["weights_sha256"] == new_pre  # not resumed from the stale checkpoint
+
+
+def test_transfer_holds_each_task_out_in_turn(root, tiny_dir):
+    from ptv2.compare import transfer
+
+    cfg = _cfg(root, tiny_dir)
+    transfer(cfg, ["sent", "pair"], ["sent", "pair", "mc"], [1], root / "t.md", root / "w")
+    for h, rest in (("sent", ["pair", "reg"]), ("pair", ["sent", "reg"])):
+        assert read_adapter(root / f"w/pretrain_without_{h}/model")[1]["mixture"]["tasks"] == rest
+    assert not (root / "w/pretrain_without_mc").exists()  # not in the mixture: nothing to hold out
+    import json
+
+    res = json.loads((root / "t.json").read_text())
+    assert len(res["sent"]["d"]) == 1 and len(res["pair"]["d"]) == 1

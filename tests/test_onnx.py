@@ -121,3 +121,54 @@ def test_serving_needs_no_torch(trained):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() in ("0", "1")
+
+
+@pytest.mark.parametrize("method", ["lora", "adalora"])
+def test_adapters_merge_into_the_same_onnx_path(tmp_path, tiny_dir, method):
+    """(Ada)LoRA is folded into the backbone weights and served by the same bundle/Bundle code; the
+    ONNX output matches the *unmerged* PyTorch model, and differs from the bare backbone."""
+    write_all_formats(tmp_path)
+    cfg = config_from_dict(tiny_params(tmp_path, tiny_dir, method=method, epochs={method: 1}))
+    train_task(cfg, "sent", tmp_path / "m", report_splits=())
+    model, tok, meta = load_model(tmp_path / "m" / "model")
+    with torch.no_grad():  # LoRA starts with B = 0, AdaLoRA with E = 0 (no-ops): give them a real delta
+        for n, p in model.backbone.named_parameters():
+            if "lora_B" in n or "lora_E" in n:
+                p.normal_(0, 0.5)
+    merged = model.merged()
+    assert model.merged() is not model and merged.merged() is merged  # a copy; folding twice is a no-op
+    bundle = write_bundle({"sent": (merged, meta)}, tok, tmp_path / "bundle")
+    b = Bundle(bundle)
+    assert not b.prefixed and b.tasks["sent"].prompt is None
+    r = parity(model, "sent", b, batch_sizes=(1, 8), lengths=(1, 17, None))
+    assert r["max_abs_diff"] <= 1e-4, r
+    bare, _, _ = load_model(tmp_path / "m" / "model")
+    with torch.no_grad():
+        enc = tok(["the movie was good"], return_tensors="pt")
+        batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        assert not torch.allclose(bare(batch, "sent"), model(batch, "sent"), atol=1e-3)
+    assert b.predict([{"task": "sent", "text": "the movie was good"}])[0]["label"] in meta["tasks"]["sent"]["labels"]
+    with pytest.raises(ValueError, match="one bundle per task"):
+        write_bundle({"sent": (merged, meta), "other": (merged, meta)}, tok, tmp_path / "b2")
+
+
+def test_input_prompt_methods_are_refused_by_export(tmp_path, tiny_dir):
+    write_all_formats(tmp_path)
+    cfg = config_from_dict(tiny_params(tmp_path, tiny_dir, method="prompt_tuning", epochs={"prompt_tuning": 1}))
+    train_task(cfg, "sent", tmp_path / "m", report_splits=())
+    model, tok, meta = load_model(tmp_path / "m" / "model")
+    with pytest.raises(ValueError, match="input embeddings"):
+        write_bundle({"sent": (model, meta)}, tok, tmp_path / "bundle")
+
+
+def test_export_and_check_gates_a_lora_model(tmp_path, tiny_dir):
+    """The deployment gates (parity, int8 drop) run on a merged LoRA model as on a deep prompt."""
+    from ptv2.deploy import export_and_check
+
+    write_all_formats(tmp_path)
+    cfg = config_from_dict(tiny_params(tmp_path, tiny_dir, method="lora", epochs={"lora": 1}, lr={"lora": 5e-2}))
+    train_task(cfg, "sent", tmp_path / "m", report_splits=())
+    report = export_and_check(cfg, {"sent": tmp_path / "m" / "model"}, tmp_path / "bundle")
+    assert report["sent"]["parity_ok"] and report["sent"]["parity_max_abs_diff"] <= 1e-4
+    assert "dev_int8" in report["sent"]
+    assert not Bundle(tmp_path / "bundle").prefixed

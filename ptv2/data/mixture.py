@@ -4,7 +4,9 @@ Strategies (rates r_t over tasks, sizes n_t, per-task weights w_t):
 - ``proportional``: r_t ∝ w_t · min(n_t, K)            (T5's examples-proportional with cap K)
 - ``temperature``:  r_t ∝ (w_t · min(n_t, K)) ** (1/T)  (T = 1 is proportional, T → ∞ uniform)
 - ``uniform``:      r_t ∝ w_t
-Batches are task-homogeneous: each batch comes from one task, so each head sees its own batch.
+A plan lists an epoch's batches; a batch is a list of (task, row ids) parts. Task-homogeneous
+batches (the default: each head sees its own batch, as the paper's multi-task NER) have one
+part; mixed batches draw each row's task by the rates and hold one part per task present.
 All randomness comes from the generator passed in.
 """
 from __future__ import annotations
@@ -15,7 +17,8 @@ import torch
 
 from ptv2.data.collate import length_grouped_batches
 
-Plan = list[tuple[str, list[int]]]
+Part = tuple[str, list[int]]
+Plan = list[list[Part]]
 STRATEGIES = ("proportional", "temperature", "uniform")
 
 
@@ -35,13 +38,14 @@ def mixture_rates(sizes: dict[str, int], strategy: str = "proportional", cap: in
 
 
 def mixture_planner(lengths: dict[str, list[int]], batch_size: int, rates: dict[str, float], n_batches: int,
-                    group: bool = True) -> Callable[[torch.Generator], Plan]:
-    """Planner for ``fit``: ``n_batches`` task-homogeneous batches per epoch, tasks drawn by ``rates``.
-    A task whose batches run out is reshuffled and cycled (small tasks repeat under upsampling)."""
+                    group: bool = True, mixed: bool = False) -> Callable[[torch.Generator], Plan]:
+    """Planner for ``fit``: ``n_batches`` batches per epoch, tasks drawn by ``rates``: one task per batch
+    (``mixed=False``), or per row (``mixed=True``). A task whose rows run out is reshuffled and cycled
+    (small tasks repeat under upsampling)."""
     tasks = list(rates)
     probs = torch.tensor([rates[t] for t in tasks], dtype=torch.double)
 
-    def plan(g: torch.Generator) -> Plan:
+    def homogeneous(g: torch.Generator) -> Plan:
         draws = torch.multinomial(probs, n_batches, replacement=True, generator=g).tolist()
         queues: dict[str, list[list[int]]] = {t: [] for t in tasks}
         out: Plan = []
@@ -49,7 +53,24 @@ def mixture_planner(lengths: dict[str, list[int]], batch_size: int, rates: dict[
             t = tasks[k]
             if not queues[t]:
                 queues[t] = length_grouped_batches(lengths[t], batch_size, g, group)
-            out.append((t, queues[t].pop()))
+            out.append([(t, queues[t].pop())])
         return out
 
-    return plan
+    def mixed_rows(g: torch.Generator) -> Plan:
+        draws = torch.multinomial(probs, n_batches * batch_size, replacement=True, generator=g).view(n_batches, -1)
+        queues: dict[str, list[int]] = {t: [] for t in tasks}
+        out: Plan = []
+        for row in draws:
+            parts = []
+            for k, n in enumerate(torch.bincount(row, minlength=len(tasks)).tolist()):
+                t, ids = tasks[k], []
+                while len(ids) < n:
+                    if not queues[t]:
+                        queues[t] = torch.randperm(len(lengths[t]), generator=g).tolist()
+                    ids.append(queues[t].pop())
+                if ids:
+                    parts.append((t, ids))
+            out.append(parts)
+        return out
+
+    return mixed_rows if mixed else homogeneous

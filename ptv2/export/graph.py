@@ -3,6 +3,7 @@
 - ``PromptInputEncoder``: the frozen backbone with the deep prompt as an *input*
   ``prefix`` (L, 2, B, H, P, D) -> last hidden state (B, T, h). One graph serves every task,
   and rows of one batch may carry different tasks' prompts (mixed-task batches).
+- ``PlainEncoder``: a backbone with nothing prepended (merged LoRA/AdaLoRA, fine-tuned) -> (B, T, h).
 - ``BakedTaskModel``: one task's prompt and head folded in as constants -> logits.
 """
 from __future__ import annotations
@@ -25,6 +26,17 @@ class PromptInputEncoder(nn.Module):
         """input_ids/attention_mask/token_type_ids (B, T); prefix (L, 2, B, H, P, D) -> (B, T, h)."""
         kv = [(prefix[i, 0], prefix[i, 1]) for i in range(prefix.shape[0])]
         hidden, _ = encode(self.backbone, input_ids, attention_mask, token_type_ids, kv)
+        return hidden
+
+
+class PlainEncoder(nn.Module):
+    def __init__(self, model: PromptedModel) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, T, h); the weights already carry what was trained (merged adapters)."""
+        hidden, _ = encode(self.backbone, input_ids, attention_mask, token_type_ids, None)
         return hidden
 
 

@@ -1,10 +1,11 @@
 """Export to ONNX, quantize to int8, write a verified deployment bundle, check parity.
 
 Bundle layout (every file's sha256 in ``manifest.json``, verified on load):
-  encoder.onnx           frozen backbone, deep prompt as input ``prefix`` (L, 2, B, H, P, D)
+  encoder.onnx           frozen backbone, deep prompt as input ``prefix`` (L, 2, B, H, P, D);
+                         for merged LoRA/AdaLoRA or fine-tuned models: the task's own weights, no prefix
   encoder.int8.onnx      the same, dynamic int8 weights
   tokenizer/             tokenizer files (served with the ``tokenizers`` library, no torch)
-  tasks/<task>.safetensors  prompt (L, 2, H, P, D) + head weight/bias (numpy-readable)
+  tasks/<task>.safetensors  prompt (L, 2, H, P, D; deep-prompt bundles) + head weight/bias (numpy-readable)
   tasks/<task>.json      type, labels, pooling, max_length, whether it takes a text pair
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from ptv2.artifacts import replace_dir, sha256
-from ptv2.export.graph import BakedTaskModel, PromptInputEncoder, batch_prefix, prompt_tensor
+from ptv2.export.graph import BakedTaskModel, PlainEncoder, PromptInputEncoder, batch_prefix, prompt_tensor
 from ptv2.model.prompted import PromptedModel
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,13 @@ def _dummy(model: PromptedModel, batch: int = 2, length: int = 8) -> tuple[torch
 
 
 def export_encoder(model: PromptedModel, path: str | Path) -> Path:
-    """One graph for every task: prompt as input, dynamic batch, sequence and prefix length."""
+    """One graph for every task: prompt as input, dynamic batch, sequence and prefix length. A model
+    without a deep prompt (merged adapters, fine-tuned) gets a graph without the ``prefix`` input."""
+    if model.input_prompt is not None:
+        raise ValueError(f"method {model.method!r} puts its prompt into the input embeddings; the bundle serves "
+                         f"deep prompts (ptv2, prefix_tuning), merged adapters (lora, adalora) and finetune")
     if model.prompt is None:
-        raise ValueError("export_encoder needs a deep-prompt model (method ptv2)")
+        return _export_plain(model.merged(), path)
     wrapper = PromptInputEncoder(model).eval()  # eval() on the wrapper: the exporter restores train mode
     ids, mask, types = _dummy(model)
     prefix = batch_prefix([prompt_tensor(model)] * ids.shape[0])
@@ -48,6 +53,17 @@ def export_encoder(model: PromptedModel, path: str | Path) -> Path:
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, (ids, mask, types, prefix), str(path), input_names=INPUTS + ["prefix"],
                           output_names=["hidden"], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+    return Path(path)
+
+
+def _export_plain(model: PromptedModel, path: str | Path) -> Path:
+    wrapper = PlainEncoder(model).eval()
+    ids, mask, types = _dummy(model)
+    axes = {k: {0: "batch", 1: "seq"} for k in INPUTS} | {"hidden": {0: "batch", 1: "seq"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (ids, mask, types), str(path), input_names=INPUTS, output_names=["hidden"],
+                          dynamic_axes=axes, opset_version=OPSET, dynamo=False)
     return Path(path)
 
 
@@ -75,9 +91,11 @@ def task_files(model: PromptedModel, task: str, info: dict[str, Any], pooling: s
     from safetensors.numpy import save_file
 
     head = model.heads[task].linear
-    save_file({"prompt": prompt_tensor(model).numpy().astype(np.float32),
-               "head_weight": head.weight.detach().numpy().astype(np.float32),
-               "head_bias": head.bias.detach().numpy().astype(np.float32)}, str(out_dir / f"{task}.safetensors"))
+    tensors = {"head_weight": head.weight.detach().numpy().astype(np.float32),
+               "head_bias": head.bias.detach().numpy().astype(np.float32)}
+    if model.prompt is not None:
+        tensors["prompt"] = prompt_tensor(model).numpy().astype(np.float32)
+    save_file(tensors, str(out_dir / f"{task}.safetensors"))
     spec = {"type": info["type"], "labels": info["labels"], "text_b": info.get("text_b", False),
             "pooling": pooling, "max_length": max_length}
     (out_dir / f"{task}.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
@@ -86,11 +104,15 @@ def task_files(model: PromptedModel, task: str, info: dict[str, Any], pooling: s
 def write_bundle(models: dict[str, tuple[PromptedModel, dict[str, Any]]], tokenizer: Any, out: str | Path,
                  int8: bool = True) -> Path:
     """``models``: task -> (model with that task's head, its adapter meta). All must share one backbone
-    and one prompt shape; the encoder graph is exported once."""
+    and one prompt shape; the encoder graph is exported once. Merged adapters and fine-tuned models
+    change the encoder's weights, so their bundle holds one task."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
     first = next(iter(models.values()))[0]
+    if first.prompt is None and len(models) > 1:
+        raise ValueError(f"tasks {sorted(models)}: a {first.method} model carries its own encoder weights; "
+                         f"export one bundle per task (only deep-prompt tasks share one encoder)")
     export_encoder(first, tmp / "encoder.onnx")
     if int8:
         quantize_int8(tmp / "encoder.onnx", tmp / "encoder.int8.onnx")

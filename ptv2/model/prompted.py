@@ -76,6 +76,17 @@ class PromptedModel(nn.Module):
             state["prompt.prefix"] = self.prompt.flat().detach()
         return state
 
+    def merged(self) -> "PromptedModel":
+        """For export: a copy with (Ada)LoRA folded into the backbone weights (W + BA), so the graph is a
+        plain backbone + heads. Other methods return ``self`` (nothing to fold)."""
+        if self.method not in ADAPTERS or not hasattr(self.backbone, "merge_and_unload"):
+            return self  # nothing to fold, or folded already
+        import copy
+
+        out = copy.deepcopy(self)
+        out.backbone = out.backbone.merge_and_unload()  # peft: adds the scaled low-rank deltas in place
+        return out.eval()
+
     def hidden(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, T, h) hidden states of the real tokens, and the pooler output if any."""
         ids, mask, types = batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")

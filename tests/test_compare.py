@@ -1,0 +1,70 @@
+"""The method comparison: runs per (task, method, seed), table, plot, reuse of finished runs."""
+import json
+
+import pytest
+
+from helpers import tiny_params, write_all_formats
+from ptv2.compare import compare
+from ptv2.config import config_from_dict
+from ptv2.errors import ConfigError
+
+
+@pytest.fixture()
+def cfg(tmp_path, tiny_dir):
+    write_all_formats(tmp_path)
+    return config_from_dict(tiny_params(tmp_path, tiny_dir, epochs={"ptv2": 1, "prompt_tuning": 1, "lora": 1}))
+
+
+def test_compare_table_seeds_cost_and_reuse(cfg, tmp_path):
+    out, work = tmp_path / "cmp.md", tmp_path / "work"
+    results = compare(cfg, ["sent", "pair"], ["ptv2", "prompt_tuning"], [1, 2], out, work, one_seed=("pair",),
+                      isolate=False)
+    assert sorted((r["task"], r["method"], r["seed"]) for r in results) == sorted(
+        [("sent", m, s) for m in ("ptv2", "prompt_tuning") for s in (1, 2)] + [("pair", m, 1) for m in ("ptv2", "prompt_tuning")])
+    md = out.read_text()
+    assert "| ptv2 |" in md and "| prompt_tuning |" in md and "sent (accuracy)" in md and "pair (accuracy)" in md
+    assert " ± " in md  # sent has two seeds
+    rows = {r["method"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    # prompt tuning trains input-layer tokens only: fewer trainable parameters than deep prompts
+    assert max(rows["prompt_tuning"]["trainable"]) < min(rows["ptv2"]["trainable"])
+    assert len(rows["ptv2"]["dev"]["sent"]) == 2 and len(rows["ptv2"]["dev"]["pair"]) == 1
+    assert all(r["artifact_mb"] and r["peak_mb"] for r in rows.values())
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    mtime = (work / "sent/ptv2/seed1/metrics.json").stat().st_mtime
+    compare(cfg, ["sent"], ["ptv2"], [1], out, work, isolate=False)  # finished: reused, not retrained
+    assert (work / "sent/ptv2/seed1/metrics.json").stat().st_mtime == mtime
+
+
+def test_compare_runs_each_in_its_own_process(cfg, tmp_path):
+    """Isolated runs (the default) measure their own peak memory; a failed child is a clear error."""
+    [r] = compare(cfg, ["sent"], ["lora"], [1], tmp_path / "c.md", tmp_path / "w")
+    assert r["peak_rss_mb"] >= r["loaded_rss_mb"] > 0 and r["trainable_params"] < r["total_params"]
+    bad = config_from_dict({**tiny_params(tmp_path, tmp_path / "no-such-backbone")})
+    with pytest.raises(RuntimeError, match="sent/ptv2/seed1 failed"):
+        compare(bad, ["sent"], ["ptv2"], [1], tmp_path / "c2.md", tmp_path / "w2")
+
+
+def test_compare_rejects_unknown_method(cfg, tmp_path):
+    with pytest.raises(ConfigError, match="unknown method 'loar'"):
+        compare(cfg, ["sent"], ["loar"], [1], tmp_path / "c.md", tmp_path / "w")
+
+
+def test_compare_logs_a_parent_run_with_a_child_per_method_and_task(cfg, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    compare(cfg, ["sent", "pair"], ["ptv2", "lora"], [1, 2], tmp_path / "c.md", tmp_path / "w", one_seed=("pair",),
+            isolate=False, track=True)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    runs = client.search_runs([exp.experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("ptv2.kind") == "comparison"]
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(children) == {"ptv2/sent", "ptv2/pair", "lora/sent", "lora/pair"}
+    hist = client.get_metric_history(children["ptv2/sent"].info.run_id, "dev_accuracy")
+    assert sorted(m.step for m in hist) == [1, 2]  # one value per seed
+    c = children["lora/pair"].data
+    assert c.params["method"] == "lora" and int(c.params["trainable_params"]) > 0 and c.metrics["peak_rss_mb"] > 0
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"c.md", "c.json", "c.png"} <= arts
