@@ -102,11 +102,14 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from ptv2.compare import compare
+    from ptv2.config import comparison_config
 
-    cfg = _config(args)
-    compare(cfg, args.tasks.split(","), args.methods.split(","), [int(s) for s in args.seeds.split(",")],
-            Path(args.out), Path(args.work), one_seed=tuple(t for t in args.one_seed.split(",") if t),
-            track=not args.no_track)
+    cfg = comparison_config(args.params, args.set)
+    c = cfg.compare
+    split = lambda v, default: [x for x in v.split(",") if x] if v is not None else list(default)  # noqa: E731
+    compare(cfg, split(args.tasks, c.tasks), split(args.methods, c.methods),
+            [int(x) for x in split(args.seeds, c.seeds)], Path(args.out or c.out), Path(args.work or c.work),
+            one_seed=tuple(split(args.one_seed, c.one_seed)), track=not args.no_track)
     return 0
 
 
@@ -148,11 +151,10 @@ def parser() -> argparse.ArgumentParser:
     ad = add("adapt", cmd_adapt, "tune one task starting from a pretrained prompt")
     ad.add_argument("--task", required=True); ad.add_argument("--from", help="pretrained model folder")
     ad.add_argument("--out")
-    c = add("compare", cmd_compare, "train methods x tasks x seeds; write a results table")
-    c.add_argument("--tasks", required=True); c.add_argument("--methods", default="ptv2,finetune")
-    c.add_argument("--seeds", default="42"); c.add_argument("--out", default="reports/core_results.md")
-    c.add_argument("--work", default="outputs/compare")
-    c.add_argument("--one-seed", default="", help="tasks run with the first seed only (large ones)")
+    c = add("compare", cmd_compare, "train methods x tasks x seeds; one results table (defaults: params.yaml compare)")
+    c.add_argument("--tasks"); c.add_argument("--methods"); c.add_argument("--seeds")
+    c.add_argument("--one-seed", help="tasks run with the first seed only (large ones)")
+    c.add_argument("--out"); c.add_argument("--work")
     c.add_argument("--no-track", action="store_true", help="do not log the comparison to MLflow")
     tr = add("transfer", cmd_transfer, "multi-task table: (a) single-task, (b) adapted, (c) no adaptation, (d) held out")
     tr.add_argument("--tasks", required=True); tr.add_argument("--held-out", default="rte,cb")

@@ -164,6 +164,9 @@ def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int],
     from ptv2.errors import ConfigError
     from ptv2.model.prompted import METHODS
 
+    if not tasks or not methods:
+        raise ConfigError(f"compare: tasks {tasks} / methods {methods}: name at least one of each "
+                          f"(compare.tasks and compare.methods in params.yaml, or --tasks / --methods)")
     for t in tasks:
         cfg.task(t)  # fail early on unknown tasks
     for m in methods:

@@ -211,6 +211,29 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class CompareConfig:
+    """The method comparison (``ptv2 compare``, ``comparison/dvc.yaml``): what runs, and its budget."""
+
+    tasks: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=lambda: ["ptv2", "finetune"])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    one_seed: list[str] = field(default_factory=list)  # large tasks: first seed only
+    overrides: list[str] = field(default_factory=list)  # "section.key=value", for the comparison's runs only
+    out: str = "reports/baselines.md"
+    work: str = "outputs/baselines"
+
+    def __post_init__(self) -> None:
+        for m in self.methods:
+            _check(m in get_args(Method), "compare.methods", m, f"one of {list(get_args(Method))}")
+        _check(len(self.seeds) >= 1, "compare.seeds", self.seeds, "at least one seed")
+        for t in self.one_seed:
+            _check(t in self.tasks, "compare.one_seed", t, f"one of compare.tasks {self.tasks}")
+        for o in self.overrides:
+            _check("=" in o and not o.startswith("compare."), "compare.overrides", o,
+                   "'section.key=value' outside the compare section")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     task: str = "cb"
     out_dir: str = "outputs"
@@ -229,12 +252,13 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     flows: FlowsConfig = field(default_factory=FlowsConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         known = sorted(self.tasks)
         for where, names in (("pretrain.tasks", self.pretrain.tasks), ("pretrain.weights", list(self.pretrain.weights)),
-                             ("adapt.tasks", self.adapt.tasks)):
+                             ("adapt.tasks", self.adapt.tasks), ("compare.tasks", self.compare.tasks)):
             for t in names:
                 _check(t in self.tasks, where, t, f"a task defined under 'tasks:' ({known})")
 
@@ -358,6 +382,15 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
     root = os.environ.get(DATA_ROOT_ENV) or cfg.data_root
     root_path = Path(root) if Path(root).is_absolute() else (path.resolve().parent / root)
     return dataclasses.replace(cfg, data_root=str(root_path.resolve()))
+
+
+def comparison_config(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The config the comparison's runs use: params.yaml, then ``compare.overrides`` (its budget:
+    epochs, subsamples), then the command line's ``overrides``."""
+    base = load_config(path, overrides)
+    if not base.compare.overrides:
+        return base
+    return load_config(path, [*base.compare.overrides, *overrides])
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

@@ -84,3 +84,27 @@ def test_yes_no_labels_stay_strings(tmp_path):
     assert cfg.tasks["t"].labels == ["no", "yes"]
     assert cfg.prompt.reparam is True
     assert load_config(p, ["prompt.reparam=false"]).prompt.reparam is False
+
+
+def test_compare_section_is_validated():
+    with pytest.raises(ConfigError, match=r"compare.methods = 'loar' is not allowed"):
+        config_from_dict({"compare": {"methods": ["loar"]}})
+    with pytest.raises(ConfigError, match=r"compare.one_seed = 'sst2'"):
+        config_from_dict({"compare": {"tasks": [], "one_seed": ["sst2"]}})
+    with pytest.raises(ConfigError, match=r"compare.overrides"):
+        config_from_dict({"compare": {"overrides": ["train.epochs"]}})
+    with pytest.raises(ConfigError, match=r"compare.tasks = 'nope'"):
+        config_from_dict({"compare": {"tasks": ["nope"]}})
+
+
+def test_comparison_budget_applies_to_comparison_runs_only(tmp_path):
+    from ptv2.config import comparison_config
+
+    text = (ROOT / "params.yaml").read_text()
+    p = tmp_path / "params.yaml"
+    p.write_text(text.replace("data_root: ../shared/data", f"data_root: {ROOT.parent / 'shared/data'}"))
+    plain, cmp = load_config(p), comparison_config(p)
+    assert plain.task("rte").max_train_examples is None and cmp.task("rte").max_train_examples == 800
+    assert cmp.train.epochs["lora"] == 4 and cmp.task("cb").epochs["finetune"] == 6
+    # the command line still wins over the budget
+    assert comparison_config(p, ["tasks.rte.max_train_examples=50"]).task("rte").max_train_examples == 50
