@@ -61,7 +61,7 @@ def model_from_meta(meta: dict[str, Any], backbone=None, tokenizer=None, seed: i
         backbone, {n: (t["type"], t["n_out"]) for n, t in meta["tasks"].items()}, method=method,
         pooling=meta["backbone"]["pooling"], prompt_length=p["length"], reparam=p["reparam"],
         reparam_hidden=p["reparam_hidden"], prompt_dropout=p["dropout"], head_dropout=meta["head_dropout"],
-        extra=_method_options(meta, tokenizer, seed, total_steps))
+        extra=_method_options(meta, tokenizer, seed, total_steps), task_rank=meta.get("task_rank", 0))
     return model, tokenizer
 
 
@@ -115,6 +115,10 @@ def init_from_pretrained(model: PromptedModel, meta: dict[str, Any], path: str |
         raise ArtifactError(f"{path}: prompt config {pre['prompt']} differs from params.yaml's {meta['prompt']}; "
                             f"adapt with the same prompt settings")
     keys = [k for k in state if k.startswith("prompt.")]
+    if pre.get("task_rank") and task in pre["tasks"] and "prompt.prefix" in state:
+        # a mixture task starts from its own prompt: the shared one times its low-rank factor
+        factor = state[f"task_factors.u.{task}"] @ state[f"task_factors.v.{task}"]
+        state = {**state, "prompt.prefix": state["prompt.prefix"] * factor}
     same_head = task in pre["tasks"] and pre["tasks"][task]["labels"] == meta["tasks"][task]["labels"] \
         and pre["tasks"][task]["type"] == meta["tasks"][task]["type"]
     if init_head and same_head:

@@ -148,6 +148,7 @@ class PretrainConfig:
     temperature: float = 2.0
     batches_per_epoch: int = 0  # 0 = sum of capped task sizes / batch_size
     batching: Literal["homogeneous", "mixed"] = "homogeneous"  # one task per batch, or rows of many tasks
+    task_rank: int = 0  # > 0: per-task rank-r multiplicative factors on the shared prompt (Multitask Prompt Tuning)
     epochs: int = 3
     out_dir: str = "outputs/pretrain"
 
@@ -156,6 +157,7 @@ class PretrainConfig:
         _check(self.cap >= 0, "pretrain.cap", self.cap, "an integer >= 0")
         _check(self.temperature > 0, "pretrain.temperature", self.temperature, "a float > 0")
         _check(self.batches_per_epoch >= 0, "pretrain.batches_per_epoch", self.batches_per_epoch, ">= 0")
+        _check(self.task_rank >= 0, "pretrain.task_rank", self.task_rank, "an integer >= 0 (0 = off)")
         for t, w in self.weights.items():
             _check(w > 0, f"pretrain.weights.{t}", w, "a float > 0")
 

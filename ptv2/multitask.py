@@ -39,7 +39,12 @@ def pretrain(cfg: Config, out_dir: str | Path | None = None, tasks: list[str] | 
     rates = mixture_rates(sizes, p.strategy, p.cap, p.temperature, p.weights)
     mixture = {"tasks": tasks, "sizes": sizes, "rates": rates, "strategy": p.strategy, "cap": p.cap,
                "temperature": p.temperature, "weights": p.weights, "batching": p.batching}
+    if p.task_rank and (cfg.train.method != "ptv2" or cfg.prompt.reparam):
+        raise ConfigError(f"pretrain.task_rank = {p.task_rank} needs train.method ptv2 without prompt.reparam "
+                          f"(got {cfg.train.method}, reparam {cfg.prompt.reparam}); set pretrain.task_rank: 0")
     meta = dict(model_meta(cfg, {t: task_info(d) for t, d in data.items()}), mixture=mixture)
+    if p.task_rank:
+        meta["task_rank"] = mixture["task_rank"] = p.task_rank
     model, tok = model_from_meta(meta, backbone, tok, seed=cfg.seed)
     L = cfg.backbone.max_length
     train = {t: encode(d, "train", tok, L) for t, d in data.items()}

@@ -213,3 +213,39 @@ def test_transfer_holds_each_task_out_in_turn(root, tiny_dir):
 
     res = json.loads((root / "t.json").read_text())
     assert len(res["sent"]["d"]) == 1 and len(res["pair"]["d"]) == 1
+
+
+def test_task_factors_pretrain_fold_into_the_adapted_prompt(root, tiny_dir):
+    """Per-task low-rank factors: start as the identity (W = 1), train per task, are saved, and a
+    mixture task adapts from shared ∘ W_task; a task outside the mixture from the shared prompt."""
+    cfg = _cfg(root, tiny_dir, task_rank=2)
+    meta0 = {"method": "ptv2", "backbone": {"name": str(tiny_dir), "pooling": "mean", "max_length": 32},
+             "prompt": {"length": 2, "reparam": False, "reparam_hidden": 8, "dropout": 0.0}, "head_dropout": 0.0,
+             "tasks": {"sent": {"type": "classification", "n_out": 2}, "reg": {"type": "regression", "n_out": 1}},
+             "task_rank": 2}
+    fresh, _ = model_from_meta(meta0)
+    assert torch.equal(fresh.task_prompt("sent"), fresh.prompt.prefix)  # identity at init
+    pretrain(cfg)
+    state, meta = read_adapter(root / "pre/model")
+    assert meta["task_rank"] == 2 and state["task_factors.u.sent"].shape == (4, 2)
+    w_sent = state["task_factors.u.sent"] @ state["task_factors.v.sent"]
+    assert not torch.allclose(w_sent, torch.ones_like(w_sent))  # the factor trained
+    assert not torch.allclose(w_sent, state["task_factors.u.reg"] @ state["task_factors.v.reg"])
+
+    one = {**meta, "tasks": {"sent": meta["tasks"]["sent"]}}
+    one.pop("task_rank")
+    model, _ = model_from_meta(one, seed=5)
+    init_from_pretrained(model, one, root / "pre/model", "sent")
+    assert model.task_factors is None
+    assert torch.allclose(model.prompt.prefix, state["prompt.prefix"] * w_sent)
+    other = {**one, "tasks": {"mc": {"type": "multiple_choice", "n_out": 1}}}
+    m2, _ = model_from_meta(other, seed=5)
+    init_from_pretrained(m2, other, root / "pre/model", "mc")
+    assert torch.equal(m2.prompt.prefix, state["prompt.prefix"])
+
+
+def test_task_factors_need_plain_deep_prompts(root, tiny_dir):
+    d = tiny_params(root, tiny_dir, method="prefix_tuning", epochs={"prefix_tuning": 1})
+    d["pretrain"] = {"tasks": ["sent"], "task_rank": 1}
+    with pytest.raises(ConfigError, match="pretrain.task_rank = 1 needs train.method ptv2"):
+        pretrain(config_from_dict(d))

@@ -52,11 +52,11 @@ class BakedTaskModel(nn.Module):
         return self.model(batch, self.task)
 
 
-def prompt_tensor(model: PromptedModel) -> torch.Tensor:
-    """The trained prompt as plain prefixes (MLP folded): (L, 2, H, P, D), no batch axis."""
+def prompt_tensor(model: PromptedModel, task: str | None = None) -> torch.Tensor:
+    """The trained prompt as plain prefixes (MLP and the task's factor folded): (L, 2, H, P, D)."""
     p = model.prompt
     P, L, H, D = p.length, p.n_layers, p.n_heads, p.head_dim
-    return p.flat().detach().view(P, L, 2, H, D).permute(1, 2, 3, 0, 4).contiguous()
+    return model.task_prompt(task).detach().view(P, L, 2, H, D).permute(1, 2, 3, 0, 4).contiguous()
 
 
 def batch_prefix(prompts: list[torch.Tensor]) -> torch.Tensor:

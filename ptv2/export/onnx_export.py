@@ -94,7 +94,7 @@ def task_files(model: PromptedModel, task: str, info: dict[str, Any], pooling: s
     tensors = {"head_weight": head.weight.detach().numpy().astype(np.float32),
                "head_bias": head.bias.detach().numpy().astype(np.float32)}
     if model.prompt is not None:
-        tensors["prompt"] = prompt_tensor(model).numpy().astype(np.float32)
+        tensors["prompt"] = prompt_tensor(model, task).numpy().astype(np.float32)
     save_file(tensors, str(out_dir / f"{task}.safetensors"))
     spec = {"type": info["type"], "labels": info["labels"], "text_b": info.get("text_b", False),
             "pooling": pooling, "max_length": max_length}

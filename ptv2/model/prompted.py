@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 from ptv2.model.heads import Head, pool
 from ptv2.model.inject import encode, encode_with_input_prompt
 from ptv2.model.input_prompts import InputPrompt, PromptEncoderPrompt
-from ptv2.model.prompts import DeepPrompt
+from ptv2.model.prompts import DeepPrompt, TaskFactors
 
 DEEP, INPUT, ADAPTERS = ("ptv2", "prefix_tuning"), ("prompt_tuning", "ptuning_v1"), ("lora", "adalora")
 METHODS = DEEP + INPUT + ADAPTERS + ("finetune",)
@@ -29,9 +29,10 @@ class PromptedModel(nn.Module):
     def __init__(self, backbone: PreTrainedModel, tasks: dict[str, tuple[str, int]], method: str = "ptv2",
                  pooling: str = "mean", prompt_length: int = 16, reparam: bool = False,
                  reparam_hidden: int = 512, prompt_dropout: float = 0.1, head_dropout: float = 0.1,
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None, task_rank: int = 0) -> None:
         """tasks: name -> (task type, number of labels). ``extra``: method options (prompt init and
-        token ids, P-Tuning v1 template, LoRA rank/alpha/targets, total steps)."""
+        token ids, P-Tuning v1 template, LoRA rank/alpha/targets, total steps). ``task_rank`` > 0:
+        per-task low-rank factors on the shared deep prompt (multi-task pretraining)."""
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method {method!r}: expected one of {list(METHODS)}")
@@ -57,6 +58,11 @@ class PromptedModel(nn.Module):
             backbone = wrap(backbone, method, extra.get("lora_r", 8), extra.get("lora_alpha", 16),
                             extra.get("lora_dropout", 0.05), extra.get("lora_targets", ["query", "value"]),
                             extra.get("total_steps", 1000))
+        self.task_factors: TaskFactors | None = None
+        if task_rank:
+            if self.prompt is None or self.prompt.reparam:
+                raise ValueError(f"task_rank needs plain deep prompts (method ptv2, no reparam), not {method!r}")
+            self.task_factors = TaskFactors(list(tasks), prompt_length, self.prompt.prefix.shape[1], task_rank)
         self.backbone = backbone
         self.heads = nn.ModuleDict({name: Head(c.hidden_size, t, n, head_dropout) for name, (t, n) in tasks.items()})
         self.task_types = {name: t for name, (t, _) in tasks.items()}
@@ -87,12 +93,20 @@ class PromptedModel(nn.Module):
         out.backbone = out.backbone.merge_and_unload()  # peft: adds the scaled low-rank deltas in place
         return out.eval()
 
-    def hidden(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def task_prompt(self, task: str | None = None) -> torch.Tensor:
+        """(P, L*2*H*D) plain prefixes for ``task``: the shared prompt, times the task's factor if any."""
+        flat = self.prompt.flat()
+        if self.task_factors is not None and task is not None:
+            flat = flat * self.task_factors(task)
+        return flat
+
+    def hidden(self, batch: dict[str, torch.Tensor], task: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, T, h) hidden states of the real tokens, and the pooler output if any."""
         ids, mask, types = batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
         if self.input_prompt is not None:
             return encode_with_input_prompt(self.backbone, ids, mask, types, self.input_prompt(ids.shape[0]))
-        prefix = self.prompt(ids.shape[0]) if self.prompt is not None else None
+        scale = self.task_factors(task) if self.task_factors is not None and task is not None else None
+        prefix = self.prompt(ids.shape[0], scale) if self.prompt is not None else None
         return encode(self.backbone, ids, mask, types, prefix)
 
     def forward(self, batch: dict[str, torch.Tensor], task: str) -> torch.Tensor:
@@ -100,7 +114,7 @@ class PromptedModel(nn.Module):
         (B, n_labels), (B,) regression, (B, C) multiple choice, (B, T, n_labels) tokens."""
         if task not in self.heads:
             raise KeyError(f"task {task!r} has no head; heads: {sorted(self.heads)}")
-        hidden, pooled = self.hidden(batch)
+        hidden, pooled = self.hidden(batch, task)
         return self.apply_head(task, hidden, batch, pooled)
 
     def apply_head(self, task: str, hidden: torch.Tensor, batch: dict[str, torch.Tensor],

@@ -2,6 +2,10 @@
 
 Parameters are stored flat, (P, L*2*H*D) like P-Tuning v2's prefix encoder; optionally produced
 by Prefix-Tuning's MLP reparameterization from (P, hidden) embeddings.
+
+``TaskFactors`` (multi-task pretraining, optional) gives each task a low-rank multiplicative
+factor on the shared prompt, as Multitask Prompt Tuning (Wang et al. 2023) does for input
+prompts, here over the deep prompt: prompt_t = shared ∘ (U_t V_t), U_t (P, r), V_t (r, L*2*H*D).
 """
 from __future__ import annotations
 
@@ -31,9 +35,25 @@ class DeepPrompt(nn.Module):
         """(P, L*2*H*D): the prompt as plain prefixes (folds the MLP when reparameterized)."""
         return self.mlp(self.embedding) if self.reparam else self.prefix
 
-    def forward(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, batch_size: int, scale: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``scale``: an optional (P, L*2*H*D) elementwise factor (a task's, see TaskFactors)."""
         P, L, H, D = self.length, self.n_layers, self.n_heads, self.head_dim
-        x = self.dropout(self.flat())  # (P, L*2*H*D)
+        flat = self.flat() if scale is None else self.flat() * scale
+        x = self.dropout(flat)  # (P, L*2*H*D)
         x = x.view(P, L, 2, H, D).permute(1, 2, 3, 0, 4)  # (L, 2, H, P, D)
         x = x.unsqueeze(2).expand(L, 2, batch_size, H, P, D)  # (L, 2, B, H, P, D)
         return [(x[layer, 0], x[layer, 1]) for layer in range(L)]
+
+
+class TaskFactors(nn.Module):
+    """Per-task rank-r factors W_t = U_t V_t (P, width), initialised to all ones (W_t = 1: every task
+    starts from the shared prompt itself)."""
+
+    def __init__(self, tasks: list[str], length: int, width: int, rank: int) -> None:
+        super().__init__()
+        self.u = nn.ParameterDict({t: nn.Parameter(torch.full((length, rank), 1.0 / rank)) for t in tasks})
+        self.v = nn.ParameterDict({t: nn.Parameter(torch.ones(rank, width)) for t in tasks})
+
+    def forward(self, task: str) -> torch.Tensor:
+        """(P, width) factor of ``task``."""
+        return self.u[task] @ self.v[task]
