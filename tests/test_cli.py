@@ -33,6 +33,9 @@ def test_train_evaluate_predict(params, tmp_path, capsys):
     (["train", "--set", "train.epochz=1"], "unknown key(s) ['epochz']"),
     (["train", "--set", "tasks.sent.files.train=missing.tsv", "--task", "sent"], "not found"),
     (["evaluate", "--model", "/nonexistent", "--task", "sent"], "is not a ptv2 model folder"),
+    (["compare", "--no-track"], "name at least one of each"),
+    (["compare", "--tasks", "sent", "--methods", "loar"], "unknown method 'loar'"),
+    (["compare", "--set", "compare.methods=[loar]"], "compare.methods = 'loar' is not allowed"),
 ])
 def test_user_errors_exit_2_with_a_clear_message(params, capsys, argv, needle):
     assert main([argv[0], "--params", str(params), *argv[1:]]) == 2
@@ -43,3 +46,20 @@ def test_user_errors_exit_2_with_a_clear_message(params, capsys, argv, needle):
 def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "ptv2", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "train" in r.stdout
+
+
+def test_compare_reads_its_defaults_and_budget_from_params(params, tmp_path, capsys):
+    d = yaml.safe_load(params.read_text())
+    d["compare"] = {"tasks": ["sent"], "methods": ["ptv2"], "seeds": [3], "out": str(tmp_path / "c.md"),
+                    "work": str(tmp_path / "w"), "overrides": ["tasks.sent.max_train_examples=12"]}
+    params.write_text(yaml.safe_dump(d))
+    assert main(["compare", "--params", str(params), "--no-track"]) == 0
+    done = json.loads((tmp_path / "w/sent/ptv2/seed3/metrics.json").read_text())
+    assert "| ptv2 |" in (tmp_path / "c.md").read_text()
+    import dataclasses
+
+    from ptv2.config import comparison_config, load_config
+    from ptv2.run import config_sha
+    with_budget, plain = comparison_config(params), load_config(params)
+    assert done["config_sha"] == config_sha(dataclasses.replace(with_budget, seed=3), "sent")  # the run used the budget
+    assert done["config_sha"] != config_sha(dataclasses.replace(plain, seed=3), "sent")
