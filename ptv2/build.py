@@ -105,16 +105,22 @@ def load_model(path: str | Path, backbone=None, tokenizer=None):
 
 def init_from_pretrained(model: PromptedModel, meta: dict[str, Any], path: str | Path, task: str,
                          init_head: bool = True) -> list[str]:
-    """Copy the pretrained shared prompt (and ``task``'s head, when the mixture had it with the same
-    labels) into ``model``. Returns the copied keys. Shapes and backbone must match."""
+    """Copy the pretrained shared parameters of the method (the deep prompt; input prompt, LoRA
+    weights or whole backbone for the other methods) and ``task``'s head, when the mixture had it
+    with the same labels, into ``model``. Returns the copied keys. Method, shapes, backbone must match."""
     state, pre = read_adapter(path)
     if pre["backbone"]["name"] != meta["backbone"]["name"]:
         raise ArtifactError(f"{path}: pretrained on backbone {pre['backbone']['name']!r}, "
                             f"but this run uses {meta['backbone']['name']!r}")
+    if pre["method"] != meta["method"]:
+        hint = " (a Prefix-Tuning prompt is stored folded: adapt it with method ptv2)" \
+            if pre.get("trained_as") == "prefix_tuning" else ""
+        raise ArtifactError(f"{path}: pretrained with method {pre['method']!r}, this run uses {meta['method']!r}; "
+                            f"adapt with the pretrained method{hint}")
     if pre["prompt"] != meta["prompt"]:
         raise ArtifactError(f"{path}: prompt config {pre['prompt']} differs from params.yaml's {meta['prompt']}; "
                             f"adapt with the same prompt settings")
-    keys = [k for k in state if k.startswith("prompt.")]
+    keys = [k for k in state if not k.startswith(("heads.", "task_factors."))]  # what the mixture shared
     if pre.get("task_rank") and task in pre["tasks"] and "prompt.prefix" in state:
         # a mixture task starts from its own prompt: the shared one times its low-rank factor
         factor = state[f"task_factors.u.{task}"] @ state[f"task_factors.v.{task}"]
@@ -124,5 +130,9 @@ def init_from_pretrained(model: PromptedModel, meta: dict[str, Any], path: str |
     if init_head and same_head:
         keys += [k for k in state if k.startswith(f"heads.{task}.")]
     own = model.state_dict()
+    bad = [k for k in keys if k not in own or own[k].shape != state[k].shape]
+    if bad:
+        raise ArtifactError(f"{path}: pretrained tensors {bad[:3]} do not fit this {meta['method']} model; "
+                            f"adapt with the settings it was pretrained with")
     model.load_state_dict({**own, **{k: state[k] for k in keys}})
     return keys

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from ptv2.build import load_model
 from ptv2.config import Config
+from ptv2.artifacts import replace_dir
 from ptv2.errors import ArtifactError
 from ptv2.export.checks import bundle_metrics
 from ptv2.export.onnx_export import parity, write_bundle
@@ -25,7 +27,9 @@ def meta_method(model_dir: Path) -> str:
 
 
 def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path) -> dict[str, Any]:
-    """Bundle every task's model; per task: parity (fp32), dev metric fp32 vs int8, gate verdicts."""
+    """Bundle every task's model; per task: parity (fp32), dev metric fp32 vs int8, gate verdicts.
+    Deep-prompt tasks share one bundle at ``out``; merged-adapter or fine-tuned tasks carry their own
+    encoder weights and get one bundle each, at ``out/<task>`` (see ``bundle_for``)."""
     backbone, tok = load_backbone(cfg.backbone.name)
     models = {}
     for task, d in model_dirs.items():
@@ -34,27 +38,44 @@ def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path) 
             raise ArtifactError(f"{d}: method {meta['method']!r} puts its prompt into the input embeddings; "
                                 f"the bundle serves {', '.join(SERVABLE)} models")
         models[task] = (model, meta)
-    # adapters are merged into the backbone weights for the graph; parity below compares against the unmerged model
-    bundle_dir = write_bundle({t: (m.merged(), meta) for t, (m, meta) in models.items()}, tok, out,
-                              int8=cfg.export.int8)
-    fp32 = Bundle(bundle_dir)
-    int8 = Bundle(bundle_dir, int8=True) if cfg.export.int8 else None
-    e = cfg.export
+    # adapters are merged into the backbone weights for the graph; parity compares against the unmerged model
+    merged = {t: (m.merged(), meta) for t, (m, meta) in models.items()}
+    if all(m.prompt is not None for m, _ in models.values()):
+        write_bundle(merged, tok, out, int8=cfg.export.int8)
+    else:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
+        for t, mm in merged.items():
+            write_bundle({t: mm}, tok, tmp / t, int8=cfg.export.int8)
+        replace_dir(tmp, out)
     report: dict[str, Any] = {}
     for task, (model, meta) in models.items():
-        if meta["tasks"][task]["type"] == "multiple_choice":
-            report[task] = {"skipped": "multiple_choice is not served by the bundle", "parity_ok": False}
-            continue
-        par = parity(model, task, fp32, tuple(e.parity_batch_sizes), tuple(x or None for x in e.parity_lengths))
-        td = load_task_data(cfg, task)
-        metric = td.spec.metrics[0]
-        m32 = bundle_metrics(fp32, td)[metric]
-        row = {"metric": metric, "parity_max_abs_diff": par["max_abs_diff"],
-               "parity_ok": par["max_abs_diff"] <= e.parity_tol, "dev_fp32": m32}
-        if int8 is not None:
-            m8 = bundle_metrics(int8, td)[metric]
-            row.update(dev_int8=m8, int8_drop=m32 - m8, int8_ok=(m32 - m8) <= e.max_int8_drop)
-        report[task] = row
-        log.info("%s: parity %.2e, dev %s fp32 %.2f%s", task, par["max_abs_diff"], metric, m32,
-                 f", int8 {row['dev_int8']:.2f}" if "dev_int8" in row else "")
+        report[task] = _check(cfg, task, model, meta, bundle_for(out, task))
     return report
+
+
+def bundle_for(out: str | Path, task: str) -> Path:
+    """The bundle that serves ``task`` in an export folder (shared, or the task's own)."""
+    own = Path(out) / task
+    return own if (own / "manifest.json").is_file() else Path(out)
+
+
+def _check(cfg: Config, task: str, model: Any, meta: dict[str, Any], bundle_dir: Path) -> dict[str, Any]:
+    """One task's gates on its bundle: parity against the PyTorch model, dev metric fp32 vs int8."""
+    if meta["tasks"][task]["type"] == "multiple_choice":
+        return {"skipped": "multiple_choice is not served by the bundle", "parity_ok": False}
+    e = cfg.export
+    fp32 = Bundle(bundle_dir)
+    par = parity(model, task, fp32, tuple(e.parity_batch_sizes), tuple(x or None for x in e.parity_lengths))
+    td = load_task_data(cfg, task)
+    metric = td.spec.metrics[0]
+    m32 = bundle_metrics(fp32, td)[metric]
+    row = {"metric": metric, "parity_max_abs_diff": par["max_abs_diff"],
+           "parity_ok": par["max_abs_diff"] <= e.parity_tol, "dev_fp32": m32}
+    if e.int8:
+        m8 = bundle_metrics(Bundle(bundle_dir, int8=True), td)[metric]
+        row.update(dev_int8=m8, int8_drop=m32 - m8, int8_ok=(m32 - m8) <= e.max_int8_drop)
+    log.info("%s: parity %.2e, dev %s fp32 %.2f%s", task, par["max_abs_diff"], metric, m32,
+             f", int8 {row['dev_int8']:.2f}" if "dev_int8" in row else "")
+    return row

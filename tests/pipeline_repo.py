@@ -28,6 +28,7 @@ def make_repo(root: Path, backbone: Path) -> Path:
     p["tasks"] = tiny["tasks"]
     p["pretrain"].update({"tasks": ["sent", "pair"], "epochs": 1, "batches_per_epoch": 8})
     p["adapt"].update({"tasks": ["sent"], "epochs": 2})
+    p["compare"].update({"tasks": ["sent"], "one_seed": [], "overrides": []})
     p["export"].update({"max_int8_drop": 100.0, "parity_batch_sizes": [1, 4], "parity_lengths": [1, 0]})
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     env = pipeline_env()

@@ -249,3 +249,21 @@ def test_task_factors_need_plain_deep_prompts(root, tiny_dir):
     d["pretrain"] = {"tasks": ["sent"], "task_rank": 1}
     with pytest.raises(ConfigError, match="pretrain.task_rank = 1 needs train.method ptv2"):
         pretrain(config_from_dict(d))
+
+
+def test_adapt_refuses_another_method_and_copies_lora_weights(root, tiny_dir):
+    d = tiny_params(root, tiny_dir, method="lora", epochs={"lora": 1, "ptv2": 1}, lr={"lora": 5e-2, "ptv2": 1e-2})
+    d["pretrain"] = {"tasks": ["sent", "pair"], "epochs": 1, "batches_per_epoch": 6, "out_dir": str(root / "pre")}
+    pretrain(config_from_dict(d))
+    state, _ = read_adapter(root / "pre/model")
+    run = adapt(config_from_dict(d), "sent", root / "pre/model", root / "a", )
+    assert run.metrics["val"]
+    d2 = {**d, "train": {**d["train"], "method": "ptv2"}}
+    with pytest.raises(ArtifactError, match="pretrained with method 'lora', this run uses 'ptv2'"):
+        adapt(config_from_dict(d2), "sent", root / "pre/model", root / "b")
+    meta = read_adapter(root / "pre/model")[1]
+    one = {**meta, "tasks": {"sent": meta["tasks"]["sent"]}}
+    model, _ = model_from_meta(one, seed=9)
+    keys = init_from_pretrained(model, one, root / "pre/model", "sent")
+    lora_keys = [k for k in keys if "lora_" in k]
+    assert lora_keys and all(torch.equal(model.state_dict()[k], state[k]) for k in lora_keys)

@@ -99,3 +99,29 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert tracking.alias_version(root, "ptv2-sent", "champion")[0] == "2"
     assert tracking.alias_version(root, "ptv2-sent", "challenger")[0] == "3"
     assert os.path.isfile(root / "report/tasks.png")
+
+
+def test_pipeline_runs_a_lora_method_end_to_end(tmp_path, tiny_dir):
+    """`train.method: lora` through the same DVC graph: a shared LoRA pretrained on the mixture, adapted
+    per task from it, merged into one ONNX bundle per task, gated and registered."""
+    import json
+    import subprocess
+    import sys
+
+    root = make_repo(tmp_path / "repo", tiny_dir)
+    cfg = yaml.safe_load((root / "params.yaml").read_text())
+    cfg["train"]["method"] = "lora"
+    cfg["train"]["lr"]["lora"] = 5e-2
+    cfg["train"]["epochs"]["lora"] = 1
+    cfg["adapt"]["tasks"] = ["sent", "pair"]
+    (root / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=root, env=pipeline_env(),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    export = json.loads((root / "metrics/export.json").read_text())
+    for task in ("sent", "pair"):
+        assert (root / f"outputs/bundle/{task}/manifest.json").is_file()  # one bundle per task: own weights
+        assert export[task]["parity_ok"], export[task]
+        assert json.loads((root / f"metrics/promote/{task}.json").read_text())["version"] == "1"
+        meta = json.loads((root / f"outputs/adapt/{task}/model/adapter_config.json").read_text())
+        assert meta["method"] == "lora" and meta["adapted_from"]["weights_sha256"]

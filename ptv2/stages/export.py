@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ptv2.deploy import export_and_check
+from ptv2.deploy import bundle_for, export_and_check
 from ptv2.stages.common import parse, root_of, tracked
 from ptv2.train import write_json
 
@@ -15,7 +15,8 @@ def main(argv: list[str] | None = None) -> None:
         report = export_and_check(cfg, dirs, cfg.export.out_dir)
         for task, row in report.items():
             run.log_metrics({f"{task}/{k}": float(v) for k, v in row.items() if isinstance(v, (int, float, bool))})
-        run.log_artifacts(Path(cfg.export.out_dir) / "manifest.json")
+        for b in dict.fromkeys(bundle_for(cfg.export.out_dir, task) for task in report):  # shared, or one per task
+            run.log_artifacts(b / "manifest.json", None if b == Path(cfg.export.out_dir) else b.name)
     write_json("metrics/export.json", report)
 
 

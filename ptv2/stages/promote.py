@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from ptv2 import registry, tracking
+from ptv2.deploy import bundle_for
 from ptv2.export.onnx_export import subset_bundle
 from ptv2.run import eval_data_sha, evaluate_saved
 from ptv2.stages.common import parse, root_of
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     checks = json.loads(Path("metrics/export.json").read_text()).get(task, {})
     name = registry.model_name(cfg.tracking.registry_prefix, task)
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = subset_bundle(cfg.export.out_dir, [task], Path(tmp) / "bundle")
+        bundle = subset_bundle(bundle_for(cfg.export.out_dir, task), [task], Path(tmp) / "bundle")
         uri = tracking.log_bundle_model(root, run_id, bundle, {"adapter": out / "model"})
 
     def rescore(version: str) -> float:  # the champion, on today's eval data
