@@ -199,7 +199,8 @@ def _cached_train(cfg: Config, task: str, out: Path, init_from: Path | None = No
     from ptv2.run import weights_sha, config_sha, train_task
 
     # keyed by the pretrained weights, not their path: a rerun pretraining invalidates what was adapted from it
-    key = json.dumps({"config_sha": config_sha(cfg, task), "init_sha": weights_sha(init_from) if init_from else ""})
+    key = json.dumps({"config_sha": config_sha(cfg, task, init_from is not None),
+                      "init_sha": weights_sha(init_from) if init_from else ""})
     if (out / "metrics.json").is_file() and (out / "key.json").is_file() and (out / "key.json").read_text() == key:
         return json.loads((out / "metrics.json").read_text())
     train_task(cfg, task, out, init_from=init_from)

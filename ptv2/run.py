@@ -77,7 +77,7 @@ def train_task(cfg: Config, name: str, out_dir: str | Path, report_splits: tuple
             metrics[split] = evaluate(best, name, s.feats, s.ds, s.labels, s.metrics, tok.pad_token_id,
                                       cfg.train.eval_batch_size)
     write_json(out_dir / "metrics.json", {"task": name, "method": cfg.train.method, "metrics": metrics,
-                                          "config_sha": config_sha(cfg, name), "init_from": str(init_from or ""),
+                                          "config_sha": config_sha(cfg, name, init_from is not None), "init_from": str(init_from or ""),
                                           "trainable_params": trainable, "total_params": total,
                                           "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                                           "train_seconds": round(result.seconds, 1), "history": result.history,
@@ -103,14 +103,21 @@ def weights_sha(model_dir: str | Path) -> str:
     return read_adapter(model_dir, verify=False)[1]["weights_sha256"]
 
 
-def config_sha(cfg: Config, task: str) -> str:
-    """Fingerprint of what a task's run depends on (to reuse finished runs safely)."""
+def config_sha(cfg: Config, task: str, adapting: bool = False) -> str:
+    """Fingerprint of what one run of ``task`` under ``cfg.train.method`` depends on (to reuse finished
+    runs safely). Other methods' learning rates and epoch counts are left out: tuning one method keeps
+    the others' finished runs. ``adapting``: the run starts from a pretrained prompt (adapt settings count)."""
     import hashlib
     import json
     from dataclasses import asdict
 
-    parts = {"seed": cfg.seed, "backbone": asdict(cfg.backbone), "prompt": asdict(cfg.prompt),
-             "train": asdict(cfg.train), "task": asdict(cfg.task(task)), "data_root": cfg.data_root}
+    m = cfg.train.method
+    train = {k: v for k, v in asdict(cfg.train).items() if k not in ("lr", "epochs")}
+    spec = {k: v for k, v in asdict(cfg.task(task)).items() if k != "epochs"}
+    parts = {"seed": cfg.seed, "backbone": asdict(cfg.backbone), "prompt": asdict(cfg.prompt), "train": train,
+             "lr": cfg.train.lr[m], "epochs": cfg.epochs_for(task, adapting), "task": spec, "data_root": cfg.data_root}
+    if adapting:
+        parts["init_head"] = cfg.adapt.init_head
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -68,3 +68,24 @@ def test_compare_logs_a_parent_run_with_a_child_per_method_and_task(cfg, tmp_pat
     assert c.params["method"] == "lora" and int(c.params["trainable_params"]) > 0 and c.metrics["peak_rss_mb"] > 0
     arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"c.md", "c.json", "c.png"} <= arts
+
+
+def test_config_sha_ignores_other_methods_settings(cfg):
+    """Regression: tuning LoRA's learning rate used to invalidate every other method's finished runs
+    (the fingerprint held the whole train section); adapt settings used to be ignored for adapted runs."""
+    import dataclasses
+
+    from ptv2.run import config_sha
+
+    def with_train(c, **kw):
+        return dataclasses.replace(c, train=dataclasses.replace(c.train, **kw))
+
+    base = config_sha(cfg, "sent")
+    assert config_sha(with_train(cfg, lr={**cfg.train.lr, "lora": 9e-3}), "sent") == base
+    assert config_sha(with_train(cfg, epochs={**cfg.train.epochs, "finetune": 7}), "sent") == base
+    assert config_sha(with_train(cfg, lr={**cfg.train.lr, "ptv2": 9e-3}), "sent") != base
+    assert config_sha(with_train(cfg, epochs={**cfg.train.epochs, "ptv2": 7}), "sent") != base
+    assert config_sha(with_train(cfg, batch_size=3), "sent") != base
+    adapted = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, epochs=9))
+    assert config_sha(adapted, "sent") == base and config_sha(adapted, "sent", adapting=True) != \
+        config_sha(cfg, "sent", adapting=True)
