@@ -29,9 +29,11 @@ def _train_in_child(cfg: Config, task: str, out: Path) -> None:
     train_task(cfg, task, out)
 
 
-def run_one(cfg: Config, task: str, method: str, seed: int, work: Path, isolate: bool = True) -> dict[str, Any]:
+def run_one(cfg: Config, task: str, method: str, seed: int, work: Path, isolate: bool = True,
+            wait: bool = True) -> dict[str, Any] | None:
     """Train one (task, method, seed), or reuse its finished run when the config is unchanged.
-    ``isolate`` runs it in a fresh process, so peak memory is measured per run."""
+    ``isolate`` runs it in a fresh process, so peak memory is measured per run. Two processes may
+    share ``work``: a run another process is training is waited for, or skipped (None) if not ``wait``."""
     import multiprocessing
 
     from ptv2.run import config_sha
@@ -39,7 +41,9 @@ def run_one(cfg: Config, task: str, method: str, seed: int, work: Path, isolate:
     out = work / task / method / f"seed{seed}"
     c = dataclasses.replace(cfg, seed=seed, train=dataclasses.replace(cfg.train, method=method))
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(out.parent / f".{out.name}.lock"):  # two compare processes may share a work folder
+    with _locked(out.parent / f".{out.name}.lock", wait) as mine:
+        if not mine:
+            return None
         if (out / "metrics.json").is_file():
             done = json.loads((out / "metrics.json").read_text())
             if done.get("config_sha") == config_sha(c, task):
@@ -57,13 +61,18 @@ def run_one(cfg: Config, task: str, method: str, seed: int, work: Path, isolate:
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
+def _locked(path: Path, wait: bool = True):
+    """Yields True holding an exclusive lock on ``path``; False at once when busy and not ``wait``."""
     import fcntl
 
     with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # blocks while another process trains this run
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -174,14 +183,18 @@ def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int],
             raise ConfigError(f"compare: unknown method {m!r}; expected some of {sorted(METHODS)}")
     results: list[dict[str, Any]] = []
     command = _command("compare")
-    for k, s in enumerate(seeds):
-        for t in tasks:
-            if k and t in one_seed:
+    todo = [(t, m, s) for k, s in enumerate(seeds) for t in tasks if not (k and t in one_seed) for m in methods]
+    busy = []
+    for wait, items in ((False, todo), (True, busy)):  # runs another process holds: skipped, then waited for
+        for t, m, s in items:
+            log.info("== %s / %s / seed %d", t, m, s)
+            r = run_one(cfg, t, m, s, work, isolate, wait)
+            if r is None:
+                log.info("   %s / %s / seed %d is being trained by another process: later", t, m, s)
+                busy.append((t, m, s))
                 continue
-            for m in methods:
-                log.info("== %s / %s / seed %d", t, m, s)
-                results.append(dict(run_one(cfg, t, m, s, work, isolate), seed=s))
-                write_report(results, cfg, tasks, methods, seeds, one_seed, command, out_md)
+            results.append(dict(r, seed=s))
+            write_report(results, cfg, tasks, methods, seeds, one_seed, command, out_md)
     if track:
         from ptv2 import tracking
 

@@ -89,3 +89,32 @@ def test_config_sha_ignores_other_methods_settings(cfg):
     adapted = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, epochs=9))
     assert config_sha(adapted, "sent") == base and config_sha(adapted, "sent", adapting=True) != \
         config_sha(cfg, "sent", adapting=True)
+
+
+def test_a_run_held_by_another_process_is_skipped_then_reused(cfg, tmp_path):
+    """Two compare processes share a work folder: a locked run is deferred (not trained twice)."""
+    import fcntl
+    import threading
+
+    from ptv2.compare import run_one
+
+    work = tmp_path / "w"
+    (work / "sent/ptv2").mkdir(parents=True)
+    lock = open(work / "sent/ptv2/.seed1.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # "another process" is training sent/ptv2/seed1
+    assert run_one(cfg, "sent", "ptv2", 1, work, isolate=False, wait=False) is None
+    assert not (work / "sent/ptv2/seed1/metrics.json").exists()
+    done = []
+    t = threading.Thread(target=lambda: done.append(
+        compare(cfg, ["sent"], ["ptv2"], [1, 2], tmp_path / "c.md", work, isolate=False)))
+    t.start()
+    import time
+
+    deadline = time.time() + 120
+    while not (work / "sent/ptv2/seed2/metrics.json").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    assert t.is_alive() and (work / "sent/ptv2/seed2/metrics.json").is_file()  # seed 2 ran; seed 1 waits
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    t.join(timeout=120)
+    assert [r["seed"] for r in done[0]] == [2, 1]
