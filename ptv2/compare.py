@@ -125,14 +125,17 @@ def summarize(results: list[dict[str, Any]], cfg: Config, tasks: list[str], meth
     return rows
 
 
-def table(rows: list[dict[str, Any]], cfg: Config, tasks: list[str]) -> str:
-    """Markdown: one row per method; dev metric per task (mean ± std over seeds), average, cost columns."""
+def table(rows: list[dict[str, Any]], cfg: Config, tasks: list[str], n_seeds: dict[str, int] | None = None) -> str:
+    """Markdown: one row per method; dev metric per task (mean ± std over seeds), average, cost columns.
+    ``n_seeds``: seeds planned per task; a cell with fewer finished says so (n=k)."""
+    n_seeds = n_seeds or {}
     mb = lambda v: f"{max(v):.0f}" if v else "—"  # noqa: E731
     head = (["method", "trainable params", "% trainable"] + [f"{t} ({cfg.task(t).metrics[0]})" for t in tasks] +
             ["average", "s/epoch (all tasks)", "peak RSS MB", "peak − loaded MB", "artifact MB"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [_cell(r["dev"].get(t, [])) for t in tasks]
+        cells = [_cell(r["dev"].get(t, [])) + (f" (n={len(r['dev'][t])})" if 0 < len(r["dev"].get(t, []))
+                                                  < n_seeds.get(t, 0) else "") for t in tasks]
         avg = "—" if r["average"] is None else f"**{r['average']:.1f}**"
         speed = f"{sum(r['s_per_epoch'].values()):.0f}"
         art = f"{max(r['artifact_mb']):.2f}" if r["artifact_mb"] else "—"
@@ -158,7 +161,8 @@ def write_report(results: list[dict[str, Any]], cfg: Config, tasks: list[str], m
           f"Each run is its own process: *peak RSS* is that process's high-water mark (backbone, data, activations, "
           f"gradients, optimizer state), *peak − loaded* what training added to the loaded model. "
           f"*s/epoch (all tasks)* sums one epoch of every task.\n\nCommand: `{command}`\n\n"
-          + table(rows, cfg, tasks) + f"\n![comparison]({out_md.with_suffix('.png').name})\n")
+          + table(rows, cfg, tasks, {t: 1 if t in one_seed else len(seeds) for t in tasks})
+          + f"\n![comparison]({out_md.with_suffix('.png').name})\n")
     atomic_write_text(out_md, md)
     atomic_write_text(out_md.with_suffix(".json"), json.dumps(
         {"rows": rows, "runs": [{k: v for k, v in r.items() if k != "history"} for r in results]}, indent=2))
