@@ -95,7 +95,7 @@ def _cell(values: list[float]) -> str:
 def _fmt_count(values: list[int]) -> str:
     lo, hi = min(values), max(values)
     f = lambda n: f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"  # noqa: E731
-    return f(lo) if lo == hi else f"{f(lo)}–{f(hi)}"
+    return f(lo) if f(lo) == f(hi) else f"{f(lo)}–{f(hi)}"
 
 
 def summarize(results: list[dict[str, Any]], cfg: Config, tasks: list[str], methods: list[str]) -> list[dict[str, Any]]:
