@@ -160,7 +160,9 @@ def write_report(results: list[dict[str, Any]], cfg: Config, tasks: list[str], m
           f"over seeds. Model selection on a validation split carved from train; dev is only reported. "
           f"Each run is its own process: *peak RSS* is that process's high-water mark (backbone, data, activations, "
           f"gradients, optimizer state), *peak − loaded* what training added to the loaded model. "
-          f"*s/epoch (all tasks)* sums one epoch of every task.\n\nCommand: `{command}`\n\n"
+          f"*s/epoch (all tasks)* sums one epoch of every task.\n\nCommand: `{command}`"
+          + (f" with the budget of `compare.overrides` in params.yaml: {', '.join(f'`{o}`' for o in cfg.compare.overrides)}"
+             if cfg.compare.overrides else "") + "\n\n"
           + table(rows, cfg, tasks, {t: 1 if t in one_seed else len(seeds) for t in tasks})
           + f"\n![comparison]({out_md.with_suffix('.png').name})\n")
     atomic_write_text(out_md, md)
