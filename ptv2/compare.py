@@ -13,7 +13,7 @@ import logging
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ptv2.artifacts import atomic_write_text
 from ptv2.config import Config
@@ -176,8 +176,10 @@ def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int],
     """Train every method on every task (``seeds`` each; tasks in ``one_seed`` get the first seed only),
     seed by seed so a complete one-seed table exists early; the table is rewritten after every run.
     ``track``: log one MLflow parent run with a child per method x task at the end."""
+    from typing import get_args
+
+    from ptv2.config import Method
     from ptv2.errors import ConfigError
-    from ptv2.model.prompted import METHODS
 
     if not tasks or not methods:
         raise ConfigError(f"compare: tasks {tasks} / methods {methods}: name at least one of each "
@@ -185,8 +187,8 @@ def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int],
     for t in tasks:
         cfg.task(t)  # fail early on unknown tasks
     for m in methods:
-        if m not in METHODS and m != "qlora":
-            raise ConfigError(f"compare: unknown method {m!r}; expected some of {sorted(METHODS)}")
+        if m not in get_args(Method):
+            raise ConfigError(f"compare: unknown method {m!r}; expected some of {list(get_args(Method))}")
     results: list[dict[str, Any]] = []
     command = _command("compare")
     todo = [(t, m, s) for k, s in enumerate(seeds) for t in tasks if not (k and t in one_seed) for m in methods]
@@ -220,11 +222,7 @@ def _cached_train(cfg: Config, task: str, out: Path, init_from: Path | None = No
     # keyed by the pretrained weights, not their path: a rerun pretraining invalidates what was adapted from it
     key = json.dumps({"config_sha": config_sha(cfg, task, init_from is not None),
                       "init_sha": weights_sha(init_from) if init_from else ""})
-    if (out / "metrics.json").is_file() and (out / "key.json").is_file() and (out / "key.json").read_text() == key:
-        return json.loads((out / "metrics.json").read_text())
-    train_task(cfg, task, out, init_from=init_from)
-    atomic_write_text(out / "key.json", key)
-    return json.loads((out / "metrics.json").read_text())
+    return _reuse_or_run(out, key, lambda: train_task(cfg, task, out, init_from=init_from))
 
 
 def pretrain_key(cfg: Config, tasks: list[str]) -> str:
@@ -240,10 +238,14 @@ def pretrain_key(cfg: Config, tasks: list[str]) -> str:
 def _cached_pretrain(cfg: Config, tasks: list[str], out: Path) -> dict[str, Any]:
     from ptv2.multitask import pretrain
 
-    key = pretrain_key(cfg, tasks)
+    return _reuse_or_run(out, pretrain_key(cfg, tasks), lambda: pretrain(cfg, out, tasks))
+
+
+def _reuse_or_run(out: Path, key: str, run: Callable[[], Any]) -> dict[str, Any]:
+    """``out/metrics.json`` of a finished run with the same ``key`` (``out/key.json``), else ``run()`` it."""
     if (out / "metrics.json").is_file() and (out / "key.json").is_file() and (out / "key.json").read_text() == key:
         return json.loads((out / "metrics.json").read_text())
-    pretrain(cfg, out, tasks)
+    run()
     atomic_write_text(out / "key.json", key)
     return json.loads((out / "metrics.json").read_text())
 
