@@ -27,19 +27,18 @@ def _rss_mb() -> float:
 
 def build(tmp: Path) -> Path:
     """A 9-task bundle on the default backbone (random prompts/heads: latency does not depend on them)."""
-    from ptv2.build import model_from_meta, model_meta
     from ptv2.config import load_config
     from ptv2.export.onnx_export import export_baked, write_bundle
+    from ptv2.model.spec import HeadSpec
+    from ptv2.training.build import model_from_spec, spec_from_config
 
     cfg = load_config(ROOT / "params.yaml")
-    infos = {t: {"type": cfg.task(t).type, "labels": cfg.task(t).labels or (["O", "B-X", "I-X"] if t == "conll2003" else []),
-                 "metrics": cfg.task(t).metrics, "text_b": bool(cfg.task(t).text_b),
-                 "n_out": max(1, len(cfg.task(t).labels or (["O", "B-X", "I-X"] if t == "conll2003" else [])))}
+    heads = {t: HeadSpec(type=cfg.task(t).type, labels=list(cfg.task(t).labels) or (["O", "B-X", "I-X"] if t == "conll2003" else []),
+                         metrics=list(cfg.task(t).metrics), text_b=bool(cfg.task(t).text_b))
              for t in TASKS if cfg.task(t).type != "multiple_choice"}
-    model, tok = model_from_meta(model_meta(cfg, infos), seed=0)
-    models = {t: (model, model_meta(cfg, infos)) for t in infos}
-    bundle = write_bundle(models, tok, tmp / "bundle")
-    for t in infos:
+    model, tok = model_from_spec(spec_from_config(cfg, heads), seed=0)
+    bundle = write_bundle({t: model for t in heads}, tok, tmp / "bundle")
+    for t in heads:
         export_baked(model, t, tmp / f"baked_{t}.onnx")
     return bundle
 
@@ -49,8 +48,7 @@ def latency(bundle: Path, batch: int, length: int, reps: int) -> dict[str, float
     import onnxruntime as ort
     import torch
 
-    from ptv2.build import load_model  # noqa: F401
-    from ptv2.serving import Bundle
+    from ptv2.serving.bundle import Bundle
 
     torch.set_num_threads(os.cpu_count() or 2)
     rng = np.random.default_rng(0)
@@ -71,12 +69,14 @@ def latency(bundle: Path, batch: int, length: int, reps: int) -> dict[str, float
             b.hidden(feed, ["sst2"] * batch)
         out[name] = (time.perf_counter() - t0) / reps
     # torch eager: the same encoder graph's module
-    from ptv2.build import model_from_meta, model_meta
     from ptv2.config import load_config
     from ptv2.export.graph import PromptInputEncoder, batch_prefix, prompt_tensor
+    from ptv2.model.spec import HeadSpec
+    from ptv2.training.build import model_from_spec, spec_from_config
 
     cfg = load_config(ROOT / "params.yaml")
-    model, _ = model_from_meta(model_meta(cfg, {"sst2": {"type": "classification", "n_out": 2}}), seed=0)
+    head = HeadSpec(type="classification", labels=["0", "1"], metrics=["accuracy"], text_b=False)
+    model, _ = model_from_spec(spec_from_config(cfg, {"sst2": head}), seed=0)
     enc = PromptInputEncoder(model.eval()).eval()
     t_in = [torch.from_numpy(x) for x in (ids, mask, types)]
     pre = batch_prefix([prompt_tensor(model)] * batch)
@@ -101,7 +101,7 @@ def _mem_child(bundle: Path, mode: str) -> float:
     import numpy as np
     import onnxruntime as ort
 
-    from ptv2.serving import Bundle
+    from ptv2.serving.bundle import Bundle
 
     base = _rss_mb()
     feed = {"input_ids": np.full((1, 16), 2000, np.int64), "attention_mask": np.ones((1, 16), np.int64),

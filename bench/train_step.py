@@ -30,17 +30,17 @@ def child(method: str, task: str, batch_size: int, steps: int, pad_to: int, epoc
     """Runs inside the subprocess: returns timings and memory as JSON."""
     import torch
 
-    from ptv2.build import model_from_meta, model_meta, task_info
     from ptv2.config import load_config
     from ptv2.data.collate import Collator, length_grouped_batches
+    from ptv2.data.tasks import load_task_data
     from ptv2.model.heads import task_loss
-    from ptv2.run import encode, load_task_data
+    from ptv2.training.build import head_spec, model_from_spec, spec_from_config
+    from ptv2.training.driver import encode
 
     sets = [f"train.method={method}"] + ([f"tasks.{task}.max_train_examples={max_train}"] if max_train else [])
     cfg = load_config(ROOT / "params.yaml", sets)
     td = load_task_data(cfg, task)
-    meta = model_meta(cfg, {task: task_info(td)})
-    model, tok = model_from_meta(meta, seed=0)
+    model, tok = model_from_spec(spec_from_config(cfg, {task: head_spec(td)}), seed=0)
     split = encode(td, "train", tok, cfg.backbone.max_length)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr[method])
     base = _rss_kb("VmRSS")

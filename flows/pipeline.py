@@ -1,4 +1,7 @@
-"""Prefect flows: the full pipeline (DVC graph), pretrain, the adapt fan-out, and retraining."""
+"""Prefect flows: the full pipeline (DVC graph), pretrain, the adapt fan-out, and retraining.
+
+Retries come from params.yaml (``flows.retries``, ``flows.retry_delay_s``); the DVC graph is
+dvc.yaml's, run through ``ptv2.tracking.orchestrate``."""
 from __future__ import annotations
 
 import os
@@ -7,31 +10,32 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from ptv2.config import load_config
-from ptv2.orchestrate import promotions, reproduce
+from ptv2.tracking.orchestrate import promotions, reproduce
 
 ROOT = Path(os.environ.get("PTV2_ROOT", Path(__file__).resolve().parents[1]))
 
 
-@task(retries=2, retry_delay_seconds=30)
+@task
 def dvc_reproduce(root: str, targets: list[str] | None = None) -> list[str]:
     return reproduce(root, targets)
+
+
+def _retrying(root: str):
+    """``dvc_reproduce`` with the retry policy of the project's params.yaml."""
+    f = load_config(Path(root) / "params.yaml").flows
+    return dvc_reproduce.with_options(retries=f.retries, retry_delay_seconds=f.retry_delay_s)
 
 
 @flow(name="ptv2-pipeline")
 def pipeline(root: str = str(ROOT), targets: list[str] | None = None) -> list[str]:
     """Run the DVC pipeline (no-op when data, params and code are unchanged)."""
-    return dvc_reproduce(root, targets)
+    return _retrying(root)(root, targets)
 
 
 @flow(name="ptv2-pretrain")
 def pretrain(root: str = str(ROOT)) -> list[str]:
     """Multi-task prompt pretraining (the DVC `pretrain` stage and what it needs)."""
-    return dvc_reproduce(root, ["pretrain"])
-
-
-@task(retries=2, retry_delay_seconds=30)
-def adapt_one(root: str, task_name: str) -> list[str]:
-    return reproduce(root, [f"adapt@{task_name}"])
+    return _retrying(root)(root, ["pretrain"])
 
 
 @flow(name="ptv2-adapt")
@@ -39,7 +43,8 @@ def adapt(root: str = str(ROOT), tasks: list[str] | None = None) -> dict[str, li
     """Fan out over tasks (one DVC stage each). The task runner comes from flows.task_runner;
     DVC's repo lock serializes the stages themselves on one machine."""
     names = tasks or load_config(Path(root) / "params.yaml").adapt.tasks
-    futures = {t: adapt_one.submit(root, t) for t in names}
+    one = _retrying(root)
+    futures = {t: one.submit(root, [f"adapt@{t}"]) for t in names}
     return {t: f.result() for t, f in futures.items()}
 
 
@@ -69,7 +74,7 @@ def retrain(root: str = str(ROOT)) -> dict:
     """Scheduled retraining: reproduce (no-op when nothing changed), register what changed,
     apply the promotion gate (in the promote stages), report what happened."""
     logger = get_run_logger()
-    ran = dvc_reproduce(root)
+    ran = _retrying(root)(root)
     decisions = promotions(root, ran)
     for d in decisions:
         logger.info("%s: v%s %s (%s)", d["task"], d["version"], "PROMOTED" if d["promoted"] else "kept champion",

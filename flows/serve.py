@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prefect import serve  # noqa: E402
+from prefect.schedules import Cron  # noqa: E402
 
 from flows.pipeline import ROOT, retrain  # noqa: E402
 from ptv2.config import load_config  # noqa: E402
@@ -18,8 +19,9 @@ from ptv2.config import load_config  # noqa: E402
 
 def retrain_deployment(root: Path = ROOT, cron: str | None = None):
     cfg = load_config(root / "params.yaml")
+    schedule = Cron(cron or cfg.flows.retrain_cron, timezone=cfg.flows.timezone)
     return retrain.to_deployment(
-        name="scheduled-retrain", cron=cron or cfg.flows.retrain_cron, parameters={"root": str(root)},
+        name="scheduled-retrain", schedules=[schedule], parameters={"root": str(root)},
         concurrency_limit=1, tags=["ptv2"], description="dvc repro + registry promotion gate")
 
 

@@ -25,20 +25,24 @@ def _config(args: argparse.Namespace):
     return load_config(args.params, args.set)
 
 
+def _summary(run) -> dict:
+    r = run.record
+    return {"tasks": r["tasks"], "model": str(run.model_dir), "metrics": r["metrics"], "best_epoch": r["best_epoch"],
+            "trainable_pct": round(100 * r["trainable_params"] / r["total_params"], 3)}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from ptv2.run import train_task
+    from ptv2.training.driver import train
 
     cfg = _config(args)
     task = args.task or cfg.run.task
     out = Path(args.out or Path(cfg.run.out_dir) / task / cfg.train.method)
-    run = train_task(cfg, task, out)
-    print(json.dumps({"task": task, "model": str(run.model_dir), "metrics": run.metrics,
-                      "trainable_pct": round(100 * run.trainable / run.total, 3)}, indent=2))
+    print(json.dumps(_summary(train(cfg, [task], out)), indent=2))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ptv2.run import evaluate_saved
+    from ptv2.training.inference import evaluate_saved
 
     cfg = _config(args)
     if args.split == "test":
@@ -49,9 +53,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if (Path(args.model) / "manifest.json").is_file():  # an ONNX bundle: onnxruntime only, no torch
-        from ptv2.serving import Bundle, BundleError
+    from ptv2.serving.bundle import Bundle, BundleError, is_bundle
 
+    if is_bundle(args.model):  # an ONNX bundle: onnxruntime only, no torch
         bundle = Bundle(args.model, int8=args.int8)
         task = args.task or (next(iter(bundle.tasks)) if len(bundle.tasks) == 1 else None)
         if task is None:
@@ -62,7 +66,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         except BundleError as e:
             raise Ptv2Error(str(e)) from None
     else:
-        from ptv2.run import predict_texts
+        from ptv2.training.inference import predict_texts
 
         rows = predict_texts(args.model, texts, args.text_pair, args.task)
     for row in rows:
@@ -71,37 +75,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ptv2.deploy import export_and_check
+    from ptv2.export.deploy import export_and_check
+    from ptv2.training.artifacts import read_spec
 
     cfg = _config(args)
-    from ptv2.artifacts import read_adapter
-
-    dirs = {t: Path(d) for d in args.model for t in read_adapter(d, verify=False)[1]["tasks"]}
+    dirs = {t: Path(d) for d in args.model for t in read_spec(d).tasks}
     report = export_and_check(cfg, dirs, args.out)
     print(json.dumps(report, indent=2))
     return 0
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from ptv2.multitask import pretrain
+    from ptv2.training.driver import pretrain
 
     cfg = _config(args)
-    result, metrics = pretrain(cfg, args.out, args.tasks.split(",") if args.tasks else None)
-    print(json.dumps({"best_epoch": result.best_epoch, "metrics": metrics}, indent=2))
+    print(json.dumps(_summary(pretrain(cfg, args.out, args.tasks.split(",") if args.tasks else None)), indent=2))
     return 0
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from ptv2.multitask import adapt
+    from ptv2.training.driver import adapt
 
     cfg = _config(args)
-    run = adapt(cfg, args.task, getattr(args, "from"), args.out)
-    print(json.dumps({"task": args.task, "model": str(run.model_dir), "metrics": run.metrics}, indent=2))
+    print(json.dumps(_summary(adapt(cfg, args.task, getattr(args, "from"), args.out)), indent=2))
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ptv2.compare import compare
+    from ptv2.experiments.compare import compare
     from ptv2.config import comparison_config
 
     cfg = comparison_config(args.params, args.set)
@@ -114,7 +115,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    from ptv2.compare import transfer
+    from ptv2.experiments.transfer import transfer
 
     cfg = _config(args)
     transfer(cfg, args.tasks.split(","), [t for t in args.held_out.split(",") if t],

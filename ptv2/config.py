@@ -25,76 +25,72 @@ TaskType = Literal[
 Method = Literal["ptv2", "prefix_tuning", "prompt_tuning", "ptuning_v1", "lora", "adalora", "qlora", "finetune"]
 METRICS = ("accuracy", "f1", "mcc", "pearson", "spearman", "entity_f1")
 DATA_ROOT_ENV = "PTV2_DATA_ROOT"
-LR_DEFAULTS = {"ptv2": 1e-2, "prefix_tuning": 1e-2, "prompt_tuning": 3e-2, "ptuning_v1": 1e-3, "lora": 5e-4,
-               "adalora": 5e-4, "qlora": 5e-4, "finetune": 3e-5}
-EPOCH_DEFAULTS = {"ptv2": 10, "prefix_tuning": 10, "prompt_tuning": 10, "ptuning_v1": 10, "lora": 5, "adalora": 5,
-                  "qlora": 5, "finetune": 3}
 
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    name: str = "sentence-transformers/all-MiniLM-L6-v2"
-    pooling: Literal["cls", "mean", "pooler"] = "mean"
-    max_length: int = 128
+    name: str
+    pooling: Literal["cls", "mean", "pooler"]
+    max_length: int
 
     def __post_init__(self) -> None:
-        _check(self.max_length >= 8, "backbone.max_length", self.max_length, "an integer >= 8")
+        _check(self.max_length >= 8, "max_length", self.max_length, "an integer >= 8")
 
 
 @dataclass(frozen=True)
 class PromptConfig:
-    length: int = 16  # P virtual tokens per layer; 0 = plain backbone
-    reparam: bool = False  # Prefix-Tuning's MLP reparameterization
-    reparam_hidden: int = 512
-    dropout: float = 0.1
-    init: Literal["random", "vocab", "words"] = "random"  # prompt_tuning
-    init_words: str = ""  # prompt_tuning with init: words
-    template: str = ""  # ptuning_v1: e.g. "[v] [v] question [v]"; "" = length x [v]
-    encoder: Literal["lstm", "mlp"] = "lstm"  # ptuning_v1 prompt encoder
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])
+    length: int  # P virtual tokens per layer; 0 = plain backbone
+    reparam: bool  # Prefix-Tuning's MLP reparameterization
+    reparam_hidden: int
+    dropout: float
+    init: Literal["random", "vocab", "words"]  # prompt_tuning
+    init_words: str  # prompt_tuning with init: words
+    template: str  # ptuning_v1: e.g. "[v] [v] question [v]"; "" = length x [v]
+    encoder: Literal["lstm", "mlp"]  # ptuning_v1 prompt encoder
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_targets: list[str]
 
     def __post_init__(self) -> None:
-        _check(0 <= self.length <= 256, "prompt.length", self.length, "an integer in [0, 256]")
-        _check(self.lora_r >= 1, "prompt.lora_r", self.lora_r, "an integer >= 1")
-        _check(self.reparam_hidden >= 1, "prompt.reparam_hidden", self.reparam_hidden, ">= 1")
-        _check(0.0 <= self.dropout < 1.0, "prompt.dropout", self.dropout, "a float in [0, 1)")
+        _check(0 <= self.length <= 256, "length", self.length, "an integer in [0, 256]")
+        _check(self.lora_r >= 1, "lora_r", self.lora_r, "an integer >= 1")
+        _check(self.reparam_hidden >= 1, "reparam_hidden", self.reparam_hidden, ">= 1")
+        _check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "a float in [0, 1)")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    method: Method = "ptv2"
-    lr: dict[str, float] = field(default_factory=lambda: dict(LR_DEFAULTS))
-    epochs: dict[str, int] = field(default_factory=lambda: dict(EPOCH_DEFAULTS))  # per method
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    grad_accum: int = 1
-    warmup_ratio: float = 0.06
-    weight_decay: float = 0.01
-    head_dropout: float = 0.1
-    patience: int = 3  # epochs without improvement before stopping; 0 = never stop early
-    max_train_examples: int = 0  # 0 = all; else a seeded subsample
-    val_fraction: float = 0.1  # carved from train for model selection (dev is only reported)
-    val_max: int = 1000
-    length_grouping: bool = True
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    method: Method
+    lr: dict[str, float]
+    epochs: dict[str, int]  # per method
+    batch_size: int
+    eval_batch_size: int
+    grad_accum: int
+    warmup_ratio: float
+    weight_decay: float
+    head_dropout: float
+    patience: int  # epochs without improvement before stopping; 0 = never stop early
+    max_train_examples: int  # 0 = all; else a seeded subsample
+    val_fraction: float  # carved from train for model selection (dev is only reported)
+    val_max: int
+    length_grouping: bool
+    device: Literal["auto", "cpu", "cuda"]
+    num_threads: int  # torch CPU threads; 0 = torch's default
 
     def __post_init__(self) -> None:
-        _check(self.method in self.epochs, "train.epochs", self.epochs, f"an epoch count for method {self.method!r}")
+        _check(self.method in self.epochs, "epochs", self.epochs, f"an epoch count for method {self.method!r}")
         for m, v in self.epochs.items():
-            _check(v >= 1, f"train.epochs.{m}", v, "an integer >= 1")
+            _check(v >= 1, f"epochs.{m}", v, "an integer >= 1")
         for name in ("batch_size", "eval_batch_size", "grad_accum"):
-            _check(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), "an integer >= 1")
-        _check(self.method in self.lr, "train.lr", self.lr, f"a learning rate for method {self.method!r}")
+            _check(getattr(self, name) >= 1, f"{name}", getattr(self, name), "an integer >= 1")
+        _check(self.method in self.lr, "lr", self.lr, f"a learning rate for method {self.method!r}")
         for m, v in self.lr.items():
-            _check(0 < v < 1, f"train.lr.{m}", v, "a float in (0, 1)")
-        _check(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", self.warmup_ratio, "a float in [0, 1)")
-        _check(0.0 <= self.val_fraction < 0.5, "train.val_fraction", self.val_fraction, "a float in [0, 0.5)")
-        _check(self.patience >= 0, "train.patience", self.patience, "an integer >= 0")
-        _check(self.max_train_examples >= 0, "train.max_train_examples", self.max_train_examples, ">= 0")
+            _check(0 < v < 1, f"lr.{m}", v, "a float in (0, 1)")
+        _check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", self.warmup_ratio, "a float in [0, 1)")
+        _check(0.0 <= self.val_fraction < 0.5, "val_fraction", self.val_fraction, "a float in [0, 0.5)")
+        _check(self.patience >= 0, "patience", self.patience, "an integer >= 0")
+        _check(self.max_train_examples >= 0, "max_train_examples", self.max_train_examples, ">= 0")
 
 
 @dataclass(frozen=True)
@@ -141,121 +137,124 @@ class TaskSpec:
 class PretrainConfig:
     """Multi-task prompt pretraining: one shared deep prompt, one head per task."""
 
-    tasks: list[str] = field(default_factory=list)  # the mixture (train splits only)
-    weights: dict[str, float] = field(default_factory=dict)  # optional per-task multipliers
-    strategy: Literal["proportional", "temperature", "uniform"] = "proportional"
-    cap: int = 10000  # K: examples-proportional cap per task (0 = no cap)
-    temperature: float = 2.0
-    batches_per_epoch: int = 0  # 0 = sum of capped task sizes / batch_size
-    batching: Literal["homogeneous", "mixed"] = "homogeneous"  # one task per batch, or rows of many tasks
-    task_rank: int = 0  # > 0: per-task rank-r multiplicative factors on the shared prompt (Multitask Prompt Tuning)
-    epochs: int = 3
-    out_dir: str = "outputs/pretrain"
+    tasks: list[str]  # the mixture (train splits only)
+    weights: dict[str, float]  # optional per-task multipliers
+    strategy: Literal["proportional", "temperature", "uniform"]
+    cap: int  # K: examples-proportional cap per task (0 = no cap)
+    temperature: float
+    batches_per_epoch: int  # 0 = sum of capped task sizes / batch_size
+    batching: Literal["homogeneous", "mixed"]  # one task per batch, or rows of many tasks
+    task_rank: int  # > 0: per-task rank-r multiplicative factors on the shared prompt (Multitask Prompt Tuning)
+    epochs: int
+    out_dir: str
 
     def __post_init__(self) -> None:
-        _check(self.epochs >= 1, "pretrain.epochs", self.epochs, "an integer >= 1")
-        _check(self.cap >= 0, "pretrain.cap", self.cap, "an integer >= 0")
-        _check(self.temperature > 0, "pretrain.temperature", self.temperature, "a float > 0")
-        _check(self.batches_per_epoch >= 0, "pretrain.batches_per_epoch", self.batches_per_epoch, ">= 0")
-        _check(self.task_rank >= 0, "pretrain.task_rank", self.task_rank, "an integer >= 0 (0 = off)")
+        _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _check(self.cap >= 0, "cap", self.cap, "an integer >= 0")
+        _check(self.temperature > 0, "temperature", self.temperature, "a float > 0")
+        _check(self.batches_per_epoch >= 0, "batches_per_epoch", self.batches_per_epoch, ">= 0")
+        _check(self.task_rank >= 0, "task_rank", self.task_rank, "an integer >= 0 (0 = off)")
         for t, w in self.weights.items():
-            _check(w > 0, f"pretrain.weights.{t}", w, "a float > 0")
+            _check(w > 0, f"weights.{t}", w, "a float > 0")
 
 
 @dataclass(frozen=True)
 class AdaptConfig:
     """Adaptation: each task starts from the pretrained prompt (and head, when it was in the mixture)."""
 
-    tasks: list[str] = field(default_factory=list)
-    init_head: bool = True
-    epochs: int = 0  # 0 = the task's / train's epochs
-    out_dir: str = "outputs/adapt"
+    tasks: list[str]
+    init_head: bool
+    epochs: int  # 0 = the task's / train's epochs
+    out_dir: str
 
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    experiment: str = "ptv2"
-    registry_prefix: str = "ptv2-"  # registered model per task: <prefix><task>
-    promote_margin: float = 0.0  # champion replaced when challenger >= champion + margin (metric points)
+    experiment: str
+    registry_prefix: str  # registered model per task: <prefix><task>
+    promote_margin: float  # champion replaced when challenger >= champion + margin (metric points)
 
 
 @dataclass(frozen=True)
 class FlowsConfig:
     """Prefect: the retraining schedule and how the adapt fan-out runs."""
 
-    retrain_cron: str = "0 3 * * *"
-    timezone: str = "UTC"
-    task_runner: Literal["thread", "dask", "ray"] = "thread"  # dask/ray need prefect-dask / prefect-ray
-    max_workers: int = 2
-    retries: int = 2
-    retry_delay_s: int = 30
+    retrain_cron: str
+    timezone: str
+    task_runner: Literal["thread", "dask", "ray"]  # dask/ray need prefect-dask / prefect-ray
+    max_workers: int
+    retries: int
+    retry_delay_s: int
 
     def __post_init__(self) -> None:
-        _check(len(self.retrain_cron.split()) == 5, "flows.retrain_cron", self.retrain_cron, "a 5-field cron string")
-        _check(self.retries >= 0 and self.max_workers >= 1, "flows", (self.retries, self.max_workers),
-               "retries >= 0 and max_workers >= 1")
+        _check(_valid_cron(self.retrain_cron), "retrain_cron", self.retrain_cron,
+               "a 5-field cron string Prefect accepts, e.g. '0 3 * * *' (minute 0-59, hour 0-23)")
+        _check(_valid_timezone(self.timezone), "timezone", self.timezone, "an IANA time zone such as 'UTC' or 'Europe/Paris'")
+        _check(self.retries >= 0, "retries", self.retries, "an integer >= 0")
+        _check(self.retry_delay_s >= 0, "retry_delay_s", self.retry_delay_s, "an integer >= 0")
+        _check(self.max_workers >= 1, "max_workers", self.max_workers, "an integer >= 1")
 
 
 @dataclass(frozen=True)
 class ExportConfig:
     """ONNX deployment: parity and int8 gates that a model must pass to be promoted."""
 
-    out_dir: str = "outputs/bundle"
-    int8: bool = True
-    parity_tol: float = 1e-4  # max |ORT - PyTorch| over logits, fp32
-    parity_batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 32])
-    parity_lengths: list[int] = field(default_factory=lambda: [1, 40, 128, 0])  # 0 = max_length
-    max_int8_drop: float = 0.5  # metric points lost by int8 on dev before the gate refuses
+    out_dir: str
+    int8: bool
+    parity_tol: float  # max |ORT - PyTorch| over logits, fp32
+    parity_batch_sizes: list[int]
+    parity_lengths: list[int]  # 0 = max_length
+    max_int8_drop: float  # metric points lost by int8 on dev before the gate refuses
 
     def __post_init__(self) -> None:
-        _check(self.parity_tol > 0, "export.parity_tol", self.parity_tol, "a float > 0")
-        _check(self.max_int8_drop >= 0, "export.max_int8_drop", self.max_int8_drop, "a float >= 0")
+        _check(self.parity_tol > 0, "parity_tol", self.parity_tol, "a float > 0")
+        _check(self.max_int8_drop >= 0, "max_int8_drop", self.max_int8_drop, "a float >= 0")
 
 
 @dataclass(frozen=True)
 class CompareConfig:
     """The method comparison (``ptv2 compare``, ``comparison/dvc.yaml``): what runs, and its budget."""
 
-    tasks: list[str] = field(default_factory=list)
-    methods: list[str] = field(default_factory=lambda: ["ptv2", "finetune"])
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
-    one_seed: list[str] = field(default_factory=list)  # large tasks: first seed only
-    overrides: list[str] = field(default_factory=list)  # "section.key=value", for the comparison's runs only
-    out: str = "reports/baselines.md"
-    work: str = "outputs/baselines"
+    tasks: list[str]
+    methods: list[str]
+    seeds: list[int]
+    one_seed: list[str]  # large tasks: first seed only
+    overrides: list[str]  # "section.key=value", for the comparison's runs only
+    out: str
+    work: str
 
     def __post_init__(self) -> None:
         for m in self.methods:
-            _check(m in get_args(Method), "compare.methods", m, f"one of {list(get_args(Method))}")
-        _check(len(self.seeds) >= 1, "compare.seeds", self.seeds, "at least one seed")
+            _check(m in get_args(Method), "methods", m, f"one of {list(get_args(Method))}")
+        _check(len(self.seeds) >= 1, "seeds", self.seeds, "at least one seed")
         for t in self.one_seed:
-            _check(t in self.tasks, "compare.one_seed", t, f"one of compare.tasks {self.tasks}")
+            _check(t in self.tasks, "one_seed", t, f"one of compare.tasks {self.tasks}")
         for o in self.overrides:
-            _check("=" in o and not o.startswith("compare."), "compare.overrides", o,
+            _check("=" in o and not o.startswith("compare."), "overrides", o,
                    "'section.key=value' outside the compare section")
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    task: str = "cb"
-    out_dir: str = "outputs"
+    task: str
+    out_dir: str
 
 
 @dataclass(frozen=True)
 class Config:
-    data_root: str = "../shared/data"
-    seed: int = 42
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    adapt: AdaptConfig = field(default_factory=AdaptConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    flows: FlowsConfig = field(default_factory=FlowsConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    compare: CompareConfig = field(default_factory=CompareConfig)
-    tasks: dict[str, TaskSpec] = field(default_factory=dict)
+    data_root: str
+    seed: int
+    backbone: BackboneConfig
+    prompt: PromptConfig
+    train: TrainConfig
+    run: RunConfig
+    pretrain: PretrainConfig
+    adapt: AdaptConfig
+    tracking: TrackingConfig
+    flows: FlowsConfig
+    export: ExportConfig
+    compare: CompareConfig
+    tasks: dict[str, TaskSpec]
 
     def __post_init__(self) -> None:
         known = sorted(self.tasks)
@@ -263,6 +262,9 @@ class Config:
                              ("adapt.tasks", self.adapt.tasks), ("compare.tasks", self.compare.tasks)):
             for t in names:
                 _check(t in self.tasks, where, t, f"a task defined under 'tasks:' ({known})")
+        for where, names in (("pretrain.tasks", self.pretrain.tasks), ("adapt.tasks", self.adapt.tasks)):
+            _check(len(names) >= 1 and len(set(names)) == len(names), where, names,
+                   f"a non-empty list of distinct tasks from 'tasks:' ({known})")
 
     def task(self, name: str) -> TaskSpec:
         if name not in self.tasks:
@@ -281,6 +283,27 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _valid_cron(expr: str) -> bool:
+    """Prefect's own cron validation (the parser its schedules use), so a bad string fails at load time."""
+    from prefect._internal.schemas.validators import validate_cron_string
+
+    try:
+        validate_cron_string(expr)
+    except ValueError:
+        return False
+    return len(expr.split()) == 5
+
+
+def _valid_timezone(name: str) -> bool:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -326,15 +349,17 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    required = {f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    unknown, missing = sorted(set(data) - names), sorted(required - set(data))
+    where = prefix or "top level"
     if unknown:
-        where = prefix or "top level"
         raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed keys: {sorted(names)}")
+    if missing:
+        raise ConfigError(f"missing key(s) {missing} in {where}; add them to params.yaml")
     kwargs = {k: _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except TypeError as e:  # a required field is missing
-        raise ConfigError(f"{prefix or 'config'}: {e}") from None
     except ConfigError as e:
         raise ConfigError(f"{prefix}.{e}" if prefix else str(e)) from None
 
@@ -350,7 +375,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {assignment!r}: {p!r} is not a section")
-    node[parts[-1]] = read_yaml(raw)
+    node[parts[-1]] = read_yaml(raw, f"override {assignment!r}")
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -365,8 +390,30 @@ _Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:t
                                     list("tTfF"))
 
 
-def read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Yaml12Loader)
+def _no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at line "
+                              f"{seen[key]}): keep one of them")
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Yaml12Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def read_yaml(text: str, where: str = "params.yaml") -> Any:
+    """YAML 1.2 booleans, duplicate keys refused; a syntax error is one ConfigError naming the line."""
+    try:
+        return yaml.load(text, Loader=_Yaml12Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error{at}: {problem}; quote values that contain ': ', "
+                          f"'{{' or '#' (e.g. key='\"{{a}} {{b}}\"')") from None
 
 
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -375,7 +422,11 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found (pass --params PATH)")
-    data = read_yaml(path.read_text()) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    data = read_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     for ov in overrides:

@@ -1,10 +1,19 @@
-"""File helpers with no heavy imports (the serving side uses them without torch)."""
+"""File helpers shared by every package, with no heavy imports (serving uses them without torch).
+
+Everything ptv2 writes goes through here: a file or a folder is built under a temp name in the
+same directory and renamed into place, so a killed run never leaves half an artifact.
+"""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Any, Iterator
 
 
 def sha256(path: str | Path) -> str:
@@ -15,12 +24,70 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Temp file in the same folder + fsync + rename: readers never see half a file."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yields a temp path next to ``path``; renamed onto ``path`` when the block succeeds, removed if not."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Temp file + fsync + rename: readers never see half a file."""
+    with atomic_file(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Swap a fully written ``tmp`` folder into ``target`` (old one removed after the swap)."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yields an empty temp folder next to ``target``; it replaces ``target`` when the block succeeds
+    and is deleted when it fails."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp"))
+    try:
+        yield tmp
+        replace_dir(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, wait: bool = True) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``path``: yields True while held; False at once when busy and not ``wait``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

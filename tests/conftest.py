@@ -43,3 +43,12 @@ def tiny(tiny_dir: Path):
     from ptv2.model.backbone import load_backbone
 
     return load_backbone(str(tiny_dir))
+
+
+@pytest.fixture()
+def root(tmp_path: Path) -> Path:
+    """A temp folder holding one small file per task type/format (``helpers.write_all_formats``)."""
+    from helpers import write_all_formats
+
+    write_all_formats(tmp_path)
+    return tmp_path

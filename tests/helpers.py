@@ -61,12 +61,64 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 
 
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def repo_params() -> dict[str, Any]:
+    """The project's params.yaml as a dict: the one source of values, tests included."""
+    from ptv2.config import read_yaml
+
+    return read_yaml((PROJECT / "params.yaml").read_text())
+
+
+def merged(over: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``base`` (default: the repo's params.yaml) with each section of ``over`` updated key by key
+    (one level deep: a key given in ``over`` replaces the base's value whole)."""
+    out = dict(base if base is not None else repo_params())
+    for k, v in over.items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def tiny_params(root: Path, backbone: Path, **train: Any) -> dict[str, Any]:
     """A params.yaml-shaped dict for the tiny backbone and the files of ``write_all_formats``."""
-    return {"data_root": str(root), "seed": 0,
-            "backbone": {"name": str(backbone), "pooling": "mean", "max_length": 32},
-            "prompt": {"length": 4, "dropout": 0.0},
-            "train": {"epochs": {"ptv2": 2, "finetune": 2}, "batch_size": 8, "eval_batch_size": 16, "val_fraction": 0.2, "patience": 0,
-                      "device": "cpu", **train},
-            "run": {"task": "sent", "out_dir": str(root / "outputs")},
-            "tasks": TASKS}
+    return merged({"data_root": str(root), "seed": 0,
+                   "backbone": {"name": str(backbone), "pooling": "mean", "max_length": 32},
+                   "prompt": {"length": 4, "dropout": 0.0},
+                   "train": {"epochs": {"ptv2": 2, "finetune": 2}, "batch_size": 8, "eval_batch_size": 16,
+                             "val_fraction": 0.2, "patience": 0, "device": "cpu", **train},
+                   "run": {"task": "sent", "out_dir": str(root / "outputs")},
+                   "pretrain": {"tasks": ["sent", "pair"], "weights": {}},
+                   "adapt": {"tasks": ["sent"]},
+                   "compare": {"tasks": ["sent"], "one_seed": [], "overrides": []},
+                   "tasks": TASKS})
+
+
+def train_task(cfg: Any, task: str, out: Path, **kw: Any):
+    """Single-task training through the one driver."""
+    from ptv2.training.driver import train
+
+    return train(cfg, [task], out, **kw)
+
+
+def head(labels: list[str] | None = None, type: str = "classification", text_b: bool = False):
+    """A HeadSpec for tests (labels '0'/'1' by default)."""
+    from ptv2.model.spec import HeadSpec
+
+    return HeadSpec(type=type, labels=["0", "1"] if labels is None else labels, metrics=["accuracy"], text_b=text_b)
+
+
+def prompted(backbone: Any, tasks: dict[str, tuple[str, int]], **spec: Any):
+    """A PromptedModel on ``backbone`` with the repo's settings, ``spec`` fields overridden;
+    ``tasks``: name -> (task type, number of outputs)."""
+    import dataclasses
+
+    from ptv2.config import config_from_dict
+    from ptv2.model.prompted import MethodInputs, PromptedModel
+    from ptv2.model.spec import HeadSpec
+    from ptv2.training.build import spec_from_config
+
+    heads = {n: HeadSpec(type=t, labels=[str(i) for i in range(k)] if k > 1 else [], metrics=["accuracy"],
+                         text_b=False) for n, (t, k) in tasks.items()}
+    base = spec_from_config(config_from_dict(repo_params()), heads)
+    return PromptedModel(backbone, dataclasses.replace(base, **spec), MethodInputs(seed=0, total_steps=10))

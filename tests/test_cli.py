@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -20,7 +21,7 @@ def params(tmp_path, tiny_dir):
 def test_train_evaluate_predict(params, tmp_path, capsys):
     assert main(["train", "--params", str(params), "--task", "sent", "--out", str(tmp_path / "m")]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["task"] == "sent" and "dev" in out["metrics"]
+    assert out["tasks"] == ["sent"] and "dev" in out["metrics"]
     assert main(["evaluate", "--params", str(params), "--model", str(tmp_path / "m/model"), "--task", "sent"]) == 0
     assert "accuracy" in json.loads(capsys.readouterr().out)
     assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model"), "--text", "good film"]) == 0
@@ -33,7 +34,7 @@ def test_train_evaluate_predict(params, tmp_path, capsys):
     (["train", "--set", "train.epochz=1"], "unknown key(s) ['epochz']"),
     (["train", "--set", "tasks.sent.files.train=missing.tsv", "--task", "sent"], "not found"),
     (["evaluate", "--model", "/nonexistent", "--task", "sent"], "is not a ptv2 model folder"),
-    (["compare", "--no-track"], "name at least one of each"),
+    (["compare", "--no-track", "--tasks", ""], "name at least one of each"),
     (["compare", "--tasks", "sent", "--methods", "loar"], "unknown method 'loar'"),
     (["compare", "--set", "compare.methods=[loar]"], "compare.methods = 'loar' is not allowed"),
 ])
@@ -50,16 +51,16 @@ def test_python_dash_m_entry_point():
 
 def test_compare_reads_its_defaults_and_budget_from_params(params, tmp_path, capsys):
     d = yaml.safe_load(params.read_text())
-    d["compare"] = {"tasks": ["sent"], "methods": ["ptv2"], "seeds": [3], "out": str(tmp_path / "c.md"),
+    d["compare"] = {**d["compare"], "tasks": ["sent"], "methods": ["ptv2"], "seeds": [3], "out": str(tmp_path / "c.md"),
                     "work": str(tmp_path / "w"), "overrides": ["tasks.sent.max_train_examples=12"]}
     params.write_text(yaml.safe_dump(d))
     assert main(["compare", "--params", str(params), "--no-track"]) == 0
     done = json.loads((tmp_path / "w/sent/ptv2/seed3/metrics.json").read_text())
-    assert "| ptv2 |" in (tmp_path / "c.md").read_text()
+    assert re.search(r"\|\s*ptv2\s*\|", (tmp_path / "c.md").read_text())
     import dataclasses
 
     from ptv2.config import comparison_config, load_config
-    from ptv2.run import config_sha
+    from ptv2.training.fingerprint import run_key
     with_budget, plain = comparison_config(params), load_config(params)
-    assert done["config_sha"] == config_sha(dataclasses.replace(with_budget, seed=3), "sent")  # the run used the budget
-    assert done["config_sha"] != config_sha(dataclasses.replace(plain, seed=3), "sent")
+    assert done["key"] == run_key(dataclasses.replace(with_budget, seed=3), ["sent"])  # the run used the budget
+    assert done["key"] != run_key(dataclasses.replace(plain, seed=3), ["sent"])

@@ -1,10 +1,11 @@
 """The method comparison: runs per (task, method, seed), table, plot, reuse of finished runs."""
 import json
+import re
 
 import pytest
 
 from helpers import tiny_params, write_all_formats
-from ptv2.compare import compare
+from ptv2.experiments.compare import compare
 from ptv2.config import config_from_dict
 from ptv2.errors import ConfigError
 
@@ -19,10 +20,11 @@ def test_compare_table_seeds_cost_and_reuse(cfg, tmp_path):
     out, work = tmp_path / "cmp.md", tmp_path / "work"
     results = compare(cfg, ["sent", "pair"], ["ptv2", "prompt_tuning"], [1, 2], out, work, one_seed=("pair",),
                       isolate=False)
-    assert sorted((r["task"], r["method"], r["seed"]) for r in results) == sorted(
+    assert sorted((r["tasks"][0], r["method"], r["seed"]) for r in results) == sorted(
         [("sent", m, s) for m in ("ptv2", "prompt_tuning") for s in (1, 2)] + [("pair", m, 1) for m in ("ptv2", "prompt_tuning")])
     md = out.read_text()
-    assert "| ptv2 |" in md and "| prompt_tuning |" in md and "sent (accuracy)" in md and "pair (accuracy)" in md
+    assert re.search(r"\|\s*ptv2\s*\|", md) and re.search(r"\|\s*prompt_tuning\s*\|", md)
+    assert "sent (accuracy)" in md and "pair (accuracy)" in md
     assert " ± " in md  # sent has two seeds
     rows = {r["method"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
     # prompt tuning trains input-layer tokens only: fewer trainable parameters than deep prompts
@@ -70,12 +72,17 @@ def test_compare_logs_a_parent_run_with_a_child_per_method_and_task(cfg, tmp_pat
     assert {"c.md", "c.json", "c.png"} <= arts
 
 
-def test_config_sha_ignores_other_methods_settings(cfg):
+def test_run_key_ignores_other_methods_settings(cfg, monkeypatch):
     """Regression: tuning LoRA's learning rate used to invalidate every other method's finished runs
     (the fingerprint held the whole train section); adapt settings used to be ignored for adapted runs."""
     import dataclasses
 
-    from ptv2.run import config_sha
+    from ptv2.training import fingerprint
+
+    monkeypatch.setattr(fingerprint, "weights_sha", lambda path: "sha-of-" + str(path))
+
+    def config_sha(c, task, adapting=False):
+        return fingerprint.run_key(c, [task], init_from="pre/model" if adapting else None)
 
     def with_train(c, **kw):
         return dataclasses.replace(c, train=dataclasses.replace(c.train, **kw))
@@ -96,7 +103,7 @@ def test_a_run_held_by_another_process_is_skipped_then_reused(cfg, tmp_path):
     import fcntl
     import threading
 
-    from ptv2.compare import run_one
+    from ptv2.experiments.compare import run_one
 
     work = tmp_path / "w"
     (work / "sent/ptv2").mkdir(parents=True)

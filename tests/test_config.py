@@ -3,8 +3,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ptv2.config import Config, apply_override, config_from_dict, load_config
+from ptv2.config import apply_override, config_from_dict, load_config
 from ptv2.errors import ConfigError
+
+from helpers import merged, repo_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,38 +21,38 @@ def test_repo_params_define_all_nine_tasks():
 
 def test_unknown_key_is_rejected_with_allowed_keys():
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['epochz'\] in train.*allowed keys"):
-        config_from_dict({"train": {"epochz": 3}})
+        config_from_dict(merged({"train": {"epochz": 3}}))
 
 
 def test_wrong_type_names_the_key():
     with pytest.raises(ConfigError, match=r"train.batch_size = 'big' has the wrong type"):
-        config_from_dict({"train": {"batch_size": "big"}})
+        config_from_dict(merged({"train": {"batch_size": "big"}}))
 
 
 def test_impossible_value_names_key_and_allowed():
     with pytest.raises(ConfigError, match=r"prompt.length = -1 is not allowed"):
-        config_from_dict({"prompt": {"length": -1}})
+        config_from_dict(merged({"prompt": {"length": -1}}))
     with pytest.raises(ConfigError, match=r"pooling = 'max' is not allowed: expected one of \['cls', 'mean', 'pooler'\]"):
-        config_from_dict({"backbone": {"pooling": "max"}})
+        config_from_dict(merged({"backbone": {"pooling": "max"}}))
 
 
 def test_method_needs_a_learning_rate():
     with pytest.raises(ConfigError, match="train.lr"):
-        config_from_dict({"train": {"method": "finetune", "lr": {"ptv2": 0.01}}})
+        config_from_dict(merged({"train": {"method": "finetune", "lr": {"ptv2": 0.01}}}))
 
 
 def test_task_spec_validation():
     with pytest.raises(ConfigError, match="labels"):
-        config_from_dict({"tasks": {"x": {"type": "classification", "format": "tsv", "files": {"train": "a"},
-                                          "text_a": "{s}", "metrics": ["accuracy"]}}})
+        config_from_dict(merged({"tasks": {"x": {"type": "classification", "format": "tsv", "files": {"train": "a"},
+                                          "text_a": "{s}", "metrics": ["accuracy"]}}}))
     with pytest.raises(ConfigError, match="metrics"):
-        config_from_dict({"tasks": {"x": {"type": "regression", "format": "tsv", "files": {"train": "a"},
-                                          "text_a": "{s}", "metrics": ["bleu"]}}})
+        config_from_dict(merged({"tasks": {"x": {"type": "regression", "format": "tsv", "files": {"train": "a"},
+                                          "text_a": "{s}", "metrics": ["bleu"]}}}))
 
 
 def test_overrides_and_env_data_root(tmp_path, monkeypatch):
     p = tmp_path / "params.yaml"
-    p.write_text(yaml.safe_dump({"data_root": "data", "train": {"epochs": {"ptv2": 2}}}))
+    p.write_text(yaml.safe_dump(merged({"data_root": "data", "train": {"epochs": {"ptv2": 2}}})))
     cfg = load_config(p, ["train.epochs.ptv2=5", "prompt.reparam=true"])
     assert cfg.train.epochs["ptv2"] == 5 and cfg.prompt.reparam is True
     assert cfg.data_root == str((tmp_path / "data").resolve())  # relative to the params file
@@ -64,7 +66,7 @@ def test_overrides_and_env_data_root(tmp_path, monkeypatch):
 
 def test_unknown_task_lists_known():
     with pytest.raises(ConfigError, match=r"unknown task 'nope'"):
-        Config().task("nope")
+        config_from_dict(repo_params()).task("nope")
 
 
 def test_apply_override_creates_sections():
@@ -77,9 +79,9 @@ def test_yes_no_labels_stay_strings(tmp_path):
     # regression: `dvc exp run -S` re-writes params.yaml with labels [no, yes] unquoted; YAML 1.1
     # turned them into booleans and every 'yes' row became an "unknown label"
     p = tmp_path / "params.yaml"
-    p.write_text("tasks:\n  t:\n    type: classification\n    format: tsv\n    files: {train: a.tsv}\n"
-                 "    text_a: '{s}'\n    labels: [no, yes]\n    metrics: [accuracy]\n"
-                 "prompt:\n  reparam: true\n")
+    text = (ROOT / "params.yaml").read_text().replace("  reparam: false", "  reparam: true")
+    p.write_text(text + "  t:\n    type: classification\n    format: tsv\n    files: {train: a.tsv}\n"
+                 "    text_a: '{s}'\n    labels: [no, yes]\n    metrics: [accuracy]\n")
     cfg = load_config(p)
     assert cfg.tasks["t"].labels == ["no", "yes"]
     assert cfg.prompt.reparam is True
@@ -88,13 +90,13 @@ def test_yes_no_labels_stay_strings(tmp_path):
 
 def test_compare_section_is_validated():
     with pytest.raises(ConfigError, match=r"compare.methods = 'loar' is not allowed"):
-        config_from_dict({"compare": {"methods": ["loar"]}})
+        config_from_dict(merged({"compare": {"methods": ["loar"]}}))
     with pytest.raises(ConfigError, match=r"compare.one_seed = 'sst2'"):
-        config_from_dict({"compare": {"tasks": [], "one_seed": ["sst2"]}})
+        config_from_dict(merged({"compare": {"tasks": [], "one_seed": ["sst2"]}}))
     with pytest.raises(ConfigError, match=r"compare.overrides"):
-        config_from_dict({"compare": {"overrides": ["train.epochs"]}})
+        config_from_dict(merged({"compare": {"overrides": ["train.epochs"]}}))
     with pytest.raises(ConfigError, match=r"compare.tasks = 'nope'"):
-        config_from_dict({"compare": {"tasks": ["nope"]}})
+        config_from_dict(merged({"compare": {"tasks": ["nope"], "one_seed": []}}))
 
 
 def test_comparison_budget_applies_to_comparison_runs_only(tmp_path):

@@ -2,25 +2,18 @@
 import pytest
 import torch
 
-from helpers import tiny_params, write_all_formats
-from ptv2.artifacts import read_adapter
-from ptv2.build import load_model, model_from_meta
+from helpers import head, tiny_params, train_task
+from ptv2.training.artifacts import read_adapter
+from ptv2.training.build import load_model, model_from_spec, spec_from_config
 from ptv2.config import config_from_dict
-from ptv2.ensemble import combine, member_logits
-from ptv2.errors import ConfigError
-from ptv2.run import evaluate_saved, train_task
+from ptv2.model.ensemble import combine, member_logits
+from ptv2.training.inference import evaluate_saved
 
 EXPECT = {  # method -> prefixes of the parameters that train (besides heads)
     "ptv2": ("prompt.prefix",), "prefix_tuning": ("prompt.embedding", "prompt.mlp"),
     "prompt_tuning": ("input_prompt.embedding",), "ptuning_v1": ("input_prompt.",),
     "lora": ("backbone.base_model.model.",), "adalora": ("backbone.base_model.model.",),
 }
-
-
-@pytest.fixture()
-def root(tmp_path):
-    write_all_formats(tmp_path)
-    return tmp_path
 
 
 def _cfg(root, tiny_dir, method, **prompt):
@@ -33,10 +26,7 @@ def _cfg(root, tiny_dir, method, **prompt):
 @pytest.mark.parametrize("method", list(EXPECT))
 def test_method_trains_only_its_parameters_and_round_trips(root, tiny_dir, method):
     cfg = _cfg(root, tiny_dir, method, template="[v] what [v]" if method == "ptuning_v1" else "")
-    from ptv2.build import model_meta
-
-    meta = model_meta(cfg, {"sent": {"type": "classification", "n_out": 2, "labels": ["0", "1"]}})
-    model, _ = model_from_meta(meta)
+    model, _ = model_from_spec(spec_from_config(cfg, {"sent": head()}))
     trains = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trains and all(n.startswith(EXPECT[method] + ("heads.",)) for n in trains), sorted(trains)[:5]
     if method in ("lora", "adalora"):
@@ -46,19 +36,16 @@ def test_method_trains_only_its_parameters_and_round_trips(root, tiny_dir, metho
     loaded, _, _ = load_model(root / method / "model")
     for k, v in loaded.trainable_state().items():
         assert torch.equal(v, state[k]), k
-    assert evaluate_saved(cfg, root / method / "model", "sent", "dev") == pytest.approx(run.metrics["dev"])
+    assert evaluate_saved(cfg, root / method / "model", "sent", "dev") == pytest.approx(run.metrics["dev"]["sent"])
     if method == "prefix_tuning":  # folded: saved as a plain deep prompt
-        assert saved["method"] == "ptv2" and saved["trained_as"] == "prefix_tuning"
+        assert saved.method == "ptv2" and saved.trained_as == "prefix_tuning"
         assert set(k for k in state if k.startswith("prompt.")) == {"prompt.prefix"}
 
 
 def test_prefix_fold_gives_the_same_logits(root, tiny_dir):
     cfg = _cfg(root, tiny_dir, "prefix_tuning")
     train_task(cfg, "sent", root / "pt", report_splits=())
-    from ptv2.build import model_meta
-
-    meta = model_meta(cfg, {"sent": {"type": "classification", "n_out": 2, "labels": ["0", "1"]}})
-    trained, tok = model_from_meta(meta)
+    trained, tok = model_from_spec(spec_from_config(cfg, {"sent": head()}))
     ck = root / "pt/checkpoint/trainable.safetensors"
     from safetensors.torch import load_file
 
@@ -70,11 +57,9 @@ def test_prefix_fold_gives_the_same_logits(root, tiny_dir):
 
 
 def test_prompt_tuning_inits(root, tiny_dir):
-    from ptv2.build import model_meta
-
     for init, words in (("vocab", ""), ("words", "good film")):
         cfg = _cfg(root, tiny_dir, "prompt_tuning", init=init, init_words=words, length=3)
-        model, tok = model_from_meta(model_meta(cfg, {"t": {"type": "classification", "n_out": 2}}))
+        model, tok = model_from_spec(spec_from_config(cfg, {"t": head()}))
         emb = model.backbone.get_input_embeddings().weight
         rows = model.input_prompt.embedding
         assert all(any(torch.equal(r, e) for e in emb) for r in rows)  # copied vocabulary rows

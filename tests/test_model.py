@@ -3,7 +3,8 @@ import torch
 
 from ptv2.model.heads import task_loss
 from ptv2.model.inject import encode
-from ptv2.model.prompted import PromptedModel
+
+from helpers import prompted
 
 
 def _batch(tok, texts):
@@ -15,7 +16,7 @@ def test_zero_length_prompt_equals_backbone(tiny):
     backbone, tok = tiny
     backbone.eval()
     b = _batch(tok, ["good movie", "the cat sat on the mat"])
-    model = PromptedModel(backbone, {"t": ("classification", 2)}, prompt_length=0).eval()
+    model = prompted(backbone, {"t": ("classification", 2)}, prompt_length=0).eval()
     prefix = model.prompt(2)
     h, _ = encode(backbone, b["input_ids"], b["attention_mask"], b["token_type_ids"], prefix)
     assert torch.equal(h, backbone(**b).last_hidden_state)
@@ -23,11 +24,11 @@ def test_zero_length_prompt_equals_backbone(tiny):
 
 def test_prompt_changes_output_and_padding_is_invariant(tiny):
     backbone, tok = tiny
-    model = PromptedModel(backbone, {"t": ("classification", 2)}, prompt_length=5).eval()
+    model = prompted(backbone, {"t": ("classification", 2)}, prompt_length=5).eval()
     both = model(_batch(tok, ["good movie", "the cat sat on the mat"]), "t")
     alone = model(_batch(tok, ["good movie"]), "t")
     torch.testing.assert_close(both[0], alone[0], atol=1e-5, rtol=1e-5)
-    plain = PromptedModel(backbone, {"t": ("classification", 2)}, prompt_length=0).eval()
+    plain = prompted(backbone, {"t": ("classification", 2)}, prompt_length=0).eval()
     plain.heads.load_state_dict(model.heads.state_dict())
     assert not torch.allclose(plain(_batch(tok, ["good movie"]), "t"), alone)
 
@@ -36,7 +37,7 @@ def test_prompt_changes_output_and_padding_is_invariant(tiny):
 def test_only_prompt_and_head_get_gradients(tiny, reparam):
     backbone, tok = tiny
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    model = PromptedModel(backbone, {"t": ("classification", 2)}, prompt_length=4, reparam=reparam, reparam_hidden=16)
+    model = prompted(backbone, {"t": ("classification", 2)}, prompt_length=4, reparam=reparam, reparam_hidden=16)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     b = _batch(tok, ["good movie", "bad film"])
     loss = task_loss("classification", model.train()(b, "t"), torch.tensor([1, 0]))
@@ -52,7 +53,7 @@ def test_only_prompt_and_head_get_gradients(tiny, reparam):
 
 def test_finetune_trains_backbone_without_prompt(tiny):
     backbone, _ = tiny
-    model = PromptedModel(backbone, {"t": ("regression", 1)}, method="finetune")
+    model = prompted(backbone, {"t": ("regression", 1)}, method="finetune")
     assert model.prompt is None
     assert any(k.startswith("backbone.") for k in model.trainable_state())
     assert all(p.requires_grad for p in backbone.parameters())
@@ -60,7 +61,7 @@ def test_finetune_trains_backbone_without_prompt(tiny):
 
 def test_head_shapes(tiny):
     backbone, tok = tiny
-    model = PromptedModel(backbone, {"tok": ("token_classification", 5), "mc": ("multiple_choice", 1),
+    model = prompted(backbone, {"tok": ("token_classification", 5), "mc": ("multiple_choice", 1),
                                      "reg": ("regression", 1)}, prompt_length=3).eval()
     b = _batch(tok, ["john lives in paris", "the cat", "a dog", "rain"])
     assert model(b, "tok").shape == (4, b["input_ids"].shape[1], 5)
@@ -73,7 +74,7 @@ def test_head_shapes(tiny):
 def test_loss_falls_on_separable_task(tiny):
     backbone, tok = tiny
     torch.manual_seed(0)
-    model = PromptedModel(backbone, {"t": ("classification", 2)}, prompt_length=4, prompt_dropout=0.0, head_dropout=0.0)
+    model = prompted(backbone, {"t": ("classification", 2)}, prompt_length=4, prompt_dropout=0.0, head_dropout=0.0)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-2)
     b = _batch(tok, ["good movie", "great film", "bad movie", "awful film"] * 2)
     y = torch.tensor([1, 1, 0, 0] * 2)

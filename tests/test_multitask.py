@@ -1,15 +1,16 @@
 import collections
+import dataclasses
 
 import pytest
 import torch
 
-from helpers import tiny_params, write_all_formats
-from ptv2.artifacts import read_adapter
-from ptv2.build import init_from_pretrained, model_from_meta
+from helpers import head, prompted, tiny_params
+from ptv2.training.artifacts import read_adapter, read_spec, weights_sha
+from ptv2.training.build import init_from_pretrained, model_from_spec, spec_from_config
 from ptv2.config import config_from_dict
 from ptv2.data.mixture import mixture_planner, mixture_rates
 from ptv2.errors import ArtifactError, ConfigError
-from ptv2.multitask import adapt, mixture_of, pretrain
+from ptv2.training.driver import adapt, pretrain
 
 
 def test_rates_per_strategy():
@@ -63,16 +64,16 @@ def test_mixed_batches_sample_rows_by_rate_and_cycle_each_task():
 
 def test_mixed_batch_step_equals_the_row_weighted_sum_of_its_parts(root, tiny_dir):
     """A mixed batch's gradient is the row-weighted mean of its tasks' losses (one optimizer step)."""
-    from ptv2.train import _run_epoch
+    from ptv2.training.loop import _run_epoch
     from ptv2.data.collate import Collator
-    from ptv2.run import encode, load_task_data
-    from ptv2.build import model_meta, task_info
+    from ptv2.data.tasks import load_task_data
+    from ptv2.training.driver import encode
+    from ptv2.training.build import head_spec
     from ptv2.model.heads import task_loss
 
     cfg = _cfg(root, tiny_dir)
     data = {t: load_task_data(cfg, t) for t in ("sent", "reg")}
-    meta = model_meta(cfg, {t: task_info(d) for t, d in data.items()})
-    model, tok = model_from_meta(meta, seed=0)
+    model, tok = model_from_spec(spec_from_config(cfg, {t: head_spec(d) for t, d in data.items()}), seed=0)
     model.eval()  # no dropout: the two computations must match exactly
     train = {t: encode(d, "train", tok, 32) for t, d in data.items()}
     parts = [("sent", [0, 1, 2]), ("reg", [0])]
@@ -101,29 +102,23 @@ def test_mixed_batch_step_equals_the_row_weighted_sum_of_its_parts(root, tiny_di
 
 def test_pretrain_with_mixed_batches_runs_and_is_recorded(root, tiny_dir):
     cfg = _cfg(root, tiny_dir, batching="mixed")
-    result, metrics = pretrain(cfg)
-    assert result.epochs_run == 2 and set(metrics["val"]) == {"sent", "pair", "reg"}
-    assert mixture_of(root / "pre/model")["batching"] == "mixed"
-
-
-@pytest.fixture()
-def root(tmp_path):
-    write_all_formats(tmp_path)
-    return tmp_path
+    run = pretrain(cfg)
+    assert run.record["epochs_run"] == 2 and set(run.metrics["val"]) == {"sent", "pair", "reg"}
+    assert read_spec(root / "pre/model").mixture["batching"] == "mixed"
 
 
 def _cfg(root, tiny_dir, **pre):
     d = tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1})
-    d["pretrain"] = {"tasks": ["sent", "pair", "reg"], "epochs": 2, "batches_per_epoch": 12, "out_dir": str(root / "pre"), **pre}
+    d["pretrain"] = {**d["pretrain"], "tasks": ["sent", "pair", "reg"], "epochs": 2, "batches_per_epoch": 12,
+                     "out_dir": str(root / "pre"), **pre}
     return config_from_dict(d)
 
 
-def test_heads_get_gradients_only_from_their_task(root, tiny_dir):
+def test_heads_get_gradients_only_from_their_task(root, tiny_dir, tiny):
     cfg = _cfg(root, tiny_dir)
-    meta = {"method": "ptv2", "backbone": {"name": str(tiny_dir), "pooling": "mean", "max_length": 32},
-            "prompt": {"length": 2, "reparam": False, "reparam_hidden": 8, "dropout": 0.0}, "head_dropout": 0.0,
-            "tasks": {"sent": {"type": "classification", "n_out": 2}, "reg": {"type": "regression", "n_out": 1}}}
-    model, tok = model_from_meta(meta)
+    backbone, tok = tiny
+    model = prompted(backbone, {"sent": ("classification", 2), "reg": ("regression", 1)}, prompt_length=2,
+                     prompt_dropout=0.0, head_dropout=0.0)
     enc = tok(["good film", "bad film"], padding=True, return_tensors="pt")
     b = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     model(b, "sent").sum().backward()
@@ -135,17 +130,17 @@ def test_heads_get_gradients_only_from_their_task(root, tiny_dir):
 
 def test_pretrain_then_adapt_end_to_end(root, tiny_dir):
     cfg = _cfg(root, tiny_dir)
-    result, metrics = pretrain(cfg)
-    assert result.best_epoch >= 1 and set(metrics["val"]) == {"sent", "pair", "reg"}
+    run = pretrain(cfg)
+    assert run.record["best_epoch"] >= 1 and set(run.metrics["val"]) == {"sent", "pair", "reg"}
     state, meta = read_adapter(root / "pre/model")
-    assert set(meta["tasks"]) == {"sent", "pair", "reg"}
+    assert set(meta.tasks) == {"sent", "pair", "reg"}
     assert {k.split(".")[1] for k in state if k.startswith("heads.")} == {"sent", "pair", "reg"}
-    mix = mixture_of(root / "pre/model")
+    mix = read_spec(root / "pre/model").mixture
     assert mix["tasks"] == ["sent", "pair", "reg"] and sum(mix["rates"].values()) == pytest.approx(1)
 
     # adaptation starts exactly from the pretrained prompt (+ head for a mixture task)
-    model, _ = model_from_meta({**meta, "tasks": {"sent": meta["tasks"]["sent"]}}, seed=123)
-    keys = init_from_pretrained(model, {**meta, "tasks": {"sent": meta["tasks"]["sent"]}}, root / "pre/model", "sent")
+    model, _ = model_from_spec(meta.with_tasks({"sent": meta.tasks["sent"]}), seed=123)
+    keys = init_from_pretrained(model, root / "pre/model", "sent")
     assert any(k.startswith("heads.sent") for k in keys)
     for k in keys:
         assert torch.equal(model.state_dict()[k], state[k])
@@ -159,33 +154,36 @@ def test_pretrain_then_adapt_end_to_end(root, tiny_dir):
 def test_adapt_refuses_a_different_prompt_shape(root, tiny_dir):
     cfg = _cfg(root, tiny_dir)
     pretrain(cfg)
-    other = config_from_dict({**tiny_params(root, tiny_dir), "prompt": {"length": 6}})
-    with pytest.raises(ArtifactError, match="prompt config"):
+    d = tiny_params(root, tiny_dir)
+    other = config_from_dict({**d, "prompt": {**d["prompt"], "length": 6}})
+    with pytest.raises(ArtifactError, match="other prompt settings"):
         adapt(other, "sent", root / "pre/model", root / "x")
 
 
 def test_pretrain_needs_tasks_and_known_names(root, tiny_dir):
+    d = tiny_params(root, tiny_dir)
     with pytest.raises(ConfigError, match="pretrain.tasks"):
-        pretrain(config_from_dict(tiny_params(root, tiny_dir)))
+        config_from_dict({**d, "pretrain": {**d["pretrain"], "tasks": []}})
     with pytest.raises(ConfigError, match="a task defined under 'tasks:'"):
-        config_from_dict({**tiny_params(root, tiny_dir), "pretrain": {"tasks": ["nope"]}})
+        config_from_dict({**d, "pretrain": {**d["pretrain"], "tasks": ["nope"]}})
 
 
 def test_transfer_table_on_tiny(root, tiny_dir):
-    from ptv2.compare import transfer
+    from ptv2.experiments.transfer import transfer
 
     cfg = _cfg(root, tiny_dir)
     out = root / "multitask.md"
     transfer(cfg, ["sent", "pair"], ["pair"], [1, 2], out, root / "work")
     md = out.read_text()
-    assert "| sent | accuracy |" in md and "| pair | accuracy |" in md and "average (b) − (a)" in md
+    rows = [[c.strip() for c in line.split("|")[1:3]] for line in md.splitlines() if line.startswith("|")]
+    assert ["sent", "accuracy"] in rows and ["pair", "accuracy"] in rows and "average (b) − (a)" in md
     import json
 
     res = json.loads(out.with_suffix(".json").read_text())
     assert len(res["sent"]["a"]) == 2 and len(res["sent"]["b"]) == 2 and len(res["sent"]["c"]) == 1
     assert res["sent"]["d"] == [] and len(res["pair"]["d"]) == 2  # only held-out tasks get (d)
     _, held = read_adapter(root / "work/pretrain_without_pair/model")
-    assert held["mixture"]["tasks"] == ["sent", "reg"]  # (d) never saw the held-out task
+    assert held.mixture["tasks"] == ["sent", "reg"]  # (d) never saw the held-out task
     mtime = (root / "work/sent/a_seed1/metrics.json").stat().st_mtime
     b_mtime = (root / "work/sent/b_seed1/metrics.json").stat().st_mtime
     transfer(cfg, ["sent", "pair"], ["pair"], [1, 2], out, root / "work")  # finished runs are reused
@@ -196,18 +194,18 @@ def test_transfer_table_on_tiny(root, tiny_dir):
     transfer(_cfg(root, tiny_dir, strategy="uniform"), ["sent"], [], [1], out, root / "work")
     assert (root / "work/sent/a_seed1/metrics.json").stat().st_mtime == mtime
     assert (root / "work/sent/b_seed1/metrics.json").stat().st_mtime > b_mtime
-    new_pre = read_adapter(root / "work/pretrain_all/model")[1]["weights_sha256"]
-    b_meta = read_adapter(root / "work/sent/b_seed1/model")[1]
-    assert b_meta["adapted_from"]["weights_sha256"] == new_pre  # not resumed from the stale checkpoint
+    new_pre = weights_sha(root / "work/pretrain_all/model")
+    b_meta = read_spec(root / "work/sent/b_seed1/model")
+    assert b_meta.adapted_from["weights_sha256"] == new_pre  # not resumed from the stale checkpoint
 
 
 def test_transfer_holds_each_task_out_in_turn(root, tiny_dir):
-    from ptv2.compare import transfer
+    from ptv2.experiments.transfer import transfer
 
     cfg = _cfg(root, tiny_dir)
     transfer(cfg, ["sent", "pair"], ["sent", "pair", "mc"], [1], root / "t.md", root / "w")
     for h, rest in (("sent", ["pair", "reg"]), ("pair", ["sent", "reg"])):
-        assert read_adapter(root / f"w/pretrain_without_{h}/model")[1]["mixture"]["tasks"] == rest
+        assert read_adapter(root / f"w/pretrain_without_{h}/model")[1].mixture["tasks"] == rest
     assert not (root / "w/pretrain_without_mc").exists()  # not in the mixture: nothing to hold out
     import json
 
@@ -215,45 +213,41 @@ def test_transfer_holds_each_task_out_in_turn(root, tiny_dir):
     assert len(res["sent"]["d"]) == 1 and len(res["pair"]["d"]) == 1
 
 
-def test_task_factors_pretrain_fold_into_the_adapted_prompt(root, tiny_dir):
+def test_task_factors_pretrain_fold_into_the_adapted_prompt(root, tiny_dir, tiny):
     """Per-task low-rank factors: start as the identity (W = 1), train per task, are saved, and a
     mixture task adapts from shared ∘ W_task; a task outside the mixture from the shared prompt."""
     cfg = _cfg(root, tiny_dir, task_rank=2)
-    meta0 = {"method": "ptv2", "backbone": {"name": str(tiny_dir), "pooling": "mean", "max_length": 32},
-             "prompt": {"length": 2, "reparam": False, "reparam_hidden": 8, "dropout": 0.0}, "head_dropout": 0.0,
-             "tasks": {"sent": {"type": "classification", "n_out": 2}, "reg": {"type": "regression", "n_out": 1}},
-             "task_rank": 2}
-    fresh, _ = model_from_meta(meta0)
+    fresh = prompted(tiny[0], {"sent": ("classification", 2), "reg": ("regression", 1)}, prompt_length=2, task_rank=2)
     assert torch.equal(fresh.task_prompt("sent"), fresh.prompt.prefix)  # identity at init
     pretrain(cfg)
     state, meta = read_adapter(root / "pre/model")
-    assert meta["task_rank"] == 2 and state["task_factors.u.sent"].shape == (4, 2)
+    assert meta.task_rank == 2 and state["task_factors.u.sent"].shape == (4, 2)
     w_sent = state["task_factors.u.sent"] @ state["task_factors.v.sent"]
     assert not torch.allclose(w_sent, torch.ones_like(w_sent))  # the factor trained
     assert not torch.allclose(w_sent, state["task_factors.u.reg"] @ state["task_factors.v.reg"])
 
-    one = {**meta, "tasks": {"sent": meta["tasks"]["sent"]}}
-    one.pop("task_rank")
-    model, _ = model_from_meta(one, seed=5)
-    init_from_pretrained(model, one, root / "pre/model", "sent")
+    one = dataclasses.replace(meta, tasks={"sent": meta.tasks["sent"]}, task_rank=0)
+    model, _ = model_from_spec(one, seed=5)
+    init_from_pretrained(model, root / "pre/model", "sent")
     assert model.task_factors is None
     assert torch.allclose(model.prompt.prefix, state["prompt.prefix"] * w_sent)
-    other = {**one, "tasks": {"mc": {"type": "multiple_choice", "n_out": 1}}}
-    m2, _ = model_from_meta(other, seed=5)
-    init_from_pretrained(m2, other, root / "pre/model", "mc")
+    other = one.with_tasks({"mc": head([], "multiple_choice")})
+    m2, _ = model_from_spec(other, seed=5)
+    init_from_pretrained(m2, root / "pre/model", "mc")
     assert torch.equal(m2.prompt.prefix, state["prompt.prefix"])
 
 
 def test_task_factors_need_plain_deep_prompts(root, tiny_dir):
     d = tiny_params(root, tiny_dir, method="prefix_tuning", epochs={"prefix_tuning": 1})
-    d["pretrain"] = {"tasks": ["sent"], "task_rank": 1}
+    d["pretrain"] = {**d["pretrain"], "tasks": ["sent"], "task_rank": 1}
     with pytest.raises(ConfigError, match="pretrain.task_rank = 1 needs train.method ptv2"):
         pretrain(config_from_dict(d))
 
 
 def test_adapt_refuses_another_method_and_copies_lora_weights(root, tiny_dir):
     d = tiny_params(root, tiny_dir, method="lora", epochs={"lora": 1, "ptv2": 1}, lr={"lora": 5e-2, "ptv2": 1e-2})
-    d["pretrain"] = {"tasks": ["sent", "pair"], "epochs": 1, "batches_per_epoch": 6, "out_dir": str(root / "pre")}
+    d["pretrain"] = {**d["pretrain"], "tasks": ["sent", "pair"], "epochs": 1, "batches_per_epoch": 6,
+                     "out_dir": str(root / "pre")}
     pretrain(config_from_dict(d))
     state, _ = read_adapter(root / "pre/model")
     run = adapt(config_from_dict(d), "sent", root / "pre/model", root / "a", )
@@ -261,9 +255,8 @@ def test_adapt_refuses_another_method_and_copies_lora_weights(root, tiny_dir):
     d2 = {**d, "train": {**d["train"], "method": "ptv2"}}
     with pytest.raises(ArtifactError, match="pretrained with method 'lora', this run uses 'ptv2'"):
         adapt(config_from_dict(d2), "sent", root / "pre/model", root / "b")
-    meta = read_adapter(root / "pre/model")[1]
-    one = {**meta, "tasks": {"sent": meta["tasks"]["sent"]}}
-    model, _ = model_from_meta(one, seed=9)
-    keys = init_from_pretrained(model, one, root / "pre/model", "sent")
+    meta = read_spec(root / "pre/model")
+    model, _ = model_from_spec(meta.with_tasks({"sent": meta.tasks["sent"]}), seed=9)
+    keys = init_from_pretrained(model, root / "pre/model", "sent")
     lora_keys = [k for k in keys if "lora_" in k]
     assert lora_keys and all(torch.equal(model.state_dict()[k], state[k]) for k in lora_keys)

@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import tiny_params, write_all_formats
-from ptv2.build import load_model
+from helpers import tiny_params, train_task, write_all_formats
+from ptv2.training.build import load_model
 from ptv2.config import config_from_dict
 from ptv2.export.onnx_export import export_baked, parity, write_bundle
-from ptv2.run import train_task
-from ptv2.serving import Bundle, BundleError
+from ptv2.serving.bundle import Bundle, BundleError
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +21,8 @@ def trained(tmp_path_factory, tiny_dir):
     models = {}
     for task in ("sent", "pair", "reg", "ner"):
         train_task(cfg, task, root / task, report_splits=())
-        model, tok, meta = load_model(root / task / "model")
-        models[task] = (model, meta)
+        model, tok, _ = load_model(root / task / "model")
+        models[task] = model
     bundle = write_bundle(models, tok, root / "bundle")
     return root, models, tok, bundle
 
@@ -31,7 +30,7 @@ def trained(tmp_path_factory, tiny_dir):
 def test_parity_fp32_all_tasks(trained):
     _, models, _, bundle = trained
     b = Bundle(bundle)
-    for task, (model, _) in models.items():
+    for task, model in models.items():
         r = parity(model, task, b, batch_sizes=(1, 8, 32), lengths=(1, 17, None))
         assert r["max_abs_diff"] <= 1e-4, r
         assert r["cases"] == 9
@@ -56,7 +55,7 @@ def test_pytorch_mixed_batch_rows_match(trained):
     _, models, tok, _ = trained
     from ptv2.export.graph import PromptInputEncoder, batch_prefix, prompt_tensor
 
-    (ms, _), (mp, _) = models["sent"], models["pair"]
+    ms, mp = models["sent"], models["pair"]
     enc = tok(["good film", "the cat sat"], padding=True, return_tensors="pt")
     feed = [enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]]
     both = PromptInputEncoder(ms).eval()(*feed, batch_prefix([prompt_tensor(ms), prompt_tensor(mp)]))
@@ -67,7 +66,7 @@ def test_pytorch_mixed_batch_rows_match(trained):
 
 def test_int8_bundle_runs_and_is_close(trained):
     _, models, _, bundle = trained
-    r = parity(models["sent"][0], "sent", Bundle(bundle, int8=True), batch_sizes=(8,), lengths=(17,))
+    r = parity(models["sent"], "sent", Bundle(bundle, int8=True), batch_sizes=(8,), lengths=(17,))
     assert r["max_abs_diff"] < 1.0  # int8 drifts; its real check is dev accuracy
 
 
@@ -97,7 +96,7 @@ def test_bad_requests_are_clear_errors(trained):
 def test_baked_single_task_graph_matches_pytorch(trained, tmp_path):
     import onnxruntime as ort
 
-    model = trained[1]["sent"][0]
+    model = trained[1]["sent"]
     export_baked(model, "sent", tmp_path / "baked.onnx")
     ids = torch.randint(5, 40, (3, 9)); mask = torch.ones_like(ids); mask[2, 4:] = 0; types = torch.zeros_like(ids)
     ref = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, "sent").detach().numpy()
@@ -107,16 +106,16 @@ def test_baked_single_task_graph_matches_pytorch(trained, tmp_path):
 
 
 def test_export_is_deterministic(trained, tmp_path):
-    from ptv2.artifacts import sha256
+    from ptv2.files import sha256
     from ptv2.export.onnx_export import export_encoder
 
-    model = trained[1]["sent"][0]
+    model = trained[1]["sent"]
     a, b = export_encoder(model, tmp_path / "a.onnx"), export_encoder(model, tmp_path / "b.onnx")
     assert sha256(a) == sha256(b)
 
 
 def test_serving_needs_no_torch(trained):
-    code = ("import sys; sys.modules['torch'] = None; from ptv2.serving import Bundle;"
+    code = ("import sys; sys.modules['torch'] = None; from ptv2.serving.bundle import Bundle;"
             f"print(Bundle({str(trained[3])!r}).predict([{{'task': 'sent', 'text': 'good film'}}])[0]['label'])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -137,7 +136,7 @@ def test_adapters_merge_into_the_same_onnx_path(tmp_path, tiny_dir, method):
                 p.normal_(0, 0.5)
     merged = model.merged()
     assert model.merged() is not model and merged.merged() is merged  # a copy; folding twice is a no-op
-    bundle = write_bundle({"sent": (merged, meta)}, tok, tmp_path / "bundle")
+    bundle = write_bundle({"sent": merged}, tok, tmp_path / "bundle")
     b = Bundle(bundle)
     assert not b.prefixed and b.tasks["sent"].prompt is None
     r = parity(model, "sent", b, batch_sizes=(1, 8), lengths=(1, 17, None))
@@ -147,9 +146,9 @@ def test_adapters_merge_into_the_same_onnx_path(tmp_path, tiny_dir, method):
         enc = tok(["the movie was good"], return_tensors="pt")
         batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
         assert not torch.allclose(bare(batch, "sent"), model(batch, "sent"), atol=1e-3)
-    assert b.predict([{"task": "sent", "text": "the movie was good"}])[0]["label"] in meta["tasks"]["sent"]["labels"]
+    assert b.predict([{"task": "sent", "text": "the movie was good"}])[0]["label"] in meta.tasks["sent"].labels
     with pytest.raises(ValueError, match="one bundle per task"):
-        write_bundle({"sent": (merged, meta), "other": (merged, meta)}, tok, tmp_path / "b2")
+        write_bundle({"sent": merged, "other": merged}, tok, tmp_path / "b2")
 
 
 def test_input_prompt_methods_are_refused_by_export(tmp_path, tiny_dir):
@@ -158,12 +157,12 @@ def test_input_prompt_methods_are_refused_by_export(tmp_path, tiny_dir):
     train_task(cfg, "sent", tmp_path / "m", report_splits=())
     model, tok, meta = load_model(tmp_path / "m" / "model")
     with pytest.raises(ValueError, match="input embeddings"):
-        write_bundle({"sent": (model, meta)}, tok, tmp_path / "bundle")
+        write_bundle({"sent": model}, tok, tmp_path / "bundle")
 
 
 def test_export_and_check_gates_a_lora_model(tmp_path, tiny_dir):
     """The deployment gates (parity, int8 drop) run on a merged LoRA model as on a deep prompt."""
-    from ptv2.deploy import export_and_check
+    from ptv2.export.deploy import export_and_check
 
     write_all_formats(tmp_path)
     cfg = config_from_dict(tiny_params(tmp_path, tiny_dir, method="lora", epochs={"lora": 1}, lr={"lora": 5e-2}))
@@ -171,7 +170,7 @@ def test_export_and_check_gates_a_lora_model(tmp_path, tiny_dir):
     report = export_and_check(cfg, {"sent": tmp_path / "m" / "model"}, tmp_path / "bundle")
     assert report["sent"]["parity_ok"] and report["sent"]["parity_max_abs_diff"] <= 1e-4
     assert "dev_int8" in report["sent"]
-    from ptv2.deploy import bundle_for
+    from ptv2.export.deploy import bundle_for
 
     assert bundle_for(tmp_path / "bundle", "sent") == tmp_path / "bundle" / "sent"  # its own weights: own bundle
     assert not Bundle(bundle_for(tmp_path / "bundle", "sent")).prefixed

@@ -72,7 +72,7 @@ def prefect_harness():
 
 def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, monkeypatch):
     from flows.pipeline import retrain
-    from ptv2 import tracking
+    from ptv2.tracking import store as tracking
 
     for k, v in pipeline_env().items():
         monkeypatch.setenv(k, v)

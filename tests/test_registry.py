@@ -1,7 +1,8 @@
 import pytest
 
-from ptv2 import registry, tracking
-from ptv2.registry import decide
+from ptv2.tracking import registry
+from ptv2.tracking import store as tracking
+from ptv2.tracking.registry import decide
 
 
 def test_gate_decisions():
@@ -54,3 +55,17 @@ def test_champion_rescored_when_eval_data_changed(store):
     d = registry.register_and_gate(store, "ptv2-a", _run_with_model(store, "2"), 60.0, "accuracy", "new",
                                    rescore_champion=rescore)
     assert seen == ["1"] and d.promoted and d.champion == 50.0
+
+
+def test_two_projects_in_one_process_keep_their_own_stores(tmp_path, monkeypatch):
+    """Regression: MLflow 3's set_tracking_uri exports MLFLOW_TRACKING_URI, so the second project used in
+    one process (and every stage it spawned) logged into the first project's registry."""
+    import os
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    tracking.init_store(a, "t")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    tracking.init_store(b, "t")
+    assert (a / "mlruns.db").is_file() and (b / "mlruns.db").is_file()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import tiny_params, write_all_formats
+from helpers import tiny_params, train_task, write_all_formats
 
 
 def _free_port() -> int:
@@ -31,18 +31,18 @@ def _post(port: int, payload: dict) -> tuple[int, dict]:
 
 @pytest.fixture()
 def champion(tmp_path, tiny_dir, monkeypatch):
-    from ptv2 import registry, tracking
-    from ptv2.build import load_model
+    from ptv2.tracking import registry
+    from ptv2.tracking import store as tracking
+    from ptv2.training.build import load_model
     from ptv2.config import config_from_dict
     from ptv2.export.onnx_export import write_bundle
-    from ptv2.run import train_task
-
+    
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     write_all_formats(tmp_path / "d")
     cfg = config_from_dict(tiny_params(tmp_path / "d", tiny_dir, epochs={"ptv2": 1, "finetune": 1}))
     train_task(cfg, "sent", tmp_path / "m", report_splits=())
     model, tok, meta = load_model(tmp_path / "m/model")
-    bundle = write_bundle({"sent": (model, meta)}, tok, tmp_path / "bundle", int8=False)
+    bundle = write_bundle({"sent": model}, tok, tmp_path / "bundle", int8=False)
     with tracking.start_run(tmp_path, "t", "serve-test", {}, {}) as run:
         rid = run.id
     uri = tracking.log_bundle_model(tmp_path, rid, bundle, {"adapter": tmp_path / "m/model"})
@@ -52,7 +52,7 @@ def champion(tmp_path, tiny_dir, monkeypatch):
 
 
 def test_mlflow_models_serve_answers_and_survives_bad_requests(champion):
-    from ptv2 import tracking
+    from ptv2.tracking import store as tracking
 
     port = _free_port()
     import os

@@ -1,6 +1,6 @@
 import pytest
 
-from helpers import TASKS, write_all_formats
+from helpers import TASKS, merged
 from ptv2.config import config_from_dict
 from ptv2.data.collate import Collator, encode_split, length_grouped_batches
 from ptv2.data.tasks import fill, load_task
@@ -8,13 +8,7 @@ from ptv2.errors import DataError
 
 
 def _spec(name, **changes):
-    return config_from_dict({"tasks": {name: {**TASKS[name], **changes}}}).tasks[name]
-
-
-@pytest.fixture()
-def root(tmp_path):
-    write_all_formats(tmp_path)
-    return tmp_path
+    return config_from_dict(merged({"tasks": {name: {**TASKS[name], **changes}}})).tasks[name]
 
 
 @pytest.mark.parametrize("name", list(TASKS))

@@ -3,30 +3,24 @@ import json
 import pytest
 import torch
 
-from helpers import tiny_params, write_all_formats
-from ptv2.artifacts import WEIGHTS, read_adapter
-from ptv2.build import load_model
+from helpers import tiny_params, train_task
+from ptv2.training.artifacts import WEIGHTS, read_adapter
+from ptv2.training.build import load_model
 from ptv2.config import config_from_dict
 from ptv2.errors import ArtifactError
-from ptv2.run import evaluate_saved, predict_texts, train_task
-
-
-@pytest.fixture()
-def root(tmp_path):
-    write_all_formats(tmp_path)
-    return tmp_path
+from ptv2.training.inference import evaluate_saved, predict_texts
 
 
 def test_train_tiny_end_to_end_learns_and_saves(root, tiny_dir):
     cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 6, "finetune": 6}, lr={"ptv2": 3e-2, "finetune": 1e-3}))
     run = train_task(cfg, "sent", root / "out")
-    assert run.metrics["dev"]["accuracy"] >= 85.0  # separable task
+    assert run.metrics["dev"]["sent"]["accuracy"] >= 85.0  # separable task
     assert run.trainable / run.total < 0.2
     m = json.loads((root / "out/metrics.json").read_text())
-    assert m["best_epoch"] == run.result.best_epoch and len(m["history"]) == 6
+    assert m["best_epoch"] == run.record["best_epoch"] and len(m["history"]) == 6
     assert (root / "out/model" / WEIGHTS).stat().st_size < 100_000
     again = evaluate_saved(cfg, root / "out/model", "sent", "dev")
-    assert again == pytest.approx(run.metrics["dev"])
+    assert again == pytest.approx(run.metrics["dev"]["sent"])
     pred = predict_texts(root / "out/model", ["the movie was great", "the plot was awful"])
     assert [p["label"] for p in pred] == ["1", "0"] and all(0.5 < p["score"] <= 1 for p in pred)
 
@@ -35,7 +29,7 @@ def test_train_tiny_end_to_end_learns_and_saves(root, tiny_dir):
 def test_each_task_type_trains_and_evaluates(root, tiny_dir, task):
     cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1}))
     run = train_task(cfg, task, root / task, report_splits=())
-    assert set(run.metrics["val"]) == set(cfg.task(task).metrics)
+    assert set(run.metrics["val"][task]) == set(cfg.task(task).metrics)
 
 
 def test_artifact_round_trip_is_exact(root, tiny_dir):
@@ -59,7 +53,7 @@ def test_tampered_artifact_is_refused(root, tiny_dir):
 def test_killed_run_resumes_to_the_same_result(root, tiny_dir, monkeypatch):
     cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 3, "finetune": 3}))
     ref = train_task(cfg, "sent", root / "ref", report_splits=())
-    from ptv2 import train as train_mod
+    from ptv2.training import loop as train_mod
 
     orig, calls = train_mod._run_epoch, {"n": 0}
 
@@ -76,8 +70,8 @@ def test_killed_run_resumes_to_the_same_result(root, tiny_dir, monkeypatch):
     assert json.loads(ck.read_text())["state"]["epoch"] == 2
     monkeypatch.setattr(train_mod, "_run_epoch", orig)
     resumed = train_task(cfg, "sent", root / "part", report_splits=())
-    assert resumed.result.epochs_run == 3
-    assert [h["val_score"] for h in resumed.result.history] == pytest.approx([h["val_score"] for h in ref.result.history])
+    assert resumed.record["epochs_run"] == 3
+    assert [h["val_score"] for h in resumed.history] == pytest.approx([h["val_score"] for h in ref.history])
     a, _ = read_adapter(root / "ref/model")
     b, _ = read_adapter(root / "part/model")
     for k in a:
@@ -88,5 +82,5 @@ def test_finetune_method_runs_same_loop(root, tiny_dir):
     cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1}, method="finetune"))
     run = train_task(cfg, "sent", root / "ft", report_splits=())
     assert run.trainable == run.total
-    state, meta = read_adapter(root / "ft/model")
-    assert meta["method"] == "finetune" and any(k.startswith("backbone.") for k in state)
+    state, spec = read_adapter(root / "ft/model")
+    assert spec.method == "finetune" and any(k.startswith("backbone.") for k in state)

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import datasets
 
-from ptv2.config import TaskSpec
+from ptv2.config import Config, TaskSpec
 from ptv2.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -190,3 +190,10 @@ def carve(splits: dict[str, datasets.Dataset], seed: int, val_fraction: float, v
         train = train.select(range(max_train))
     splits["train"] = train
     return splits
+
+
+def load_task_data(cfg: Config, name: str) -> TaskData:
+    """Task ``name`` as params.yaml defines it: data root, seed, val carving, train subsample."""
+    spec = cfg.task(name)
+    max_train = spec.max_train_examples if spec.max_train_examples is not None else cfg.train.max_train_examples
+    return load_task(name, spec, cfg.data_root, cfg.seed, cfg.train.val_fraction, cfg.train.val_max, max_train)

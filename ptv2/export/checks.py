@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ptv2 import metrics
+from ptv2.training import metrics
 from ptv2.data.tasks import TaskData
-from ptv2.serving import Bundle
+from ptv2.serving.bundle import Bundle
 
 
 def bundle_metrics(bundle: Bundle, td: TaskData, split: str = "dev", batch_size: int = 64) -> dict[str, float]:

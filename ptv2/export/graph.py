@@ -3,7 +3,7 @@
 - ``PromptInputEncoder``: the frozen backbone with the deep prompt as an *input*
   ``prefix`` (L, 2, B, H, P, D) -> last hidden state (B, T, h). One graph serves every task,
   and rows of one batch may carry different tasks' prompts (mixed-task batches).
-- ``PlainEncoder``: a backbone with nothing prepended (merged LoRA/AdaLoRA, fine-tuned) -> (B, T, h).
+  Without a prefix (merged LoRA/AdaLoRA, fine-tuned) the graph has no ``prefix`` input.
 - ``BakedTaskModel``: one task's prompt and head folded in as constants -> logits.
 """
 from __future__ import annotations
@@ -11,32 +11,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ptv2.model.heads import pool
 from ptv2.model.inject import encode
 from ptv2.model.prompted import PromptedModel
 
 
 class PromptInputEncoder(nn.Module):
+    """The frozen backbone as a graph; the deep prompt, when there is one, is an input."""
+
     def __init__(self, model: PromptedModel) -> None:
         super().__init__()
         self.backbone = model.backbone
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
-                prefix: torch.Tensor) -> torch.Tensor:
-        """input_ids/attention_mask/token_type_ids (B, T); prefix (L, 2, B, H, P, D) -> (B, T, h)."""
-        kv = [(prefix[i, 0], prefix[i, 1]) for i in range(prefix.shape[0])]
+                prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids/attention_mask/token_type_ids (B, T); prefix (L, 2, B, H, P, D) or None (merged
+        adapters, fine-tuned: the weights carry what was trained) -> (B, T, h)."""
+        kv = None if prefix is None else [(prefix[i, 0], prefix[i, 1]) for i in range(prefix.shape[0])]
         hidden, _ = encode(self.backbone, input_ids, attention_mask, token_type_ids, kv)
-        return hidden
-
-
-class PlainEncoder(nn.Module):
-    def __init__(self, model: PromptedModel) -> None:
-        super().__init__()
-        self.backbone = model.backbone
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> (B, T, h); the weights already carry what was trained (merged adapters)."""
-        hidden, _ = encode(self.backbone, input_ids, attention_mask, token_type_ids, None)
         return hidden
 
 
@@ -63,9 +54,3 @@ def batch_prefix(prompts: list[torch.Tensor]) -> torch.Tensor:
     """Per-row prompts (each (L, 2, H, P, D), same P) -> the graph's (L, 2, B, H, P, D) input."""
     return torch.stack(prompts, dim=2)
 
-
-def head_logits(hidden: torch.Tensor, mask: torch.Tensor, head_weight: torch.Tensor, head_bias: torch.Tensor,
-                kind: str, pooling: str) -> torch.Tensor:
-    """Reference head on hidden states (for parity checks): sequence/choice pool, token per-position."""
-    x = hidden if kind == "token" else pool(hidden, mask, pooling, None)
-    return x @ head_weight.T + head_bias

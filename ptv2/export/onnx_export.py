@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,20 +20,36 @@ from typing import Any
 import numpy as np
 import torch
 
-from ptv2.artifacts import replace_dir, sha256
-from ptv2.export.graph import BakedTaskModel, PlainEncoder, PromptInputEncoder, batch_prefix, prompt_tensor
+from ptv2.files import atomic_dir, sha256
+from ptv2.export.graph import BakedTaskModel, PromptInputEncoder, batch_prefix, prompt_tensor
 from ptv2.model.prompted import PromptedModel
+from ptv2.model.spec import HeadSpec
 
 log = logging.getLogger(__name__)
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 OPSET = 17
 
 
-def _dummy(model: PromptedModel, batch: int = 2, length: int = 8) -> tuple[torch.Tensor, ...]:
+def _dummy(batch: int = 2, length: int = 8) -> tuple[torch.Tensor, ...]:
     ids = torch.full((batch, length), 5, dtype=torch.long)
     mask = torch.ones_like(ids)
     mask[-1, length // 2:] = 0  # a padded row, so tracing keeps the attention mask
     return ids, mask, torch.zeros_like(ids)
+
+
+def _export(wrapper: torch.nn.Module, extra: dict[str, torch.Tensor], output: str, out_axes: dict[int, str],
+            path: str | Path) -> Path:
+    """Trace ``wrapper`` on padded dummy ids (+ ``extra`` inputs) into ``path``: batch and sequence axes
+    dynamic; ``eval()`` on the wrapper, since the exporter restores the train mode it finds."""
+    wrapper = wrapper.eval()
+    ids, mask, types = _dummy()
+    axes = {k: {0: "batch", 1: "seq"} for k in INPUTS} | {output: out_axes}
+    axes |= {"prefix": {2: "batch", 4: "prefix_len"}} if "prefix" in extra else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (ids, mask, types, *extra.values()), str(path), input_names=INPUTS + list(extra),
+                          output_names=[output], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+    return Path(path)
 
 
 def export_encoder(model: PromptedModel, path: str | Path) -> Path:
@@ -43,40 +59,14 @@ def export_encoder(model: PromptedModel, path: str | Path) -> Path:
         raise ValueError(f"method {model.method!r} puts its prompt into the input embeddings; the bundle serves "
                          f"deep prompts (ptv2, prefix_tuning), merged adapters (lora, adalora) and finetune")
     if model.prompt is None:
-        return _export_plain(model.merged(), path)
-    wrapper = PromptInputEncoder(model).eval()  # eval() on the wrapper: the exporter restores train mode
-    ids, mask, types = _dummy(model)
-    prefix = batch_prefix([prompt_tensor(model)] * ids.shape[0])
-    axes = {k: {0: "batch", 1: "seq"} for k in INPUTS} | {"prefix": {2: "batch", 4: "prefix_len"},
-                                                         "hidden": {0: "batch", 1: "seq"}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (ids, mask, types, prefix), str(path), input_names=INPUTS + ["prefix"],
-                          output_names=["hidden"], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-    return Path(path)
-
-
-def _export_plain(model: PromptedModel, path: str | Path) -> Path:
-    wrapper = PlainEncoder(model).eval()
-    ids, mask, types = _dummy(model)
-    axes = {k: {0: "batch", 1: "seq"} for k in INPUTS} | {"hidden": {0: "batch", 1: "seq"}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (ids, mask, types), str(path), input_names=INPUTS, output_names=["hidden"],
-                          dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-    return Path(path)
+        return _export(PromptInputEncoder(model.merged()), {}, "hidden", {0: "batch", 1: "seq"}, path)
+    prefix = batch_prefix([prompt_tensor(model)] * _dummy()[0].shape[0])
+    return _export(PromptInputEncoder(model), {"prefix": prefix}, "hidden", {0: "batch", 1: "seq"}, path)
 
 
 def export_baked(model: PromptedModel, task: str, path: str | Path) -> Path:
     """Single-task variant: prompt and head baked in as constants -> ``logits``."""
-    wrapper = BakedTaskModel(model, task).eval()
-    ids, mask, types = _dummy(model)
-    axes = {k: {0: "batch", 1: "seq"} for k in INPUTS} | {"logits": {0: "batch"}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (ids, mask, types), str(path), input_names=INPUTS, output_names=["logits"],
-                          dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-    return Path(path)
+    return _export(BakedTaskModel(model, task), {}, "logits", {0: "batch"}, path)
 
 
 def quantize_int8(src: str | Path, dst: str | Path) -> Path:
@@ -86,46 +76,48 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
-def task_files(model: PromptedModel, task: str, info: dict[str, Any], pooling: str, max_length: int,
-               out_dir: Path) -> None:
+def task_files(model: PromptedModel, task: str, out_dir: Path) -> None:
+    """``<task>.safetensors`` (prompt + head) and ``<task>.json`` (how to read its outputs) into ``out_dir``."""
     from safetensors.numpy import save_file
 
-    head = model.heads[task].linear
-    tensors = {"head_weight": head.weight.detach().numpy().astype(np.float32),
-               "head_bias": head.bias.detach().numpy().astype(np.float32)}
+    linear = model.heads[task].linear
+    tensors = {"head_weight": linear.weight.detach().numpy().astype(np.float32),
+               "head_bias": linear.bias.detach().numpy().astype(np.float32)}
     if model.prompt is not None:
         tensors["prompt"] = prompt_tensor(model, task).numpy().astype(np.float32)
     save_file(tensors, str(out_dir / f"{task}.safetensors"))
-    spec = {"type": info["type"], "labels": info["labels"], "text_b": info.get("text_b", False),
-            "pooling": pooling, "max_length": max_length}
+    head: HeadSpec = model.spec.tasks[task]
+    spec = {"type": head.type, "labels": head.labels, "text_b": head.text_b, "pooling": model.spec.pooling,
+            "max_length": model.spec.max_length}
     (out_dir / f"{task}.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
 
 
-def write_bundle(models: dict[str, tuple[PromptedModel, dict[str, Any]]], tokenizer: Any, out: str | Path,
-                 int8: bool = True) -> Path:
-    """``models``: task -> (model with that task's head, its adapter meta). All must share one backbone
-    and one prompt shape; the encoder graph is exported once. Merged adapters and fine-tuned models
-    change the encoder's weights, so their bundle holds one task."""
+def write_bundle(models: dict[str, PromptedModel], tokenizer: Any, out: str | Path, int8: bool = True) -> Path:
+    """``models``: task -> model with that task's head. All must share one backbone and one prompt shape;
+    the encoder graph is exported once. Merged adapters and fine-tuned models change the encoder's
+    weights, so their bundle holds one task."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
-    first = next(iter(models.values()))[0]
+    first = next(iter(models.values()))
     if first.prompt is None and len(models) > 1:
         raise ValueError(f"tasks {sorted(models)}: a {first.method} model carries its own encoder weights; "
                          f"export one bundle per task (only deep-prompt tasks share one encoder)")
-    export_encoder(first, tmp / "encoder.onnx")
-    if int8:
-        quantize_int8(tmp / "encoder.onnx", tmp / "encoder.int8.onnx")
-    tokenizer.save_pretrained(str(tmp / "tokenizer"))
-    (tmp / "tasks").mkdir()
-    for task, (model, meta) in models.items():
-        task_files(model, task, meta["tasks"][task], meta["backbone"]["pooling"], meta["backbone"]["max_length"],
-                   tmp / "tasks")
-    files = sorted(p for p in tmp.rglob("*") if p.is_file())
-    manifest = {"format": "ptv2-bundle/1", "files": {str(p.relative_to(tmp)): sha256(p) for p in files}}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    replace_dir(tmp, out)
+    with atomic_dir(out) as tmp:
+        export_encoder(first, tmp / "encoder.onnx")
+        if int8:
+            quantize_int8(tmp / "encoder.onnx", tmp / "encoder.int8.onnx")
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        (tmp / "tasks").mkdir()
+        for task, model in models.items():
+            task_files(model, task, tmp / "tasks")
+        write_manifest(tmp)
     return out
+
+
+def write_manifest(folder: Path, files: dict[str, str] | None = None) -> None:
+    """``manifest.json``: every file of the bundle with its sha256 (``files`` when already known)."""
+    files = files or {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    (folder / "manifest.json").write_text(json.dumps({"format": "ptv2-bundle/1", "files": files}, indent=2,
+                                                     sort_keys=True))
 
 
 @torch.no_grad()
@@ -161,9 +153,7 @@ def parity(model: PromptedModel, task: str, bundle: Any, batch_sizes=(1, 8, 32),
 
 def subset_bundle(bundle: str | Path, tasks: list[str], out: str | Path) -> Path:
     """A bundle serving only ``tasks`` (same encoder files), with its own manifest."""
-    import shutil
-
-    from ptv2.serving import verify
+    from ptv2.serving.bundle import verify
 
     bundle, out = Path(bundle), Path(out)
     manifest = verify(bundle)
@@ -171,13 +161,9 @@ def subset_bundle(bundle: str | Path, tasks: list[str], out: str | Path) -> Path
     missing = set(tasks) - {Path(f).stem for f in keep if f.startswith("tasks/")}
     if missing:
         raise ValueError(f"{bundle} has no task(s) {sorted(missing)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
-    for f in sorted(keep):
-        (tmp / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(bundle / f, tmp / f)
-    (tmp / "manifest.json").write_text(json.dumps({"format": manifest["format"],
-                                                   "files": {f: manifest["files"][f] for f in sorted(keep)}},
-                                                  indent=2, sort_keys=True))
-    replace_dir(tmp, out)
+    with atomic_dir(out) as tmp:
+        for f in sorted(keep):
+            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(bundle / f, tmp / f)
+        write_manifest(tmp, {f: manifest["files"][f] for f in sorted(keep)})
     return out

@@ -10,7 +10,7 @@ One class for every supported backbone, head and method; the method decides what
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -18,54 +18,70 @@ from transformers import PreTrainedModel
 
 from ptv2.model.heads import Head, pool
 from ptv2.model.inject import encode, encode_with_input_prompt
-from ptv2.model.input_prompts import InputPrompt, PromptEncoderPrompt
+from ptv2.model.input_prompts import VIRTUAL, InputPrompt, PromptEncoderPrompt
 from ptv2.model.prompts import DeepPrompt, TaskFactors
+from ptv2.model.spec import ModelSpec
 
 DEEP, INPUT, ADAPTERS = ("ptv2", "prefix_tuning"), ("prompt_tuning", "ptuning_v1"), ("lora", "adalora")
 METHODS = DEEP + INPUT + ADAPTERS + ("finetune",)
 
 
+@dataclass(frozen=True)
+class MethodInputs:
+    """What a method needs besides the spec, resolved outside the model (no tokenizer here):
+    the seed of its random init, the optimizer's step count (AdaLoRA's rank schedule), and token ids
+    (Prompt Tuning's init words, P-Tuning v1's anchor words)."""
+
+    seed: int
+    total_steps: int
+    init_ids: list[int] = field(default_factory=list)
+    anchor_ids: dict[str, list[int]] = field(default_factory=dict)
+
+
+def ptuning_template(spec: ModelSpec) -> list[str]:
+    """P-Tuning v1's slots: the configured template, or ``prompt_length`` virtual tokens."""
+    return (spec.template or " ".join([VIRTUAL] * spec.prompt_length)).split()
+
+
 class PromptedModel(nn.Module):
-    def __init__(self, backbone: PreTrainedModel, tasks: dict[str, tuple[str, int]], method: str = "ptv2",
-                 pooling: str = "mean", prompt_length: int = 16, reparam: bool = False,
-                 reparam_hidden: int = 512, prompt_dropout: float = 0.1, head_dropout: float = 0.1,
-                 extra: dict[str, Any] | None = None, task_rank: int = 0) -> None:
-        """tasks: name -> (task type, number of labels). ``extra``: method options (prompt init and
-        token ids, P-Tuning v1 template, LoRA rank/alpha/targets, total steps). ``task_rank`` > 0:
-        per-task low-rank factors on the shared deep prompt (multi-task pretraining)."""
+    def __init__(self, backbone: PreTrainedModel, spec: ModelSpec, inputs: MethodInputs) -> None:
+        """Every setting comes from ``spec`` (one head per ``spec.tasks`` entry); ``inputs`` are the
+        run-time values a method's initialisation needs."""
         super().__init__()
+        method = spec.method
         if method not in METHODS:
             raise ValueError(f"method {method!r}: expected one of {list(METHODS)}")
-        extra = extra or {}
-        self.method, self.pooling = method, pooling
+        self.spec, self.method, self.pooling = spec, method, spec.pooling
         backbone.requires_grad_(method == "finetune")
         c = backbone.config
         self.prompt: DeepPrompt | None = None
         self.input_prompt: nn.Module | None = None
         if method in DEEP:
             self.prompt = DeepPrompt(c.num_hidden_layers, c.num_attention_heads,
-                                     c.hidden_size // c.num_attention_heads, prompt_length,
-                                     reparam or method == "prefix_tuning", reparam_hidden, prompt_dropout)
+                                     c.hidden_size // c.num_attention_heads, spec.prompt_length,
+                                     spec.reparam or method == "prefix_tuning", spec.reparam_hidden,
+                                     spec.prompt_dropout)
         elif method == "prompt_tuning":
-            self.input_prompt = InputPrompt(prompt_length, backbone.get_input_embeddings(), extra.get("init", "random"),
-                                            extra.get("init_ids"), torch.Generator().manual_seed(extra.get("seed", 0)))
+            self.input_prompt = InputPrompt(spec.prompt_length, backbone.get_input_embeddings(), spec.prompt_init,
+                                            inputs.init_ids, torch.Generator().manual_seed(inputs.seed))
         elif method == "ptuning_v1":
-            self.input_prompt = PromptEncoderPrompt(extra["template"], extra.get("anchor_ids", {}),
-                                                    backbone.get_input_embeddings(), extra.get("encoder", "lstm"))
+            self.input_prompt = PromptEncoderPrompt(ptuning_template(spec), inputs.anchor_ids,
+                                                    backbone.get_input_embeddings(), spec.encoder)
         elif method in ADAPTERS:
             from ptv2.model.lora import wrap
 
-            backbone = wrap(backbone, method, extra.get("lora_r", 8), extra.get("lora_alpha", 16),
-                            extra.get("lora_dropout", 0.05), extra.get("lora_targets", ["query", "value"]),
-                            extra.get("total_steps", 1000))
+            backbone = wrap(backbone, method, spec.lora_r, spec.lora_alpha, spec.lora_dropout,
+                            list(spec.lora_targets), inputs.total_steps)
         self.task_factors: TaskFactors | None = None
-        if task_rank:
+        if spec.task_rank:
             if self.prompt is None or self.prompt.reparam:
                 raise ValueError(f"task_rank needs plain deep prompts (method ptv2, no reparam), not {method!r}")
-            self.task_factors = TaskFactors(list(tasks), prompt_length, self.prompt.prefix.shape[1], task_rank)
+            self.task_factors = TaskFactors(list(spec.tasks), spec.prompt_length, self.prompt.prefix.shape[1],
+                                            spec.task_rank)
         self.backbone = backbone
-        self.heads = nn.ModuleDict({name: Head(c.hidden_size, t, n, head_dropout) for name, (t, n) in tasks.items()})
-        self.task_types = {name: t for name, (t, _) in tasks.items()}
+        self.heads = nn.ModuleDict({name: Head(c.hidden_size, h.type, h.n_out, spec.head_dropout)
+                                    for name, h in spec.tasks.items()})
+        self.task_types = {name: h.type for name, h in spec.tasks.items()}
 
     def train(self, mode: bool = True) -> "PromptedModel":
         super().train(mode)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ptv2.multitask import adapt
-from ptv2.stages.common import parse, root_of, tracked
-from ptv2.train import write_json
+from ptv2.files import write_json
+from ptv2.stages.common import parse, root_of
+from ptv2.tracking.store import tracked
+from ptv2.training.driver import adapt
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -13,14 +14,14 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(cfg.adapt.out_dir) / args.task
     with tracked(cfg, root_of(args), f"adapt@{args.task}", f"adapt-{args.task}") as (run, on_log):
         res = adapt(cfg, args.task, Path(cfg.pretrain.out_dir) / "model", out, on_log=on_log)
-        for split, ms in res.metrics.items():
-            run.log_metrics({f"{split}/{k}": v for k, v in ms.items()})
+        for split, by_task in res.metrics.items():
+            run.log_metrics({f"{split}/{k}": v for k, v in by_task[args.task].items()})
         run.log_artifacts(out / "model", "model")
         run.log_artifacts(out / "metrics.json")
         run_id = run.id
     write_json(out / "mlflow.json", {"run_id": run_id})
-    write_json(f"metrics/adapt/{args.task}.json", {"task": args.task, **res.metrics,
-                                                     "trainable_params": res.trainable})
+    write_json(f"metrics/adapt/{args.task}.json", {"task": args.task, "trainable_params": res.record["trainable_params"],
+                                                     **{s: m[args.task] for s, m in res.metrics.items()}})
 
 
 if __name__ == "__main__":

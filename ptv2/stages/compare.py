@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ptv2.compare import compare
+from ptv2.experiments.compare import compare
 from ptv2.config import comparison_config
 from ptv2.stages.common import parse
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import collections
 
-from ptv2.artifacts import sha256
-from ptv2.run import load_task_data
+from ptv2.data.tasks import load_task_data
+from ptv2.files import sha256, write_json
 from ptv2.stages.common import parse
-from ptv2.train import write_json
 
 
 def main(argv: list[str] | None = None) -> None:

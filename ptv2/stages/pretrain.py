@@ -3,21 +3,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ptv2.multitask import pretrain
-from ptv2.stages.common import parse, root_of, tracked
-from ptv2.train import write_json
+from ptv2.files import write_json
+from ptv2.stages.common import parse, root_of
+from ptv2.tracking.store import tracked
+from ptv2.training.driver import pretrain
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg, args = parse(argv)
     out = Path(cfg.pretrain.out_dir)
     with tracked(cfg, root_of(args), "pretrain", "pretrain") as (run, on_log):
-        result, metrics = pretrain(cfg, out, on_log=on_log)
-        for split, by_task in metrics.items():
+        res = pretrain(cfg, out, on_log=on_log)
+        for split, by_task in res.metrics.items():
             for task, ms in by_task.items():
                 run.log_metrics({f"{split}/{task}/{k}": v for k, v in ms.items()})
         run.log_artifacts(out / "model", "model")
-    write_json("metrics/pretrain.json", {"best_epoch": result.best_epoch, **metrics})
+    write_json("metrics/pretrain.json", {"best_epoch": res.record["best_epoch"], **res.metrics})
 
 
 if __name__ == "__main__":

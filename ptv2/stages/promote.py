@@ -6,12 +6,14 @@ import json
 import tempfile
 from pathlib import Path
 
-from ptv2 import registry, tracking
-from ptv2.deploy import bundle_for
+from ptv2.export.deploy import bundle_for
 from ptv2.export.onnx_export import subset_bundle
-from ptv2.run import eval_data_sha, evaluate_saved
+from ptv2.files import write_json
 from ptv2.stages.common import parse, root_of
-from ptv2.train import write_json
+from ptv2.tracking import registry
+from ptv2.tracking import store as tracking
+from ptv2.training.fingerprint import eval_data_sha
+from ptv2.training.inference import evaluate_saved
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,10 +21,10 @@ def main(argv: list[str] | None = None) -> None:
     root, task = root_of(args), args.task
     out = Path(cfg.adapt.out_dir) / task
     metric_name = cfg.task(task).metrics[0]
-    value = json.loads((out / "metrics.json").read_text())["metrics"]["dev"][metric_name]
+    value = json.loads((out / "metrics.json").read_text())["metrics"]["dev"][task][metric_name]
     run_id = json.loads((out / "mlflow.json").read_text())["run_id"]
     checks = json.loads(Path("metrics/export.json").read_text()).get(task, {})
-    name = registry.model_name(cfg.tracking.registry_prefix, task)
+    name = f"{cfg.tracking.registry_prefix}{task}"
     with tempfile.TemporaryDirectory() as tmp:
         bundle = subset_bundle(bundle_for(cfg.export.out_dir, task), [task], Path(tmp) / "bundle")
         uri = tracking.log_bundle_model(root, run_id, bundle, {"adapter": out / "model"})

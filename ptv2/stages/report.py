@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ptv2.artifacts import atomic_write_text
-from ptv2.plots import plot_curves, plot_tasks
+from ptv2.experiments.plots import plot_curves, plot_tasks
+from ptv2.experiments.tables import markdown
+from ptv2.files import atomic_write_text
 from ptv2.stages.common import parse
 
 
@@ -17,17 +18,16 @@ def main(argv: list[str] | None = None) -> None:
         m = json.loads((Path(cfg.adapt.out_dir) / task / "metrics.json").read_text())
         metric = cfg.task(task).metrics[0]
         no_adapt = pre.get("dev", {}).get(task, {}).get(metric)
-        rows.append((task, metric, m["metrics"]["dev"][metric], no_adapt, m["best_epoch"], m["train_seconds"]))
+        rows.append((task, metric, m["metrics"]["dev"][task][metric], no_adapt, m["best_epoch"], m["train_seconds"]))
         curves[task] = m["history"]
-    lines = ["| task | metric | adapted (dev) | pretrained, no adaptation (dev) | best epoch | train s |",
-             "|---|---|---|---|---|---|"]
-    for t, metric, dev, na, be, secs in rows:
-        lines.append(f"| {t} | {metric} | {dev:.1f} | {'—' if na is None else f'{na:.1f}'} | {be} | {secs:.0f} |")
+    table = markdown(["task", "metric", "adapted (dev)", "pretrained, no adaptation (dev)", "best epoch", "train s"],
+                     [[t, metric, f"{dev:.1f}", "—" if na is None else f"{na:.1f}", be, f"{secs:.0f}"]
+                      for t, metric, dev, na, be, secs in rows])
     out = Path("report")
-    atomic_write_text(out / "metrics.md", "# Pipeline metrics (dev)\n\n" + "\n".join(lines) + "\n")
+    atomic_write_text(out / "metrics.md", "# Pipeline metrics (dev)\n\n" + table + "\n")
     plot_curves(curves, out / "curves.png")
     plot_tasks({t: {"adapted": dev, "no adaptation": na} for t, _, dev, na, _, _ in rows}, out / "tasks.png")
-    print("\n".join(lines))
+    print(table)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,15 @@
 """PNG plots with matplotlib (Agg): training curves and per-task comparisons. Atomic writes."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ptv2.files import atomic_file
+
 
 def _save(fig: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_file(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
 
 
 def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:

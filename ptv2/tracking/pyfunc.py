@@ -1,7 +1,7 @@
 """The MLflow pyfunc model (models-from-code): a ptv2 ONNX bundle served by onnxruntime.
 
-MLflow loads this file itself (``python_model=<this file>``); it is the one place besides
-``ptv2.tracking`` that imports mlflow. Input: a table with ``task``, ``text`` and optionally
+MLflow loads this file itself (``python_model=<this file>``); it lives in ``ptv2.tracking``, the
+only package that imports mlflow. Input: a table with ``task``, ``text`` and optionally
 ``text_pair``. Output: one row per input with ``label`` + ``score`` (classification), ``score``
 (regression) or ``tags`` + ``entities`` (NER). Bad rows raise an MLflow INVALID_PARAMETER_VALUE
 error, which the scoring server answers with HTTP 400 and keeps serving.
@@ -18,14 +18,14 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 class BundleModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
-        from ptv2.serving import Bundle
+        from ptv2.serving.bundle import Bundle
 
         self.bundle = Bundle(context.artifacts["bundle"])
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would infer a schema
         import pandas as pd
 
-        from ptv2.serving import BundleError
+        from ptv2.serving.bundle import BundleError
 
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         missing = {"task", "text"} - set(df.columns)

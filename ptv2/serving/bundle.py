@@ -22,6 +22,14 @@ class BundleError(ValueError):
     """A bundle that is missing, tampered with, or asked for something it lacks."""
 
 
+def is_bundle(path: str | Path) -> bool:
+    """A folder whose manifest says it is a ptv2 ONNX bundle (a model folder has a manifest of its own)."""
+    try:
+        return json.loads((Path(path) / "manifest.json").read_text()).get("format", "").startswith("ptv2-bundle")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def verify(bundle: Path) -> dict[str, Any]:
     """Check every file against manifest.json; raise BundleError naming the first bad file."""
     mf = bundle / "manifest.json"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ptv2 import tracking
+from ptv2.tracking import store as tracking
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,6 @@ def decide(challenger: float, champion: float | None, margin: float = 0.0, parit
     if challenger >= champion + margin:
         return Decision(True, f"{challenger:.2f} >= champion {champion:.2f} + margin {margin}", challenger, champion)
     return Decision(False, f"{challenger:.2f} < champion {champion:.2f} + margin {margin}", challenger, champion)
-
-
-def model_name(prefix: str, task: str) -> str:
-    return f"{prefix}{task}"
 
 
 def register_and_gate(root: str | Path, name: str, run_id: str, metric: float, metric_name: str, eval_sha: str,

@@ -12,9 +12,8 @@ import json
 import logging
 import math
 import shutil
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,14 +21,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ptv2.artifacts import atomic_write_text, replace_dir, save_adapter
-from ptv2.build import artifact_meta
 from ptv2.config import TrainConfig
 from ptv2.data.collate import Collator, feature_length, length_grouped_batches
 from ptv2.data.mixture import Plan
-from ptv2.evaluate import evaluate
+from ptv2.files import atomic_dir
 from ptv2.model.heads import task_loss
 from ptv2.model.prompted import PromptedModel
+from ptv2.training.artifacts import save_adapter
+from ptv2.training.evaluate import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +83,11 @@ def score_of(metrics_by_task: dict[str, dict[str, float]], main: dict[str, str])
 
 
 def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], planner: Callable[[torch.Generator], Plan],
-        cfg: TrainConfig, seed: int, pad_id: int, out_dir: str | Path, meta: dict[str, Any],
-        epochs: int | None = None, on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train; the best model (by ``val``) goes to ``out_dir/model``; ``out_dir/checkpoint`` resumes."""
-    out_dir, epochs = Path(out_dir), epochs or cfg.epochs[model.method]
+        cfg: TrainConfig, seed: int, pad_id: int, out_dir: str | Path, epochs: int, fingerprint: str,
+        on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train ``epochs``; the best model (by ``val``) goes to ``out_dir/model`` with ``model.spec``;
+    ``out_dir/checkpoint`` resumes a killed run when its ``fingerprint`` (the run's key) is the same."""
+    out_dir = Path(out_dir)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     acc = make_device(cfg)
@@ -96,13 +96,13 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     steps_per_epoch = math.ceil(len(planner(torch.Generator().manual_seed(seed))) / cfg.grad_accum)
     sched = _schedule(opt, steps_per_epoch * epochs, cfg.warmup_ratio)
     model, opt = acc.prepare(model, opt)
-    fingerprint = {"meta": meta, "train": asdict(cfg), "seed": seed, "epochs": epochs}
-    state = _resume(out_dir / "checkpoint", model, opt, sched, fingerprint)
-    core = acc.unwrap_model(model)  # attributes live on the unwrapped module (DDP wraps it)
+    core = acc.unwrap_model(model)  # attributes and state dict names live on the unwrapped module (DDP wraps it)
+    state = _resume(out_dir / "checkpoint", core, opt, sched, fingerprint)
     collators = {t: Collator(pad_id, core.task_types[t]) for t in train}
     main = {t: s.metrics[0] for t, s in val.items()}
     t0 = time.perf_counter() - state["seconds"]
-    for epoch in range(state["epoch"] + 1, epochs + 1):
+    # an early-stopped run is finished: rerunning it must not train another epoch
+    for epoch in range(epochs + 1 if state.get("stopped") else state["epoch"] + 1, epochs + 1):
         g = torch.Generator().manual_seed(seed * 1000 + epoch)
         torch.manual_seed(seed * 1000 + epoch)  # dropout: same stream after a resume
         loss = _run_epoch(model, opt, sched, acc, planner(g), train, collators, cfg, epoch, epochs, on_log)
@@ -116,12 +116,13 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
             on_log(row)
         if score > state["best_score"]:
             state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
-            save_adapter(out_dir / "model", acc.unwrap_model(model).trainable_state(), artifact_meta(meta))
+            save_adapter(out_dir / "model", core.trainable_state(), core.spec.folded())
         else:
             state["bad_epochs"] += 1
         state["epoch"], state["seconds"] = epoch, time.perf_counter() - t0
-        _checkpoint(out_dir / "checkpoint", model, opt, sched, state, fingerprint)
-        if cfg.patience and state["bad_epochs"] >= cfg.patience:
+        state["stopped"] = bool(cfg.patience and state["bad_epochs"] >= cfg.patience)
+        _checkpoint(out_dir / "checkpoint", core, opt, sched, state, fingerprint)
+        if state["stopped"]:
             log.info("early stop: no val improvement for %d epochs", cfg.patience)
             break
     return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["history"], state["seconds"])
@@ -157,22 +158,20 @@ def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], coll
     return total / max(1, n)
 
 
-def _checkpoint(ck: Path, model, opt, sched, state: dict[str, Any], meta: dict[str, Any]) -> None:
-    ck.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=ck.parent, prefix=".checkpoint.tmp"))
-    trainable = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state(fold=False).items()}
-    save_file(trainable, str(tmp / "trainable.safetensors"))
-    torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, tmp / "optim.pt")
-    (tmp / "state.json").write_text(json.dumps({"state": state, "meta": meta}))
-    replace_dir(tmp, ck)
+def _checkpoint(ck: Path, model: PromptedModel, opt, sched, state: dict[str, Any], fingerprint: str) -> None:
+    with atomic_dir(ck) as tmp:
+        trainable = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state(fold=False).items()}
+        save_file(trainable, str(tmp / "trainable.safetensors"))
+        torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, tmp / "optim.pt")
+        (tmp / "state.json").write_text(json.dumps({"state": state, "fingerprint": fingerprint}))
 
 
-def _resume(ck: Path, model, opt, sched, meta: dict[str, Any]) -> dict[str, Any]:
+def _resume(ck: Path, model, opt, sched, fingerprint: str) -> dict[str, Any]:
     fresh = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0}
     if not (ck / "state.json").is_file():
         return fresh
     saved = json.loads((ck / "state.json").read_text())
-    if saved["meta"] != json.loads(json.dumps(meta)):
+    if saved.get("fingerprint") != fingerprint:
         log.warning("checkpoint %s is from a different config; starting fresh", ck)
         shutil.rmtree(ck, ignore_errors=True)
         return fresh
@@ -183,6 +182,3 @@ def _resume(ck: Path, model, opt, sched, meta: dict[str, Any]) -> dict[str, Any]
     log.info("resumed from %s after epoch %d", ck, saved["state"]["epoch"])
     return saved["state"]
 
-
-def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -29,7 +29,7 @@ def reproduce(root: str | Path, targets: list[str] | None = None) -> list[str]:
     """``dvc repro`` in-process; returns the names of the stages that actually ran."""
     from dvc.repo import Repo
 
-    from ptv2 import tracking
+    from ptv2.tracking import store as tracking
     from ptv2.config import load_config
 
     root = Path(root).resolve()

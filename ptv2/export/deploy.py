@@ -2,28 +2,23 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from ptv2.build import load_model
 from ptv2.config import Config
-from ptv2.artifacts import replace_dir
 from ptv2.errors import ArtifactError
 from ptv2.export.checks import bundle_metrics
 from ptv2.export.onnx_export import parity, write_bundle
+from ptv2.files import atomic_dir
 from ptv2.model.backbone import load_backbone
-from ptv2.run import load_task_data
-from ptv2.serving import Bundle
+from ptv2.model.prompted import PromptedModel
+from ptv2.serving.bundle import Bundle
+from ptv2.training.artifacts import read_spec
+from ptv2.training.build import load_model
+from ptv2.data.tasks import load_task_data
 
 log = logging.getLogger(__name__)
 SERVABLE = ("ptv2", "lora", "adalora", "finetune")  # prefix_tuning is saved folded, as ptv2
-
-
-def meta_method(model_dir: Path) -> str:
-    from ptv2.artifacts import read_adapter
-
-    return read_adapter(model_dir, verify=False)[1]["method"]
 
 
 def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path) -> dict[str, Any]:
@@ -31,28 +26,22 @@ def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path) 
     Deep-prompt tasks share one bundle at ``out``; merged-adapter or fine-tuned tasks carry their own
     encoder weights and get one bundle each, at ``out/<task>`` (see ``bundle_for``)."""
     backbone, tok = load_backbone(cfg.backbone.name)
-    models = {}
+    models: dict[str, PromptedModel] = {}
     for task, d in model_dirs.items():
-        model, tok, meta = load_model(d, backbone=backbone if meta_method(d) == "ptv2" else None, tokenizer=tok)
-        if meta["method"] not in SERVABLE:
-            raise ArtifactError(f"{d}: method {meta['method']!r} puts its prompt into the input embeddings; "
+        method = read_spec(d).method
+        if method not in SERVABLE:
+            raise ArtifactError(f"{d}: method {method!r} puts its prompt into the input embeddings; "
                                 f"the bundle serves {', '.join(SERVABLE)} models")
-        models[task] = (model, meta)
+        models[task] = load_model(d, backbone=backbone if method == "ptv2" else None, tokenizer=tok)[0]
     # adapters are merged into the backbone weights for the graph; parity compares against the unmerged model
-    merged = {t: (m.merged(), meta) for t, (m, meta) in models.items()}
-    if all(m.prompt is not None for m, _ in models.values()):
+    merged = {t: m.merged() for t, m in models.items()}
+    if all(m.prompt is not None for m in models.values()):
         write_bundle(merged, tok, out, int8=cfg.export.int8)
     else:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
-        for t, mm in merged.items():
-            write_bundle({t: mm}, tok, tmp / t, int8=cfg.export.int8)
-        replace_dir(tmp, out)
-    report: dict[str, Any] = {}
-    for task, (model, meta) in models.items():
-        report[task] = _check(cfg, task, model, meta, bundle_for(out, task))
-    return report
+        with atomic_dir(Path(out)) as tmp:
+            for t, m in merged.items():
+                write_bundle({t: m}, tok, tmp / t, int8=cfg.export.int8)
+    return {task: _check(cfg, task, model, bundle_for(out, task)) for task, model in models.items()}
 
 
 def bundle_for(out: str | Path, task: str) -> Path:
@@ -61,9 +50,9 @@ def bundle_for(out: str | Path, task: str) -> Path:
     return own if (own / "manifest.json").is_file() else Path(out)
 
 
-def _check(cfg: Config, task: str, model: Any, meta: dict[str, Any], bundle_dir: Path) -> dict[str, Any]:
+def _check(cfg: Config, task: str, model: PromptedModel, bundle_dir: Path) -> dict[str, Any]:
     """One task's gates on its bundle: parity against the PyTorch model, dev metric fp32 vs int8."""
-    if meta["tasks"][task]["type"] == "multiple_choice":
+    if model.spec.tasks[task].type == "multiple_choice":
         return {"skipped": "multiple_choice is not served by the bundle", "parity_ok": False}
     e = cfg.export
     fp32 = Bundle(bundle_dir)

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ptv2 import metrics
+from ptv2.training import metrics
 from ptv2.data.collate import IGNORE, Collator, eval_batches, feature_length
 from ptv2.model.prompted import PromptedModel
 

@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -34,7 +34,14 @@ def tracking_uri(root: str | Path) -> str:
 def _mlflow(root: str | Path):
     import mlflow
 
+    user = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri(root))
+    # MLflow 3 exports the URI to the environment; a later call for another project (or a stage it
+    # spawns) would then silently log into this one's store. Keep the environment as the user set it.
+    if user is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user
     return mlflow
 
 
@@ -111,6 +118,26 @@ def start_run(root: str | Path, experiment: str, name: str, params: dict[str, An
         yield Run(mlflow, r)
 
 
+@contextlib.contextmanager
+def tracked(cfg: Any, root: Path, stage: str, name: str) -> Iterator[tuple[Run, Callable[[dict], None]]]:
+    """A DVC stage's MLflow run: the resolved config as params, lineage tags; yields (run, on_log), where
+    ``on_log`` takes the training loop's step and epoch rows."""
+    with start_run(root, cfg.tracking.experiment, name, cfg.to_dict(), lineage_tags(root, stage)) as run:
+        steps = {"n": 0}
+
+        def on_log(row: dict[str, Any]) -> None:
+            if "step_loss" in row:
+                steps["n"] += 1
+                run.log_metrics({"train/step_loss": row["step_loss"]}, step=steps["n"])
+                return
+            flat = {"train/epoch_loss": row["train_loss"], "val/score": row["val_score"]}
+            for task, ms in row["val"].items():
+                flat.update({f"val/{task}/{k}": v for k, v in ms.items()})
+            run.log_metrics(flat, step=row["epoch"])
+
+        yield run, on_log
+
+
 def log_comparison(root: str | Path, experiment: str, params: dict[str, Any], runs: list[dict[str, Any]],
                    metric_of: dict[str, str], files: list[Path]) -> str:
     """One parent run for a method comparison, one child per method x task (its seeds' dev values as
@@ -119,7 +146,7 @@ def log_comparison(root: str | Path, experiment: str, params: dict[str, Any], ru
 
     mlflow = _mlflow(root)
     exp_id = init_store(root, experiment)
-    pairs = list(dict.fromkeys((r["method"], r["task"]) for r in runs))
+    pairs = list(dict.fromkeys((r["method"], r["tasks"][0]) for r in runs))
     with mlflow.start_run(experiment_id=exp_id, run_name="compare") as parent:
         mlflow.log_params(_flatten(params))
         mlflow.set_tags({**lineage_tags(root, "compare"), "ptv2.kind": "comparison"})
@@ -127,13 +154,13 @@ def log_comparison(root: str | Path, experiment: str, params: dict[str, Any], ru
             if Path(f).is_file():
                 mlflow.log_artifact(str(f))
         for method, task in pairs:
-            rs = sorted((r for r in runs if r["method"] == method and r["task"] == task), key=lambda r: r["seed"])
-            vals = [r["metrics"]["dev"][metric_of[task]] for r in rs]
+            rs = sorted((r for r in runs if r["method"] == method and r["tasks"] == [task]), key=lambda r: r["seed"])
+            vals = [r["metrics"]["dev"][task][metric_of[task]] for r in rs]
             with mlflow.start_run(experiment_id=exp_id, run_name=f"{method}/{task}", nested=True):
                 mlflow.log_params({"method": method, "task": task, "metric": metric_of[task],
                                    "seeds": json.dumps([r["seed"] for r in rs]),
                                    "trainable_params": rs[0]["trainable_params"], "total_params": rs[0]["total_params"],
-                                   "config_sha": rs[0].get("config_sha", "")})
+                                   "run_key": rs[0].get("key", "")})
                 for r, v in zip(rs, vals):
                     mlflow.log_metric(f"dev_{metric_of[task]}", v, step=r["seed"])
                 cost = {"s_per_epoch": statistics.mean(r["train_seconds"] / r["epochs_run"] for r in rs),
@@ -213,7 +240,7 @@ def log_bundle_model(root: str | Path, run_id: str, bundle_dir: str | Path, extr
     """Log a bundle as a pyfunc model (models-from-code) into an existing run; returns its model URI.
     ``extra`` artifacts (e.g. the adapter folder) ride along for re-scoring."""
     mlflow = _mlflow(root)
-    code = Path(__file__).with_name("mlflow_model.py")
+    code = Path(__file__).with_name("pyfunc.py")
     artifacts = {"bundle": str(bundle_dir), **{k: str(v) for k, v in (extra or {}).items()}}
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(name=name, python_model=str(code), artifacts=artifacts,

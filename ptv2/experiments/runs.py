@@ -1,0 +1,53 @@
+"""Run-or-reuse for experiments: every (task, method, seed) cell of a table is one training run in its
+own folder, keyed by ``ptv2.training.fingerprint.run_key``; a finished run with the same key is
+reused, a run another process holds is skipped (or waited for), and a run may execute in a fresh
+process so its peak memory is its own."""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+from ptv2.config import Config
+from ptv2.files import file_lock
+from ptv2.training.driver import finished, train
+from ptv2.training.fingerprint import run_key
+
+log = logging.getLogger(__name__)
+
+
+def _train_in_child(cfg: Config, tasks: list[str], out: Path, mixture: bool, init_from: Path | None) -> None:
+    """Entry point of a per-run process (spawned: fresh memory, so its peak RSS is this run's)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train(cfg, tasks, out, mixture=mixture, init_from=init_from)
+
+
+def run_or_reuse(cfg: Config, tasks: list[str], out: Path, mixture: bool = False, init_from: Path | None = None,
+                 isolate: bool = False, wait: bool = True) -> dict[str, Any] | None:
+    """The ``metrics.json`` record of the run in ``out``: reused when finished with the same key, else
+    trained (in a spawned process when ``isolate``). Returns None at once when another process holds
+    ``out`` and not ``wait``."""
+    key = run_key(cfg, tasks, mixture, init_from)
+    with file_lock(out.parent / f".{out.name}.lock", wait) as mine:
+        if not mine:
+            return None
+        done = finished(out, key)
+        if done is not None:
+            return done
+        if not isolate:
+            return train(cfg, tasks, out, mixture=mixture, init_from=init_from).record
+        proc = multiprocessing.get_context("spawn").Process(target=_train_in_child,
+                                                            args=(cfg, tasks, out, mixture, init_from))
+        proc.start()
+        proc.join()
+        done = finished(out, key)
+        if proc.exitcode != 0 or done is None:
+            raise RuntimeError(f"{out} failed (exit code {proc.exitcode}); its log is above. Rerun the same "
+                               f"command to resume: finished runs are kept")
+        return done
+
+
+def dev_value(record: dict[str, Any], task: str, metric: str) -> float:
+    """A run's dev ``metric`` on ``task``."""
+    return record["metrics"]["dev"][task][metric]

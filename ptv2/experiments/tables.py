@@ -1,0 +1,35 @@
+"""Markdown tables (through ``tabulate``) and the cell formats every report shares."""
+from __future__ import annotations
+
+import shlex
+import statistics
+import sys
+from typing import Any
+
+from tabulate import tabulate
+
+
+def markdown(headers: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured markdown table; cells are written as given (no number re-formatting)."""
+    return tabulate([[str(c) for c in r] for r in rows], headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def mean_std(values: list[float]) -> str:
+    """'—' for none, 'x.x' for one value, 'mean ± std' for more."""
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def count_range(values: list[int]) -> str:
+    """Parameter counts as 74.5k or 22.71M; a range when they differ after rounding."""
+    lo, hi = min(values), max(values)
+    f = lambda n: f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"  # noqa: E731
+    return f(lo) if f(lo) == f(hi) else f"{f(lo)}–{f(hi)}"
+
+
+def command_line(verb: str) -> str:
+    """The command line that made a report, quoted so it can be pasted back into a shell."""
+    return "ptv2 " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("ptv2") else f"ptv2 {verb}"

@@ -1,0 +1,74 @@
+"""The multi-task transfer table (the paper's question: does a prompt pretrained on a mixture help?).
+
+(a) single-task from a random prompt, (b) pretrained on the mixture then adapted, (c) the mixture
+model with no adaptation, (d) each held-out task in turn: pretrained on the mixture minus that task,
+then adapted. Mean ± std over seeds of the dev metric; finished runs are reused (``runs.run_or_reuse``,
+keyed by config + the start prompt's weights).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+from pathlib import Path
+
+from ptv2.config import Config
+from ptv2.experiments.runs import dev_value, run_or_reuse
+from ptv2.experiments.tables import command_line, markdown, mean_std
+from ptv2.files import atomic_write_text, write_json
+
+log = logging.getLogger(__name__)
+COLUMNS = {"a": "(a) single-task", "b": "(b) multi-task → adapted", "c": "(c) multi-task, no adaptation",
+           "d": "(d) held out → adapted"}
+
+
+def transfer(cfg: Config, tasks: list[str], held_out: list[str], seeds: list[int], out_md: Path, work: Path) -> None:
+    full = list(cfg.pretrain.tasks)
+    pre_all = run_or_reuse(cfg, full, work / "pretrain_all", mixture=True)
+    without: dict[str, list[str]] = {}
+    for h in held_out:
+        cfg.task(h)
+        if h not in full:
+            log.warning("%s is not in the mixture: its (b) already is a held-out transfer; no (d) run", h)
+            continue
+        without[h] = [t for t in full if t != h]
+        run_or_reuse(cfg, without[h], work / f"pretrain_without_{h}", mixture=True)
+    res: dict[str, dict[str, list[float]]] = {t: {k: [] for k in COLUMNS} for t in tasks}
+    command = command_line("transfer")
+    for t in tasks:
+        metric = cfg.task(t).metrics[0]
+        if t in pre_all["metrics"]["dev"]:
+            res[t]["c"].append(dev_value(pre_all, t, metric))
+        for s in seeds:
+            c = dataclasses.replace(cfg, seed=s)
+            starts = {"a": None, "b": work / "pretrain_all/model"}
+            if t in without:
+                starts["d"] = work / f"pretrain_without_{t}/model"
+            for col, start in starts.items():
+                rec = run_or_reuse(c, [t], work / t / f"{col}_seed{s}", init_from=start)
+                res[t][col].append(dev_value(rec, t, metric))
+            _write(res, cfg, tasks, full, without, seeds, command, out_md)
+    print(out_md.read_text())
+
+
+def _write(res: dict[str, dict[str, list[float]]], cfg: Config, tasks: list[str], full: list[str],
+           without: dict[str, list[str]], seeds: list[int], command: str, out_md: Path) -> None:
+    rows, diffs = [], []
+    for t in tasks:
+        r = res[t]
+        d = statistics.mean(r["b"]) - statistics.mean(r["a"]) if r["a"] and r["b"] else None
+        if d is not None and len(r["b"]) == len(seeds):
+            diffs.append(d)
+        rows.append([t, cfg.task(t).metrics[0], *(mean_std(r[k]) for k in COLUMNS), "—" if d is None else f"{d:+.1f}"])
+    if diffs:
+        rows.append(["**average (b) − (a)**", "", "", "", "", "", f"{statistics.mean(diffs):+.1f}"])
+    ho = "; ".join(f"without {h}: {rest}" for h, rest in without.items()) or "none"
+    md = (f"# Multi-task prompt pretraining → adaptation (dev)\n\nBackbone `{cfg.backbone.name}`, prompt length "
+          f"{cfg.prompt.length}, seeds {seeds} (mean ± std). Mixture (b, c): {full}, strategy "
+          f"{cfg.pretrain.strategy}, cap {cfg.pretrain.cap}, {cfg.pretrain.epochs} epochs, "
+          f"{cfg.pretrain.batching} batches. (d), each task held out in turn: {ho}. Tasks outside the mixture "
+          f"have no (c), and their (b) is itself a transfer to an unseen task. "
+          f"Selection on a validation split carved from train; dev only reported.\n\nCommand: `{command}`\n\n"
+          + markdown(["task", "metric", *COLUMNS.values(), "(b) − (a)"], rows) + "\n")
+    atomic_write_text(out_md, md)
+    write_json(out_md.with_suffix(".json"), res)

@@ -1,0 +1,89 @@
+"""ModelSpec: everything needed to rebuild a model, typed; saved as a model folder's ``adapter_config.json``.
+
+Built from the config (``ptv2.training.build.spec_from_config``), never from defaults of its own:
+every field is required, so params.yaml stays the one source of values. Pure data: no torch, no I/O;
+``to_dict`` / ``from_dict`` are the JSON form (``from_dict`` rejects unknown and missing keys).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SpecError(ValueError):
+    """A spec mapping with unknown, missing or ill-typed fields."""
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One task's head and how its outputs read: type, label names (index = class id), metrics."""
+
+    type: str
+    labels: list[str]
+    metrics: list[str]
+    text_b: bool  # the task takes a text pair
+
+    @property
+    def n_out(self) -> int:
+        return max(1, len(self.labels))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    method: str
+    backbone: str  # hub name or local folder
+    pooling: str
+    max_length: int
+    prompt_length: int
+    prompt_dropout: float
+    head_dropout: float
+    reparam: bool
+    reparam_hidden: int
+    prompt_init: str  # prompt_tuning: random | vocab | words
+    init_words: str
+    template: str  # ptuning_v1
+    encoder: str  # ptuning_v1: lstm | mlp
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_targets: list[str]
+    tasks: dict[str, HeadSpec]
+    task_rank: int  # > 0: per-task low-rank factors on the shared deep prompt
+    # lineage, empty when not applicable
+    trained_as: str = ""  # prefix_tuning is stored folded, as method ptv2
+    mixture: dict[str, Any] = field(default_factory=dict)  # the pretraining mixture's description
+    adapted_from: dict[str, str] = field(default_factory=dict)  # path + weights_sha256 of the start prompt
+
+    def with_tasks(self, tasks: dict[str, HeadSpec]) -> "ModelSpec":
+        return dataclasses.replace(self, tasks=tasks)
+
+    def folded(self) -> "ModelSpec":
+        """The spec an artifact stores: Prefix-Tuning's MLP is folded into plain P-Tuning v2 prefixes."""
+        if self.method != "prefix_tuning":
+            return self
+        return dataclasses.replace(self, method="ptv2", trained_as="prefix_tuning", reparam=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+        if not isinstance(data, dict):
+            raise SpecError(f"a model spec must be a mapping, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        unknown, missing = sorted(set(data) - names), sorted(required - set(data))
+        if unknown or missing:
+            raise SpecError(f"model spec: unknown keys {unknown}, missing keys {missing}")
+        tasks = data["tasks"]
+        if not isinstance(tasks, dict) or not tasks:
+            raise SpecError("model spec: 'tasks' must be a non-empty mapping")
+        heads = {}
+        for name, h in tasks.items():
+            try:
+                heads[name] = HeadSpec(**h)
+            except TypeError as e:
+                raise SpecError(f"model spec: task {name!r}: {e}") from None
+        return cls(**{**data, "tasks": heads})

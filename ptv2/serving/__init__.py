@@ -1,0 +1,1 @@
+"""Serving a bundle with onnxruntime, tokenizers and numpy only (no torch at serving time)."""

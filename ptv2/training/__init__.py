@@ -1,0 +1,3 @@
+"""Training: the one driver (single task, mixture pretraining, adaptation), the loop (accelerate),
+evaluation and metrics, model folders (safetensors + ModelSpec + manifest), run keys, and inference on a
+saved folder. Imports config, data and model; never mlflow, prefect or dvc."""

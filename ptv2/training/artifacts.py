@@ -1,0 +1,83 @@
+"""A saved model folder (like a PEFT adapter), written atomically and verified on every read.
+
+- ``adapter.safetensors``: what the method trains (prompt + heads; the whole backbone for ``finetune``)
+- ``adapter_config.json``: the ``ModelSpec`` (backbone, method, prompt shape, label sets, lineage)
+- ``manifest.json``: the format and the sha256 of the two files above
+
+Reading refuses a folder whose manifest is missing, lists other files, or whose files fail their
+checksum, so an edited label order or prompt length is caught before anything is served.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ptv2.errors import ArtifactError
+from ptv2.files import atomic_dir, sha256
+from ptv2.model.spec import ModelSpec, SpecError
+
+WEIGHTS, CONFIG, MANIFEST = "adapter.safetensors", "adapter_config.json", "manifest.json"
+FORMAT = "ptv2-adapter/2"
+
+
+def save_adapter(out: str | Path, state: dict[str, torch.Tensor], spec: ModelSpec) -> Path:
+    """Write weights + spec + manifest into ``out`` atomically; returns the folder."""
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / WEIGHTS))
+        (tmp / CONFIG).write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True))
+        files = {name: sha256(tmp / name) for name in (WEIGHTS, CONFIG)}
+        (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": files}, indent=2, sort_keys=True))
+    return out
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    if not (path / MANIFEST).is_file() or not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
+        raise ArtifactError(f"{str(path)!r} is not a ptv2 model folder (needs {MANIFEST}, {CONFIG} and {WEIGHTS}); "
+                            f"train one with 'ptv2 train'")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise ArtifactError(f"{path / MANIFEST}: not valid JSON; retrain the model or restore the folder") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+        raise ArtifactError(f"{path / MANIFEST}: format {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
+                            f"expected {FORMAT!r}; retrain the model with this version of ptv2")
+    extra = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()
+                   and str(p.relative_to(path)) not in (MANIFEST, *manifest["files"]))
+    if extra or set(manifest["files"]) != {WEIGHTS, CONFIG}:
+        raise ArtifactError(f"{path}: files {extra or sorted(manifest['files'])} are not what a model folder holds "
+                            f"({WEIGHTS}, {CONFIG}); remove them or retrain")
+    return manifest
+
+
+def _check(path: Path, name: str, manifest: dict[str, Any]) -> None:
+    if sha256(path / name) != manifest["files"][name]:
+        raise ArtifactError(f"{path / name}: checksum mismatch (file changed or truncated); retrain or restore it")
+
+
+def read_spec(path: str | Path) -> ModelSpec:
+    """The folder's ModelSpec, checked against the manifest, without reading the weights."""
+    path = Path(path)
+    manifest = _manifest(path)
+    _check(path, CONFIG, manifest)
+    try:
+        return ModelSpec.from_dict(json.loads((path / CONFIG).read_text()))
+    except (ValueError, UnicodeDecodeError, SpecError) as e:
+        raise ArtifactError(f"{path / CONFIG}: {e}; retrain the model") from None
+
+
+def weights_sha(path: str | Path) -> str:
+    """The recorded sha256 of a folder's weights (identity of a trained prompt, for lineage)."""
+    return _manifest(Path(path))["files"][WEIGHTS]
+
+
+def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelSpec]:
+    """(state, spec); a missing, foreign or tampered folder raises ArtifactError."""
+    path = Path(path)
+    spec = read_spec(path)
+    _check(path, WEIGHTS, _manifest(path))
+    return load_file(str(path / WEIGHTS)), spec

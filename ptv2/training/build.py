@@ -1,0 +1,133 @@
+"""ModelSpec from the config, PromptedModel from a ModelSpec, and back from a saved folder."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ptv2.config import Config
+from ptv2.data.tasks import TaskData
+from ptv2.errors import ArtifactError, ConfigError
+from ptv2.model.backbone import load_backbone
+from ptv2.model.prompted import ADAPTERS, MethodInputs, PromptedModel, ptuning_template
+from ptv2.model.spec import HeadSpec, ModelSpec
+from ptv2.training.artifacts import read_adapter
+
+
+def head_spec(td: TaskData) -> HeadSpec:
+    """What a head needs, and what the artifact records about a task."""
+    return HeadSpec(type=td.spec.type, labels=list(td.labels), metrics=list(td.spec.metrics), text_b=bool(td.spec.text_b))
+
+
+def spec_from_config(cfg: Config, tasks: dict[str, HeadSpec], task_rank: int = 0) -> ModelSpec:
+    """The one place config values become model settings."""
+    p, b = cfg.prompt, cfg.backbone
+    return ModelSpec(method=cfg.train.method, backbone=b.name, pooling=b.pooling, max_length=b.max_length,
+                     prompt_length=p.length, prompt_dropout=p.dropout, head_dropout=cfg.train.head_dropout,
+                     reparam=p.reparam, reparam_hidden=p.reparam_hidden, prompt_init=p.init, init_words=p.init_words,
+                     template=p.template, encoder=p.encoder, lora_r=p.lora_r, lora_alpha=p.lora_alpha,
+                     lora_dropout=p.lora_dropout, lora_targets=list(p.lora_targets), tasks=tasks, task_rank=task_rank)
+
+
+def method_inputs(spec: ModelSpec, tokenizer: Any, seed: int, total_steps: int) -> MethodInputs:
+    """Token ids a method needs (tokenizer look-ups stay out of the model code)."""
+    init_ids: list[int] = []
+    anchors: dict[str, list[int]] = {}
+    if spec.method == "prompt_tuning" and spec.prompt_init == "words":
+        init_ids = tokenizer(spec.init_words, add_special_tokens=False)["input_ids"]
+    if spec.method == "ptuning_v1":
+        anchors = {w: tokenizer(w, add_special_tokens=False)["input_ids"] for w in ptuning_template(spec) if w != "[v]"}
+    return MethodInputs(seed=seed, total_steps=total_steps, init_ids=init_ids, anchor_ids=anchors)
+
+
+def model_from_spec(spec: ModelSpec, backbone=None, tokenizer=None, seed: int = 0, total_steps: int = 1000):
+    """(model, tokenizer) with fresh prompt/heads initialised from ``seed``."""
+    if spec.method == "qlora":
+        backbone, tokenizer = _qlora_backbone(spec), tokenizer or load_backbone(spec.backbone)[1]
+        spec = dataclasses.replace(spec, method="lora")
+    if backbone is None:
+        backbone, tokenizer = load_backbone(spec.backbone)
+    torch.manual_seed(seed)
+    return PromptedModel(backbone, spec, method_inputs(spec, tokenizer, seed, total_steps)), tokenizer
+
+
+def _qlora_backbone(spec: ModelSpec):
+    """4-bit base for QLoRA: needs a CUDA GPU and bitsandbytes; a clear error otherwise."""
+    if not torch.cuda.is_available():
+        raise ConfigError("method 'qlora' needs a CUDA GPU (4-bit bitsandbytes kernels); this machine has none. "
+                          "Use method 'lora' on CPU")
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import AutoModel, BitsAndBytesConfig
+    except ImportError:
+        raise ConfigError("method 'qlora' needs bitsandbytes: pip install bitsandbytes") from None
+    from peft import prepare_model_for_kbit_training
+
+    from ptv2.model.backbone import resolve
+
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    return prepare_model_for_kbit_training(AutoModel.from_pretrained(resolve(spec.backbone),
+                                                                     quantization_config=q, device_map={"": 0}))
+
+
+def reusable_backbone(model: PromptedModel):
+    """The backbone object to share with another model, or None when the method changed it in place
+    (peft injects its adapter layers into the backbone: a second model needs a fresh one)."""
+    return None if model.method in ADAPTERS else model.backbone
+
+
+def load_model(path: str | Path, backbone=None, tokenizer=None):
+    """Rebuild (model, tokenizer, spec) from a saved folder; weights must match exactly."""
+    state, spec = read_adapter(path)
+    model, tokenizer = model_from_spec(spec, backbone, tokenizer)
+    _, unexpected = model.load_state_dict(state, strict=False)
+    expected = set(model.trainable_state())
+    bad_shape = [k for k in expected & set(state) if model.state_dict()[k].shape != state[k].shape]
+    if unexpected or expected - set(state) or bad_shape:
+        raise ArtifactError(f"{path}: weights do not fit the model: missing {sorted(expected - set(state))[:5]}, "
+                            f"unexpected {sorted(unexpected)[:5]}, wrong shape {bad_shape[:5]}; retrain it")
+    model.eval()
+    return model, tokenizer, spec
+
+
+def init_from_pretrained(model: PromptedModel, path: str | Path, task: str, init_head: bool = True) -> list[str]:
+    """Copy the pretrained shared parameters of the method (the deep prompt; input prompt, LoRA
+    weights or whole backbone for the other methods) and ``task``'s head, when the mixture had it
+    with the same labels, into ``model``. Returns the copied keys. Method, shapes, backbone must match."""
+    state, pre = read_adapter(path)
+    spec = model.spec
+    if pre.backbone != spec.backbone:
+        raise ArtifactError(f"{path}: pretrained on backbone {pre.backbone!r}, but this run uses {spec.backbone!r}")
+    if pre.method != spec.method:
+        hint = " (a Prefix-Tuning prompt is stored folded: adapt it with method ptv2)" \
+            if pre.trained_as == "prefix_tuning" else ""
+        raise ArtifactError(f"{path}: pretrained with method {pre.method!r}, this run uses {spec.method!r}; "
+                            f"adapt with the pretrained method{hint}")
+    diff = sorted(k for k, v in _prompt_settings(pre).items() if _prompt_settings(spec)[k] != v)
+    if diff:
+        raise ArtifactError(f"{path}: pretrained with other prompt settings ({diff}); adapt with the same "
+                            f"settings in params.yaml")
+    keys = [k for k in state if not k.startswith(("heads.", "task_factors."))]  # what the mixture shared
+    if pre.task_rank and task in pre.tasks and "prompt.prefix" in state:
+        # a mixture task starts from its own prompt: the shared one times its low-rank factor
+        factor = state[f"task_factors.u.{task}"] @ state[f"task_factors.v.{task}"]
+        state = {**state, "prompt.prefix": state["prompt.prefix"] * factor}
+    same = task in pre.tasks and (pre.tasks[task].type, pre.tasks[task].labels) == (spec.tasks[task].type,
+                                                                                  spec.tasks[task].labels)
+    if init_head and same:
+        keys += [k for k in state if k.startswith(f"heads.{task}.")]
+    own = model.state_dict()
+    bad = [k for k in keys if k not in own or own[k].shape != state[k].shape]
+    if bad:
+        raise ArtifactError(f"{path}: pretrained tensors {bad[:3]} do not fit this {spec.method} model; "
+                            f"adapt with the settings it was pretrained with")
+    model.load_state_dict({**own, **{k: state[k] for k in keys}})
+    return keys
+
+
+def _prompt_settings(spec: ModelSpec) -> dict[str, Any]:
+    """The settings a pretrained prompt and its adaptation must share (not the heads, lineage or sequence length)."""
+    skip = ("tasks", "task_rank", "trained_as", "mixture", "adapted_from", "head_dropout", "pooling", "max_length")
+    return {k: v for k, v in spec.to_dict().items() if k not in skip}

@@ -1,0 +1,183 @@
+"""The one training driver: single-task training, mixture pretraining and adaptation.
+
+``train`` loads the tasks' data, builds the model from the config's ModelSpec (optionally starting
+from a pretrained folder), encodes, plans batches (length-grouped for one task, a sampled mixture
+for pretraining), fits, reloads the best model, evaluates the report splits and writes
+``<out>/metrics.json``. A finished run with the same key is returned as is (rerunning is a no-op).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ptv2.config import Config
+from ptv2.data.collate import encode_split
+from ptv2.data.mixture import mixture_planner, mixture_rates
+from ptv2.data.tasks import TaskData, load_task_data
+from ptv2.errors import ConfigError, DataError
+from ptv2.files import write_json
+from ptv2.model.backbone import load_backbone
+from ptv2.model.prompted import count_parameters
+from ptv2.training.artifacts import weights_sha
+from ptv2.training.build import head_spec, init_from_pretrained, load_model, model_from_spec, reusable_backbone, \
+    spec_from_config
+from ptv2.training.evaluate import evaluate
+from ptv2.training.fingerprint import run_key
+from ptv2.training.loop import Split, fit, single_task_planner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainRun:
+    """A finished run: its ``metrics.json`` record and model folder."""
+
+    record: dict[str, Any]
+    model_dir: Path
+
+    @property
+    def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
+        """split -> task -> metric -> value (val: the best epoch's; dev/test: the saved model's)."""
+        return self.record["metrics"]
+
+    @property
+    def trainable(self) -> int:
+        return self.record["trainable_params"]
+
+    @property
+    def total(self) -> int:
+        return self.record["total_params"]
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.record["history"]
+
+
+def encode(td: TaskData, split: str, tokenizer: Any, max_length: int) -> Split:
+    ds = td.split(split)
+    if len(ds) == 0:
+        raise DataError(f"task {td.name!r}: split {split!r} is empty")
+    return Split(encode_split(ds, td.spec.type, tokenizer, max_length), ds, td.labels, list(td.spec.metrics))
+
+
+def finished(out_dir: str | Path, key: str) -> dict[str, Any] | None:
+    """The metrics record of a finished run with this key in ``out_dir``, else None."""
+    path = Path(out_dir) / "metrics.json"
+    if path.is_file() and (Path(out_dir) / "model").is_dir():
+        record = json.loads(path.read_text())
+        if record.get("key") == key:
+            return record
+    return None
+
+
+def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = False,
+          init_from: str | Path | None = None, report_splits: tuple[str, ...] = ("dev",),
+          on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainRun:
+    """Train ``cfg.train.method`` on ``tasks`` (one, unless ``mixture``); select on ``val``; report
+    ``report_splits``. ``init_from``: a pretrained model folder to start from (adaptation)."""
+    if not tasks:
+        raise ConfigError("no task to train: name one (--task) or list the mixture in pretrain.tasks")
+    if not mixture and len(tasks) != 1:
+        raise ConfigError(f"single-task training takes one task, got {tasks}; pretrain a mixture instead")
+    out_dir = Path(out_dir)
+    key = run_key(cfg, tasks, mixture, init_from)
+    done = finished(out_dir, key)
+    if done is not None:
+        log.info("%s is already trained with this config (key %s): nothing to do", out_dir, key)
+        return TrainRun(done, out_dir / "model")
+    data = {t: load_task_data(cfg, t) for t in tasks}
+    backbone, tok = load_backbone(cfg.backbone.name)
+    spec = spec_from_config(cfg, {t: head_spec(d) for t, d in data.items()}, cfg.pretrain.task_rank if mixture else 0)
+    L = cfg.backbone.max_length
+    train_s = {t: encode(d, "train", tok, L) for t, d in data.items()}
+    val_s = {t: encode(d, "val", tok, L) for t, d in data.items()}
+    planner, epochs, extra = _plan(cfg, train_s, mixture, init_from is not None)
+    if mixture:
+        spec = dataclasses.replace(spec, mixture=extra["mixture"])
+    if init_from is not None:  # lineage in the artifact
+        spec = dataclasses.replace(spec, adapted_from={"path": str(init_from), "weights_sha256": weights_sha(init_from)})
+    steps = epochs * len(planner(_generator(cfg.seed))) // cfg.train.grad_accum
+    model, tok = model_from_spec(spec, backbone, tok, seed=cfg.seed, total_steps=steps)
+    if init_from is not None:
+        copied = init_from_pretrained(model, init_from, tasks[0], cfg.adapt.init_head)
+        log.info("adapting from %s: %d tensors copied (head %s)", init_from, len(copied),
+                 "copied" if any(k.startswith("heads.") for k in copied) else "fresh")
+    trainable, total = count_parameters(model)
+    loaded_mb = rss_mb()
+    log.info("%s on %s: %s train rows; %d of %d params trainable (%.3f%%)", cfg.train.method, tasks,
+             {t: len(s.feats) for t, s in train_s.items()}, trainable, total, 100 * trainable / total)
+    result = fit(model, train_s, val_s, planner, cfg.train, cfg.seed, tok.pad_token_id, out_dir, epochs, key, on_log)
+    best, _, _ = load_model(out_dir / "model", backbone=reusable_backbone(model), tokenizer=tok)
+    metrics: dict[str, dict[str, dict[str, float]]] = {"val": result.history[result.best_epoch - 1]["val"]}
+    for split in report_splits:
+        for t, d in data.items():
+            if split in d.splits:
+                s = encode(d, split, tok, L)
+                metrics.setdefault(split, {})[t] = evaluate(best, t, s.feats, s.ds, s.labels, s.metrics,
+                                                            tok.pad_token_id, cfg.train.eval_batch_size)
+    record = {"tasks": tasks, "method": cfg.train.method, "key": key, "metrics": metrics, **extra,
+              "init_from": str(init_from or ""), "trainable_params": trainable, "total_params": total,
+              "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+              "train_seconds": round(result.seconds, 1), "history": result.history, "loaded_rss_mb": loaded_mb,
+              "peak_rss_mb": rss_mb("VmHWM"),
+              "artifact_bytes": sum(f.stat().st_size for f in (out_dir / "model").iterdir())}
+    write_json(out_dir / "metrics.json", record)
+    return TrainRun(record, out_dir / "model")
+
+
+def _generator(seed: int):
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def _plan(cfg: Config, train_s: dict[str, Split], mixture: bool, adapting: bool):
+    """(planner, epochs, extra record fields): length-grouped batches of one task, or the sampled mixture."""
+    t = cfg.train
+    if not mixture:
+        (name, split), = train_s.items()
+        return (single_task_planner(name, split.lengths, t.batch_size, t.length_grouping),
+                cfg.epochs_for(name, adapting), {})
+    p = cfg.pretrain
+    if p.task_rank and (t.method != "ptv2" or cfg.prompt.reparam):
+        raise ConfigError(f"pretrain.task_rank = {p.task_rank} needs train.method ptv2 without prompt.reparam "
+                          f"(got {t.method}, reparam {cfg.prompt.reparam}); set pretrain.task_rank: 0")
+    sizes = {name: len(s.feats) for name, s in train_s.items()}
+    rates = mixture_rates(sizes, p.strategy, p.cap, p.temperature, p.weights)
+    capped = sum(min(n, p.cap) if p.cap else n for n in sizes.values())
+    n_batches = p.batches_per_epoch or max(1, capped // t.batch_size)
+    log.info("mixture %s: rates %s, %d batches/epoch", list(sizes), {k: round(r, 3) for k, r in rates.items()},
+             n_batches)
+    planner = mixture_planner({name: s.lengths for name, s in train_s.items()}, t.batch_size, rates, n_batches,
+                              t.length_grouping, mixed=p.batching == "mixed")
+    desc = {"tasks": list(sizes), "sizes": sizes, "rates": rates, "strategy": p.strategy, "cap": p.cap,
+            "temperature": p.temperature, "weights": p.weights, "batching": p.batching, "task_rank": p.task_rank}
+    return planner, p.epochs, {"mixture": desc}
+
+
+def pretrain(cfg: Config, out_dir: str | Path | None = None, tasks: list[str] | None = None,
+             on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainRun:
+    """Shared deep prompt + one head per task on the ``pretrain.tasks`` mixture (train splits only)."""
+    return train(cfg, list(tasks or cfg.pretrain.tasks), out_dir or cfg.pretrain.out_dir, mixture=True, on_log=on_log)
+
+
+def adapt(cfg: Config, task: str, pretrained: str | Path | None = None, out_dir: str | Path | None = None,
+          on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainRun:
+    """Tune ``task`` on its own data, starting from the pretrained prompt (and head if it has one)."""
+    pretrained = Path(pretrained or Path(cfg.pretrain.out_dir) / "model")
+    return train(cfg, [task], out_dir or Path(cfg.adapt.out_dir) / task, init_from=pretrained, on_log=on_log)
+
+
+def rss_mb(field: str = "VmRSS") -> float | None:
+    """This process's resident memory (``VmHWM``: its peak so far) in MB; None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None

@@ -1,0 +1,61 @@
+"""Use a saved model folder: evaluate it on a task split, or label texts (PyTorch; the ONNX path is ptv2.serving)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ptv2.config import Config
+from ptv2.data.collate import encode_split
+from ptv2.errors import DataError
+from ptv2.training.build import load_model
+from ptv2.data.tasks import load_task_data
+from ptv2.training.driver import encode
+from ptv2.training.evaluate import decode, evaluate, predict_logits
+
+
+def evaluate_saved(cfg: Config, model_dir: str | Path, task: str, split: str = "dev") -> dict[str, float]:
+    """Evaluate a saved model on a split of a task from params.yaml."""
+    model, tok, spec = load_model(model_dir)
+    if task not in spec.tasks:
+        raise DataError(f"model {model_dir} has no head for task {task!r}; it has {sorted(spec.tasks)}")
+    td = load_task_data(cfg, task)
+    if spec.tasks[task].labels != td.labels:
+        raise DataError(f"model {model_dir} was trained with labels {spec.tasks[task].labels} for {task!r}, "
+                        f"params.yaml now says {td.labels}; evaluate with the labels it was trained on")
+    s = encode(td, split, tok, spec.max_length)
+    return evaluate(model, task, s.feats, s.ds, td.labels, s.metrics, tok.pad_token_id, cfg.train.eval_batch_size)
+
+
+@torch.no_grad()
+def predict_texts(model_dir: str | Path, texts: list[str], pairs: list[str] | None = None,
+                  task: str | None = None) -> list[dict[str, Any]]:
+    """Text(s) in, label + score out (sequence tasks), or entities' tags (token tasks)."""
+    import datasets
+
+    model, tok, spec = load_model(model_dir)
+    task = task or next(iter(spec.tasks))
+    if task not in spec.tasks:
+        raise DataError(f"model has no task {task!r}; it has {sorted(spec.tasks)}")
+    info, L = spec.tasks[task], spec.max_length
+    if info.type == "token_classification":
+        ds = datasets.Dataset.from_dict({"tokens": [t.split() for t in texts], "tags": [[0] * len(t.split()) for t in texts]})
+    elif info.type == "multiple_choice":
+        raise DataError("predict for multiple_choice tasks takes a context and choices; use 'ptv2 evaluate'")
+    else:
+        if info.text_b and (not pairs or len(pairs) != len(texts)):
+            raise DataError(f"task {task!r} takes a text pair per text: pass one --text-pair for each --text")
+        ds = datasets.Dataset.from_dict({"text_a": texts, "text_b": pairs or [""] * len(texts), "label": [0] * len(texts)})
+    feats = encode_split(ds, info.type, tok, L)
+    logits = predict_logits(model, task, feats, tok.pad_token_id)
+    out = []
+    for lg, pred, f in zip(logits, decode(info.type, logits, feats, info.labels), feats):
+        if info.type == "regression":
+            out.append({"task": task, "score": float(pred)})
+        elif info.type == "token_classification":
+            out.append({"task": task, "tags": pred})
+        else:
+            p = torch.softmax(lg, -1)
+            out.append({"task": task, "label": info.labels[int(pred)], "score": float(p[int(pred)])})
+    return out
