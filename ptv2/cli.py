@@ -31,13 +31,18 @@ def _summary(run) -> dict:
             "trainable_pct": round(100 * r["trainable_params"] / r["total_params"], 3)}
 
 
+def _report(run) -> None:
+    if run.main:  # under torchrun only rank 0 holds the results
+        print(json.dumps(_summary(run), indent=2))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ptv2.training.driver import train
 
     cfg = _config(args)
     task = args.task or cfg.run.task
     out = Path(args.out or Path(cfg.run.out_dir) / task / cfg.train.method)
-    print(json.dumps(_summary(train(cfg, [task], out)), indent=2))
+    _report(train(cfg, [task], out))
     return 0
 
 
@@ -89,7 +94,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from ptv2.training.driver import pretrain
 
     cfg = _config(args)
-    print(json.dumps(_summary(pretrain(cfg, args.out, args.tasks.split(",") if args.tasks else None)), indent=2))
+    _report(pretrain(cfg, args.out, args.tasks.split(",") if args.tasks else None))
     return 0
 
 
@@ -97,7 +102,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from ptv2.training.driver import adapt
 
     cfg = _config(args)
-    print(json.dumps(_summary(adapt(cfg, args.task, getattr(args, "from"), args.out)), indent=2))
+    _report(adapt(cfg, args.task, getattr(args, "from"), args.out))
     return 0
 
 

@@ -77,6 +77,7 @@ class TrainConfig:
     length_grouping: bool
     device: Literal["auto", "cpu", "cuda"]
     num_threads: int  # torch CPU threads; 0 = torch's default
+    processes: int  # data-parallel processes the DVC stages launch per node (torchrun); 1 = one process
 
     def __post_init__(self) -> None:
         _check(self.method in self.epochs, "epochs", self.epochs, f"an epoch count for method {self.method!r}")
@@ -91,6 +92,7 @@ class TrainConfig:
         _check(0.0 <= self.val_fraction < 0.5, "val_fraction", self.val_fraction, "a float in [0, 0.5)")
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0")
         _check(self.max_train_examples >= 0, "max_train_examples", self.max_train_examples, ">= 0")
+        _check(self.processes >= 1, "processes", self.processes, "an integer >= 1 (data-parallel processes per node)")
 
 
 @dataclass(frozen=True)

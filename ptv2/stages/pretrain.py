@@ -4,14 +4,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from ptv2.files import write_json
-from ptv2.stages.common import parse, root_of
+from ptv2.stages.common import data_parallel, is_main_rank, parse, root_of
 from ptv2.tracking.store import tracked
 from ptv2.training.driver import pretrain
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg, args = parse(argv)
+    data_parallel(cfg, __spec__.name, argv)
     out = Path(cfg.pretrain.out_dir)
+    if not is_main_rank():  # another rank of the group: train its shard, rank 0 logs and writes
+        pretrain(cfg, out)
+        return
     with tracked(cfg, root_of(args), "pretrain", "pretrain") as (run, on_log):
         res = pretrain(cfg, out, on_log=on_log)
         for split, by_task in res.metrics.items():

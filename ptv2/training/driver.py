@@ -27,7 +27,7 @@ from ptv2.training.build import head_spec, init_from_pretrained, load_model, mod
     spec_from_config
 from ptv2.training.evaluate import evaluate
 from ptv2.training.fingerprint import run_key
-from ptv2.training.loop import Split, fit, single_task_planner
+from ptv2.training.loop import Split, check_device, fit, single_task_planner
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class TrainRun:
 
     record: dict[str, Any]
     model_dir: Path
+    main: bool = True  # False on the other ranks of a data-parallel run: rank 0 holds the results
 
     @property
     def metrics(self) -> dict[str, dict[str, dict[str, float]]]:
@@ -83,6 +84,7 @@ def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = Fa
         raise ConfigError("no task to train: name one (--task) or list the mixture in pretrain.tasks")
     if not mixture and len(tasks) != 1:
         raise ConfigError(f"single-task training takes one task, got {tasks}; pretrain a mixture instead")
+    check_device(cfg.train)
     out_dir = Path(out_dir)
     key = run_key(cfg, tasks, mixture, init_from)
     done = finished(out_dir, key)
@@ -111,6 +113,8 @@ def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = Fa
     log.info("%s on %s: %s train rows; %d of %d params trainable (%.3f%%)", cfg.train.method, tasks,
              {t: len(s.feats) for t, s in train_s.items()}, trainable, total, 100 * trainable / total)
     result = fit(model, train_s, val_s, planner, cfg.train, cfg.seed, tok.pad_token_id, out_dir, epochs, key, on_log)
+    if not result.main:
+        return TrainRun({"tasks": tasks, "key": key}, out_dir / "model", main=False)
     best, _, _ = load_model(out_dir / "model", backbone=reusable_backbone(model), tokenizer=tok)
     metrics: dict[str, dict[str, dict[str, float]]] = {"val": result.history[result.best_epoch - 1]["val"]}
     for split in report_splits:

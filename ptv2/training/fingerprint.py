@@ -19,7 +19,8 @@ from ptv2.training.artifacts import weights_sha
 
 def run_key(cfg: Config, tasks: list[str], mixture: bool = False, init_from: str | Path | None = None) -> str:
     m = cfg.train.method
-    train = {k: v for k, v in asdict(cfg.train).items() if k not in ("lr", "epochs")}
+    # results do not depend on how many processes or threads computed them
+    train = {k: v for k, v in asdict(cfg.train).items() if k not in ("lr", "epochs", "processes", "num_threads")}
     parts: dict[str, object] = {
         "seed": cfg.seed, "data_root": cfg.data_root, "backbone": asdict(cfg.backbone), "prompt": asdict(cfg.prompt),
         "train": train, "method": m, "lr": cfg.train.lr[m],

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ptv2.config import TrainConfig
 from ptv2.data.collate import Collator, feature_length, length_grouped_batches
 from ptv2.data.mixture import Plan
+from ptv2.errors import ConfigError
 from ptv2.files import atomic_dir
 from ptv2.model.heads import task_loss
 from ptv2.model.prompted import PromptedModel
@@ -54,6 +55,7 @@ class TrainResult:
     epochs_run: int
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    main: bool = True  # this process writes (rank 0 of a data-parallel group, or the only one)
 
 
 def single_task_planner(task: str, lengths: list[int], batch_size: int, group: bool) -> Callable[[torch.Generator], Plan]:
@@ -63,12 +65,30 @@ def single_task_planner(task: str, lengths: list[int], batch_size: int, group: b
     return plan
 
 
-def make_device(cfg: TrainConfig):
-    """An ``accelerate`` Accelerator: GPU (bf16 autocast) when there is one, CPU otherwise."""
-    from accelerate import Accelerator
+def make_device(cfg: TrainConfig, multi_task: bool = False):
+    """An ``accelerate`` Accelerator: GPU (bf16 autocast) when there is one, CPU otherwise; under
+    ``torchrun`` / ``accelerate launch`` one process of a data-parallel group (gloo on CPU, NCCL on GPU).
+    With several tasks, the heads of tasks absent from a batch get no gradient: DDP must look for them."""
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
-    return Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16")
+    return Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16",
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=multi_task)])
+
+
+def check_device(cfg: TrainConfig) -> None:
+    """``device: cuda`` on a machine without CUDA is a config error, not a quiet CPU run."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device = 'cuda' but this machine has no CUDA GPU (torch.cuda.is_available() "
+                          "is False); set train.device: auto (GPU when present) or cpu")
+
+
+def shard(idx: list[int], rank: int, world: int) -> tuple[list[int], float]:
+    """This rank's rows of a planned batch part and the weight of its loss. Rows are dealt round-robin,
+    so N processes see the same global batch as one; a rank left without rows runs the first row with
+    weight 0 (every rank must run the same forward/backward sequence for DDP's all-reduce)."""
+    mine = idx[rank::world]
+    return (mine, float(len(mine))) if mine else (idx[:1], 0.0)
 
 
 def _schedule(opt: torch.optim.Optimizer, total: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
@@ -90,7 +110,7 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     out_dir = Path(out_dir)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    acc = make_device(cfg)
+    acc = make_device(cfg, multi_task=len(train) > 1)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr[model.method], weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(planner(torch.Generator().manual_seed(seed))) / cfg.grad_accum)
@@ -114,37 +134,50 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
         log.info("epoch %d/%d  loss %.4f  val %.2f", epoch, epochs, loss, score)
         if on_log:
             on_log(row)
-        if score > state["best_score"]:
+        improved = score > state["best_score"]  # the same on every rank: val is evaluated whole on each
+        if improved:
             state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
-            save_adapter(out_dir / "model", core.trainable_state(), core.spec.folded())
         else:
             state["bad_epochs"] += 1
         state["epoch"], state["seconds"] = epoch, time.perf_counter() - t0
         state["stopped"] = bool(cfg.patience and state["bad_epochs"] >= cfg.patience)
-        _checkpoint(out_dir / "checkpoint", core, opt, sched, state, fingerprint)
+        if acc.is_main_process:  # one writer; the others wait so a resume always finds a whole checkpoint
+            if improved:
+                save_adapter(out_dir / "model", core.trainable_state(), core.spec.folded())
+            _checkpoint(out_dir / "checkpoint", core, opt, sched, state, fingerprint)
+        acc.wait_for_everyone()
         if state["stopped"]:
             log.info("early stop: no val improvement for %d epochs", cfg.patience)
             break
-    return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["history"], state["seconds"])
+    return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["history"], state["seconds"],
+                       acc.is_main_process)
 
 
 def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], collators, cfg: TrainConfig,
                epoch: int, epochs: int, on_log) -> float:
     model.train()
     total, n = 0.0, 0
-    bar = tqdm(plan, desc=f"epoch {epoch}/{epochs}", leave=False, mininterval=1.0, dynamic_ncols=True)
+    bar = tqdm(plan, desc=f"epoch {epoch}/{epochs}", leave=False, mininterval=1.0, dynamic_ncols=True,
+               disable=not acc.is_main_process)
     core = acc.unwrap_model(model)
+    rank, world = acc.process_index, acc.num_processes
+    used: set[str] = set()  # tasks whose heads took part since the last optimizer step
     for i, parts in enumerate(bar):
+        used |= {task for task, _ in parts}
         rows = sum(len(idx) for _, idx in parts)
         loss_value = 0.0
         for task, idx in parts:  # a mixed batch: one forward per task, gradients summed before the step
-            batch = {k: v.to(acc.device) for k, v in collators[task]([train[task].feats[j] for j in idx]).items()}
+            mine, n_mine = shard(idx, rank, world)
+            batch = {k: v.to(acc.device) for k, v in collators[task]([train[task].feats[j] for j in mine]).items()}
             with acc.autocast():
                 logits = model(batch, task)
-            loss = task_loss(core.task_types[task], logits, batch["labels"]) * (len(idx) / rows)
+            # the row-weighted mean over the *global* batch: DDP averages gradients over ranks, hence * world
+            loss = task_loss(core.task_types[task], logits, batch["labels"]) * (n_mine / rows) * world
             acc.backward(loss / cfg.grad_accum)
-            loss_value += loss.item()
+            loss_value += loss.item() / world
         if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(plan):
+            _drop_unused_head_grads(core, used)
+            used = set()
             opt.step()
             sched.step()
             if core.method == "adalora":  # AdaLoRA re-allocates ranks on its schedule
@@ -155,7 +188,18 @@ def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], coll
             bar.set_postfix(loss=f"{total / n:.4f}")
             if on_log:
                 on_log({"step_loss": loss_value, "epoch": epoch, "step": i})
+    if world > 1:  # each rank holds its share of every batch's loss: the sum is the global loss
+        total = float(acc.reduce(torch.tensor(total, device=acc.device, dtype=torch.float64), "sum"))
     return total / max(1, n)
+
+
+def _drop_unused_head_grads(core: PromptedModel, used: set[str]) -> None:
+    """Heads of tasks absent from the step keep ``grad = None`` (AdamW then skips them, no weight decay or
+    momentum step): DDP would otherwise hand them all-reduced zeros and N processes would drift from one."""
+    for task, head in core.heads.items():
+        if task not in used:
+            for prm in head.parameters():
+                prm.grad = None
 
 
 def _checkpoint(ck: Path, model: PromptedModel, opt, sched, state: dict[str, Any], fingerprint: str) -> None:

@@ -1,0 +1,136 @@
+"""Data parallelism as PyTorch tests it: 2 processes (gloo on CPU, NCCL on CUDA) against 1 process with the
+same global batch; all dropout off, so both must end with the same losses and weights."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from helpers import tiny_params
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _params(root, tiny_dir, device, **extra):
+    d = tiny_params(root, tiny_dir, epochs={"ptv2": 3, "finetune": 1}, head_dropout=0.0, device=device,
+                    lr={"ptv2": 3e-2, "finetune": 1e-3}, **extra)
+    d["prompt"]["dropout"] = 0.0
+    d["pretrain"].update({"tasks": ["sent", "pair"], "epochs": 2, "batches_per_epoch": 10})
+    p = root / "params.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def _cmd(nproc: int, *args: str) -> list[str]:
+    if nproc == 1:
+        return [sys.executable, "-m", "ptv2", *args]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "ptv2",
+            *args]
+
+
+def _run(nproc: int, *args: str) -> str:
+    r = subprocess.run(_cmd(nproc, *args), capture_output=True, text=True, timeout=300, env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stderr
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), children first."""
+    from pathlib import Path
+
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, pp in parent.items() if pp in frontier]
+        out += kids
+        frontier = kids
+    return out
+
+
+def _same(a, b, tol=1e-5):
+    ma, mb = json.loads((a / "metrics.json").read_text()), json.loads((b / "metrics.json").read_text())
+    assert ma["best_epoch"] == mb["best_epoch"] and ma["epochs_run"] == mb["epochs_run"]
+    for ha, hb in zip(ma["history"], mb["history"], strict=True):
+        assert ha["train_loss"] == pytest.approx(hb["train_loss"], abs=tol)
+        assert ha["val_score"] == pytest.approx(hb["val_score"], abs=1e-3)
+    wa, wb = load_file(str(a / "model/adapter.safetensors")), load_file(str(b / "model/adapter.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=tol)
+    return ma
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_two_processes_train_the_same_model_as_one(root, tiny_dir, device):
+    p = _params(root, tiny_dir, device)
+    _run(1, "train", "--params", str(p), "--task", "sent", "--out", str(root / "one"))
+    err = _run(2, "train", "--params", str(p), "--task", "sent", "--out", str(root / "two"))
+    assert "rank1" in err or "Rank 1" in err or (root / "two/metrics.json").is_file()
+    m = _same(root / "one", root / "two")
+    assert len(m["history"]) == 3
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("batching", ["homogeneous", "mixed"])
+def test_two_processes_pretrain_the_same_mixture_as_one(root, tiny_dir, device, batching):
+    p = _params(root, tiny_dir, device)
+    args = ["pretrain", "--params", str(p), "--set", f"pretrain.batching={batching}"]
+    _run(1, *args, "--out", str(root / "one"))
+    _run(2, *args, "--out", str(root / "two"))
+    _same(root / "one", root / "two")
+
+
+def test_a_killed_two_process_run_resumes_to_the_same_result(root, tiny_dir):
+    """Killed (SIGKILL, the whole group) after a checkpoint, rerun: ends where an uninterrupted run ends."""
+    from helpers import write_sentiment_tsv
+
+    write_sentiment_tsv(root / "sent/train.tsv", 1600, 0)  # epochs long enough to kill one midway
+    p = _params(root, tiny_dir, "cpu")
+    _run(1, "train", "--params", str(p), "--task", "sent", "--out", str(root / "one"))
+    out = root / "two"
+    proc = subprocess.Popen(_cmd(2, "train", "--params", str(p), "--task", "sent", "--out", str(out)), env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state = out / "checkpoint/state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["state"]["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    for pid in [proc.pid, *_descendants(proc.pid)]:  # torchrun's workers may sit in sessions of their own
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["state"]["epoch"]
+    assert not (out / "metrics.json").exists() and 1 <= killed_at < 3
+    err = _run(2, "train", "--params", str(p), "--task", "sent", "--out", str(out))
+    assert f"after epoch {killed_at}" in err
+    _same(root / "one", out)
+
+
+def test_a_stage_launches_its_data_parallel_processes_from_params(root, tiny_dir, monkeypatch):
+    """train.processes: 2 makes the DVC stage run itself under torchrun; only rank 0 logs to MLflow."""
+    import mlflow
+
+    p = _params(root, tiny_dir, "cpu", processes=2)
+    env = {**ENV, "PYTHONPATH": str(os.getcwd())}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    r = subprocess.run([sys.executable, "-m", "ptv2.stages.pretrain", "--params", str(p)], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "launching 2 data-parallel processes" in r.stderr
+    assert json.loads((root / "metrics/pretrain.json").read_text())["best_epoch"] >= 1
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlruns.db'}")
+    exp = client.get_experiment_by_name(yaml.safe_load(p.read_text())["tracking"]["experiment"])
+    assert len(client.search_runs([exp.experiment_id])) == 1
