@@ -1,16 +1,20 @@
 """Prefect flows: the full pipeline (DVC graph), pretrain, the adapt fan-out, and retraining.
 
-Retries come from params.yaml (``flows.retries``, ``flows.retry_delay_s``); the DVC graph is
-dvc.yaml's, run through ``ptv2.tracking.orchestrate``."""
+Everything comes from params.yaml (``flows:``): retries, the task runner of the fan-out (thread pool,
+a local or existing Dask cluster, or Ray), its workers and threads. DVC stays the source of truth:
+stale ``adapt@<task>`` stages run side by side on the workers, then DVC records each finished one.
+"""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from ptv2.config import load_config
-from ptv2.tracking.orchestrate import promotions, reproduce
+from ptv2.config import FlowsConfig, load_config
+from ptv2.tracking.orchestrate import promotions, record, reproduce, run_stage, stale
+from ptv2.tracking.store import tracking_server
 
 ROOT = Path(os.environ.get("PTV2_ROOT", Path(__file__).resolve().parents[1]))
 
@@ -20,16 +24,29 @@ def dvc_reproduce(root: str, targets: list[str] | None = None) -> list[str]:
     return reproduce(root, targets)
 
 
-def _retrying(root: str):
-    """``dvc_reproduce`` with the retry policy of the project's params.yaml."""
+@task
+def stage_on_worker(root: str, stage: str, threads: int, env: dict[str, str]) -> str:
+    return run_stage(root, stage, threads, env)
+
+
+def _retrying(root: str, fn=dvc_reproduce):
+    """``fn`` with the retry policy of the project's params.yaml."""
     f = load_config(Path(root) / "params.yaml").flows
-    return dvc_reproduce.with_options(retries=f.retries, retry_delay_seconds=f.retry_delay_s)
+    return fn.with_options(retries=f.retries, retry_delay_seconds=f.retry_delay_s)
 
 
 @flow(name="ptv2-pipeline")
 def pipeline(root: str = str(ROOT), targets: list[str] | None = None) -> list[str]:
-    """Run the DVC pipeline (no-op when data, params and code are unchanged)."""
-    return _retrying(root)(root, targets)
+    """Run the DVC pipeline (no-op when data, params and code are unchanged); with flows.max_workers > 1
+    the adapt stages run side by side."""
+    return _run_all(root, targets)
+
+
+def _run_all(root: str, targets: list[str] | None = None) -> list[str]:
+    if targets or load_config(Path(root) / "params.yaml").flows.max_workers <= 1:
+        return _retrying(root)(root, targets)
+    fanned = configured_adapt(root)
+    return fanned + _retrying(root)(root)  # export, promote, report: serial, after the fan-out
 
 
 @flow(name="ptv2-pretrain")
@@ -39,46 +56,78 @@ def pretrain(root: str = str(ROOT)) -> list[str]:
 
 
 @flow(name="ptv2-adapt")
-def adapt(root: str = str(ROOT), tasks: list[str] | None = None) -> dict[str, list[str]]:
-    """Fan out over tasks (one DVC stage each). The task runner comes from flows.task_runner;
-    DVC's repo lock serializes the stages themselves on one machine."""
-    names = tasks or load_config(Path(root) / "params.yaml").adapt.tasks
-    one = _retrying(root)
-    futures = {t: one.submit(root, [f"adapt@{t}"]) for t in names}
-    return {t: f.result() for t, f in futures.items()}
+def adapt(root: str = str(ROOT), tasks: list[str] | None = None) -> list[str]:
+    """Fan-out: reproduce what adaptation needs (prepare, pretrain), run every stale ``adapt@<task>`` on
+    the flow's task runner, record the finished ones in dvc.lock. With several workers MLflow goes through
+    a tracking server. A failed task leaves the others recorded and is the only one rerun next time."""
+    logger = get_run_logger()
+    cfg = load_config(Path(root) / "params.yaml")
+    ran = _retrying(root)(root, ["pretrain"])
+    todo = stale(root, [f"adapt@{t}" for t in (tasks or cfg.adapt.tasks)])
+    if not todo:
+        return ran
+    f = cfg.flows
+    service = tracking_server(root, cfg.tracking.experiment) if len(todo) > 1 else contextlib.nullcontext(None)
+    with service as uri:
+        env = {"MLFLOW_TRACKING_URI": uri} if uri else {}
+        one = _retrying(root, stage_on_worker)
+        futures = {s: one.submit(root, s, f.threads_per_worker, env) for s in todo}
+        done, failed = [], {}
+        for s, fut in futures.items():
+            try:
+                done.append(fut.result())
+            except Exception as e:  # noqa: BLE001 (each failure is reported below; the rest are recorded)
+                failed[s] = str(e)
+    record(root, done)
+    logger.info("fan-out: %d stage(s) recorded %s, %d failed %s", len(done), done, len(failed), sorted(failed))
+    if failed:
+        raise RuntimeError(f"{sorted(failed)} failed (the others are recorded; rerun to retry only these): "
+                           + "; ".join(f"{s}: {m[-300:]}" for s, m in failed.items()))
+    return ran + done
 
 
-def task_runner(kind: str, max_workers: int):
-    """Thread pool by default; Dask or Ray through prefect-dask / prefect-ray when installed."""
-    if kind == "dask":
+def task_runner(f: FlowsConfig):
+    """The fan-out's runner: thread pool, Dask (a local cluster of ``max_workers`` processes, or the
+    scheduler at ``cluster_address`` / $PTV2_CLUSTER) or Ray (prefect-ray)."""
+    address = os.environ.get("PTV2_CLUSTER") or f.cluster_address or None
+    if f.task_runner == "dask":
         from prefect_dask import DaskTaskRunner
 
-        return DaskTaskRunner()
-    if kind == "ray":
+        if address:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": f.max_workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    if f.task_runner == "ray":
         from prefect_ray import RayTaskRunner
 
-        return RayTaskRunner()
+        return RayTaskRunner(address=address, init_kwargs=None if address else {"num_cpus": f.max_workers})
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    return ThreadPoolTaskRunner(max_workers=max_workers)
+    return ThreadPoolTaskRunner(max_workers=f.max_workers)
 
 
-def configured_adapt(root: str = str(ROOT), tasks: list[str] | None = None) -> dict[str, list[str]]:
+def configured_adapt(root: str = str(ROOT), tasks: list[str] | None = None) -> list[str]:
     """The adapt fan-out with the task runner named in params.yaml."""
     f = load_config(Path(root) / "params.yaml").flows
-    return adapt.with_options(task_runner=task_runner(f.task_runner, f.max_workers))(root, tasks)
+    return adapt.with_options(task_runner=task_runner(f))(root, tasks)
 
 
 @flow(name="ptv2-retrain")
 def retrain(root: str = str(ROOT)) -> dict:
-    """Scheduled retraining: reproduce (no-op when nothing changed), register what changed,
-    apply the promotion gate (in the promote stages), report what happened."""
+    """Scheduled retraining: reproduce (no-op when nothing changed; adapt stages side by side), register
+    what changed, apply the promotion gate (in the promote stages), push outputs to the DVC remote."""
     logger = get_run_logger()
-    ran = _retrying(root)(root)
+    ran = _run_all(root)
     decisions = promotions(root, ran)
     for d in decisions:
         logger.info("%s: v%s %s (%s)", d["task"], d["version"], "PROMOTED" if d["promoted"] else "kept champion",
                     d["reason"])
+    remote = load_config(Path(root) / "params.yaml").flows.dvc_remote
+    if ran and remote:
+        from ptv2.tracking.orchestrate import push
+
+        push(root, remote)
+        logger.info("pushed outputs to DVC remote %r", remote)
     if not ran:
         logger.info("nothing changed: no stage ran, no new model version")
     return {"ran": ran, "promotions": decisions}

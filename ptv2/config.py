@@ -103,6 +103,7 @@ class TaskSpec:
     format: Literal["tsv", "jsonl", "conll", "hub"]
     metrics: list[str]
     files: dict[str, str] = field(default_factory=dict)  # split -> path under data_root
+    label_files: dict[str, str] = field(default_factory=dict)  # split -> one label per line (WiC's *.gold.txt)
     hub_name: str = ""  # for format: hub
     hub_subset: str = ""
     header: bool = True  # tsv: first line names the columns
@@ -121,8 +122,12 @@ class TaskSpec:
         _check(len(self.metrics) >= 1, "metrics", self.metrics, "at least one metric (the first selects)")
         if self.format == "hub":
             _check(bool(self.hub_name), "hub_name", self.hub_name, "a dataset name for format: hub")
+            _check(not Path(self.hub_name).exists(), "hub_name", self.hub_name,
+                   "a hub dataset name, not a local folder (local files: format tsv, jsonl or conll with files:)")
         else:
             _check("train" in self.files, "files", self.files, "a 'train' entry (split -> file)")
+        for split in self.label_files:
+            _check(split in self.files, "label_files", self.label_files, f"splits that files: lists ({sorted(self.files)})")
         if self.format == "tsv" and not self.header:
             _check(bool(self.columns), "columns", self.columns, "column names when header: false")
         if self.type != "token_classification":
@@ -174,7 +179,14 @@ class AdaptConfig:
 class TrackingConfig:
     experiment: str
     registry_prefix: str  # registered model per task: <prefix><task>
-    promote_margin: float  # champion replaced when challenger >= champion + margin (metric points)
+    promote_margin: float  # metric points the challenger must win by (in the paired test)
+    promote_alpha: float  # level of the one-sided paired tests (vs baseline, vs champion, int8 vs fp32)
+    permutation_samples: int  # random swaps of the paired permutation test
+
+    def __post_init__(self) -> None:
+        _check(0 < self.promote_alpha < 0.5, "promote_alpha", self.promote_alpha, "a level in (0, 0.5), e.g. 0.05")
+        _check(self.permutation_samples >= 100, "permutation_samples", self.permutation_samples, "an integer >= 100")
+        _check(self.promote_margin >= 0, "promote_margin", self.promote_margin, "a float >= 0 (metric points)")
 
 
 @dataclass(frozen=True)
@@ -184,7 +196,10 @@ class FlowsConfig:
     retrain_cron: str
     timezone: str
     task_runner: Literal["thread", "dask", "ray"]  # dask/ray need prefect-dask / prefect-ray
-    max_workers: int
+    max_workers: int  # stale adapt@ stages run side by side on this many workers
+    threads_per_worker: int  # math-library threads per worker (0 = library default)
+    cluster_address: str  # an existing Dask scheduler / Ray cluster; "" = start a local one ($PTV2_CLUSTER wins)
+    dvc_remote: str  # a DVC remote name: outputs are pushed there after a run ("" = none)
     retries: int
     retry_delay_s: int
 
@@ -195,6 +210,7 @@ class FlowsConfig:
         _check(self.retries >= 0, "retries", self.retries, "an integer >= 0")
         _check(self.retry_delay_s >= 0, "retry_delay_s", self.retry_delay_s, "an integer >= 0")
         _check(self.max_workers >= 1, "max_workers", self.max_workers, "an integer >= 1")
+        _check(self.threads_per_worker >= 0, "threads_per_worker", self.threads_per_worker, "an integer >= 0")
 
 
 @dataclass(frozen=True)
@@ -206,11 +222,14 @@ class ExportConfig:
     parity_tol: float  # max |ORT - PyTorch| over logits, fp32
     parity_batch_sizes: list[int]
     parity_lengths: list[int]  # 0 = max_length
-    max_int8_drop: float  # metric points lost by int8 on dev before the gate refuses
+    min_int8_agreement: float  # share of dev predictions int8 must share with fp32
+    int8_regression_tol: float  # regression: int8 and fp32 agree when within this (label units)
+    checks_dir: str  # per-example dev predictions of each bundle (read by the promotion gate)
 
     def __post_init__(self) -> None:
         _check(self.parity_tol > 0, "parity_tol", self.parity_tol, "a float > 0")
-        _check(self.max_int8_drop >= 0, "max_int8_drop", self.max_int8_drop, "a float >= 0")
+        _check(0 <= self.min_int8_agreement <= 1, "min_int8_agreement", self.min_int8_agreement, "a share in [0, 1]")
+        _check(self.int8_regression_tol >= 0, "int8_regression_tol", self.int8_regression_tol, "a float >= 0")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from ptv2.errors import Ptv2Error
+
 
 def sha256(path: str | Path) -> str:
     h = hashlib.sha256()
@@ -91,3 +93,32 @@ def file_lock(path: str | Path, wait: bool = True) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class OutputBusy(Ptv2Error):
+    """Another live process is writing the same output folder."""
+
+
+@contextlib.contextmanager
+def output_lock(out: str | Path) -> Iterator[None]:
+    """Hold ``.<out>.lock`` (next to ``out``) while writing ``out``: a second writer is refused at once with
+    the holder's pid, host and command; a lock left by a killed process is free again (flock dies with it).
+    Temp folders a killed writer left inside ``out`` are removed."""
+    import socket
+    import sys
+    import time
+
+    out = Path(out)
+    lock = out.parent / f".{out.name}.lock"
+    with file_lock(lock, wait=False) as mine:
+        if not mine:
+            holder = lock.read_text().strip() or "another process"
+            raise OutputBusy(f"{out} is being written by {holder}; wait for it to finish or pass another --out")
+        lock.write_text(f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]}) since "
+                        f"{time.strftime('%H:%M:%S')}")
+        for stale in out.glob(".*.tmp*") if out.is_dir() else []:
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            yield
+        finally:
+            lock.write_text("")

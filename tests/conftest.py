@@ -52,3 +52,12 @@ def root(tmp_path: Path) -> Path:
 
     write_all_formats(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for every flow test."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

@@ -91,6 +91,7 @@ def tiny_params(root: Path, backbone: Path, **train: Any) -> dict[str, Any]:
                    "pretrain": {"tasks": ["sent", "pair"], "weights": {}},
                    "adapt": {"tasks": ["sent"]},
                    "compare": {"tasks": ["sent"], "one_seed": [], "overrides": []},
+                   "export": {"out_dir": str(root / "outputs/bundle"), "checks_dir": str(root / "outputs/checks")},
                    "tasks": TASKS})
 
 

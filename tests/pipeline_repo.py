@@ -17,6 +17,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 def make_repo(root: Path, backbone: Path) -> Path:
     shutil.copytree(PROJECT / "ptv2", root / "ptv2", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(PROJECT / "dvc.yaml", root / "dvc.yaml")
+    shutil.copy(PROJECT / ".dvcignore", root / ".dvcignore")
     write_all_formats(root / "data")
     # every key of the real params.yaml (dvc.yaml names them), tiny values where it matters
     p = yaml.safe_load((PROJECT / "params.yaml").read_text())
@@ -29,7 +30,7 @@ def make_repo(root: Path, backbone: Path) -> Path:
     p["pretrain"].update({"tasks": ["sent", "pair"], "epochs": 1, "batches_per_epoch": 8})
     p["adapt"].update({"tasks": ["sent"], "epochs": 2})
     p["compare"].update({"tasks": ["sent"], "one_seed": [], "overrides": []})
-    p["export"].update({"max_int8_drop": 100.0, "parity_batch_sizes": [1, 4], "parity_lengths": [1, 0]})
+    p["export"].update({"min_int8_agreement": 0.0, "parity_batch_sizes": [1, 4], "parity_lengths": [1, 0]})
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     env = pipeline_env()
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):

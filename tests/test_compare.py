@@ -107,7 +107,7 @@ def test_a_run_held_by_another_process_is_skipped_then_reused(cfg, tmp_path):
 
     work = tmp_path / "w"
     (work / "sent/ptv2").mkdir(parents=True)
-    lock = open(work / "sent/ptv2/.seed1.lock", "w")
+    lock = open(work / "sent/ptv2/.seed1.runlock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX)  # "another process" is training sent/ptv2/seed1
     assert run_one(cfg, "sent", "ptv2", 1, work, isolate=False, wait=False) is None
     assert not (work / "sent/ptv2/seed1/metrics.json").exists()

@@ -87,7 +87,7 @@ def test_mixed_batch_step_equals_the_row_weighted_sum_of_its_parts(root, tiny_di
     model.zero_grad()
 
     class Acc:  # the accelerate surface _run_epoch uses, minus the optimizer step
-        device = "cpu"
+        device, process_index, num_processes, is_main_process = "cpu", 0, 1, True
         unwrap_model = staticmethod(lambda m: m)
         autocast = staticmethod(lambda: torch.autocast("cpu", enabled=False))
         backward = staticmethod(lambda loss: loss.backward())

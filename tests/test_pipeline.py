@@ -4,7 +4,6 @@ import os
 import typing
 from pathlib import Path
 
-import pytest
 import yaml
 
 from pipeline_repo import PROJECT, make_repo, pipeline_env
@@ -62,14 +61,6 @@ def _relabel(root: Path, how: str) -> None:
     path.write_text("\n".join(out) + "\n")
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, monkeypatch):
     from flows.pipeline import retrain
     from ptv2.tracking import store as tracking
@@ -82,20 +73,22 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     (root / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     _relabel(root, "noise")
 
-    first = retrain(str(root))
-    assert "pretrain" in first["ran"] and first["promotions"][0]["promoted"]  # no champion yet
+    first = retrain(str(root))  # trained on noise: no better than the majority class
+    assert "pretrain" in first["ran"] and not first["promotions"][0]["promoted"], first
+    assert "baseline" in first["promotions"][0]["reason"]
 
     assert retrain(str(root)) == {"ran": [], "promotions": []}  # nothing changed: no new version
     assert [r["version"] for r in tracking.list_versions(root, "ptv2-")] == ["1"]
 
-    _relabel(root, "clean")  # data changed, model better -> promoted
+    _relabel(root, "clean")  # data changed, model better than the baseline -> promoted (no champion yet)
     better = retrain(str(root))
     assert "pretrain" not in better["ran"] and "adapt@sent" in better["ran"]
     assert better["promotions"][0]["promoted"], better
+    assert better["promotions"][0]["p_vs_baseline"] < 0.05
 
     _relabel(root, "flipped")  # worse -> registered, not promoted
     worse = retrain(str(root))["promotions"][0]
-    assert not worse["promoted"] and worse["version"] == "3"
+    assert not worse["promoted"] and worse["version"] == "3" and worse["champion_before"] is not None
     assert tracking.alias_version(root, "ptv2-sent", "champion")[0] == "2"
     assert tracking.alias_version(root, "ptv2-sent", "challenger")[0] == "3"
     assert os.path.isfile(root / "report/tasks.png")
@@ -125,3 +118,43 @@ def test_pipeline_runs_a_lora_method_end_to_end(tmp_path, tiny_dir):
         assert json.loads((root / f"metrics/promote/{task}.json").read_text())["version"] == "1"
         meta = json.loads((root / f"outputs/adapt/{task}/model/adapter_config.json").read_text())
         assert meta["method"] == "lora" and meta["adapted_from"]["weights_sha256"]
+
+
+def test_a_killed_dvc_repro_resumes_adaptation_from_its_checkpoint(tmp_path, tiny_dir):
+    """Regression: DVC deleted a stage's outputs before rerunning it, checkpoint included, so a killed
+    `dvc repro` restarted training from scratch. The outs are persisted; the run key guards staleness."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import write_sentiment_tsv
+    from test_distributed import _descendants
+
+    root = make_repo(tmp_path / "repo", tiny_dir)
+    write_sentiment_tsv(root / "data/sent/train.tsv", 4000, 0)
+    cfg = yaml.safe_load((root / "params.yaml").read_text())
+    cfg["adapt"]["epochs"] = 4
+    (root / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    env = pipeline_env()
+    subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", "pretrain"], cwd=root, env=env, check=True,
+                   capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "adapt@sent"], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = root / "outputs/adapt/sent/checkpoint/state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["state"]["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    for pid in [proc.pid, *_descendants(proc.pid)]:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    done = json.loads(state.read_text())["state"]["epoch"]
+    assert 1 <= done < 4 and not (root / "outputs/adapt/sent/metrics.json").exists()
+    r = subprocess.run([sys.executable, "-m", "dvc", "repro", "adapt@sent"], cwd=root, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"after epoch {done}" in r.stdout + r.stderr
+    assert json.loads((root / "outputs/adapt/sent/metrics.json").read_text())["epochs_run"] == 4

@@ -2,17 +2,51 @@ import pytest
 
 from ptv2.tracking import registry
 from ptv2.tracking import store as tracking
-from ptv2.tracking.registry import decide
+from ptv2.tracking.evidence import agreement, baseline, paired_permutation
+from ptv2.tracking.registry import Evidence, decide
+
+
+def _acc(pred, gold):
+    return 100.0 * sum(p == g for p, g in zip(pred, gold)) / len(gold)
 
 
 def test_gate_decisions():
-    assert decide(80.0, None).promoted
-    assert decide(80.0, 80.0).promoted  # "at least" the champion
-    assert not decide(79.9, 80.0).promoted
-    assert not decide(80.5, 80.0, margin=1.0).promoted
-    d = decide(90.0, 80.0, parity_ok=False)
+    ev = lambda **kw: Evidence(**{"metric": "accuracy", "challenger": 80.0, "baseline": 50.0, "p_baseline": 0.001,  # noqa: E731
+                                  **kw})
+    assert decide(ev(), 0.05).promoted  # beats the baseline, no champion yet
+    d = decide(ev(challenger=49.5, p_baseline=0.7), 0.05)  # the RTE case: below the majority class
+    assert not d.promoted and "baseline" in d.reason
+    assert decide(ev(champion=70.0, p_champion=0.01), 0.05).promoted
+    assert not decide(ev(champion=79.0, p_champion=0.3), 0.05).promoted  # not shown better: keep the champion
+    d = decide(ev(parity_ok=False), 0.05)
     assert not d.promoted and "parity" in d.reason
-    assert d.tags()["gate.champion_metric"] == "80.0000"
+    assert not decide(ev(int8_ok=False), 0.05).promoted
+    assert decide(ev(champion=70.0, p_champion=0.01), 0.05).tags()["gate.champion_metric"] == "70.0000"
+
+
+def test_paired_permutation_knows_what_a_difference_means_on_that_many_examples():
+    gold = [i % 3 for i in range(56)]  # CB-sized dev set: one example is 1.8 points
+    a = list(gold)
+    b = list(gold)
+    for i in range(3):  # three flips: 5.4 points
+        b[i] = (b[i] + 1) % 3
+    delta, p = paired_permutation(_acc, gold, a, b, samples=2000)
+    assert delta == pytest.approx(300 / 56) and p == pytest.approx(1 / 8, abs=0.03)  # sign test: 3 of 3
+    big = [g if i >= 20 else (g + 1) % 3 for i, g in enumerate(gold)]
+    assert paired_permutation(_acc, gold, a, big, samples=2000)[1] < 0.01
+    assert paired_permutation(_acc, gold, a, a, samples=500)[1] == 1.0  # identical: never better
+    assert paired_permutation(_acc, gold, a, big, margin=50.0)[1] == 1.0  # 35.7 points do not clear a 50 margin
+    with pytest.raises(ValueError, match="aligned"):
+        paired_permutation(_acc, gold, a, b[:-1])
+
+
+def test_trivial_baselines():
+    assert baseline("classification", [1, 0, 1, 1], 3) == [1, 1, 1]
+    assert baseline("pair_classification", [0, 1], 2) == [0, 0]  # a tie: the lowest id
+    assert baseline("regression", [1.0, 3.0], 2) == [2.0, 2.0]
+    assert baseline("token_classification", [2, 1], 2) == [["O", "O"], ["O"]]
+    assert agreement([1, 2, 3], [1, 2, 0]) == pytest.approx(2 / 3)
+    assert agreement([1.0, 2.0], [1.05, 2.5], tol=0.1) == 0.5
 
 
 @pytest.fixture()
@@ -30,31 +64,27 @@ def _run_with_model(root, text):
         return run.id
 
 
-def test_register_and_gate_is_per_task_and_keeps_better_champion(store):
-    a1 = registry.register_and_gate(store, "ptv2-a", _run_with_model(store, "1"), 70.0, "accuracy", "e1")
+def _data(correct: int, champion_correct: int = 0, n: int = 60):
+    gold = [i % 2 for i in range(n)]
+    wrong = lambda k: [g if i < k else 1 - g for i, g in enumerate(gold)]  # noqa: E731
+    return registry.GateData("accuracy", _acc, gold, wrong(correct), [0] * n, lambda version: wrong(champion_correct))
+
+
+def test_register_and_gate_is_per_task_and_keeps_a_champion_not_shown_worse(store):
+    a1 = registry.register_and_gate(store, "ptv2-a", _run_with_model(store, "1"), "model", _data(54), 0.05)
     assert a1.promoted and a1.version == "1"
-    worse = registry.register_and_gate(store, "ptv2-a", _run_with_model(store, "2"), 60.0, "accuracy", "e1")
-    assert not worse.promoted and worse.champion == 70.0
-    b1 = registry.register_and_gate(store, "ptv2-b", _run_with_model(store, "3"), 10.0, "accuracy", "e1")
-    assert b1.promoted  # a worse task elsewhere does not block this one
+    tie = registry.register_and_gate(store, "ptv2-a", _run_with_model(store, "2"), "model", _data(55, 54), 0.05)
+    assert not tie.promoted and tie.evidence.champion == 90.0 and tie.evidence.p_champion > 0.05
+    chance = registry.register_and_gate(store, "ptv2-b", _run_with_model(store, "3"), "model", _data(31), 0.05)
+    assert not chance.promoted and "baseline" in chance.reason  # 51.7 % vs 50 %: chance
+    b2 = registry.register_and_gate(store, "ptv2-b", _run_with_model(store, "4"), "model", _data(50), 0.05)
+    assert b2.promoted  # the other task's refusals do not matter
     assert tracking.alias_version(store, "ptv2-a", "champion")[0] == "1"
     assert tracking.alias_version(store, "ptv2-a", "challenger")[0] == "2"
     rows = {(r["name"], r["version"]): r for r in tracking.list_versions(store, "ptv2-")}
-    assert rows[("ptv2-a", "2")]["tags"]["gate.promoted"] == "false"
-    assert "champion" in rows[("ptv2-a", "1")]["aliases"]
-
-
-def test_champion_rescored_when_eval_data_changed(store):
-    registry.register_and_gate(store, "ptv2-a", _run_with_model(store, "1"), 90.0, "accuracy", "old")
-    seen = []
-
-    def rescore(version):
-        seen.append(version)
-        return 50.0  # on the new eval data the old champion is much worse
-
-    d = registry.register_and_gate(store, "ptv2-a", _run_with_model(store, "2"), 60.0, "accuracy", "new",
-                                   rescore_champion=rescore)
-    assert seen == ["1"] and d.promoted and d.champion == 50.0
+    t = rows[("ptv2-a", "2")]["tags"]
+    assert t["gate.promoted"] == "false" and t["gate.baseline_metric"] == "50.0000" and float(t["gate.p_vs_champion"]) > 0.05
+    assert "paired permutation" in t["gate.test"] and "champion" in rows[("ptv2-a", "1")]["aliases"]
 
 
 def test_two_projects_in_one_process_keep_their_own_stores(tmp_path, monkeypatch):

@@ -41,12 +41,15 @@ def champion(tmp_path, tiny_dir, monkeypatch):
     write_all_formats(tmp_path / "d")
     cfg = config_from_dict(tiny_params(tmp_path / "d", tiny_dir, epochs={"ptv2": 1, "finetune": 1}))
     train_task(cfg, "sent", tmp_path / "m", report_splits=())
-    model, tok, meta = load_model(tmp_path / "m/model")
+    model, tok, _ = load_model(tmp_path / "m/model")
     bundle = write_bundle({"sent": model}, tok, tmp_path / "bundle", int8=False)
     with tracking.start_run(tmp_path, "t", "serve-test", {}, {}) as run:
         rid = run.id
     uri = tracking.log_bundle_model(tmp_path, rid, bundle, {"adapter": tmp_path / "m/model"})
-    d = registry.register_and_gate(tmp_path, "ptv2-sent", rid, 80.0, "accuracy", "e", artifact_path=uri)
+    gold = [i % 2 for i in range(40)]
+    data = registry.GateData("accuracy", lambda p, g: 100.0 * sum(a == b for a, b in zip(p, g)) / len(g), gold, gold,
+                             [0] * 40, lambda version: gold)
+    d = registry.register_and_gate(tmp_path, "ptv2-sent", rid, uri, data, 0.05)
     assert d.promoted
     return tmp_path
 

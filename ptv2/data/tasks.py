@@ -15,11 +15,12 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import datasets
 
 from ptv2.config import Config, TaskSpec
+from ptv2.data.readers import conll_rows, join_labels, jsonl_rows, tsv_rows
 from ptv2.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -59,48 +60,17 @@ def fill(template: str, row: dict[str, Any], task: str) -> str:
     return _FIELD.sub(lookup, template)
 
 
-def _read_tsv(path: Path, spec: TaskSpec) -> Iterator[dict[str, Any]]:
-    """Split on tabs (no quote parsing: STS-B has bare quotes); extra trailing columns are dropped."""
-    lines = datasets.load_dataset("text", data_files=str(path), split="train")["text"]
-    if spec.header:
-        names, lines = lines[0].lstrip("\ufeff").split("\t"), lines[1:]  # MRPC starts with a BOM
-    else:
-        names = list(spec.columns)
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        cells = line.split("\t")
-        if len(cells) < len(names):
-            raise DataError(f"{path}: line {i + 1 + spec.header} has {len(cells)} columns, expected {len(names)}")
-        yield {n: c.strip() for n, c in zip(names, cells)}
-
-
-def _read_conll(path: Path) -> Iterator[dict[str, Any]]:
-    """CoNLL columns: token first, NER tag last; blank lines end sentences; -DOCSTART- skipped."""
-    tokens: list[str] = []
-    tags: list[str] = []
-    for line in datasets.load_dataset("text", data_files=str(path), split="train")["text"]:
-        if not line.strip() or line.startswith("-DOCSTART-"):
-            if tokens:
-                yield {"tokens": tokens, "tags": tags}
-            tokens, tags = [], []
-            continue
-        cols = line.split()
-        tokens.append(cols[0])
-        tags.append(cols[-1])
-    if tokens:
-        yield {"tokens": tokens, "tags": tags}
-
-
-def _raw_rows(spec: TaskSpec, path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise DataError(f"data file {str(path)!r} not found; check data_root in params.yaml (or $PTV2_DATA_ROOT) and the task's files")
+def _raw_rows(spec: TaskSpec, root: Path, split: str) -> list[dict[str, Any]]:
+    path = root / spec.files[split]
     if spec.format == "tsv":
-        return list(_read_tsv(path, spec))
-    if spec.format == "conll":
-        return list(_read_conll(path))
-    ds = datasets.load_dataset("json", data_files=str(path), split="train")
-    return ds.to_list()
+        rows = list(tsv_rows(path, spec.header, spec.columns))
+    elif spec.format == "conll":
+        rows = list(conll_rows(path))
+    else:
+        rows = list(jsonl_rows(path))
+    if split in spec.label_files:  # labels kept in a file of their own (WiC's *.gold.txt)
+        rows = join_labels(rows, root / spec.label_files[split], spec.label)
+    return rows
 
 
 def _label_id(value: Any, labels: list[str], task: str, split: str) -> int:
@@ -150,7 +120,7 @@ def load_task(name: str, spec: TaskSpec, data_root: str | Path, seed: int, val_f
     """Load every split of a task; carve ``val`` from train; optionally subsample train (seeded)."""
     if spec.format == "hub":
         return _load_hub(name, spec, seed, val_fraction, val_max, max_train)
-    raw = {split: _raw_rows(spec, Path(data_root) / rel) for split, rel in spec.files.items()}
+    raw = {split: _raw_rows(spec, Path(data_root), split) for split in spec.files}
     for split, rows in raw.items():
         if not rows:
             raise DataError(f"task {name!r}: split {split!r} ({spec.files[split]}) is empty; point it at a file with rows")

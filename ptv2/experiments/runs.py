@@ -29,7 +29,7 @@ def run_or_reuse(cfg: Config, tasks: list[str], out: Path, mixture: bool = False
     trained (in a spawned process when ``isolate``). Returns None at once when another process holds
     ``out`` and not ``wait``."""
     key = run_key(cfg, tasks, mixture, init_from)
-    with file_lock(out.parent / f".{out.name}.lock", wait) as mine:
+    with file_lock(out.parent / f".{out.name}.runlock", wait) as mine:  # (the run itself locks .<name>.lock)
         if not mine:
             return None
         done = finished(out, key)

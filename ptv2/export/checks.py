@@ -1,15 +1,26 @@
-"""Deployment checks on real dev data: a bundle's metric (fp32 or int8) next to PyTorch's."""
+"""Deployment checks on real dev data: a bundle's per-example predictions (fp32 or int8), gold labels in the
+same form, and the task's metric as a function of them (what the paired tests of the gate resample)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
-from ptv2.training import metrics
 from ptv2.data.tasks import TaskData
 from ptv2.serving.bundle import Bundle
+from ptv2.training import metrics
 
 
-def bundle_metrics(bundle: Bundle, td: TaskData, split: str = "dev", batch_size: int = 64) -> dict[str, float]:
-    """The task's metrics computed from the bundle's predictions (onnxruntime) on ``split``."""
+def gold(td: TaskData, split: str = "dev") -> list[Any]:
+    """Per example: class id, float score, or the sentence's tag names."""
+    ds = td.split(split)
+    if td.spec.type == "token_classification":
+        return [[td.labels[t] for t in tags] for tags in ds["tags"]]
+    if td.spec.type == "regression":
+        return [float(x) for x in ds["label"]]
+    return [int(x) for x in ds["label"]]
+
+
+def bundle_predictions(bundle: Bundle, td: TaskData, split: str = "dev", batch_size: int = 64) -> list[Any]:
+    """The bundle's predictions on ``split``, in the form of ``gold``."""
     ds = td.split(split)
     task, kind = td.name, td.spec.type
     if kind == "multiple_choice":
@@ -18,12 +29,23 @@ def bundle_metrics(bundle: Bundle, td: TaskData, split: str = "dev", batch_size:
         rows = [{"task": task, "text": " ".join(toks)} for toks in ds["tokens"]]
     else:
         rows = [{"task": task, "text": a, "text_pair": b} for a, b in zip(ds["text_a"], ds["text_b"])]
-    preds: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
     for s in range(0, len(rows), batch_size):
-        preds += bundle.predict(rows[s:s + batch_size])
+        out += bundle.predict(rows[s:s + batch_size])
     if kind == "token_classification":
-        gold = [[td.labels[t] for t in tags] for tags in ds["tags"]]
-        return metrics.compute(td.spec.metrics, [p["tags"] for p in preds], gold)
+        return [p["tags"] for p in out]
     if kind == "regression":
-        return metrics.compute(td.spec.metrics, [p["score"] for p in preds], list(ds["label"]))
-    return metrics.compute(td.spec.metrics, [td.labels.index(p["label"]) for p in preds], list(ds["label"]))
+        return [float(p["score"]) for p in out]
+    return [td.labels.index(p["label"]) for p in out]
+
+
+def scorer(metric: str) -> Callable[[list[Any], list[Any]], float]:
+    """(pred, gold) -> the metric in points."""
+    return lambda pred, g: metrics.compute([metric], pred, g)[metric]
+
+
+def train_labels_for_baseline(td: TaskData) -> list[Any]:
+    """What ``evidence.baseline`` needs: train labels, or the dev sentences' lengths for token tasks."""
+    if td.spec.type == "token_classification":
+        return [len(t) for t in td.split("dev")["tokens"]]
+    return list(td.split("train")["label"])

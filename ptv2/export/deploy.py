@@ -1,4 +1,4 @@
-"""Export adapted models to one bundle and run the deployment gates (parity, int8 drop)."""
+"""Export adapted models to one bundle and run the deployment checks (parity, int8 agreement)."""
 from __future__ import annotations
 
 import logging
@@ -7,12 +7,13 @@ from typing import Any
 
 from ptv2.config import Config
 from ptv2.errors import ArtifactError
-from ptv2.export.checks import bundle_metrics
+from ptv2.export.checks import bundle_predictions, gold, scorer
 from ptv2.export.onnx_export import parity, write_bundle
-from ptv2.files import atomic_dir
+from ptv2.files import atomic_dir, write_json
 from ptv2.model.backbone import load_backbone
 from ptv2.model.prompted import PromptedModel
 from ptv2.serving.bundle import Bundle
+from ptv2.tracking.evidence import agreement, paired_permutation
 from ptv2.training.artifacts import read_spec
 from ptv2.training.build import load_model
 from ptv2.data.tasks import load_task_data
@@ -51,20 +52,27 @@ def bundle_for(out: str | Path, task: str) -> Path:
 
 
 def _check(cfg: Config, task: str, model: PromptedModel, bundle_dir: Path) -> dict[str, Any]:
-    """One task's gates on its bundle: parity against the PyTorch model, dev metric fp32 vs int8."""
+    """One task's checks on its bundle: parity against the PyTorch model; dev predictions of fp32 and int8,
+    their agreement and a paired test (is int8 significantly worse?). The fp32 predictions and gold labels
+    go to ``export.checks_dir/<task>.json`` for the promotion gate."""
     if model.spec.tasks[task].type == "multiple_choice":
         return {"skipped": "multiple_choice is not served by the bundle", "parity_ok": False}
-    e = cfg.export
+    e, t = cfg.export, cfg.tracking
     fp32 = Bundle(bundle_dir)
     par = parity(model, task, fp32, tuple(e.parity_batch_sizes), tuple(x or None for x in e.parity_lengths))
     td = load_task_data(cfg, task)
-    metric = td.spec.metrics[0]
-    m32 = bundle_metrics(fp32, td)[metric]
+    metric, g = td.spec.metrics[0], gold(td)
+    score = scorer(metric)
+    p32 = bundle_predictions(fp32, td)
     row = {"metric": metric, "parity_max_abs_diff": par["max_abs_diff"],
-           "parity_ok": par["max_abs_diff"] <= e.parity_tol, "dev_fp32": m32}
+           "parity_ok": par["max_abs_diff"] <= e.parity_tol, "dev_fp32": score(p32, g), "dev_examples": len(g)}
     if e.int8:
-        m8 = bundle_metrics(Bundle(bundle_dir, int8=True), td)[metric]
-        row.update(dev_int8=m8, int8_drop=m32 - m8, int8_ok=(m32 - m8) <= e.max_int8_drop)
-    log.info("%s: parity %.2e, dev %s fp32 %.2f%s", task, par["max_abs_diff"], metric, m32,
-             f", int8 {row['dev_int8']:.2f}" if "dev_int8" in row else "")
+        p8 = bundle_predictions(Bundle(bundle_dir, int8=True), td)
+        agree = agreement(p32, p8, e.int8_regression_tol)
+        _, p_worse = paired_permutation(score, g, p32, p8, 0.0, t.permutation_samples)  # "fp32 beats int8"?
+        row.update(dev_int8=score(p8, g), int8_agreement=agree, int8_p_worse=p_worse,
+                   int8_ok=agree >= e.min_int8_agreement and p_worse >= t.promote_alpha)
+    write_json(Path(e.checks_dir) / f"{task}.json", {"task": task, "metric": metric, "gold": g, "fp32": p32})
+    log.info("%s: parity %.2e, dev %s fp32 %.2f%s", task, par["max_abs_diff"], metric, row["dev_fp32"],
+             f", int8 {row['dev_int8']:.2f} (agreement {row['int8_agreement']:.3f})" if "dev_int8" in row else "")
     return row

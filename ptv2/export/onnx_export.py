@@ -24,6 +24,7 @@ from ptv2.files import atomic_dir, sha256
 from ptv2.export.graph import BakedTaskModel, PromptInputEncoder, batch_prefix, prompt_tensor
 from ptv2.model.prompted import PromptedModel
 from ptv2.model.spec import HeadSpec
+from ptv2.serving.manifest import FORMAT
 
 log = logging.getLogger(__name__)
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
@@ -116,8 +117,7 @@ def write_bundle(models: dict[str, PromptedModel], tokenizer: Any, out: str | Pa
 def write_manifest(folder: Path, files: dict[str, str] | None = None) -> None:
     """``manifest.json``: every file of the bundle with its sha256 (``files`` when already known)."""
     files = files or {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-    (folder / "manifest.json").write_text(json.dumps({"format": "ptv2-bundle/1", "files": files}, indent=2,
-                                                     sort_keys=True))
+    (folder / "manifest.json").write_text(json.dumps({"format": FORMAT, "files": files}, indent=2, sort_keys=True))
 
 
 @torch.no_grad()
@@ -153,7 +153,7 @@ def parity(model: PromptedModel, task: str, bundle: Any, batch_sizes=(1, 8, 32),
 
 def subset_bundle(bundle: str | Path, tasks: list[str], out: str | Path) -> Path:
     """A bundle serving only ``tasks`` (same encoder files), with its own manifest."""
-    from ptv2.serving.bundle import verify
+    from ptv2.serving.manifest import verify
 
     bundle, out = Path(bundle), Path(out)
     manifest = verify(bundle)

@@ -25,6 +25,18 @@ def resolve(name: str) -> str:
         return name  # fall back to the hub (needs internet)
 
 
+def position_limit(name: str) -> int | None:
+    """How many text positions the backbone's config allows (RoBERTa-style models offset positions by
+    ``pad_token_id + 1``); None when the config does not say. Reads the config only, not the weights."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(resolve(name))
+    limit = getattr(c, "max_position_embeddings", None)
+    if limit is not None and c.model_type in ("roberta", "xlm-roberta", "camembert"):
+        limit -= (c.pad_token_id or 0) + 1
+    return limit
+
+
 def load_backbone(name: str) -> tuple[PreTrainedModel, Any]:
     """Returns (encoder without task head, fast tokenizer)."""
     path = resolve(name)

@@ -13,36 +13,21 @@ from typing import Any
 
 import numpy as np
 
-from ptv2.files import sha256
+from ptv2.serving.manifest import BundleError, check_task, task_names, verify
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-class BundleError(ValueError):
-    """A bundle that is missing, tampered with, or asked for something it lacks."""
-
-
 def is_bundle(path: str | Path) -> bool:
-    """A folder whose manifest says it is a ptv2 ONNX bundle (a model folder has a manifest of its own)."""
+    """A folder that holds an ONNX encoder or whose manifest says it is a bundle (a model folder has a
+    manifest of its own); a damaged bundle still counts, so its refusal names what is wrong."""
+    path = Path(path)
+    if any(path.glob("encoder*.onnx")):
+        return True
     try:
-        return json.loads((Path(path) / "manifest.json").read_text()).get("format", "").startswith("ptv2-bundle")
+        return json.loads((path / "manifest.json").read_text()).get("format", "").startswith("ptv2-bundle")
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def verify(bundle: Path) -> dict[str, Any]:
-    """Check every file against manifest.json; raise BundleError naming the first bad file."""
-    mf = bundle / "manifest.json"
-    if not mf.is_file():
-        raise BundleError(f"{bundle}: no manifest.json — not a ptv2 bundle (make one with 'ptv2 export')")
-    manifest = json.loads(mf.read_text())
-    for rel, digest in manifest["files"].items():
-        p = bundle / rel
-        if not p.is_file():
-            raise BundleError(f"{bundle}: {rel} is missing; re-export the bundle")
-        if sha256(p) != digest:
-            raise BundleError(f"{bundle}: {rel} fails its sha256 check (tampered or truncated); re-export the bundle")
-    return manifest
 
 
 @dataclass
@@ -60,7 +45,7 @@ class Bundle:
         from tokenizers import Tokenizer
 
         self.path = Path(path)
-        verify(self.path)
+        manifest = verify(self.path)
         so = ort.SessionOptions()
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # shares cores with torch
         if threads:
@@ -70,12 +55,19 @@ class Bundle:
             raise BundleError(f"{self.path}: no {name} in this bundle")
         self.session = ort.InferenceSession(str(self.path / name), so, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer" / "tokenizer.json"))
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        width = self.session.get_outputs()[0].shape[-1]
+        self.prefixed = "prefix" in inputs
         self.tasks: dict[str, TaskHead] = {}
-        for spec_file in sorted((self.path / "tasks").glob("*.json")):
-            t = load_file(str(spec_file.with_suffix(".safetensors")))
-            self.tasks[spec_file.stem] = TaskHead(json.loads(spec_file.read_text()), t.get("prompt"),
-                                                  t["head_weight"], t["head_bias"])
-        self.prefixed = any(i.name == "prefix" for i in self.session.get_inputs())
+        for name in task_names(manifest):  # only what the manifest lists, each checked against the graph
+            spec_file = self.path / "tasks" / f"{name}.json"
+            try:
+                spec = json.loads(spec_file.read_text(encoding="utf-8"))
+                t = load_file(str(spec_file.with_suffix(".safetensors")))
+            except (ValueError, UnicodeDecodeError, OSError) as e:
+                raise BundleError(f"{spec_file}: unreadable ({e}); re-export the bundle") from None
+            check_task(self.path, name, spec, t, inputs.get("prefix"), width if isinstance(width, int) else None)
+            self.tasks[name] = TaskHead(spec, t.get("prompt"), t["head_weight"], t["head_bias"])
 
     def _encode(self, rows: list[dict[str, Any]]) -> tuple[dict[str, np.ndarray], list[Any]]:
         max_len = max(self.tasks[r["task"]].spec["max_length"] for r in rows)

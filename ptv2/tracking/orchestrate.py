@@ -1,13 +1,20 @@
-"""What the Prefect flows call: run the DVC graph (serialized), and read what it decided.
+"""What the Prefect flows call: run the DVC graph, serially or with stages side by side.
 
-DVC owns the graph and the cache (dvc.yaml); this module only asks it to reproduce, holding a
-file lock so two runs never overlap (two `dvc repro` at once fail on DVC's own lock)."""
+DVC owns the graph and the cache (dvc.yaml). ``reproduce`` asks it to reproduce, holding a file lock
+so two runs never overlap (two `dvc repro` at once fail on DVC's own repo lock). DVC cannot run
+stages in parallel (treeverse/dvc#755), so the fan-out runs stale stages' *commands* on workers
+(``run_stage``), then has DVC record each finished one (``record``: ``dvc commit``, which writes the
+stage's deps, params and outs to dvc.lock exactly as ``dvc repro`` would). A stage that failed is
+not recorded: it stays stale and reruns alone next time.
+"""
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import json
 import logging
+import os
+import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -51,3 +58,61 @@ def promotions(root: str | Path, ran: list[str]) -> list[dict[str, Any]]:
         if name.startswith("promote@"):
             out.append(json.loads((root / "metrics/promote" / f"{name.split('@', 1)[1]}.json").read_text()))
     return out
+
+
+def stale(root: str | Path, stages: list[str]) -> list[str]:
+    """The ``stages`` whose deps, params or outs differ from dvc.lock (what ``dvc repro`` would run)."""
+    from dvc.repo import Repo
+
+    with contextlib.chdir(root), Repo(str(root)) as repo:  # DVC resolves targets against the cwd
+        changed = repo.status(targets=stages)
+    return [s for s in stages if s in changed]
+
+
+def stage_command(root: str | Path, stage: str) -> str:
+    from dvc.repo import Repo
+
+    with contextlib.chdir(root), Repo(str(root)) as repo:
+        (st,) = repo.stage.collect(stage)
+        return st.cmd
+
+
+def run_stage(root: str | Path, stage: str, threads: int = 0, env: dict[str, str] | None = None) -> str:
+    """Run one stage's command in the project folder (on whichever worker calls this); ``threads`` > 0
+    caps the math libraries' threads, so N workers on N cores do not oversubscribe. Returns the stage."""
+    cmd = stage_command(root, stage)
+    e = {**os.environ, **(env or {})}
+    if threads:
+        e.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    log.info("running %s: %s", stage, cmd)
+    r = subprocess.run(cmd, shell=True, cwd=root, env=e, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"stage {stage} failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}")
+    return stage
+
+
+def record(root: str | Path, stages: list[str]) -> None:
+    """Have DVC record finished stages in dvc.lock (and its cache), one at a time under the pipeline lock."""
+    from dvc.repo import Repo
+
+    root = Path(root).resolve()
+    with pipeline_lock(root), contextlib.chdir(root), Repo(str(root)) as repo:
+        for stage in stages:
+            repo.commit(stage, force=True)
+            log.info("recorded %s in dvc.lock", stage)
+
+
+def push(root: str | Path, remote: str) -> None:
+    """Upload the cached stage outputs to a DVC remote (where workers on other machines pull them)."""
+    from dvc.repo import Repo
+
+    with contextlib.chdir(root), Repo(str(root)) as repo:
+        repo.push(remote=remote)
+
+
+def pull(root: str | Path, remote: str, targets: list[str] | None = None) -> None:
+    """Fetch what ``targets`` (default: every stage) need from a DVC remote and check it out."""
+    from dvc.repo import Repo
+
+    with contextlib.chdir(root), Repo(str(root)) as repo:
+        repo.pull(targets=targets, remote=remote, with_deps=bool(targets))

@@ -1,68 +1,108 @@
-"""Promotion gate: a new version is ``challenger``; it becomes ``champion`` only when it is at
-least as good as the current champion on the same eval data (plus a margin) and, when an ONNX
-parity result is given, parity passed. Per task: each task has its own registered model.
-The decision, both numbers and the reason are tagged on the version."""
+"""The promotion gate: a new version is ``challenger``; it becomes ``champion`` only on evidence.
+
+On the same dev examples, the challenger must beat (a) the task's trivial baseline and (b) the current
+champion (re-scored on today's dev data), each by a one-sided paired permutation test at level
+``tracking.promote_alpha`` with margin ``tracking.promote_margin`` (metric points); its ONNX export must
+have passed parity and its int8 encoder must agree with fp32 (checked at export). Per task: each task
+has its own registered model. Scores, the baseline, the test and its p-values are tagged on the version.
+"""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 from ptv2.tracking import store as tracking
+from ptv2.tracking.evidence import paired_permutation
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the gate weighs: the challenger's, baseline's and champion's dev metric and the p-values of
+    "challenger beats it"; ``None`` where there is no champion or a check did not run."""
+
+    metric: str
+    challenger: float
+    baseline: float
+    p_baseline: float
+    champion: float | None = None
+    p_champion: float | None = None
+    parity_ok: bool | None = None
+    int8_ok: bool | None = None
+    test: str = ""
 
 
 @dataclass(frozen=True)
 class Decision:
     promoted: bool
     reason: str
-    challenger: float
-    champion: float | None
+    evidence: Evidence
     version: str = ""
 
     def tags(self) -> dict[str, str]:
-        return {"gate.promoted": str(self.promoted).lower(), "gate.reason": self.reason,
-                "gate.challenger_metric": f"{self.challenger:.4f}",
-                "gate.champion_metric": "" if self.champion is None else f"{self.champion:.4f}"}
+        e = self.evidence
+        num = lambda x: "" if x is None else f"{x:.4f}"  # noqa: E731
+        return {"gate.promoted": str(self.promoted).lower(), "gate.reason": self.reason, "gate.metric": e.metric,
+                "gate.challenger_metric": num(e.challenger), "gate.baseline_metric": num(e.baseline),
+                "gate.champion_metric": num(e.champion), "gate.p_vs_baseline": num(e.p_baseline),
+                "gate.p_vs_champion": num(e.p_champion), "gate.test": e.test}
 
 
-def decide(challenger: float, champion: float | None, margin: float = 0.0, parity_ok: bool | None = None,
-           int8_ok: bool | None = None) -> Decision:
-    """Pure gate. ``champion`` None means there is none yet; None for a check means not run."""
-    if parity_ok is False:
-        return Decision(False, "ONNX parity check failed", challenger, champion)
-    if int8_ok is False:
-        return Decision(False, "int8 dev metric dropped more than export.max_int8_drop", challenger, champion)
-    if champion is None:
-        return Decision(True, "no champion yet", challenger, None)
-    if challenger >= champion + margin:
-        return Decision(True, f"{challenger:.2f} >= champion {champion:.2f} + margin {margin}", challenger, champion)
-    return Decision(False, f"{challenger:.2f} < champion {champion:.2f} + margin {margin}", challenger, champion)
+def decide(e: Evidence, alpha: float) -> Decision:
+    """Pure gate over the evidence."""
+    if e.parity_ok is False:
+        return Decision(False, "ONNX parity check failed", e)
+    if e.int8_ok is False:
+        return Decision(False, "int8 predictions disagree with fp32 (see export.min_int8_agreement)", e)
+    if e.p_baseline >= alpha:
+        return Decision(False, f"not better than the trivial baseline: {e.challenger:.2f} vs {e.baseline:.2f}, "
+                               f"p = {e.p_baseline:.3f} >= {alpha}", e)
+    if e.champion is None:
+        return Decision(True, f"beats the baseline ({e.challenger:.2f} vs {e.baseline:.2f}, p = {e.p_baseline:.3f}); "
+                              f"no champion yet", e)
+    if e.p_champion is not None and e.p_champion < alpha:
+        return Decision(True, f"beats champion {e.champion:.2f} with {e.challenger:.2f} (p = {e.p_champion:.3f}) "
+                              f"and the baseline {e.baseline:.2f} (p = {e.p_baseline:.3f})", e)
+    return Decision(False, f"not shown better than champion: {e.challenger:.2f} vs {e.champion:.2f}, "
+                           f"p = {e.p_champion:.3f} >= {alpha}", e)
 
 
-def register_and_gate(root: str | Path, name: str, run_id: str, metric: float, metric_name: str, eval_sha: str,
-                      margin: float = 0.0, parity_ok: bool | None = None, int8_ok: bool | None = None,
-                      rescore_champion: Callable[[str], float] | None = None,
-                      artifact_path: str = "model") -> Decision:
-    """Register ``run_id``'s model as a new version (alias challenger) and apply the gate.
-    When the champion was scored on other eval data, ``rescore_champion(version)`` re-scores it."""
+@dataclass(frozen=True)
+class GateData:
+    """The dev examples both models are judged on, and how: gold labels, the challenger's and the
+    baseline's predictions, the metric (points) and a way to get the champion's predictions."""
+
+    metric: str
+    score: Callable[[Sequence[Any], Sequence[Any]], float]  # (pred, gold) -> points
+    gold: Sequence[Any]
+    challenger: Sequence[Any]
+    baseline: Sequence[Any]
+    champion_predictions: Callable[[str], Sequence[Any]]  # registered version -> its predictions
+
+
+def register_and_gate(root: str | Path, name: str, run_id: str, artifact_path: str, data: GateData,
+                      alpha: float, margin: float = 0.0, samples: int = 2000, parity_ok: bool | None = None,
+                      int8_ok: bool | None = None, tags: dict[str, str] | None = None) -> Decision:
+    """Register ``run_id``'s model as a new version (alias challenger) and apply the gate."""
+    score = lambda p: data.score(p, data.gold)  # noqa: E731
+    test = f"one-sided paired permutation test, {samples} random swaps over {len(data.gold)} dev examples, margin {margin}"
+    _, p_base = paired_permutation(data.score, data.gold, data.challenger, data.baseline, margin, samples)
+    ev = Evidence(data.metric, score(data.challenger), score(data.baseline), p_base, parity_ok=parity_ok,
+                  int8_ok=int8_ok, test=test)
     version = tracking.register_version(root, name, run_id, artifact_path,
-                                        {"metric_name": metric_name, "metric": f"{metric:.6f}", "eval_sha": eval_sha})
+                                        {"metric_name": data.metric, "metric": f"{ev.challenger:.6f}", **(tags or {})})
     champ = tracking.alias_version(root, name, "champion")
-    champ_metric = None
     if champ is not None:
-        cv, ctags = champ
-        if ctags.get("eval_sha") == eval_sha or rescore_champion is None:
-            champ_metric = float(ctags["metric"])
-        else:
-            champ_metric = rescore_champion(cv)  # same eval data for both
-            log.info("champion v%s re-scored on the current eval data: %.3f", cv, champ_metric)
-    d = decide(metric, champ_metric, margin, parity_ok, int8_ok)
+        preds = data.champion_predictions(champ[0])  # re-scored on today's dev examples
+        _, p_champ = paired_permutation(data.score, data.gold, data.challenger, preds, margin, samples)
+        ev = Evidence(**{**ev.__dict__, "champion": score(preds), "p_champion": p_champ})
+    d = decide(ev, alpha)
     tracking.set_alias(root, name, "challenger", version)
     if d.promoted:
         tracking.set_alias(root, name, "champion", version)
     tracking.tag_version(root, name, version, d.tags())
     log.info("%s v%s: %s (%s)", name, version, "promoted to champion" if d.promoted else "not promoted", d.reason)
-    return Decision(d.promoted, d.reason, d.challenger, d.champion, version)
+    return Decision(d.promoted, d.reason, ev, version)

@@ -45,6 +45,52 @@ def _mlflow(root: str | Path):
     return mlflow
 
 
+@contextlib.contextmanager
+def tracking_server(root: str | Path, experiment: str, timeout_s: float = 120.0) -> Iterator[str]:
+    """An MLflow tracking server for many concurrent writers (parallel stages), as a URI: the user's
+    ``MLFLOW_TRACKING_URI`` when set, else ``mlflow server`` on this project's sqlite store and artifact
+    folder, started here (a free port on 127.0.0.1) and stopped when the block ends."""
+    import socket
+    import sys
+    import time
+    import urllib.request
+
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        yield os.environ["MLFLOW_TRACKING_URI"]
+        return
+    init_store(root, experiment)  # create the schema once, before the server and its clients
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = repo_root(root)
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", tracking_uri(base), "--default-artifact-root", (base / "mlartifacts").as_uri()]
+    log_file = open(base / ".dvc" / "tmp" / "mlflow-server.log", "a") if (base / ".dvc").is_dir() \
+        else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server did not start ({' '.join(cmd)}); see .dvc/tmp/mlflow-server.log")
+                time.sleep(0.3)
+        yield uri
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if log_file is not subprocess.DEVNULL:
+            log_file.close()
+
+
 def init_store(root: str | Path, experiment: str) -> str:
     """Create the database and experiment once, before anything runs in parallel. Returns its id."""
     mlflow = _mlflow(root)

@@ -82,12 +82,14 @@ def load_model(path: str | Path, backbone=None, tokenizer=None):
     """Rebuild (model, tokenizer, spec) from a saved folder; weights must match exactly."""
     state, spec = read_adapter(path)
     model, tokenizer = model_from_spec(spec, backbone, tokenizer)
-    _, unexpected = model.load_state_dict(state, strict=False)
-    expected = set(model.trainable_state())
-    bad_shape = [k for k in expected & set(state) if model.state_dict()[k].shape != state[k].shape]
+    own, expected = model.state_dict(), set(model.trainable_state())
+    unexpected = sorted(set(state) - set(own))
+    bad_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(expected & set(state))
+                 if own[k].shape != state[k].shape]
     if unexpected or expected - set(state) or bad_shape:
-        raise ArtifactError(f"{path}: weights do not fit the model: missing {sorted(expected - set(state))[:5]}, "
-                            f"unexpected {sorted(unexpected)[:5]}, wrong shape {bad_shape[:5]}; retrain it")
+        raise ArtifactError(f"{path}: weights do not fit the spec: missing {sorted(expected - set(state))[:3]}, "
+                            f"unexpected {unexpected[:3]}, wrong shape {bad_shape[:3]}; retrain the model")
+    model.load_state_dict(state, strict=False)
     model.eval()
     return model, tokenizer, spec
 

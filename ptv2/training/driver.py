@@ -7,9 +7,11 @@ for pretraining), fits, reloads the best model, evaluates the report splits and 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,8 +21,8 @@ from ptv2.data.collate import encode_split
 from ptv2.data.mixture import mixture_planner, mixture_rates
 from ptv2.data.tasks import TaskData, load_task_data
 from ptv2.errors import ConfigError, DataError
-from ptv2.files import write_json
-from ptv2.model.backbone import load_backbone
+from ptv2.files import output_lock, write_json
+from ptv2.model.backbone import load_backbone, position_limit
 from ptv2.model.prompted import count_parameters
 from ptv2.training.artifacts import weights_sha
 from ptv2.training.build import head_spec, init_from_pretrained, load_model, model_from_spec, reusable_backbone, \
@@ -85,13 +87,24 @@ def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = Fa
     if not mixture and len(tasks) != 1:
         raise ConfigError(f"single-task training takes one task, got {tasks}; pretrain a mixture instead")
     check_device(cfg.train)
+    for t in tasks:
+        cfg.task(t)  # unknown names fail here, before any work
     out_dir = Path(out_dir)
     key = run_key(cfg, tasks, mixture, init_from)
     done = finished(out_dir, key)
     if done is not None:
         log.info("%s is already trained with this config (key %s): nothing to do", out_dir, key)
         return TrainRun(done, out_dir / "model")
-    data = {t: load_task_data(cfg, t) for t in tasks}
+    check_positions(cfg)
+    # one writer per output folder; under torchrun rank 0 holds it for the group (the others only read)
+    with output_lock(out_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
+        data = {t: load_task_data(cfg, t) for t in tasks}  # bad data fails here, before the model loads
+        return _train(cfg, data, out_dir, mixture, init_from, report_splits, on_log, key)
+
+
+def _train(cfg: Config, data: dict[str, TaskData], out_dir: Path, mixture: bool, init_from: str | Path | None,
+           report_splits: tuple[str, ...], on_log: Callable[[dict[str, Any]], None] | None, key: str) -> TrainRun:
+    tasks = list(data)
     backbone, tok = load_backbone(cfg.backbone.name)
     spec = spec_from_config(cfg, {t: head_spec(d) for t, d in data.items()}, cfg.pretrain.task_rank if mixture else 0)
     L = cfg.backbone.max_length
@@ -131,6 +144,15 @@ def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = Fa
               "artifact_bytes": sum(f.stat().st_size for f in (out_dir / "model").iterdir())}
     write_json(out_dir / "metrics.json", record)
     return TrainRun(record, out_dir / "model")
+
+
+def check_positions(cfg: Config) -> None:
+    """``backbone.max_length`` must fit the backbone's position table, or training works and the first
+    long dev text crashes."""
+    limit = position_limit(cfg.backbone.name)
+    if limit is not None and cfg.backbone.max_length > limit:
+        raise ConfigError(f"backbone.max_length = {cfg.backbone.max_length} is more than the {limit} positions of "
+                          f"backbone {cfg.backbone.name!r}; set backbone.max_length <= {limit}")
 
 
 def _generator(seed: int):

@@ -1,12 +1,13 @@
 """Run keys: what a training run depends on, so a finished run is reused and a stale one is not.
 
 A key covers the seed, data root, backbone, prompt, the train settings of the run's own method
-(another method's learning rate does not invalidate it), the task specs, the epochs this run
-trains, the mixture for pretraining, and for adaptation the start prompt's *weights* checksum
-(not its path: re-pretraining invalidates what was adapted from it).
+(another method's learning rate does not invalidate it), the task specs and their files' bytes, the
+training code, the epochs this run trains, the mixture for pretraining, and for adaptation the start
+prompt's *weights* checksum (not its path: re-pretraining invalidates what was adapted from it).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict
@@ -17,6 +18,26 @@ from ptv2.files import sha256
 from ptv2.training.artifacts import weights_sha
 
 
+@functools.lru_cache(maxsize=1)
+def code_sha() -> str:
+    """The training code itself (data, model and training packages): a changed loop retrains."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for pkg in ("data", "model", "training"):
+        for f in sorted((root / pkg).glob("*.py")):
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def data_sha(cfg: Config, task: str) -> str:
+    """The bytes of the task's files (every split it lists, label files too)."""
+    spec, h = cfg.task(task), hashlib.sha256()
+    for split, rel in sorted({**spec.files, **{f"{k}-labels": v for k, v in spec.label_files.items()}}.items()):
+        path = cfg.data_path(rel)
+        h.update(split.encode() + (sha256(path) if path.is_file() else "missing").encode())
+    return h.hexdigest()[:16]
+
+
 def run_key(cfg: Config, tasks: list[str], mixture: bool = False, init_from: str | Path | None = None) -> str:
     m = cfg.train.method
     # results do not depend on how many processes or threads computed them
@@ -24,7 +45,8 @@ def run_key(cfg: Config, tasks: list[str], mixture: bool = False, init_from: str
     parts: dict[str, object] = {
         "seed": cfg.seed, "data_root": cfg.data_root, "backbone": asdict(cfg.backbone), "prompt": asdict(cfg.prompt),
         "train": train, "method": m, "lr": cfg.train.lr[m],
-        "tasks": {t: {k: v for k, v in asdict(cfg.task(t)).items() if k != "epochs"} for t in tasks}}
+        "tasks": {t: {k: v for k, v in asdict(cfg.task(t)).items() if k != "epochs"} for t in tasks},
+        "data": {t: data_sha(cfg, t) for t in tasks}, "code": code_sha()}
     if mixture:
         parts["pretrain"] = {k: v for k, v in asdict(cfg.pretrain).items() if k not in ("out_dir", "tasks")}
     else:
@@ -34,11 +56,3 @@ def run_key(cfg: Config, tasks: list[str], mixture: bool = False, init_from: str
         parts["init_sha"] = weights_sha(init_from)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
-
-def eval_data_sha(cfg: Config, task: str, split: str = "dev") -> str:
-    """Fingerprint of the eval data: the split's file bytes + the task spec (how it is read)."""
-    spec = cfg.task(task)
-    h = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode())
-    if split in spec.files:
-        h.update(sha256(cfg.data_path(spec.files[split])).encode())
-    return h.hexdigest()[:16]

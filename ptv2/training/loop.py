@@ -117,6 +117,10 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     sched = _schedule(opt, steps_per_epoch * epochs, cfg.warmup_ratio)
     model, opt = acc.prepare(model, opt)
     core = acc.unwrap_model(model)  # attributes and state dict names live on the unwrapped module (DDP wraps it)
+    if acc.num_processes > 1 and acc.is_main_process:
+        log.info("training on %d data-parallel processes (%s, %s); global batch %d, about %d rows each",
+                 acc.num_processes, acc.distributed_type, acc.device, cfg.batch_size,
+                 -(-cfg.batch_size // acc.num_processes))
     state = _resume(out_dir / "checkpoint", core, opt, sched, fingerprint)
     collators = {t: Collator(pad_id, core.task_types[t]) for t in train}
     main = {t: s.metrics[0] for t, s in val.items()}

@@ -1,0 +1,86 @@
+"""What a bundle must be before anything in it is served: every file listed in ``manifest.json`` with its
+sha256, nothing unlisted, and each task's tensors matching its spec and the encoder graph's shapes.
+Every refusal is a BundleError naming the file and the fix (the CLI prints it as one line, exit 2)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptv2.errors import Ptv2Error
+from ptv2.files import sha256
+
+FORMAT = "ptv2-bundle/1"
+TYPES = ("classification", "pair_classification", "regression", "token_classification")
+SPEC_KEYS = {"type": str, "labels": list, "text_b": bool, "pooling": str, "max_length": int}
+
+
+class BundleError(Ptv2Error, ValueError):
+    """A bundle that is missing, tampered with, inconsistent, or asked for something it lacks."""
+
+
+def _json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path}: {what} is not valid JSON ({e}); re-export the bundle") from None
+
+
+def verify(bundle: Path) -> dict[str, Any]:
+    """Check every file against manifest.json and refuse files it does not list."""
+    bundle = Path(bundle)
+    mf = bundle / "manifest.json"
+    if not mf.is_file():
+        raise BundleError(f"{bundle}: no manifest.json, not a ptv2 bundle (make one with 'ptv2 export')")
+    manifest = _json(mf, "the manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+        raise BundleError(f"{mf}: not a {FORMAT} manifest; re-export the bundle with 'ptv2 export'")
+    listed = set(manifest["files"])
+    present = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()} - {"manifest.json"}
+    if present - listed:
+        raise BundleError(f"{bundle}: {sorted(present - listed)[:3]} not listed in manifest.json; remove them or "
+                          f"re-export the bundle (nothing unlisted is served)")
+    for rel, digest in sorted(manifest["files"].items()):
+        p = bundle / rel
+        if not p.is_file():
+            raise BundleError(f"{bundle}: {rel} is missing; re-export the bundle")
+        if sha256(p) != digest:
+            raise BundleError(f"{bundle}: {rel} fails its sha256 check (tampered or truncated); re-export the bundle")
+    return manifest
+
+
+def task_names(manifest: dict[str, Any]) -> list[str]:
+    """The tasks a manifest lists (a ``tasks/<name>.json`` spec and its ``.safetensors``, both listed)."""
+    files = manifest["files"]
+    return sorted(Path(f).stem for f in files if f.startswith("tasks/") and f.endswith(".json")
+                  and f[:-5] + ".safetensors" in files)
+
+
+def check_task(bundle: Path, name: str, spec: Any, tensors: dict[str, np.ndarray],
+               prefix_shape: list[Any] | None, hidden: int | None) -> None:
+    """The spec has the right keys and types; the head has one row per label (1 for regression) and the
+    encoder's width; the prompt fits the encoder's ``prefix`` input (L, 2, H, P, D)."""
+    where = f"{bundle}/tasks/{name}"
+    if not isinstance(spec, dict) or any(not isinstance(spec.get(k), t) for k, t in SPEC_KEYS.items()) \
+            or spec["type"] not in TYPES:
+        raise BundleError(f"{where}.json: needs {sorted(SPEC_KEYS)} with type one of {list(TYPES)}; re-export the bundle")
+    w, b = tensors.get("head_weight"), tensors.get("head_bias")
+    n_out = 1 if spec["type"] == "regression" else len(spec["labels"])
+    if w is None or b is None or w.ndim != 2 or w.shape[0] != n_out or b.shape != (n_out,):
+        raise BundleError(f"{where}.safetensors: head {None if w is None else tuple(w.shape)} does not fit "
+                          f"{n_out} outputs of a {spec['type']} task with labels {spec['labels']}; re-export the bundle")
+    if hidden is not None and w.shape[1] != hidden:
+        raise BundleError(f"{where}.safetensors: head width {w.shape[1]} != encoder hidden size {hidden}; "
+                          f"re-export the bundle")
+    prompt = tensors.get("prompt")
+    if (prompt is None) != (prefix_shape is None):
+        raise BundleError(f"{where}.safetensors: {'no' if prompt is None else 'a'} prompt, but the encoder "
+                          f"{'takes' if prefix_shape else 'has no'} a prefix input; re-export the bundle")
+    if prompt is not None:
+        fixed = [d for i, d in enumerate(prefix_shape) if i not in (2, 4)]  # batch and prefix length are dynamic
+        got = [d for i, d in enumerate((prompt.shape[0], prompt.shape[1], None, *prompt.shape[2:])) if i not in (2, 4)]
+        if prompt.ndim != 5 or any(isinstance(f, int) and f != g for f, g in zip(fixed, got)):
+            raise BundleError(f"{where}.safetensors: prompt {tuple(prompt.shape)} does not fit the encoder's prefix "
+                              f"input {prefix_shape}; re-export the bundle")

@@ -1,0 +1,290 @@
+"""The abuse suite: mutated params, corrupt data, tampered model folders and bundles, racing writers.
+Every case must end in one line naming the value or file and the fix, exit 2, no traceback, nothing
+finished lost."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from safetensors.numpy import load_file, save_file
+
+from helpers import tiny_params
+from ptv2.cli import main
+from ptv2.files import sha256
+
+
+def _one_line_exit_2(capsys, argv, needle):
+    code = main(argv)
+    # progress bars (a model loading) are not messages; what remains must be the one error line
+    err = "\n".join(x for x in capsys.readouterr().err.replace("\r", "\n").splitlines() if "it/s]" not in x)
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert needle.lower() in err.lower(), err
+    return err
+
+
+@pytest.fixture()
+def params(root, tiny_dir):
+    p = root / "params.yaml"
+    p.write_text(yaml.safe_dump(tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1})))
+    return p
+
+
+# ---- params.yaml and --set ----------------------------------------------------------------------------
+
+PARAM_TEXT_CASES = {
+    "yaml syntax error": (lambda t: t + "\ntrain: [unclosed\n", "YAML syntax error at line"),
+    "duplicate key": (lambda t: t + "seed: 3\n", "duplicate key 'seed'"),
+    "not a mapping": (lambda t: "- a\n- b\n", "top level must be a mapping"),
+    "empty file": (lambda t: "", "missing key(s)"),
+    "not utf-8": (lambda t: t.replace("seed: 0", "seed: 0 # \udcff"), "not UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", list(PARAM_TEXT_CASES))
+def test_broken_params_file(params, capsys, case):
+    mutate, needle = PARAM_TEXT_CASES[case]
+    text = mutate(params.read_text())
+    params.write_bytes(text.encode("utf-8", "surrogateescape"))
+    _one_line_exit_2(capsys, ["train", "--params", str(params), "--task", "sent"], needle)
+
+
+SET_CASES = {
+    "yaml error in --set": ("tasks.sent.text_b={a} {b}", "YAML syntax error"),
+    "unknown key": ("train.epochz=1", "unknown key(s) ['epochz'] in train"),
+    "wrong type": ("train.batch_size=big", "train.batch_size = 'big' has the wrong type"),
+    "impossible value": ("train.batch_size=0", "train.batch_size = 0 is not allowed"),
+    "no double section in messages": ("train.warmup_ratio=2", "train.warmup_ratio = 2"),
+    "empty adapt list": ("adapt.tasks=[]", "adapt.tasks = [] is not allowed"),
+    "duplicate adapt task": ("adapt.tasks=[sent, sent]", "distinct"),
+    "unknown task in mixture": ("pretrain.tasks=[nope]", "pretrain.tasks = 'nope'"),
+    "bad cron": ("flows.retrain_cron=61 25 * * *", "flows.retrain_cron = '61 25 * * *' is not allowed"),
+    "bad time zone": ("flows.timezone=Mars/Olympus", "flows.timezone"),
+    "cuda without cuda": ("train.device=cuda", "no CUDA GPU"),
+    "max_length beyond positions": ("backbone.max_length=100000", "backbone.max_length = 100000"),
+    "hub format with a local folder": ("tasks.sent.format=hub", "tasks.sent"),
+    "negative lr": ("train.lr.ptv2=-1", "train.lr.ptv2 = -1"),
+    "override without =": ("train.epochs", "section.key=value"),
+    "bad alpha": ("tracking.promote_alpha=2", "tracking.promote_alpha = 2"),
+    "processes zero": ("train.processes=0", "train.processes = 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(SET_CASES))
+def test_bad_override(params, capsys, case, root):
+    assignment, needle = SET_CASES[case]
+    if case == "cuda without cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    if case == "hub format with a local folder":
+        assignment = f"tasks.sent.hub_name={root / 'sent'}"
+        _one_line_exit_2(capsys, ["train", "--params", str(params), "--task", "sent", "--set", "tasks.sent.format=hub",
+                                  "--set", assignment], "local folder")
+        return
+    _one_line_exit_2(capsys, ["train", "--params", str(params), "--task", "sent", "--set", assignment], needle)
+    assert not (root / "outputs").exists()  # refused before any work started
+
+
+# ---- data files -----------------------------------------------------------------------------------------
+
+DATA_CASES = {
+    "tsv not utf-8": ("sent/train.tsv", lambda b: b.replace(b"good", b"g\xffod", 1), "not UTF-8"),
+    "tsv empty": ("sent/train.tsv", lambda b: b"", "is empty"),
+    "tsv header only": ("sent/train.tsv", lambda b: b.split(b"\n")[0] + b"\n", "is empty"),
+    "tsv short row": ("sent/train.tsv", lambda b: b + b"only-one-column\n", "columns"),
+    "unknown label": ("sent/train.tsv", lambda b: b + b"a nice film\t7\n", "unknown label '7'"),
+    "jsonl empty": ("pair/train.jsonl", lambda b: b"", "is empty"),
+    "jsonl bad line": ("pair/train.jsonl", lambda b: b + b"{not json\n", "line 21"),
+    "jsonl not an object": ("pair/train.jsonl", lambda b: b + b"[1, 2]\n", "not a JSON object"),
+    "jsonl not utf-8": ("pair/train.jsonl", lambda b: b"\xff\xfe" + b, "not UTF-8"),
+    "jsonl missing field": ("pair/train.jsonl", lambda b: b + b'{"premise": "x", "label": "yes"}\n', "hypothesis"),
+    "missing file": ("sent/train.tsv", None, "not found"),
+}
+
+
+@pytest.mark.parametrize("case", list(DATA_CASES))
+def test_corrupt_data(params, capsys, root, case):
+    rel, mutate, needle = DATA_CASES[case]
+    f = root / rel
+    if mutate is None:
+        f.unlink()
+    else:
+        f.write_bytes(mutate(f.read_bytes()))
+    task = rel.split("/")[0]
+    err = _one_line_exit_2(capsys, ["train", "--params", str(params), "--task", task], needle)
+    assert rel.split("/")[1] in err or task in err
+
+
+def test_separate_label_files_join_line_by_line(root, tiny_dir):
+    """WiC's release keeps labels in *.gold.txt, one per line: `label_files` joins them to the rows."""
+    from ptv2.config import config_from_dict
+    from ptv2.data.tasks import load_task_data
+    from ptv2.errors import DataError
+
+    rows = ["bank\tN\t0-1\tthe bank of the river\tshe went to the bank"] * 12
+    (root / "wic").mkdir()
+    (root / "wic/train.data.txt").write_text("\n".join(rows) + "\n")
+    (root / "wic/train.gold.txt").write_text("\n".join("T" if i % 2 else "F" for i in range(12)) + "\n")
+    d = tiny_params(root, tiny_dir)
+    d["tasks"]["wic"] = {"type": "pair_classification", "format": "tsv", "header": False,
+                         "columns": ["word", "pos", "index", "s1", "s2"], "files": {"train": "wic/train.data.txt"},
+                         "label_files": {"train": "wic/train.gold.txt"}, "text_a": "{word}: {s1}", "text_b": "{s2}",
+                         "labels": ["F", "T"], "metrics": ["accuracy"]}
+    td = load_task_data(config_from_dict(d), "wic")
+    assert sorted(set(td.split("train")["label"]) | set(td.split("val")["label"])) == [0, 1]
+    (root / "wic/train.gold.txt").write_text("T\nF\n")
+    with pytest.raises(DataError, match="2 labels for 12 rows"):
+        load_task_data(config_from_dict(d), "wic")
+    d["tasks"]["wic"]["label_files"] = {"dev": "wic/train.gold.txt"}
+    with pytest.raises(Exception, match="label_files"):
+        config_from_dict(d)
+
+
+# ---- model folders and bundles ------------------------------------------------------------------------------
+
+@pytest.fixture()
+def trained(params, root, capsys):
+    assert main(["train", "--params", str(params), "--task", "pair", "--out", str(root / "m")]) == 0
+    capsys.readouterr()
+    return root / "m/model"
+
+
+def _rehash(folder, manifest="manifest.json"):
+    m = json.loads((folder / manifest).read_text())
+    m["files"] = {k: sha256(folder / k) for k in m["files"]}
+    (folder / manifest).write_text(json.dumps(m))
+
+
+MODEL_CASES = {
+    "weights truncated": (lambda m: (m / "adapter.safetensors").write_bytes((m / "adapter.safetensors").read_bytes()[:-9]),
+                          "checksum mismatch"),
+    "labels reordered": (lambda m: (m / "adapter_config.json").write_text(
+        (m / "adapter_config.json").read_text().replace('"no",', '"__",').replace('"yes"', '"no"').replace('"__"', '"yes"')),
+        "checksum mismatch"),
+    "prompt length edited": (lambda m: (m / "adapter_config.json").write_text(
+        (m / "adapter_config.json").read_text().replace('"prompt_length": 4', '"prompt_length": 5')), "checksum mismatch"),
+    "prompt length edited and rehashed": (lambda m: ((m / "adapter_config.json").write_text(
+        (m / "adapter_config.json").read_text().replace('"prompt_length": 4', '"prompt_length": 5')), _rehash(m)),
+        "wrong shape"),
+    "config not json": (lambda m: ((m / "adapter_config.json").write_text("{oops"), _rehash(m)), "adapter_config.json"),
+    "manifest not json": (lambda m: (m / "manifest.json").write_text("nope"), "not valid JSON"),
+    "manifest missing": (lambda m: (m / "manifest.json").unlink(), "not a ptv2 model folder"),
+    "extra file": (lambda m: (m / "evil.safetensors").write_bytes(b"x"), "evil.safetensors"),
+    "unknown spec key": (lambda m: ((m / "adapter_config.json").write_text(json.dumps(
+        {**json.loads((m / "adapter_config.json").read_text()), "evil": 1})), _rehash(m)), "unknown keys ['evil']"),
+}
+
+
+@pytest.mark.parametrize("case", list(MODEL_CASES))
+def test_tampered_model_folder(params, trained, capsys, case):
+    mutate, needle = MODEL_CASES[case]
+    mutate(trained)
+    _one_line_exit_2(capsys, ["predict", "--params", str(params), "--model", str(trained), "--task", "pair", "--text",
+                              "the cat", "--text-pair", "a cat"], needle)
+
+
+@pytest.fixture()
+def bundle(params, trained, root, capsys):
+    assert main(["export", "--params", str(params), "--model", str(trained), "--out", str(root / "b"),
+                 "--set", "export.int8=false"]) == 0
+    capsys.readouterr()
+    return root / "b"
+
+
+def _evil_copy(b):
+    shutil.copy(b / "tasks/pair.safetensors", b / "tasks/evil.safetensors")
+    shutil.copy(b / "tasks/pair.json", b / "tasks/evil.json")
+
+
+def _reshape_head(b):
+    t = load_file(str(b / "tasks/pair.safetensors"))
+    t["head_weight"], t["head_bias"] = t["head_weight"][:1], t["head_bias"][:1]
+    save_file(t, str(b / "tasks/pair.safetensors"))
+    _rehash(b)
+
+
+def _labels_three(b):
+    spec = json.loads((b / "tasks/pair.json").read_text())
+    spec["labels"] = ["no", "yes", "maybe"]
+    (b / "tasks/pair.json").write_text(json.dumps(spec))
+    _rehash(b)
+
+
+def _prompt_shape(b):
+    t = load_file(str(b / "tasks/pair.safetensors"))
+    t["prompt"] = t["prompt"][:, :, :2]  # fewer heads
+    save_file(t, str(b / "tasks/pair.safetensors"))
+    _rehash(b)
+
+
+BUNDLE_CASES = {
+    "unlisted task copied in": (_evil_copy, "not listed in manifest.json"),
+    "head of another shape, rehashed": (_reshape_head, "does not fit 2 outputs"),
+    "labels changed, rehashed": (_labels_three, "does not fit 3 outputs"),
+    "prompt of another shape, rehashed": (_prompt_shape, "does not fit the encoder's prefix"),
+    "manifest not json": (lambda b: (b / "manifest.json").write_text("{"), "not valid JSON"),
+    "encoder truncated": (lambda b: (b / "encoder.onnx").write_bytes((b / "encoder.onnx").read_bytes()[:-100]),
+                          "sha256"),
+    "listed file missing": (lambda b: (b / "tokenizer/tokenizer.json").unlink(), "is missing"),
+    "spec not json, rehashed": (lambda b: ((b / "tasks/pair.json").write_text("{x"), _rehash(b)), "unreadable"),
+}
+
+
+@pytest.mark.parametrize("case", list(BUNDLE_CASES))
+def test_tampered_bundle(params, bundle, capsys, case):
+    mutate, needle = BUNDLE_CASES[case]
+    mutate(bundle)
+    _one_line_exit_2(capsys, ["predict", "--params", str(params), "--model", str(bundle), "--task", "pair", "--text",
+                              "the cat", "--text-pair", "a cat"], needle)
+
+
+def test_bundle_refuses_a_task_it_does_not_serve(params, bundle, capsys):
+    _one_line_exit_2(capsys, ["predict", "--params", str(params), "--model", str(bundle), "--task", "evil", "--text",
+                              "x"], "unknown task 'evil'")
+
+
+# ---- racing writers, reruns ---------------------------------------------------------------------------------
+
+def test_a_second_writer_is_refused_and_the_first_finishes(params, root, tiny_dir):
+    """Two `ptv2 train` into one --out: the second is refused (naming the holder); the first's model survives."""
+    import time
+
+    from helpers import write_sentiment_tsv
+
+    write_sentiment_tsv(root / "sent/train.tsv", 8000, 0)
+    out = root / "shared"
+    first = subprocess.Popen([sys.executable, "-m", "ptv2", "train", "--params", str(params), "--task", "sent",
+                              "--out", str(out), "--set", "train.epochs.ptv2=3"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out.parent / ".shared.lock").is_file() and time.time() < deadline:
+        time.sleep(0.05)
+    assert first.poll() is None  # still training
+    second = subprocess.run([sys.executable, "-m", "ptv2", "train", "--params", str(params), "--task", "sent",
+                             "--out", str(out), "--set", "train.lr.ptv2=0.05"], capture_output=True, text=True,
+                            timeout=120)
+    assert second.returncode == 2 and "is being written by" in second.stderr and "pid" in second.stderr
+    assert "Traceback" not in second.stderr and len(second.stderr.strip().splitlines()) == 1, second.stderr
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["epochs_run"] == 3 and (out / "model/adapter.safetensors").is_file()
+
+
+def test_rerunning_a_finished_early_stopped_run_is_a_no_op(params, root, capsys):
+    """Regression: a finished run that stopped early trained one more epoch when its command was rerun."""
+    argv = ["train", "--params", str(params), "--task", "sent", "--out", str(root / "es"),
+            "--set", "train.epochs.ptv2=8", "--set", "train.patience=1", "--set", "train.lr.ptv2=0.0000001"]
+    assert main(argv) == 0
+    first = json.loads((root / "es/metrics.json").read_text())
+    assert first["epochs_run"] < 8  # stopped early
+    mtime = (root / "es/model/adapter.safetensors").stat().st_mtime
+    assert main(argv) == 0
+    again = json.loads((root / "es/metrics.json").read_text())
+    assert again["epochs_run"] == first["epochs_run"]
+    assert (root / "es/model/adapter.safetensors").stat().st_mtime == mtime
+    assert not [p for p in root.glob(".es*tmp*")] and not [p for p in (root / "es").glob(".*tmp*")]

@@ -1,0 +1,95 @@
+"""The adapt fan-out: stale adapt@<task> stages side by side on a Dask cluster (or threads), DVC still the
+source of truth (dvc.lock as `dvc repro` writes it, `dvc status` clean), same weights as a serial run."""
+import subprocess
+import sys
+
+import yaml
+
+from pipeline_repo import make_repo, pipeline_env
+
+
+def _repo(path, tiny_dir, **flows):
+    root = make_repo(path, tiny_dir)
+    cfg = yaml.safe_load((root / "params.yaml").read_text())
+    cfg["adapt"]["tasks"] = ["sent", "pair"]
+    cfg["flows"].update({"max_workers": 2, "threads_per_worker": 1, "retries": 0, **flows})
+    (root / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return root
+
+
+def _status(root) -> str:
+    r = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=root, capture_output=True, text=True,
+                       env=pipeline_env())
+    return r.stdout.strip()
+
+
+def _lock(root) -> dict:
+    return {k: v for k, v in yaml.safe_load((root / "dvc.lock").read_text())["stages"].items()}
+
+
+def test_parallel_fanout_records_what_serial_repro_records(tmp_path, tiny_dir, prefect_harness, monkeypatch):
+    from flows.pipeline import pipeline
+    from ptv2.files import sha256
+    from ptv2.tracking.orchestrate import reproduce
+
+    for k, v in {**pipeline_env(), "OMP_NUM_THREADS": "1"}.items():
+        monkeypatch.setenv(k, v)
+    serial = _repo(tmp_path / "serial", tiny_dir)
+    reproduce(serial)
+    parallel = _repo(tmp_path / "parallel", tiny_dir, task_runner="dask")
+    ran = pipeline(str(parallel))
+    assert {"adapt@sent", "adapt@pair", "export", "report"} <= set(ran)
+    assert _status(parallel) == _status(serial) == "Data and pipelines are up to date."
+    a, b = _lock(serial), _lock(parallel)
+    assert a.keys() == b.keys()
+    for stage in ("adapt@sent", "adapt@pair"):  # deps and params recorded exactly as dvc repro does
+        assert a[stage]["cmd"] == b[stage]["cmd"] and a[stage]["params"] == b[stage]["params"]
+        assert [d["md5"] for d in a[stage]["deps"] if "ptv2" in d["path"]] == \
+            [d["md5"] for d in b[stage]["deps"] if "ptv2" in d["path"]]
+        task = stage.split("@")[1]
+        w = f"outputs/adapt/{task}/model/adapter.safetensors"
+        assert sha256(serial / w) == sha256(parallel / w)  # same seeds, same thread count: same weights
+    assert pipeline(str(parallel)) == []  # nothing stale: nothing runs
+
+    # a worker elsewhere gets the outputs from a DVC remote (a local folder here; S3/GCS by config)
+    import shutil
+
+    from ptv2.tracking.orchestrate import pull, push
+
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "shared", str(tmp_path / "remote")], cwd=parallel,
+                   check=True, env=pipeline_env())
+    push(parallel, "shared")
+    shutil.rmtree(parallel / "outputs")
+    shutil.rmtree(parallel / ".dvc/cache")
+    pull(parallel, "shared", ["adapt@pair"])  # one stage and what it needs
+    assert (parallel / "outputs/pretrain/model").is_dir() and not (parallel / "outputs/bundle").exists()
+    pull(parallel, "shared")  # everything
+    assert sha256(parallel / "outputs/adapt/pair/model/adapter.safetensors") == \
+        sha256(serial / "outputs/adapt/pair/model/adapter.safetensors")
+    assert _status(parallel) == "Data and pipelines are up to date."
+
+
+def test_a_failed_task_leaves_the_others_recorded_and_reruns_alone(tmp_path, tiny_dir, prefect_harness,
+                                                                   monkeypatch):
+    import pytest
+
+    import flows.pipeline as fp
+    from ptv2.tracking.orchestrate import stale
+
+    for k, v in pipeline_env().items():
+        monkeypatch.setenv(k, v)
+    root = _repo(tmp_path / "repo", tiny_dir, task_runner="thread")
+    real = fp.run_stage
+
+    def pair_fails(r, stage, threads, env):
+        if stage == "adapt@pair":
+            raise RuntimeError("simulated worker crash")
+        return real(r, stage, threads, env)
+
+    monkeypatch.setattr(fp, "run_stage", pair_fails)
+    with pytest.raises(RuntimeError, match=r"\['adapt@pair'\] failed"):
+        fp.configured_adapt(str(root))
+    assert stale(root, ["adapt@sent", "adapt@pair"]) == ["adapt@pair"]  # sent is recorded
+    monkeypatch.setattr(fp, "run_stage", real)
+    assert fp.configured_adapt(str(root)) == ["adapt@pair"]  # only the failed one reruns
+    assert stale(root, ["adapt@sent", "adapt@pair"]) == []
