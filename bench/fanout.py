@@ -144,6 +144,7 @@ def main() -> None:
     ap.add_argument("--cluster", action="store_true")
     a = ap.parse_args()
     os.environ.update(ENV1)
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # the stages' `python`
     work = Path(a.work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
