@@ -58,18 +58,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    from ptv2.serving.bundle import Bundle, BundleError, is_bundle
+    from ptv2.serving.bundle import Bundle, Limits, is_bundle
 
+    if args.text_pair and len(args.text_pair) != len(texts):
+        raise Ptv2Error(f"{len(texts)} texts but {len(args.text_pair)} --text-pair values: pass one pair per text")
     if is_bundle(args.model):  # an ONNX bundle: onnxruntime only, no torch
-        bundle = Bundle(args.model, int8=args.int8)
+        import dataclasses
+
+        limits = Limits(**dataclasses.asdict(_config(args).serving)) if Path(args.params).is_file() else None
+        bundle = Bundle(args.model, int8=args.int8, limits=limits)
         task = args.task or (next(iter(bundle.tasks)) if len(bundle.tasks) == 1 else None)
         if task is None:
             raise Ptv2Error(f"this bundle serves {sorted(bundle.tasks)}: pass --task")
         pairs = args.text_pair or [None] * len(texts)
-        try:
-            rows = bundle.predict([{"task": task, "text": t, "text_pair": p} for t, p in zip(texts, pairs)])
-        except BundleError as e:
-            raise Ptv2Error(str(e)) from None
+        rows = bundle.predict([{"task": task, "text": t, "text_pair": p} for t, p in zip(texts, pairs)])
     else:
         from ptv2.training.inference import predict_texts
 
@@ -128,6 +130,25 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_registry(args: argparse.Namespace) -> int:
+    """The registered versions with the gate's evidence (scores, baseline, p-values, decision)."""
+    from ptv2.experiments.tables import markdown
+    from ptv2.tracking.store import list_versions
+
+    cfg = _config(args)
+    rows = []
+    for v in list_versions(Path(args.params).resolve().parent, cfg.tracking.registry_prefix):
+        t = v["tags"]
+        rows.append([v["name"], v["version"], ",".join(v["aliases"]) or "-", t.get("gate.metric", ""),
+                     t.get("gate.challenger_metric", ""), t.get("gate.baseline_metric", ""),
+                     t.get("gate.p_vs_baseline", ""), t.get("gate.champion_metric", ""),
+                     t.get("gate.p_vs_champion", ""), t.get("int8_agreement", ""), t.get("gate.promoted", ""),
+                     t.get("gate.reason", "")])
+    print(markdown(["model", "version", "aliases", "metric", "score", "baseline", "p vs baseline", "champion before",
+                    "p vs champion", "int8 agreement", "promoted", "reason"], rows) if rows else "no registered model")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ptv2", description="P-Tuning v2 deep prompts on frozen encoders")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -166,6 +187,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--tasks", required=True); tr.add_argument("--held-out", default="rte,cb")
     tr.add_argument("--seeds", default="1,2,3"); tr.add_argument("--out", default="reports/multitask.md")
     tr.add_argument("--work", default="outputs/transfer")
+    add("registry", cmd_registry, "list the registered model versions with the promotion gate's evidence")
     return p
 
 

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -89,7 +90,7 @@ def test_bad_requests_are_clear_errors(trained):
     b = Bundle(trained[3])
     with pytest.raises(BundleError, match="unknown task 'nope'"):
         b.predict([{"task": "nope", "text": "x"}])
-    with pytest.raises(BundleError, match="non-empty 'text'"):
+    with pytest.raises(BundleError, match="'text' is empty"):
         b.predict([{"task": "sent", "text": ""}])
 
 
@@ -174,3 +175,47 @@ def test_export_and_check_gates_a_lora_model(tmp_path, tiny_dir):
 
     assert bundle_for(tmp_path / "bundle", "sent") == tmp_path / "bundle" / "sent"  # its own weights: own bundle
     assert not Bundle(bundle_for(tmp_path / "bundle", "sent")).prefixed
+
+
+def test_micro_batches_keep_request_order_and_results(trained):
+    """Rows are sorted by length and run a few at a time, padded per micro-batch: answers come back in request
+    order and equal one-row-at-a-time answers."""
+    from ptv2.serving.bundle import Limits
+
+    _, _, _, bundle = trained
+    texts = ["good", "the movie was very good and the plot was fine", "bad film", "awful", "the cat sat on the mat"]
+    rows = [{"task": "sent", "text": t} for t in texts] + [{"task": "pair", "text": "the cat sat", "text_pair": "a cat"},
+                                                           {"task": "reg", "text": "the dog", "text_pair": "a dog"}]
+    small = Bundle(bundle, limits=Limits(micro_batch=2, max_rows=100, max_text_chars=1000))
+    together = small.predict(rows)
+    alone = [Bundle(bundle).predict([r])[0] for r in rows]
+    for a, b in zip(together, alone, strict=True):
+        assert a["task"] == b["task"] and a.get("label") == b.get("label")
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
+def test_the_saved_tokenizer_does_not_pad_every_row_to_a_fixed_length(trained):
+    """Regression: the bundle's tokenizer.json carried padding Fixed(128), so every row cost 128 tokens."""
+    _, _, _, bundle = trained
+    b = Bundle(bundle)
+    feed, _ = b._encode([{"task": "sent", "text": "good film"}])
+    assert feed["input_ids"].shape[1] <= 5
+
+
+@pytest.mark.parametrize("row,needle", [
+    ({"task": "pair", "text": "the cat"}, "'text_pair' must be a string, got nothing; this is a pair task"),
+    ({"task": "sent", "text": 5}, "'text' must be a string, got int"),
+    ({"task": "sent", "text": "   "}, "'text' is empty"),
+    ({"task": "sent", "text": "good", "text_pair": "film"}, "takes one text; drop 'text_pair'"),
+    ({"task": "nope", "text": "x"}, "unknown task 'nope'"),
+    ({"task": "sent", "text": "x" * 101}, "has 101 characters; the limit is 100"),
+    ("just a string", "expected an object"),
+])
+def test_requests_are_checked_by_task_type(trained, row, needle):
+    from ptv2.serving.bundle import Limits
+
+    b = Bundle(trained[3], limits=Limits(micro_batch=8, max_rows=3, max_text_chars=100))
+    with pytest.raises(BundleError, match=re.escape(needle)):
+        b.predict([{"task": "sent", "text": "fine"}, row])
+    with pytest.raises(BundleError, match="4 rows in one request; the limit is 3"):
+        b.predict([{"task": "sent", "text": "fine"}] * 4)

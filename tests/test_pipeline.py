@@ -61,7 +61,7 @@ def _relabel(root: Path, how: str) -> None:
     path.write_text("\n".join(out) + "\n")
 
 
-def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, monkeypatch):
+def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, monkeypatch, capsys):
     from flows.pipeline import retrain
     from ptv2.tracking import store as tracking
 
@@ -92,6 +92,13 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert tracking.alias_version(root, "ptv2-sent", "champion")[0] == "2"
     assert tracking.alias_version(root, "ptv2-sent", "challenger")[0] == "3"
     assert os.path.isfile(root / "report/tasks.png")
+
+    from ptv2.cli import main
+
+    capsys.readouterr()
+    assert main(["registry", "--params", str(root / "params.yaml")]) == 0
+    listing = capsys.readouterr().out
+    assert "p vs baseline" in listing and len([x for x in listing.splitlines() if "ptv2-sent" in x]) == 3
 
 
 def test_pipeline_runs_a_lora_method_end_to_end(tmp_path, tiny_dir):

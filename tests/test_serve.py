@@ -45,7 +45,8 @@ def champion(tmp_path, tiny_dir, monkeypatch):
     bundle = write_bundle({"sent": model}, tok, tmp_path / "bundle", int8=False)
     with tracking.start_run(tmp_path, "t", "serve-test", {}, {}) as run:
         rid = run.id
-    uri = tracking.log_bundle_model(tmp_path, rid, bundle, {"adapter": tmp_path / "m/model"})
+    uri = tracking.log_bundle_model(tmp_path, rid, bundle, {"adapter": tmp_path / "m/model"},
+                                    limits={"micro_batch": 8, "max_rows": 50, "max_text_chars": 1000})
     gold = [i % 2 for i in range(40)]
     data = registry.GateData("accuracy", lambda p, g: 100.0 * sum(a == b for a, b in zip(p, g)) / len(g), gold, gold,
                              [0] * 40, lambda version: gold)
@@ -85,6 +86,10 @@ def test_mlflow_models_serve_answers_and_survives_bad_requests(champion):
         assert 400 <= status < 500 and "unknown task" in json.dumps(body)
         status, _ = _post(port, {"dataframe_records": [{"text": "no task column"}]})
         assert 400 <= status < 500
+        status, body = _post(port, {"dataframe_records": [{"task": "sent", "text": "good film"}] * 51})
+        assert 400 <= status < 500 and "limit is 50" in json.dumps(body)  # the registered limits apply
+        status, body = _post(port, {"dataframe_records": [{"task": "sent", "text": "good film"}] * 50})
+        assert status == 200 and len(body["predictions"]) == 50
         assert _post(port, ok)[0] == 200  # still serving
     finally:
         proc.terminate()

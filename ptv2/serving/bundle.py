@@ -38,8 +38,22 @@ class TaskHead:
     bias: np.ndarray  # (n_out,)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How a bundle takes requests: rows are sorted by length and run ``micro_batch`` at a time, each
+    padded to its longest row; a request over ``max_rows`` rows or ``max_text_chars`` characters in a
+    text is refused (HTTP 400 through the pyfunc server), so memory stays bounded."""
+
+    micro_batch: int
+    max_rows: int
+    max_text_chars: int
+
+
+UNBOUNDED = Limits(micro_batch=64, max_rows=10**9, max_text_chars=10**9)  # library use; servers pass params'
+
+
 class Bundle:
-    def __init__(self, path: str | Path, int8: bool = False, threads: int = 0) -> None:
+    def __init__(self, path: str | Path, int8: bool = False, threads: int = 0, limits: Limits | None = None) -> None:
         import onnxruntime as ort
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
@@ -48,6 +62,8 @@ class Bundle:
         manifest = verify(self.path)
         so = ort.SessionOptions()
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # shares cores with torch
+        so.enable_cpu_mem_arena = False  # give a large request's memory back instead of keeping the peak
+        self.limits = limits or UNBOUNDED
         if threads:
             so.intra_op_num_threads = threads
         name = "encoder.int8.onnx" if int8 else "encoder.onnx"
@@ -55,6 +71,7 @@ class Bundle:
             raise BundleError(f"{self.path}: no {name} in this bundle")
         self.session = ort.InferenceSession(str(self.path / name), so, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer" / "tokenizer.json"))
+        self.tokenizer.no_padding()  # saved tokenizers may pad to a fixed length: we pad per micro-batch
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         width = self.session.get_outputs()[0].shape[-1]
         self.prefixed = "prefix" in inputs
@@ -109,28 +126,61 @@ class Bundle:
             x = (hidden * m).sum(0) / max(m.sum(), 1.0)
         return x @ head.weight.T + head.bias
 
+    def check(self, rows: list[Any]) -> None:
+        """Refuse a request that is too large or has a row this bundle cannot answer, naming the row and why."""
+        lim = self.limits
+        if len(rows) > lim.max_rows:
+            raise BundleError(f"{len(rows)} rows in one request; the limit is {lim.max_rows}: split the request")
+        for i, r in enumerate(rows):
+            if not isinstance(r, dict):
+                raise BundleError(f"row {i}: expected an object with 'task' and 'text', got {type(r).__name__}")
+            task = r.get("task")
+            if task not in self.tasks:
+                raise BundleError(f"row {i}: unknown task {task!r}; this bundle serves {sorted(self.tasks)}")
+            spec = self.tasks[task].spec
+            for field in ("text", "text_pair") if spec["text_b"] else ("text",):
+                v = r.get(field)
+                if not isinstance(v, str):
+                    raise BundleError(f"row {i} ({task}): {field!r} must be a string, got "
+                                      f"{'nothing' if v is None else type(v).__name__}"
+                                      + ("; this is a pair task: send 'text' and 'text_pair'" if spec["text_b"] else ""))
+                if not v.strip():
+                    raise BundleError(f"row {i} ({task}): {field!r} is empty")
+                if len(v) > lim.max_text_chars:
+                    raise BundleError(f"row {i} ({task}): {field!r} has {len(v)} characters; the limit is "
+                                      f"{lim.max_text_chars}")
+            if not spec["text_b"] and r.get("text_pair") not in (None, ""):
+                raise BundleError(f"row {i} ({task}): this task takes one text; drop 'text_pair'")
+
     def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """rows: {"task", "text", ["text_pair"]} -> {"label", "score"} / {"score"} / {"entities"}."""
-        for r in rows:
-            if r.get("task") not in self.tasks:
-                raise BundleError(f"unknown task {r.get('task')!r}; this bundle serves {sorted(self.tasks)}")
-            if not isinstance(r.get("text"), str) or not r["text"].strip():
-                raise BundleError(f"row for task {r['task']!r} needs a non-empty 'text'")
-            if r["task"] and self.tasks[r["task"]].spec["type"] == "multiple_choice":
-                raise BundleError("multiple_choice tasks are not served by predict")
-        groups: dict[int, list[int]] = {}
-        for i, r in enumerate(rows):  # rows with equal prompt length share one session run
-            prompt = self.tasks[r["task"]].prompt
-            groups.setdefault(0 if prompt is None else prompt.shape[3], []).append(i)
+        """rows: {"task", "text", ["text_pair"]} -> {"label", "score"} / {"score"} / {"entities"}, in
+        request order. Rows are checked first, then sorted by length and run in micro-batches, each padded
+        to its longest row (a batch may mix tasks with prompts of one length)."""
+        self.check(rows)
+        order = sorted(range(len(rows)), key=lambda i: (self._prompt_len(rows[i]["task"]), self._size(rows[i])))
         out: list[dict[str, Any]] = [{} for _ in rows]
-        for idx in groups.values():
-            sub = [rows[i] for i in idx]
-            feed, encs = self._encode(sub)
-            hid = self.hidden(feed, [r["task"] for r in sub])
-            for k, (i, r) in enumerate(zip(idx, sub)):
-                out[i] = self._decode(r["task"], self.logits(hid[k], feed["attention_mask"][k], r["task"]), encs[k],
-                                      r["text"])
+        step = self.limits.micro_batch
+        chunks = [order[s:s + step] for s in range(0, len(order), step)]
+        for idx in chunks:
+            by_plen: dict[int, list[int]] = {}
+            for i in idx:  # a chunk may straddle two prompt lengths: one session run each
+                by_plen.setdefault(self._prompt_len(rows[i]["task"]), []).append(i)
+            for part in by_plen.values():
+                sub = [rows[i] for i in part]
+                feed, encs = self._encode(sub)
+                hid = self.hidden(feed, [r["task"] for r in sub])
+                for k, (i, r) in enumerate(zip(part, sub)):
+                    out[i] = self._decode(r["task"], self.logits(hid[k], feed["attention_mask"][k], r["task"]),
+                                          encs[k], r["text"])
         return out
+
+    def _prompt_len(self, task: str) -> int:
+        prompt = self.tasks[task].prompt
+        return 0 if prompt is None else prompt.shape[3]
+
+    @staticmethod
+    def _size(row: dict[str, Any]) -> int:
+        return len(row["text"]) + len(row.get("text_pair") or "")
 
     def _decode(self, task: str, lg: np.ndarray, enc: Any, text: str) -> dict[str, Any]:
         spec = self.tasks[task].spec

@@ -3,6 +3,7 @@ model, register it, and gate it on evidence: its per-example dev predictions (fr
 against the trivial baseline and against the champion's bundle re-run on the same examples."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -33,7 +34,8 @@ def promote_task(cfg: Config, root: Path, task: str) -> dict[str, Any]:
     name = f"{cfg.tracking.registry_prefix}{task}"
     with tempfile.TemporaryDirectory() as tmp:
         bundle = subset_bundle(bundle_for(cfg.export.out_dir, task), [task], Path(tmp) / "bundle")
-        uri = store.log_bundle_model(root, run_id, bundle, {"adapter": out / "model"})
+        uri = store.log_bundle_model(root, run_id, bundle, {"adapter": out / "model"},
+                                     limits=dataclasses.asdict(cfg.serving))
 
     def champion_predictions(version: str) -> list[Any]:  # the champion's own bundle, on today's dev data
         with tempfile.TemporaryDirectory() as tmp:

@@ -18,9 +18,10 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 class BundleModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
-        from ptv2.serving.bundle import Bundle
+        from ptv2.serving.bundle import Bundle, Limits
 
-        self.bundle = Bundle(context.artifacts["bundle"])
+        limits = (context.model_config or {}).get("limits")  # params.yaml's serving section, at registration
+        self.bundle = Bundle(context.artifacts["bundle"], limits=Limits(**limits) if limits else None)
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would infer a schema
         import pandas as pd

@@ -282,7 +282,7 @@ PYFUNC_REQUIREMENTS = ["onnxruntime", "tokenizers", "safetensors", "numpy", "pan
 
 
 def log_bundle_model(root: str | Path, run_id: str, bundle_dir: str | Path, extra: dict[str, str | Path] | None = None,
-                     name: str = "pyfunc") -> str:
+                     name: str = "pyfunc", limits: dict[str, int] | None = None) -> str:
     """Log a bundle as a pyfunc model (models-from-code) into an existing run; returns its model URI.
     ``extra`` artifacts (e.g. the adapter folder) ride along for re-scoring."""
     mlflow = _mlflow(root)
@@ -290,5 +290,5 @@ def log_bundle_model(root: str | Path, run_id: str, bundle_dir: str | Path, extr
     artifacts = {"bundle": str(bundle_dir), **{k: str(v) for k, v in (extra or {}).items()}}
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(name=name, python_model=str(code), artifacts=artifacts,
-                                       pip_requirements=PYFUNC_REQUIREMENTS)  # explicit: inferring costs ~3 s
+                                       pip_requirements=PYFUNC_REQUIREMENTS, model_config={"limits": limits or {}})  # explicit: inferring costs ~3 s
     return info.model_uri

@@ -1,22 +1,13 @@
-"""Typed, validated configuration: the only reader of ``params.yaml``.
-
-Every section is a frozen dataclass. ``load_config`` rejects unknown keys, wrong
-types and impossible values at load time, naming the key and what is allowed.
-Overrides use dotted keys (``--set train.epochs=3``), parsed as YAML scalars.
-"""
+"""The shape of params.yaml: one frozen dataclass per section, no defaults of their own (params.yaml is the
+one source of values; task blocks have optional keys). Each checks its values when built."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, get_args
 
-import yaml
-
+from ptv2.config.checks import _check, _valid_cron, _valid_timezone
 from ptv2.errors import ConfigError
 
 TaskType = Literal[
@@ -233,6 +224,19 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """Serving a bundle (``ptv2 predict`` on a bundle, the registered pyfunc model behind ``mlflow models serve``)."""
+
+    micro_batch: int  # rows per onnxruntime run, sorted by length and padded to the longest in each
+    max_rows: int  # a request with more rows is refused (HTTP 400)
+    max_text_chars: int  # a text longer than this is refused (HTTP 400)
+
+    def __post_init__(self) -> None:
+        for name in ("micro_batch", "max_rows", "max_text_chars"):
+            _check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
+
+
+@dataclass(frozen=True)
 class CompareConfig:
     """The method comparison (``ptv2 compare``, ``comparison/dvc.yaml``): what runs, and its budget."""
 
@@ -274,6 +278,7 @@ class Config:
     tracking: TrackingConfig
     flows: FlowsConfig
     export: ExportConfig
+    serving: ServingConfig
     compare: CompareConfig
     tasks: dict[str, TaskSpec]
 
@@ -304,169 +309,3 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _valid_cron(expr: str) -> bool:
-    """Prefect's own cron validation (the parser its schedules use), so a bad string fails at load time."""
-    from prefect._internal.schemas.validators import validate_cron_string
-
-    try:
-        validate_cron_string(expr)
-    except ValueError:
-        return False
-    return len(expr.split()) == 5
-
-
-def _valid_timezone(name: str) -> bool:
-    import zoneinfo
-
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
-
-
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key} = {value!r} is not allowed: expected {allowed}")
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    """Check ``value`` against type hint ``tp`` (recursing into dataclasses)."""
-    origin = get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return _build(tp, value, key)
-    if origin is Literal:
-        if value not in get_args(tp):
-            raise ConfigError(f"{key} = {value!r} is not allowed: expected one of {list(get_args(tp))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in get_args(tp):
-            return None
-        inner = [a for a in get_args(tp) if a is not type(None)]
-        return _coerce(inner[0], value, key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        (item,) = get_args(tp)
-        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        _, vt = get_args(tp)
-        return {str(k): _coerce(vt, v, f"{key}.{k}") for k, v in value.items()}
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is str and isinstance(value, (str, int, float, bool)) and key.split("[")[0].endswith("labels"):
-        return str(value)  # label values may be written as YAML ints/bools
-    if tp in (int, str, bool) and type(value) is tp:
-        return value
-    raise ConfigError(f"{key} = {value!r} has the wrong type: expected {getattr(tp, '__name__', tp)}")
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    required = {f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    unknown, missing = sorted(set(data) - names), sorted(required - set(data))
-    where = prefix or "top level"
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed keys: {sorted(names)}")
-    if missing:
-        raise ConfigError(f"missing key(s) {missing} in {where}; add them to params.yaml")
-    kwargs = {k: _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{prefix}.{e}" if prefix else str(e)) from None
-
-
-def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply ``a.b.c=value`` (value parsed as YAML) to the nested dict ``data``."""
-    if "=" not in assignment:
-        raise ConfigError(f"override {assignment!r} must look like section.key=value")
-    key, raw = assignment.split("=", 1)
-    parts = key.strip().split(".")
-    node = data
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {assignment!r}: {p!r} is not a section")
-    node[parts[-1]] = read_yaml(raw, f"override {assignment!r}")
-
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. PyYAML's 1.1 rules read yes/no/on/off as booleans, and
-    tools that re-write params.yaml (``dvc exp run -S``) leave such label values unquoted."""
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                    list("tTfF"))
-
-
-def _no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at line "
-                              f"{seen[key]}): keep one of them")
-        seen[key] = key_node.start_mark.line + 1
-    return loader.construct_mapping(node, deep=deep)
-
-
-_Yaml12Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
-
-
-def read_yaml(text: str, where: str = "params.yaml") -> Any:
-    """YAML 1.2 booleans, duplicate keys refused; a syntax error is one ConfigError naming the line."""
-    try:
-        return yaml.load(text, Loader=_Yaml12Loader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{where}: YAML syntax error{at}: {problem}; quote values that contain ': ', "
-                          f"'{{' or '#' (e.g. key='\"{{a}} {{b}}\"')") from None
-
-
-def load_config(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read, override, validate. Relative ``data_root`` resolves against the file's folder;
-    the ``PTV2_DATA_ROOT`` environment variable replaces it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found (pass --params PATH)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    data = read_yaml(text, str(path)) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
-    for ov in overrides:
-        apply_override(data, ov)
-    cfg = _build(Config, data, "")
-    root = os.environ.get(DATA_ROOT_ENV) or cfg.data_root
-    root_path = Path(root) if Path(root).is_absolute() else (path.resolve().parent / root)
-    return dataclasses.replace(cfg, data_root=str(root_path.resolve()))
-
-
-def comparison_config(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The config the comparison's runs use: params.yaml, then ``compare.overrides`` (its budget:
-    epochs, subsamples), then the command line's ``overrides``."""
-    base = load_config(path, overrides)
-    if not base.compare.overrides:
-        return base
-    return load_config(path, [*base.compare.overrides, *overrides])
-
-
-def config_from_dict(data: dict[str, Any]) -> Config:
-    """Validate an in-memory mapping (used by tests and saved artifacts)."""
-    return _build(Config, data, "")
