@@ -131,7 +131,15 @@ def cluster(work: Path, project: Path) -> str:
     lines += asyncio.run(states())
     for p in workers + [sched]:
         p.terminate()
-    logs = [p.communicate(timeout=30)[0] for p in workers]
+    logs = []
+    for p in workers + [sched]:
+        try:
+            out = p.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out = p.communicate()[0]
+        logs.append(out)
+    logs = logs[:len(workers)]
     lines += [f"worker log w{i}: " + " | ".join(x for x in log.splitlines() if "Starting worker" in x
                                                  or "Registered to" in x)[:300] for i, log in enumerate(logs, 1)]
     return "\n".join(lines)
@@ -160,10 +168,11 @@ def main() -> None:
           f"Adapted weights identical to the serial run's (sha256): {f['same_weights']}.\n\n"
           f"Data parallelism, SST-2 (800 rows), 1 thread per process: 1 process {d[1]:.1f} s/epoch, "
           f"2 processes (torchrun, gloo) {d[2]:.1f} s/epoch: {d[1] / d[2]:.2f}x.\n")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(md)  # the ratios are on disk before the (optional) cluster part
     if a.cluster:
         md += "\n## A real local Dask cluster running the fan-out\n\n```\n" + cluster(work, Path(f["project"])) + "\n```\n"
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(md)
+        Path(a.out).write_text(md)
     print(md)
 
 
