@@ -123,3 +123,41 @@ def prompted(backbone: Any, tasks: dict[str, tuple[str, int]], **spec: Any):
                          text_b=False) for n, (t, k) in tasks.items()}
     base = spec_from_config(config_from_dict(repo_params()), heads)
     return PromptedModel(backbone, dataclasses.replace(base, **spec), MethodInputs(seed=0, total_steps=10))
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), children first."""
+    from pathlib import Path
+
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    out, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, pp in parent.items() if pp in frontier]
+        out += kids
+        frontier = kids
+    return out
+
+
+def kill_after_checkpoint(proc: Any, state: Path, epochs: int = 1, timeout: float = 300) -> int:
+    """SIGKILL ``proc`` and every process below it once ``state`` (a checkpoint's state.json) records
+    ``epochs`` finished epochs; returns the epochs the checkpoint holds."""
+    import json
+    import os
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["state"]["epoch"] >= epochs:
+            break
+        time.sleep(0.05)
+    for pid in [proc.pid, *descendants(proc.pid)]:  # torchrun's workers may sit in sessions of their own
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    return json.loads(state.read_text())["state"]["epoch"]

@@ -2,17 +2,15 @@
 same global batch; all dropout off, so both must end with the same losses and weights."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
-from helpers import tiny_params
+from helpers import kill_after_checkpoint, tiny_params
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -39,25 +37,6 @@ def _run(nproc: int, *args: str) -> str:
     r = subprocess.run(_cmd(nproc, *args), capture_output=True, text=True, timeout=300, env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stderr
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc), children first."""
-    from pathlib import Path
-
-    parent = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(stat.parent.name)] = int(fields[1])
-    out, frontier = [], [pid]
-    while frontier:
-        kids = [c for c, pp in parent.items() if pp in frontier]
-        out += kids
-        frontier = kids
-    return out
 
 
 def _same(a, b, tol=1e-5):
@@ -120,16 +99,7 @@ def test_a_killed_two_process_run_resumes_to_the_same_result(root, tiny_dir):
     out = root / "two"
     proc = subprocess.Popen(_cmd(2, "train", "--params", str(p), "--task", "sent", "--out", str(out)), env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    state = out / "checkpoint/state.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["state"]["epoch"] >= 1:
-            break
-        time.sleep(0.05)
-    for pid in [proc.pid, *_descendants(proc.pid)]:  # torchrun's workers may sit in sessions of their own
-        os.kill(pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = json.loads(state.read_text())["state"]["epoch"]
+    killed_at = kill_after_checkpoint(proc, out / "checkpoint/state.json")
     assert not (out / "metrics.json").exists() and 1 <= killed_at < 3
     err = _run(2, "train", "--params", str(p), "--task", "sent", "--out", str(out))
     assert f"after epoch {killed_at}" in err

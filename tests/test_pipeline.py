@@ -131,13 +131,10 @@ def test_a_killed_dvc_repro_resumes_adaptation_from_its_checkpoint(tmp_path, tin
     """Regression: DVC deleted a stage's outputs before rerunning it, checkpoint included, so a killed
     `dvc repro` restarted training from scratch. The outs are persisted; the run key guards staleness."""
     import json
-    import signal
     import subprocess
     import sys
-    import time
 
-    from helpers import write_sentiment_tsv
-    from test_distributed import _descendants
+    from helpers import kill_after_checkpoint, write_sentiment_tsv
 
     root = make_repo(tmp_path / "repo", tiny_dir)
     write_sentiment_tsv(root / "data/sent/train.tsv", 4000, 0)
@@ -149,16 +146,7 @@ def test_a_killed_dvc_repro_resumes_adaptation_from_its_checkpoint(tmp_path, tin
                    capture_output=True)
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "adapt@sent"], cwd=root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = root / "outputs/adapt/sent/checkpoint/state.json"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["state"]["epoch"] >= 1:
-            break
-        time.sleep(0.05)
-    for pid in [proc.pid, *_descendants(proc.pid)]:
-        os.kill(pid, signal.SIGKILL)
-    proc.wait()
-    done = json.loads(state.read_text())["state"]["epoch"]
+    done = kill_after_checkpoint(proc, root / "outputs/adapt/sent/checkpoint/state.json")
     assert 1 <= done < 4 and not (root / "outputs/adapt/sent/metrics.json").exists()
     r = subprocess.run([sys.executable, "-m", "dvc", "repro", "adapt@sent"], cwd=root, env=env, capture_output=True,
                        text=True, timeout=600)
