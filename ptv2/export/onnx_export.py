@@ -73,7 +73,9 @@ def export_baked(model: PromptedModel, task: str, path: str | Path) -> Path:
 def quantize_int8(src: str | Path, dst: str | Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    # per-channel weight scales: per-tensor int8 changed 5.4 % of SST-2 dev predictions and cost 1.5 points
+    # (significant on 872 examples); per-channel kept 97.9 % of them and the accuracy (measured, see README)
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
     return Path(dst)
 
 
