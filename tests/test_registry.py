@@ -99,3 +99,17 @@ def test_two_projects_in_one_process_keep_their_own_stores(tmp_path, monkeypatch
     assert "MLFLOW_TRACKING_URI" not in os.environ
     tracking.init_store(b, "t")
     assert (a / "mlruns.db").is_file() and (b / "mlruns.db").is_file()
+
+
+def test_a_constant_regression_baseline_scores_zero_not_nan():
+    """Regression: the train-mean baseline of STS-B scored nan (np.std of equal floats was 1e-16), so the
+    registry tagged baseline 'nan' and every comparison with it was False."""
+    import numpy as np
+
+    from ptv2.training import metrics
+
+    rng = np.random.default_rng(0)
+    gold = list(rng.uniform(0, 5, 200))
+    base = baseline("regression", list(rng.uniform(0, 5, 5749)), 200)
+    for name in ("pearson", "spearman"):
+        assert metrics.compute([name], base, gold)[name] == 0.0

@@ -29,9 +29,12 @@ def mcc(pred: np.ndarray, gold: np.ndarray) -> float:
 
 
 def _corr(fn, pred: np.ndarray, gold: np.ndarray) -> float:
-    if np.std(pred) == 0 or np.std(gold) == 0:
+    """A correlation in points; 0 for a constant input (np.std of equal floats can be 1e-16, not 0, so
+    compare the range; scipy would answer nan)."""
+    if np.ptp(pred) == 0 or np.ptp(gold) == 0:
         return 0.0
-    return float(fn(pred, gold)[0] * 100)
+    r = float(fn(pred, gold)[0] * 100)
+    return 0.0 if np.isnan(r) else r
 
 
 def entity_f1(pred_tags: list[list[str]], gold_tags: list[list[str]]) -> float:
