@@ -49,7 +49,9 @@ def make_project(dst: Path) -> Path:
 
 
 def status(root: Path) -> str:
-    r = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=root, capture_output=True, text=True)
+    """`dvc status` of the adapt stages the bench runs (the stages after them are not run here)."""
+    r = subprocess.run([sys.executable, "-m", "dvc", "status", *[f"adapt@{t}" for t in TASKS]], cwd=root,
+                       capture_output=True, text=True)
     return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr.strip()[-200:]
 
 
