@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ptv2.serving.manifest import BundleError, check_task, task_names, verify
+from ptv2.serving.manifest import FORMAT, BundleError, check_task, task_names, verify
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -25,7 +25,7 @@ def is_bundle(path: str | Path) -> bool:
     if any(path.glob("encoder*.onnx")):
         return True
     try:
-        return json.loads((path / "manifest.json").read_text()).get("format", "").startswith("ptv2-bundle")
+        return json.loads((path / "manifest.json").read_text()).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
         return False
 

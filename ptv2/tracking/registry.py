@@ -8,6 +8,7 @@ has its own registered model. Scores, the baseline, the test and its p-values ar
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,7 @@ def register_and_gate(root: str | Path, name: str, run_id: str, artifact_path: s
     if champ is not None:
         preds = data.champion_predictions(champ[0])  # re-scored on today's dev examples
         _, p_champ = paired_permutation(data.score, data.gold, data.challenger, preds, margin, samples)
-        ev = Evidence(**{**ev.__dict__, "champion": score(preds), "p_champion": p_champ})
+        ev = dataclasses.replace(ev, champion=score(preds), p_champion=p_champ)
     d = decide(ev, alpha)
     tracking.set_alias(root, name, "challenger", version)
     if d.promoted:

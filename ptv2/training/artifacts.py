@@ -61,8 +61,10 @@ def _check(path: Path, name: str, manifest: dict[str, Any]) -> None:
 
 def read_spec(path: str | Path) -> ModelSpec:
     """The folder's ModelSpec, checked against the manifest, without reading the weights."""
-    path = Path(path)
-    manifest = _manifest(path)
+    return _spec(Path(path), _manifest(Path(path)))
+
+
+def _spec(path: Path, manifest: dict[str, Any]) -> ModelSpec:
     _check(path, CONFIG, manifest)
     try:
         return ModelSpec.from_dict(json.loads((path / CONFIG).read_text()))
@@ -78,6 +80,7 @@ def weights_sha(path: str | Path) -> str:
 def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelSpec]:
     """(state, spec); a missing, foreign or tampered folder raises ArtifactError."""
     path = Path(path)
-    spec = read_spec(path)
-    _check(path, WEIGHTS, _manifest(path))
+    manifest = _manifest(path)  # read once: the config and the weights are checked against the same listing
+    spec = _spec(path, manifest)
+    _check(path, WEIGHTS, manifest)
     return load_file(str(path / WEIGHTS)), spec
