@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from ptv2.config import FlowsConfig, load_config
-from ptv2.tracking.orchestrate import promotions, record, reproduce, run_stage, stale
+from ptv2.tracking.orchestrate import promotions, published, record, reproduce, run_stage, stale
 from ptv2.tracking.store import tracking_server
 
 ROOT = Path(os.environ.get("PTV2_ROOT", Path(__file__).resolve().parents[1]))
@@ -115,13 +115,18 @@ def configured_adapt(root: str = str(ROOT), tasks: list[str] | None = None) -> l
 @flow(name="ptv2-retrain")
 def retrain(root: str = str(ROOT)) -> dict:
     """Scheduled retraining: reproduce (no-op when nothing changed; adapt stages side by side), register
-    what changed, apply the promotion gate (in the promote stages), push outputs to the DVC remote."""
+    what changed, apply the promotion gate (in the promote stages), rebuild the multi-task model when a
+    champion changed (the publish stage), push outputs to the DVC remote."""
     logger = get_run_logger()
     ran = _run_all(root)
     decisions = promotions(root, ran)
     for d in decisions:
         logger.info("%s: v%s %s (%s)", d["task"], d["version"], "PROMOTED" if d["promoted"] else "kept champion",
                     d["reason"])
+    multi = published(root, ran)
+    if multi:
+        logger.info("multi-task model: %s", f"v{multi['version']} serves {multi['tasks']}" if multi["published"]
+                    else multi["reason"])
     remote = load_config(Path(root) / "params.yaml").flows.dvc_remote
     if ran and remote:
         from ptv2.tracking.orchestrate import push
@@ -130,4 +135,4 @@ def retrain(root: str = str(ROOT)) -> dict:
         logger.info("pushed outputs to DVC remote %r", remote)
     if not ran:
         logger.info("nothing changed: no stage ran, no new model version")
-    return {"ran": ran, "promotions": decisions}
+    return {"ran": ran, "promotions": decisions, "published": multi}

@@ -63,9 +63,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.text_pair and len(args.text_pair) != len(texts):
         raise Ptv2Error(f"{len(texts)} texts but {len(args.text_pair)} --text-pair values: pass one pair per text")
     if is_bundle(args.model):  # an ONNX bundle: onnxruntime only, no torch
-        import dataclasses
-
-        limits = Limits(**dataclasses.asdict(_config(args).serving)) if Path(args.params).is_file() else None
+        limits = Limits(**_config(args).serving.limits()) if Path(args.params).is_file() else None
         bundle = Bundle(args.model, int8=args.int8, limits=limits)
         task = args.task or (next(iter(bundle.tasks)) if len(bundle.tasks) == 1 else None)
         if task is None:

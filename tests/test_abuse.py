@@ -69,6 +69,9 @@ SET_CASES = {
     "override without =": ("train.epochs", "section.key=value"),
     "bad alpha": ("tracking.promote_alpha=2", "tracking.promote_alpha = 2"),
     "processes zero": ("train.processes=0", "train.processes = 0"),
+    "int8 serving without an int8 export": ("export.int8=false", "serving.int8 = True is not allowed"),
+    "multi-task model named like a task's": ("tracking.multitask_model=ptv2-sent", "tracking.multitask_model = 'ptv2-sent'"),
+    "zero micro-batch": ("serving.micro_batch=0", "serving.micro_batch = 0"),
 }
 
 
@@ -190,7 +193,7 @@ def test_tampered_model_folder(params, trained, capsys, case):
 @pytest.fixture()
 def bundle(params, trained, root, capsys):
     assert main(["export", "--params", str(params), "--model", str(trained), "--out", str(root / "b"),
-                 "--set", "export.int8=false"]) == 0
+                 "--set", "export.int8=false", "--set", "serving.int8=false"]) == 0
     capsys.readouterr()
     return root / "b"
 

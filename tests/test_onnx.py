@@ -20,7 +20,7 @@ def trained(tmp_path_factory, tiny_dir):
     cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 2, "finetune": 1},
                                        lr={"ptv2": 3e-2, "finetune": 1e-3}))
     models = {}
-    for task in ("sent", "pair", "reg", "ner"):
+    for task in ("sent", "pair", "reg", "ner", "mc"):
         train_task(cfg, task, root / task, report_splits=())
         model, tok, _ = load_model(root / task / "model")
         models[task] = model
@@ -37,18 +37,43 @@ def test_parity_fp32_all_tasks(trained):
         assert r["cases"] == 9
 
 
+def test_multiple_choice_is_served_and_matches_pytorch_per_example(trained, tiny_dir):
+    """COPA-style rows: one (context, choice) pair per choice, softmax over the choices; the chosen index
+    equals the PyTorch model's on the same examples, and either order of the choices gives the same answer."""
+    from ptv2.data.collate import Collator, encode_split
+    from ptv2.data.tasks import load_task_data
+
+    root, models, tok, bundle = trained
+    cfg = config_from_dict(tiny_params(root, tiny_dir))
+    td = load_task_data(cfg, "mc")
+    ds = td.split("train")
+    b = Bundle(bundle)
+    rows = [{"task": "mc", "text": a, "choices": list(c)} for a, c in zip(ds["text_a"], ds["choices"])]
+    got = b.predict(rows)
+    feats = encode_split(ds, "multiple_choice", tok, 32)
+    with torch.no_grad():
+        ref = models["mc"](Collator(tok.pad_token_id, "multiple_choice")(feats), "mc")  # (N, 2)
+    p = torch.softmax(ref, -1)
+    for g, r, row in zip(got, p, rows):
+        assert g["choice"] == int(r.argmax()) and g["label"] == row["choices"][g["choice"]]
+        assert g["score"] == pytest.approx(float(r.max()), abs=1e-4)
+    swapped = b.predict([{**rows[0], "choices": rows[0]["choices"][::-1]}])[0]
+    assert swapped["label"] == got[0]["label"] and swapped["choice"] == 1 - got[0]["choice"]
+
+
 def test_mixed_task_batch_equals_single_task_calls(trained):
     _, _, _, bundle = trained
     b = Bundle(bundle)
     rows = [{"task": "sent", "text": "the movie was good"}, {"task": "pair", "text": "the cat sat", "text_pair": "the dog sat"},
-            {"task": "reg", "text": "a cat", "text_pair": "a dog"}, {"task": "ner", "text": "john lives in paris"}]
+            {"task": "reg", "text": "a cat", "text_pair": "a dog"}, {"task": "ner", "text": "john lives in paris"},
+            {"task": "mc", "text": "the man was wet. What was the cause?", "choices": ["rain", "sun", "snow"]}]
     mixed = b.predict(rows)
     for row, m in zip(rows, mixed):
         alone = b.predict([row])[0]
         assert alone.keys() == m.keys()
         for k, v in alone.items():
             assert v == pytest.approx(m[k], abs=1e-5) if isinstance(v, float) else v == m[k]
-    assert "label" in mixed[0] and "score" in mixed[2] and len(mixed[3]["tags"]) == 4
+    assert "label" in mixed[0] and "score" in mixed[2] and len(mixed[3]["tags"]) == 4 and mixed[4]["choice"] in (0, 1, 2)
 
 
 def test_pytorch_mixed_batch_rows_match(trained):
@@ -210,6 +235,15 @@ def test_the_saved_tokenizer_does_not_pad_every_row_to_a_fixed_length(trained):
     ({"task": "nope", "text": "x"}, "unknown task 'nope'"),
     ({"task": "sent", "text": "x" * 101}, "has 101 characters; the limit is 100"),
     ("just a string", "expected an object"),
+    ({"task": 3, "text": "x"}, "unknown task 3"),
+    ({"task": "mc", "text": "the man was wet"}, "needs 'choices', a list of at least 2 strings (got None)"),
+    ({"task": "mc", "text": "wet", "choices": "rain"}, "needs 'choices', a list of at least 2 strings"),
+    ({"task": "mc", "text": "wet", "choices": ["rain"]}, "a list of at least 2 strings (got ['rain'])"),
+    ({"task": "mc", "text": "wet", "choices": ["rain", 7]}, "'choices[1]' must be a string, got int"),
+    ({"task": "mc", "text": "wet", "choices": ["rain", " "]}, "'choices[1]' is empty"),
+    ({"task": "sent", "text": "good", "choices": ["a", "b"]}, "'choices' is for multiple-choice tasks"),
+    ({"task": "pair", "text": "a", "text_pair": ["b"]}, "'text_pair' must be a string, got list"),
+    ({"task": "sent", "text": None}, "'text' must be a string, got nothing"),
 ])
 def test_requests_are_checked_by_task_type(trained, row, needle):
     from ptv2.serving.bundle import Limits
@@ -217,5 +251,9 @@ def test_requests_are_checked_by_task_type(trained, row, needle):
     b = Bundle(trained[3], limits=Limits(micro_batch=8, max_rows=3, max_text_chars=100))
     with pytest.raises(BundleError, match=re.escape(needle)):
         b.predict([{"task": "sent", "text": "fine"}, row])
-    with pytest.raises(BundleError, match="4 rows in one request; the limit is 3"):
+    with pytest.raises(BundleError, match="the limit is 3: split the request"):
         b.predict([{"task": "sent", "text": "fine"}] * 4)
+    with pytest.raises(BundleError, match="counts once per choice"):  # 2 rows, 4 encoder rows
+        b.predict([{"task": "mc", "text": "wet", "choices": ["rain", "sun"]}] * 2)
+    with pytest.raises(BundleError, match="a request is a list of rows"):
+        b.predict({"task": "sent", "text": "fine"})

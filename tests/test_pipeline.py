@@ -76,8 +76,9 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     first = retrain(str(root))  # trained on noise: no better than the majority class
     assert "pretrain" in first["ran"] and not first["promotions"][0]["promoted"], first
     assert "baseline" in first["promotions"][0]["reason"]
+    assert first["published"] == {"published": False, "version": None, "tasks": {}, "reason": "no task has a champion yet"}
 
-    assert retrain(str(root)) == {"ran": [], "promotions": []}  # nothing changed: no new version
+    assert retrain(str(root)) == {"ran": [], "promotions": [], "published": None}  # nothing changed: no new version
     assert [r["version"] for r in tracking.list_versions(root, "ptv2-")] == ["1"]
 
     _relabel(root, "clean")  # data changed, model better than the baseline -> promoted (no champion yet)
@@ -85,12 +86,18 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert "pretrain" not in better["ran"] and "adapt@sent" in better["ran"]
     assert better["promotions"][0]["promoted"], better
     assert better["promotions"][0]["p_vs_baseline"] < 0.05
+    assert better["published"]["published"] and better["published"]["tasks"] == {"sent": "2"}  # the new champion
+    all_tags = tracking.alias_version(root, "ptv2-all", "champion")[1]
+    assert all_tags["task.sent.version"] == "2" and all_tags["task.sent.model"] == "ptv2-sent"
 
     _relabel(root, "flipped")  # worse -> registered, not promoted
-    worse = retrain(str(root))["promotions"][0]
+    retrain_out = retrain(str(root))
+    worse = retrain_out["promotions"][0]
     assert not worse["promoted"] and worse["version"] == "3" and worse["champion_before"] is not None
     assert tracking.alias_version(root, "ptv2-sent", "champion")[0] == "2"
     assert tracking.alias_version(root, "ptv2-sent", "challenger")[0] == "3"
+    assert retrain_out["published"] == {"published": False, "version": "1", "tasks": {"sent": "2"},
+                                        "reason": "champions unchanged"}  # no champion changed: not rebuilt
     assert os.path.isfile(root / "report/tasks.png")
 
     from ptv2.cli import main

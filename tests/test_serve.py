@@ -1,5 +1,8 @@
-"""`mlflow models serve` on a registered champion answers real HTTP requests on loopback."""
+"""The registered models behind `mlflow models serve`: per-task champions, and the multi-task model that
+serves every champion from one encoder (rebuilt only when a champion changes), over real HTTP on loopback."""
+import dataclasses
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -10,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import tiny_params, train_task, write_all_formats
+from conftest import make_tiny_backbone_dir
+from helpers import merged, tiny_params, train_task, write_all_formats
+
+TASKS = ("sent", "pair", "mc")
 
 
 def _free_port() -> int:
@@ -29,44 +35,90 @@ def _post(port: int, payload: dict) -> tuple[int, dict]:
         return e.code, json.loads(e.read() or b"{}")
 
 
-@pytest.fixture()
-def champion(tmp_path, tiny_dir, monkeypatch):
-    from ptv2.tracking import registry
-    from ptv2.tracking import store as tracking
-    from ptv2.training.build import load_model
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_dir):
+    """Tiny models for sent, pair, mc (tiny backbone) and reg (another random backbone of the same shape)."""
     from ptv2.config import config_from_dict
+
+    root = tmp_path_factory.mktemp("serve")
+    write_all_formats(root / "d")
+    params = tiny_params(root / "d", tiny_dir, epochs={"ptv2": 1, "finetune": 1})
+    params["tasks"]["reg"] = {**params["tasks"]["reg"], "files": {"train": "reg/train.tsv", "dev": "reg/train.tsv"}}
+    params = merged({"adapt": {"tasks": [*TASKS, "reg"]},
+                     "serving": {"micro_batch": 8, "max_rows": 50, "max_text_chars": 1000, "int8": True}}, params)
+    cfg = config_from_dict(params)
+    for task in TASKS:
+        train_task(cfg, task, root / task, report_splits=())
+    other = make_tiny_backbone_dir(root / "other-bert", seed=1)
+    train_task(config_from_dict(merged({"backbone": {**params["backbone"], "name": str(other)}}, params)), "reg",
+               root / "reg", report_splits=())
+    return root, cfg
+
+
+def register(store_root: Path, cfg, model_dir: Path, task: str) -> str:
+    """Bundle ``task``'s model, log it into a run, register it and pass the gate (it becomes champion)."""
     from ptv2.export.onnx_export import write_bundle
-    
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    write_all_formats(tmp_path / "d")
-    cfg = config_from_dict(tiny_params(tmp_path / "d", tiny_dir, epochs={"ptv2": 1, "finetune": 1}))
-    train_task(cfg, "sent", tmp_path / "m", report_splits=())
-    model, tok, _ = load_model(tmp_path / "m/model")
-    bundle = write_bundle({"sent": model}, tok, tmp_path / "bundle", int8=False)
-    with tracking.start_run(tmp_path, "t", "serve-test", {}, {}) as run:
+    from ptv2.tracking import registry, store
+    from ptv2.training.build import load_model
+
+    model, tok, _ = load_model(model_dir / "model")
+    bundle = write_bundle({task: model}, tok, store_root / f"bundle-{task}-{time.time_ns()}")
+    with store.start_run(store_root, "t", f"serve-{task}", {}, {}) as run:
         rid = run.id
-    uri = tracking.log_bundle_model(tmp_path, rid, bundle, {"adapter": tmp_path / "m/model"},
-                                    limits={"micro_batch": 8, "max_rows": 50, "max_text_chars": 1000})
+    uri = store.log_bundle_model(store_root, rid, bundle, serving=cfg.serving)
     gold = [i % 2 for i in range(40)]
     data = registry.GateData("accuracy", lambda p, g: 100.0 * sum(a == b for a, b in zip(p, g)) / len(g), gold, gold,
-                             [0] * 40, lambda version: gold)
-    d = registry.register_and_gate(tmp_path, "ptv2-sent", rid, uri, data, 0.05)
-    assert d.promoted
-    return tmp_path
+                             [0] * 40, lambda version: [1 - g for g in gold])
+    d = registry.register_and_gate(store_root, f"ptv2-{task}", rid, uri, data, 0.05)
+    assert d.promoted, d
+    return d.version
 
 
-def test_mlflow_models_serve_answers_and_survives_bad_requests(champion):
-    from ptv2.tracking import store as tracking
+@pytest.fixture()
+def published(trained, tmp_path, monkeypatch):
+    from ptv2.tracking.publish import publish
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root, cfg = trained
+    cfg = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, tasks=list(TASKS)))
+    for task in TASKS:
+        register(tmp_path, cfg, root / task, task)
+    out = publish(cfg, tmp_path)
+    assert out["published"] and out["tasks"] == {t: "1" for t in TASKS} and not out["excluded"], out
+    return tmp_path, cfg
+
+
+def test_the_multitask_model_is_rebuilt_only_when_a_champion_changes(trained, published):
+    from ptv2.tracking import store
+    from ptv2.tracking.publish import publish
+
+    store_root, cfg = published
+    root = trained[0]
+    again = publish(cfg, store_root)
+    assert not again["published"] and again["version"] == "1" and again["reason"] == "champions unchanged"
+    assert register(store_root, cfg, root / "sent", "sent") == "2"  # a new champion for one task
+    cfg = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, tasks=[*TASKS, "reg"]))
+    register(store_root, cfg, root / "reg", "reg")  # a champion on another backbone: cannot share the encoder
+    new = publish(cfg, store_root)
+    assert new["published"] and new["version"] == "2"
+    assert new["tasks"] == {"sent": "2", "pair": "1", "mc": "1"}, new
+    assert "as its champion does with the shared encoder" in new["excluded"]["reg"]
+    version, tags = store.alias_version(store_root, "ptv2-all", "champion")
+    assert version == "2" and tags["task.sent.version"] == "2" and tags["task.pair.version"] == "1"
+    assert json.loads(tags["excluded"]).keys() == {"reg"}
+    assert store.alias_version(store_root, "ptv2-sent", "champion")[0] == "2"  # per-task models stay
+
+
+def test_one_server_answers_mixed_tasks_and_refuses_bad_rows(published):
+    from ptv2.tracking import store
+
+    store_root, _ = published
     port = _free_port()
-    import os
-
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.tracking_uri(champion),
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store.tracking_uri(store_root),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # uvicorn
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", "models:/ptv2-sent@champion",
-                             "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port), "--workers", "1"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
+                             "models:/ptv2-all@champion", "--env-manager", "local", "--host", "127.0.0.1",
+                             "-p", str(port), "--workers", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -77,13 +129,19 @@ def test_mlflow_models_serve_answers_and_survives_bad_requests(champion):
                 assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
                 time.sleep(1)
         ok = {"dataframe_records": [{"task": "sent", "text": "the movie was good"},
-                                    {"task": "sent", "text": "the plot was awful"}]}
+                                    {"task": "pair", "text": "the cat sat", "text_pair": "the dog sat"},
+                                    {"task": "mc", "text": "the man was wet", "choices": ["rain", "sun", "snow"]}]}
         status, body = _post(port, ok)
         assert status == 200, body
-        preds = body["predictions"]
-        assert len(preds) == 2 and preds[0]["label"] in ("0", "1") and 0 <= preds[0]["score"] <= 1
-        status, body = _post(port, {"dataframe_records": [{"task": "nope", "text": "x"}]})
-        assert 400 <= status < 500 and "unknown task" in json.dumps(body)
+        sent, pair, mc = body["predictions"]
+        assert sent["label"] in ("0", "1") and 0 <= sent["score"] <= 1 and pair["label"] in ("no", "yes")
+        assert mc["label"] == ["rain", "sun", "snow"][mc["choice"]] and 1 / 3 <= mc["score"] <= 1
+        for row, needle in [({"task": "nope", "text": "x"}, "unknown task"),
+                            ({"task": "pair", "text": "the cat sat"}, "this is a pair task"),
+                            ({"task": "mc", "text": "wet"}, "needs 'choices'"),
+                            ({"task": "sent", "text": 5}, "'text' must be a string, got int")]:
+            status, body = _post(port, {"dataframe_records": [row]})
+            assert 400 <= status < 500 and needle in json.dumps(body), (row, status, body)
         status, _ = _post(port, {"dataframe_records": [{"text": "no task column"}]})
         assert 400 <= status < 500
         status, body = _post(port, {"dataframe_records": [{"task": "sent", "text": "good film"}] * 51})

@@ -170,6 +170,7 @@ class AdaptConfig:
 class TrackingConfig:
     experiment: str
     registry_prefix: str  # registered model per task: <prefix><task>
+    multitask_model: str  # the registered model serving every task's champion from one encoder
     promote_margin: float  # metric points the challenger must win by (in the paired test)
     promote_alpha: float  # level of the one-sided paired tests (vs baseline, vs champion, int8 vs fp32)
     permutation_samples: int  # random swaps of the paired permutation test
@@ -178,6 +179,7 @@ class TrackingConfig:
         _check(0 < self.promote_alpha < 0.5, "promote_alpha", self.promote_alpha, "a level in (0, 0.5), e.g. 0.05")
         _check(self.permutation_samples >= 100, "permutation_samples", self.permutation_samples, "an integer >= 100")
         _check(self.promote_margin >= 0, "promote_margin", self.promote_margin, "a float >= 0 (metric points)")
+        _check(bool(self.multitask_model.strip()), "multitask_model", self.multitask_model, "a registered model name")
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,10 @@ class ServingConfig:
     micro_batch: int  # rows per onnxruntime run, sorted by length and padded to the longest in each
     max_rows: int  # a request with more rows is refused (HTTP 400)
     max_text_chars: int  # a text longer than this is refused (HTTP 400)
+    int8: bool  # registered models serve encoder.int8.onnx (gated at export: agreement + paired test)
+
+    def limits(self) -> dict[str, int]:
+        return {"micro_batch": self.micro_batch, "max_rows": self.max_rows, "max_text_chars": self.max_text_chars}
 
     def __post_init__(self) -> None:
         for name in ("micro_batch", "max_rows", "max_text_chars"):
@@ -291,6 +297,12 @@ class Config:
         for where, names in (("pretrain.tasks", self.pretrain.tasks), ("adapt.tasks", self.adapt.tasks)):
             _check(len(names) >= 1 and len(set(names)) == len(names), where, names,
                    f"a non-empty list of distinct tasks from 'tasks:' ({known})")
+        t = self.tracking
+        clash = [n for n in known if t.registry_prefix + n == t.multitask_model]
+        _check(not clash, "tracking.multitask_model", t.multitask_model,
+               f"a name other than task {clash[:1]}'s registered model (registry_prefix + task)")
+        _check(self.export.int8 or not self.serving.int8, "serving.int8", self.serving.int8,
+               "false, or export.int8: true (bundles carry an int8 encoder only when exported with one)")
 
     def task(self, name: str) -> TaskSpec:
         if name not in self.tasks:

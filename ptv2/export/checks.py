@@ -24,8 +24,8 @@ def bundle_predictions(bundle: Bundle, td: TaskData, split: str = "dev", batch_s
     ds = td.split(split)
     task, kind = td.name, td.spec.type
     if kind == "multiple_choice":
-        raise ValueError(f"task {task!r}: multiple_choice is not served by the bundle")
-    if kind == "token_classification":
+        rows = [{"task": task, "text": a, "choices": c} for a, c in zip(ds["text_a"], ds["choices"])]
+    elif kind == "token_classification":
         rows = [{"task": task, "text": " ".join(toks)} for toks in ds["tokens"]]
     else:
         rows = [{"task": task, "text": a, "text_pair": b} for a, b in zip(ds["text_a"], ds["text_b"])]
@@ -36,6 +36,8 @@ def bundle_predictions(bundle: Bundle, td: TaskData, split: str = "dev", batch_s
         return [p["tags"] for p in out]
     if kind == "regression":
         return [float(p["score"]) for p in out]
+    if kind == "multiple_choice":
+        return [int(p["choice"]) for p in out]
     return [td.labels.index(p["label"]) for p in out]
 
 

@@ -55,8 +55,6 @@ def _check(cfg: Config, task: str, model: PromptedModel, bundle_dir: Path) -> di
     """One task's checks on its bundle: parity against the PyTorch model; dev predictions of fp32 and int8,
     their agreement and a paired test (is int8 significantly worse?). The fp32 predictions and gold labels
     go to ``export.checks_dir/<task>.json`` for the promotion gate."""
-    if model.spec.tasks[task].type == "multiple_choice":
-        return {"skipped": "multiple_choice is not served by the bundle", "parity_ok": False}
     e, t = cfg.export, cfg.tracking
     fp32 = Bundle(bundle_dir)
     par = parity(model, task, fp32, tuple(e.parity_batch_sizes), tuple(x or None for x in e.parity_lengths))

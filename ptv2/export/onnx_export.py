@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ptv2.files import atomic_dir, sha256
+from ptv2.files import atomic_dir
 from ptv2.export.graph import BakedTaskModel, PromptInputEncoder, batch_prefix, prompt_tensor
 from ptv2.model.prompted import PromptedModel
 from ptv2.model.spec import HeadSpec
-from ptv2.serving.manifest import FORMAT
+from ptv2.serving.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
@@ -116,12 +115,6 @@ def write_bundle(models: dict[str, PromptedModel], tokenizer: Any, out: str | Pa
     return out
 
 
-def write_manifest(folder: Path, files: dict[str, str] | None = None) -> None:
-    """``manifest.json``: every file of the bundle with its sha256 (``files`` when already known)."""
-    files = files or {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-    (folder / "manifest.json").write_text(json.dumps({"format": FORMAT, "files": files}, indent=2, sort_keys=True))
-
-
 @torch.no_grad()
 def parity(model: PromptedModel, task: str, bundle: Any, batch_sizes=(1, 8, 32), lengths=(1, 40, 128, None),
            seed: int = 0) -> dict[str, Any]:
@@ -141,7 +134,10 @@ def parity(model: PromptedModel, task: str, bundle: Any, batch_sizes=(1, 8, 32),
                 mask[i, max(1, T - (i * T) // (B + 1)):] = 0
             ids = ids * mask
             types = torch.zeros_like(ids)
-            ref = model({"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, task).float().numpy()
+            batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            if model.spec.tasks[task].type == "multiple_choice":  # each row one (context, choice): (B, 1) scores
+                batch["n_choices"] = torch.tensor(1)
+            ref = model(batch, task).float().numpy()
             hid = bundle.hidden({"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
                                  "token_type_ids": types.numpy()}, [task] * B)
             for i in range(B):
@@ -151,21 +147,3 @@ def parity(model: PromptedModel, task: str, bundle: Any, batch_sizes=(1, 8, 32),
                 worst = max(worst, float(np.abs(np.asarray(want).reshape(-1) - got.reshape(-1)).max()))
             cases += 1
     return {"task": task, "max_abs_diff": worst, "cases": cases}
-
-
-def subset_bundle(bundle: str | Path, tasks: list[str], out: str | Path) -> Path:
-    """A bundle serving only ``tasks`` (same encoder files), with its own manifest."""
-    from ptv2.serving.manifest import verify
-
-    bundle, out = Path(bundle), Path(out)
-    manifest = verify(bundle)
-    keep = {f for f in manifest["files"] if not f.startswith("tasks/") or Path(f).stem in tasks}
-    missing = set(tasks) - {Path(f).stem for f in keep if f.startswith("tasks/")}
-    if missing:
-        raise ValueError(f"{bundle} has no task(s) {sorted(missing)}")
-    with atomic_dir(out) as tmp:
-        for f in sorted(keep):
-            (tmp / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(bundle / f, tmp / f)
-        write_manifest(tmp, {f: manifest["files"][f] for f in sorted(keep)})
-    return out

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ptv2.serving.manifest import FORMAT, BundleError, check_task, task_names, verify
+from ptv2.serving.requests import check_rows, expand
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -87,18 +88,18 @@ class Bundle:
             self.tasks[name] = TaskHead(spec, t.get("prompt"), t["head_weight"], t["head_bias"])
 
     def _encode(self, rows: list[dict[str, Any]]) -> tuple[dict[str, np.ndarray], list[Any]]:
+        """Encoder rows ({"task", "text", ["text_pair"]}) -> padded (B, T) feeds and the encodings."""
         max_len = max(self.tasks[r["task"]].spec["max_length"] for r in rows)
         self.tokenizer.enable_truncation(max_len)
         pad_id = self.tokenizer.token_to_id("[PAD]") or self.tokenizer.token_to_id("<pad>") or 0
         encs = []
         for r in rows:
-            spec = self.tasks[r["task"]].spec
-            if spec["type"] == "token_classification":
-                encs.append(self.tokenizer.encode(str(r["text"]).split(), is_pretokenized=True))
-            elif spec["text_b"]:
-                encs.append(self.tokenizer.encode(str(r["text"]), str(r.get("text_pair") or "")))
+            if self.tasks[r["task"]].spec["type"] == "token_classification":
+                encs.append(self.tokenizer.encode(r["text"].split(), is_pretokenized=True))
+            elif r.get("text_pair"):  # pair tasks, and each (context, choice) of a multiple-choice row
+                encs.append(self.tokenizer.encode(r["text"], r["text_pair"]))
             else:
-                encs.append(self.tokenizer.encode(str(r["text"])))
+                encs.append(self.tokenizer.encode(r["text"]))
         T = max(len(e.ids) for e in encs)
         ids = np.full((len(encs), T), pad_id, dtype=np.int64)
         mask = np.zeros((len(encs), T), dtype=np.int64)
@@ -126,52 +127,34 @@ class Bundle:
             x = (hidden * m).sum(0) / max(m.sum(), 1.0)
         return x @ head.weight.T + head.bias
 
-    def check(self, rows: list[Any]) -> None:
+    def check(self, rows: Any) -> None:
         """Refuse a request that is too large or has a row this bundle cannot answer, naming the row and why."""
-        lim = self.limits
-        if len(rows) > lim.max_rows:
-            raise BundleError(f"{len(rows)} rows in one request; the limit is {lim.max_rows}: split the request")
-        for i, r in enumerate(rows):
-            if not isinstance(r, dict):
-                raise BundleError(f"row {i}: expected an object with 'task' and 'text', got {type(r).__name__}")
-            task = r.get("task")
-            if task not in self.tasks:
-                raise BundleError(f"row {i}: unknown task {task!r}; this bundle serves {sorted(self.tasks)}")
-            spec = self.tasks[task].spec
-            for field in ("text", "text_pair") if spec["text_b"] else ("text",):
-                v = r.get(field)
-                if not isinstance(v, str):
-                    raise BundleError(f"row {i} ({task}): {field!r} must be a string, got "
-                                      f"{'nothing' if v is None else type(v).__name__}"
-                                      + ("; this is a pair task: send 'text' and 'text_pair'" if spec["text_b"] else ""))
-                if not v.strip():
-                    raise BundleError(f"row {i} ({task}): {field!r} is empty")
-                if len(v) > lim.max_text_chars:
-                    raise BundleError(f"row {i} ({task}): {field!r} has {len(v)} characters; the limit is "
-                                      f"{lim.max_text_chars}")
-            if not spec["text_b"] and r.get("text_pair") not in (None, ""):
-                raise BundleError(f"row {i} ({task}): this task takes one text; drop 'text_pair'")
+        check_rows(rows, {t: h.spec for t, h in self.tasks.items()}, self.limits.max_rows, self.limits.max_text_chars)
 
     def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """rows: {"task", "text", ["text_pair"]} -> {"label", "score"} / {"score"} / {"entities"}, in
-        request order. Rows are checked first, then sorted by length and run in micro-batches, each padded
-        to its longest row (a batch may mix tasks with prompts of one length)."""
+        """rows: {"task", "text", ["text_pair" | "choices"]} -> {"label", "score"} / {"score"} / {"entities"} /
+        {"label", "choice", "score"}, in request order. Rows are checked first, then sorted by length and run
+        in micro-batches, each padded to its longest row (a batch may mix tasks with prompts of one length)."""
         self.check(rows)
+        flat, where = expand(rows, {t: h.spec for t, h in self.tasks.items()})
+        outs = self._run(flat)
+        return [self._decode(r, [outs[j] for j in idx]) for r, idx in zip(rows, where)]
+
+    def _run(self, rows: list[dict[str, Any]]) -> list[tuple[np.ndarray, Any]]:
+        """Encoder rows -> (logits, encoding) per row, run ``micro_batch`` rows at a time in length order."""
         order = sorted(range(len(rows)), key=lambda i: (self._prompt_len(rows[i]["task"]), self._size(rows[i])))
-        out: list[dict[str, Any]] = [{} for _ in rows]
+        out: list[Any] = [None] * len(rows)
         step = self.limits.micro_batch
-        chunks = [order[s:s + step] for s in range(0, len(order), step)]
-        for idx in chunks:
+        for s in range(0, len(order), step):
             by_plen: dict[int, list[int]] = {}
-            for i in idx:  # a chunk may straddle two prompt lengths: one session run each
+            for i in order[s:s + step]:  # a chunk may straddle two prompt lengths: one session run each
                 by_plen.setdefault(self._prompt_len(rows[i]["task"]), []).append(i)
             for part in by_plen.values():
                 sub = [rows[i] for i in part]
                 feed, encs = self._encode(sub)
                 hid = self.hidden(feed, [r["task"] for r in sub])
                 for k, (i, r) in enumerate(zip(part, sub)):
-                    out[i] = self._decode(r["task"], self.logits(hid[k], feed["attention_mask"][k], r["task"]),
-                                          encs[k], r["text"])
+                    out[i] = (self.logits(hid[k], feed["attention_mask"][k], r["task"]), encs[k])
         return out
 
     def _prompt_len(self, task: str) -> int:
@@ -182,21 +165,27 @@ class Bundle:
     def _size(row: dict[str, Any]) -> int:
         return len(row["text"]) + len(row.get("text_pair") or "")
 
-    def _decode(self, task: str, lg: np.ndarray, enc: Any, text: str) -> dict[str, Any]:
+    def _decode(self, row: dict[str, Any], outs: list[tuple[np.ndarray, Any]]) -> dict[str, Any]:
+        task = row["task"]
         spec = self.tasks[task].spec
+        lg, enc = outs[0]
         if spec["type"] == "regression":
             return {"task": task, "score": float(lg.reshape(-1)[0])}
         if spec["type"] == "token_classification":
-            words = text.split()
+            words = row["text"].split()
             tags, seen = ["O"] * len(words), set()
             for j, w in enumerate(enc.word_ids):
                 if w is not None and w not in seen:
                     seen.add(w)
                     tags[w] = spec["labels"][int(lg[j].argmax())]
             return {"task": task, "tokens": words, "tags": tags, "entities": entities(words, tags)}
+        if spec["type"] == "multiple_choice":  # one score per (context, choice), softmax over the choices
+            lg = np.array([float(x.reshape(-1)[0]) for x, _ in outs])
         p = np.exp(lg - lg.max())
         p /= p.sum()
         k = int(p.argmax())
+        if spec["type"] == "multiple_choice":
+            return {"task": task, "label": row["choices"][k], "choice": k, "score": float(p[k])}
         return {"task": task, "label": spec["labels"][k], "score": float(p[k])}
 
 

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from ptv2.errors import Ptv2Error
-from ptv2.files import sha256
+from ptv2.files import sha256, write_json
 
 FORMAT = "ptv2-bundle/1"
-TYPES = ("classification", "pair_classification", "regression", "token_classification")
+TYPES = ("classification", "pair_classification", "regression", "token_classification", "multiple_choice")
 SPEC_KEYS = {"type": str, "labels": list, "text_b": bool, "pooling": str, "max_length": int}
 
 
@@ -51,6 +51,12 @@ def verify(bundle: Path) -> dict[str, Any]:
     return manifest
 
 
+def write_manifest(folder: Path, files: dict[str, str] | None = None) -> None:
+    """``manifest.json``: every file of the bundle with its sha256 (``files`` when already known)."""
+    files = files or {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    write_json(folder / "manifest.json", {"format": FORMAT, "files": files})
+
+
 def task_names(manifest: dict[str, Any]) -> list[str]:
     """The tasks a manifest lists (a ``tasks/<name>.json`` spec and its ``.safetensors``, both listed)."""
     files = manifest["files"]
@@ -67,7 +73,7 @@ def check_task(bundle: Path, name: str, spec: Any, tensors: dict[str, np.ndarray
             or spec["type"] not in TYPES:
         raise BundleError(f"{where}.json: needs {sorted(SPEC_KEYS)} with type one of {list(TYPES)}; re-export the bundle")
     w, b = tensors.get("head_weight"), tensors.get("head_bias")
-    n_out = 1 if spec["type"] == "regression" else len(spec["labels"])
+    n_out = 1 if spec["type"] in ("regression", "multiple_choice") else len(spec["labels"])  # one score per choice
     if w is None or b is None or w.ndim != 2 or w.shape[0] != n_out or b.shape != (n_out,):
         raise BundleError(f"{where}.safetensors: head {None if w is None else tuple(w.shape)} does not fit "
                           f"{n_out} outputs of a {spec['type']} task with labels {spec['labels']}; re-export the bundle")

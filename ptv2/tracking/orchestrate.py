@@ -60,6 +60,11 @@ def promotions(root: str | Path, ran: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+def published(root: str | Path, ran: list[str]) -> dict[str, Any] | None:
+    """What the publish stage did in this reproduce (the multi-task model), or None if it did not run."""
+    return json.loads((Path(root) / "metrics/publish.json").read_text()) if "publish" in ran else None
+
+
 def stale(root: str | Path, stages: list[str]) -> list[str]:
     """The ``stages`` whose deps, params or outs differ from dvc.lock (what ``dvc repro`` would run)."""
     from dvc.repo import Repo

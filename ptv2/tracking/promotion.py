@@ -3,7 +3,6 @@ model, register it, and gate it on evidence: its per-example dev predictions (fr
 against the trivial baseline and against the champion's bundle re-run on the same examples."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -14,7 +13,7 @@ from ptv2.data.tasks import load_task_data
 from ptv2.errors import ArtifactError
 from ptv2.export.checks import bundle_predictions, scorer, train_labels_for_baseline
 from ptv2.export.deploy import bundle_for
-from ptv2.export.onnx_export import subset_bundle
+from ptv2.export.compose import subset_bundle
 from ptv2.serving.bundle import Bundle
 from ptv2.tracking import store
 from ptv2.tracking.evidence import baseline
@@ -25,8 +24,8 @@ def promote_task(cfg: Config, root: Path, task: str) -> dict[str, Any]:
     out = Path(cfg.adapt.out_dir) / task
     checks_file = Path(cfg.export.checks_dir) / f"{task}.json"
     if not checks_file.is_file():
-        raise ArtifactError(f"{checks_file} is missing: the export stage did not check task {task!r} "
-                            f"(multiple-choice tasks are not served); run `dvc repro export`")
+        raise ArtifactError(f"{checks_file} is missing: the export stage did not check task {task!r}; "
+                            f"run `dvc repro export`")
     pred = json.loads(checks_file.read_text())
     checks = json.loads(Path("metrics/export.json").read_text()).get(task, {})
     run_id = json.loads((out / "mlflow.json").read_text())["run_id"]
@@ -35,12 +34,11 @@ def promote_task(cfg: Config, root: Path, task: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = subset_bundle(bundle_for(cfg.export.out_dir, task), [task], Path(tmp) / "bundle")
         uri = store.log_bundle_model(root, run_id, bundle, {"adapter": out / "model"},
-                                     limits=dataclasses.asdict(cfg.serving))
+                                     serving=cfg.serving)
 
     def champion_predictions(version: str) -> list[Any]:  # the champion's own bundle, on today's dev data
         with tempfile.TemporaryDirectory() as tmp:
-            path = store.download_version(root, name, version, tmp)
-            return bundle_predictions(Bundle(path / "artifacts" / "bundle"), td)
+            return bundle_predictions(Bundle(store.download_bundle(root, name, version, tmp)), td)
 
     data = GateData(pred["metric"], scorer(pred["metric"]), pred["gold"], pred["fp32"],
                     baseline(td.spec.type, train_labels_for_baseline(td), len(pred["gold"])), champion_predictions)

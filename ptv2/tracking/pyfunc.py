@@ -1,10 +1,11 @@
 """The MLflow pyfunc model (models-from-code): a ptv2 ONNX bundle served by onnxruntime.
 
 MLflow loads this file itself (``python_model=<this file>``); it lives in ``ptv2.tracking``, the
-only package that imports mlflow. Input: a table with ``task``, ``text`` and optionally
-``text_pair``. Output: one row per input with ``label`` + ``score`` (classification), ``score``
-(regression) or ``tags`` + ``entities`` (NER). Bad rows raise an MLflow INVALID_PARAMETER_VALUE
-error, which the scoring server answers with HTTP 400 and keeps serving.
+only package that imports mlflow. Input: a table with ``task``, ``text`` and, by task type, ``text_pair``
+(pair tasks) or ``choices`` (multiple choice). Output: one row per input with ``label`` + ``score``
+(classification), ``score`` (regression), ``label`` + ``choice`` + ``score`` (multiple choice) or
+``entities`` (NER). Bad rows raise an MLflow INVALID_PARAMETER_VALUE error, which the scoring server
+answers with HTTP 400 and keeps serving.
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ class BundleModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from ptv2.serving.bundle import Bundle, Limits
 
-        limits = (context.model_config or {}).get("limits")  # params.yaml's serving section, at registration
-        self.bundle = Bundle(context.artifacts["bundle"], limits=Limits(**limits) if limits else None)
+        conf = context.model_config or {}  # params.yaml's serving section, at registration
+        limits = conf.get("limits")
+        self.bundle = Bundle(context.artifacts["bundle"], int8=bool(conf.get("int8")),
+                             limits=Limits(**limits) if limits else None)
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would infer a schema
         import pandas as pd
@@ -33,13 +36,29 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         if missing:
             raise MlflowException(f"input needs columns 'task' and 'text' (missing {sorted(missing)})",
                                   error_code=INVALID_PARAMETER_VALUE)
-        rows = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in df.to_dict("records")]
+        rows = [{k: _value(v) for k, v in r.items()} for r in df.to_dict("records")]
         try:
             out = self.bundle.predict(rows)
         except BundleError as e:
             raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
         return pd.DataFrame([{"task": o["task"], "label": o.get("label"), "score": o.get("score"),
-                              "entities": json.dumps(o["entities"]) if "entities" in o else None} for o in out])
+                              "choice": o.get("choice"),
+                              "entities": json.dumps(o["entities"]) if "entities" in o else None} for o in out],
+                            dtype=object)  # object columns: a choice index stays an int next to other tasks' None
+
+
+def _value(v: Any) -> Any:
+    """A cell as the bundle expects it: missing (NaN/None) -> None; lists (choices) kept as lists."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (list, tuple)):
+        return list(v)
+    if isinstance(v, dict):
+        return v
+    return None if pd.isna(v) else v
 
 
 mlflow.models.set_model(BundleModel())

@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ptv2.errors import ArtifactError
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
@@ -262,6 +264,19 @@ def download_version(root: str | Path, model_name: str, version: str, dst: str |
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=str(dst)))
 
 
+def download_bundle(root: str | Path, model_name: str, version: str, dst: str | Path) -> Path:
+    """Download a registered pyfunc version; returns its bundle folder (as its MLmodel names it)."""
+    import yaml
+
+    path = download_version(root, model_name, version, dst)
+    try:
+        rel = yaml.safe_load((path / "MLmodel").read_text())["flavors"]["python_function"]["artifacts"]["bundle"]["path"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        raise ArtifactError(f"{model_name} v{version}: not a ptv2 bundle model (its MLmodel names no 'bundle' "
+                            f"artifact); register models with the promote stage") from None
+    return path / rel
+
+
 def list_versions(root: str | Path, prefix: str = "") -> list[dict[str, Any]]:
     """Every registered version: name, version, aliases, tags."""
     client = _mlflow(root).MlflowClient()
@@ -282,13 +297,19 @@ PYFUNC_REQUIREMENTS = ["onnxruntime", "tokenizers", "safetensors", "numpy", "pan
 
 
 def log_bundle_model(root: str | Path, run_id: str, bundle_dir: str | Path, extra: dict[str, str | Path] | None = None,
-                     name: str = "pyfunc", limits: dict[str, int] | None = None) -> str:
+                     name: str = "pyfunc", serving: Any = None) -> str:
     """Log a bundle as a pyfunc model (models-from-code) into an existing run; returns its model URI.
-    ``extra`` artifacts (e.g. the adapter folder) ride along for re-scoring."""
+    ``extra`` artifacts (e.g. the adapter folder) ride along for re-scoring; ``serving`` (params' serving
+    section) becomes the model's config: request limits and which encoder it serves."""
     mlflow = _mlflow(root)
     code = Path(__file__).with_name("pyfunc.py")
     artifacts = {"bundle": str(bundle_dir), **{k: str(v) for k, v in (extra or {}).items()}}
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(name=name, python_model=str(code), artifacts=artifacts,
-                                       pip_requirements=PYFUNC_REQUIREMENTS, model_config={"limits": limits or {}})  # explicit: inferring costs ~3 s
+                                       pip_requirements=PYFUNC_REQUIREMENTS, model_config=served_config(serving))  # explicit: inferring costs ~3 s
     return info.model_uri
+
+
+def served_config(serving: Any) -> dict[str, Any]:
+    """The pyfunc's model config from params' serving section (None: unbounded, fp32)."""
+    return {"limits": serving.limits(), "int8": serving.int8} if serving is not None else {"limits": {}, "int8": False}

@@ -1,0 +1,71 @@
+"""What a request to a bundle must be, by task type, and how its rows become encoder rows.
+
+A request is a list of rows ``{"task", "text"}`` plus ``"text_pair"`` for pair tasks (classification or
+regression over two texts) or ``"choices"`` (a list of at least two strings) for multiple-choice tasks.
+Every refusal is a BundleError naming the row, the field and what was wrong (HTTP 400 through MLflow).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ptv2.serving.manifest import BundleError
+
+
+def _text(i: int, task: str, field: str, v: Any, max_chars: int, hint: str = "") -> None:
+    if not isinstance(v, str):
+        got = "nothing" if v is None else type(v).__name__
+        raise BundleError(f"row {i} ({task}): {field!r} must be a string, got {got}{hint}")
+    if not v.strip():
+        raise BundleError(f"row {i} ({task}): {field!r} is empty")
+    if len(v) > max_chars:
+        raise BundleError(f"row {i} ({task}): {field!r} has {len(v)} characters; the limit is {max_chars}")
+
+
+def check_rows(rows: Any, specs: dict[str, dict[str, Any]], max_rows: int, max_chars: int) -> None:
+    """Refuse a request that is too large or has a row the bundle cannot answer. ``specs``: task -> the
+    bundle's task spec; ``max_rows`` counts encoder rows (a multiple-choice row counts once per choice)."""
+    if not isinstance(rows, list):
+        raise BundleError(f"a request is a list of rows, got {type(rows).__name__}")
+    n = 0
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise BundleError(f"row {i}: expected an object with 'task' and 'text', got {type(r).__name__}")
+        task = r.get("task")
+        if not isinstance(task, str) or task not in specs:
+            raise BundleError(f"row {i}: unknown task {task!r}; this bundle serves {sorted(specs)}")
+        kind, pair = specs[task]["type"], specs[task]["text_b"]
+        _text(i, task, "text", r.get("text"), max_chars)
+        if pair:
+            _text(i, task, "text_pair", r.get("text_pair"), max_chars, "; this is a pair task: send 'text' and 'text_pair'")
+        elif r.get("text_pair") not in (None, ""):
+            raise BundleError(f"row {i} ({task}): this task takes one text; drop 'text_pair'")
+        choices = r.get("choices")
+        if kind == "multiple_choice":
+            if not isinstance(choices, (list, tuple)) or len(choices) < 2:
+                raise BundleError(f"row {i} ({task}): a multiple-choice task needs 'choices', a list of at least "
+                                  f"2 strings (got {choices!r:.60})")
+            for j, c in enumerate(choices):
+                _text(i, task, f"choices[{j}]", c, max_chars)
+            n += len(choices)
+        else:
+            if choices not in (None, [], ()):
+                raise BundleError(f"row {i} ({task}): 'choices' is for multiple-choice tasks; drop it")
+            n += 1
+        if n > max_rows:
+            raise BundleError(f"{len(rows)}+ rows need more than {max_rows} encoder rows (a multiple-choice row "
+                              f"counts once per choice); the limit is {max_rows}: split the request")
+
+
+def expand(rows: list[dict[str, Any]], specs: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[list[int]]]:
+    """Checked rows -> encoder rows (one per choice for multiple choice, as (text, choice) pairs) and,
+    per request row, the indices of its encoder rows."""
+    flat: list[dict[str, Any]] = []
+    where: list[list[int]] = []
+    for r in rows:
+        if specs[r["task"]]["type"] == "multiple_choice":
+            where.append(list(range(len(flat), len(flat) + len(r["choices"]))))
+            flat += [{"task": r["task"], "text": r["text"], "text_pair": c} for c in r["choices"]]
+        else:
+            where.append([len(flat)])
+            flat.append(r)
+    return flat, where

@@ -1,0 +1,92 @@
+"""The registered multi-task model (what the `publish` stage runs): one bundle serving every task's
+champion from one encoder, registered as ``tracking.multitask_model`` and rebuilt only when some task's
+champion changed. Each task keeps its own registered model; this one records, per task, the champion
+version and run it was built from. Before it is registered, each task's answers from the combined bundle
+are checked against its champion's own bundle on the task's dev set."""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ptv2.config import Config
+from ptv2.data.tasks import load_task_data
+from ptv2.export.checks import bundle_predictions
+from ptv2.export.compose import combine_bundles
+from ptv2.serving.bundle import Bundle
+from ptv2.tracking import store
+from ptv2.tracking.evidence import agreement
+
+log = logging.getLogger(__name__)
+
+
+def champions(cfg: Config, root: Path) -> dict[str, dict[str, str]]:
+    """task -> {"version", "run_id", metric tags} of each adapted task's champion (tasks without one left out)."""
+    out = {}
+    for task in cfg.adapt.tasks:
+        found = store.alias_version(root, f"{cfg.tracking.registry_prefix}{task}", "champion")
+        if found:
+            version, tags = found
+            out[task] = {"version": version, "metric": tags.get("gate.metric", ""),
+                         "value": tags.get("gate.challenger_metric", "")}
+    return out
+
+
+def _verify(cfg: Config, task: str, combined: Bundle, own: Bundle) -> float:
+    """Share of the task's dev examples on which the combined bundle answers as the champion's own does."""
+    td = load_task_data(cfg, task)
+    return agreement(bundle_predictions(own, td), bundle_predictions(combined, td), cfg.export.parity_tol)
+
+
+def publish(cfg: Config, root: Path) -> dict[str, Any]:
+    """Build, check and register the multi-task model when the set of champions changed; else a no-op."""
+    name, champs = cfg.tracking.multitask_model, champions(cfg, root)
+    current = store.alias_version(root, name, "champion")
+    wanted = {t: c["version"] for t, c in champs.items()}
+    if current and json.loads(current[1].get("tasks", "{}")) == wanted:
+        return {"published": False, "version": current[0], "tasks": wanted, "reason": "champions unchanged"}
+    if not champs:
+        return {"published": False, "version": None, "tasks": {}, "reason": "no task has a champion yet"}
+    with tempfile.TemporaryDirectory() as tmp:
+        parts, excluded = {}, {}
+        for task, c in champs.items():
+            path = store.download_bundle(root, f"{cfg.tracking.registry_prefix}{task}", c["version"], Path(tmp) / task)
+            if Bundle(path).prefixed:
+                parts[task] = path
+            else:
+                excluded[task] = "its model carries its own encoder weights (served by its own registered model)"
+        if not parts:
+            return {"published": False, "version": None, "tasks": {}, "excluded": excluded,
+                    "reason": "no champion is a deep-prompt model that can share an encoder"}
+        bundle, differ = combine_bundles(parts, Path(tmp) / "all")
+        combined = Bundle(bundle, int8=cfg.serving.int8)
+        for task in differ:  # exported with other encoder bytes: its answers must not change
+            agree = _verify(cfg, task, combined, Bundle(parts[task], int8=cfg.serving.int8))
+            if agree < 1.0:
+                excluded[task] = f"answers {100 * agree:.1f}% of dev as its champion does with the shared encoder"
+                parts.pop(task)
+        if excluded.keys() & differ:
+            bundle, _ = combine_bundles(parts, Path(tmp) / "all-kept")
+        return _register(cfg, root, bundle, {t: champs[t] for t in parts}, excluded)
+
+
+def _register(cfg: Config, root: Path, bundle: Path, used: dict[str, dict[str, str]],
+              excluded: dict[str, str]) -> dict[str, Any]:
+    name = cfg.tracking.multitask_model
+    tags = {"tasks": json.dumps({t: c["version"] for t, c in used.items()}, sort_keys=True),
+            "excluded": json.dumps(excluded, sort_keys=True)}
+    for t, c in used.items():
+        tags |= {f"task.{t}.model": f"{cfg.tracking.registry_prefix}{t}", f"task.{t}.version": c["version"],
+                 f"task.{t}.{c['metric'] or 'metric'}": c["value"]}
+    with store.start_run(root, cfg.tracking.experiment, "publish", {"tasks": sorted(used)},
+                         store.lineage_tags(root, "publish")) as run:
+        run_id = run.id
+    uri = store.log_bundle_model(root, run_id, bundle, serving=cfg.serving)
+    version = store.register_version(root, name, run_id, uri, tags)
+    store.set_alias(root, name, "champion", version)
+    log.info("%s v%s: serves %s%s", name, version, ", ".join(f"{t} v{c['version']}" for t, c in used.items()),
+             f" (left out: {excluded})" if excluded else "")
+    return {"published": True, "version": version, "tasks": {t: c["version"] for t, c in used.items()},
+            "excluded": excluded, "reason": "a champion changed"}
