@@ -69,7 +69,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if task is None:
             raise Ptv2Error(f"this bundle serves {sorted(bundle.tasks)}: pass --task")
         pairs = args.text_pair or [None] * len(texts)
-        rows = bundle.predict([{"task": task, "text": t, "text_pair": p} for t, p in zip(texts, pairs)])
+        extra = {"choices": args.choice} if args.choice else {}  # multiple choice: the same choices for every text
+        rows = bundle.predict([{"task": task, "text": t, "text_pair": p, **extra} for t, p in zip(texts, pairs)])
+    elif args.choice:
+        raise Ptv2Error(f"--choice needs an exported bundle (ptv2 export); {args.model} is a model folder")
     else:
         from ptv2.training.inference import predict_texts
 
@@ -167,6 +170,7 @@ def parser() -> argparse.ArgumentParser:
     pr = add("predict", cmd_predict, "label texts with a saved model (texts from --text or stdin)")
     pr.add_argument("--model", required=True); pr.add_argument("--task")
     pr.add_argument("--text", action="append"); pr.add_argument("--text-pair", action="append")
+    pr.add_argument("--choice", action="append", help="bundle, multiple-choice task: one per choice (repeat)")
     pr.add_argument("--int8", action="store_true", help="bundle only: use the int8 encoder")
     ex = add("export", cmd_export, "ONNX bundle (fp32 + int8) of saved models, with parity and dev checks")
     ex.add_argument("--model", action="append", required=True, help="model folder (repeat for more tasks)")

@@ -257,3 +257,18 @@ def test_requests_are_checked_by_task_type(trained, row, needle):
         b.predict([{"task": "mc", "text": "wet", "choices": ["rain", "sun"]}] * 2)
     with pytest.raises(BundleError, match="a request is a list of rows"):
         b.predict({"task": "sent", "text": "fine"})
+
+
+def test_cli_predicts_multiple_choice_from_a_bundle(trained, capsys):
+    import json
+
+    from ptv2.cli import main
+
+    bundle = trained[3]
+    assert main(["predict", "--model", str(bundle), "--task", "mc", "--text", "the man was wet",
+                 "--choice", "rain", "--choice", "sun"]) == 0
+    out = json.loads(capsys.readouterr().out.strip())
+    assert out["label"] in ("rain", "sun") and out["choice"] in (0, 1)
+    assert main(["predict", "--model", str(bundle), "--task", "mc", "--text", "wet", "--choice", "rain"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "at least 2 strings" in err[0] and "Traceback" not in err[0]

@@ -19,16 +19,19 @@ def gold(td: TaskData, split: str = "dev") -> list[Any]:
     return [int(x) for x in ds["label"]]
 
 
+def request_rows(td: TaskData, split: str = "dev") -> list[dict[str, Any]]:
+    """``split`` of a task as bundle request rows ({"task", "text", ["text_pair" | "choices"]})."""
+    ds = td.split(split)
+    if td.spec.type == "multiple_choice":
+        return [{"task": td.name, "text": a, "choices": list(c)} for a, c in zip(ds["text_a"], ds["choices"])]
+    if td.spec.type == "token_classification":
+        return [{"task": td.name, "text": " ".join(toks)} for toks in ds["tokens"]]
+    return [{"task": td.name, "text": a, "text_pair": b or None} for a, b in zip(ds["text_a"], ds["text_b"])]
+
+
 def bundle_predictions(bundle: Bundle, td: TaskData, split: str = "dev", batch_size: int = 64) -> list[Any]:
     """The bundle's predictions on ``split``, in the form of ``gold``."""
-    ds = td.split(split)
-    task, kind = td.name, td.spec.type
-    if kind == "multiple_choice":
-        rows = [{"task": task, "text": a, "choices": c} for a, c in zip(ds["text_a"], ds["choices"])]
-    elif kind == "token_classification":
-        rows = [{"task": task, "text": " ".join(toks)} for toks in ds["tokens"]]
-    else:
-        rows = [{"task": task, "text": a, "text_pair": b} for a, b in zip(ds["text_a"], ds["text_b"])]
+    rows, kind = request_rows(td, split), td.spec.type
     out: list[dict[str, Any]] = []
     for s in range(0, len(rows), batch_size):
         out += bundle.predict(rows[s:s + batch_size])
