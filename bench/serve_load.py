@@ -148,10 +148,12 @@ def dev_rows(cfg, tasks: list[str]) -> dict[str, list[dict]]:
 
 
 def memory(root: Path, cfg, served: list[str], rows: dict[str, list[dict]]) -> dict[str, float]:
-    """RSS (MB) after warm-up: the multi-task server, and each task's own server (one at a time)."""
+    """RSS (MB) after warm-up: the multi-task server, and each task's own server (one at a time; the task's
+    newest version, alias challenger, registered with the same serving config as the multi-task model)."""
     out = {}
-    for name, tasks in [(cfg.tracking.multitask_model, served)] + [(cfg.tracking.registry_prefix + t, [t]) for t in served]:
-        proc, url = serve(root, f"models:/{name}@champion")
+    for name, tasks, alias in [(cfg.tracking.multitask_model, served, "champion")] + \
+            [(cfg.tracking.registry_prefix + t, [t], "challenger") for t in served]:
+        proc, url = serve(root, f"models:/{name}@{alias}")
         try:
             for t in tasks:
                 post(url, rows[t][:32])
@@ -236,7 +238,7 @@ def report(a, cfg, version, served, pool, start_rss, loads, load_peak, after_loa
     mem_t = markdown(["serving", "servers", "RSS MB (process tree, after warm-up)"],
                      [[f"{cfg.tracking.multitask_model} (all {len(served)} tasks, one encoder)", 1,
                        f"{mem[cfg.tracking.multitask_model]:.0f}"]]
-                     + [[k, 1, f"{v:.0f}"] for k, v in each.items()]
+                     + [[f"{k}@challenger", 1, f"{v:.0f}"] for k, v in each.items()]
                      + [[f"one server per task ({len(each)})", len(each), f"{sum(each.values()):.0f}"]])
     agree_t = markdown(["task", "metric", "dev fp32", "dev int8", "int8/fp32 agreement", "p (int8 worse)"],
                        [[t, export[t]["metric"], f"{export[t]['dev_fp32']:.2f}", f"{export[t].get('dev_int8', float('nan')):.2f}",

@@ -63,7 +63,11 @@ class Bundle:
         manifest = verify(self.path)
         so = ort.SessionOptions()
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # shares cores with torch
-        so.enable_cpu_mem_arena = False  # give a large request's memory back instead of keeping the peak
+        # Keep onnxruntime's arena (its default) and turn off per-shape memory patterns: micro-batches bound
+        # what one run needs, so the arena stops growing at the largest micro-batch. With the arena off, every
+        # run went through malloc: 2,000 RTE pairs (int8, micro-batch 32) took 8.7 s and peaked at 969 MB,
+        # against 6.9 s and 503 MB with it (bench/serve_load.py, reports/bench_serve.md).
+        so.enable_mem_pattern = False
         self.limits = limits or UNBOUNDED
         if threads:
             so.intra_op_num_threads = threads
