@@ -63,8 +63,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.text_pair and len(args.text_pair) != len(texts):
         raise Ptv2Error(f"{len(texts)} texts but {len(args.text_pair)} --text-pair values: pass one pair per text")
     if is_bundle(args.model):  # an ONNX bundle: onnxruntime only, no torch
-        limits = Limits(**_config(args).serving.limits()) if Path(args.params).is_file() else None
-        bundle = Bundle(args.model, int8=args.int8, limits=limits)
+        serving = _config(args).serving if Path(args.params).is_file() else None
+        bundle = Bundle(args.model, int8=args.int8, limits=Limits(**serving.limits()) if serving else None)
         task = args.task or (next(iter(bundle.tasks)) if len(bundle.tasks) == 1 else None)
         if task is None:
             raise Ptv2Error(f"this bundle serves {sorted(bundle.tasks)}: pass --task")

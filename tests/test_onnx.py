@@ -279,3 +279,6 @@ def test_sessions_keep_the_arena_and_no_per_shape_memory_patterns(trained):
     request peaked at twice the memory (and 1.3x the time) of the arena bounded by the micro-batch."""
     opts = Bundle(trained[3]).session.get_session_options()
     assert opts.enable_cpu_mem_arena and not opts.enable_mem_pattern
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # export checks share cores
+    spun = Bundle(trained[3], spin=True).session.get_session_options()  # a server owns its cores
+    assert spun.get_session_config_entry("session.intra_op.allow_spinning") == "1"

@@ -97,7 +97,7 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert tracking.alias_version(root, "ptv2-sent", "champion")[0] == "2"
     assert tracking.alias_version(root, "ptv2-sent", "challenger")[0] == "3"
     assert retrain_out["published"] == {"published": False, "version": "1", "tasks": {"sent": "2"},
-                                        "reason": "champions unchanged"}  # no champion changed: not rebuilt
+                                        "reason": "champions and serving config unchanged"}  # no champion changed: not rebuilt
     assert os.path.isfile(root / "report/tasks.png")
 
     from ptv2.cli import main

@@ -95,7 +95,7 @@ def test_the_multitask_model_is_rebuilt_only_when_a_champion_changes(trained, pu
     store_root, cfg = published
     root = trained[0]
     again = publish(cfg, store_root)
-    assert not again["published"] and again["version"] == "1" and again["reason"] == "champions unchanged"
+    assert not again["published"] and again["version"] == "1" and again["reason"] == "champions and serving config unchanged"
     assert register(store_root, cfg, root / "sent", "sent") == "2"  # a new champion for one task
     cfg = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, tasks=[*TASKS, "reg"]))
     register(store_root, cfg, root / "reg", "reg")  # a champion on another backbone: cannot share the encoder
@@ -107,6 +107,11 @@ def test_the_multitask_model_is_rebuilt_only_when_a_champion_changes(trained, pu
     assert version == "2" and tags["task.sent.version"] == "2" and tags["task.pair.version"] == "1"
     assert json.loads(tags["excluded"]).keys() == {"reg"}
     assert store.alias_version(store_root, "ptv2-sent", "champion")[0] == "2"  # per-task models stay
+    assert publish(cfg, store_root)["version"] == "2"  # an excluded champion does not force a rebuild each time
+    faster = dataclasses.replace(cfg, serving=dataclasses.replace(cfg.serving, max_rows=10))
+    rebuilt = publish(faster, store_root)  # the serving config is part of the registered model: rebuilt
+    assert rebuilt["published"] and rebuilt["version"] == "3"
+    assert json.loads(store.alias_version(store_root, "ptv2-all", "champion")[1]["serving"])["limits"]["max_rows"] == 10
 
 
 def test_one_server_answers_mixed_tasks_and_refuses_bad_rows(published):

@@ -233,6 +233,7 @@ class ServingConfig:
     max_rows: int  # a request with more rows is refused (HTTP 400)
     max_text_chars: int  # a text longer than this is refused (HTTP 400)
     int8: bool  # registered models serve encoder.int8.onnx (gated at export: agreement + paired test)
+    spinning: bool  # onnxruntime threads spin between ops: lower latency for a server that owns its cores
 
     def limits(self) -> dict[str, int]:
         return {"micro_batch": self.micro_batch, "max_rows": self.max_rows, "max_text_chars": self.max_text_chars}

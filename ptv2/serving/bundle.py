@@ -54,7 +54,9 @@ UNBOUNDED = Limits(micro_batch=64, max_rows=10**9, max_text_chars=10**9)  # libr
 
 
 class Bundle:
-    def __init__(self, path: str | Path, int8: bool = False, threads: int = 0, limits: Limits | None = None) -> None:
+    def __init__(self, path: str | Path, int8: bool = False, limits: Limits | None = None, spin: bool = False) -> None:
+        """``spin``: onnxruntime's worker threads spin between ops (lower latency when the process has the
+        cores to itself, as a server does; off where it shares them with torch, as in the export checks)."""
         import onnxruntime as ort
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
@@ -62,15 +64,13 @@ class Bundle:
         self.path = Path(path)
         manifest = verify(self.path)
         so = ort.SessionOptions()
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # shares cores with torch
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         # Keep onnxruntime's arena (its default) and turn off per-shape memory patterns: micro-batches bound
         # what one run needs, so the arena stops growing at the largest micro-batch. With the arena off, every
         # run went through malloc: 2,000 RTE pairs (int8, micro-batch 32) took 8.7 s and peaked at 969 MB,
         # against 6.9 s and 503 MB with it (bench/serve_load.py, reports/bench_serve.md).
         so.enable_mem_pattern = False
         self.limits = limits or UNBOUNDED
-        if threads:
-            so.intra_op_num_threads = threads
         name = "encoder.int8.onnx" if int8 else "encoder.onnx"
         if not (self.path / name).is_file():
             raise BundleError(f"{self.path}: no {name} in this bundle")

@@ -45,8 +45,10 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
     name, champs = cfg.tracking.multitask_model, champions(cfg, root)
     current = store.alias_version(root, name, "champion")
     wanted = {t: c["version"] for t, c in champs.items()}
-    if current and json.loads(current[1].get("tasks", "{}")) == wanted:
-        return {"published": False, "version": current[0], "tasks": wanted, "reason": "champions unchanged"}
+    serving = json.dumps(store.served_config(cfg.serving), sort_keys=True)
+    if current and json.loads(current[1].get("champions", "{}")) == wanted and current[1].get("serving") == serving:
+        return {"published": False, "version": current[0], "tasks": wanted,
+                "reason": "champions and serving config unchanged"}
     if not champs:
         return {"published": False, "version": None, "tasks": {}, "reason": "no task has a champion yet"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,13 +71,17 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
                 parts.pop(task)
         if excluded.keys() & differ:
             bundle, _ = combine_bundles(parts, Path(tmp) / "all-kept")
-        return _register(cfg, root, bundle, {t: champs[t] for t in parts}, excluded)
+        return _register(cfg, root, bundle, champs, {t: champs[t] for t in parts}, excluded)
 
 
-def _register(cfg: Config, root: Path, bundle: Path, used: dict[str, dict[str, str]],
-              excluded: dict[str, str]) -> dict[str, Any]:
+def _register(cfg: Config, root: Path, bundle: Path, champs: dict[str, dict[str, str]],
+              used: dict[str, dict[str, str]], excluded: dict[str, str]) -> dict[str, Any]:
+    """Register ``bundle`` as the multi-task model's champion; ``champs`` every champion considered (the
+    next publish is a no-op while they and the serving config stay), ``used`` those it serves."""
     name = cfg.tracking.multitask_model
     tags = {"tasks": json.dumps({t: c["version"] for t, c in used.items()}, sort_keys=True),
+            "champions": json.dumps({t: c["version"] for t, c in champs.items()}, sort_keys=True),
+            "serving": json.dumps(store.served_config(cfg.serving), sort_keys=True),
             "excluded": json.dumps(excluded, sort_keys=True)}
     for t, c in used.items():
         tags |= {f"task.{t}.model": f"{cfg.tracking.registry_prefix}{t}", f"task.{t}.version": c["version"],
@@ -89,4 +95,4 @@ def _register(cfg: Config, root: Path, bundle: Path, used: dict[str, dict[str, s
     log.info("%s v%s: serves %s%s", name, version, ", ".join(f"{t} v{c['version']}" for t, c in used.items()),
              f" (left out: {excluded})" if excluded else "")
     return {"published": True, "version": version, "tasks": {t: c["version"] for t, c in used.items()},
-            "excluded": excluded, "reason": "a champion changed"}
+            "excluded": excluded, "reason": "a champion or the serving config changed"}
