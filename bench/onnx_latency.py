@@ -71,17 +71,11 @@ def build(tmp: Path) -> dict[str, Path]:
     return {"bundle": bundle, "ft": tmp / "ft.opt.onnx", "ft8": tmp / "ft.opt.int8.onnx", "ft8plain": tmp / "ft.int8.onnx"}
 
 
-def _spin() -> bool:
-    from ptv2.config import load_config
-
-    return load_config(ROOT / "params.yaml").serving.spinning
-
-
-def _session(path: Path):
+def _session(path: Path, spin: bool = False):
     import onnxruntime as ort
 
     so = ort.SessionOptions()  # the serving settings of ptv2's Bundle, so only the graphs differ
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if _spin() else "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     so.enable_mem_pattern = False
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
@@ -94,7 +88,7 @@ def _time(fn, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def latency(paths: dict[str, Path], batch: int, length: int, reps: int) -> dict[str, float]:
+def latency(paths: dict[str, Path], batch: int, length: int, reps: int, spin: bool) -> dict[str, float]:
     import numpy as np
     import torch
 
@@ -109,11 +103,11 @@ def latency(paths: dict[str, Path], batch: int, length: int, reps: int) -> dict[
     feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     out = {}
     for name, int8 in (("ptv2 ORT fp32", False), ("ptv2 ORT int8", True)):
-        b = Bundle(paths["bundle"], int8=int8, spin=_spin())
+        b = Bundle(paths["bundle"], int8=int8, spin=spin)
         out[name] = _time(lambda: b.hidden(feed, ["sst2"] * batch), reps)
     for name, key in (("fine-tuned ORT optimized fp32", "ft"), ("fine-tuned ORT optimized int8", "ft8"),
                       ("fine-tuned ORT int8 (not optimized)", "ft8plain")):
-        s = _session(paths[key])
+        s = _session(paths[key], spin)
         out[name] = _time(lambda: s.run(["hidden"], feed), reps)
     cfg = load_config(ROOT / "params.yaml")
     model, _ = model_from_spec(spec_from_config(cfg, {"sst2": _heads(cfg)["sst2"]}), seed=0)
@@ -197,15 +191,7 @@ def main() -> None:
     ap.add_argument("--out", default="reports/bench_onnx.md")
     a = ap.parse_args()
     paths = build(Path(tempfile.mkdtemp(prefix="ptv2-bench-")))
-    rows = [(b, n, latency(paths, b, n, a.reps if b == 1 else max(3, a.reps // 4))) for b, n in SHAPES]
-    head = "| batch x tokens | " + " | ".join(f"{n} ms" for n in NAMES) + \
-           " | ptv2 int8 vs torch eager | ptv2 int8 vs fine-tuned optimized int8 | rows/s ptv2 int8 |"
-    lines = [head, "|---" * (len(NAMES) + 4) + "|"]
-    for b, n, lat in rows:
-        cells = [f"{1000 * lat[k]:.1f}" for k in NAMES]
-        i8 = lat["ptv2 ORT int8"]
-        lines.append(f"| {b} x {n} | " + " | ".join(cells) + f" | {lat['ptv2 torch eager'] / i8:.2f}x | "
-                     f"{lat['fine-tuned ORT optimized int8'] / i8:.2f}x | {b / i8:.0f} |")
+    tables = [_table(paths, a.reps, spin) for spin in (False, True)]
     from ptv2.config import load_config
 
     cfg = load_config(ROOT / "params.yaml")
@@ -217,9 +203,9 @@ def main() -> None:
     md = (f"# ONNX serving benchmark ({os.cpu_count()} CPU cores, all-MiniLM-L6-v2, prompt length from params.yaml)\n\n"
           f"Command: `python bench/onnx_latency.py --reps {a.reps}`. Time per encoder forward (mean of the reps "
           f"after one warm-up; 24 tokens ≈ the median SST-2/CoLA dev length). Ratios > 1: ptv2 int8 is faster. "
-          f"Every ORT session as ptv2 serves (thread spinning {'on' if _spin() else 'off'}: serving.spinning); "
-          f"torch eager with {os.cpu_count()} threads.\n\n"
-          + "\n".join(lines) +
+          f"Every ORT session with ptv2's serving settings, onnxruntime's thread spinning off and on "
+          f"(`serving.spinning`); torch eager with {os.cpu_count()} threads.\n\n"
+          f"## Thread spinning off\n\n{tables[0]}\n\n## Thread spinning on\n\n{tables[1]}"
           f"\n\nAttention fusion, one layer's self-attention at 1 x {cfg.backbone.max_length} tokens + "
           f"{cfg.prompt.length} prompt positions (12 heads x 32): onnxruntime's fused MultiHeadAttention "
           f"{f_ms:.3f} ms vs the unfused ops {u_ms:.3f} ms (max |diff| {diff:.1e}); the transformer optimizer "
@@ -230,6 +216,19 @@ def main() -> None:
           f"{many:.0f} | {many / max(single, 1):.2f}x |\n")
     Path(a.out).write_text(md)
     print(md)
+
+
+def _table(paths: dict[str, Path], reps: int, spin: bool) -> str:
+    rows = [(b, n, latency(paths, b, n, reps if b == 1 else max(3, reps // 4), spin)) for b, n in SHAPES]
+    head = "| batch x tokens | " + " | ".join(f"{n} ms" for n in NAMES) + \
+           " | ptv2 int8 vs torch eager | ptv2 int8 vs fine-tuned optimized int8 | rows/s ptv2 int8 |"
+    lines = [head, "|---" * (len(NAMES) + 4) + "|"]
+    for b, n, lat in rows:
+        cells = [f"{1000 * lat[k]:.1f}" for k in NAMES]
+        i8 = lat["ptv2 ORT int8"]
+        lines.append(f"| {b} x {n} | " + " | ".join(cells) + f" | {lat['ptv2 torch eager'] / i8:.2f}x | "
+                     f"{lat['fine-tuned ORT optimized int8'] / i8:.2f}x | {b / i8:.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
