@@ -282,3 +282,20 @@ def test_sessions_keep_the_arena_and_no_per_shape_memory_patterns(trained):
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # export checks share cores
     spun = Bundle(trained[3], spin=True).session.get_session_options()  # a server owns its cores
     assert spun.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+
+
+
+def test_int8_near_ties_of_classification_rows_are_answered_in_fp32(trained):
+    """serving.int8_fallback_margin: margin 1 sends every classification row to fp32 (answers equal the fp32
+    bundle's), margin 0 none (equal plain int8); regression rows are never re-run."""
+    bundle = trained[3]
+    rows = [{"task": "sent", "text": t} for t in ("good film", "the plot was awful", "a movie", "fine but sad")]
+    rows += [{"task": "reg", "text": "the cat", "text_pair": "a dog"}]
+    fp32, int8 = Bundle(bundle).predict(rows), Bundle(bundle, int8=True).predict(rows)
+    always = Bundle(bundle, int8=True, fallback_margin=1.0).predict(rows)
+    never = Bundle(bundle, int8=True, fallback_margin=0.0).predict(rows)
+    for a, f in zip(always[:4], fp32[:4]):
+        assert a["label"] == f["label"] and a["score"] == pytest.approx(f["score"], abs=1e-6)
+    assert always[4]["score"] == pytest.approx(int8[4]["score"], abs=1e-6)  # regression: int8 as is
+    assert [n["score"] for n in never] == pytest.approx([i["score"] for i in int8], abs=1e-6)
+    assert Bundle(bundle, fallback_margin=0.5).fallback is None  # fp32 bundles have nothing to fall back to

@@ -234,6 +234,7 @@ class ServingConfig:
     max_text_chars: int  # a text longer than this is refused (HTTP 400)
     int8: bool  # registered models serve encoder.int8.onnx (gated at export: agreement + paired test)
     spinning: bool  # onnxruntime threads spin between ops: lower latency for a server that owns its cores
+    int8_fallback_margin: float  # int8 classification rows with top-two probabilities closer than this: fp32
 
     def limits(self) -> dict[str, int]:
         return {"micro_batch": self.micro_batch, "max_rows": self.max_rows, "max_text_chars": self.max_text_chars}
@@ -241,6 +242,8 @@ class ServingConfig:
     def __post_init__(self) -> None:
         for name in ("micro_batch", "max_rows", "max_text_chars"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
+        _check(0 <= self.int8_fallback_margin <= 1, "int8_fallback_margin", self.int8_fallback_margin,
+               "a probability gap in [0, 1] (0 = never fall back to fp32)")
 
 
 @dataclass(frozen=True)

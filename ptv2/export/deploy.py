@@ -65,7 +65,8 @@ def _check(cfg: Config, task: str, model: PromptedModel, bundle_dir: Path) -> di
     row = {"metric": metric, "parity_max_abs_diff": par["max_abs_diff"],
            "parity_ok": par["max_abs_diff"] <= e.parity_tol, "dev_fp32": score(p32, g), "dev_examples": len(g)}
     if e.int8:
-        p8 = bundle_predictions(Bundle(bundle_dir, int8=True), td)
+        # int8 as it is served: near-ties of classification rows answered in fp32 (serving.int8_fallback_margin)
+        p8 = bundle_predictions(Bundle(bundle_dir, int8=True, fallback_margin=cfg.serving.int8_fallback_margin), td)
         agree = agreement(p32, p8, e.int8_regression_tol)
         _, p_worse = paired_permutation(score, g, p32, p8, 0.0, t.permutation_samples)  # "fp32 beats int8"?
         row.update(dev_int8=score(p8, g), int8_agreement=agree, int8_p_worse=p_worse,

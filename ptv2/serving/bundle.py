@@ -54,9 +54,12 @@ UNBOUNDED = Limits(micro_batch=64, max_rows=10**9, max_text_chars=10**9)  # libr
 
 
 class Bundle:
-    def __init__(self, path: str | Path, int8: bool = False, limits: Limits | None = None, spin: bool = False) -> None:
+    def __init__(self, path: str | Path, int8: bool = False, limits: Limits | None = None, spin: bool = False,
+                 fallback_margin: float = 0.0) -> None:
         """``spin``: onnxruntime's worker threads spin between ops (lower latency when the process has the
-        cores to itself, as a server does; off where it shares them with torch, as in the export checks)."""
+        cores to itself, as a server does; off where it shares them with torch, as in the export checks).
+        ``fallback_margin`` (int8 only): a classification row whose top-two int8 probabilities are closer
+        than this is answered by the fp32 encoder instead, so int8 does not flip near-ties."""
         import onnxruntime as ort
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
@@ -75,6 +78,9 @@ class Bundle:
         if not (self.path / name).is_file():
             raise BundleError(f"{self.path}: no {name} in this bundle")
         self.session = ort.InferenceSession(str(self.path / name), so, providers=["CPUExecutionProvider"])
+        self.margin = fallback_margin if int8 else 0.0
+        self.fallback = ort.InferenceSession(str(self.path / "encoder.onnx"), so, providers=["CPUExecutionProvider"]) \
+            if self.margin > 0 else None
         self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer" / "tokenizer.json"))
         self.tokenizer.no_padding()  # saved tokenizers may pad to a fixed length: we pad per micro-batch
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
@@ -113,12 +119,13 @@ class Bundle:
             ids[i, :n], types[i, :n], mask[i, :n] = e.ids[:n], e.type_ids[:n], 1
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, encs
 
-    def hidden(self, feed: dict[str, np.ndarray], tasks: list[str]) -> np.ndarray:
-        """(B, T, h) from one session run; row i uses task i's prompt."""
+    def hidden(self, feed: dict[str, np.ndarray], tasks: list[str], session: Any = None) -> np.ndarray:
+        """(B, T, h) from one run of ``session`` (default: the bundle's); row i uses task i's prompt."""
+        session = session or self.session
         if not self.prefixed:  # merged adapters / fine-tuned: the weights are the task
-            return self.session.run(["hidden"], feed)[0]
+            return session.run(["hidden"], feed)[0]
         prefix = np.stack([self.tasks[t].prompt for t in tasks], axis=2)  # (L, 2, B, H, P, D)
-        return self.session.run(["hidden"], {**feed, "prefix": prefix.astype(np.float32)})[0]
+        return session.run(["hidden"], {**feed, "prefix": prefix.astype(np.float32)})[0]
 
     def logits(self, hidden: np.ndarray, mask: np.ndarray, task: str) -> np.ndarray:
         head = self.tasks[task]
@@ -142,9 +149,21 @@ class Bundle:
         self.check(rows)
         flat, where = expand(rows, {t: h.spec for t, h in self.tasks.items()})
         outs = self._run(flat)
+        if self.fallback is not None:
+            near = [i for i, r in enumerate(flat) if self._near_tie(r["task"], outs[i][0])]
+            for i, o in zip(near, self._run([flat[i] for i in near], self.fallback) if near else []):
+                outs[i] = o
         return [self._decode(r, [outs[j] for j in idx]) for r, idx in zip(rows, where)]
 
-    def _run(self, rows: list[dict[str, Any]]) -> list[tuple[np.ndarray, Any]]:
+    def _near_tie(self, task: str, lg: np.ndarray) -> bool:
+        """A sequence-classification row whose top-two probabilities differ by less than the margin."""
+        if self.tasks[task].spec["type"] not in ("classification", "pair_classification") or lg.size < 2:
+            return False
+        p = np.exp(lg - lg.max())
+        top = np.sort(p / p.sum())
+        return bool(top[-1] - top[-2] < self.margin)
+
+    def _run(self, rows: list[dict[str, Any]], session: Any = None) -> list[tuple[np.ndarray, Any]]:
         """Encoder rows -> (logits, encoding) per row, run ``micro_batch`` rows at a time in length order."""
         order = sorted(range(len(rows)), key=lambda i: (self._prompt_len(rows[i]["task"]), self._size(rows[i])))
         out: list[Any] = [None] * len(rows)
@@ -156,7 +175,7 @@ class Bundle:
             for part in by_plen.values():
                 sub = [rows[i] for i in part]
                 feed, encs = self._encode(sub)
-                hid = self.hidden(feed, [r["task"] for r in sub])
+                hid = self.hidden(feed, [r["task"] for r in sub], session)
                 for k, (i, r) in enumerate(zip(part, sub)):
                     out[i] = (self.logits(hid[k], feed["attention_mask"][k], r["task"]), encs[k])
         return out

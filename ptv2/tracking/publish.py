@@ -63,9 +63,10 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
             return {"published": False, "version": None, "tasks": {}, "excluded": excluded,
                     "reason": "no champion is a deep-prompt model that can share an encoder"}
         bundle, differ = combine_bundles(parts, Path(tmp) / "all")
-        combined = Bundle(bundle, int8=cfg.serving.int8)
+        served = {"int8": cfg.serving.int8, "fallback_margin": cfg.serving.int8_fallback_margin}
+        combined = Bundle(bundle, **served)
         for task in differ:  # exported with other encoder bytes: its answers must not change
-            agree = _verify(cfg, task, combined, Bundle(parts[task], int8=cfg.serving.int8))
+            agree = _verify(cfg, task, combined, Bundle(parts[task], **served))
             if agree < 1.0:
                 excluded[task] = f"answers {100 * agree:.1f}% of dev as its champion does with the shared encoder"
                 parts.pop(task)

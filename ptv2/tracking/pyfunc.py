@@ -24,6 +24,7 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         conf = context.model_config or {}  # params.yaml's serving section, at registration
         limits = conf.get("limits")
         self.bundle = Bundle(context.artifacts["bundle"], int8=bool(conf.get("int8")), spin=bool(conf.get("spinning")),
+                             fallback_margin=float(conf.get("int8_fallback_margin", 0.0)),
                              limits=Limits(**limits) if limits else None)
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would infer a schema
