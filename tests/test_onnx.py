@@ -299,3 +299,18 @@ def test_int8_near_ties_of_classification_rows_are_answered_in_fp32(trained):
     assert always[4]["score"] == pytest.approx(int8[4]["score"], abs=1e-6)  # regression: int8 as is
     assert [n["score"] for n in never] == pytest.approx([i["score"] for i in int8], abs=1e-6)
     assert Bundle(bundle, fallback_margin=0.5).fallback is None  # fp32 bundles have nothing to fall back to
+
+
+def test_a_large_request_hands_the_arena_memory_back_on_its_last_run(trained, monkeypatch):
+    """Only the last micro-batch of a request larger than one micro-batch shrinks the arena (measured on
+    2,000 RTE pairs: 441 MB after vs 771 MB, at the same speed); one micro-batch requests never do."""
+    from ptv2.serving.bundle import Limits
+
+    b = Bundle(trained[3], limits=Limits(micro_batch=2, max_rows=100, max_text_chars=1000))
+    calls, real = [], b.hidden
+    monkeypatch.setattr(b, "hidden", lambda *a, **k: calls.append(k.get("release", False)) or real(*a, **k))
+    b.predict([{"task": "sent", "text": t} for t in ("good", "bad film", "a fine plot", "sad", "the movie")])
+    assert calls == [False, False, True]
+    calls.clear()
+    b.predict([{"task": "sent", "text": "good"}, {"task": "sent", "text": "bad"}])
+    assert calls == [False]

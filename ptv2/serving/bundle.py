@@ -119,13 +119,21 @@ class Bundle:
             ids[i, :n], types[i, :n], mask[i, :n] = e.ids[:n], e.type_ids[:n], 1
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, encs
 
-    def hidden(self, feed: dict[str, np.ndarray], tasks: list[str], session: Any = None) -> np.ndarray:
-        """(B, T, h) from one run of ``session`` (default: the bundle's); row i uses task i's prompt."""
+    def hidden(self, feed: dict[str, np.ndarray], tasks: list[str], session: Any = None,
+               release: bool = False) -> np.ndarray:
+        """(B, T, h) from one run of ``session`` (default: the bundle's); row i uses task i's prompt.
+        ``release``: shrink the session's arena after the run (the last micro-batch of a large request)."""
+        import onnxruntime as ort
+
         session = session or self.session
+        opts = None
+        if release:
+            opts = ort.RunOptions()
+            opts.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         if not self.prefixed:  # merged adapters / fine-tuned: the weights are the task
-            return session.run(["hidden"], feed)[0]
+            return session.run(["hidden"], feed, opts)[0]
         prefix = np.stack([self.tasks[t].prompt for t in tasks], axis=2)  # (L, 2, B, H, P, D)
-        return session.run(["hidden"], {**feed, "prefix": prefix.astype(np.float32)})[0]
+        return session.run(["hidden"], {**feed, "prefix": prefix.astype(np.float32)}, opts)[0]
 
     def logits(self, hidden: np.ndarray, mask: np.ndarray, task: str) -> np.ndarray:
         head = self.tasks[task]
@@ -172,10 +180,12 @@ class Bundle:
             by_plen: dict[int, list[int]] = {}
             for i in order[s:s + step]:  # a chunk may straddle two prompt lengths: one session run each
                 by_plen.setdefault(self._prompt_len(rows[i]["task"]), []).append(i)
-            for part in by_plen.values():
+            for k, part in enumerate(by_plen.values()):
                 sub = [rows[i] for i in part]
                 feed, encs = self._encode(sub)
-                hid = self.hidden(feed, [r["task"] for r in sub], session)
+                # after a large request, hand the arena's unused memory back (2,000 pairs: 509 vs 771 MB after)
+                last = len(order) > step and s + step >= len(order) and k == len(by_plen) - 1
+                hid = self.hidden(feed, [r["task"] for r in sub], session, release=last)
                 for k, (i, r) in enumerate(zip(part, sub)):
                     out[i] = (self.logits(hid[k], feed["attention_mask"][k], r["task"]), encs[k])
         return out
