@@ -139,13 +139,21 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     rows = []
-    for v in list_versions(Path(args.params).resolve().parent, cfg.tracking.registry_prefix):
+    root = Path(args.params).resolve().parent
+    t8 = cfg.tracking
+    for v in [v for v in list_versions(root) if v["name"].startswith(t8.registry_prefix) or v["name"] == t8.multitask_model]:
         t = v["tags"]
+        reason = t.get("gate.reason", "")
+        if "tasks" in t:  # the multi-task model: what it serves, and what it left out
+            served = ", ".join(f"{k} v{n}" for k, n in sorted(json.loads(t["tasks"]).items()))
+            left = json.loads(t.get("excluded") or "{}")
+            reason = f"serves {served}" + (f"; left out: {', '.join(sorted(left))}" if left else "")
+        agree = t.get("int8_agreement", "")
         rows.append([v["name"], v["version"], ",".join(v["aliases"]) or "-", t.get("gate.metric", ""),
                      t.get("gate.challenger_metric", ""), t.get("gate.baseline_metric", ""),
                      t.get("gate.p_vs_baseline", ""), t.get("gate.champion_metric", ""),
-                     t.get("gate.p_vs_champion", ""), t.get("int8_agreement", ""), t.get("gate.promoted", ""),
-                     t.get("gate.reason", "")])
+                     t.get("gate.p_vs_champion", ""), f"{float(agree):.3f}" if agree else "",
+                     t.get("gate.promoted", ""), reason])
     print(markdown(["model", "version", "aliases", "metric", "score", "baseline", "p vs baseline", "champion before",
                     "p vs champion", "int8 agreement", "promoted", "reason"], rows) if rows else "no registered model")
     return 0

@@ -106,6 +106,7 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert main(["registry", "--params", str(root / "params.yaml")]) == 0
     listing = capsys.readouterr().out
     assert "p vs baseline" in listing and len([x for x in listing.splitlines() if "ptv2-sent" in x]) == 3
+    assert "serves sent v2" in listing  # the multi-task model's row says what it serves
 
 
 def test_pipeline_runs_a_lora_method_end_to_end(tmp_path, tiny_dir):
