@@ -47,7 +47,7 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
     wanted = {t: c["version"] for t, c in champs.items()}
     serving = json.dumps(store.served_config(cfg.serving), sort_keys=True)
     if current and json.loads(current[1].get("champions", "{}")) == wanted and current[1].get("serving") == serving:
-        return {"published": False, "version": current[0], "tasks": wanted,
+        return {"published": False, "version": current[0], "tasks": json.loads(current[1].get("tasks", "{}")),
                 "reason": "champions and serving config unchanged"}
     if not champs:
         return {"published": False, "version": None, "tasks": {}, "reason": "no task has a champion yet"}
