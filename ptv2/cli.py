@@ -140,8 +140,8 @@ def cmd_registry(args: argparse.Namespace) -> int:
     cfg = _config(args)
     rows = []
     root = Path(args.params).resolve().parent
-    t8 = cfg.tracking
-    for v in [v for v in list_versions(root) if v["name"].startswith(t8.registry_prefix) or v["name"] == t8.multitask_model]:
+    tr = cfg.tracking
+    for v in [v for v in list_versions(root) if v["name"].startswith(tr.registry_prefix) or v["name"] == tr.multitask_model]:
         t = v["tags"]
         reason = t.get("gate.reason", "")
         if "tasks" in t:  # the multi-task model: what it serves, and what it left out

@@ -182,12 +182,16 @@ MODEL_CASES = {
 }
 
 
+def _mutated_pair_prediction(capsys, params, model, mutate, needle):
+    """Damage ``model`` (a model folder or bundle), then predict one pair: one line naming it, exit 2."""
+    mutate(model)
+    _one_line_exit_2(capsys, ["predict", "--params", str(params), "--model", str(model), "--task", "pair", "--text",
+                              "the cat", "--text-pair", "a cat"], needle)
+
+
 @pytest.mark.parametrize("case", list(MODEL_CASES))
 def test_tampered_model_folder(params, trained, capsys, case):
-    mutate, needle = MODEL_CASES[case]
-    mutate(trained)
-    _one_line_exit_2(capsys, ["predict", "--params", str(params), "--model", str(trained), "--task", "pair", "--text",
-                              "the cat", "--text-pair", "a cat"], needle)
+    _mutated_pair_prediction(capsys, params, trained, *MODEL_CASES[case])
 
 
 @pytest.fixture()
@@ -239,10 +243,7 @@ BUNDLE_CASES = {
 
 @pytest.mark.parametrize("case", list(BUNDLE_CASES))
 def test_tampered_bundle(params, bundle, capsys, case):
-    mutate, needle = BUNDLE_CASES[case]
-    mutate(bundle)
-    _one_line_exit_2(capsys, ["predict", "--params", str(params), "--model", str(bundle), "--task", "pair", "--text",
-                              "the cat", "--text-pair", "a cat"], needle)
+    _mutated_pair_prediction(capsys, params, bundle, *BUNDLE_CASES[case])
 
 
 def test_bundle_refuses_a_task_it_does_not_serve(params, bundle, capsys):

@@ -14,7 +14,7 @@ from typing import Any
 from ptv2.config import Config
 from ptv2.data.tasks import load_task_data
 from ptv2.export.checks import bundle_predictions
-from ptv2.export.compose import combine_bundles
+from ptv2.export.compose import combine_bundles, has_prompt
 from ptv2.serving.bundle import Bundle
 from ptv2.tracking import store
 from ptv2.tracking.evidence import agreement
@@ -55,7 +55,7 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
         parts, excluded = {}, {}
         for task, c in champs.items():
             path = store.download_bundle(root, f"{cfg.tracking.registry_prefix}{task}", c["version"], Path(tmp) / task)
-            if Bundle(path).prefixed:
+            if has_prompt(path, task):
                 parts[task] = path
             else:
                 excluded[task] = "its model carries its own encoder weights (served by its own registered model)"
