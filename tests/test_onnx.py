@@ -131,6 +131,21 @@ def test_baked_single_task_graph_matches_pytorch(trained, tmp_path):
     assert np.abs(got - ref).max() <= 1e-4
 
 
+def test_the_encoder_is_traced_with_eager_attention_and_the_model_keeps_its_own(trained, tmp_path):
+    """Traced SDPA put an IsNaN + Where over every layer's attention scores into the graph (15 % of the int8
+    encoder's time at 1 x 128); the eager trace has none, and the model runs its own attention afterwards."""
+    import onnx
+
+    from ptv2.export.onnx_export import export_encoder
+
+    model = trained[1]["sent"]
+    before = model.backbone.config._attn_implementation
+    assert before != "eager"  # the tiny backbone loads with SDPA, as the real one does
+    export_encoder(model, tmp_path / "enc.onnx")
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "enc.onnx")).graph.node}
+    assert "IsNaN" not in ops and "Softmax" in ops
+    assert model.backbone.config._attn_implementation == before
+
 def test_export_is_deterministic(trained, tmp_path):
     from ptv2.files import sha256
     from ptv2.export.onnx_export import export_encoder

@@ -21,6 +21,7 @@ import torch
 
 from ptv2.files import atomic_dir
 from ptv2.export.graph import BakedTaskModel, PromptInputEncoder, batch_prefix, prompt_tensor
+from ptv2.model.inject import eager_attention
 from ptv2.model.prompted import PromptedModel
 from ptv2.model.spec import HeadSpec
 from ptv2.serving.manifest import write_manifest
@@ -37,15 +38,16 @@ def _dummy(batch: int = 2, length: int = 8) -> tuple[torch.Tensor, ...]:
     return ids, mask, torch.zeros_like(ids)
 
 
-def _export(wrapper: torch.nn.Module, extra: dict[str, torch.Tensor], output: str, out_axes: dict[int, str],
-            path: str | Path) -> Path:
+def _export(wrapper: torch.nn.Module, backbone: torch.nn.Module, extra: dict[str, torch.Tensor], output: str,
+            out_axes: dict[int, str], path: str | Path) -> Path:
     """Trace ``wrapper`` on padded dummy ids (+ ``extra`` inputs) into ``path``: batch and sequence axes
-    dynamic; ``eval()`` on the wrapper, since the exporter restores the train mode it finds."""
+    dynamic; ``eval()`` on the wrapper, since the exporter restores the train mode it finds; ``backbone``
+    (the wrapper's) traced with eager attention (see ``inject.eager_attention``)."""
     wrapper = wrapper.eval()
     ids, mask, types = _dummy()
     axes = {k: {0: "batch", 1: "seq"} for k in INPUTS} | {output: out_axes}
     axes |= {"prefix": {2: "batch", 4: "prefix_len"}} if "prefix" in extra else {}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), eager_attention(backbone):
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, (ids, mask, types, *extra.values()), str(path), input_names=INPUTS + list(extra),
                           output_names=[output], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
@@ -59,14 +61,16 @@ def export_encoder(model: PromptedModel, path: str | Path) -> Path:
         raise ValueError(f"method {model.method!r} puts its prompt into the input embeddings; the bundle serves "
                          f"deep prompts (ptv2, prefix_tuning), merged adapters (lora, adalora) and finetune")
     if model.prompt is None:
-        return _export(PromptInputEncoder(model.merged()), {}, "hidden", {0: "batch", 1: "seq"}, path)
+        merged = model.merged()
+        return _export(PromptInputEncoder(merged), merged.backbone, {}, "hidden", {0: "batch", 1: "seq"}, path)
     prefix = batch_prefix([prompt_tensor(model)] * _dummy()[0].shape[0])
-    return _export(PromptInputEncoder(model), {"prefix": prefix}, "hidden", {0: "batch", 1: "seq"}, path)
+    return _export(PromptInputEncoder(model), model.backbone, {"prefix": prefix}, "hidden", {0: "batch", 1: "seq"},
+                   path)
 
 
 def export_baked(model: PromptedModel, task: str, path: str | Path) -> Path:
     """Single-task variant: prompt and head baked in as constants -> ``logits``."""
-    return _export(BakedTaskModel(model, task), {}, "logits", {0: "batch"}, path)
+    return _export(BakedTaskModel(model, task), model.backbone, {}, "logits", {0: "batch"}, path)
 
 
 def quantize_int8(src: str | Path, dst: str | Path) -> Path:
