@@ -145,14 +145,16 @@ def cmd_registry(args: argparse.Namespace) -> int:
         t = v["tags"]
         reason = t.get("gate.reason", "")
         if "tasks" in t:  # the multi-task model: what it serves, and what it left out
-            served = ", ".join(f"{k} v{n}" for k, n in sorted(json.loads(t["tasks"]).items()))
+            served = ", ".join(f"{k} v{n}" + (" (fp32)" if t.get(f"task.{k}.served") == "fp32" else "")
+                               for k, n in sorted(json.loads(t["tasks"]).items()))
             left = json.loads(t.get("excluded") or "{}")
             reason = f"serves {served}" + (f"; left out: {', '.join(sorted(left))}" if left else "")
         agree = t.get("int8_agreement", "")
         rows.append([v["name"], v["version"], ",".join(v["aliases"]) or "-", t.get("gate.metric", ""),
                      t.get("gate.challenger_metric", ""), t.get("gate.baseline_metric", ""),
                      t.get("gate.p_vs_baseline", ""), t.get("gate.champion_metric", ""),
-                     t.get("gate.p_vs_champion", ""), f"{float(agree):.3f}" if agree else "",
+                     t.get("gate.p_vs_champion", ""),
+                     (f"{float(agree):.3f}" + (", served fp32" if t.get("served") == "fp32" else "")) if agree else "",
                      t.get("gate.promoted", ""), reason])
     print(markdown(["model", "version", "aliases", "metric", "score", "baseline", "p vs baseline", "champion before",
                     "p vs champion", "int8 agreement", "promoted", "reason"], rows) if rows else "no registered model")

@@ -313,7 +313,7 @@ def test_int8_near_ties_of_classification_rows_are_answered_in_fp32(trained):
         assert a["label"] == f["label"] and a["score"] == pytest.approx(f["score"], abs=1e-6)
     assert always[4]["score"] == pytest.approx(int8[4]["score"], abs=1e-6)  # regression: int8 as is
     assert [n["score"] for n in never] == pytest.approx([i["score"] for i in int8], abs=1e-6)
-    assert Bundle(bundle, fallback_margin=0.5).fallback is None  # fp32 bundles have nothing to fall back to
+    assert Bundle(bundle, fallback_margin=0.5).fp32 is None  # fp32 bundles have nothing to fall back to
 
 
 def test_a_large_request_hands_the_arena_memory_back_on_its_last_run(trained, monkeypatch):
@@ -329,3 +329,65 @@ def test_a_large_request_hands_the_arena_memory_back_on_its_last_run(trained, mo
     calls.clear()
     b.predict([{"task": "sent", "text": "good"}, {"task": "sent", "text": "bad"}])
     assert calls == [False]
+
+
+def _marked_copy(bundle, out, int8: dict[str, object]):
+    """A copy of ``bundle`` whose task specs carry ``"int8"`` values, with a fresh manifest."""
+    import json
+    import shutil
+
+    from ptv2.serving.manifest import write_manifest
+
+    shutil.copytree(bundle, out)
+    (out / "manifest.json").unlink()
+    for task, value in int8.items():
+        f = out / "tasks" / f"{task}.json"
+        f.write_text(json.dumps(json.loads(f.read_text()) | {"int8": value}))
+    write_manifest(out)
+    return out
+
+
+def test_tasks_int8_may_not_serve_are_answered_by_the_fp32_encoder(trained, tmp_path):
+    """A task whose spec says "int8": false gets exactly the fp32 bundle's answers from an int8 server, in
+    the same request as rows int8 still serves; a non-boolean value is refused."""
+    _, _, _, bundle = trained
+    marked = _marked_copy(bundle, tmp_path / "marked", {"reg": False})
+    rows = [{"task": "reg", "text": f"the dog {w}", "text_pair": "a dog"} for w in ("ran", "sat", "slept")]
+    rows += [{"task": "sent", "text": f"a {w} film"} for w in ("good", "bad", "long")]
+    # each task's rows alone: dynamic int8 scales activations per run, so co-batched rows matter
+    fp32 = Bundle(bundle).predict(rows[:3])
+    int8 = Bundle(bundle, int8=True).predict(rows[3:])
+    mixed = Bundle(marked, int8=True).predict(rows)
+    for m, want in zip(mixed, fp32 + int8, strict=True):
+        assert m["score"] == pytest.approx(want["score"], abs=1e-6)
+    as_int8 = Bundle(bundle, int8=True).predict(rows[:3])
+    assert any(abs(q["score"] - f["score"]) > 1e-4 for q, f in zip(as_int8, fp32))  # int8 does differ here
+    with pytest.raises(BundleError, match="'int8' is 'yes'"):
+        Bundle(_marked_copy(bundle, tmp_path / "bad", {"sent": "yes"}))
+
+
+def test_export_serves_a_task_in_fp32_when_its_int8_predictions_change(tmp_path, tiny_dir):
+    """export.min_int8_agreement: a regression task checked with tolerance 0 cannot agree, so the export
+    marks it fp32 in the bundle it leaves (manifest renewed) and reports it; the promotion gate does not
+    refuse it for that."""
+    import json
+
+    from ptv2.export.deploy import export_and_check
+
+    write_all_formats(tmp_path)
+    params = tiny_params(tmp_path, tiny_dir)
+    params["export"] |= {"min_int8_agreement": 0.99, "int8_regression_tol": 0.0}
+    params["tasks"] = {**params["tasks"], "reg": {**params["tasks"]["reg"],
+                                                  "files": {"train": "reg/train.tsv", "dev": "reg/train.tsv"}}}
+    cfg = config_from_dict(params)
+    for task in ("sent", "reg"):
+        train_task(cfg, task, tmp_path / task, report_splits=())
+    out = tmp_path / "bundle"
+    report = export_and_check(cfg, {t: tmp_path / t / "model" for t in ("sent", "reg")}, out)
+    assert report["reg"]["int8_agreement"] < 0.99 and report["reg"]["served"] == "fp32"
+    for task in ("sent", "reg"):
+        spec = json.loads((out / "tasks" / f"{task}.json").read_text())
+        assert spec["int8"] is (report[task]["served"] == "int8")
+    b = Bundle(out, int8=True)  # the manifest covers the marked specs
+    assert not b.tasks["reg"].int8 and b.fp32 is not None
+    assert not list(tmp_path.glob(".bundle*"))  # staging folders gone

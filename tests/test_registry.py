@@ -20,7 +20,6 @@ def test_gate_decisions():
     assert not decide(ev(champion=79.0, p_champion=0.3), 0.05).promoted  # not shown better: keep the champion
     d = decide(ev(parity_ok=False), 0.05)
     assert not d.promoted and "parity" in d.reason
-    assert not decide(ev(int8_ok=False), 0.05).promoted
     assert decide(ev(champion=70.0, p_champion=0.01), 0.05).tags()["gate.champion_metric"] == "70.0000"
 
 

@@ -208,14 +208,14 @@ class FlowsConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """ONNX deployment: parity and int8 gates that a model must pass to be promoted."""
+    """ONNX deployment: the parity gate a model must pass to be promoted, and which tasks int8 may serve."""
 
     out_dir: str
     int8: bool
     parity_tol: float  # max |ORT - PyTorch| over logits, fp32
     parity_batch_sizes: list[int]
     parity_lengths: list[int]  # 0 = max_length
-    min_int8_agreement: float  # share of dev predictions int8 must share with fp32
+    min_int8_agreement: float  # int8 serves a task only at this share of dev predictions equal to fp32's
     int8_regression_tol: float  # regression: int8 and fp32 agree when within this (label units)
     checks_dir: str  # per-example dev predictions of each bundle (read by the promotion gate)
 

@@ -1,6 +1,7 @@
 """Export adapted models to one bundle and run the deployment checks (parity, int8 agreement)."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from ptv2.files import atomic_dir, write_json
 from ptv2.model.backbone import load_backbone
 from ptv2.model.prompted import PromptedModel
 from ptv2.serving.bundle import Bundle
+from ptv2.serving.manifest import write_manifest
 from ptv2.tracking.evidence import agreement, paired_permutation
 from ptv2.training.artifacts import read_spec
 from ptv2.training.build import load_model
@@ -36,13 +38,28 @@ def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path) 
         models[task] = load_model(d, backbone=backbone if method == "ptv2" else None, tokenizer=tok)[0]
     # adapters are merged into the backbone weights for the graph; parity compares against the unmerged model
     merged = {t: m.merged() for t, m in models.items()}
-    if all(m.prompt is not None for m in models.values()):
-        write_bundle(merged, tok, out, int8=cfg.export.int8)
-    else:
-        with atomic_dir(Path(out)) as tmp:
+    with atomic_dir(Path(out)) as tmp:  # checked and marked before it replaces ``out``
+        if all(m.prompt is not None for m in models.values()):
+            write_bundle(merged, tok, tmp, int8=cfg.export.int8)
+        else:
             for t, m in merged.items():
                 write_bundle({t: m}, tok, tmp / t, int8=cfg.export.int8)
-    return {task: _check(cfg, task, model, bundle_for(out, task)) for task, model in models.items()}
+        report = {task: _check(cfg, task, model, bundle_for(tmp, task)) for task, model in models.items()}
+        if cfg.export.int8:
+            mark_int8(tmp, {t: r["served"] == "int8" for t, r in report.items()})
+    return report
+
+
+def mark_int8(out: Path, allowed: dict[str, bool]) -> None:
+    """Write into each task's spec whether the int8 encoder may serve it (``"int8": true/false``) and
+    renew the manifests of the bundles touched; ``out`` is a folder not yet in use (the export's staging)."""
+    for task, ok in allowed.items():
+        bundle = bundle_for(out, task)
+        spec_file = bundle / "tasks" / f"{task}.json"
+        spec = json.loads(spec_file.read_text()) | {"int8": ok}
+        spec_file.write_text(json.dumps(spec, indent=2, sort_keys=True))
+    for bundle in {bundle_for(out, t) for t in allowed}:
+        write_manifest(bundle)
 
 
 def bundle_for(out: str | Path, task: str) -> Path:
@@ -69,9 +86,11 @@ def _check(cfg: Config, task: str, model: PromptedModel, bundle_dir: Path) -> di
         p8 = bundle_predictions(Bundle(bundle_dir, int8=True, fallback_margin=cfg.serving.int8_fallback_margin), td)
         agree = agreement(p32, p8, e.int8_regression_tol)
         _, p_worse = paired_permutation(score, g, p32, p8, 0.0, t.permutation_samples)  # "fp32 beats int8"?
-        row.update(dev_int8=score(p8, g), int8_agreement=agree, int8_p_worse=p_worse,
-                   int8_ok=agree >= e.min_int8_agreement and p_worse >= t.promote_alpha)
+        ok = agree >= e.min_int8_agreement and p_worse >= t.promote_alpha  # else its rows are served in fp32
+        row.update(dev_int8=score(p8, g), int8_agreement=agree, int8_p_worse=p_worse, int8_ok=ok,
+                   served="int8" if ok else "fp32")
     write_json(Path(e.checks_dir) / f"{task}.json", {"task": task, "metric": metric, "gold": g, "fp32": p32})
     log.info("%s: parity %.2e, dev %s fp32 %.2f%s", task, par["max_abs_diff"], metric, row["dev_fp32"],
-             f", int8 {row['dev_int8']:.2f} (agreement {row['int8_agreement']:.3f})" if "dev_int8" in row else "")
+             f", int8 {row['dev_int8']:.2f} (agreement {row['int8_agreement']:.3f}; served in {row['served']})"
+             if "dev_int8" in row else "")
     return row

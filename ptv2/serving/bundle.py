@@ -37,6 +37,7 @@ class TaskHead:
     prompt: np.ndarray | None  # (L, 2, H, P, D); None when the encoder has no prefix input
     weight: np.ndarray  # (n_out, h)
     bias: np.ndarray  # (n_out,)
+    int8: bool  # the int8 encoder may serve this task (decided by the export checks; bundles without the key: yes)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,9 @@ UNBOUNDED = Limits(micro_batch=64, max_rows=10**9, max_text_chars=10**9)  # libr
 class Bundle:
     def __init__(self, path: str | Path, int8: bool = False, limits: Limits | None = None, spin: bool = False,
                  fallback_margin: float = 0.0) -> None:
-        """``spin``: onnxruntime's worker threads spin between ops (lower latency when the process has the
+        """``int8``: serve the int8 encoder, except for tasks whose spec says ``"int8": false`` (the export
+        checks found int8 changed their predictions): their rows run on the fp32 encoder.
+        ``spin``: onnxruntime's worker threads spin between ops (lower latency when the process has the
         cores to itself, as a server does; off where it shares them with torch, as in the export checks).
         ``fallback_margin`` (int8 only): a classification row whose top-two int8 probabilities are closer
         than this is answered by the fp32 encoder instead, so int8 does not flip near-ties."""
@@ -78,9 +81,7 @@ class Bundle:
         if not (self.path / name).is_file():
             raise BundleError(f"{self.path}: no {name} in this bundle")
         self.session = ort.InferenceSession(str(self.path / name), so, providers=["CPUExecutionProvider"])
-        self.margin = fallback_margin if int8 else 0.0
-        self.fallback = ort.InferenceSession(str(self.path / "encoder.onnx"), so, providers=["CPUExecutionProvider"]) \
-            if self.margin > 0 else None
+        self.int8, self.margin = int8, fallback_margin if int8 else 0.0
         self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer" / "tokenizer.json"))
         self.tokenizer.no_padding()  # saved tokenizers may pad to a fixed length: we pad per micro-batch
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
@@ -95,8 +96,12 @@ class Bundle:
             except (ValueError, UnicodeDecodeError, OSError) as e:
                 raise BundleError(f"{spec_file}: unreadable ({e}); re-export the bundle") from None
             check_task(self.path, name, spec, t, inputs.get("prefix"), width if isinstance(width, int) else None)
-            self.tasks[name] = TaskHead(spec, t.get("prompt"), t["head_weight"], t["head_bias"])
+            self.tasks[name] = TaskHead(spec, t.get("prompt"), t["head_weight"], t["head_bias"], spec.get("int8", True))
         self.specs = {t: h.spec for t, h in self.tasks.items()}
+        # the fp32 encoder next to the int8 one: for near-ties and for the tasks int8 may not serve
+        need_fp32 = int8 and (self.margin > 0 or not all(h.int8 for h in self.tasks.values()))
+        self.fp32 = ort.InferenceSession(str(self.path / "encoder.onnx"), so, providers=["CPUExecutionProvider"]) \
+            if need_fp32 else None
         # after a large request, its last run hands the arena's unused memory back (2,000 pairs: 441 vs 771 MB)
         self._shrink = ort.RunOptions()
         self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
@@ -155,12 +160,19 @@ class Bundle:
         in micro-batches, each padded to its longest row (a batch may mix tasks with prompts of one length)."""
         self.check(rows)
         flat, where = expand(rows, self.specs)
-        outs = self._run(flat)
-        if self.fallback is not None:
-            near = [i for i, r in enumerate(flat) if self._near_tie(r["task"], outs[i][0])]
-            for i, o in zip(near, self._run([flat[i] for i in near], self.fallback) if near else []):
-                outs[i] = o
+        quant = [i for i, r in enumerate(flat) if not self.int8 or self.tasks[r["task"]].int8]
+        outs: list[Any] = [None] * len(flat)
+        self._run_into(outs, flat, quant, self.session)
+        if self.int8:  # fp32 rows: tasks int8 may not serve, then int8 near-ties
+            self._run_into(outs, flat, sorted(set(range(len(flat))) - set(quant)), self.fp32)
+            if self.margin > 0:
+                self._run_into(outs, flat, [i for i in quant if self._near_tie(flat[i]["task"], outs[i][0])], self.fp32)
         return [self._decode(r, [outs[j] for j in idx]) for r, idx in zip(rows, where)]
+
+    def _run_into(self, outs: list[Any], flat: list[dict[str, Any]], idx: list[int], session: Any) -> None:
+        """Run encoder rows ``flat[i]`` for i in ``idx`` on ``session``; results into ``outs[i]``."""
+        for i, o in zip(idx, self._run([flat[i] for i in idx], session) if idx else []):
+            outs[i] = o
 
     def _near_tie(self, task: str, lg: np.ndarray) -> bool:
         """A sequence-classification row whose top-two probabilities differ by less than the margin."""

@@ -52,8 +52,9 @@ def verify(bundle: Path) -> dict[str, Any]:
 
 
 def write_manifest(folder: Path, files: dict[str, str] | None = None) -> None:
-    """``manifest.json``: every file of the bundle with its sha256 (``files`` when already known)."""
-    files = files or {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    """``manifest.json``: every file of the bundle but itself with its sha256 (``files`` when already known)."""
+    files = files or {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*"))
+                      if p.is_file() and p != folder / "manifest.json"}
     write_json(folder / "manifest.json", {"format": FORMAT, "files": files})
 
 
@@ -72,6 +73,8 @@ def check_task(bundle: Path, name: str, spec: Any, tensors: dict[str, np.ndarray
     if not isinstance(spec, dict) or any(not isinstance(spec.get(k), t) for k, t in SPEC_KEYS.items()) \
             or spec["type"] not in TYPES:
         raise BundleError(f"{where}.json: needs {sorted(SPEC_KEYS)} with type one of {list(TYPES)}; re-export the bundle")
+    if not isinstance(spec.get("int8", True), bool):
+        raise BundleError(f"{where}.json: 'int8' is {spec['int8']!r}, not true/false; re-export the bundle")
     w, b = tensors.get("head_weight"), tensors.get("head_bias")
     n_out = 1 if spec["type"] in ("regression", "multiple_choice") else len(spec["labels"])  # one score per choice
     if w is None or b is None or w.ndim != 2 or w.shape[0] != n_out or b.shape != (n_out,):

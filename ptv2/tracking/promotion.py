@@ -44,8 +44,9 @@ def promote_task(cfg: Config, root: Path, task: str) -> dict[str, Any]:
                     baseline(td.spec.type, train_labels_for_baseline(td), len(pred["gold"])), champion_predictions)
     t = cfg.tracking
     d = register_and_gate(root, name, run_id, uri, data, t.promote_alpha, t.promote_margin, t.permutation_samples,
-                          parity_ok=checks.get("parity_ok"), int8_ok=checks.get("int8_ok"),
-                          tags={"int8_agreement": str(checks.get("int8_agreement", ""))})
+                          parity_ok=checks.get("parity_ok"),
+                          tags={"int8_agreement": str(checks.get("int8_agreement", "")),
+                                "served": checks.get("served", "fp32")})  # int8 serves it, or fp32 (export checks)
     e = d.evidence
     return {"task": task, "version": d.version, "promoted": d.promoted, "reason": d.reason, "metric": e.metric,
             "challenger": e.challenger, "baseline": e.baseline, "p_vs_baseline": e.p_baseline,

@@ -85,8 +85,9 @@ def _register(cfg: Config, root: Path, bundle: Path, champs: dict[str, dict[str,
             "serving": json.dumps(store.served_config(cfg.serving), sort_keys=True),
             "excluded": json.dumps(excluded, sort_keys=True)}
     for t, c in used.items():
+        int8 = cfg.serving.int8 and json.loads((bundle / "tasks" / f"{t}.json").read_text()).get("int8", True)
         tags |= {f"task.{t}.model": f"{cfg.tracking.registry_prefix}{t}", f"task.{t}.version": c["version"],
-                 f"task.{t}.{c['metric'] or 'metric'}": c["value"]}
+                 f"task.{t}.{c['metric'] or 'metric'}": c["value"], f"task.{t}.served": "int8" if int8 else "fp32"}
     with store.start_run(root, cfg.tracking.experiment, "publish", {"tasks": sorted(used)},
                          store.lineage_tags(root, "publish")) as run:
         run_id = run.id

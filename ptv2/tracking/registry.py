@@ -3,7 +3,7 @@
 On the same dev examples, the challenger must beat (a) the task's trivial baseline and (b) the current
 champion (re-scored on today's dev data), each by a one-sided paired permutation test at level
 ``tracking.promote_alpha`` with margin ``tracking.promote_margin`` (metric points); its ONNX export must
-have passed parity and its int8 encoder must agree with fp32 (checked at export). Per task: each task
+have passed parity (checked at export; whether int8 may serve the task is decided there too, not here). Per task: each task
 has its own registered model. Scores, the baseline, the test and its p-values are tagged on the version.
 """
 from __future__ import annotations
@@ -32,7 +32,6 @@ class Evidence:
     champion: float | None = None
     p_champion: float | None = None
     parity_ok: bool | None = None
-    int8_ok: bool | None = None
     test: str = ""
 
 
@@ -56,8 +55,6 @@ def decide(e: Evidence, alpha: float) -> Decision:
     """Pure gate over the evidence."""
     if e.parity_ok is False:
         return Decision(False, "ONNX parity check failed", e)
-    if e.int8_ok is False:
-        return Decision(False, "int8 predictions disagree with fp32 (see export.min_int8_agreement)", e)
     if e.p_baseline >= alpha:
         return Decision(False, f"not better than the trivial baseline: {e.challenger:.2f} vs {e.baseline:.2f}, "
                                f"p = {e.p_baseline:.3f} >= {alpha}", e)
@@ -86,13 +83,12 @@ class GateData:
 
 def register_and_gate(root: str | Path, name: str, run_id: str, artifact_path: str, data: GateData,
                       alpha: float, margin: float = 0.0, samples: int = 2000, parity_ok: bool | None = None,
-                      int8_ok: bool | None = None, tags: dict[str, str] | None = None) -> Decision:
+                      tags: dict[str, str] | None = None) -> Decision:
     """Register ``run_id``'s model as a new version (alias challenger) and apply the gate."""
     score = lambda p: data.score(p, data.gold)  # noqa: E731
     test = f"one-sided paired permutation test, {samples} random swaps over {len(data.gold)} dev examples, margin {margin}"
     _, p_base = paired_permutation(data.score, data.gold, data.challenger, data.baseline, margin, samples)
-    ev = Evidence(data.metric, score(data.challenger), score(data.baseline), p_base, parity_ok=parity_ok,
-                  int8_ok=int8_ok, test=test)
+    ev = Evidence(data.metric, score(data.challenger), score(data.baseline), p_base, parity_ok=parity_ok, test=test)
     version = tracking.register_version(root, name, run_id, artifact_path,
                                         {"metric_name": data.metric, "metric": f"{ev.challenger:.6f}", **(tags or {})})
     champ = tracking.alias_version(root, name, "champion")
