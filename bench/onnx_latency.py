@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +46,7 @@ def build(tmp: Path) -> dict[str, Path]:
     from ptv2.config import load_config
     from ptv2.export.graph import PromptInputEncoder
     from ptv2.export.onnx_export import _export, export_baked, export_encoder, write_bundle
+    from ptv2.model.inject import attention
     from ptv2.training.build import model_from_spec, spec_from_config
 
     cfg = load_config(ROOT / "params.yaml")
@@ -59,7 +59,7 @@ def build(tmp: Path) -> dict[str, Path]:
     ft_cfg = load_config(ROOT / "params.yaml", ["train.method=finetune"])
     ft, _ = model_from_spec(spec_from_config(ft_cfg, {"sst2": heads["sst2"]}), seed=0)
     export_encoder(ft, tmp / "ft.onnx")  # ptv2's exporter traces eager attention, which the optimizer fuses
-    with sdpa(ft.backbone):
+    with attention(ft.backbone, "sdpa"):  # as transformers 5 loads it: the optimizer fuses no Attention there
         _export(PromptInputEncoder(ft), ft.backbone, {}, "hidden", {0: "batch", 1: "seq"}, tmp / "ft_sdpa.onnx")
     for name in ("ft", "ft_sdpa"):
         _optimize(tmp / f"{name}.onnx", tmp / f"{name}.opt.onnx", ft.backbone.config)
@@ -73,18 +73,6 @@ def build(tmp: Path) -> dict[str, Path]:
     _int8(tmp / "fused.onnx", tmp / "fused.int8.onnx")
     return {"bundle": bundle, "ft": tmp / "ft.opt.onnx", "ft8": tmp / "ft.opt.int8.onnx", "ft8plain": tmp / "ft.int8.onnx",
             "ft8sdpa": tmp / "ft_sdpa.opt.int8.onnx", "fused": tmp / "fused.onnx", "fused8": tmp / "fused.int8.onnx"}
-
-
-@contextmanager
-def sdpa(backbone):
-    """The backbone as transformers 5 loads it (SDPA attention), for the record: the optimizer fuses no
-    Attention in that trace."""
-    before = backbone.config._attn_implementation
-    backbone.set_attn_implementation("sdpa")
-    try:
-        yield
-    finally:
-        backbone.set_attn_implementation(before)
 
 
 def _optimize(src: Path, dst: Path, config) -> None:
@@ -261,7 +249,7 @@ def main() -> None:
           f"Every ORT session with ptv2's serving settings, onnxruntime's thread spinning off and on "
           f"(`serving.spinning`); torch eager with {os.cpu_count()} threads.\n\n"
           f"## Thread spinning off\n\n{tables[0]}\n\n## Thread spinning on\n\n{tables[1]}"
-          f"\n\nGraphs: ptv2's exporter traces eager attention (`inject.eager_attention`). onnxruntime's transformer "
+          f"\n\nGraphs: ptv2's exporter traces eager attention (`inject.attention`). onnxruntime's transformer "
           f"optimizer (what Optimum's ORTOptimizer runs) fused {FUSIONS.get('ft', '-')} in the fine-tuned eager trace, "
           f"{FUSIONS.get('ft_sdpa', '-')} in its SDPA trace (transformers 5's default). \"fused Attention (prompt as "
           f"past)\": the frozen backbone exported without a prompt and optimized ({FUSIONS.get('plain', '-')}), each "

@@ -21,7 +21,7 @@ import torch
 
 from ptv2.files import atomic_dir
 from ptv2.export.graph import BakedTaskModel, PromptInputEncoder, batch_prefix, prompt_tensor
-from ptv2.model.inject import eager_attention
+from ptv2.model.inject import attention
 from ptv2.model.prompted import PromptedModel
 from ptv2.model.spec import HeadSpec
 from ptv2.serving.manifest import write_manifest
@@ -42,12 +42,12 @@ def _export(wrapper: torch.nn.Module, backbone: torch.nn.Module, extra: dict[str
             out_axes: dict[int, str], path: str | Path) -> Path:
     """Trace ``wrapper`` on padded dummy ids (+ ``extra`` inputs) into ``path``: batch and sequence axes
     dynamic; ``eval()`` on the wrapper, since the exporter restores the train mode it finds; ``backbone``
-    (the wrapper's) traced with eager attention (see ``inject.eager_attention``)."""
+    (the wrapper's) traced with eager attention (see ``inject.attention``)."""
     wrapper = wrapper.eval()
     ids, mask, types = _dummy()
     axes = {k: {0: "batch", 1: "seq"} for k in INPUTS} | {output: out_axes}
     axes |= {"prefix": {2: "batch", 4: "prefix_len"}} if "prefix" in extra else {}
-    with warnings.catch_warnings(), eager_attention(backbone):
+    with warnings.catch_warnings(), attention(backbone, "eager"):
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, (ids, mask, types, *extra.values()), str(path), input_names=INPUTS + list(extra),
                           output_names=[output], dynamic_axes=axes, opset_version=OPSET, dynamo=False)

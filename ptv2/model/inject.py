@@ -46,13 +46,13 @@ def encode(backbone: PreTrainedModel, input_ids: torch.Tensor, attention_mask: t
 
 
 @contextmanager
-def eager_attention(backbone: PreTrainedModel) -> Iterator[PreTrainedModel]:
-    """Within the block the backbone runs transformers' eager attention (matmul + additive mask + softmax),
-    then its own again. For ONNX export: the traced SDPA path adds an IsNaN + Where over every layer's
-    (B, H, T, P+T) scores (15 % of the int8 encoder's time at 1 x 128, measured), and onnxruntime's
-    transformer optimizer fuses attention only in the eager pattern."""
+def attention(backbone: PreTrainedModel, implementation: str = "eager") -> Iterator[PreTrainedModel]:
+    """Within the block the backbone runs transformers' ``implementation`` of attention, then its own
+    again. ONNX export uses "eager" (matmul + additive mask + softmax): the traced SDPA path adds an IsNaN +
+    Where over every layer's (B, H, T, P+T) scores (15 % of the int8 encoder's time at 1 x 128, measured),
+    and onnxruntime's transformer optimizer fuses attention only in the eager pattern."""
     before = backbone.config._attn_implementation
-    backbone.set_attn_implementation("eager")
+    backbone.set_attn_implementation(implementation)
     try:
         yield backbone
     finally:
