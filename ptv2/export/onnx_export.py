@@ -39,15 +39,15 @@ def _dummy(batch: int = 2, length: int = 8) -> tuple[torch.Tensor, ...]:
 
 
 def _export(wrapper: torch.nn.Module, backbone: torch.nn.Module, extra: dict[str, torch.Tensor], output: str,
-            out_axes: dict[int, str], path: str | Path) -> Path:
+            out_axes: dict[int, str], path: str | Path, attention_impl: str = "eager") -> Path:
     """Trace ``wrapper`` on padded dummy ids (+ ``extra`` inputs) into ``path``: batch and sequence axes
     dynamic; ``eval()`` on the wrapper, since the exporter restores the train mode it finds; ``backbone``
-    (the wrapper's) traced with eager attention (see ``inject.attention``)."""
+    (the wrapper's) traced with ``attention_impl`` (eager: see ``inject.attention``)."""
     wrapper = wrapper.eval()
     ids, mask, types = _dummy()
     axes = {k: {0: "batch", 1: "seq"} for k in INPUTS} | {output: out_axes}
     axes |= {"prefix": {2: "batch", 4: "prefix_len"}} if "prefix" in extra else {}
-    with warnings.catch_warnings(), attention(backbone, "eager"):
+    with warnings.catch_warnings(), attention(backbone, attention_impl):
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, (ids, mask, types, *extra.values()), str(path), input_names=INPUTS + list(extra),
                           output_names=[output], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
