@@ -230,6 +230,7 @@ def report(a, cfg, version, served, pool, start_rss, loads, load_peak, after_loa
     import shlex
 
     from ptv2.experiments.tables import markdown
+    from ptv2.tracking.promotion import served_in
 
     load_t = markdown(["clients", "duration s", "requests", "requests/s", "rows/s", "p50 ms", "p99 ms", "errors"],
                       [[c, f"{r['wall_s']:.1f}", r["requests"], f"{r['rps']:.1f}", f"{r['rows_s']:.1f}",
@@ -244,8 +245,8 @@ def report(a, cfg, version, served, pool, start_rss, loads, load_peak, after_loa
                         "served/fp32 agreement"],
                        [[t, export[t]["metric"], f"{export[t]['dev_fp32']:.2f}", f"{export[t].get('dev_int8', float('nan')):.2f}",
                          f"{export[t].get('int8_agreement', float('nan')):.3f}", f"{export[t].get('int8_p_worse', float('nan')):.3f}",
-                         export[t].get("served", "fp32"),
-                         f"{export[t]['int8_agreement'] if export[t].get('served') == 'int8' else 1.0:.3f}"]
+                         served_in(cfg, export[t]),
+                         f"{export[t]['int8_agreement'] if served_in(cfg, export[t]) == 'int8' else 1.0:.3f}"]
                         for t in served if t in export])
     s = cfg.serving
     return (f"# Serving under load: `mlflow models serve` of {cfg.tracking.multitask_model} v{version} "
@@ -259,7 +260,7 @@ def report(a, cfg, version, served, pool, start_rss, loads, load_peak, after_loa
             f"{secs:.1f} s; server peak RSS {big_peak:.0f} MB, {big_after:.0f} MB 3 s after.\n\n"
             f"## One multi-task server vs one server per task\n\n{mem_t}\n\n"
             f"## int8 vs fp32 on dev (export stage checks)\n\nA task is served by the int8 encoder only where its "
-            f"int8 predictions (near-ties in fp32) agree with fp32 on >= {cfg.export.min_int8_agreement:.0%} of dev and the "
+            f"int8 predictions (near-ties in fp32) agree with fp32 on >= {cfg.serving.int8_min_agreement:.0%} of dev and the "
             f"paired test finds no loss; the others run on the fp32 encoder.\n\n{agree_t}\n")
 
 

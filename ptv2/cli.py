@@ -65,7 +65,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if is_bundle(args.model):  # an ONNX bundle: onnxruntime only, no torch
         serving = _config(args).serving if Path(args.params).is_file() else None
         bundle = Bundle(args.model, int8=args.int8, limits=Limits(**serving.limits()) if serving else None,
-                        fallback_margin=serving.int8_fallback_margin if serving else 0.0)
+                        fallback_margin=serving.int8_fallback_margin if serving else 0.0,
+                        int8_min_agreement=serving.int8_min_agreement if serving else 0.0)
         task = args.task or (next(iter(bundle.tasks)) if len(bundle.tasks) == 1 else None)
         if task is None:
             raise Ptv2Error(f"this bundle serves {sorted(bundle.tasks)}: pass --task")

@@ -30,7 +30,8 @@ def make_repo(root: Path, backbone: Path) -> Path:
     p["pretrain"].update({"tasks": ["sent", "pair"], "epochs": 1, "batches_per_epoch": 8})
     p["adapt"].update({"tasks": ["sent"], "epochs": 2})
     p["compare"].update({"tasks": ["sent"], "one_seed": [], "overrides": []})
-    p["export"].update({"min_int8_agreement": 0.0, "parity_batch_sizes": [1, 4], "parity_lengths": [1, 0]})
+    p["export"].update({"parity_batch_sizes": [1, 4], "parity_lengths": [1, 0]})
+    p["serving"].update({"int8_min_agreement": 0.0})
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     env = pipeline_env()
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):

@@ -331,8 +331,8 @@ def test_a_large_request_hands_the_arena_memory_back_on_its_last_run(trained, mo
     assert calls == [False]
 
 
-def _marked_copy(bundle, out, int8: dict[str, object]):
-    """A copy of ``bundle`` whose task specs carry ``"int8"`` values, with a fresh manifest."""
+def _marked_copy(bundle, out, checks: dict[str, dict]):
+    """A copy of ``bundle`` whose task specs carry the given int8 check results, with a fresh manifest."""
     import json
     import shutil
 
@@ -340,43 +340,50 @@ def _marked_copy(bundle, out, int8: dict[str, object]):
 
     shutil.copytree(bundle, out)
     (out / "manifest.json").unlink()
-    for task, value in int8.items():
+    for task, found in checks.items():
         f = out / "tasks" / f"{task}.json"
-        f.write_text(json.dumps(json.loads(f.read_text()) | {"int8": value}))
+        f.write_text(json.dumps(json.loads(f.read_text()) | found))
     write_manifest(out)
     return out
 
 
 def test_tasks_int8_may_not_serve_are_answered_by_the_fp32_encoder(trained, tmp_path):
-    """A task whose spec says "int8": false gets exactly the fp32 bundle's answers from an int8 server, in
-    the same request as rows int8 still serves; a non-boolean value is refused."""
+    """serving.int8_min_agreement is applied at load to the int8 checks the export recorded: a task below it
+    (or whose int8 was significantly worse) gets exactly the fp32 bundle's answers from an int8 server, in the
+    same request as rows int8 still serves; lowering the policy lets int8 serve it again; bad values are refused."""
     _, _, _, bundle = trained
-    marked = _marked_copy(bundle, tmp_path / "marked", {"reg": False})
+    marked = _marked_copy(bundle, tmp_path / "marked", {"reg": {"int8_agreement": 0.9, "int8_not_worse": True},
+                                                        "pair": {"int8_agreement": 1.0, "int8_not_worse": False}})
     rows = [{"task": "reg", "text": f"the dog {w}", "text_pair": "a dog"} for w in ("ran", "sat", "slept")]
     rows += [{"task": "sent", "text": f"a {w} film"} for w in ("good", "bad", "long")]
     # each task's rows alone: dynamic int8 scales activations per run, so co-batched rows matter
     fp32 = Bundle(bundle).predict(rows[:3])
     int8 = Bundle(bundle, int8=True).predict(rows[3:])
-    mixed = Bundle(marked, int8=True).predict(rows)
-    for m, want in zip(mixed, fp32 + int8, strict=True):
+    strict = Bundle(marked, int8=True, int8_min_agreement=0.99)
+    assert [t for t, h in strict.tasks.items() if not h.int8] == ["pair", "reg"]
+    for m, want in zip(strict.predict(rows), fp32 + int8, strict=True):
         assert m["score"] == pytest.approx(want["score"], abs=1e-6)
     as_int8 = Bundle(bundle, int8=True).predict(rows[:3])
     assert any(abs(q["score"] - f["score"]) > 1e-4 for q, f in zip(as_int8, fp32))  # int8 does differ here
-    with pytest.raises(BundleError, match="'int8' is 'yes'"):
-        Bundle(_marked_copy(bundle, tmp_path / "bad", {"sent": "yes"}))
+    lenient = Bundle(marked, int8=True, int8_min_agreement=0.8)
+    assert lenient.tasks["reg"].int8 and not lenient.tasks["pair"].int8  # not worse is required at any level
+    assert [r["score"] for r in lenient.predict(rows[:3])] == pytest.approx([r["score"] for r in as_int8], abs=1e-6)
+    for bad in ({"int8_agreement": "high"}, {"int8_agreement": 1.5}, {"int8_not_worse": "yes"}):
+        with pytest.raises(BundleError, match="int8 checks"):
+            Bundle(_marked_copy(bundle, tmp_path / f"bad{len(list(tmp_path.iterdir()))}", {"sent": bad}))
 
 
-def test_export_serves_a_task_in_fp32_when_its_int8_predictions_change(tmp_path, tiny_dir):
-    """export.min_int8_agreement: a regression task checked with tolerance 0 cannot agree, so the export
-    marks it fp32 in the bundle it leaves (manifest renewed) and reports it; the promotion gate does not
-    refuse it for that."""
+def test_export_records_int8_checks_that_decide_at_load(tmp_path, tiny_dir):
+    """A regression task checked with tolerance 0 cannot agree: the export records its agreement in the bundle
+    it leaves (manifest renewed, no staging left), a 0.99 policy serves it in fp32 and a 0 policy in int8,
+    without re-exporting; the gate does not refuse a model for its int8."""
     import json
 
     from ptv2.export.deploy import export_and_check
 
     write_all_formats(tmp_path)
     params = tiny_params(tmp_path, tiny_dir)
-    params["export"] |= {"min_int8_agreement": 0.99, "int8_regression_tol": 0.0}
+    params["export"] |= {"int8_regression_tol": 0.0}
     params["tasks"] = {**params["tasks"], "reg": {**params["tasks"]["reg"],
                                                   "files": {"train": "reg/train.tsv", "dev": "reg/train.tsv"}}}
     cfg = config_from_dict(params)
@@ -384,10 +391,11 @@ def test_export_serves_a_task_in_fp32_when_its_int8_predictions_change(tmp_path,
         train_task(cfg, task, tmp_path / task, report_splits=())
     out = tmp_path / "bundle"
     report = export_and_check(cfg, {t: tmp_path / t / "model" for t in ("sent", "reg")}, out)
-    assert report["reg"]["int8_agreement"] < 0.99 and report["reg"]["served"] == "fp32"
+    assert report["reg"]["int8_agreement"] < 0.99
     for task in ("sent", "reg"):
         spec = json.loads((out / "tasks" / f"{task}.json").read_text())
-        assert spec["int8"] is (report[task]["served"] == "int8")
-    b = Bundle(out, int8=True)  # the manifest covers the marked specs
-    assert not b.tasks["reg"].int8 and b.fp32 is not None
+        assert spec["int8_agreement"] == pytest.approx(report[task]["int8_agreement"])
+        assert spec["int8_not_worse"] is report[task]["int8_not_worse"]
+    assert not Bundle(out, int8=True, int8_min_agreement=0.99).tasks["reg"].int8
+    assert Bundle(out, int8=True, int8_min_agreement=0.0).tasks["reg"].int8 is report["reg"]["int8_not_worse"]
     assert not list(tmp_path.glob(".bundle*"))  # staging folders gone

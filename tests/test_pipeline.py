@@ -89,7 +89,7 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert better["published"]["published"] and better["published"]["tasks"] == {"sent": "2"}  # the new champion
     all_tags = tracking.alias_version(root, "ptv2-all", "champion")[1]
     assert all_tags["task.sent.version"] == "2" and all_tags["task.sent.model"] == "ptv2-sent"
-    assert all_tags["task.sent.served"] == "int8"  # export.min_int8_agreement 0 here: int8 serves it
+    assert all_tags["task.sent.served"] == "int8"  # serving.int8_min_agreement 0 here: int8 serves it
 
     _relabel(root, "flipped")  # worse -> registered, not promoted
     retrain_out = retrain(str(root))

@@ -113,6 +113,10 @@ def test_the_multitask_model_is_rebuilt_only_when_a_champion_changes(trained, pu
     rebuilt = publish(faster, store_root)  # the serving config is part of the registered model: rebuilt
     assert rebuilt["published"] and rebuilt["version"] == "3"
     assert json.loads(store.alias_version(store_root, "ptv2-all", "champion")[1]["serving"])["limits"]["max_rows"] == 10
+    stricter = dataclasses.replace(faster, serving=dataclasses.replace(faster.serving, int8_min_agreement=1.0))
+    policy = publish(stricter, store_root)  # which tasks int8 serves is a serving policy: applied by a rebuild
+    assert policy["published"] and policy["version"] == "4"
+    assert json.loads(store.alias_version(store_root, "ptv2-all", "champion")[1]["serving"])["int8_min_agreement"] == 1.0
 
 
 def test_one_server_answers_mixed_tasks_and_refuses_bad_rows(published):

@@ -208,20 +208,18 @@ class FlowsConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """ONNX deployment: the parity gate a model must pass to be promoted, and which tasks int8 may serve."""
+    """ONNX deployment: the parity gate a model must pass to be promoted, and the int8 checks (recorded per task)."""
 
     out_dir: str
     int8: bool
     parity_tol: float  # max |ORT - PyTorch| over logits, fp32
     parity_batch_sizes: list[int]
     parity_lengths: list[int]  # 0 = max_length
-    min_int8_agreement: float  # int8 serves a task only at this share of dev predictions equal to fp32's
     int8_regression_tol: float  # regression: int8 and fp32 agree when within this (label units)
     checks_dir: str  # per-example dev predictions of each bundle (read by the promotion gate)
 
     def __post_init__(self) -> None:
         _check(self.parity_tol > 0, "parity_tol", self.parity_tol, "a float > 0")
-        _check(0 <= self.min_int8_agreement <= 1, "min_int8_agreement", self.min_int8_agreement, "a share in [0, 1]")
         _check(self.int8_regression_tol >= 0, "int8_regression_tol", self.int8_regression_tol, "a float >= 0")
 
 
@@ -232,7 +230,8 @@ class ServingConfig:
     micro_batch: int  # rows per onnxruntime run, sorted by length and padded to the longest in each
     max_rows: int  # a request with more rows is refused (HTTP 400)
     max_text_chars: int  # a text longer than this is refused (HTTP 400)
-    int8: bool  # registered models serve encoder.int8.onnx (gated at export: agreement + paired test)
+    int8: bool  # registered models serve encoder.int8.onnx, for the tasks int8_min_agreement lets it serve
+    int8_min_agreement: float  # int8 serves a task whose export checks found this share of dev equal to fp32
     spinning: bool  # onnxruntime threads spin between ops: lower latency for a server that owns its cores
     int8_fallback_margin: float  # int8 classification rows with top-two probabilities closer than this: fp32
 
@@ -244,6 +243,8 @@ class ServingConfig:
             _check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
         _check(0 <= self.int8_fallback_margin <= 1, "int8_fallback_margin", self.int8_fallback_margin,
                "a probability gap in [0, 1] (0 = never fall back to fp32)")
+        _check(0 <= self.int8_min_agreement <= 1, "int8_min_agreement", self.int8_min_agreement,
+               "a share in [0, 1] (0 = int8 serves every task its paired test does not find worse)")
 
 
 @dataclass(frozen=True)

@@ -46,19 +46,18 @@ def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path) 
                 write_bundle({t: m}, tok, tmp / t, int8=cfg.export.int8)
         report = {task: _check(cfg, task, model, bundle_for(tmp, task)) for task, model in models.items()}
         if cfg.export.int8:
-            mark_int8(tmp, {t: r["served"] == "int8" for t, r in report.items()})
+            record_int8_checks(tmp, {t: {"int8_agreement": float(r["int8_agreement"]),
+                                         "int8_not_worse": bool(r["int8_not_worse"])} for t, r in report.items()})
     return report
 
 
-def mark_int8(out: Path, allowed: dict[str, bool]) -> None:
-    """Write into each task's spec whether the int8 encoder may serve it (``"int8": true/false``) and
-    renew the manifests of the bundles touched; ``out`` is a folder not yet in use (the export's staging)."""
-    for task, ok in allowed.items():
-        bundle = bundle_for(out, task)
-        spec_file = bundle / "tasks" / f"{task}.json"
-        spec = json.loads(spec_file.read_text()) | {"int8": ok}
-        spec_file.write_text(json.dumps(spec, indent=2, sort_keys=True))
-    for bundle in {bundle_for(out, t) for t in allowed}:
+def record_int8_checks(out: Path, checks: dict[str, dict[str, Any]]) -> None:
+    """Write each task's int8 check results into its spec (what ``serving.int8_min_agreement`` is applied to
+    when the bundle is loaded) and renew the manifests; ``out`` is the export's staging folder, not yet in use."""
+    for task, found in checks.items():
+        spec_file = bundle_for(out, task) / "tasks" / f"{task}.json"
+        spec_file.write_text(json.dumps(json.loads(spec_file.read_text()) | found, indent=2, sort_keys=True))
+    for bundle in {bundle_for(out, t) for t in checks}:
         write_manifest(bundle)
 
 
@@ -86,11 +85,10 @@ def _check(cfg: Config, task: str, model: PromptedModel, bundle_dir: Path) -> di
         p8 = bundle_predictions(Bundle(bundle_dir, int8=True, fallback_margin=cfg.serving.int8_fallback_margin), td)
         agree = agreement(p32, p8, e.int8_regression_tol)
         _, p_worse = paired_permutation(score, g, p32, p8, 0.0, t.permutation_samples)  # "fp32 beats int8"?
-        ok = agree >= e.min_int8_agreement and p_worse >= t.promote_alpha  # else its rows are served in fp32
-        row.update(dev_int8=score(p8, g), int8_agreement=agree, int8_p_worse=p_worse, int8_ok=ok,
-                   served="int8" if ok else "fp32")
+        row.update(dev_int8=score(p8, g), int8_agreement=agree, int8_p_worse=p_worse,
+                   int8_not_worse=p_worse >= t.promote_alpha)  # recorded in the bundle: serving.int8_min_agreement decides
     write_json(Path(e.checks_dir) / f"{task}.json", {"task": task, "metric": metric, "gold": g, "fp32": p32})
     log.info("%s: parity %.2e, dev %s fp32 %.2f%s", task, par["max_abs_diff"], metric, row["dev_fp32"],
-             f", int8 {row['dev_int8']:.2f} (agreement {row['int8_agreement']:.3f}; served in {row['served']})"
+             f", int8 {row['dev_int8']:.2f} (agreement {row['int8_agreement']:.3f}, not worse: {row['int8_not_worse']})"
              if "dev_int8" in row else "")
     return row

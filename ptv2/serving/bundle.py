@@ -37,7 +37,7 @@ class TaskHead:
     prompt: np.ndarray | None  # (L, 2, H, P, D); None when the encoder has no prefix input
     weight: np.ndarray  # (n_out, h)
     bias: np.ndarray  # (n_out,)
-    int8: bool  # the int8 encoder may serve this task (decided by the export checks; bundles without the key: yes)
+    int8: bool  # the int8 encoder may serve this task (``int8_serves``)
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,9 @@ UNBOUNDED = Limits(micro_batch=64, max_rows=10**9, max_text_chars=10**9)  # libr
 
 class Bundle:
     def __init__(self, path: str | Path, int8: bool = False, limits: Limits | None = None, spin: bool = False,
-                 fallback_margin: float = 0.0) -> None:
-        """``int8``: serve the int8 encoder, except for tasks whose spec says ``"int8": false`` (the export
-        checks found int8 changed their predictions): their rows run on the fp32 encoder.
+                 fallback_margin: float = 0.0, int8_min_agreement: float = 0.0) -> None:
+        """``int8``: serve the int8 encoder, except for tasks whose recorded export checks fail
+        ``int8_serves(spec, int8_min_agreement)``: their rows run on the fp32 encoder.
         ``spin``: onnxruntime's worker threads spin between ops (lower latency when the process has the
         cores to itself, as a server does; off where it shares them with torch, as in the export checks).
         ``fallback_margin`` (int8 only): a classification row whose top-two int8 probabilities are closer
@@ -96,7 +96,8 @@ class Bundle:
             except (ValueError, UnicodeDecodeError, OSError) as e:
                 raise BundleError(f"{spec_file}: unreadable ({e}); re-export the bundle") from None
             check_task(self.path, name, spec, t, inputs.get("prefix"), width if isinstance(width, int) else None)
-            self.tasks[name] = TaskHead(spec, t.get("prompt"), t["head_weight"], t["head_bias"], spec.get("int8", True))
+            self.tasks[name] = TaskHead(spec, t.get("prompt"), t["head_weight"], t["head_bias"],
+                                        int8_serves(spec, int8_min_agreement))
         self.specs = {t: h.spec for t, h in self.tasks.items()}
         # the fp32 encoder next to the int8 one: for near-ties and for the tasks int8 may not serve
         need_fp32 = int8 and (self.margin > 0 or not all(h.int8 for h in self.tasks.values()))
@@ -228,6 +229,13 @@ class Bundle:
         if spec["type"] == "multiple_choice":
             return {"task": task, "label": row["choices"][k], "choice": k, "score": float(p[k])}
         return {"task": task, "label": spec["labels"][k], "score": float(p[k])}
+
+
+def int8_serves(checks: dict[str, Any], min_agreement: float) -> bool:
+    """May the int8 encoder serve a task, given its export checks (a task spec, or a row of the export
+    report): int8 was not significantly worse than fp32 on dev and agreed with it on at least
+    ``min_agreement`` of the examples. Without recorded checks (an export with no int8 checks): yes."""
+    return bool(checks.get("int8_not_worse", True)) and float(checks.get("int8_agreement", 1.0)) >= min_agreement
 
 
 def softmax(lg: np.ndarray) -> np.ndarray:

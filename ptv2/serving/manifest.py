@@ -73,8 +73,11 @@ def check_task(bundle: Path, name: str, spec: Any, tensors: dict[str, np.ndarray
     if not isinstance(spec, dict) or any(not isinstance(spec.get(k), t) for k, t in SPEC_KEYS.items()) \
             or spec["type"] not in TYPES:
         raise BundleError(f"{where}.json: needs {sorted(SPEC_KEYS)} with type one of {list(TYPES)}; re-export the bundle")
-    if not isinstance(spec.get("int8", True), bool):
-        raise BundleError(f"{where}.json: 'int8' is {spec['int8']!r}, not true/false; re-export the bundle")
+    agree, not_worse = spec.get("int8_agreement", 1.0), spec.get("int8_not_worse", True)
+    if isinstance(agree, bool) or not isinstance(agree, (int, float)) or not 0 <= agree <= 1 \
+            or not isinstance(not_worse, bool):
+        raise BundleError(f"{where}.json: int8 checks {agree!r}, {not_worse!r} are not a share in [0, 1] and "
+                          f"true/false; re-export the bundle")
     w, b = tensors.get("head_weight"), tensors.get("head_bias")
     n_out = 1 if spec["type"] in ("regression", "multiple_choice") else len(spec["labels"])  # one score per choice
     if w is None or b is None or w.ndim != 2 or w.shape[0] != n_out or b.shape != (n_out,):

@@ -14,10 +14,16 @@ from ptv2.errors import ArtifactError
 from ptv2.export.checks import bundle_predictions, scorer, train_labels_for_baseline
 from ptv2.export.deploy import bundle_for
 from ptv2.export.compose import subset_bundle
-from ptv2.serving.bundle import Bundle
+from ptv2.serving.bundle import Bundle, int8_serves
 from ptv2.tracking import store
 from ptv2.tracking.evidence import baseline
 from ptv2.tracking.registry import GateData, register_and_gate
+
+
+def served_in(cfg: Config, checks: dict[str, Any]) -> str:
+    """Which encoder the registered model serves the task with: "int8" or "fp32" (``serving.int8`` and
+    ``serving.int8_min_agreement`` applied to the export's int8 checks)."""
+    return "int8" if cfg.serving.int8 and int8_serves(checks, cfg.serving.int8_min_agreement) else "fp32"
 
 
 def promote_task(cfg: Config, root: Path, task: str) -> dict[str, Any]:
@@ -46,7 +52,7 @@ def promote_task(cfg: Config, root: Path, task: str) -> dict[str, Any]:
     d = register_and_gate(root, name, run_id, uri, data, t.promote_alpha, t.promote_margin, t.permutation_samples,
                           parity_ok=checks.get("parity_ok"),
                           tags={"int8_agreement": str(checks.get("int8_agreement", "")),
-                                "served": checks.get("served", "fp32")})  # int8 serves it, or fp32 (export checks)
+                                "served": served_in(cfg, checks)})
     e = d.evidence
     return {"task": task, "version": d.version, "promoted": d.promoted, "reason": d.reason, "metric": e.metric,
             "challenger": e.challenger, "baseline": e.baseline, "p_vs_baseline": e.p_baseline,

@@ -15,7 +15,7 @@ from ptv2.config import Config
 from ptv2.data.tasks import load_task_data
 from ptv2.export.checks import bundle_predictions
 from ptv2.export.compose import combine_bundles, has_prompt
-from ptv2.serving.bundle import Bundle
+from ptv2.serving.bundle import Bundle, int8_serves
 from ptv2.tracking import store
 from ptv2.tracking.evidence import agreement
 
@@ -63,7 +63,8 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
             return {"published": False, "version": None, "tasks": {}, "excluded": excluded,
                     "reason": "no champion is a deep-prompt model that can share an encoder"}
         bundle, differ = combine_bundles(parts, Path(tmp) / "all")
-        served = {"int8": cfg.serving.int8, "fallback_margin": cfg.serving.int8_fallback_margin}
+        s = cfg.serving
+        served = {"int8": s.int8, "fallback_margin": s.int8_fallback_margin, "int8_min_agreement": s.int8_min_agreement}
         combined = Bundle(bundle, **served)
         for task in differ:  # exported with other encoder bytes: its answers must not change
             agree = _verify(cfg, task, combined, Bundle(parts[task], **served))
@@ -85,7 +86,8 @@ def _register(cfg: Config, root: Path, bundle: Path, champs: dict[str, dict[str,
             "serving": json.dumps(store.served_config(cfg.serving), sort_keys=True),
             "excluded": json.dumps(excluded, sort_keys=True)}
     for t, c in used.items():
-        int8 = cfg.serving.int8 and json.loads((bundle / "tasks" / f"{t}.json").read_text()).get("int8", True)
+        spec = json.loads((bundle / "tasks" / f"{t}.json").read_text())
+        int8 = cfg.serving.int8 and int8_serves(spec, cfg.serving.int8_min_agreement)
         tags |= {f"task.{t}.model": f"{cfg.tracking.registry_prefix}{t}", f"task.{t}.version": c["version"],
                  f"task.{t}.{c['metric'] or 'metric'}": c["value"], f"task.{t}.served": "int8" if int8 else "fp32"}
     with store.start_run(root, cfg.tracking.experiment, "publish", {"tasks": sorted(used)},

@@ -25,6 +25,7 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         limits = conf.get("limits")
         self.bundle = Bundle(context.artifacts["bundle"], int8=bool(conf.get("int8")), spin=bool(conf.get("spinning")),
                              fallback_margin=float(conf.get("int8_fallback_margin", 0.0)),
+                             int8_min_agreement=float(conf.get("int8_min_agreement", 0.0)),
                              limits=Limits(**limits) if limits else None)
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would infer a schema
