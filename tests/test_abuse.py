@@ -72,6 +72,8 @@ SET_CASES = {
     "int8 serving without an int8 export": ("export.int8=false", "serving.int8 = True is not allowed"),
     "multi-task model named like a task's": ("tracking.multitask_model=ptv2-sent", "tracking.multitask_model = 'ptv2-sent'"),
     "zero micro-batch": ("serving.micro_batch=0", "serving.micro_batch = 0"),
+    "int8 agreement policy above 1": ("serving.int8_min_agreement=1.5", "serving.int8_min_agreement = 1.5"),
+    "a key that moved": ("export.min_int8_agreement=0.9", "export.min_int8_agreement is now serving.int8_min_agreement"),
 }
 
 

@@ -50,6 +50,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     raise ConfigError(f"{key} = {value!r} has the wrong type: expected {getattr(tp, '__name__', tp)}")
 
 
+MOVED = {"export.min_int8_agreement": "serving.int8_min_agreement (a serving policy applied to the recorded int8 checks)"}
+
+
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
@@ -58,7 +61,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     unknown, missing = sorted(set(data) - names), sorted(required - set(data))
     where = prefix or "top level"
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed keys: {sorted(names)}")
+        moved = [f"{prefix}.{k} is now {MOVED[f'{prefix}.{k}']}" for k in unknown if f"{prefix}.{k}" in MOVED]
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed keys: {sorted(names)}"
+                          + (f" ({'; '.join(moved)})" if moved else ""))
     if missing:
         raise ConfigError(f"missing key(s) {missing} in {where}; add them to params.yaml")
     kwargs = {k: _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
