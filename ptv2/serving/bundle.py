@@ -80,7 +80,10 @@ class Bundle:
         name = "encoder.int8.onnx" if int8 else "encoder.onnx"
         if not (self.path / name).is_file():
             raise BundleError(f"{self.path}: no {name} in this bundle")
-        self.session = ort.InferenceSession(str(self.path / name), so, providers=["CPUExecutionProvider"])
+        def session(file: str) -> Any:
+            return ort.InferenceSession(str(self.path / file), so, providers=["CPUExecutionProvider"])
+
+        self.session = session(name)
         self.int8, self.margin = int8, fallback_margin if int8 else 0.0
         self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer" / "tokenizer.json"))
         self.tokenizer.no_padding()  # saved tokenizers may pad to a fixed length: we pad per micro-batch
@@ -101,8 +104,7 @@ class Bundle:
         self.specs = {t: h.spec for t, h in self.tasks.items()}
         # the fp32 encoder next to the int8 one: for near-ties and for the tasks int8 may not serve
         need_fp32 = int8 and (self.margin > 0 or not all(h.int8 for h in self.tasks.values()))
-        self.fp32 = ort.InferenceSession(str(self.path / "encoder.onnx"), so, providers=["CPUExecutionProvider"]) \
-            if need_fp32 else None
+        self.fp32 = session("encoder.onnx") if need_fp32 else None
         # after a large request, its last run hands the arena's unused memory back (2,000 pairs: 441 vs 771 MB)
         self._shrink = ort.RunOptions()
         self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
@@ -138,7 +140,7 @@ class Bundle:
         if not self.prefixed:  # merged adapters / fine-tuned: the weights are the task
             return session.run(["hidden"], feed, opts)[0]
         prefix = np.stack([self.tasks[t].prompt for t in tasks], axis=2)  # (L, 2, B, H, P, D)
-        return session.run(["hidden"], {**feed, "prefix": prefix.astype(np.float32)}, opts)[0]
+        return session.run(["hidden"], {**feed, "prefix": prefix.astype(np.float32, copy=False)}, opts)[0]
 
     def logits(self, hidden: np.ndarray, mask: np.ndarray, task: str) -> np.ndarray:
         head = self.tasks[task]

@@ -15,7 +15,7 @@ from ptv2.config import Config
 from ptv2.data.tasks import load_task_data
 from ptv2.export.checks import bundle_predictions
 from ptv2.export.compose import combine_bundles, has_prompt
-from ptv2.serving.bundle import Bundle, int8_serves
+from ptv2.serving.bundle import Bundle
 from ptv2.tracking import store
 from ptv2.tracking.evidence import agreement
 
@@ -73,23 +73,23 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
                 parts.pop(task)
         if excluded.keys() & differ:
             bundle, _ = combine_bundles(parts, Path(tmp) / "all-kept")
-        return _register(cfg, root, bundle, champs, {t: champs[t] for t in parts}, excluded)
+        used = {t: champs[t] | {"served": "int8" if s.int8 and combined.tasks[t].int8 else "fp32"} for t in parts}
+        return _register(cfg, root, bundle, champs, used, excluded)
 
 
 def _register(cfg: Config, root: Path, bundle: Path, champs: dict[str, dict[str, str]],
               used: dict[str, dict[str, str]], excluded: dict[str, str]) -> dict[str, Any]:
     """Register ``bundle`` as the multi-task model's champion; ``champs`` every champion considered (the
-    next publish is a no-op while they and the serving config stay), ``used`` those it serves."""
+    next publish is a no-op while they and the serving config stay), ``used`` those it serves (with the
+    encoder each is served by)."""
     name = cfg.tracking.multitask_model
     tags = {"tasks": json.dumps({t: c["version"] for t, c in used.items()}, sort_keys=True),
             "champions": json.dumps({t: c["version"] for t, c in champs.items()}, sort_keys=True),
             "serving": json.dumps(store.served_config(cfg.serving), sort_keys=True),
             "excluded": json.dumps(excluded, sort_keys=True)}
     for t, c in used.items():
-        spec = json.loads((bundle / "tasks" / f"{t}.json").read_text())
-        int8 = cfg.serving.int8 and int8_serves(spec, cfg.serving.int8_min_agreement)
         tags |= {f"task.{t}.model": f"{cfg.tracking.registry_prefix}{t}", f"task.{t}.version": c["version"],
-                 f"task.{t}.{c['metric'] or 'metric'}": c["value"], f"task.{t}.served": "int8" if int8 else "fp32"}
+                 f"task.{t}.{c['metric'] or 'metric'}": c["value"], f"task.{t}.served": c["served"]}
     with store.start_run(root, cfg.tracking.experiment, "publish", {"tasks": sorted(used)},
                          store.lineage_tags(root, "publish")) as run:
         run_id = run.id
