@@ -35,7 +35,8 @@ def _heads(cfg):
 
     return {t: HeadSpec(type=cfg.task(t).type,
                         labels=list(cfg.task(t).labels) or (["O", "B-X", "I-X"] if t == "conll2003" else []),
-                        metrics=list(cfg.task(t).metrics), text_b=bool(cfg.task(t).text_b)) for t in TASKS}
+                        metrics=list(cfg.task(t).metrics), text_b=bool(cfg.task(t).text_b),
+                        pair_encoding=cfg.pair_encoding(t)) for t in TASKS}
 
 
 def build(tmp: Path) -> dict[str, Path]:

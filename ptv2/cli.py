@@ -46,6 +46,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from ptv2.training.driver import train
+
+    cfg = _config(args)
+    task = args.task or cfg.run.task
+    out = Path(args.out or Path(cfg.run.out_dir) / task / "frozen")
+    _report(train(cfg, [task], out, frozen=True))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ptv2.training.inference import evaluate_saved
 
@@ -176,6 +186,8 @@ def parser() -> argparse.ArgumentParser:
 
     t = add("train", cmd_train, "train one task (method from train.method)")
     t.add_argument("--task"); t.add_argument("--out")
+    b = add("baseline", cmd_baseline, "the frozen-backbone baseline of a task: no prompt, head fitted on its features")
+    b.add_argument("--task"); b.add_argument("--out")
     e = add("evaluate", cmd_evaluate, "evaluate a saved model on a task split")
     e.add_argument("--model", required=True); e.add_argument("--task")
     e.add_argument("--split", default="dev", choices=["val", "dev", "test", "train"])

@@ -83,15 +83,17 @@ def merged(over: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str
 def tiny_params(root: Path, backbone: Path, **train: Any) -> dict[str, Any]:
     """A params.yaml-shaped dict for the tiny backbone and the files of ``write_all_formats``."""
     return merged({"data_root": str(root), "seed": 0,
-                   "backbone": {"name": str(backbone), "pooling": "mean", "max_length": 32},
+                   "backbone": {"name": str(backbone), "pooling": "mean", "max_length": 32,
+                                "pair_encoding": "cross"},
                    "prompt": {"length": 4, "dropout": 0.0},
                    "train": {"epochs": {"ptv2": 2, "finetune": 2}, "batch_size": 8, "eval_batch_size": 16,
                              "val_fraction": 0.2, "patience": 0, "device": "cpu", **train},
                    "run": {"task": "sent", "out_dir": str(root / "outputs")},
                    "pretrain": {"tasks": ["sent", "pair"], "weights": {}},
-                   "adapt": {"tasks": ["sent"]},
                    "compare": {"tasks": ["sent"], "one_seed": [], "overrides": []},
-                   "export": {"out_dir": str(root / "outputs/bundle"), "checks_dir": str(root / "outputs/checks")},
+                   "export": {"out_dir": str(root / "outputs/bundle"), "checks_dir": str(root / "outputs/checks"),
+                              "frozen_dir": str(root / "outputs/bundle_frozen")},
+                   "adapt": {"tasks": ["sent"], "baseline_dir": str(root / "outputs/baseline")},
                    "tasks": TASKS})
 
 
@@ -102,11 +104,13 @@ def train_task(cfg: Any, task: str, out: Path, **kw: Any):
     return train(cfg, [task], out, **kw)
 
 
-def head(labels: list[str] | None = None, type: str = "classification", text_b: bool = False):
+def head(labels: list[str] | None = None, type: str = "classification", text_b: bool = False,
+         pair_encoding: str = "cross"):
     """A HeadSpec for tests (labels '0'/'1' by default)."""
     from ptv2.model.spec import HeadSpec
 
-    return HeadSpec(type=type, labels=["0", "1"] if labels is None else labels, metrics=["accuracy"], text_b=text_b)
+    return HeadSpec(type=type, labels=["0", "1"] if labels is None else labels, metrics=["accuracy"], text_b=text_b,
+                    pair_encoding=pair_encoding)
 
 
 def prompted(backbone: Any, tasks: dict[str, tuple[str, int]], **spec: Any):
@@ -120,7 +124,7 @@ def prompted(backbone: Any, tasks: dict[str, tuple[str, int]], **spec: Any):
     from ptv2.training.build import spec_from_config
 
     heads = {n: HeadSpec(type=t, labels=[str(i) for i in range(k)] if k > 1 else [], metrics=["accuracy"],
-                         text_b=False) for n, (t, k) in tasks.items()}
+                         text_b=False, pair_encoding="cross") for n, (t, k) in tasks.items()}
     base = spec_from_config(config_from_dict(repo_params()), heads)
     return PromptedModel(backbone, dataclasses.replace(base, **spec), MethodInputs(seed=0, total_steps=10))
 

@@ -18,7 +18,7 @@ EXPECT = {  # method -> prefixes of the parameters that train (besides heads)
 
 def _cfg(root, tiny_dir, method, **prompt):
     d = tiny_params(root, tiny_dir, method=method, epochs={m: 1 for m in ("ptv2", "prefix_tuning", "prompt_tuning",
-                    "ptuning_v1", "lora", "adalora", "qlora", "finetune")})
+                    "ptuning_v1", "lora", "adalora", "qlora", "finetune")}, head_init="random")
     d["prompt"].update({"reparam_hidden": 16, **prompt})
     return config_from_dict(d)
 

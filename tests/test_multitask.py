@@ -73,9 +73,9 @@ def test_mixed_batch_step_equals_the_row_weighted_sum_of_its_parts(root, tiny_di
 
     cfg = _cfg(root, tiny_dir)
     data = {t: load_task_data(cfg, t) for t in ("sent", "reg")}
-    model, tok = model_from_spec(spec_from_config(cfg, {t: head_spec(d) for t, d in data.items()}), seed=0)
+    model, tok = model_from_spec(spec_from_config(cfg, {t: head_spec(cfg, d) for t, d in data.items()}), seed=0)
     model.eval()  # no dropout: the two computations must match exactly
-    train = {t: encode(d, "train", tok, 32) for t, d in data.items()}
+    train = {t: encode(d, "train", tok, 32, "cross") for t, d in data.items()}
     parts = [("sent", [0, 1, 2]), ("reg", [0])]
     coll = {t: Collator(tok.pad_token_id, model.task_types[t]) for t in train}
     expected = 0.0
@@ -108,7 +108,7 @@ def test_pretrain_with_mixed_batches_runs_and_is_recorded(root, tiny_dir):
 
 
 def _cfg(root, tiny_dir, **pre):
-    d = tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1})
+    d = tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1}, head_init="random")  # these test training
     d["pretrain"] = {**d["pretrain"], "tasks": ["sent", "pair", "reg"], "epochs": 2, "batches_per_epoch": 12,
                      "out_dir": str(root / "pre"), **pre}
     return config_from_dict(d)

@@ -74,40 +74,52 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     _relabel(root, "noise")
 
     first = retrain(str(root))  # trained on noise: no better than the majority class
-    assert "pretrain" in first["ran"] and not first["promotions"][0]["promoted"], first
-    assert "baseline" in first["promotions"][0]["reason"]
+    p = first["promotions"][0]
+    assert "pretrain" in first["ran"] and "baseline@sent" in first["ran"] and not p["promoted"], first
+    assert "baseline" in p["reason"] and set(p["baselines"]) == {"trivial", "frozen"}
+    # refused: the frozen baseline is a candidate of its own, and on noise it is refused too
+    assert p["frozen_candidate"]["candidate"] == "frozen" and not p["frozen_candidate"]["promoted"]
     assert first["published"] == {"published": False, "version": None, "tasks": {}, "reason": "no task has a champion yet"}
 
     assert retrain(str(root)) == {"ran": [], "promotions": [], "published": None}  # nothing changed: no new version
-    assert [r["version"] for r in tracking.list_versions(root, "ptv2-")] == ["1"]
+    assert [r["version"] for r in tracking.list_versions(root, "ptv2-")] == ["1", "2"]
 
-    _relabel(root, "clean")  # data changed, model better than the baseline -> promoted (no champion yet)
+    _relabel(root, "clean")  # data changed: the trained model, or else the frozen baseline, beats the trivial one
     better = retrain(str(root))
-    assert "pretrain" not in better["ran"] and "adapt@sent" in better["ran"]
-    assert better["promotions"][0]["promoted"], better
-    assert better["promotions"][0]["p_vs_baseline"] < 0.05
-    assert better["published"]["published"] and better["published"]["tasks"] == {"sent": "2"}  # the new champion
+    assert "pretrain" not in better["ran"] and {"adapt@sent", "baseline@sent"} <= set(better["ran"])
+    p = better["promotions"][0]
+    winner = p if p["promoted"] else p["frozen_candidate"]
+    assert winner["promoted"] and winner["p_vs_baseline"] < 0.05, better
+    champ, tags = tracking.alias_version(root, "ptv2-sent", "champion")
+    assert champ == winner["version"] and tags["candidate"] == winner["candidate"]
+    if winner["candidate"] == "trained":  # it had to beat the frozen backbone too
+        assert float(tags["gate.p_vs_frozen"]) < 0.05 and float(tags["gate.p_vs_trivial"]) < 0.05
+    else:  # the trained one did not: the gate said which baseline it failed
+        assert "frozen baseline" in p["reason"] or "trivial baseline" in p["reason"]
+    assert better["published"]["published"] and better["published"]["tasks"] == {"sent": champ}
     all_tags = tracking.alias_version(root, "ptv2-all", "champion")[1]
-    assert all_tags["task.sent.version"] == "2" and all_tags["task.sent.model"] == "ptv2-sent"
+    assert all_tags["task.sent.version"] == champ and all_tags["task.sent.model"] == "ptv2-sent"
     assert all_tags["task.sent.served"] == "int8"  # serving.int8_min_agreement 0 here: int8 serves it
 
-    _relabel(root, "flipped")  # worse -> registered, not promoted
+    _relabel(root, "flipped")  # worse -> registered, not promoted (nor is a frozen head fitted on flipped labels)
     retrain_out = retrain(str(root))
     worse = retrain_out["promotions"][0]
-    assert not worse["promoted"] and worse["version"] == "3" and worse["champion_before"] is not None
-    assert tracking.alias_version(root, "ptv2-sent", "champion")[0] == "2"
-    assert tracking.alias_version(root, "ptv2-sent", "challenger")[0] == "3"
-    assert retrain_out["published"] == {"published": False, "version": "1", "tasks": {"sent": "2"},
+    assert not worse["promoted"] and worse["champion_before"] is not None
+    assert not worse.get("frozen_candidate", {}).get("promoted", False)
+    assert tracking.alias_version(root, "ptv2-sent", "champion")[0] == champ
+    assert tracking.alias_version(root, "ptv2-sent", "challenger")[0] != champ
+    assert retrain_out["published"] == {"published": False, "version": "1", "tasks": {"sent": champ},
                                         "reason": "champions and serving config unchanged"}  # no champion changed: not rebuilt
     assert os.path.isfile(root / "report/tasks.png")
+    n_versions = len(tracking.list_versions(root, "ptv2-sent"))
 
     from ptv2.cli import main
 
     capsys.readouterr()
     assert main(["registry", "--params", str(root / "params.yaml")]) == 0
     listing = capsys.readouterr().out
-    assert "p vs baseline" in listing and len([x for x in listing.splitlines() if "ptv2-sent" in x]) == 3
-    assert "serves sent v2" in listing  # the multi-task model's row says what it serves
+    assert "p vs baseline" in listing and len([x for x in listing.splitlines() if "ptv2-sent" in x]) == n_versions
+    assert f"serves sent v{champ}" in listing  # the multi-task model's row says what it serves
 
 
 def test_pipeline_runs_a_lora_method_end_to_end(tmp_path, tiny_dir):

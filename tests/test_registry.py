@@ -11,11 +11,17 @@ def _acc(pred, gold):
 
 
 def test_gate_decisions():
-    ev = lambda **kw: Evidence(**{"metric": "accuracy", "challenger": 80.0, "baseline": 50.0, "p_baseline": 0.001,  # noqa: E731
-                                  **kw})
-    assert decide(ev(), 0.05).promoted  # beats the baseline, no champion yet
-    d = decide(ev(challenger=49.5, p_baseline=0.7), 0.05)  # the RTE case: below the majority class
-    assert not d.promoted and "baseline" in d.reason
+    ev = lambda **kw: Evidence(**{"metric": "accuracy", "challenger": 80.0,  # noqa: E731
+                                  "baselines": {"trivial": (50.0, 0.001), "frozen": (70.0, 0.01)}, **kw})
+    assert decide(ev(), 0.05).promoted  # beats both baselines, no champion yet
+    d = decide(ev(challenger=49.5, baselines={"trivial": (50.0, 0.7), "frozen": (60.0, 1.0)}), 0.05)
+    assert not d.promoted and "frozen baseline" in d.reason  # the stronger one is named first
+    # beats the trivial baseline but not the frozen backbone: refused, and the tags record both
+    d = decide(ev(challenger=76.0, baselines={"trivial": (50.0, 0.001), "frozen": (75.0, 0.4)}), 0.05)
+    assert not d.promoted and "not better than the frozen baseline" in d.reason
+    t = d.tags()
+    assert t["gate.baseline"] == "frozen" and t["gate.trivial_metric"] == "50.0000" and t["gate.p_vs_frozen"] == "0.4000"
+    assert t["gate.p_vs_baseline"] == "0.4000" and t["gate.baseline_metric"] == "75.0000"
     assert decide(ev(champion=70.0, p_champion=0.01), 0.05).promoted
     assert not decide(ev(champion=79.0, p_champion=0.3), 0.05).promoted  # not shown better: keep the champion
     d = decide(ev(parity_ok=False), 0.05)
@@ -66,7 +72,8 @@ def _run_with_model(root, text):
 def _data(correct: int, champion_correct: int = 0, n: int = 60):
     gold = [i % 2 for i in range(n)]
     wrong = lambda k: [g if i < k else 1 - g for i, g in enumerate(gold)]  # noqa: E731
-    return registry.GateData("accuracy", _acc, gold, wrong(correct), [0] * n, lambda version: wrong(champion_correct))
+    return registry.GateData("accuracy", _acc, gold, wrong(correct), {"trivial": [0] * n},
+                             lambda version: wrong(champion_correct))
 
 
 def test_register_and_gate_is_per_task_and_keeps_a_champion_not_shown_worse(store):
@@ -84,6 +91,23 @@ def test_register_and_gate_is_per_task_and_keeps_a_champion_not_shown_worse(stor
     t = rows[("ptv2-a", "2")]["tags"]
     assert t["gate.promoted"] == "false" and t["gate.baseline_metric"] == "50.0000" and float(t["gate.p_vs_champion"]) > 0.05
     assert "paired permutation" in t["gate.test"] and "champion" in rows[("ptv2-a", "1")]["aliases"]
+
+
+def test_the_gate_refuses_a_challenger_that_beats_the_trivial_baseline_but_not_the_frozen_one(store):
+    n = 200
+    gold = [i % 2 for i in range(n)]
+    wrong = lambda k: [g if i < k else 1 - g for i, g in enumerate(gold)]  # noqa: E731
+    data = registry.GateData("accuracy", _acc, gold, wrong(160), {"trivial": [0] * n, "frozen": wrong(158)},
+                             lambda version: [0] * n)
+    d = registry.register_and_gate(store, "ptv2-f", _run_with_model(store, "f"), "model", data, 0.05)
+    assert not d.promoted and "frozen baseline" in d.reason  # 80 % vs 79 %: not shown better
+    assert tracking.alias_version(store, "ptv2-f", "champion") is None
+    t = {r["version"]: r for r in tracking.list_versions(store, "ptv2-f")}["1"]["tags"]
+    assert float(t["gate.p_vs_trivial"]) < 0.05 and float(t["gate.p_vs_frozen"]) > 0.05
+    assert t["gate.frozen_metric"] == "79.0000" and t["gate.baseline"] == "frozen"
+    better = dict(data.__dict__, challenger=wrong(190))  # 95 % beats both
+    assert registry.register_and_gate(store, "ptv2-f", _run_with_model(store, "g"), "model",
+                                      registry.GateData(**better), 0.05).promoted
 
 
 def test_two_projects_in_one_process_keep_their_own_stores(tmp_path, monkeypatch):

@@ -42,7 +42,7 @@ def trained(tmp_path_factory, tiny_dir):
 
     root = tmp_path_factory.mktemp("serve")
     write_all_formats(root / "d")
-    params = tiny_params(root / "d", tiny_dir, epochs={"ptv2": 1, "finetune": 1})
+    params = tiny_params(root / "d", tiny_dir, epochs={"ptv2": 1, "finetune": 1}, head_init="random")
     params["tasks"]["reg"] = {**params["tasks"]["reg"], "files": {"train": "reg/train.tsv", "dev": "reg/train.tsv"}}
     params = merged({"adapt": {"tasks": [*TASKS, "reg"]},
                      "serving": {"micro_batch": 8, "max_rows": 50, "max_text_chars": 1000, "int8": True}}, params)
@@ -68,7 +68,7 @@ def register(store_root: Path, cfg, model_dir: Path, task: str) -> str:
     uri = store.log_bundle_model(store_root, rid, bundle, serving=cfg.serving)
     gold = [i % 2 for i in range(40)]
     data = registry.GateData("accuracy", lambda p, g: 100.0 * sum(a == b for a, b in zip(p, g)) / len(g), gold, gold,
-                             [0] * 40, lambda version: [1 - g for g in gold])
+                             {"trivial": [0] * 40}, lambda version: [1 - g for g in gold])
     d = registry.register_and_gate(store_root, f"ptv2-{task}", rid, uri, data, 0.05)
     assert d.promoted, d
     return d.version

@@ -17,7 +17,9 @@ def test_train_tiny_end_to_end_learns_and_saves(root, tiny_dir):
     assert run.metrics["dev"]["sent"]["accuracy"] >= 85.0  # separable task
     assert run.trainable / run.total < 0.2
     m = json.loads((root / "out/metrics.json").read_text())
-    assert m["best_epoch"] == run.record["best_epoch"] and len(m["history"]) == 6
+    # epoch 0: heads fitted on the untrained features (LP-FT), then 6 training epochs
+    assert m["best_epoch"] == run.record["best_epoch"] and [h["epoch"] for h in m["history"]] == list(range(7))
+    assert m["history"][0]["train_loss"] is None and "fitted_heads" in m["history"][0]
     assert (root / "out/model" / WEIGHTS).stat().st_size < 100_000
     again = evaluate_saved(cfg, root / "out/model", "sent", "dev")
     assert again == pytest.approx(run.metrics["dev"]["sent"])

@@ -23,6 +23,7 @@ class BackboneConfig:
     name: str
     pooling: Literal["cls", "mean", "pooler"]
     max_length: int
+    pair_encoding: Literal["cross", "bi"]  # pair tasks: both texts in one row, or each alone (model.heads)
 
     def __post_init__(self) -> None:
         _check(self.max_length >= 8, "max_length", self.max_length, "an integer >= 8")
@@ -34,7 +35,7 @@ class PromptConfig:
     reparam: bool  # Prefix-Tuning's MLP reparameterization
     reparam_hidden: int
     dropout: float
-    init: Literal["random", "vocab", "words"]  # prompt_tuning
+    init: Literal["random", "vocab", "words"]  # input prompts: embeddings; deep prompts: those tokens' keys/values
     init_words: str  # prompt_tuning with init: words
     template: str  # ptuning_v1: e.g. "[v] [v] question [v]"; "" = length x [v]
     encoder: Literal["lstm", "mlp"]  # ptuning_v1 prompt encoder
@@ -61,6 +62,9 @@ class TrainConfig:
     warmup_ratio: float
     weight_decay: float
     head_dropout: float
+    head_init: Literal["fit", "random"]  # fit: each head fitted on the step-0 features first (LP-FT)
+    head_l2: list[float]  # L2 strengths tried by the fitted head (chosen on val)
+    cosent_scale: float  # bi-encoded similarity: CoSENT's scale (sentence-transformers: 20)
     patience: int  # epochs without improvement before stopping; 0 = never stop early
     max_train_examples: int  # 0 = all; else a seeded subsample
     val_fraction: float  # carved from train for model selection (dev is only reported)
@@ -81,6 +85,9 @@ class TrainConfig:
             _check(0 < v < 1, f"lr.{m}", v, "a float in (0, 1)")
         _check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", self.warmup_ratio, "a float in [0, 1)")
         _check(0.0 <= self.val_fraction < 0.5, "val_fraction", self.val_fraction, "a float in [0, 0.5)")
+        _check(len(self.head_l2) >= 1 and all(x >= 0 for x in self.head_l2), "head_l2", self.head_l2,
+               "a non-empty list of L2 strengths >= 0")
+        _check(self.cosent_scale > 0, "cosent_scale", self.cosent_scale, "a float > 0, e.g. 20")
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0")
         _check(self.max_train_examples >= 0, "max_train_examples", self.max_train_examples, ">= 0")
         _check(self.processes >= 1, "processes", self.processes, "an integer >= 1 (data-parallel processes per node)")
@@ -106,6 +113,7 @@ class TaskSpec:
     labels: list[str] = field(default_factory=list)  # label values as strings (index = class id)
     max_train_examples: int | None = None  # overrides train.max_train_examples
     epochs: dict[str, int] = field(default_factory=dict)  # per method; overrides train.epochs
+    pair_encoding: Literal["", "cross", "bi"] = ""  # pair tasks: overrides backbone.pair_encoding
 
     def __post_init__(self) -> None:
         for m in self.metrics:
@@ -127,6 +135,10 @@ class TaskSpec:
             _check(bool(self.text_b), "text_b", self.text_b, "a second template for a pair task")
         if self.type in ("classification", "pair_classification"):
             _check(len(self.labels) >= 2, "labels", self.labels, "the list of label values (>= 2)")
+        if self.pair_encoding == "bi":
+            _check(bool(self.text_b) and self.type in ("pair_classification", "regression"), "pair_encoding",
+                   self.pair_encoding, "'' or 'cross' for a task without text_b or of another type than "
+                   "pair_classification / regression")
         if self.type == "multiple_choice":
             _check(len(self.choices) >= 2, "choices", self.choices, "templates for >= 2 choices")
 
@@ -164,6 +176,7 @@ class AdaptConfig:
     init_head: bool
     epochs: int  # 0 = the task's / train's epochs
     out_dir: str
+    baseline_dir: str  # each task's frozen-backbone baseline (the promotion gate's bar)
 
 
 @dataclass(frozen=True)
@@ -217,6 +230,7 @@ class ExportConfig:
     parity_lengths: list[int]  # 0 = max_length
     int8_regression_tol: float  # regression: int8 and fp32 agree when within this (label units)
     checks_dir: str  # per-example dev predictions of each bundle (read by the promotion gate)
+    frozen_dir: str  # the frozen baselines' bundle: the candidate served where no trained model beats it
 
     def __post_init__(self) -> None:
         _check(self.parity_tol > 0, "parity_tol", self.parity_tol, "a float > 0")
@@ -323,6 +337,13 @@ class Config:
             return self.adapt.epochs
         m = self.train.method
         return self.task(task).epochs.get(m, self.train.epochs[m])
+
+    def pair_encoding(self, task: str) -> str:
+        """How ``task``'s pairs are encoded: its own setting, else the backbone's; one-text tasks: cross."""
+        spec = self.task(task)
+        if not spec.text_b or spec.type not in ("pair_classification", "regression"):
+            return "cross"
+        return spec.pair_encoding or self.backbone.pair_encoding
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

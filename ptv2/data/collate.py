@@ -24,12 +24,16 @@ def _warn_truncated(n: int, total: int, what: str, max_length: int) -> None:
                     n, total, what, max_length)
 
 
-def encode_split(ds: datasets.Dataset, task_type: str, tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
-    """Normalized rows -> features with ``input_ids``, ``token_type_ids``, ``label`` (unpadded)."""
+def encode_split(ds: datasets.Dataset, task_type: str, tokenizer: Any, max_length: int,
+                 pair_encoding: str = "cross") -> list[dict[str, Any]]:
+    """Normalized rows -> features with ``input_ids``, ``token_type_ids``, ``label`` (unpadded).
+    ``pair_encoding`` bi: each text of a pair is its own row (features hold two rows, as multiple choice's)."""
     if task_type == "token_classification":
         return _encode_tokens(ds, tokenizer, max_length)
     if task_type == "multiple_choice":
         return _encode_choices(ds, tokenizer, max_length)
+    if pair_encoding == "bi":
+        return _encode_bi(ds, tokenizer, max_length)
     a, b = list(ds["text_a"]), list(ds["text_b"])
     pair = any(b)
     full = tokenizer(a, b if pair else None, truncation=False)["input_ids"]
@@ -37,6 +41,16 @@ def encode_split(ds: datasets.Dataset, task_type: str, tokenizer: Any, max_lengt
     _warn_truncated(sum(len(x) > max_length for x in full), len(full), "texts", max_length)
     types = enc.get("token_type_ids") or [[0] * len(x) for x in enc["input_ids"]]
     return [{"input_ids": i, "token_type_ids": t, "label": y} for i, t, y in zip(enc["input_ids"], types, list(ds["label"]))]
+
+
+def _encode_bi(ds: datasets.Dataset, tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
+    """Each text of a pair alone, truncated on its own: features with two rows [a, b]."""
+    a, b = list(ds["text_a"]), list(ds["text_b"])
+    enc_a, enc_b = (tokenizer(x, truncation=True, max_length=max_length)["input_ids"] for x in (a, b))
+    full = [len(x) for x in tokenizer(a + b, truncation=False)["input_ids"]]
+    _warn_truncated(sum(n > max_length for n in full), len(full), "texts", max_length)
+    return [{"input_ids": [ia, ib], "token_type_ids": [[0] * len(ia), [0] * len(ib)], "label": y}
+            for ia, ib, y in zip(enc_a, enc_b, list(ds["label"]))]
 
 
 def _encode_choices(ds: datasets.Dataset, tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
@@ -68,6 +82,12 @@ def _encode_tokens(ds: datasets.Dataset, tokenizer: Any, max_length: int) -> lis
     return feats
 
 
+def feature_rows(f: dict[str, Any]) -> int:
+    """Encoder rows in a feature: 1, or its choices / its two bi-encoded texts."""
+    ids = f["input_ids"]
+    return len(ids) if ids and isinstance(ids[0], list) else 1
+
+
 def feature_length(f: dict[str, Any]) -> int:
     ids = f["input_ids"]
     return max(len(x) for x in ids) if ids and isinstance(ids[0], list) else len(ids)
@@ -76,14 +96,15 @@ def feature_length(f: dict[str, Any]) -> int:
 @dataclass
 class Collator:
     """Pads to the batch's longest row. Output shapes: ``input_ids`` (B, T) — or (B*C, T) for
-    multiple choice, with ``n_choices`` = C — ``labels`` (B,) or (B, T) for token tasks."""
+    multiple choice, with ``n_choices`` = C, and (2B, T) for bi-encoded pairs (rows 2i, 2i+1) —
+    ``labels`` (B,) or (B, T) for token tasks."""
 
     pad_id: int
     task_type: str
 
     def __call__(self, feats: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        if self.task_type == "multiple_choice":
-            n_choices = len(feats[0]["input_ids"])
+        if feature_rows(feats[0]) > 1:  # multiple choice, bi-encoded pairs: each feature holds several rows
+            n_choices = len(feats[0]["input_ids"]) if self.task_type == "multiple_choice" else 0
             rows = [{"input_ids": i, "token_type_ids": t} for f in feats
                     for i, t in zip(f["input_ids"], f["token_type_ids"])]
         else:

@@ -21,9 +21,16 @@ from ptv2.files import atomic_write_text, write_json
 log = logging.getLogger(__name__)
 
 
+FROZEN = "frozen"  # the table's first row: the frozen backbone with a fitted head, the bar every method must clear
+
+
 def run_one(cfg: Config, task: str, method: str, seed: int, work: Path, isolate: bool = True,
             wait: bool = True) -> dict[str, Any] | None:
-    """One (task, method, seed) cell: trained, or reused when finished with the same config."""
+    """One (task, method, seed) cell: trained, or reused when finished with the same config; method
+    ``frozen``: the task's frozen-backbone baseline."""
+    if method == FROZEN:
+        c = dataclasses.replace(cfg, seed=seed)
+        return run_or_reuse(c, [task], work / task / FROZEN / f"seed{seed}", isolate=isolate, wait=wait, frozen=True)
     c = dataclasses.replace(cfg, seed=seed, train=dataclasses.replace(cfg.train, method=method))
     return run_or_reuse(c, [task], work / task / method / f"seed{seed}", isolate=isolate, wait=wait)
 
@@ -42,7 +49,7 @@ def summarize(results: list[dict[str, Any]], cfg: Config, tasks: list[str], meth
             rt = [r for r in rs if r["tasks"] == [t]]
             if rt:
                 row["dev"][t] = [dev_value(r, t, cfg.task(t).metrics[0]) for r in rt]
-                row["s_per_epoch"][t] = statistics.mean(r["train_seconds"] / r["epochs_run"] for r in rt)
+                row["s_per_epoch"][t] = statistics.mean(r["train_seconds"] / max(1, r["epochs_run"]) for r in rt)
         for r in rs:
             if r.get("peak_rss_mb"):
                 row["peak_mb"].append(r["peak_rss_mb"])
@@ -110,10 +117,11 @@ def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int],
     for t in tasks:
         cfg.task(t)  # fail early on unknown tasks
     for m in methods:
-        if m not in get_args(Method):
+        if m not in get_args(Method) and m != FROZEN:
             raise ConfigError(f"compare: unknown method {m!r}; expected some of {list(get_args(Method))}")
     results: list[dict[str, Any]] = []
     command = command_line("compare")
+    methods = [FROZEN] + [m for m in methods if m != FROZEN]
     todo = [(t, m, s) for k, s in enumerate(seeds) for t in tasks if not (k and t in one_seed) for m in methods]
     busy = []
     for wait, items in ((False, todo), (True, busy)):  # runs another process holds: skipped, then waited for

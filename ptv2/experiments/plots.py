@@ -23,7 +23,9 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
     for ax, (task, hist) in zip(axes[0], histories.items()):
         ep = [h["epoch"] for h in hist]
-        ax.plot(ep, [h["train_loss"] for h in hist], "o-", color="tab:blue", label="train loss")
+        trained = [h for h in hist if h["train_loss"] is not None]  # epoch 0: fitted heads, no training yet
+        ax.plot([h["epoch"] for h in trained], [h["train_loss"] for h in trained], "o-", color="tab:blue",
+                label="train loss")
         ax.set_xlabel("epoch"); ax.set_ylabel("train loss", color="tab:blue"); ax.set_title(task)
         ax2 = ax.twinx()
         ax2.plot(ep, [h["val_score"] for h in hist], "s--", color="tab:orange", label="val score")

@@ -11,24 +11,25 @@ from typing import Any
 
 from ptv2.config import Config
 from ptv2.files import file_lock
-from ptv2.training.driver import finished, train
+from ptv2.training.driver import finished, frozen_config, train
 from ptv2.training.fingerprint import run_key
 
 log = logging.getLogger(__name__)
 
 
-def _train_in_child(cfg: Config, tasks: list[str], out: Path, mixture: bool, init_from: Path | None) -> None:
+def _train_in_child(cfg: Config, tasks: list[str], out: Path, mixture: bool, init_from: Path | None,
+                    frozen: bool) -> None:
     """Entry point of a per-run process (spawned: fresh memory, so its peak RSS is this run's)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    train(cfg, tasks, out, mixture=mixture, init_from=init_from)
+    train(cfg, tasks, out, mixture=mixture, init_from=init_from, frozen=frozen)
 
 
 def run_or_reuse(cfg: Config, tasks: list[str], out: Path, mixture: bool = False, init_from: Path | None = None,
-                 isolate: bool = False, wait: bool = True) -> dict[str, Any] | None:
+                 isolate: bool = False, wait: bool = True, frozen: bool = False) -> dict[str, Any] | None:
     """The ``metrics.json`` record of the run in ``out``: reused when finished with the same key, else
     trained (in a spawned process when ``isolate``). Returns None at once when another process holds
-    ``out`` and not ``wait``."""
-    key = run_key(cfg, tasks, mixture, init_from)
+    ``out`` and not ``wait``. ``frozen``: the task's frozen-backbone baseline instead of a training run."""
+    key = run_key(frozen_config(cfg) if frozen else cfg, tasks, mixture, init_from, frozen)
     with file_lock(out.parent / f".{out.name}.runlock", wait) as mine:  # (the run itself locks .<name>.lock)
         if not mine:
             return None
@@ -36,9 +37,9 @@ def run_or_reuse(cfg: Config, tasks: list[str], out: Path, mixture: bool = False
         if done is not None:
             return done
         if not isolate:
-            return train(cfg, tasks, out, mixture=mixture, init_from=init_from).record
+            return train(cfg, tasks, out, mixture=mixture, init_from=init_from, frozen=frozen).record
         proc = multiprocessing.get_context("spawn").Process(target=_train_in_child,
-                                                            args=(cfg, tasks, out, mixture, init_from))
+                                                            args=(cfg, tasks, out, mixture, init_from, frozen))
         proc.start()
         proc.join()
         done = finished(out, key)

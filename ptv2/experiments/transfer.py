@@ -18,7 +18,7 @@ from ptv2.experiments.tables import command_line, markdown, mean_std
 from ptv2.files import atomic_write_text, write_json
 
 log = logging.getLogger(__name__)
-COLUMNS = {"a": "(a) single-task", "b": "(b) multi-task → adapted", "c": "(c) multi-task, no adaptation",
+COLUMNS = {"f": "frozen backbone + fitted head", "a": "(a) single-task", "b": "(b) multi-task → adapted", "c": "(c) multi-task, no adaptation",
            "d": "(d) held out → adapted"}
 
 
@@ -47,6 +47,7 @@ def transfer(cfg: Config, tasks: list[str], held_out: list[str], seeds: list[int
             for col, start in starts.items():
                 rec = run_or_reuse(c, [t], work / t / f"{col}_seed{s}", init_from=start)
                 res[t][col].append(dev_value(rec, t, metric))
+            res[t]["f"].append(dev_value(run_or_reuse(c, [t], work / t / f"frozen_seed{s}", frozen=True), t, metric))
             _write(res, cfg, tasks, full, without, seeds, command, out_md)
     print(out_md.read_text())
 
@@ -61,7 +62,7 @@ def _write(res: dict[str, dict[str, list[float]]], cfg: Config, tasks: list[str]
             diffs.append(d)
         rows.append([t, cfg.task(t).metrics[0], *(mean_std(r[k]) for k in COLUMNS), "—" if d is None else f"{d:+.1f}"])
     if diffs:
-        rows.append(["**average (b) − (a)**", "", "", "", "", "", f"{statistics.mean(diffs):+.1f}"])
+        rows.append(["**average (b) − (a)**", "", *[""] * len(COLUMNS), f"{statistics.mean(diffs):+.1f}"])
     ho = "; ".join(f"without {h}: {rest}" for h, rest in without.items()) or "none"
     md = (f"# Multi-task prompt pretraining → adaptation (dev)\n\nBackbone `{cfg.backbone.name}`, prompt length "
           f"{cfg.prompt.length}, seeds {seeds} (mean ± std). Mixture (b, c): {full}, strategy "

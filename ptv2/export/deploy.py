@@ -22,12 +22,16 @@ from ptv2.data.tasks import load_task_data
 
 log = logging.getLogger(__name__)
 SERVABLE = ("ptv2", "lora", "adalora", "finetune")  # prefix_tuning is saved folded, as ptv2
+FROZEN = "frozen"  # the frozen baselines' checks: <export.checks_dir>/frozen/<task>.json
 
 
-def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path) -> dict[str, Any]:
+def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path,
+                     checks_dir: str | Path | None = None) -> dict[str, Any]:
     """Bundle every task's model; per task: parity (fp32), dev metric fp32 vs int8, gate verdicts.
     Deep-prompt tasks share one bundle at ``out``; merged-adapter or fine-tuned tasks carry their own
-    encoder weights and get one bundle each, at ``out/<task>`` (see ``bundle_for``)."""
+    encoder weights and get one bundle each, at ``out/<task>`` (see ``bundle_for``). Each task's dev
+    predictions go to ``checks_dir`` (default ``export.checks_dir``)."""
+    checks_dir = Path(checks_dir or cfg.export.checks_dir)
     backbone, tok = load_backbone(cfg.backbone.name)
     models: dict[str, PromptedModel] = {}
     for task, d in model_dirs.items():
@@ -44,7 +48,7 @@ def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path) 
         else:
             for t, m in merged.items():
                 write_bundle({t: m}, tok, tmp / t, int8=cfg.export.int8)
-        report = {task: _check(cfg, task, model, bundle_for(tmp, task)) for task, model in models.items()}
+        report = {task: _check(cfg, task, model, bundle_for(tmp, task), checks_dir) for task, model in models.items()}
         if cfg.export.int8:
             record_int8_checks(tmp, {t: {"int8_agreement": float(r["int8_agreement"]),
                                          "int8_not_worse": bool(r["int8_not_worse"])} for t, r in report.items()})
@@ -67,10 +71,10 @@ def bundle_for(out: str | Path, task: str) -> Path:
     return own if (own / "manifest.json").is_file() else Path(out)
 
 
-def _check(cfg: Config, task: str, model: PromptedModel, bundle_dir: Path) -> dict[str, Any]:
+def _check(cfg: Config, task: str, model: PromptedModel, bundle_dir: Path, checks_dir: Path) -> dict[str, Any]:
     """One task's checks on its bundle: parity against the PyTorch model; dev predictions of fp32 and int8,
     their agreement and a paired test (is int8 significantly worse?). The fp32 predictions and gold labels
-    go to ``export.checks_dir/<task>.json`` for the promotion gate."""
+    go to ``checks_dir/<task>.json`` for the promotion gate."""
     e, t = cfg.export, cfg.tracking
     fp32 = Bundle(bundle_dir)
     par = parity(model, task, fp32, tuple(e.parity_batch_sizes), tuple(x or None for x in e.parity_lengths))
@@ -87,7 +91,7 @@ def _check(cfg: Config, task: str, model: PromptedModel, bundle_dir: Path) -> di
         _, p_worse = paired_permutation(score, g, p32, p8, 0.0, t.permutation_samples)  # "fp32 beats int8"?
         row.update(dev_int8=score(p8, g), int8_agreement=agree, int8_p_worse=p_worse,
                    int8_not_worse=p_worse >= t.promote_alpha)  # recorded in the bundle: serving.int8_min_agreement decides
-    write_json(Path(e.checks_dir) / f"{task}.json", {"task": task, "metric": metric, "gold": g, "fp32": p32})
+    write_json(checks_dir / f"{task}.json", {"task": task, "metric": metric, "gold": g, "fp32": p32})
     log.info("%s: parity %.2e, dev %s fp32 %.2f%s", task, par["max_abs_diff"], metric, row["dev_fp32"],
              f", int8 {row['dev_int8']:.2f} (agreement {row['int8_agreement']:.3f}, not worse: {row['int8_not_worse']})"
              if "dev_int8" in row else "")

@@ -63,7 +63,10 @@ def export_encoder(model: PromptedModel, path: str | Path) -> Path:
     if model.prompt is None:
         merged = model.merged()
         return _export(PromptInputEncoder(merged), merged.backbone, {}, "hidden", {0: "batch", 1: "seq"}, path)
-    prefix = batch_prefix([prompt_tensor(model)] * _dummy()[0].shape[0])
+    prompt = prompt_tensor(model)
+    if prompt.shape[3] == 0:  # the frozen baseline (P = 0): trace with one dummy slot, the graph takes any P
+        prompt = torch.randn(*prompt.shape[:3], 1, prompt.shape[4]) * 0.02
+    prefix = batch_prefix([prompt] * _dummy()[0].shape[0])
     return _export(PromptInputEncoder(model), model.backbone, {"prefix": prefix}, "hidden", {0: "batch", 1: "seq"},
                    path)
 
@@ -94,7 +97,7 @@ def task_files(model: PromptedModel, task: str, out_dir: Path) -> None:
     save_file(tensors, str(out_dir / f"{task}.safetensors"))
     head: HeadSpec = model.spec.tasks[task]
     spec = {"type": head.type, "labels": head.labels, "text_b": head.text_b, "pooling": model.spec.pooling,
-            "max_length": model.spec.max_length}
+            "max_length": model.spec.max_length, "pair_encoding": head.pair_encoding}
     (out_dir / f"{task}.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
 
 
@@ -123,13 +126,16 @@ def write_bundle(models: dict[str, PromptedModel], tokenizer: Any, out: str | Pa
 def parity(model: PromptedModel, task: str, bundle: Any, batch_sizes=(1, 8, 32), lengths=(1, 40, 128, None),
            seed: int = 0) -> dict[str, Any]:
     """max |ORT - PyTorch| over logits, on padded random batches of each size x length
-    (None = the model's max_length). ``bundle``: a loaded ``ptv2.serving.Bundle``."""
+    (None = the model's max_length; a bi-encoded pair task reads rows 2i, 2i+1 as one pair, so odd sizes
+    round up). ``bundle``: a loaded ``ptv2.serving.Bundle``."""
     model.eval()
     g = torch.Generator().manual_seed(seed)
     max_len = bundle.tasks[task].spec["max_length"]
     vocab = model.backbone.config.vocab_size
     worst, cases = 0.0, 0
+    pair = 2 if model.spec.tasks[task].pair_encoding == "bi" else 1
     for B in batch_sizes:
+        B += B % pair
         for T in lengths:
             T = min(T or max_len, max_len)
             ids = torch.randint(5, vocab, (B, T), generator=g)
@@ -144,8 +150,9 @@ def parity(model: PromptedModel, task: str, bundle: Any, batch_sizes=(1, 8, 32),
             ref = model(batch, task).float().numpy()
             hid = bundle.hidden({"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
                                  "token_type_ids": types.numpy()}, [task] * B)
-            for i in range(B):
-                got = bundle.logits(hid[i], mask[i].numpy(), task)
+            vecs = [bundle.pool(hid[i], mask[i].numpy(), task) for i in range(B)]
+            for i in range(B // pair):
+                got = bundle.head(task, vecs[i * pair:(i + 1) * pair])
                 n = int(mask[i].sum())
                 want, got = (ref[i][:n], got[:n]) if got.ndim == 2 else (ref[i], got)
                 worst = max(worst, float(np.abs(np.asarray(want).reshape(-1) - got.reshape(-1)).max()))

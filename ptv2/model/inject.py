@@ -45,6 +45,18 @@ def encode(backbone: PreTrainedModel, input_ids: torch.Tensor, attention_mask: t
     return out.last_hidden_state, getattr(out, "pooler_output", None)
 
 
+@torch.no_grad()
+def token_key_values(backbone: PreTrainedModel, input_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The keys and values each layer computes for real tokens: input_ids (1, T) -> per layer (K, V), each
+    (1, H, T, D). A deep prompt started from them looks to every layer like tokens it has seen before."""
+    cache = DynamicCache()  # each layer appends its (K, V) to it
+    was_training = backbone.training
+    backbone.eval()
+    backbone(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False, cache=cache)
+    backbone.train(was_training)
+    return [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+
+
 @contextmanager
 def attention(backbone: PreTrainedModel, implementation: str = "eager") -> Iterator[PreTrainedModel]:
     """Within the block the backbone runs transformers' ``implementation`` of attention, then its own

@@ -17,7 +17,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ptv2.model.heads import Head, pool
-from ptv2.model.inject import encode, encode_with_input_prompt
+from ptv2.model.inject import encode, encode_with_input_prompt, token_key_values
 from ptv2.model.input_prompts import VIRTUAL, InputPrompt, PromptEncoderPrompt
 from ptv2.model.prompts import DeepPrompt, TaskFactors
 from ptv2.model.spec import ModelSpec
@@ -36,6 +36,9 @@ class MethodInputs:
     total_steps: int
     init_ids: list[int] = field(default_factory=list)
     anchor_ids: dict[str, list[int]] = field(default_factory=dict)
+    # deep prompts started from real tokens: a tokenized text (special tokens included) and its positions to copy
+    kv_context: list[int] = field(default_factory=list)
+    kv_positions: list[int] = field(default_factory=list)
 
 
 def ptuning_template(spec: ModelSpec) -> list[str]:
@@ -61,6 +64,9 @@ class PromptedModel(nn.Module):
                                      c.hidden_size // c.num_attention_heads, spec.prompt_length,
                                      spec.reparam or method == "prefix_tuning", spec.reparam_hidden,
                                      spec.prompt_dropout)
+            if inputs.kv_positions and not self.prompt.reparam and spec.prompt_length:
+                kv = token_key_values(backbone, torch.tensor([inputs.kv_context]))
+                self.prompt.start_from(kv, inputs.kv_positions, torch.Generator().manual_seed(inputs.seed))
         elif method == "prompt_tuning":
             self.input_prompt = InputPrompt(spec.prompt_length, backbone.get_input_embeddings(), spec.prompt_init,
                                             inputs.init_ids, torch.Generator().manual_seed(inputs.seed))
@@ -79,7 +85,8 @@ class PromptedModel(nn.Module):
             self.task_factors = TaskFactors(list(spec.tasks), spec.prompt_length, self.prompt.prefix.shape[1],
                                             spec.task_rank)
         self.backbone = backbone
-        self.heads = nn.ModuleDict({name: Head(c.hidden_size, h.type, h.n_out, spec.head_dropout)
+        self.heads = nn.ModuleDict({name: Head(c.hidden_size, h.type, h.n_out, spec.head_dropout,
+                                                      h.pair_encoding)
                                     for name, h in spec.tasks.items()})
         self.task_types = {name: h.type for name, h in spec.tasks.items()}
 
@@ -91,7 +98,8 @@ class PromptedModel(nn.Module):
 
     def trainable_state(self, fold: bool = True) -> dict[str, torch.Tensor]:
         """What an artifact stores: the parameters this method trains (prefix MLP folded when ``fold``)."""
-        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        # heads always: a bi regression head's affine map is fitted, not trained by gradient
+        names = {n for n, p in self.named_parameters() if p.requires_grad or n.startswith("heads.")}
         state = {k: v for k, v in self.state_dict().items() if k in names}
         if fold and self.method == "prefix_tuning":
             state = {k: v for k, v in state.items() if not k.startswith("prompt.")}
@@ -132,6 +140,10 @@ class PromptedModel(nn.Module):
             raise KeyError(f"task {task!r} has no head; heads: {sorted(self.heads)}")
         hidden, pooled = self.hidden(batch, task)
         return self.apply_head(task, hidden, batch, pooled)
+
+    def loss(self, task: str, logits: torch.Tensor, labels: torch.Tensor, cosent_scale: float) -> torch.Tensor:
+        """The training loss of ``task``'s head on its ``forward`` output."""
+        return self.heads[task].loss(logits, labels, cosent_scale)
 
     def apply_head(self, task: str, hidden: torch.Tensor, batch: dict[str, torch.Tensor],
                    pooled: torch.Tensor | None = None) -> torch.Tensor:

@@ -31,6 +31,18 @@ class DeepPrompt(nn.Module):
             self.prefix = nn.Parameter(torch.randn(length, width) * init_std)  # (P, L*2*H*D)
         self.dropout = nn.Dropout(dropout)
 
+    @torch.no_grad()
+    def start_from(self, kv: list[tuple[torch.Tensor, torch.Tensor]], positions: list[int], generator: torch.Generator,
+                   noise_std: float = 0.02) -> None:
+        """Start as the keys/values real tokens get at each layer: ``kv`` per layer (K, V), each (1, H, T, D);
+        prompt slot p copies token ``positions[p % len(positions)]``, plus N(0, noise_std) noise so repeated
+        slots do not stay identical (they would get identical gradients)."""
+        P = self.length
+        pos = torch.tensor([positions[p % len(positions)] for p in range(P)])
+        x = torch.stack([torch.stack([k[0][:, pos], v[0][:, pos]]) for k, v in kv])  # (L, 2, H, P, D)
+        flat = x.permute(3, 0, 1, 2, 4).reshape(P, -1)  # (P, L*2*H*D): the layout forward() reads
+        self.prefix.copy_(flat + torch.randn(flat.shape, generator=generator) * noise_std)
+
     def flat(self) -> torch.Tensor:
         """(P, L*2*H*D): the prompt as plain prefixes (folds the MLP when reparameterized)."""
         return self.mlp(self.embedding) if self.reparam else self.prefix

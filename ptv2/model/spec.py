@@ -23,6 +23,7 @@ class HeadSpec:
     labels: list[str]
     metrics: list[str]
     text_b: bool  # the task takes a text pair
+    pair_encoding: str  # cross (one row per pair) | bi (each text its own row; see model.heads)
 
     @property
     def n_out(self) -> int:

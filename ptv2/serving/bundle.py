@@ -142,16 +142,33 @@ class Bundle:
         prefix = np.stack([self.tasks[t].prompt for t in tasks], axis=2)  # (L, 2, B, H, P, D)
         return session.run(["hidden"], {**feed, "prefix": prefix.astype(np.float32, copy=False)}, opts)[0]
 
-    def logits(self, hidden: np.ndarray, mask: np.ndarray, task: str) -> np.ndarray:
+    def pool(self, hidden: np.ndarray, mask: np.ndarray, task: str) -> np.ndarray:
+        """One encoder row's (T, h) hidden states -> what its head reads: (T, h) for token tasks, else (h,)."""
+        spec = self.tasks[task].spec
+        if spec["type"] == "token_classification":
+            return hidden
+        if spec["pooling"] == "cls":
+            return hidden[0]
+        m = mask[:, None].astype(hidden.dtype)
+        return (hidden * m).sum(0) / max(m.sum(), 1.0)
+
+    def head(self, task: str, vectors: list[np.ndarray]) -> np.ndarray:
+        """The task's head on its encoder rows' pooled vectors: one row, or the two texts of a bi-encoded
+        pair ([u, v, |u-v|, u*v], or cos(u, v) for similarity: ``ptv2.model.heads``)."""
         head = self.tasks[task]
-        if head.spec["type"] == "token_classification":
-            return hidden @ head.weight.T + head.bias  # (T, n)
-        if head.spec["pooling"] == "cls":
-            x = hidden[0]
+        if len(vectors) == 2:
+            u, v = vectors
+            if head.spec["type"] == "regression":
+                x = np.array([float(u @ v) / max(float(np.linalg.norm(u) * np.linalg.norm(v)), 1e-8)], np.float32)
+            else:
+                x = np.concatenate([u, v, np.abs(u - v), u * v])
         else:
-            m = mask[:, None].astype(hidden.dtype)
-            x = (hidden * m).sum(0) / max(m.sum(), 1.0)
+            x = vectors[0]
         return x @ head.weight.T + head.bias
+
+    def logits(self, hidden: np.ndarray, mask: np.ndarray, task: str) -> np.ndarray:
+        """One encoder row's logits (tasks read from one row: not bi-encoded pairs)."""
+        return self.head(task, [self.pool(hidden, mask, task)])
 
     def check(self, rows: Any) -> None:
         """Refuse a request that is too large or has a row this bundle cannot answer, naming the row and why."""
@@ -177,15 +194,21 @@ class Bundle:
         for i, o in zip(idx, self._run([flat[i] for i in idx], session) if idx else []):
             outs[i] = o
 
-    def _near_tie(self, task: str, lg: np.ndarray) -> bool:
-        """A sequence-classification row whose top-two probabilities differ by less than the margin."""
-        if self.tasks[task].spec["type"] not in ("classification", "pair_classification") or lg.size < 2:
+    def _near_tie(self, task: str, vec: np.ndarray) -> bool:
+        """A sequence-classification row whose top-two probabilities differ by less than the margin (bi-encoded
+        pairs: their two rows' answer is one, so neither row alone is a near-tie)."""
+        spec = self.tasks[task].spec
+        if spec["type"] not in ("classification", "pair_classification") or bi(spec):
+            return False
+        lg = self.head(task, [vec])
+        if lg.size < 2:
             return False
         top = np.sort(softmax(lg))
         return bool(top[-1] - top[-2] < self.margin)
 
     def _run(self, rows: list[dict[str, Any]], session: Any = None) -> list[tuple[np.ndarray, Any]]:
-        """Encoder rows -> (logits, encoding) per row, run ``micro_batch`` rows at a time in length order."""
+        """Encoder rows -> (pooled vector (h,) or token states (T, h), encoding) per row, run ``micro_batch``
+        rows at a time in length order."""
         order = sorted(range(len(rows)), key=lambda i: (self._prompt_len(rows[i]["task"]), self._size(rows[i])))
         out: list[Any] = [None] * len(rows)
         step = self.limits.micro_batch
@@ -199,7 +222,7 @@ class Bundle:
                 last = len(order) > step and s + step >= len(order) and k == len(by_plen) - 1
                 hid = self.hidden(feed, [r["task"] for r in sub], session, release=last)
                 for k, (i, r) in enumerate(zip(part, sub)):
-                    out[i] = (self.logits(hid[k], feed["attention_mask"][k], r["task"]), encs[k])
+                    out[i] = (self.pool(hid[k], feed["attention_mask"][k], r["task"]), encs[k])
         return out
 
     def _prompt_len(self, task: str) -> int:
@@ -213,7 +236,11 @@ class Bundle:
     def _decode(self, row: dict[str, Any], outs: list[tuple[np.ndarray, Any]]) -> dict[str, Any]:
         task = row["task"]
         spec = self.tasks[task].spec
-        lg, enc = outs[0]
+        enc = outs[0][1]
+        if spec["type"] == "multiple_choice":  # one score per (context, choice), softmax over the choices
+            lg = np.array([float(self.head(task, [x]).reshape(-1)[0]) for x, _ in outs])
+        else:
+            lg = self.head(task, [x for x, _ in outs])
         if spec["type"] == "regression":
             return {"task": task, "score": float(lg.reshape(-1)[0])}
         if spec["type"] == "token_classification":
@@ -224,13 +251,16 @@ class Bundle:
                     seen.add(w)
                     tags[w] = spec["labels"][int(lg[j].argmax())]
             return {"task": task, "tokens": words, "tags": tags, "entities": entities(words, tags)}
-        if spec["type"] == "multiple_choice":  # one score per (context, choice), softmax over the choices
-            lg = np.array([float(x.reshape(-1)[0]) for x, _ in outs])
         p = softmax(lg)
         k = int(p.argmax())
         if spec["type"] == "multiple_choice":
             return {"task": task, "label": row["choices"][k], "choice": k, "score": float(p[k])}
         return {"task": task, "label": spec["labels"][k], "score": float(p[k])}
+
+
+def bi(spec: dict[str, Any]) -> bool:
+    """A task whose pairs are encoded one text per encoder row (``pair_encoding: bi``)."""
+    return spec.get("pair_encoding", "cross") == "bi"
 
 
 def int8_serves(checks: dict[str, Any], min_agreement: float) -> bool:

@@ -83,9 +83,15 @@ def check_task(bundle: Path, name: str, spec: Any, tensors: dict[str, np.ndarray
     if w is None or b is None or w.ndim != 2 or w.shape[0] != n_out or b.shape != (n_out,):
         raise BundleError(f"{where}.safetensors: head {None if w is None else tuple(w.shape)} does not fit "
                           f"{n_out} outputs of a {spec['type']} task with labels {spec['labels']}; re-export the bundle")
+    pair = spec.get("pair_encoding", "cross")
+    if pair not in ("cross", "bi") or (pair == "bi" and spec["type"] not in ("pair_classification", "regression")):
+        raise BundleError(f"{where}.json: pair_encoding {pair!r} is not 'cross', or 'bi' for a pair classification "
+                          f"or regression task; re-export the bundle")
+    if hidden is not None and pair == "bi":  # bi heads read [u, v, |u-v|, u*v], or the cosine for similarity
+        hidden = 1 if spec["type"] == "regression" else 4 * hidden
     if hidden is not None and w.shape[1] != hidden:
-        raise BundleError(f"{where}.safetensors: head width {w.shape[1]} != encoder hidden size {hidden}; "
-                          f"re-export the bundle")
+        raise BundleError(f"{where}.safetensors: head width {w.shape[1]} does not fit the encoder's hidden size "
+                          f"({hidden} expected); re-export the bundle")
     prompt = tensors.get("prompt")
     if (prompt is None) != (prefix_shape is None):
         raise BundleError(f"{where}.safetensors: {'no' if prompt is None else 'a'} prompt, but the encoder "

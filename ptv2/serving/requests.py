@@ -50,21 +50,25 @@ def check_rows(rows: Any, specs: dict[str, dict[str, Any]], max_rows: int, max_c
         else:
             if choices not in (None, [], ()):
                 raise BundleError(f"row {i} ({task}): 'choices' is for multiple-choice tasks; drop it")
-            n += 1
+            n += 2 if specs[task].get("pair_encoding") == "bi" else 1
         if n > max_rows:
             raise BundleError(f"{len(rows)}+ rows need more than {max_rows} encoder rows (a multiple-choice row "
-                              f"counts once per choice); the limit is {max_rows}: split the request")
+                              f"counts once per choice, a bi-encoded pair twice); the limit is {max_rows}: split "
+                              f"the request")
 
 
 def expand(rows: list[dict[str, Any]], specs: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[list[int]]]:
-    """Checked rows -> encoder rows (one per choice for multiple choice, as (text, choice) pairs) and,
-    per request row, the indices of its encoder rows."""
+    """Checked rows -> encoder rows (one per choice for multiple choice, as (text, choice) pairs; one per
+    text for a bi-encoded pair) and, per request row, the indices of its encoder rows."""
     flat: list[dict[str, Any]] = []
     where: list[list[int]] = []
     for r in rows:
         if specs[r["task"]]["type"] == "multiple_choice":
             where.append(list(range(len(flat), len(flat) + len(r["choices"]))))
             flat += [{"task": r["task"], "text": r["text"], "text_pair": c} for c in r["choices"]]
+        elif specs[r["task"]].get("pair_encoding") == "bi":
+            where.append([len(flat), len(flat) + 1])
+            flat += [{"task": r["task"], "text": r["text"]}, {"task": r["task"], "text": r["text_pair"]}]
         else:
             where.append([len(flat)])
             flat.append(r)

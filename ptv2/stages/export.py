@@ -1,9 +1,10 @@
-"""DVC stage `export`: one ONNX bundle for every adapted task + parity and int8 gates."""
+"""DVC stage `export`: one ONNX bundle for every adapted task + parity and int8 gates; and one for every task's
+frozen-backbone baseline (P = 0, fitted head), the candidate served where no trained model beats it."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ptv2.export.deploy import bundle_for, export_and_check
+from ptv2.export.deploy import FROZEN, bundle_for, export_and_check
 from ptv2.files import write_json
 from ptv2.stages.common import parse, root_of
 from ptv2.tracking.store import tracked
@@ -12,13 +13,16 @@ from ptv2.tracking.store import tracked
 def main(argv: list[str] | None = None) -> None:
     cfg, args = parse(argv)
     dirs = {t: Path(cfg.adapt.out_dir) / t / "model" for t in cfg.adapt.tasks}
+    frozen = {t: Path(cfg.adapt.baseline_dir) / t / "model" for t in cfg.adapt.tasks}
     with tracked(cfg, root_of(args), "export", "export") as (run, _):
+        frozen_report = export_and_check(cfg, frozen, cfg.export.frozen_dir, Path(cfg.export.checks_dir) / FROZEN)
         report = export_and_check(cfg, dirs, cfg.export.out_dir)
         for task, row in report.items():
             run.log_metrics({f"{task}/{k}": float(v) for k, v in row.items() if isinstance(v, (int, float, bool))})
         for b in dict.fromkeys(bundle_for(cfg.export.out_dir, task) for task in report):  # shared, or one per task
             run.log_artifacts(b / "manifest.json", None if b == Path(cfg.export.out_dir) else b.name)
     write_json("metrics/export.json", report)
+    write_json("metrics/export_frozen.json", frozen_report)
 
 
 if __name__ == "__main__":

@@ -18,15 +18,19 @@ def main(argv: list[str] | None = None) -> None:
         m = json.loads((Path(cfg.adapt.out_dir) / task / "metrics.json").read_text())
         metric = cfg.task(task).metrics[0]
         no_adapt = pre.get("dev", {}).get(task, {}).get(metric)
-        rows.append((task, metric, m["metrics"]["dev"][task][metric], no_adapt, m["best_epoch"], m["train_seconds"]))
+        frozen = json.loads(Path(f"metrics/baseline/{task}.json").read_text())["dev"][metric]
+        rows.append((task, metric, m["metrics"]["dev"][task][metric], no_adapt, frozen, m["best_epoch"],
+                     m["train_seconds"]))
         curves[task] = m["history"]
-    table = markdown(["task", "metric", "adapted (dev)", "pretrained, no adaptation (dev)", "best epoch", "train s"],
-                     [[t, metric, f"{dev:.1f}", "—" if na is None else f"{na:.1f}", be, f"{secs:.0f}"]
-                      for t, metric, dev, na, be, secs in rows])
+    table = markdown(["task", "metric", "adapted (dev)", "pretrained, no adaptation (dev)",
+                      "frozen backbone + fitted head (dev)", "best epoch (0 = fitted head only)", "train s"],
+                     [[t, metric, f"{dev:.1f}", "—" if na is None else f"{na:.1f}", f"{fz:.1f}", be, f"{secs:.0f}"]
+                      for t, metric, dev, na, fz, be, secs in rows])
     out = Path("report")
     atomic_write_text(out / "metrics.md", "# Pipeline metrics (dev)\n\n" + table + "\n")
     plot_curves(curves, out / "curves.png")
-    plot_tasks({t: {"adapted": dev, "no adaptation": na} for t, _, dev, na, _, _ in rows}, out / "tasks.png")
+    plot_tasks({t: {"frozen backbone": fz, "adapted": dev, "no adaptation": na} for t, _, dev, na, fz, _, _ in rows},
+               out / "tasks.png")
     print(table)
 
 

@@ -1,6 +1,12 @@
 """One task's promotion (what the `promote@<task>` stage runs): log its ONNX bundle as an MLflow pyfunc
 model, register it, and gate it on evidence: its per-example dev predictions (from the export checks)
-against the trivial baseline and against the champion's bundle re-run on the same examples."""
+against the trivial baseline, the frozen backbone's (its own features with a fitted head, exported as a
+P = 0 bundle), and the champion's bundle re-run on the same examples.
+
+Never serve worse than the baseline: when the trained challenger is refused, the frozen baseline is itself
+a candidate (registered with tag ``candidate: frozen``), gated against the trivial baseline and the champion;
+so a task with no trained model worth serving is served by what the backbone already knows.
+"""
 from __future__ import annotations
 
 import json
@@ -9,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from ptv2.config import Config
-from ptv2.data.tasks import load_task_data
+from ptv2.data.tasks import TaskData, load_task_data
 from ptv2.errors import ArtifactError
 from ptv2.export.checks import bundle_predictions, scorer, train_labels_for_baseline
-from ptv2.export.deploy import bundle_for
 from ptv2.export.compose import subset_bundle
+from ptv2.export.deploy import FROZEN, bundle_for
 from ptv2.serving.bundle import Bundle, int8_serves
 from ptv2.tracking import store
 from ptv2.tracking.evidence import baseline
-from ptv2.tracking.registry import GateData, register_and_gate
+from ptv2.tracking.registry import Decision, GateData, register_and_gate
 
 
 def served_in(cfg: Config, checks: dict[str, Any]) -> str:
@@ -26,34 +32,74 @@ def served_in(cfg: Config, checks: dict[str, Any]) -> str:
     return "int8" if cfg.serving.int8 and int8_serves(checks, cfg.serving.int8_min_agreement) else "fp32"
 
 
-def promote_task(cfg: Config, root: Path, task: str) -> dict[str, Any]:
-    out = Path(cfg.adapt.out_dir) / task
-    checks_file = Path(cfg.export.checks_dir) / f"{task}.json"
-    if not checks_file.is_file():
-        raise ArtifactError(f"{checks_file} is missing: the export stage did not check task {task!r}; "
-                            f"run `dvc repro export`")
-    pred = json.loads(checks_file.read_text())
-    checks = json.loads(Path("metrics/export.json").read_text()).get(task, {})
-    run_id = json.loads((out / "mlflow.json").read_text())["run_id"]
-    td = load_task_data(cfg, task)
+def _checks(cfg: Config, task: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(per-example dev predictions, export checks) of the task's trained ("trained") or frozen candidate."""
+    folder = Path(cfg.export.checks_dir) / (FROZEN if kind == FROZEN else "")
+    path = folder / f"{task}.json"
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing: the export stage did not check task {task!r}; run `dvc repro export`")
+    report = Path("metrics/export_frozen.json" if kind == FROZEN else "metrics/export.json")
+    checks = json.loads(report.read_text()).get(task, {}) if report.is_file() else {}
+    return json.loads(path.read_text()), checks
+
+
+def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, against_frozen: list[Any] | None) -> Decision:
+    """Log ``kind``'s bundle into its run, register it and gate it (``against_frozen``: the frozen baseline's
+    predictions a trained challenger must also beat)."""
+    pred, checks = _checks(cfg, task, kind)
+    folder = Path(cfg.adapt.baseline_dir if kind == FROZEN else cfg.adapt.out_dir) / task
+    bundle_root = cfg.export.frozen_dir if kind == FROZEN else cfg.export.out_dir
+    run_id = json.loads((folder / "mlflow.json").read_text())["run_id"]
     name = f"{cfg.tracking.registry_prefix}{task}"
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = subset_bundle(bundle_for(cfg.export.out_dir, task), [task], Path(tmp) / "bundle")
-        uri = store.log_bundle_model(root, run_id, bundle, {"adapter": out / "model"},
-                                     serving=cfg.serving)
+        bundle = subset_bundle(bundle_for(bundle_root, task), [task], Path(tmp) / "bundle")
+        uri = store.log_bundle_model(root, run_id, bundle, {"adapter": folder / "model"}, serving=cfg.serving)
 
     def champion_predictions(version: str) -> list[Any]:  # the champion's own bundle, on today's dev data
         with tempfile.TemporaryDirectory() as tmp:
             return bundle_predictions(Bundle(store.download_bundle(root, name, version, tmp)), td)
 
-    data = GateData(pred["metric"], scorer(pred["metric"]), pred["gold"], pred["fp32"],
-                    baseline(td.spec.type, train_labels_for_baseline(td), len(pred["gold"])), champion_predictions)
+    bases = {"trivial": baseline(td.spec.type, train_labels_for_baseline(td), len(pred["gold"]))}
+    if against_frozen is not None:
+        bases[FROZEN] = against_frozen
+    data = GateData(pred["metric"], scorer(pred["metric"]), pred["gold"], pred["fp32"], bases, champion_predictions)
     t = cfg.tracking
-    d = register_and_gate(root, name, run_id, uri, data, t.promote_alpha, t.promote_margin, t.permutation_samples,
-                          parity_ok=checks.get("parity_ok"),
-                          tags={"int8_agreement": str(checks.get("int8_agreement", "")),
-                                "served": served_in(cfg, checks)})
+    return register_and_gate(root, name, run_id, uri, data, t.promote_alpha, t.promote_margin, t.permutation_samples,
+                             parity_ok=checks.get("parity_ok"),
+                             tags={"int8_agreement": str(checks.get("int8_agreement", "")),
+                                   "served": served_in(cfg, checks), "candidate": kind,
+                                   "run_id": run_id})
+
+
+def _summary(d: Decision, kind: str) -> dict[str, Any]:
     e = d.evidence
-    return {"task": task, "version": d.version, "promoted": d.promoted, "reason": d.reason, "metric": e.metric,
-            "challenger": e.challenger, "baseline": e.baseline, "p_vs_baseline": e.p_baseline,
-            "champion_before": e.champion, "p_vs_champion": e.p_champion, "test": e.test, "deploy_checks": checks}
+    return {"candidate": kind, "version": d.version, "promoted": d.promoted, "reason": d.reason, "metric": e.metric,
+            "challenger": e.challenger, "baseline": e.baseline, "baseline_name": e.strongest,
+            "p_vs_baseline": e.p_baseline, "baselines": {k: {"metric": m, "p": p} for k, (m, p) in e.baselines.items()},
+            "champion_before": e.champion, "p_vs_champion": e.p_champion, "test": e.test}
+
+
+def promote_task(cfg: Config, root: Path, task: str) -> dict[str, Any]:
+    """The trained challenger against the trivial and frozen baselines and the champion; if refused, the
+    frozen baseline as a candidate of its own (unless the champion already is this very frozen model)."""
+    td = load_task_data(cfg, task)
+    frozen_pred, _ = _checks(cfg, task, FROZEN)
+    d = _gate(cfg, root, task, td, "trained", frozen_pred["fp32"])
+    out = {"task": task, **_summary(d, "trained"), "deploy_checks": _checks(cfg, task, "trained")[1]}
+    if d.promoted or _champion_is_this_frozen(cfg, root, task):
+        return out
+    f = _gate(cfg, root, task, td, FROZEN, None)
+    out["frozen_candidate"] = _summary(f, FROZEN)
+    if f.promoted:
+        out["served"] = f"the frozen baseline (v{f.version}): {f.reason}"
+    return out
+
+
+def _champion_is_this_frozen(cfg: Config, root: Path, task: str) -> bool:
+    """Whether the task's champion is a frozen candidate logged from the current baseline run (registering
+    it again would add a version and change nothing)."""
+    champ = store.alias_version(root, f"{cfg.tracking.registry_prefix}{task}", "champion")
+    if champ is None or champ[1].get("candidate") != FROZEN:
+        return False
+    run_id = json.loads((Path(cfg.adapt.baseline_dir) / task / "mlflow.json").read_text())["run_id"]
+    return champ[1].get("run_id") == run_id

@@ -1,7 +1,8 @@
 """The promotion gate: a new version is ``challenger``; it becomes ``champion`` only on evidence.
 
-On the same dev examples, the challenger must beat (a) the task's trivial baseline and (b) the current
-champion (re-scored on today's dev data), each by a one-sided paired permutation test at level
+On the same dev examples, the challenger must beat (a) each of the task's baselines: the trivial one
+(majority class, train mean, all "O") and the frozen backbone's (its own pooled features with a fitted
+head; for similarity, the cosine), and (b) the current champion (re-scored on today's dev data), each by a one-sided paired permutation test at level
 ``tracking.promote_alpha`` with margin ``tracking.promote_margin`` (metric points); its ONNX export must
 have passed parity (checked at export; whether int8 may serve the task is decided there too, not here). Per task: each task
 has its own registered model. Scores, the baseline, the test and its p-values are tagged on the version.
@@ -22,17 +23,31 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the gate weighs: the challenger's, baseline's and champion's dev metric and the p-values of
-    "challenger beats it"; ``None`` where there is no champion or a check did not run."""
+    """What the gate weighs: the challenger's, each baseline's and the champion's dev metric and the p-values
+    of "challenger beats it"; ``None`` where there is no champion or a check did not run.
+    ``baselines``: name ("trivial", "frozen") -> (its metric, p of "challenger beats it")."""
 
     metric: str
     challenger: float
-    baseline: float
-    p_baseline: float
+    baselines: dict[str, tuple[float, float]]
     champion: float | None = None
     p_champion: float | None = None
     parity_ok: bool | None = None
     test: str = ""
+
+    @property
+    def strongest(self) -> str:
+        """The baseline with the best metric: the one a user would otherwise deploy."""
+        return max(self.baselines, key=lambda k: self.baselines[k][0])
+
+    @property
+    def baseline(self) -> float:
+        return self.baselines[self.strongest][0]
+
+    @property
+    def p_baseline(self) -> float:
+        """The largest p over the baselines: the challenger must beat every one."""
+        return max(p for _, p in self.baselines.values())
 
 
 @dataclass(frozen=True)
@@ -45,39 +60,44 @@ class Decision:
     def tags(self) -> dict[str, str]:
         e = self.evidence
         num = lambda x: "" if x is None else f"{x:.4f}"  # noqa: E731
+        per = {}
+        for name, (score, p) in e.baselines.items():
+            per |= {f"gate.{name}_metric": num(score), f"gate.p_vs_{name}": num(p)}
         return {"gate.promoted": str(self.promoted).lower(), "gate.reason": self.reason, "gate.metric": e.metric,
                 "gate.challenger_metric": num(e.challenger), "gate.baseline_metric": num(e.baseline),
-                "gate.champion_metric": num(e.champion), "gate.p_vs_baseline": num(e.p_baseline),
-                "gate.p_vs_champion": num(e.p_champion), "gate.test": e.test}
+                "gate.baseline": e.strongest, "gate.champion_metric": num(e.champion),
+                "gate.p_vs_baseline": num(e.p_baseline), "gate.p_vs_champion": num(e.p_champion),
+                "gate.test": e.test, **per}
 
 
 def decide(e: Evidence, alpha: float) -> Decision:
     """Pure gate over the evidence."""
     if e.parity_ok is False:
         return Decision(False, "ONNX parity check failed", e)
-    if e.p_baseline >= alpha:
-        return Decision(False, f"not better than the trivial baseline: {e.challenger:.2f} vs {e.baseline:.2f}, "
-                               f"p = {e.p_baseline:.3f} >= {alpha}", e)
+    for name, (score, p) in sorted(e.baselines.items(), key=lambda kv: -kv[1][0]):
+        if p >= alpha:
+            return Decision(False, f"not better than the {name} baseline: {e.challenger:.2f} vs {score:.2f}, "
+                                   f"p = {p:.3f} >= {alpha}", e)
+    beats = ", ".join(f"{name} {score:.2f} (p = {p:.3f})" for name, (score, p) in e.baselines.items())
     if e.champion is None:
-        return Decision(True, f"beats the baseline ({e.challenger:.2f} vs {e.baseline:.2f}, p = {e.p_baseline:.3f}); "
-                              f"no champion yet", e)
+        return Decision(True, f"{e.challenger:.2f} beats the baselines: {beats}; no champion yet", e)
     if e.p_champion is not None and e.p_champion < alpha:
         return Decision(True, f"beats champion {e.champion:.2f} with {e.challenger:.2f} (p = {e.p_champion:.3f}) "
-                              f"and the baseline {e.baseline:.2f} (p = {e.p_baseline:.3f})", e)
+                              f"and the baselines: {beats}", e)
     return Decision(False, f"not shown better than champion: {e.challenger:.2f} vs {e.champion:.2f}, "
                            f"p = {e.p_champion:.3f} >= {alpha}", e)
 
 
 @dataclass(frozen=True)
 class GateData:
-    """The dev examples both models are judged on, and how: gold labels, the challenger's and the
+    """The dev examples both models are judged on, and how: gold labels, the challenger's and each
     baseline's predictions, the metric (points) and a way to get the champion's predictions."""
 
     metric: str
     score: Callable[[Sequence[Any], Sequence[Any]], float]  # (pred, gold) -> points
     gold: Sequence[Any]
     challenger: Sequence[Any]
-    baseline: Sequence[Any]
+    baselines: dict[str, Sequence[Any]]  # "trivial", "frozen" -> predictions
     champion_predictions: Callable[[str], Sequence[Any]]  # registered version -> its predictions
 
 
@@ -87,8 +107,9 @@ def register_and_gate(root: str | Path, name: str, run_id: str, artifact_path: s
     """Register ``run_id``'s model as a new version (alias challenger) and apply the gate."""
     score = lambda p: data.score(p, data.gold)  # noqa: E731
     test = f"one-sided paired permutation test, {samples} random swaps over {len(data.gold)} dev examples, margin {margin}"
-    _, p_base = paired_permutation(data.score, data.gold, data.challenger, data.baseline, margin, samples)
-    ev = Evidence(data.metric, score(data.challenger), score(data.baseline), p_base, parity_ok=parity_ok, test=test)
+    bases = {name: (score(pred), paired_permutation(data.score, data.gold, data.challenger, pred, margin, samples)[1])
+             for name, pred in data.baselines.items()}
+    ev = Evidence(data.metric, score(data.challenger), bases, parity_ok=parity_ok, test=test)
     version = tracking.register_version(root, name, run_id, artifact_path,
                                         {"metric_name": data.metric, "metric": f"{ev.challenger:.6f}", **(tags or {})})
     champ = tracking.alias_version(root, name, "champion")

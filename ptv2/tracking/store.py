@@ -178,7 +178,9 @@ def tracked(cfg: Any, root: Path, stage: str, name: str) -> Iterator[tuple[Run, 
                 steps["n"] += 1
                 run.log_metrics({"train/step_loss": row["step_loss"]}, step=steps["n"])
                 return
-            flat = {"train/epoch_loss": row["train_loss"], "val/score": row["val_score"]}
+            flat = {"val/score": row["val_score"]}  # epoch 0 (fitted heads, step 0) has no train loss
+            if row["train_loss"] is not None:
+                flat["train/epoch_loss"] = row["train_loss"]
             for task, ms in row["val"].items():
                 flat.update({f"val/{task}/{k}": v for k, v in ms.items()})
             run.log_metrics(flat, step=row["epoch"])
@@ -211,7 +213,7 @@ def log_comparison(root: str | Path, experiment: str, params: dict[str, Any], ru
                                    "run_key": rs[0].get("key", "")})
                 for r, v in zip(rs, vals):
                     mlflow.log_metric(f"dev_{metric_of[task]}", v, step=r["seed"])
-                cost = {"s_per_epoch": statistics.mean(r["train_seconds"] / r["epochs_run"] for r in rs),
+                cost = {"s_per_epoch": statistics.mean(r["train_seconds"] / max(1, r["epochs_run"]) for r in rs),
                         "dev_mean": statistics.mean(vals), "dev_std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
                         "pct_trainable": 100 * rs[0]["trainable_params"] / rs[0]["total_params"]}
                 for key, name in (("peak_rss_mb", "peak_rss_mb"), ("artifact_bytes", "artifact_bytes")):

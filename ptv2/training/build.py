@@ -11,14 +11,15 @@ from ptv2.config import Config
 from ptv2.data.tasks import TaskData
 from ptv2.errors import ArtifactError, ConfigError
 from ptv2.model.backbone import load_backbone
-from ptv2.model.prompted import ADAPTERS, MethodInputs, PromptedModel, ptuning_template
+from ptv2.model.prompted import ADAPTERS, DEEP, MethodInputs, PromptedModel, ptuning_template
 from ptv2.model.spec import HeadSpec, ModelSpec
 from ptv2.training.artifacts import read_adapter
 
 
-def head_spec(td: TaskData) -> HeadSpec:
+def head_spec(cfg: Config, td: TaskData) -> HeadSpec:
     """What a head needs, and what the artifact records about a task."""
-    return HeadSpec(type=td.spec.type, labels=list(td.labels), metrics=list(td.spec.metrics), text_b=bool(td.spec.text_b))
+    return HeadSpec(type=td.spec.type, labels=list(td.labels), metrics=list(td.spec.metrics),
+                    text_b=bool(td.spec.text_b), pair_encoding=cfg.pair_encoding(td.name))
 
 
 def spec_from_config(cfg: Config, tasks: dict[str, HeadSpec], task_rank: int = 0) -> ModelSpec:
@@ -39,7 +40,26 @@ def method_inputs(spec: ModelSpec, tokenizer: Any, seed: int, total_steps: int) 
         init_ids = tokenizer(spec.init_words, add_special_tokens=False)["input_ids"]
     if spec.method == "ptuning_v1":
         anchors = {w: tokenizer(w, add_special_tokens=False)["input_ids"] for w in ptuning_template(spec) if w != "[v]"}
-    return MethodInputs(seed=seed, total_steps=total_steps, init_ids=init_ids, anchor_ids=anchors)
+    context, positions = deep_prompt_tokens(spec, tokenizer, seed)
+    return MethodInputs(seed=seed, total_steps=total_steps, init_ids=init_ids, anchor_ids=anchors,
+                        kv_context=context, kv_positions=positions)
+
+
+def deep_prompt_tokens(spec: ModelSpec, tokenizer: Any, seed: int) -> tuple[list[int], list[int]]:
+    """Deep prompts with ``prompt.init`` words / vocab start as those tokens' keys and values: the tokenized
+    text (with its special tokens) and the positions of the tokens to copy; ([], []) for random init."""
+    if spec.method not in DEEP or spec.prompt_init == "random" or spec.reparam or not spec.prompt_length:
+        return [], []
+    if spec.prompt_init == "words":
+        words = tokenizer(spec.init_words, add_special_tokens=False)["input_ids"]
+        if not words:
+            raise ConfigError("prompt.init 'words' needs prompt.init_words (text whose tokens start the prompt)")
+    else:  # vocab: sampled rows (skip the first 1000 ids: special and rare tokens)
+        g = torch.Generator().manual_seed(seed)
+        words = torch.randint(min(1000, len(tokenizer) - 1), len(tokenizer), (spec.prompt_length,), generator=g).tolist()
+    first = [i for i in (tokenizer.cls_token_id,) if i is not None]  # BERT [CLS], RoBERTa <s>
+    last = [i for i in (tokenizer.sep_token_id,) if i is not None]
+    return first + words + last, list(range(len(first), len(first) + len(words)))
 
 
 def model_from_spec(spec: ModelSpec, backbone=None, tokenizer=None, seed: int = 0, total_steps: int = 1000):

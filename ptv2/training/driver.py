@@ -60,11 +60,12 @@ class TrainRun:
         return self.record["history"]
 
 
-def encode(td: TaskData, split: str, tokenizer: Any, max_length: int) -> Split:
+def encode(td: TaskData, split: str, tokenizer: Any, max_length: int, pair_encoding: str) -> Split:
     ds = td.split(split)
     if len(ds) == 0:
         raise DataError(f"task {td.name!r}: split {split!r} is empty")
-    return Split(encode_split(ds, td.spec.type, tokenizer, max_length), ds, td.labels, list(td.spec.metrics))
+    return Split(encode_split(ds, td.spec.type, tokenizer, max_length, pair_encoding), ds, td.labels,
+                 list(td.spec.metrics))
 
 
 def finished(out_dir: str | Path, key: str) -> dict[str, Any] | None:
@@ -79,9 +80,13 @@ def finished(out_dir: str | Path, key: str) -> dict[str, Any] | None:
 
 def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = False,
           init_from: str | Path | None = None, report_splits: tuple[str, ...] = ("dev",),
-          on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainRun:
+          on_log: Callable[[dict[str, Any]], None] | None = None, frozen: bool = False) -> TrainRun:
     """Train ``cfg.train.method`` on ``tasks`` (one, unless ``mixture``); select on ``val``; report
-    ``report_splits``. ``init_from``: a pretrained model folder to start from (adaptation)."""
+    ``report_splits``. ``init_from``: a pretrained model folder to start from (adaptation).
+    ``frozen``: the frozen-backbone baseline instead: no prompt, heads fitted on the backbone's own
+    features (``frozen_config``), no training epoch."""
+    if frozen:
+        cfg = frozen_config(cfg)
     if not tasks:
         raise ConfigError("no task to train: name one (--task) or list the mixture in pretrain.tasks")
     if not mixture and len(tasks) != 1:
@@ -90,7 +95,7 @@ def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = Fa
     for t in tasks:
         cfg.task(t)  # unknown names fail here, before any work
     out_dir = Path(out_dir)
-    key = run_key(cfg, tasks, mixture, init_from)
+    key = run_key(cfg, tasks, mixture, init_from, frozen)
     done = finished(out_dir, key)
     if done is not None:
         log.info("%s is already trained with this config (key %s): nothing to do", out_dir, key)
@@ -99,44 +104,58 @@ def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = Fa
     # one writer per output folder; under torchrun rank 0 holds it for the group (the others only read)
     with output_lock(out_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
         data = {t: load_task_data(cfg, t) for t in tasks}  # bad data fails here, before the model loads
-        return _train(cfg, data, out_dir, mixture, init_from, report_splits, on_log, key)
+        return _train(cfg, data, out_dir, mixture, init_from, report_splits, on_log, key, frozen)
+
+
+def frozen_config(cfg: Config) -> Config:
+    """The frozen-backbone baseline's settings: method ptv2 with a prompt of length 0 (the plain backbone),
+    heads fitted on its features (LP-FT's first step, and nothing after it)."""
+    return dataclasses.replace(cfg, prompt=dataclasses.replace(cfg.prompt, length=0, reparam=False),
+                               train=dataclasses.replace(cfg.train, method="ptv2", head_init="fit"))
 
 
 def _train(cfg: Config, data: dict[str, TaskData], out_dir: Path, mixture: bool, init_from: str | Path | None,
-           report_splits: tuple[str, ...], on_log: Callable[[dict[str, Any]], None] | None, key: str) -> TrainRun:
+           report_splits: tuple[str, ...], on_log: Callable[[dict[str, Any]], None] | None, key: str,
+           frozen: bool = False) -> TrainRun:
     tasks = list(data)
     backbone, tok = load_backbone(cfg.backbone.name)
-    spec = spec_from_config(cfg, {t: head_spec(d) for t, d in data.items()}, cfg.pretrain.task_rank if mixture else 0)
+    spec = spec_from_config(cfg, {t: head_spec(cfg, d) for t, d in data.items()}, cfg.pretrain.task_rank if mixture else 0)
     L = cfg.backbone.max_length
-    train_s = {t: encode(d, "train", tok, L) for t, d in data.items()}
-    val_s = {t: encode(d, "val", tok, L) for t, d in data.items()}
+    pe = {t: h.pair_encoding for t, h in spec.tasks.items()}
+    train_s = {t: encode(d, "train", tok, L, pe[t]) for t, d in data.items()}
+    val_s = {t: encode(d, "val", tok, L, pe[t]) for t, d in data.items()}
     planner, epochs, extra = _plan(cfg, train_s, mixture, init_from is not None)
+    epochs = 0 if frozen else epochs
     if mixture:
         spec = dataclasses.replace(spec, mixture=extra["mixture"])
     if init_from is not None:  # lineage in the artifact
         spec = dataclasses.replace(spec, adapted_from={"path": str(init_from), "weights_sha256": weights_sha(init_from)})
     steps = epochs * len(planner(_generator(cfg.seed))) // cfg.train.grad_accum
     model, tok = model_from_spec(spec, backbone, tok, seed=cfg.seed, total_steps=steps)
+    copied: list[str] = []
     if init_from is not None:
         copied = init_from_pretrained(model, init_from, tasks[0], cfg.adapt.init_head)
         log.info("adapting from %s: %d tensors copied (head %s)", init_from, len(copied),
                  "copied" if any(k.startswith("heads.") for k in copied) else "fresh")
+    fit_tasks = [t for t in tasks if not any(k.startswith(f"heads.{t}.") for k in copied)]  # a copied head stays
     trainable, total = count_parameters(model)
     loaded_mb = rss_mb()
     log.info("%s on %s: %s train rows; %d of %d params trainable (%.3f%%)", cfg.train.method, tasks,
              {t: len(s.feats) for t, s in train_s.items()}, trainable, total, 100 * trainable / total)
-    result = fit(model, train_s, val_s, planner, cfg.train, cfg.seed, tok.pad_token_id, out_dir, epochs, key, on_log)
+    result = fit(model, train_s, val_s, planner, cfg.train, cfg.seed, tok.pad_token_id, out_dir, epochs, key, on_log,
+                 fit_tasks)
     if not result.main:
         return TrainRun({"tasks": tasks, "key": key}, out_dir / "model", main=False)
     best, _, _ = load_model(out_dir / "model", backbone=reusable_backbone(model), tokenizer=tok)
-    metrics: dict[str, dict[str, dict[str, float]]] = {"val": result.history[result.best_epoch - 1]["val"]}
+    metrics: dict[str, dict[str, dict[str, float]]] = {
+        "val": next(r["val"] for r in result.history if r["epoch"] == result.best_epoch)}
     for split in report_splits:
         for t, d in data.items():
             if split in d.splits:
-                s = encode(d, split, tok, L)
+                s = encode(d, split, tok, L, pe[t])
                 metrics.setdefault(split, {})[t] = evaluate(best, t, s.feats, s.ds, s.labels, s.metrics,
                                                             tok.pad_token_id, cfg.train.eval_batch_size)
-    record = {"tasks": tasks, "method": cfg.train.method, "key": key, "metrics": metrics, **extra,
+    record = {"tasks": tasks, "method": "frozen" if frozen else cfg.train.method, "key": key, "metrics": metrics, **extra,
               "init_from": str(init_from or ""), "trainable_params": trainable, "total_params": total,
               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
               "train_seconds": round(result.seconds, 1), "history": result.history, "loaded_rss_mb": loaded_mb,

@@ -57,3 +57,4 @@ def evaluate(model: PromptedModel, task: str, feats: list[dict[str, Any]], split
     logits = predict_logits(model, task, feats, pad_id, batch_size, device)
     return metrics.compute(metric_names, decode(task_type, logits, feats, labels),
                            gold(task_type, feats, labels, split_ds))
+

@@ -38,7 +38,8 @@ def data_sha(cfg: Config, task: str) -> str:
     return h.hexdigest()[:16]
 
 
-def run_key(cfg: Config, tasks: list[str], mixture: bool = False, init_from: str | Path | None = None) -> str:
+def run_key(cfg: Config, tasks: list[str], mixture: bool = False, init_from: str | Path | None = None,
+            frozen: bool = False) -> str:
     m = cfg.train.method
     # results do not depend on how many processes or threads computed them
     train = {k: v for k, v in asdict(cfg.train).items() if k not in ("lr", "epochs", "processes", "num_threads")}
@@ -50,7 +51,7 @@ def run_key(cfg: Config, tasks: list[str], mixture: bool = False, init_from: str
     if mixture:
         parts["pretrain"] = {k: v for k, v in asdict(cfg.pretrain).items() if k not in ("out_dir", "tasks")}
     else:
-        parts["epochs"] = cfg.epochs_for(tasks[0], init_from is not None)
+        parts["epochs"] = 0 if frozen else cfg.epochs_for(tasks[0], init_from is not None)
     if init_from is not None:
         parts["init_head"] = cfg.adapt.init_head
         parts["init_sha"] = weights_sha(init_from)

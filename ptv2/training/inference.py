@@ -24,7 +24,7 @@ def evaluate_saved(cfg: Config, model_dir: str | Path, task: str, split: str = "
     if spec.tasks[task].labels != td.labels:
         raise DataError(f"model {model_dir} was trained with labels {spec.tasks[task].labels} for {task!r}, "
                         f"params.yaml now says {td.labels}; evaluate with the labels it was trained on")
-    s = encode(td, split, tok, spec.max_length)
+    s = encode(td, split, tok, spec.max_length, spec.tasks[task].pair_encoding)
     return evaluate(model, task, s.feats, s.ds, td.labels, s.metrics, tok.pad_token_id, cfg.train.eval_batch_size)
 
 
@@ -47,7 +47,7 @@ def predict_texts(model_dir: str | Path, texts: list[str], pairs: list[str] | No
         if info.text_b and (not pairs or len(pairs) != len(texts)):
             raise DataError(f"task {task!r} takes a text pair per text: pass one --text-pair for each --text")
         ds = datasets.Dataset.from_dict({"text_a": texts, "text_b": pairs or [""] * len(texts), "label": [0] * len(texts)})
-    feats = encode_split(ds, info.type, tok, L)
+    feats = encode_split(ds, info.type, tok, L, info.pair_encoding)
     logits = predict_logits(model, task, feats, tok.pad_token_id)
     out = []
     for lg, pred, f in zip(logits, decode(info.type, logits, feats, info.labels), feats):

@@ -26,10 +26,10 @@ from ptv2.data.collate import Collator, feature_length, length_grouped_batches
 from ptv2.data.mixture import Plan
 from ptv2.errors import ConfigError
 from ptv2.files import atomic_dir
-from ptv2.model.heads import task_loss
 from ptv2.model.prompted import PromptedModel
 from ptv2.training.artifacts import save_adapter
 from ptv2.training.evaluate import evaluate
+from ptv2.training.probe import fit_heads
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,11 @@ def score_of(metrics_by_task: dict[str, dict[str, float]], main: dict[str, str])
 
 def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], planner: Callable[[torch.Generator], Plan],
         cfg: TrainConfig, seed: int, pad_id: int, out_dir: str | Path, epochs: int, fingerprint: str,
-        on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+        on_log: Callable[[dict[str, Any]], None] | None = None, fit_tasks: list[str] | None = None) -> TrainResult:
     """Train ``epochs``; the best model (by ``val``) goes to ``out_dir/model`` with ``model.spec``;
-    ``out_dir/checkpoint`` resumes a killed run when its ``fingerprint`` (the run's key) is the same."""
+    ``out_dir/checkpoint`` resumes a killed run when its ``fingerprint`` (the run's key) is the same.
+    ``fit_tasks`` (with ``cfg.head_init`` fit): heads fitted on the step-0 features first; that model is
+    epoch 0 of the history and the one to beat (``epochs`` 0: it is the result, the frozen baseline)."""
     out_dir = Path(out_dir)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -125,6 +127,8 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     collators = {t: Collator(pad_id, core.task_types[t]) for t in train}
     main = {t: s.metrics[0] for t, s in val.items()}
     t0 = time.perf_counter() - state["seconds"]
+    if cfg.head_init == "fit" and fit_tasks is not None and not state["history"]:
+        _step0(core, train, val, fit_tasks, cfg, pad_id, acc, out_dir, state, main, fingerprint, opt, sched, on_log)
     # an early-stopped run is finished: rerunning it must not train another epoch
     for epoch in range(epochs + 1 if state.get("stopped") else state["epoch"] + 1, epochs + 1):
         g = torch.Generator().manual_seed(seed * 1000 + epoch)
@@ -176,7 +180,7 @@ def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], coll
             with acc.autocast():
                 logits = model(batch, task)
             # the row-weighted mean over the *global* batch: DDP averages gradients over ranks, hence * world
-            loss = task_loss(core.task_types[task], logits, batch["labels"]) * (n_mine / rows) * world
+            loss = core.loss(task, logits, batch["labels"], cfg.cosent_scale) * (n_mine / rows) * world
             acc.backward(loss / cfg.grad_accum)
             loss_value += loss.item() / world
         if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(plan):
@@ -195,6 +199,27 @@ def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], coll
     if world > 1:  # each rank holds its share of every batch's loss: the sum is the global loss
         total = float(acc.reduce(torch.tensor(total, device=acc.device, dtype=torch.float64), "sum"))
     return total / max(1, n)
+
+
+def _step0(core: PromptedModel, train: dict[str, Split], val: dict[str, Split], tasks: list[str], cfg: TrainConfig,
+           pad_id: int, acc, out_dir: Path, state: dict[str, Any], main: dict[str, str], fingerprint: str, opt, sched,
+           on_log) -> None:
+    """LP-FT's first step: fit the heads on the untrained model's features, score val (epoch 0 of the
+    history) and save it as the best model so far: training must beat it on val to replace it."""
+    fitted = fit_heads(core, tasks, train, val, pad_id, cfg.eval_batch_size, cfg.head_l2, acc.device)
+    val_metrics = {t: evaluate(core, t, s.feats, s.ds, s.labels, s.metrics, pad_id, cfg.eval_batch_size,
+                               acc.device) for t, s in val.items()}
+    score = score_of(val_metrics, main)
+    row = {"epoch": 0, "train_loss": None, "val_score": score, "val": val_metrics, "fitted_heads": fitted}
+    state["history"].append(row)
+    state.update(best_score=score, best_epoch=0)
+    log.info("step 0 (heads fitted on the untrained features): val %.2f", score)
+    if on_log:
+        on_log(row)
+    if acc.is_main_process:
+        save_adapter(out_dir / "model", core.trainable_state(), core.spec.folded())
+        _checkpoint(out_dir / "checkpoint", core, opt, sched, state, fingerprint)
+    acc.wait_for_everyone()
 
 
 def _drop_unused_head_grads(core: PromptedModel, used: set[str]) -> None:

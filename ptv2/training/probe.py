@@ -1,0 +1,110 @@
+"""Heads fitted on frozen features (a linear probe): the start of LP-FT and the frozen-backbone baseline.
+
+LP-FT (Kumar et al. 2022): a random head's gradients distort the features it reads before it is any
+good, so each head is first fitted, in closed form as far as L-BFGS goes, on the features the model gives
+*before* training (the step-0 prompt; none at all for the frozen baseline). The L2 strength is chosen on
+the ``val`` split carved from train (by the task loss), never on dev.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import torch
+
+from ptv2.data.collate import IGNORE, Collator, eval_batches, feature_length
+from ptv2.model.heads import Head, pool, task_loss
+from ptv2.model.prompted import PromptedModel
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def head_inputs(model: PromptedModel, task: str, feats: list[dict[str, Any]], pad_id: int, batch_size: int,
+                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(X, y): what ``task``'s linear layer reads and the labels. X is (N, d), (N, C, d) for multiple
+    choice, or (N_tok, d) over the labelled tokens of a token task; y (N,) or (N_tok,)."""
+    was_training = model.training
+    model.eval()
+    head: Head = model.heads[task]
+    collate = Collator(pad_id, model.task_types[task])
+    xs, ys = [], []
+    for idx in eval_batches([feature_length(f) for f in feats], batch_size):
+        batch = {k: v.to(device) for k, v in collate([feats[i] for i in idx]).items()}
+        hidden, pooled = model.hidden(batch, task)
+        if head.kind == "token":
+            keep = batch["labels"] != IGNORE
+            xs.append(hidden[keep].float().cpu())
+            ys.append(batch["labels"][keep].cpu())
+            continue
+        x = head.features(pool(hidden, batch["attention_mask"], model.pooling, pooled)).float().cpu()
+        xs.append(x.view(len(idx), -1, x.shape[-1]) if head.kind == "choice" else x)
+        ys.append(batch["labels"].cpu())
+    model.train(was_training)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _logits(task_type: str, X: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    y = X @ w.T + b  # (N, out) or (N, C, 1)
+    if task_type == "multiple_choice":
+        return y.squeeze(-1)
+    if task_type == "regression":
+        return y.squeeze(-1)
+    return y
+
+
+def _loss(task_type: str, X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    lg = _logits(task_type, X, w, b)
+    if task_type == "token_classification":  # (N_tok, n) over labelled tokens only
+        return torch.nn.functional.cross_entropy(lg, y)
+    return task_loss(task_type, lg, y)
+
+
+def fit_linear(task_type: str, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
+               shape: tuple[int, int], l2_grid: Sequence[float], iters: int = 200) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """(weight (out, d), bias (out,), chosen L2, its val loss): minimise the task loss on ``train`` plus
+    l2 * |W|^2 by L-BFGS for each strength of ``l2_grid``; keep the one with the lowest ``val`` loss."""
+    best: tuple[torch.Tensor, torch.Tensor, float, float] | None = None
+    X, y = train
+    for l2 in l2_grid:
+        w = torch.zeros(shape, requires_grad=True)
+        b = torch.zeros(shape[0], requires_grad=True)
+        if task_type == "regression":  # start at the mean label: a flat loss surface otherwise
+            b.data.fill_(float(y.float().mean()))
+        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=iters, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = _loss(task_type, X, y, w, b) + l2 * (w * w).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            v = float(_loss(task_type, val[0], val[1], w, b))
+        if best is None or v < best[3]:
+            best = (w.detach(), b.detach(), float(l2), v)
+    assert best is not None
+    return best
+
+
+def fit_heads(model: PromptedModel, tasks: Sequence[str], train: dict[str, Any], val: dict[str, Any], pad_id: int,
+              batch_size: int, l2_grid: Sequence[float], device: torch.device | str = "cpu") -> dict[str, dict[str, float]]:
+    """Fit each of ``tasks``' heads on the model's current features (``train`` / ``val``: task -> encoded
+    Split) and load the weights into the head. Returns task -> {"l2", "val_loss"}."""
+    out: dict[str, dict[str, float]] = {}
+    for t in tasks:
+        head: Head = model.heads[t]
+        tr = head_inputs(model, t, train[t].feats, pad_id, batch_size, device)
+        va = head_inputs(model, t, val[t].feats, pad_id, batch_size, device)
+        lin = head.linear
+        grid = [0.0] if head.bi and head.task_type == "regression" else l2_grid  # 2 numbers: nothing to shrink
+        w, b, l2, v = fit_linear(model.task_types[t], tr, va, tuple(lin.weight.shape), grid)
+        if head.bi and head.task_type == "regression" and float(w.reshape(-1)[0]) <= 0:
+            w, b = torch.ones_like(w), torch.zeros_like(b)  # a ranking loss needs an increasing map
+        with torch.no_grad():
+            lin.weight.copy_(w.to(lin.weight.device))
+            lin.bias.copy_(b.to(lin.bias.device))
+        out[t] = {"l2": l2, "val_loss": round(v, 6)}
+        log.info("head %s fitted on %d train rows (L2 %g, val loss %.4f)", t, len(tr[1]), l2, v)
+    return out

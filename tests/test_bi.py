@@ -1,0 +1,159 @@
+"""Pair encoding ``bi`` (each text its own encoder row), fitted heads (LP-FT's step 0) and the frozen-backbone
+baseline, on the tiny model: training, evaluation, export parity and serving."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import TASKS, tiny_params, train_task, write_all_formats
+from ptv2.config import config_from_dict
+from ptv2.data.collate import Collator, encode_split
+from ptv2.data.tasks import load_task_data
+from ptv2.model.heads import cosent, pool
+from ptv2.training import metrics
+from ptv2.training.build import load_model
+from ptv2.training.probe import fit_linear
+
+BI_TASKS = {**TASKS, "pair": {**TASKS["pair"], "pair_encoding": "bi"}, "reg": {**TASKS["reg"], "pair_encoding": "bi"}}
+
+
+def _cfg(root, tiny_dir, **train):
+    p = tiny_params(root, tiny_dir, **train)
+    return config_from_dict({**p, "tasks": BI_TASKS})
+
+
+def test_pair_encoding_resolves_per_task_and_is_refused_where_it_cannot_apply(root, tiny_dir):
+    from ptv2.errors import ConfigError
+
+    cfg = _cfg(root, tiny_dir)
+    assert [cfg.pair_encoding(t) for t in ("sent", "pair", "reg", "mc")] == ["cross", "bi", "bi", "cross"]
+    p = tiny_params(root, tiny_dir)
+    p["backbone"] = {**p["backbone"], "pair_encoding": "bi"}
+    assert config_from_dict(p).pair_encoding("pair") == "bi"  # the backbone's default
+    with pytest.raises(ConfigError, match="pair_encoding"):
+        config_from_dict({**p, "tasks": {**TASKS, "sent": {**TASKS["sent"], "pair_encoding": "bi"}}})
+
+
+def test_cosent_is_the_formula_and_prefers_the_right_order():
+    s, y = torch.tensor([0.9, 0.1, 0.5]), torch.tensor([5.0, 0.0, 2.0])
+    pairs = [(i, j) for i in range(3) for j in range(3) if y[i] > y[j]]
+    want = torch.log(1 + sum(torch.exp(20 * (s[j] - s[i])) for i, j in pairs))
+    assert cosent(s, y, 20.0) == pytest.approx(float(want), rel=1e-5)
+    assert cosent(s, y, 20.0) < cosent(s.flip(0), y, 20.0)
+
+
+def test_bi_batch_rows_equal_each_text_encoded_alone(root, tiny_dir):
+    """The pair's two rows go through one padded forward; each equals its text run alone (padding and
+    batch neighbours change nothing), and the heads read exactly [u, v, |u-v|, u*v] / the cosine."""
+    cfg = _cfg(root, tiny_dir)
+    train_task(cfg, "pair", root / "p", report_splits=())
+    model, tok, _ = load_model(root / "p/model")
+    ds = load_task_data(cfg, "pair").split("train").select(range(4))
+    feats = encode_split(ds, "pair_classification", tok, 32, "bi")
+    batch = Collator(tok.pad_token_id, "pair_classification")(feats)
+    assert batch["input_ids"].shape[0] == 8 and "n_choices" not in batch
+    with torch.no_grad():
+        logits = model(batch, "pair")
+        vecs = []
+        for text in [t for a, b in zip(ds["text_a"], ds["text_b"]) for t in (a, b)]:
+            one = {k: torch.tensor([v]) for k, v in tok(text).items()}
+            h, pooled = model.hidden(one, "pair")
+            vecs.append(pool(h, one["attention_mask"], "mean", pooled)[0])
+        u, v = torch.stack(vecs[0::2]), torch.stack(vecs[1::2])
+        lin = model.heads["pair"].linear
+        want = lin(torch.cat([u, v, (u - v).abs(), u * v], -1))
+    assert torch.allclose(logits, want, atol=1e-5)
+
+
+def test_fit_linear_recovers_a_separable_rule_and_a_linear_map():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(400, 5, generator=g)
+    y = (X[:, 0] - X[:, 1] > 0).long()
+    w, b, l2, _ = fit_linear("classification", (X[:300], y[:300]), (X[300:], y[300:]), (2, 5), [1e-4, 1e-2])
+    acc = ((X[300:] @ w.T + b).argmax(-1) == y[300:]).float().mean()
+    assert acc > 0.95 and l2 in (1e-4, 1e-2)
+    t = 3 * X[:, 2] + 1.5
+    w, b, _, v = fit_linear("regression", (X[:300], t[:300]), (X[300:], t[300:]), (1, 5), [0.0])
+    assert w[0, 2] == pytest.approx(3.0, abs=1e-3) and b[0] == pytest.approx(1.5, abs=1e-3) and v < 1e-5
+
+
+@pytest.mark.parametrize("task", ["pair", "reg"])
+def test_bi_tasks_train_and_step_0_is_the_bar(root, tiny_dir, task):
+    """Epoch 0 is the fitted head on the untrained features; a run whose training never beats it on val
+    keeps it (best epoch 0) and reports its numbers."""
+    cfg = _cfg(root, tiny_dir, epochs={"ptv2": 2, "finetune": 1}, lr={"ptv2": 1e-7, "finetune": 1e-3})
+    run = train_task(cfg, task, root / task, report_splits=("dev",) if task == "pair" else ())
+    hist = run.history
+    assert [h["epoch"] for h in hist] == [0, 1, 2] and hist[0]["train_loss"] is None
+    assert run.record["best_epoch"] == max(range(3), key=lambda e: (hist[e]["val_score"], -e))
+    assert run.metrics["val"][task] == hist[run.record["best_epoch"]]["val"][task]
+
+
+def test_frozen_baseline_is_the_backbone_with_a_fitted_head_and_bi_similarity_is_the_cosine(root, tiny_dir):
+    from ptv2.training.driver import train
+
+    cfg = _cfg(root, tiny_dir)
+    run = train(cfg, ["reg"], root / "frozen", report_splits=(), frozen=True)
+    model, tok, spec = load_model(root / "frozen/model")
+    assert spec.prompt_length == 0 and run.record["method"] == "frozen" and run.record["epochs_run"] == 0
+    assert run.record["best_epoch"] == 0 and len(run.history) == 1
+    # zero-shot cosine: Pearson of the fitted affine map of cos(u, v) equals Pearson of the raw cosine
+    td = load_task_data(cfg, "reg")
+    ds = td.split("val")
+    feats = encode_split(ds, "regression", tok, 32, "bi")
+    batch = Collator(tok.pad_token_id, "regression")(feats)
+    with torch.no_grad():
+        h, _ = model.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              token_type_ids=batch["token_type_ids"], return_dict=False)[:2]
+        x = pool(h, batch["attention_mask"], "mean", None)
+        cos = torch.nn.functional.cosine_similarity(x[0::2], x[1::2]).numpy()
+    gold = np.array(ds["label"], dtype=float)
+    assert run.metrics["val"]["reg"]["pearson"] == pytest.approx(metrics.compute(["pearson"], cos, gold)["pearson"],
+                                                                 abs=1e-3)
+    assert train(cfg, ["reg"], root / "frozen", report_splits=(), frozen=True).record == run.record  # reused
+
+
+def test_bi_tasks_export_serve_and_match_pytorch(root, tiny_dir):
+    """A bundle with bi pair tasks beside cross ones: parity per pair, a served pair equals the PyTorch
+    model's answer, a pair counts two encoder rows against max_rows, a mixed request equals single rows."""
+    from ptv2.export.onnx_export import parity, write_bundle
+    from ptv2.serving.bundle import Bundle, BundleError, Limits
+
+    cfg = _cfg(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1})
+    models = {}
+    for task in ("sent", "pair", "reg"):
+        train_task(cfg, task, root / task, report_splits=())
+        models[task], tok, _ = load_model(root / task / "model")
+    bundle = write_bundle(models, tok, root / "bundle", int8=False)
+    b = Bundle(bundle)
+    for task in ("pair", "reg"):
+        r = parity(models[task], task, b, batch_sizes=(1, 4), lengths=(3, None))
+        assert r["max_abs_diff"] <= 1e-4 and r["cases"] == 4, r
+    rows = [{"task": "reg", "text": "the cat sat on the mat", "text_pair": "the dog sat"},
+            {"task": "pair", "text": "the cat sat", "text_pair": "the dog sat on the mat"},
+            {"task": "sent", "text": "the movie was good"}]
+    got = b.predict(rows)
+    for row, g in zip(rows[:2], got[:2]):
+        ds = __import__("datasets").Dataset.from_dict({"text_a": [row["text"]], "text_b": [row["text_pair"]],
+                                                       "label": [0.0 if row["task"] == "reg" else 0]})
+        kind = "regression" if row["task"] == "reg" else "pair_classification"
+        batch = Collator(tok.pad_token_id, kind)(encode_split(ds, kind, tok, 32, "bi"))
+        with torch.no_grad():
+            ref = models[row["task"]](batch, row["task"])[0]
+        if kind == "regression":
+            assert g["score"] == pytest.approx(float(ref), abs=1e-4)
+        else:
+            assert g["label"] == ["no", "yes"][int(ref.argmax())]
+            assert g["score"] == pytest.approx(float(torch.softmax(ref, -1).max()), abs=1e-4)
+    for row, g in zip(rows, got):  # a mixed request answers each row as a request of its own
+        alone = b.predict([row])[0]
+        assert alone.keys() == g.keys()
+        for k, v in alone.items():
+            assert v == pytest.approx(g[k], abs=1e-5) if isinstance(v, float) else v == g[k]
+    small = Bundle(bundle, limits=Limits(micro_batch=4, max_rows=3, max_text_chars=100))
+    small.predict(rows[2:] + rows[:1])  # 1 + 2 encoder rows: at the limit
+    with pytest.raises(BundleError, match="bi-encoded pair twice"):
+        small.predict(rows[:2])  # 2 + 2
+    spec = dataclasses.asdict(cfg.task("pair"))
+    assert spec["pair_encoding"] == "bi" and b.specs["pair"]["pair_encoding"] == "bi"
