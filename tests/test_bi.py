@@ -157,3 +157,29 @@ def test_bi_tasks_export_serve_and_match_pytorch(root, tiny_dir):
         small.predict(rows[:2])  # 2 + 2
     spec = dataclasses.asdict(cfg.task("pair"))
     assert spec["pair_encoding"] == "bi" and b.specs["pair"]["pair_encoding"] == "bi"
+
+
+def test_a_frozen_baseline_shares_a_bundle_with_prompted_tasks(root, tiny_dir):
+    """P = 0 in the prompt-as-input graph is the plain backbone: the frozen baseline exports into the same
+    bundle format (alone, or beside prompted tasks), passes parity and answers as its PyTorch model does."""
+    from ptv2.export.onnx_export import parity, write_bundle
+    from ptv2.serving.bundle import Bundle
+    from ptv2.training.driver import train
+
+    cfg = _cfg(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1})
+    train(cfg, ["reg"], root / "frozen", report_splits=(), frozen=True)
+    train_task(cfg, "sent", root / "sent", report_splits=())
+    frozen, tok, _ = load_model(root / "frozen/model")
+    sent, _, _ = load_model(root / "sent/model")
+    for name, models in (("alone", {"reg": frozen}), ("mixed", {"reg": frozen, "sent": sent})):
+        b = Bundle(write_bundle(models, tok, root / name, int8=False))
+        assert b.tasks["reg"].prompt.shape[3] == 0
+        for task, model in models.items():
+            r = parity(model, task, b, batch_sizes=(1, 4), lengths=(5, None))
+            assert r["max_abs_diff"] <= 1e-4, (name, task, r)
+    rows = [{"task": "reg", "text": "the cat sat", "text_pair": "the dog sat on the mat"},
+            {"task": "sent", "text": "a good film"}]
+    mixed = b.predict(rows)
+    assert mixed[0]["score"] == pytest.approx(b.predict(rows[:1])[0]["score"], abs=1e-5)
+    alone = b.predict(rows[1:])[0]
+    assert mixed[1]["label"] == alone["label"] and mixed[1]["score"] == pytest.approx(alone["score"], abs=1e-5)
