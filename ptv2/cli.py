@@ -47,11 +47,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from ptv2.training.driver import train
+    from ptv2.training.driver import FROZEN, train
 
     cfg = _config(args)
     task = args.task or cfg.run.task
-    out = Path(args.out or Path(cfg.run.out_dir) / task / "frozen")
+    out = Path(args.out or Path(cfg.run.out_dir) / task / FROZEN)
     _report(train(cfg, [task], out, frozen=True))
     return 0
 

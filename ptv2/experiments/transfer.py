@@ -18,8 +18,8 @@ from ptv2.experiments.tables import command_line, markdown, mean_std
 from ptv2.files import atomic_write_text, write_json
 
 log = logging.getLogger(__name__)
-COLUMNS = {"f": "frozen backbone + fitted head", "a": "(a) single-task", "b": "(b) multi-task → adapted", "c": "(c) multi-task, no adaptation",
-           "d": "(d) held out → adapted"}
+COLUMNS = {"f": "frozen backbone + fitted head", "a": "(a) single-task", "b": "(b) multi-task → adapted",
+           "c": "(c) multi-task, no adaptation", "d": "(d) held out → adapted"}
 
 
 def transfer(cfg: Config, tasks: list[str], held_out: list[str], seeds: list[int], out_md: Path, work: Path) -> None:

@@ -22,7 +22,6 @@ from ptv2.data.tasks import load_task_data
 
 log = logging.getLogger(__name__)
 SERVABLE = ("ptv2", "lora", "adalora", "finetune")  # prefix_tuning is saved folded, as ptv2
-FROZEN = "frozen"  # the frozen baselines' checks: <export.checks_dir>/frozen/<task>.json
 
 
 def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path,

@@ -166,10 +166,6 @@ class Bundle:
             x = vectors[0]
         return x @ head.weight.T + head.bias
 
-    def logits(self, hidden: np.ndarray, mask: np.ndarray, task: str) -> np.ndarray:
-        """One encoder row's logits (tasks read from one row: not bi-encoded pairs)."""
-        return self.head(task, [self.pool(hidden, mask, task)])
-
     def check(self, rows: Any) -> None:
         """Refuse a request that is too large or has a row this bundle cannot answer, naming the row and why."""
         check_rows(rows, self.specs, self.limits.max_rows, self.limits.max_text_chars)

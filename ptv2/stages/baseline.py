@@ -9,7 +9,7 @@ from pathlib import Path
 from ptv2.files import write_json
 from ptv2.stages.common import parse, root_of
 from ptv2.tracking.store import tracked
-from ptv2.training.driver import train
+from ptv2.training.driver import FROZEN, train
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
         run.log_artifacts(out / "model", "model")
         run_id = run.id
     write_json(out / "mlflow.json", {"run_id": run_id})  # the frozen candidate's registered model is logged here
-    write_json(f"metrics/baseline/{args.task}.json", {"task": args.task, "method": "frozen",
+    write_json(f"metrics/baseline/{args.task}.json", {"task": args.task, "method": FROZEN,
                                                        **{s: m[args.task] for s, m in res.metrics.items()}})
 
 

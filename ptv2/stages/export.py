@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ptv2.export.deploy import FROZEN, bundle_for, export_and_check
+from ptv2.export.deploy import bundle_for, export_and_check
 from ptv2.files import write_json
 from ptv2.stages.common import parse, root_of
 from ptv2.tracking.store import tracked
+from ptv2.training.driver import FROZEN
 
 
 def main(argv: list[str] | None = None) -> None:

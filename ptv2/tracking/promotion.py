@@ -19,11 +19,12 @@ from ptv2.data.tasks import TaskData, load_task_data
 from ptv2.errors import ArtifactError
 from ptv2.export.checks import bundle_predictions, scorer, train_labels_for_baseline
 from ptv2.export.compose import subset_bundle
-from ptv2.export.deploy import FROZEN, bundle_for
+from ptv2.export.deploy import bundle_for
 from ptv2.serving.bundle import Bundle, int8_serves
 from ptv2.tracking import store
 from ptv2.tracking.evidence import baseline
 from ptv2.tracking.registry import Decision, GateData, register_and_gate
+from ptv2.training.driver import FROZEN
 
 
 def served_in(cfg: Config, checks: dict[str, Any]) -> str:
@@ -43,10 +44,10 @@ def _checks(cfg: Config, task: str, kind: str) -> tuple[dict[str, Any], dict[str
     return json.loads(path.read_text()), checks
 
 
-def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, against_frozen: list[Any] | None) -> Decision:
-    """Log ``kind``'s bundle into its run, register it and gate it (``against_frozen``: the frozen baseline's
-    predictions a trained challenger must also beat)."""
-    pred, checks = _checks(cfg, task, kind)
+def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, pred: dict[str, Any],
+          checks: dict[str, Any], against_frozen: list[Any] | None) -> Decision:
+    """Log ``kind``'s bundle into its run, register it and gate it on ``pred`` / ``checks`` (``_checks``);
+    ``against_frozen``: the frozen baseline's predictions a trained challenger must also beat."""
     folder = Path(cfg.adapt.baseline_dir if kind == FROZEN else cfg.adapt.out_dir) / task
     bundle_root = cfg.export.frozen_dir if kind == FROZEN else cfg.export.out_dir
     run_id = json.loads((folder / "mlflow.json").read_text())["run_id"]
@@ -83,12 +84,13 @@ def promote_task(cfg: Config, root: Path, task: str) -> dict[str, Any]:
     """The trained challenger against the trivial and frozen baselines and the champion; if refused, the
     frozen baseline as a candidate of its own (unless the champion already is this very frozen model)."""
     td = load_task_data(cfg, task)
-    frozen_pred, _ = _checks(cfg, task, FROZEN)
-    d = _gate(cfg, root, task, td, "trained", frozen_pred["fp32"])
-    out = {"task": task, **_summary(d, "trained"), "deploy_checks": _checks(cfg, task, "trained")[1]}
+    frozen_pred, frozen_checks = _checks(cfg, task, FROZEN)
+    pred, checks = _checks(cfg, task, "trained")
+    d = _gate(cfg, root, task, td, "trained", pred, checks, frozen_pred["fp32"])
+    out = {"task": task, **_summary(d, "trained"), "deploy_checks": checks}
     if d.promoted or _champion_is_this_frozen(cfg, root, task):
         return out
-    f = _gate(cfg, root, task, td, FROZEN, None)
+    f = _gate(cfg, root, task, td, FROZEN, frozen_pred, frozen_checks, None)
     out["frozen_candidate"] = _summary(f, FROZEN)
     if f.promoted:
         out["served"] = f"the frozen baseline (v{f.version}): {f.reason}"

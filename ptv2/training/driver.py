@@ -107,6 +107,9 @@ def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = Fa
         return _train(cfg, data, out_dir, mixture, init_from, report_splits, on_log, key, frozen)
 
 
+FROZEN = "frozen"  # the frozen-backbone baseline's name: its record's method, its table row, its folders
+
+
 def frozen_config(cfg: Config) -> Config:
     """The frozen-backbone baseline's settings: method ptv2 with a prompt of length 0 (the plain backbone),
     heads fitted on its features (LP-FT's first step, and nothing after it)."""
@@ -155,7 +158,7 @@ def _train(cfg: Config, data: dict[str, TaskData], out_dir: Path, mixture: bool,
                 s = encode(d, split, tok, L, pe[t])
                 metrics.setdefault(split, {})[t] = evaluate(best, t, s.feats, s.ds, s.labels, s.metrics,
                                                             tok.pad_token_id, cfg.train.eval_batch_size)
-    record = {"tasks": tasks, "method": "frozen" if frozen else cfg.train.method, "key": key, "metrics": metrics, **extra,
+    record = {"tasks": tasks, "method": FROZEN if frozen else cfg.train.method, "key": key, "metrics": metrics, **extra,
               "init_from": str(init_from or ""), "trainable_params": trainable, "total_params": total,
               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
               "train_seconds": round(result.seconds, 1), "history": result.history, "loaded_rss_mb": loaded_mb,

@@ -46,11 +46,7 @@ def head_inputs(model: PromptedModel, task: str, feats: list[dict[str, Any]], pa
 
 def _logits(task_type: str, X: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     y = X @ w.T + b  # (N, out) or (N, C, 1)
-    if task_type == "multiple_choice":
-        return y.squeeze(-1)
-    if task_type == "regression":
-        return y.squeeze(-1)
-    return y
+    return y.squeeze(-1) if task_type in ("multiple_choice", "regression") else y
 
 
 def _loss(task_type: str, X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
