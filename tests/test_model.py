@@ -84,3 +84,38 @@ def test_loss_falls_on_separable_task(tiny):
         opt.zero_grad(); loss.backward(); opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_deep_prompt_reaches_a_backbone_that_takes_its_cache_as_past_key_values(tiny):
+    """Regression: transformers 5.17 (the GPU image) names the cache ``past_key_values``, 5.24 ``cache``;
+    a prompt passed under the wrong name was dropped (the prompted output equalled the plain backbone)."""
+    from transformers import BertModel
+
+    from ptv2.model.inject import cache_argument
+
+    backbone, tok = tiny
+
+    class OldBert(BertModel):  # the 5.17 signature over the same weights
+        def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                    past_key_values=None, use_cache=None, **kw):
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                   position_ids=position_ids, cache=past_key_values, use_cache=use_cache, **kw)
+
+    old = OldBert(backbone.config).eval()
+    old.load_state_dict(backbone.state_dict())
+    backbone.eval()
+    assert (cache_argument(backbone), cache_argument(old)) == ("cache", "past_key_values")
+    model = prompted(backbone, {"t": ("classification", 2)}, prompt_length=3).eval()
+    b = _batch(tok, ["good movie", "the cat sat on the mat"])
+    args = (b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    new_h, _ = encode(backbone, *args, model.prompt(2))
+    old_h, _ = encode(old, *args, model.prompt(2))
+    torch.testing.assert_close(old_h, new_h)
+    assert not torch.allclose(old_h, encode(old, *args, None)[0])
+
+    class Neither(torch.nn.Module):
+        def forward(self, input_ids=None):
+            return input_ids
+
+    with pytest.raises(TypeError, match="neither 'cache' nor 'past_key_values'"):
+        cache_argument(Neither())

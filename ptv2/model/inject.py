@@ -8,11 +8,31 @@ Positions: we pass ``position_ids`` explicitly so the real tokens keep positions
 """
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
-from typing import Iterator
+from functools import lru_cache
+from typing import Callable, Iterator
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
+
+
+@lru_cache(maxsize=None)
+def _cache_argument_of(forward: Callable) -> str:
+    params = inspect.signature(forward).parameters
+    if "cache" in params:
+        return "cache"
+    if "past_key_values" in params:
+        return "past_key_values"
+    raise TypeError(f"{forward.__qualname__} takes neither 'cache' nor 'past_key_values': this transformers "
+                    "version cannot take deep prompts through a key/value cache")
+
+
+def cache_argument(backbone: PreTrainedModel) -> str:
+    """The keyword the backbone's ``forward`` takes its key/value cache by: transformers renamed
+    ``past_key_values`` to ``cache`` during 5.x (5.17 has the first, 5.24 the second); both work."""
+    base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone  # peft wrappers
+    return _cache_argument_of(type(base).forward)
 
 
 def position_ids_for(backbone: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
@@ -36,7 +56,7 @@ def encode(backbone: PreTrainedModel, input_ids: torch.Tensor, attention_mask: t
     if prefix is not None and prefix[0][0].shape[2] > 0:
         B, P = input_ids.shape[0], prefix[0][0].shape[2]
         # A fresh cache each call: DynamicCache.update appends in place.
-        kwargs["cache"] = DynamicCache(ddp_cache_data=[(k, v) for k, v in prefix])
+        kwargs[cache_argument(backbone)] = DynamicCache(ddp_cache_data=[(k, v) for k, v in prefix])
         ones = torch.ones(B, P, dtype=attention_mask.dtype, device=attention_mask.device)
         attention_mask = torch.cat([ones, attention_mask], dim=1)  # (B, P+T)
         kwargs["position_ids"] = position_ids_for(backbone, input_ids)
@@ -52,7 +72,8 @@ def token_key_values(backbone: PreTrainedModel, input_ids: torch.Tensor) -> list
     cache = DynamicCache()  # each layer appends its (K, V) to it
     was_training = backbone.training
     backbone.eval()
-    backbone(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False, cache=cache)
+    backbone(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False,
+             **{cache_argument(backbone): cache})
     backbone.train(was_training)
     return [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
 
