@@ -31,7 +31,8 @@ def _cache_argument_of(forward: Callable) -> str:
 def cache_argument(backbone: PreTrainedModel) -> str:
     """The keyword the backbone's ``forward`` takes its key/value cache by: transformers renamed
     ``past_key_values`` to ``cache`` during 5.x (5.17 has the first, 5.24 the second); both work."""
-    base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone  # peft wrappers
+    base = getattr(backbone, "_orig_mod", backbone)  # torch.compile's wrapper
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base  # peft's
     return _cache_argument_of(type(base).forward)
 
 

@@ -30,6 +30,7 @@ from ptv2.model.prompted import PromptedModel
 from ptv2.training.artifacts import save_adapter
 from ptv2.training.evaluate import evaluate
 from ptv2.training.probe import fit_heads
+from ptv2.training.speed import autocast, compiled, use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,13 @@ def single_task_planner(task: str, lengths: list[int], batch_size: int, group: b
 
 
 def make_device(cfg: TrainConfig, multi_task: bool = False):
-    """An ``accelerate`` Accelerator: GPU (bf16 autocast) when there is one, CPU otherwise; under
-    ``torchrun`` / ``accelerate launch`` one process of a data-parallel group (gloo on CPU, NCCL on GPU).
-    With several tasks, the heads of tasks absent from a batch get no gradient: DDP must look for them."""
+    """An ``accelerate`` Accelerator: GPU when there is one, CPU otherwise (autocast: ``speed.autocast``); under ``torchrun`` / ``accelerate launch`` one process
+    of a data-parallel group (gloo on CPU, NCCL on GPU). With several tasks, the heads of tasks absent from a
+    batch get no gradient: DDP must look for them."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
-    return Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16",
+    return Accelerator(cpu=cpu, mixed_precision="no",
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=multi_task)])
 
 
@@ -125,6 +126,7 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
                  -(-cfg.batch_size // acc.num_processes))
     state = _resume(out_dir / "checkpoint", core, opt, sched, fingerprint)
     collators = {t: Collator(pad_id, core.task_types[t]) for t in train}
+    bf16 = use_bf16(cfg.precision, cuda=acc.device.type == "cuda")
     main = {t: s.metrics[0] for t, s in val.items()}
     t0 = time.perf_counter() - state["seconds"]
     if cfg.head_init == "fit" and fit_tasks is not None and not state["history"]:
@@ -133,7 +135,8 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     for epoch in range(epochs + 1 if state.get("stopped") else state["epoch"] + 1, epochs + 1):
         g = torch.Generator().manual_seed(seed * 1000 + epoch)
         torch.manual_seed(seed * 1000 + epoch)  # dropout: same stream after a resume
-        loss = _run_epoch(model, opt, sched, acc, planner(g), train, collators, cfg, epoch, epochs, on_log)
+        with compiled(core.backbone, cfg.compile):
+            loss = _run_epoch(model, opt, sched, acc, planner(g), train, collators, cfg, epoch, epochs, on_log, bf16)
         val_metrics = {t: evaluate(core, t, s.feats, s.ds, s.labels, s.metrics, pad_id, cfg.eval_batch_size,
                                    acc.device) for t, s in val.items()}
         score = score_of(val_metrics, main)
@@ -162,7 +165,7 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
 
 
 def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], collators, cfg: TrainConfig,
-               epoch: int, epochs: int, on_log) -> float:
+               epoch: int, epochs: int, on_log, bf16: bool) -> float:
     model.train()
     total, n = 0.0, 0
     bar = tqdm(plan, desc=f"epoch {epoch}/{epochs}", leave=False, mininterval=1.0, dynamic_ncols=True,
@@ -177,7 +180,7 @@ def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], coll
         for task, idx in parts:  # a mixed batch: one forward per task, gradients summed before the step
             mine, n_mine = shard(idx, rank, world)
             batch = {k: v.to(acc.device) for k, v in collators[task]([train[task].feats[j] for j in mine]).items()}
-            with acc.autocast():
+            with autocast(acc.device, bf16):
                 logits = model(batch, task)
             # the row-weighted mean over the *global* batch: DDP averages gradients over ranks, hence * world
             loss = core.loss(task, logits, batch["labels"], cfg.cosent_scale) * (n_mine / rows) * world

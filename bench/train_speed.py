@@ -1,0 +1,153 @@
+"""One training epoch, ptv2 (each speed setting) against Hugging Face ``Trainer`` peers, in one run.
+
+    python bench/train_speed.py --task mrpc --examples 1280 --out reports/bench_speed.md
+
+Every entry runs in its own subprocess on the same train rows (the task's train split after ptv2 carves
+its val, first ``--examples`` rows) on the same cores, one after the other:
+- ptv2 through the library's own driver (``ptv2.training.driver.train``, 1 epoch, random head so no fitting
+  time): fp32 eager, then each setting of ``train.precision`` / ``train.compile`` asked for, and
+  ``--encodings`` (bi, cross). Epoch time is the loop's ``_run_epoch`` (timed by wrapping it).
+- ``Trainer`` full fine-tuning (run_glue-style: cross-encoded pairs padded to 128, AdamW lr 2e-5) and
+  ``Trainer`` + PEFT LoRA (r 8 on query/value, lr 5e-4): ``train_runtime`` of one epoch.
+Reported: epoch seconds, examples/s, ratio of each peer's epoch time to ptv2's, dev metric after the one
+epoch, peak RSS of the process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 32
+
+
+def _peak_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _cfg(task: str, examples: int, sets: list[str]):
+    from ptv2.config import load_config
+
+    return load_config(ROOT / "params.yaml", [f"tasks.{task}.max_train_examples={examples}", "train.method=ptv2",
+                                              "train.epochs.ptv2=1", "train.head_init=random", "train.patience=0",
+                                              f"train.batch_size={BATCH}"] + sets)
+
+
+def child_ptv2(task: str, examples: int, sets: list[str]) -> dict[str, Any]:
+    from ptv2.training import driver, loop
+
+    spent: list[float] = []
+    orig = loop._run_epoch
+
+    def timed(*a, **k):
+        t0 = time.perf_counter()
+        out = orig(*a, **k)
+        spent.append(time.perf_counter() - t0)
+        return out
+
+    loop._run_epoch = timed
+    cfg = _cfg(task, examples, sets)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = driver.train(cfg, [task], tmp, report_splits=("dev",))
+    metric = cfg.task(task).metrics[0]
+    return {"epoch_s": spent[0], "rows": examples, "dev": run.metrics["dev"][task][metric], "metric": metric,
+            "peak_mb": _peak_mb()}
+
+
+def child_trainer(task: str, examples: int, lora: bool) -> dict[str, Any]:
+    import numpy as np
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+
+    from ptv2.data.tasks import load_task_data
+    from ptv2.model.backbone import resolve
+    from ptv2.training.metrics import compute
+
+    cfg = _cfg(task, examples, [])
+    td = load_task_data(cfg, task)
+    path = resolve(cfg.backbone.name)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(td.labels))
+    if lora:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.05,
+                                                 target_modules=["query", "value"]))
+
+    def enc(split: str) -> Dataset:
+        ds = td.split(split)
+        e = tok(list(ds["text_a"]), list(ds["text_b"]), truncation=True, max_length=128, padding="max_length")
+        return Dataset.from_dict({**e, "labels": list(ds["label"])})
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=BATCH, num_train_epochs=1,
+                                 learning_rate=5e-4 if lora else 2e-5, save_strategy="no", report_to=[],
+                                 logging_strategy="no", use_cpu=True, disable_tqdm=True, seed=cfg.seed)
+        trainer = Trainer(model=model, args=args, train_dataset=enc("train"))
+        out = trainer.train()
+        dev = enc("dev")
+        pred = np.argmax(trainer.predict(dev).predictions, axis=-1)
+    metric = cfg.task(task).metrics[0]
+    score = compute([metric], pred.tolist(), list(dev["labels"]))[metric]
+    return {"epoch_s": out.metrics["train_runtime"], "rows": examples, "dev": score, "metric": metric,
+            "peak_mb": _peak_mb()}
+
+
+def _run(kind: str, **kw: Any) -> dict[str, Any]:
+    code = (f"import sys, json; sys.path.insert(0, {str(ROOT / 'bench')!r}); sys.path.insert(0, {str(ROOT)!r}); "
+            f"import train_speed as b; print('RESULT' + json.dumps(b.child_{kind}(**{kw!r})))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT")]
+    if r.returncode or not lines:
+        raise SystemExit(f"{kind} {kw} failed:\n{r.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT"):])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--task", default="mrpc")
+    ap.add_argument("--examples", type=int, default=1280)
+    ap.add_argument("--encodings", default="bi,cross")
+    ap.add_argument("--settings", default="train.compile=true",
+                    help="';'-separated ptv2 settings to time beside fp32 eager, e.g. 'train.precision=bf16'")
+    ap.add_argument("--peers", default="finetune,lora", help="Trainer peers: finetune,lora ('' = none)")
+    ap.add_argument("--out", default="reports/bench_speed.md")
+    a = ap.parse_args(argv)
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for pe in [e for e in a.encodings.split(",") if e]:
+        for extra in [""] + [s for s in a.settings.split(";") if s]:
+            sets = [f"backbone.pair_encoding={pe}", "train.precision=fp32"] + ([extra] if extra else [])
+            if "precision" in extra:
+                sets.remove("train.precision=fp32")
+            name = f"ptv2 {pe}, " + (extra or "fp32 eager")
+            rows.append((name, _run("ptv2", task=a.task, examples=a.examples, sets=sets)))
+            print(name, rows[-1][1], flush=True)
+    for peer in [p for p in a.peers.split(",") if p]:
+        rows.append((f"Trainer + {'LoRA' if peer == 'lora' else 'full fine-tuning'}",
+                     _run("trainer", task=a.task, examples=a.examples, lora=peer == "lora")))
+        print(rows[-1][0], rows[-1][1], flush=True)
+    base = rows[0][1]["epoch_s"]
+    cmd = "python bench/train_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    md = [f"# One training epoch on {a.task} ({a.examples} train rows, batch {BATCH}): ptv2 vs HF Trainer", "",
+          f"Command: `{cmd}`; each row its own process, one after the other on the same cores.", "",
+          "| run | epoch s | examples/s | epoch time / first row's | dev " + rows[0][1]["metric"] + " (1 epoch) | peak RSS MB |",
+          "|---|---|---|---|---|---|"]
+    for name, r in rows:
+        md.append(f"| {name} | {r['epoch_s']:.1f} | {r['rows'] / r['epoch_s']:.1f} | {r['epoch_s'] / base:.2f}x | "
+                  f"{r['dev']:.1f} | {r['peak_mb']:.0f} |")
+    Path(a.out).write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
