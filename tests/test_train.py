@@ -86,3 +86,32 @@ def test_finetune_method_runs_same_loop(root, tiny_dir):
     assert run.trainable == run.total
     state, spec = read_adapter(root / "ft/model")
     assert spec.method == "finetune" and any(k.startswith("backbone.") for k in state)
+
+
+def test_optimizer_uses_the_configured_methods_rate_even_when_the_model_trains_as_another(root, tiny_dir, monkeypatch):
+    """Regression: qlora builds a LoRA model (model.method 'lora'); fit read lr.lora while the run key
+    hashed lr.qlora. Both now read TrainConfig.learning_rate."""
+    import dataclasses
+
+    from ptv2.training import loop
+    from ptv2.training.fingerprint import run_key
+
+    cfg = config_from_dict(tiny_params(root, tiny_dir, method="lora", epochs={"lora": 1, "qlora": 1},
+                                       lr={"lora": 0.5, "qlora": 0.0123}))
+    seen = []
+    real = torch.optim.AdamW
+    monkeypatch.setattr(loop.torch.optim, "AdamW", lambda params, lr, **kw: seen.append(lr) or real(params, lr=lr, **kw))
+    as_qlora = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, method="qlora"))
+    # what build.model_from_spec does for qlora off a GPU-less test: a LoRA model under the qlora config
+    monkeypatch.setattr("ptv2.training.driver.check_device", lambda c: None)
+    from ptv2.training import driver
+
+    real_build = driver.model_from_spec
+    monkeypatch.setattr(driver, "model_from_spec", lambda spec, *a, **k: real_build(
+        dataclasses.replace(spec, method="lora"), *a, **k))
+    train_task(as_qlora, "sent", root / "q", report_splits=())
+    assert seen == [0.0123]
+    bumped = dataclasses.replace(as_qlora, train=dataclasses.replace(as_qlora.train, lr={"lora": 0.5, "qlora": 0.02}))
+    assert run_key(bumped, ["sent"]) != run_key(as_qlora, ["sent"])
+    other = dataclasses.replace(as_qlora, train=dataclasses.replace(as_qlora.train, lr={"lora": 0.9, "qlora": 0.0123}))
+    assert run_key(other, ["sent"]) == run_key(as_qlora, ["sent"])

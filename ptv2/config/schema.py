@@ -94,6 +94,12 @@ class TrainConfig:
         _check(self.max_train_examples >= 0, "max_train_examples", self.max_train_examples, ">= 0")
         _check(self.processes >= 1, "processes", self.processes, "an integer >= 1 (data-parallel processes per node)")
 
+    @property
+    def learning_rate(self) -> float:
+        """The configured method's rate: what the optimizer uses and the run key hashes (``qlora`` trains
+        as LoRA on a 4-bit base, but reads ``lr.qlora``)."""
+        return self.lr[self.method]
+
 
 @dataclass(frozen=True)
 class TaskSpec:

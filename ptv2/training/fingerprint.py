@@ -45,7 +45,7 @@ def run_key(cfg: Config, tasks: list[str], mixture: bool = False, init_from: str
     train = {k: v for k, v in asdict(cfg.train).items() if k not in ("lr", "epochs", "processes", "num_threads")}
     parts: dict[str, object] = {
         "seed": cfg.seed, "data_root": cfg.data_root, "backbone": asdict(cfg.backbone), "prompt": asdict(cfg.prompt),
-        "train": train, "method": m, "lr": cfg.train.lr[m],
+        "train": train, "method": m, "lr": cfg.train.learning_rate,
         "tasks": {t: {k: v for k, v in asdict(cfg.task(t)).items() if k != "epochs"} for t in tasks},
         "data": {t: data_sha(cfg, t) for t in tasks}, "code": code_sha()}
     if mixture:
