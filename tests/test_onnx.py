@@ -401,3 +401,29 @@ def test_export_records_int8_checks_that_decide_at_load(tmp_path, tiny_dir):
     assert not Bundle(out, int8=True, int8_min_agreement=0.99).tasks["reg"].int8
     assert Bundle(out, int8=True, int8_min_agreement=0.0).tasks["reg"].int8 is report["reg"]["int8_not_worse"]
     assert not list(tmp_path.glob(".bundle*"))  # staging folders gone
+
+
+def test_a_pooler_pooled_task_is_refused_at_export_and_in_a_bundle(trained, tmp_path):
+    """Regression: bundles pool hidden states (cls / mean); a `pooling: pooler` task was exported and then
+    served mean-pooled, unlike PyTorch. Export refuses it, and a bundle whose spec says so does not load."""
+    import copy
+    import dataclasses
+    import json
+    import shutil
+
+    from ptv2.serving.manifest import write_manifest
+
+    _, models, tok, bundle = trained
+    m = copy.deepcopy(models["sent"])
+    m.spec, m.pooling = dataclasses.replace(m.spec, pooling="pooler"), "pooler"
+    with pytest.raises(BundleError, match="pooling 'pooler'.*retrain it with backbone.pooling cls or mean"):
+        write_bundle({"sent": m}, tok, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+    bad = tmp_path / "bad"
+    shutil.copytree(bundle, bad)
+    spec = json.loads((bad / "tasks/sent.json").read_text())
+    (bad / "tasks/sent.json").write_text(json.dumps({**spec, "pooling": "pooler"}))
+    (bad / "manifest.json").unlink()
+    write_manifest(bad)
+    with pytest.raises(BundleError, match="sent.json: pooling 'pooler' is not served"):
+        Bundle(bad)

@@ -24,7 +24,7 @@ from ptv2.export.graph import BakedTaskModel, PromptInputEncoder, batch_prefix, 
 from ptv2.model.inject import attention
 from ptv2.model.prompted import PromptedModel
 from ptv2.model.spec import HeadSpec
-from ptv2.serving.manifest import write_manifest
+from ptv2.serving.manifest import SERVED_POOLING, BundleError, write_manifest
 
 log = logging.getLogger(__name__)
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
@@ -107,6 +107,11 @@ def write_bundle(models: dict[str, PromptedModel], tokenizer: Any, out: str | Pa
     weights, so their bundle holds one task."""
     out = Path(out)
     first = next(iter(models.values()))
+    for task, model in models.items():  # refused here, before the export, not served differently later
+        if model.spec.pooling not in SERVED_POOLING and model.heads[task].kind != "token":
+            raise BundleError(f"task {task!r} was trained with pooling {model.spec.pooling!r}; bundles serve "
+                              f"{list(SERVED_POOLING)} pooling of the encoder's hidden states (the ONNX graph has "
+                              f"no pooler layer): retrain it with backbone.pooling cls or mean")
     if first.prompt is None and len(models) > 1:
         raise ValueError(f"tasks {sorted(models)}: a {first.method} model carries its own encoder weights; "
                          f"export one bundle per task (only deep-prompt tasks share one encoder)")

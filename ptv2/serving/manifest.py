@@ -15,6 +15,7 @@ from ptv2.files import sha256, write_json
 FORMAT = "ptv2-bundle/1"
 TYPES = ("classification", "pair_classification", "regression", "token_classification", "multiple_choice")
 SPEC_KEYS = {"type": str, "labels": list, "text_b": bool, "pooling": str, "max_length": int}
+SERVED_POOLING = ("cls", "mean")  # what Bundle.pool computes from the encoder's hidden states (no pooler layer)
 
 
 class BundleError(Ptv2Error, ValueError):
@@ -73,6 +74,9 @@ def check_task(bundle: Path, name: str, spec: Any, tensors: dict[str, np.ndarray
     if not isinstance(spec, dict) or any(not isinstance(spec.get(k), t) for k, t in SPEC_KEYS.items()) \
             or spec["type"] not in TYPES:
         raise BundleError(f"{where}.json: needs {sorted(SPEC_KEYS)} with type one of {list(TYPES)}; re-export the bundle")
+    if spec["pooling"] not in SERVED_POOLING:
+        raise BundleError(f"{where}.json: pooling {spec['pooling']!r} is not served (bundles pool the encoder's "
+                          f"hidden states: {list(SERVED_POOLING)}); retrain with backbone.pooling cls or mean")
     agree, not_worse = spec.get("int8_agreement", 1.0), spec.get("int8_not_worse", True)
     if isinstance(agree, bool) or not isinstance(agree, (int, float)) or not 0 <= agree <= 1 \
             or not isinstance(not_worse, bool):
