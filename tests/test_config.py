@@ -110,3 +110,20 @@ def test_comparison_budget_applies_to_comparison_runs_only(tmp_path):
     assert cmp.train.epochs["lora"] == 4 and cmp.task("cb").epochs["finetune"] == 6
     # the command line still wins over the budget
     assert comparison_config(p, ["tasks.rte.max_train_examples=50"]).task("rte").max_train_examples == 50
+
+
+@pytest.mark.parametrize("expr,ok", [("0 3 * * *", True), ("*/15 9-17 * * 1-5", True), ("0 0 1 * *", True),
+                                     ("61 25 * * *", False), ("H 3 * * *", False), ("0 3 * * * *", False),
+                                     ("bad", False), ("", False)])
+def test_the_config_accepts_the_crons_prefects_schedule_accepts(expr, ok):
+    """The config checks cron strings without Prefect (cronsim); they agree with Prefect's CronSchedule."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    from ptv2.config.checks import _valid_cron
+
+    assert _valid_cron(expr) is ok
+    if ok:
+        CronSchedule(cron=expr, timezone="UTC")
+    elif len(expr.split()) == 5:
+        with pytest.raises(ValueError):
+            CronSchedule(cron=expr, timezone="UTC")

@@ -82,6 +82,14 @@ def test_only_the_tracking_package_imports_mlflow_or_dvc():
         assert "from dvc" not in text and "import dvc" not in text, rel
 
 
+def test_only_the_flows_import_prefect():
+    """Regression: config/checks.py imported Prefect's private validators (the config layer depended on an
+    orchestrator's private API)."""
+    offenders = [str(f.relative_to(PROJECT)) for f in sorted((PROJECT / "ptv2").rglob("*.py"))
+                 if "import prefect" in f.read_text() or "from prefect" in f.read_text()]
+    assert offenders == []
+
+
 def test_data_and_model_do_not_import_training_or_above():
     for pkg, banned in (("data", ("training", "experiments", "tracking", "export", "model")),
                         ("model", ("training", "experiments", "tracking", "export", "data", "config"))):

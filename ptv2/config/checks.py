@@ -7,14 +7,20 @@ from ptv2.errors import ConfigError
 
 
 def _valid_cron(expr: str) -> bool:
-    """Prefect's own cron validation (the parser its schedules use), so a bad string fails at load time."""
-    from prefect._internal.schemas.validators import validate_cron_string
+    """Five standard cron fields, each valid (``cronsim``, the parser Prefect's own scheduler stack ships
+    with), so a bad string fails at load time; no Prefect import in the config layer. Prefect's "R" / "H"
+    random and hashed fields are refused as cronsim refuses them."""
+    from datetime import datetime
 
-    try:
-        validate_cron_string(expr)
-    except ValueError:
+    from cronsim import CronSim, CronSimError
+
+    if len(expr.split()) != 5:
         return False
-    return len(expr.split()) == 5
+    try:
+        CronSim(expr, datetime(2000, 1, 1))
+    except CronSimError:
+        return False
+    return True
 
 
 def _valid_timezone(name: str) -> bool:
