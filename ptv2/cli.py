@@ -20,9 +20,13 @@ for _k, _v in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_
 
 
 def _config(args: argparse.Namespace):
-    from ptv2.config import load_config
+    """The command's config, loaded once (``main`` loads it before any command imports torch: a bad key is
+    reported in well under a second)."""
+    if getattr(args, "cfg", None) is None:
+        from ptv2.config import comparison_config, load_config
 
-    return load_config(args.params, args.set)
+        args.cfg = (comparison_config if args.command == "compare" else load_config)(args.params, args.set)
+    return args.cfg
 
 
 def _summary(run) -> dict:
@@ -123,9 +127,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from ptv2.experiments.compare import compare
-    from ptv2.config import comparison_config
 
-    cfg = comparison_config(args.params, args.set)
+    cfg = _config(args)
     c = cfg.compare
     split = lambda v, default: [x for x in v.split(",") if x] if v is not None else list(default)  # noqa: E731
     compare(cfg, split(args.tasks, c.tasks), split(args.methods, c.methods),
@@ -224,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        if args.command != "predict":  # predict reads params.yaml only for a bundle, and only if it is there
+            _config(args)
         return args.fn(args)
     except Ptv2Error as e:
         print(f"ptv2: error: {e}", file=sys.stderr)
