@@ -427,3 +427,36 @@ def test_a_pooler_pooled_task_is_refused_at_export_and_in_a_bundle(trained, tmp_
     write_manifest(bad)
     with pytest.raises(BundleError, match="sent.json: pooling 'pooler' is not served"):
         Bundle(bad)
+
+
+def test_request_budget_in_characters_and_tokens_is_checked_before_tokenizing(trained, monkeypatch):
+    """A request is refused on its total characters or on an upper bound of its encoder tokens, known
+    before any tokenizing (the 5,000 x 20,000-character request took 60 s and 3.6 GB before it failed)."""
+    import random
+
+    from ptv2.serving.bundle import Limits
+    from ptv2.serving.requests import row_tokens
+
+    bundle = trained[3]
+    b = Bundle(bundle, limits=Limits(micro_batch=8, max_rows=1000, max_text_chars=1000, max_request_chars=300,
+                                     max_request_tokens=10**6))
+    calls = []
+    monkeypatch.setattr(b, "_encode", lambda *a: calls.append(a) or pytest.fail("tokenized a refused request"))
+    with pytest.raises(BundleError, match="hold 301 characters; the limit is 300 per request: split"):
+        b.predict([{"task": "sent", "text": "x" * 150}, {"task": "pair", "text": "y" * 100, "text_pair": "z" * 51}])
+    L = b.specs["sent"]["max_length"]
+    b.limits = Limits(micro_batch=8, max_rows=1000, max_text_chars=1000, max_request_tokens=3 * L)
+    with pytest.raises(BundleError, match=f"may need {4 * L} encoder tokens.*the limit is {3 * L}"):
+        b.predict([{"task": "sent", "text": "good movie " * 50}] * 4)  # each row cut to max_length
+    assert not calls
+    monkeypatch.undo()
+    k = 3 * L // 7  # rows of 4 characters: 7 tokens at most each, within the budget
+    assert len(b.predict([{"task": "sent", "text": "good"}] * k)) == k
+    rng = random.Random(0)  # the bound is a bound: never below what the tokenizer makes
+    words = "good great fine bad the movie film cat sat on mat paris unknownword x".split()
+    for _ in range(200):
+        a = " ".join(rng.choice(words) for _ in range(rng.randint(1, 40)))
+        p = " ".join(rng.choice(words) for _ in range(rng.randint(0, 40))) or None
+        b.tokenizer.enable_truncation(L)
+        n = len(b.tokenizer.encode(a, p).ids) if p else len(b.tokenizer.encode(a).ids)
+        assert n <= row_tokens(b.specs["sent"], a, *([p] if p else []))

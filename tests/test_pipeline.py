@@ -92,6 +92,11 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert winner["promoted"] and winner["p_vs_baseline"] < 0.05, better
     champ, tags = tracking.alias_version(root, "ptv2-sent", "champion")
     assert champ == winner["version"] and tags["candidate"] == winner["candidate"]
+    import mlflow
+
+    card = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri(root)).get_model_version("ptv2-sent", champ).description
+    assert card.startswith("# ptv2-sent") and "- **Gate** (accuracy" in card and "trivial" in card, card
+    assert "decision: promoted" in card and "## Intended use and limits" in card
     if winner["candidate"] == "trained":  # it had to beat the frozen backbone too
         assert float(tags["gate.p_vs_frozen"]) < 0.05 and float(tags["gate.p_vs_trivial"]) < 0.05
     else:  # the trained one did not: the gate said which baseline it failed

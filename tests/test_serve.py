@@ -58,14 +58,14 @@ def trained(tmp_path_factory, tiny_dir):
 def register(store_root: Path, cfg, model_dir: Path, task: str) -> str:
     """Bundle ``task``'s model, log it into a run, register it and pass the gate (it becomes champion)."""
     from ptv2.export.onnx_export import write_bundle
-    from ptv2.tracking import registry, store
+    from ptv2.tracking import packaging, registry, store
     from ptv2.training.build import load_model
 
     model, tok, _ = load_model(model_dir / "model")
     bundle = write_bundle({task: model}, tok, store_root / f"bundle-{task}-{time.time_ns()}")
     with store.start_run(store_root, "t", f"serve-{task}", {}, {}) as run:
         rid = run.id
-    uri = store.log_bundle_model(store_root, rid, bundle, serving=cfg.serving)
+    uri = packaging.log_bundle_model(store_root, rid, bundle, serving=cfg.serving)
     gold = [i % 2 for i in range(40)]
     data = registry.GateData("accuracy", lambda p, g: 100.0 * sum(a == b for a, b in zip(p, g)) / len(g), gold, gold,
                              {"trivial": [0] * 40}, lambda version: [1 - g for g in gold])
@@ -162,3 +162,66 @@ def test_one_server_answers_mixed_tasks_and_refuses_bad_rows(published):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_registered_models_carry_their_code_signature_example_and_card(published, monkeypatch):
+    """A registered version is self-contained: the torch-free serving code (code_paths), a signature, one
+    input example row per task (the per-task model card: test_pipeline's retrain flow)."""
+    import mlflow
+
+    from ptv2.tracking import store
+
+    store_root, _ = published
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri(store_root))
+    info = mlflow.models.get_model_info("models:/ptv2-all@champion")
+    sig = info.signature.to_dict()
+    ins = {c["name"]: c for c in json.loads(sig["inputs"])}
+    assert set(ins) == {"task", "text", "text_pair", "choices"}
+    assert ins["task"]["required"] and ins["text"]["required"] and not ins["text_pair"]["required"]
+    assert ins["choices"]["type"] == "any" and not ins["choices"]["required"]
+    assert {c["name"] for c in json.loads(sig["outputs"])} == {"task", "label", "score", "choice", "entities"}
+    local = Path(mlflow.artifacts.download_artifacts("models:/ptv2-all@champion"))
+    code = sorted(str(p.relative_to(local / "code")) for p in (local / "code").rglob("*.py"))
+    assert code == ["ptv2/__init__.py", "ptv2/errors.py", "ptv2/files.py", "ptv2/serving/__init__.py",
+                    "ptv2/serving/bundle.py", "ptv2/serving/manifest.py", "ptv2/serving/requests.py"]
+    import re
+
+    assert not [f for f in code if re.search(r"^\s*(import|from) (torch|transformers)\b", (local / "code" / f).read_text(), re.M)]
+    example = json.loads((local / "serving_input_example.json").read_text())["dataframe_split"]
+    tasks = [r[example["columns"].index("task")] for r in example["data"]]
+    assert sorted(tasks) == sorted(TASKS)
+
+
+@pytest.mark.slow
+def test_the_registered_model_loads_and_answers_in_a_clean_env_from_its_own_requirements(published, tmp_path):
+    """Deploy-anywhere: a fresh virtual environment with only the model's requirements.txt (no project, no
+    torch) loads models:/ptv2-all@champion from the registry and answers (minutes: it installs mlflow)."""
+    import mlflow
+
+    from ptv2.tracking import store
+
+    store_root, _ = published
+    uri = store.tracking_uri(store_root)
+    mlflow.set_tracking_uri(uri)
+    reqs = Path(mlflow.artifacts.download_artifacts("models:/ptv2-all@champion/requirements.txt", dst_path=str(tmp_path)))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run([str(venv / "bin/pip"), "install", "-q", "-r", str(reqs)], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    code = ("import json, sys, mlflow, pandas as pd\n"
+            "m = mlflow.pyfunc.load_model('models:/ptv2-all@champion')\n"
+            "out = m.predict(pd.DataFrame([{'task': 'sent', 'text': 'good movie'},"
+            " {'task': 'pair', 'text': 'a', 'text_pair': 'b'}]))\n"
+            "import ptv2\n"
+            "print(json.dumps({'rows': out.to_dict('records'), 'torch': 'torch' in sys.modules,"
+            " 'ptv2_from': ptv2.__file__}))\n")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": uri,
+           "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    r = subprocess.run([str(venv / "bin/python"), "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [row["task"] for row in res["rows"]] == ["sent", "pair"] and all(row["label"] for row in res["rows"])
+    assert not res["torch"] and "/code/ptv2/" in res["ptv2_from"]  # the model's own copy, not a checkout
+    size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file()) / 2**20
+    print(f"clean env: {reqs.read_text().split()}; {size:.0f} MB")

@@ -90,7 +90,7 @@ def test_finetune_method_runs_same_loop(root, tiny_dir):
 
 def test_optimizer_uses_the_configured_methods_rate_even_when_the_model_trains_as_another(root, tiny_dir, monkeypatch):
     """Regression: qlora builds a LoRA model (model.method 'lora'); fit read lr.lora while the run key
-    hashed lr.qlora. Both now read TrainConfig.learning_rate."""
+    hashed lr.qlora. Both now read fingerprint.learning_rate."""
     import dataclasses
 
     from ptv2.training import loop

@@ -94,12 +94,6 @@ class TrainConfig:
         _check(self.max_train_examples >= 0, "max_train_examples", self.max_train_examples, ">= 0")
         _check(self.processes >= 1, "processes", self.processes, "an integer >= 1 (data-parallel processes per node)")
 
-    @property
-    def learning_rate(self) -> float:
-        """The configured method's rate: what the optimizer uses and the run key hashes (``qlora`` trains
-        as LoRA on a 4-bit base, but reads ``lr.qlora``)."""
-        return self.lr[self.method]
-
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -252,16 +246,19 @@ class ServingConfig:
     micro_batch: int  # rows per onnxruntime run, sorted by length and padded to the longest in each
     max_rows: int  # a request with more rows is refused (HTTP 400)
     max_text_chars: int  # a text longer than this is refused (HTTP 400)
+    max_request_chars: int  # all texts of a request together: what tokenizing it may cost (HTTP 400 above)
+    max_request_tokens: int  # encoder tokens a request may need, bounded before tokenizing (HTTP 400 above)
     int8: bool  # registered models serve encoder.int8.onnx, for the tasks int8_min_agreement lets it serve
     int8_min_agreement: float  # int8 serves a task whose export checks found this share of dev equal to fp32
     spinning: bool  # onnxruntime threads spin between ops: lower latency for a server that owns its cores
     int8_fallback_margin: float  # int8 classification rows with top-two probabilities closer than this: fp32
 
     def limits(self) -> dict[str, int]:
-        return {"micro_batch": self.micro_batch, "max_rows": self.max_rows, "max_text_chars": self.max_text_chars}
+        return {"micro_batch": self.micro_batch, "max_rows": self.max_rows, "max_text_chars": self.max_text_chars,
+                "max_request_chars": self.max_request_chars, "max_request_tokens": self.max_request_tokens}
 
     def __post_init__(self) -> None:
-        for name in ("micro_batch", "max_rows", "max_text_chars"):
+        for name in ("micro_batch", "max_rows", "max_text_chars", "max_request_chars", "max_request_tokens"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
         _check(0 <= self.int8_fallback_margin <= 1, "int8_fallback_margin", self.int8_fallback_margin,
                "a probability gap in [0, 1] (0 = never fall back to fp32)")

@@ -43,12 +43,16 @@ class TaskHead:
 @dataclass(frozen=True)
 class Limits:
     """How a bundle takes requests: rows are sorted by length and run ``micro_batch`` at a time, each
-    padded to its longest row; a request over ``max_rows`` rows or ``max_text_chars`` characters in a
-    text is refused (HTTP 400 through the pyfunc server), so memory stays bounded."""
+    padded to its longest row. A request over ``max_rows`` encoder rows, ``max_text_chars`` characters in a
+    text, ``max_request_chars`` characters in all or ``max_request_tokens`` encoder tokens (an upper bound
+    known before tokenizing: ``requests.check_rows``) is refused (HTTP 400 through the pyfunc server), so
+    what the largest allowed request costs, in time and memory, is bounded."""
 
     micro_batch: int
     max_rows: int
     max_text_chars: int
+    max_request_chars: int = 10**12
+    max_request_tokens: int = 10**12
 
 
 UNBOUNDED = Limits(micro_batch=64, max_rows=10**9, max_text_chars=10**9)  # library use; servers pass params'
@@ -168,7 +172,7 @@ class Bundle:
 
     def check(self, rows: Any) -> None:
         """Refuse a request that is too large or has a row this bundle cannot answer, naming the row and why."""
-        check_rows(rows, self.specs, self.limits.max_rows, self.limits.max_text_chars)
+        check_rows(rows, self.specs, self.limits)
 
     def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """rows: {"task", "text", ["text_pair" | "choices"]} -> {"label", "score"} / {"score"} / {"entities"} /
@@ -183,7 +187,11 @@ class Bundle:
             self._run_into(outs, flat, sorted(set(range(len(flat))) - set(quant)), self.fp32)
             if self.margin > 0:
                 self._run_into(outs, flat, [i for i in quant if self._near_tie(flat[i]["task"], outs[i][0])], self.fp32)
-        return [self._decode(r, [outs[j] for j in idx]) for r, idx in zip(rows, where)]
+        answers = [self._decode(r, [outs[j] for j in idx]) for r, idx in zip(rows, where)]
+        if len(flat) > self.limits.micro_batch:  # a large request: hand freed heap pages back to the OS
+            del outs
+            _trim_heap()
+        return answers
 
     def _run_into(self, outs: list[Any], flat: list[dict[str, Any]], idx: list[int], session: Any) -> None:
         """Run encoder rows ``flat[i]`` for i in ``idx`` on ``session``; results into ``outs[i]``."""
@@ -252,6 +260,19 @@ class Bundle:
         if spec["type"] == "multiple_choice":
             return {"task": task, "label": row["choices"][k], "choice": k, "score": float(p[k])}
         return {"task": task, "label": spec["labels"][k], "score": float(p[k])}
+
+
+def _trim_heap() -> None:
+    """glibc keeps freed memory in its heaps; ``malloc_trim`` returns it (the largest allowed request: RSS
+    after it 269 MB against 227 at rest without, see reports/bench_limits.md). Elsewhere: nothing."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def bi(spec: dict[str, Any]) -> bool:

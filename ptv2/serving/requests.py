@@ -21,12 +21,21 @@ def _text(i: int, task: str, field: str, v: Any, max_chars: int, hint: str = "")
         raise BundleError(f"row {i} ({task}): {field!r} has {len(v)} characters; the limit is {max_chars}")
 
 
-def check_rows(rows: Any, specs: dict[str, dict[str, Any]], max_rows: int, max_chars: int) -> None:
+def row_tokens(spec: dict[str, Any], *texts: str) -> int:
+    """An upper bound on one encoder row's tokens, before tokenizing: every token but the 3 special ones
+    covers at least one character, and the row is cut to the task's ``max_length``."""
+    return min(int(spec["max_length"]), sum(len(t) for t in texts) + 3)
+
+
+def check_rows(rows: Any, specs: dict[str, dict[str, Any]], limits: Any) -> None:
     """Refuse a request that is too large or has a row the bundle cannot answer. ``specs``: task -> the
-    bundle's task spec; ``max_rows`` counts encoder rows (a multiple-choice row counts once per choice)."""
+    bundle's task spec; ``limits`` (``bundle.Limits``): ``max_rows`` counts encoder rows (a multiple-choice
+    row counts once per choice, a bi-encoded pair twice); ``max_request_chars`` all texts' characters;
+    ``max_request_tokens`` the encoder tokens the rows may need (``row_tokens``)."""
     if not isinstance(rows, list):
         raise BundleError(f"a request is a list of rows, got {type(rows).__name__}")
-    n = 0
+    max_rows, max_chars = limits.max_rows, limits.max_text_chars
+    n = chars = tokens = 0
     for i, r in enumerate(rows):
         if not isinstance(r, dict):
             raise BundleError(f"row {i}: expected an object with 'task' and 'text', got {type(r).__name__}")
@@ -47,10 +56,22 @@ def check_rows(rows: Any, specs: dict[str, dict[str, Any]], max_rows: int, max_c
             for j, c in enumerate(choices):
                 _text(i, task, f"choices[{j}]", c, max_chars)
             n += len(choices)
+            chars += len(r["text"]) + sum(len(c) for c in choices)
+            tokens += sum(row_tokens(specs[task], r["text"], c) for c in choices)
         else:
             if choices not in (None, [], ()):
                 raise BundleError(f"row {i} ({task}): 'choices' is for multiple-choice tasks; drop it")
-            n += 2 if specs[task].get("pair_encoding") == "bi" else 1
+            bi = specs[task].get("pair_encoding") == "bi"
+            texts = [r["text"]] + ([r["text_pair"]] if pair else [])
+            n += 2 if bi else 1
+            chars += sum(len(t) for t in texts)
+            tokens += sum(row_tokens(specs[task], t) for t in texts) if bi else row_tokens(specs[task], *texts)
+        if chars > limits.max_request_chars:
+            raise BundleError(f"rows 0-{i} hold {chars} characters; the limit is {limits.max_request_chars} per "
+                              f"request: split the request")
+        if tokens > limits.max_request_tokens:
+            raise BundleError(f"rows 0-{i} may need {tokens} encoder tokens (each encoder row up to its task's "
+                              f"max_length); the limit is {limits.max_request_tokens} per request: split the request")
         if n > max_rows:
             raise BundleError(f"{len(rows)}+ rows need more than {max_rows} encoder rows (a multiple-choice row "
                               f"counts once per choice, a bi-encoded pair twice); the limit is {max_rows}: split "

@@ -21,9 +21,10 @@ from ptv2.export.checks import bundle_predictions, scorer, train_labels_for_base
 from ptv2.export.compose import subset_bundle
 from ptv2.export.deploy import bundle_for
 from ptv2.serving.bundle import Bundle, int8_serves
-from ptv2.tracking import store
+from ptv2.tracking import packaging, store
 from ptv2.tracking.evidence import baseline
 from ptv2.tracking.registry import Decision, GateData, register_and_gate
+from ptv2.training.artifacts import read_spec
 from ptv2.training.driver import FROZEN
 
 
@@ -52,9 +53,11 @@ def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, pred: dic
     bundle_root = cfg.export.frozen_dir if kind == FROZEN else cfg.export.out_dir
     run_id = json.loads((folder / "mlflow.json").read_text())["run_id"]
     name = f"{cfg.tracking.registry_prefix}{task}"
+    card = _card_facts(cfg, task, td, folder, pred["metric"], checks)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = subset_bundle(bundle_for(bundle_root, task), [task], Path(tmp) / "bundle")
-        uri = store.log_bundle_model(root, run_id, bundle, {"adapter": folder / "model"}, serving=cfg.serving)
+        uri = packaging.log_bundle_model(root, run_id, bundle, {"adapter": folder / "model"}, serving=cfg.serving,
+                                         card=packaging.model_card(name, *card))
 
     def champion_predictions(version: str) -> list[Any]:  # the champion's own bundle, on today's dev data
         with tempfile.TemporaryDirectory() as tmp:
@@ -65,11 +68,31 @@ def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, pred: dic
         bases[FROZEN] = against_frozen
     data = GateData(pred["metric"], scorer(pred["metric"]), pred["gold"], pred["fp32"], bases, champion_predictions)
     t = cfg.tracking
-    return register_and_gate(root, name, run_id, uri, data, t.promote_alpha, t.promote_margin, t.permutation_samples,
-                             parity_ok=checks.get("parity_ok"),
-                             tags={"int8_agreement": str(checks.get("int8_agreement", "")),
-                                   "served": served_in(cfg, checks), "candidate": kind,
-                                   "run_id": run_id})
+    d = register_and_gate(root, name, run_id, uri, data, t.promote_alpha, t.promote_margin, t.permutation_samples,
+                          parity_ok=checks.get("parity_ok"),
+                          tags={"int8_agreement": str(checks.get("int8_agreement", "")),
+                                "served": served_in(cfg, checks), "candidate": kind, "run_id": run_id})
+    e = d.evidence
+    store.describe_version(root, name, d.version, packaging.model_card(name, *card, evidence={
+        "baselines": e.baselines, "challenger": e.challenger, "champion": e.champion, "p_champion": e.p_champion,
+        "promoted": d.promoted, "reason": d.reason}))
+    return d
+
+
+def _card_facts(cfg: Config, task: str, td: TaskData, folder: Path, metric: str,
+                checks: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(model, data, serving) facts of the candidate's model card (``packaging.model_card``)."""
+    spec = read_spec(folder / "model")
+    rec = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else {}
+    model = {"backbone": spec.backbone, "method": rec.get("method", spec.method), "prompt_length": spec.prompt_length,
+             "pooling": spec.pooling, "max_length": spec.max_length, "trainable_params": rec.get("trainable_params", 0),
+             "total_params": rec.get("total_params", 0), "dev": rec.get("metrics", {}).get("dev", {}).get(task, {})}
+    data = {"task": task, "type": td.spec.type, "files": dict(td.spec.files), "train_rows": len(td.split("train")),
+            "val_rows": len(td.split("val")) if "val" in td.splits else 0, "metric": metric,
+            "pair_encoding": spec.tasks[task].pair_encoding}
+    serving = {"served": served_in(cfg, checks), "int8_agreement": checks.get("int8_agreement"),
+               "limits": cfg.serving.limits()}
+    return model, data, serving
 
 
 def _summary(d: Decision, kind: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from ptv2.data.tasks import load_task_data
 from ptv2.export.checks import bundle_predictions
 from ptv2.export.compose import combine_bundles, has_prompt
 from ptv2.serving.bundle import Bundle
-from ptv2.tracking import store
+from ptv2.tracking import packaging, store
 from ptv2.tracking.evidence import agreement
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
     name, champs = cfg.tracking.multitask_model, champions(cfg, root)
     current = store.alias_version(root, name, "champion")
     wanted = {t: c["version"] for t, c in champs.items()}
-    serving = json.dumps(store.served_config(cfg.serving), sort_keys=True)
+    serving = json.dumps(packaging.served_config(cfg.serving), sort_keys=True)
     if current and json.loads(current[1].get("champions", "{}")) == wanted and current[1].get("serving") == serving:
         return {"published": False, "version": current[0], "tasks": json.loads(current[1].get("tasks", "{}")),
                 "reason": "champions and serving config unchanged"}
@@ -85,7 +85,7 @@ def _register(cfg: Config, root: Path, bundle: Path, champs: dict[str, dict[str,
     name = cfg.tracking.multitask_model
     tags = {"tasks": json.dumps({t: c["version"] for t, c in used.items()}, sort_keys=True),
             "champions": json.dumps({t: c["version"] for t, c in champs.items()}, sort_keys=True),
-            "serving": json.dumps(store.served_config(cfg.serving), sort_keys=True),
+            "serving": json.dumps(packaging.served_config(cfg.serving), sort_keys=True),
             "excluded": json.dumps(excluded, sort_keys=True)}
     for t, c in used.items():
         tags |= {f"task.{t}.model": f"{cfg.tracking.registry_prefix}{t}", f"task.{t}.version": c["version"],
@@ -93,7 +93,7 @@ def _register(cfg: Config, root: Path, bundle: Path, champs: dict[str, dict[str,
     with store.start_run(root, cfg.tracking.experiment, "publish", {"tasks": sorted(used)},
                          store.lineage_tags(root, "publish")) as run:
         run_id = run.id
-    uri = store.log_bundle_model(root, run_id, bundle, serving=cfg.serving)
+    uri = packaging.log_bundle_model(root, run_id, bundle, serving=cfg.serving)
     version = store.register_version(root, name, run_id, uri, tags)
     store.set_alias(root, name, "champion", version)
     log.info("%s v%s: serves %s%s", name, version, ", ".join(f"{t} v{c['version']}" for t, c in used.items()),

@@ -254,6 +254,11 @@ def set_alias(root: str | Path, model_name: str, alias: str, version: str) -> No
     _mlflow(root).MlflowClient().set_registered_model_alias(model_name, alias, version)
 
 
+def describe_version(root: str | Path, model_name: str, version: str, text: str) -> None:
+    """The version's description (what the registry UI shows first): its model card."""
+    _mlflow(root).MlflowClient().update_model_version(model_name, version, description=text)
+
+
 def tag_version(root: str | Path, model_name: str, version: str, tags: dict[str, str]) -> None:
     client = _mlflow(root).MlflowClient()
     for k, v in tags.items():
@@ -293,28 +298,3 @@ def list_versions(root: str | Path, prefix: str = "") -> list[dict[str, Any]]:
             rows.append({"name": rm.name, "version": str(mv.version), "aliases": aliases.get(str(mv.version), []),
                          "tags": dict(mv.tags)})
     return sorted(rows, key=lambda r: (r["name"], int(r["version"])))
-
-
-PYFUNC_REQUIREMENTS = ["onnxruntime", "tokenizers", "safetensors", "numpy", "pandas"]
-
-
-def log_bundle_model(root: str | Path, run_id: str, bundle_dir: str | Path, extra: dict[str, str | Path] | None = None,
-                     name: str = "pyfunc", serving: Any = None) -> str:
-    """Log a bundle as a pyfunc model (models-from-code) into an existing run; returns its model URI.
-    ``extra`` artifacts (e.g. the adapter folder) ride along for re-scoring; ``serving`` (params' serving
-    section) becomes the model's config: request limits and which encoder it serves."""
-    mlflow = _mlflow(root)
-    code = Path(__file__).with_name("pyfunc.py")
-    artifacts = {"bundle": str(bundle_dir), **{k: str(v) for k, v in (extra or {}).items()}}
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(name=name, python_model=str(code), artifacts=artifacts,
-                                       pip_requirements=PYFUNC_REQUIREMENTS, model_config=served_config(serving))  # explicit: inferring costs ~3 s
-    return info.model_uri
-
-
-def served_config(serving: Any) -> dict[str, Any]:
-    """The pyfunc's model config from params' serving section (None: unbounded, fp32)."""
-    if serving is None:
-        return {"limits": {}, "int8": False, "spinning": False, "int8_fallback_margin": 0.0, "int8_min_agreement": 0.0}
-    return {"limits": serving.limits(), "int8": serving.int8, "spinning": serving.spinning,
-            "int8_fallback_margin": serving.int8_fallback_margin, "int8_min_agreement": serving.int8_min_agreement}

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ptv2.config import Config
+from ptv2.config import Config, TrainConfig
 from ptv2.files import sha256
 from ptv2.training.artifacts import weights_sha
 
@@ -38,6 +38,12 @@ def data_sha(cfg: Config, task: str) -> str:
     return h.hexdigest()[:16]
 
 
+def learning_rate(train: TrainConfig) -> float:
+    """The configured method's rate: what the optimizer uses and the run key hashes, read one way (``qlora``
+    trains as LoRA on a 4-bit base but reads ``lr.qlora``)."""
+    return train.lr[train.method]
+
+
 def run_key(cfg: Config, tasks: list[str], mixture: bool = False, init_from: str | Path | None = None,
             frozen: bool = False) -> str:
     m = cfg.train.method
@@ -45,7 +51,7 @@ def run_key(cfg: Config, tasks: list[str], mixture: bool = False, init_from: str
     train = {k: v for k, v in asdict(cfg.train).items() if k not in ("lr", "epochs", "processes", "num_threads")}
     parts: dict[str, object] = {
         "seed": cfg.seed, "data_root": cfg.data_root, "backbone": asdict(cfg.backbone), "prompt": asdict(cfg.prompt),
-        "train": train, "method": m, "lr": cfg.train.learning_rate,
+        "train": train, "method": m, "lr": learning_rate(cfg.train),
         "tasks": {t: {k: v for k, v in asdict(cfg.task(t)).items() if k != "epochs"} for t in tasks},
         "data": {t: data_sha(cfg, t) for t in tasks}, "code": code_sha()}
     if mixture:

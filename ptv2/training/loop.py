@@ -29,6 +29,7 @@ from ptv2.files import atomic_dir
 from ptv2.model.prompted import PromptedModel
 from ptv2.training.artifacts import save_adapter
 from ptv2.training.evaluate import evaluate
+from ptv2.training.fingerprint import learning_rate
 from ptv2.training.probe import fit_heads
 from ptv2.training.speed import autocast, compiled, use_bf16
 
@@ -115,7 +116,7 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
         torch.set_num_threads(cfg.num_threads)
     acc = make_device(cfg, multi_task=len(train) > 1)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=learning_rate(cfg), weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(planner(torch.Generator().manual_seed(seed))) / cfg.grad_accum)
     sched = _schedule(opt, steps_per_epoch * epochs, cfg.warmup_ratio)
     model, opt = acc.prepare(model, opt)
