@@ -15,3 +15,7 @@ class DataError(Ptv2Error):
 
 class ArtifactError(Ptv2Error):
     """A saved model that is missing, incomplete or does not match."""
+
+
+class TrackingError(Ptv2Error):
+    """The MLflow tracking store or registry is unreachable, damaged, or lacks what was asked for."""

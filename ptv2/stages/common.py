@@ -8,8 +8,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 from ptv2.config import Config, load_config
+from ptv2.errors import Ptv2Error
 
 for _k, _v in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false",
                "HF_HUB_OFFLINE": "1"}.items():
@@ -49,3 +51,13 @@ def data_parallel(cfg: Config, module: str, argv: list[str] | None) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", module, *args]
     logging.getLogger(__name__).info("launching %d data-parallel processes: %s", n, " ".join(cmd))
     raise SystemExit(subprocess.run(cmd).returncode)
+
+
+def run(main: Callable[[], None]) -> None:
+    """A stage's entry point: a user error (config, data, artifact, tracking store) is one line on stderr
+    and exit code 2, which ``dvc repro`` reports as the failed stage, never a traceback."""
+    try:
+        main()
+    except Ptv2Error as e:
+        print(f"ptv2: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

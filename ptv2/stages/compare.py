@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ptv2.experiments.compare import compare
 from ptv2.config import comparison_config
-from ptv2.stages.common import parse
+from ptv2.stages.common import parse, run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,4 +17,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

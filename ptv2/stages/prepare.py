@@ -8,7 +8,7 @@ import collections
 
 from ptv2.data.tasks import load_task_data
 from ptv2.files import sha256, write_json
-from ptv2.stages.common import parse
+from ptv2.stages.common import parse, run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,4 +27,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -3,7 +3,7 @@ only on evidence: paired tests against the trivial baseline and the champion, ON
 from __future__ import annotations
 
 from ptv2.files import write_json
-from ptv2.stages.common import parse, root_of
+from ptv2.stages.common import parse, root_of, run
 from ptv2.tracking.promotion import promote_task
 
 
@@ -13,4 +13,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -7,7 +7,7 @@ from pathlib import Path
 from ptv2.experiments.plots import plot_curves, plot_tasks
 from ptv2.experiments.tables import markdown
 from ptv2.files import atomic_write_text
-from ptv2.stages.common import parse
+from ptv2.stages.common import parse, run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,4 +35,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ptv2.errors import ArtifactError
+from ptv2.tracking.health import check_store
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -37,6 +38,7 @@ def _mlflow(root: str | Path):
     import mlflow
 
     user = os.environ.get("MLFLOW_TRACKING_URI")
+    check_store(tracking_uri(root))
     mlflow.set_tracking_uri(tracking_uri(root))
     # MLflow 3 exports the URI to the environment; a later call for another project (or a stage it
     # spawns) would then silently log into this one's store. Keep the environment as the user set it.
@@ -268,7 +270,12 @@ def tag_version(root: str | Path, model_name: str, version: str, tags: dict[str,
 def download_version(root: str | Path, model_name: str, version: str, dst: str | Path) -> Path:
     mlflow = _mlflow(root)
     Path(dst).mkdir(parents=True, exist_ok=True)
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=str(dst)))
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
+                                                        dst_path=str(dst)))
+    except (mlflow.exceptions.MlflowException, OSError) as e:  # a deleted version or artifact folder
+        raise ArtifactError(f"models:/{model_name}/{version} cannot be downloaded ({str(e).splitlines()[0][:200]}); "
+                            f"register the task again (`dvc repro promote@<task>`)") from None
 
 
 def download_bundle(root: str | Path, model_name: str, version: str, dst: str | Path) -> Path:

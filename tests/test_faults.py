@@ -1,0 +1,64 @@
+"""Faults fail fast and clear: a damaged or unreachable tracking store, a stage's user error; each is one
+line on stderr and exit code 2, in seconds (the issue measured tracebacks and 2-minute retry loops)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import PROJECT
+
+
+def _run(args: list[str], cwd, **env: str) -> tuple[subprocess.CompletedProcess, float]:
+    base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env={**base, **env},
+                       timeout=120)
+    return r, time.perf_counter() - t0
+
+
+def _one_line(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    lines = [x for x in r.stderr.strip().splitlines() if x.startswith("ptv2: error:")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.fixture()
+def project(tmp_path):
+    shutil.copy(PROJECT / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def test_a_damaged_store_is_one_line(project):
+    (project / "mlruns.db").write_bytes(b"this is not a database" * 100)
+    r, took = _run(["-m", "ptv2", "registry", "--params", str(project / "params.yaml")], project)
+    line = _one_line(r)
+    assert "mlruns.db is damaged" in line and "move it aside" in line
+    print(f"damaged store: {took:.1f} s")
+
+
+def test_an_unreachable_tracking_server_is_one_line_in_seconds(project):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    r, took = _run(["-m", "ptv2", "registry", "--params", str(project / "params.yaml")], project,
+                   MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
+    line = _one_line(r)
+    assert f"http://127.0.0.1:{port} does not answer" in line and "unset MLFLOW_TRACKING_URI" in line
+    assert took < 60  # MLflow's own retries took over 2 minutes; the figure is printed, the bound is loose
+    print(f"unreachable server: {took:.1f} s")
+
+
+@pytest.mark.parametrize("stage,args,needle", [
+    ("promote", ["--task", "nosuch"], "nosuch"),
+    ("baseline", ["--task", "sent", "--set", "train.bogus=1"], "bogus"),
+])
+def test_a_stage_reports_a_user_error_as_one_line(project, stage, args, needle):
+    r, _ = _run(["-m", f"ptv2.stages.{stage}", "--params", str(project / "params.yaml"), *args], project)
+    assert needle in _one_line(r)
