@@ -35,7 +35,7 @@ def child(method: str, task: str, batch_size: int, steps: int, pad_to: int, epoc
     from ptv2.data.tasks import load_task_data
     from ptv2.model.heads import task_loss
     from ptv2.training.build import head_spec, model_from_spec, spec_from_config
-    from ptv2.training.driver import encode
+    from ptv2.training.splits import encode
 
     sets = [f"train.method={method}"] + ([f"tasks.{task}.max_train_examples={max_train}"] if max_train else [])
     cfg = load_config(ROOT / "params.yaml", sets)

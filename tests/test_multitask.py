@@ -67,7 +67,7 @@ def test_mixed_batch_step_equals_the_row_weighted_sum_of_its_parts(root, tiny_di
     from ptv2.training.loop import _run_epoch
     from ptv2.data.collate import Collator
     from ptv2.data.tasks import load_task_data
-    from ptv2.training.driver import encode
+    from ptv2.training.splits import encode
     from ptv2.training.build import head_spec
     from ptv2.model.heads import task_loss
 
@@ -87,16 +87,15 @@ def test_mixed_batch_step_equals_the_row_weighted_sum_of_its_parts(root, tiny_di
     model.zero_grad()
 
     class Acc:  # the accelerate surface _run_epoch uses, minus the optimizer step
-        device, process_index, num_processes, is_main_process = "cpu", 0, 1, True
+        device, process_index, num_processes, is_main_process = torch.device("cpu"), 0, 1, True
         unwrap_model = staticmethod(lambda m: m)
-        autocast = staticmethod(lambda: torch.autocast("cpu", enabled=False))
         backward = staticmethod(lambda loss: loss.backward())
 
     class NoStep:
         def step(self): pass
         def zero_grad(self, set_to_none=True): pass
     model.train = lambda mode=True: model  # keep eval mode (dropout off) inside _run_epoch
-    _run_epoch(model, NoStep(), NoStep(), Acc(), [parts], train, coll, cfg.train, 1, 1, None)
+    _run_epoch(model, NoStep(), NoStep(), Acc(), [parts], train, coll, cfg.train, 1, 1, None, False)
     assert torch.allclose(model.prompt.prefix.grad, want, atol=1e-6)
 
 

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ptv2.config import Config
-from ptv2.data.collate import encode_split
 from ptv2.data.mixture import mixture_planner, mixture_rates
 from ptv2.data.tasks import TaskData, load_task_data
-from ptv2.errors import ConfigError, DataError
+from ptv2.errors import ConfigError
 from ptv2.files import output_lock, write_json
 from ptv2.model.backbone import load_backbone, position_limit
 from ptv2.model.prompted import count_parameters
@@ -29,7 +28,8 @@ from ptv2.training.build import head_spec, init_from_pretrained, load_model, mod
     spec_from_config
 from ptv2.training.evaluate import evaluate
 from ptv2.training.fingerprint import run_key
-from ptv2.training.loop import Split, check_device, fit, single_task_planner
+from ptv2.training.loop import check_device, fit, single_task_planner
+from ptv2.training.splits import Split, encode
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +58,6 @@ class TrainRun:
     @property
     def history(self) -> list[dict[str, Any]]:
         return self.record["history"]
-
-
-def encode(td: TaskData, split: str, tokenizer: Any, max_length: int, pair_encoding: str) -> Split:
-    ds = td.split(split)
-    if len(ds) == 0:
-        raise DataError(f"task {td.name!r}: split {split!r} is empty")
-    return Split(encode_split(ds, td.spec.type, tokenizer, max_length, pair_encoding), ds, td.labels,
-                 list(td.spec.metrics))
 
 
 def finished(out_dir: str | Path, key: str) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from ptv2.data.collate import encode_split
 from ptv2.errors import DataError
 from ptv2.training.build import load_model
 from ptv2.data.tasks import load_task_data
-from ptv2.training.driver import encode
+from ptv2.training.splits import encode
 from ptv2.training.evaluate import decode, evaluate, predict_logits
 
 

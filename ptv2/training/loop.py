@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ptv2.config import TrainConfig
-from ptv2.data.collate import Collator, feature_length, length_grouped_batches
+from ptv2.data.collate import Collator, length_grouped_batches
 from ptv2.data.mixture import Plan
 from ptv2.errors import ConfigError
 from ptv2.files import atomic_dir
@@ -31,23 +31,10 @@ from ptv2.training.artifacts import save_adapter
 from ptv2.training.evaluate import evaluate
 from ptv2.training.fingerprint import learning_rate
 from ptv2.training.probe import fit_heads
+from ptv2.training.splits import Split
 from ptv2.training.speed import autocast, compiled, use_bf16
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Split:
-    """An encoded split of one task: features (for the model), rows (for gold tags), label names."""
-
-    feats: list[dict[str, Any]]
-    ds: Any
-    labels: list[str]
-    metrics: list[str]
-
-    @property
-    def lengths(self) -> list[int]:
-        return [feature_length(f) for f in self.feats]
 
 
 @dataclass
