@@ -72,15 +72,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    from ptv2.serving.bundle import Bundle, Limits, is_bundle
+    from ptv2.serving.bundle import Bundle, is_bundle
 
     if args.text_pair and len(args.text_pair) != len(texts):
         raise Ptv2Error(f"{len(texts)} texts but {len(args.text_pair)} --text-pair values: pass one pair per text")
     if is_bundle(args.model):  # an ONNX bundle: onnxruntime only, no torch
         serving = _config(args).serving if Path(args.params).is_file() else None
-        bundle = Bundle(args.model, int8=args.int8, limits=Limits(**serving.limits()) if serving else None,
-                        fallback_margin=serving.int8_fallback_margin if serving else 0.0,
-                        int8_min_agreement=serving.int8_min_agreement if serving else 0.0)
+        bundle = Bundle.from_serving(args.model, serving, int8=args.int8)
         task = args.task or (next(iter(bundle.tasks)) if len(bundle.tasks) == 1 else None)
         if task is None:
             raise Ptv2Error(f"this bundle serves {sorted(bundle.tasks)}: pass --task")

@@ -460,3 +460,31 @@ def test_request_budget_in_characters_and_tokens_is_checked_before_tokenizing(tr
         b.tokenizer.enable_truncation(L)
         n = len(b.tokenizer.encode(a, p).ids) if p else len(b.tokenizer.encode(a).ids)
         assert n <= row_tokens(b.specs["sent"], a, *([p] if p else []))
+
+
+def test_one_way_to_open_a_bundle_with_the_serving_settings(trained, root, tiny_dir):
+    """Bundle.from_serving reads params' serving section, or the same settings as a registered model stores
+    them, identically (the settings were renamed on the way at four call sites)."""
+    import dataclasses
+
+    from ptv2.serving.bundle import serving_settings
+
+    serving = config_from_dict(tiny_params(root, tiny_dir)).serving
+    serving = dataclasses.replace(serving, int8=True, int8_fallback_margin=0.07, int8_min_agreement=0.5, max_rows=7)
+    a = Bundle.from_serving(trained[3], serving)
+    b = Bundle.from_serving(trained[3], serving_settings(serving))
+    for x in (a, b):
+        assert x.int8 and x.margin == 0.07 and x.limits.max_rows == 7 and x.fp32 is not None
+        assert x.limits.max_request_tokens == serving.max_request_tokens
+    assert Bundle.from_serving(trained[3], serving, int8=False).int8 is False
+    assert Bundle.from_serving(trained[3], serving, bounded=False).limits.max_rows > 10**6
+    plain = Bundle.from_serving(trained[3], None)
+    assert not plain.int8 and plain.limits.max_rows > 10**6
+    import re as _re
+    from pathlib import Path
+
+    from helpers import PROJECT
+
+    direct = sorted(str(f.relative_to(PROJECT)) for f in (PROJECT / "ptv2").rglob("*.py")
+                    if _re.search(r"\bBundle\(", f.read_text()) and f.name != "bundle.py")
+    assert direct == ["ptv2/export/deploy.py", "ptv2/tracking/promotion.py"]  # export checks, champion re-score

@@ -58,7 +58,28 @@ class Limits:
 UNBOUNDED = Limits(micro_batch=64, max_rows=10**9, max_text_chars=10**9)  # library use; servers pass params'
 
 
+def serving_settings(serving: Any) -> dict[str, Any]:
+    """params' serving section (a ``ServingConfig``) as the settings a server opens a bundle with, the form a
+    registered model stores as its model config; a dict of that form passes through; None: unbounded, fp32."""
+    if serving is None:
+        return {"limits": {}, "int8": False, "spinning": False, "int8_fallback_margin": 0.0, "int8_min_agreement": 0.0}
+    if isinstance(serving, dict):
+        return serving
+    return {"limits": serving.limits(), "int8": serving.int8, "spinning": serving.spinning,
+            "int8_fallback_margin": serving.int8_fallback_margin, "int8_min_agreement": serving.int8_min_agreement}
+
+
 class Bundle:
+    @classmethod
+    def from_serving(cls, path: str | Path, serving: Any, int8: bool | None = None, bounded: bool = True) -> "Bundle":
+        """The bundle as a server opens it with ``serving`` (see ``serving_settings``): the one way every
+        caller (CLI, registered model, publishing) applies the serving settings; ``int8`` overrides the
+        settings' choice of encoder; ``bounded=False`` drops the request limits (checks over a dev set)."""
+        s = serving_settings(serving)
+        return cls(path, int8=bool(s["int8"]) if int8 is None else int8, spin=bool(s["spinning"]),
+                   fallback_margin=float(s["int8_fallback_margin"]), int8_min_agreement=float(s["int8_min_agreement"]),
+                   limits=Limits(**s["limits"]) if s["limits"] and bounded else None)
+
     def __init__(self, path: str | Path, int8: bool = False, limits: Limits | None = None, spin: bool = False,
                  fallback_margin: float = 0.0, int8_min_agreement: float = 0.0) -> None:
         """``int8``: serve the int8 encoder, except for tasks whose recorded export checks fail

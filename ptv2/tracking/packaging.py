@@ -85,11 +85,10 @@ def log_bundle_model(root: str | Path, run_id: str, bundle_dir: str | Path, extr
 
 
 def served_config(serving: Any) -> dict[str, Any]:
-    """The pyfunc's model config from params' serving section (None: unbounded, fp32)."""
-    if serving is None:
-        return {"limits": {}, "int8": False, "spinning": False, "int8_fallback_margin": 0.0, "int8_min_agreement": 0.0}
-    return {"limits": serving.limits(), "int8": serving.int8, "spinning": serving.spinning,
-            "int8_fallback_margin": serving.int8_fallback_margin, "int8_min_agreement": serving.int8_min_agreement}
+    """The pyfunc's model config: params' serving section as ``Bundle.from_serving`` reads it."""
+    from ptv2.serving.bundle import serving_settings
+
+    return serving_settings(serving)
 
 
 def model_card(name: str, record: dict[str, Any], data: dict[str, Any], serving: dict[str, Any],

@@ -63,17 +63,15 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
             return {"published": False, "version": None, "tasks": {}, "excluded": excluded,
                     "reason": "no champion is a deep-prompt model that can share an encoder"}
         bundle, differ = combine_bundles(parts, Path(tmp) / "all")
-        s = cfg.serving
-        served = {"int8": s.int8, "fallback_margin": s.int8_fallback_margin, "int8_min_agreement": s.int8_min_agreement}
-        combined = Bundle(bundle, **served)
+        combined = Bundle.from_serving(bundle, cfg.serving, bounded=False)  # checked over whole dev sets
         for task in differ:  # exported with other encoder bytes: its answers must not change
-            agree = _verify(cfg, task, combined, Bundle(parts[task], **served))
+            agree = _verify(cfg, task, combined, Bundle.from_serving(parts[task], cfg.serving, bounded=False))
             if agree < 1.0:
                 excluded[task] = f"answers {100 * agree:.1f}% of dev as its champion does with the shared encoder"
                 parts.pop(task)
         if excluded.keys() & differ:
             bundle, _ = combine_bundles(parts, Path(tmp) / "all-kept")
-        used = {t: champs[t] | {"served": "int8" if s.int8 and combined.tasks[t].int8 else "fp32"} for t in parts}
+        used = {t: champs[t] | {"served": "int8" if combined.int8 and combined.tasks[t].int8 else "fp32"} for t in parts}
         return _register(cfg, root, bundle, champs, used, excluded)
 
 

@@ -19,14 +19,10 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 class BundleModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
-        from ptv2.serving.bundle import Bundle, Limits
+        from ptv2.serving.bundle import Bundle
 
-        conf = context.model_config or {}  # params.yaml's serving section, at registration
-        limits = conf.get("limits")
-        self.bundle = Bundle(context.artifacts["bundle"], int8=bool(conf.get("int8")), spin=bool(conf.get("spinning")),
-                             fallback_margin=float(conf.get("int8_fallback_margin", 0.0)),
-                             int8_min_agreement=float(conf.get("int8_min_agreement", 0.0)),
-                             limits=Limits(**limits) if limits else None)
+        # params.yaml's serving section, stored at registration (packaging.log_bundle_model)
+        self.bundle = Bundle.from_serving(context.artifacts["bundle"], context.model_config or None)
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would infer a schema
         import pandas as pd
