@@ -102,7 +102,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     dirs = {t: Path(d) for d in args.model for t in read_spec(d).tasks}
-    report = export_and_check(cfg, dirs, args.out)
+    report = export_and_check(cfg, dirs, args.out or cfg.export.out_dir)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -199,7 +199,7 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--int8", action="store_true", help="bundle only: use the int8 encoder")
     ex = add("export", cmd_export, "ONNX bundle (fp32 + int8) of saved models, with parity and dev checks")
     ex.add_argument("--model", action="append", required=True, help="model folder (repeat for more tasks)")
-    ex.add_argument("--out", default="outputs/bundle")
+    ex.add_argument("--out", help="bundle folder (default: export.out_dir)")
     pt = add("pretrain", cmd_pretrain, "multi-task prompt pretraining on the pretrain.tasks mixture")
     pt.add_argument("--tasks", help="comma-separated mixture (default: pretrain.tasks)"); pt.add_argument("--out")
     ad = add("adapt", cmd_adapt, "tune one task starting from a pretrained prompt")

@@ -128,7 +128,7 @@ def write_bundle(models: dict[str, PromptedModel], tokenizer: Any, out: str | Pa
 
 
 @torch.no_grad()
-def parity(model: PromptedModel, task: str, bundle: Any, batch_sizes=(1, 8, 32), lengths=(1, 40, 128, None),
+def parity(model: PromptedModel, task: str, bundle: Any, batch_sizes: tuple[int, ...], lengths: tuple[int | None, ...],
            seed: int = 0) -> dict[str, Any]:
     """max |ORT - PyTorch| over logits, on padded random batches of each size x length
     (None = the model's max_length; a bi-encoded pair task reads rows 2i, 2i+1 as one pair, so odd sizes

@@ -17,7 +17,7 @@ class DeepPrompt(nn.Module):
     """``forward(batch)`` -> list over layers of (key, value), each (B, heads, P, head_dim)."""
 
     def __init__(self, n_layers: int, n_heads: int, head_dim: int, length: int,
-                 reparam: bool = False, reparam_hidden: int = 512, dropout: float = 0.0,
+                 reparam: bool, reparam_hidden: int, dropout: float,
                  init_std: float = 0.02) -> None:
         super().__init__()
         self.n_layers, self.n_heads, self.head_dim, self.length = n_layers, n_heads, head_dim, length
