@@ -119,3 +119,28 @@ def test_deep_prompt_reaches_a_backbone_that_takes_its_cache_as_past_key_values(
 
     with pytest.raises(TypeError, match="neither 'cache' nor 'past_key_values'"):
         cache_argument(Neither())
+
+
+def test_the_prefix_layouts_live_in_one_place_and_agree_for_torch_and_numpy():
+    import re
+    from pathlib import Path
+
+    from ptv2.prefix import flat_layout, prompt_fits, task_layout
+
+    P, L, H, D = 3, 2, 4, 5
+    flat = torch.randn(P, L * 2 * H * D)
+    task = task_layout(flat, L, H, D)
+    assert task.shape == (L, 2, H, P, D)
+    torch.testing.assert_close(task, flat.view(P, L, 2, H, D).permute(1, 2, 3, 0, 4))  # slot p, layer l, k/v, head h
+    torch.testing.assert_close(flat_layout(task), flat)
+    assert (task_layout(flat.numpy(), L, H, D) == task.numpy()).all()
+    assert (flat_layout(task.numpy()) == flat.numpy()).all()
+    assert prompt_fits((L, 2, H, 7, D), [L, 2, "batch", H, "prefix_len", D])  # any P, any batch
+    assert prompt_fits((L, 2, H, 7, D), [L, 2, "batch", H, 16, D])  # P is dynamic even when traced fixed
+    assert not prompt_fits((L, 2, H + 1, P, D), [L, 2, "batch", H, "p", D])
+    assert not prompt_fits((L, 2, H, P), [L, 2, "batch", H, "p", D])
+    root = Path(__file__).resolve().parents[1] / "ptv2"
+    spelled = [str(f) for f in root.rglob("*.py") if f.name != "prefix.py"
+               and re.search(r"permute\(\s*1,\s*2,\s*3,\s*0,\s*4|permute\(\s*3,\s*0,\s*1,\s*2,\s*4|axis=2\)|dim=2\)",
+                             f.read_text())]
+    assert spelled == []

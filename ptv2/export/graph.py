@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ptv2.model.inject import encode
+from ptv2.prefix import BATCH_AXIS, task_layout
 from ptv2.model.prompted import PromptedModel
 
 
@@ -46,11 +47,11 @@ class BakedTaskModel(nn.Module):
 def prompt_tensor(model: PromptedModel, task: str | None = None) -> torch.Tensor:
     """The trained prompt as plain prefixes (MLP and the task's factor folded): (L, 2, H, P, D)."""
     p = model.prompt
-    P, L, H, D = p.length, p.n_layers, p.n_heads, p.head_dim
-    return model.task_prompt(task).detach().view(P, L, 2, H, D).permute(1, 2, 3, 0, 4).contiguous()
+    L, H, D = p.n_layers, p.n_heads, p.head_dim
+    return task_layout(model.task_prompt(task).detach(), L, H, D).contiguous()
 
 
 def batch_prefix(prompts: list[torch.Tensor]) -> torch.Tensor:
     """Per-row prompts (each (L, 2, H, P, D), same P) -> the graph's (L, 2, B, H, P, D) input."""
-    return torch.stack(prompts, dim=2)
+    return torch.stack(prompts, dim=BATCH_AXIS)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ptv2.prefix import BATCH_AXIS, flat_layout, task_layout
+
 
 class DeepPrompt(nn.Module):
     """``forward(batch)`` -> list over layers of (key, value), each (B, heads, P, head_dim)."""
@@ -40,7 +42,7 @@ class DeepPrompt(nn.Module):
         P = self.length
         pos = torch.tensor([positions[p % len(positions)] for p in range(P)])
         x = torch.stack([torch.stack([k[0][:, pos], v[0][:, pos]]) for k, v in kv])  # (L, 2, H, P, D)
-        flat = x.permute(3, 0, 1, 2, 4).reshape(P, -1)  # (P, L*2*H*D): the layout forward() reads
+        flat = flat_layout(x)  # (P, L*2*H*D): the layout forward() reads
         self.prefix.copy_(flat + torch.randn(flat.shape, generator=generator) * noise_std)
 
     def flat(self) -> torch.Tensor:
@@ -52,8 +54,8 @@ class DeepPrompt(nn.Module):
         P, L, H, D = self.length, self.n_layers, self.n_heads, self.head_dim
         flat = self.flat() if scale is None else self.flat() * scale
         x = self.dropout(flat)  # (P, L*2*H*D)
-        x = x.view(P, L, 2, H, D).permute(1, 2, 3, 0, 4)  # (L, 2, H, P, D)
-        x = x.unsqueeze(2).expand(L, 2, batch_size, H, P, D)  # (L, 2, B, H, P, D)
+        x = task_layout(x, L, H, D)  # (L, 2, H, P, D)
+        x = x.unsqueeze(BATCH_AXIS).expand(L, 2, batch_size, H, P, D)  # (L, 2, B, H, P, D)
         return [(x[layer, 0], x[layer, 1]) for layer in range(L)]
 
 

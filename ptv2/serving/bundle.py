@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ptv2.prefix import BATCH_AXIS
 from ptv2.serving.manifest import FORMAT, BundleError, check_task, task_names, verify
 from ptv2.serving.requests import check_rows, expand
 
@@ -164,7 +165,7 @@ class Bundle:
         opts = self._shrink if release else None
         if not self.prefixed:  # merged adapters / fine-tuned: the weights are the task
             return session.run(["hidden"], feed, opts)[0]
-        prefix = np.stack([self.tasks[t].prompt for t in tasks], axis=2)  # (L, 2, B, H, P, D)
+        prefix = np.stack([self.tasks[t].prompt for t in tasks], axis=BATCH_AXIS)  # (L, 2, B, H, P, D)
         return session.run(["hidden"], {**feed, "prefix": prefix.astype(np.float32, copy=False)}, opts)[0]
 
     def pool(self, hidden: np.ndarray, mask: np.ndarray, task: str) -> np.ndarray:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ptv2.errors import Ptv2Error
+from ptv2.prefix import prompt_fits
 from ptv2.files import sha256, write_json
 
 FORMAT = "ptv2-bundle/1"
@@ -101,8 +102,6 @@ def check_task(bundle: Path, name: str, spec: Any, tensors: dict[str, np.ndarray
         raise BundleError(f"{where}.safetensors: {'no' if prompt is None else 'a'} prompt, but the encoder "
                           f"{'takes' if prefix_shape else 'has no'} a prefix input; re-export the bundle")
     if prompt is not None:
-        fixed = [d for i, d in enumerate(prefix_shape) if i not in (2, 4)]  # batch and prefix length are dynamic
-        got = [d for i, d in enumerate((prompt.shape[0], prompt.shape[1], None, *prompt.shape[2:])) if i not in (2, 4)]
-        if prompt.ndim != 5 or any(isinstance(f, int) and f != g for f, g in zip(fixed, got)):
+        if not prompt_fits(prompt.shape, prefix_shape):
             raise BundleError(f"{where}.safetensors: prompt {tuple(prompt.shape)} does not fit the encoder's prefix "
                               f"input {prefix_shape}; re-export the bundle")
