@@ -144,3 +144,29 @@ def test_the_prefix_layouts_live_in_one_place_and_agree_for_torch_and_numpy():
                and re.search(r"permute\(\s*1,\s*2,\s*3,\s*0,\s*4|permute\(\s*3,\s*0,\s*1,\s*2,\s*4|axis=2\)|dim=2\)",
                              f.read_text())]
     assert spelled == []
+
+
+def test_spec_and_config_refuse_unknown_and_missing_keys_by_one_rule():
+    from ptv2.model.spec import ModelSpec, SpecError
+    from ptv2.strict import key_problems
+
+    from helpers import head
+
+    spec = ModelSpec.from_dict  # a spec dict with a bad head and a bad top-level key
+    good = {"type": "classification", "labels": ["0", "1"], "metrics": ["accuracy"], "text_b": False,
+            "pair_encoding": "cross"}
+    assert key_problems(type(head()), {**good, "colour": 1}) == (["colour"], [], sorted(good))
+    with pytest.raises(SpecError, match=r"task 't': unknown keys \['colour'\], missing keys \[\]"):
+        spec({**_spec_dict(), "tasks": {"t": {**good, "colour": 1}}})
+    with pytest.raises(SpecError, match=r"task 't': unknown keys \[\], missing keys \['pair_encoding'\]"):
+        spec({**_spec_dict(), "tasks": {"t": {k: v for k, v in good.items() if k != "pair_encoding"}}})
+    with pytest.raises(SpecError, match=r"unknown keys \['bogus'\]"):
+        spec({**_spec_dict(), "bogus": 1})
+
+
+def _spec_dict():
+    from helpers import head, repo_params
+    from ptv2.config import config_from_dict
+    from ptv2.training.build import spec_from_config
+
+    return spec_from_config(config_from_dict(repo_params()), {"t": head()}).to_dict()

@@ -14,6 +14,7 @@ import yaml
 
 from ptv2.config.schema import DATA_ROOT_ENV, Config
 from ptv2.errors import ConfigError
+from ptv2.strict import key_problems
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     """Check ``value`` against type hint ``tp`` (recursing into dataclasses)."""
@@ -55,14 +56,11 @@ MOVED = {"export.min_int8_agreement": "serving.int8_min_agreement (a serving pol
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    required = {f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    unknown, missing = sorted(set(data) - names), sorted(required - set(data))
+    unknown, missing, names = key_problems(cls, data)
     where = prefix or "top level"
     if unknown:
         moved = [f"{prefix}.{k} is now {MOVED[f'{prefix}.{k}']}" for k in unknown if f"{prefix}.{k}" in MOVED]
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed keys: {sorted(names)}"
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed keys: {names}"
                           + (f" ({'; '.join(moved)})" if moved else ""))
     if missing:
         raise ConfigError(f"missing key(s) {missing} in {where}; add them to params.yaml")

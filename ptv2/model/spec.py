@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ptv2.strict import key_problems
+
 
 class SpecError(ValueError):
     """A spec mapping with unknown, missing or ill-typed fields."""
@@ -72,10 +74,7 @@ class ModelSpec:
     def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
         if not isinstance(data, dict):
             raise SpecError(f"a model spec must be a mapping, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        required = {f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-        unknown, missing = sorted(set(data) - names), sorted(required - set(data))
+        unknown, missing, _ = key_problems(cls, data)
         if unknown or missing:
             raise SpecError(f"model spec: unknown keys {unknown}, missing keys {missing}")
         tasks = data["tasks"]
@@ -83,8 +82,8 @@ class ModelSpec:
             raise SpecError("model spec: 'tasks' must be a non-empty mapping")
         heads = {}
         for name, h in tasks.items():
-            try:
-                heads[name] = HeadSpec(**h)
-            except TypeError as e:
-                raise SpecError(f"model spec: task {name!r}: {e}") from None
+            bad = key_problems(HeadSpec, h) if isinstance(h, dict) else ([], [], [])
+            if not isinstance(h, dict) or bad[0] or bad[1]:
+                raise SpecError(f"model spec: task {name!r}: unknown keys {bad[0]}, missing keys {bad[1]}")
+            heads[name] = HeadSpec(**h)
         return cls(**{**data, "tasks": heads})
