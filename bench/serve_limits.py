@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from child import in_child, write_report  # noqa: E402
+
 WORDS = "the a movie film was good bad great plot story actor scene very not quite long short".split()
 
 
@@ -59,13 +61,7 @@ def child(bundle: str, task: str, extra_rows: int) -> dict:
 
 
 def _run(bundle: str, task: str, extra_rows: int) -> dict:
-    code = (f"import sys, json; sys.path.insert(0, {str(ROOT / 'bench')!r}); import serve_limits as b; "
-            f"print('RESULT' + json.dumps(b.child({bundle!r}, {task!r}, {extra_rows})))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT")]
-    if r.returncode or not lines:
-        raise SystemExit(f"run failed:\n{r.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT"):])
+    return in_child("serve_limits", "child", bundle=bundle, task=task, extra_rows=extra_rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in rows:
         md.append(f"| {name} | {r['rows']} | {r['chars']:,} | {r['token_bound']:,} | {r['status'][:90]} | "
                   f"{r['seconds']} | {r['rest_mb']} | {r['peak_mb']} | {r['after_mb']} |")
-    Path(a.out).write_text("\n".join(md) + "\n")
-    print("\n".join(md))
-    return 0
+    return write_report(a.out, md)
 
 
 if __name__ == "__main__":

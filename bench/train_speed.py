@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from child import in_child, write_report  # noqa: E402
+
 BATCH = 32
 
 
@@ -103,13 +105,7 @@ def child_trainer(task: str, examples: int, lora: bool) -> dict[str, Any]:
 
 
 def _run(kind: str, **kw: Any) -> dict[str, Any]:
-    code = (f"import sys, json; sys.path.insert(0, {str(ROOT / 'bench')!r}); sys.path.insert(0, {str(ROOT)!r}); "
-            f"import train_speed as b; print('RESULT' + json.dumps(b.child_{kind}(**{kw!r})))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT")]
-    if r.returncode or not lines:
-        raise SystemExit(f"{kind} {kw} failed:\n{r.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT"):])
+    return in_child("train_speed", f"child_{kind}", **kw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in rows:
         md.append(f"| {name} | {r['epoch_s']:.1f} | {r['rows'] / r['epoch_s']:.1f} | {r['epoch_s'] / base:.2f}x | "
                   f"{r['dev']:.1f} | {r['peak_mb']:.0f} |")
-    Path(a.out).write_text("\n".join(md) + "\n")
-    print("\n".join(md))
-    return 0
+    return write_report(a.out, md)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,30 @@
+"""Run one function of a bench script in a fresh Python process (its own peak RSS, no caches shared with
+the other entries) and read its JSON result back."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def in_child(module: str, fn: str, **kw: Any) -> dict[str, Any]:
+    """``bench/<module>.py``'s ``fn(**kw)`` in a subprocess (cwd: the project root); exits with its stderr
+    if it fails."""
+    code = (f"import sys, json; sys.path.insert(0, {str(ROOT / 'bench')!r}); sys.path.insert(0, {str(ROOT)!r}); "
+            f"import {module} as m; print('RESULT' + json.dumps(m.{fn}(**{kw!r})))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    lines = [x for x in r.stdout.splitlines() if x.startswith("RESULT")]
+    if r.returncode or not lines:
+        raise SystemExit(f"{module}.{fn}({kw}) failed:\n{r.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT"):])
+
+
+def write_report(out: str | Path, lines: list[str]) -> int:
+    """A bench's markdown report to ``out`` and stdout; the bench's exit code (0)."""
+    Path(out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
