@@ -136,3 +136,15 @@ def test_a_constant_regression_baseline_scores_zero_not_nan():
     base = baseline("regression", list(rng.uniform(0, 5, 5749)), 200)
     for name in ("pearson", "spearman"):
         assert metrics.compute([name], base, gold)[name] == 0.0
+
+
+def test_a_registered_version_whose_artifacts_are_gone_is_one_clear_error(store, tmp_path):
+    import shutil
+
+    from ptv2.errors import ArtifactError
+
+    v = tracking.register_version(store, "ptv2-gone", _run_with_model(store, "1"), "model", {})
+    assert (tracking.download_version(store, "ptv2-gone", v, tmp_path / "ok") / "w.txt").read_text() == "1"
+    shutil.rmtree(store / "mlartifacts")  # the artifact store lost the files; the registry still lists them
+    with pytest.raises(ArtifactError, match=r"models:/ptv2-gone/1 cannot be downloaded .*dvc repro promote"):
+        tracking.download_version(store, "ptv2-gone", v, tmp_path / "again")

@@ -270,12 +270,16 @@ def tag_version(root: str | Path, model_name: str, version: str, tags: dict[str,
 def download_version(root: str | Path, model_name: str, version: str, dst: str | Path) -> Path:
     mlflow = _mlflow(root)
     Path(dst).mkdir(parents=True, exist_ok=True)
+    why = "its artifact folder is gone or empty"
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
-                                                        dst_path=str(dst)))
+        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
+                                                       dst_path=str(dst)))
+        if got.is_dir() and any(got.iterdir()):  # a deleted local source downloads as an empty folder
+            return got
     except (mlflow.exceptions.MlflowException, OSError) as e:  # a deleted version or artifact folder
-        raise ArtifactError(f"models:/{model_name}/{version} cannot be downloaded ({str(e).splitlines()[0][:200]}); "
-                            f"register the task again (`dvc repro promote@<task>`)") from None
+        why = str(e).splitlines()[0][:200]
+    raise ArtifactError(f"models:/{model_name}/{version} cannot be downloaded ({why}); register the task "
+                        f"again (`dvc repro promote@<task>`)")
 
 
 def download_bundle(root: str | Path, model_name: str, version: str, dst: str | Path) -> Path:
