@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ptv2.serving.bundle import serving_settings
 from ptv2.tracking.store import _mlflow
 
 PYFUNC_REQUIREMENTS = ["onnxruntime", "tokenizers", "safetensors", "numpy", "pandas"]
@@ -80,15 +81,8 @@ def log_bundle_model(root: str | Path, run_id: str, bundle_dir: str | Path, extr
                                        code_paths=[str(serving_code(Path(tmp) / "code"))],
                                        signature=signature(), input_example=input_example(bundle_dir),
                                        pip_requirements=PYFUNC_REQUIREMENTS,  # explicit: inferring costs ~3 s
-                                       model_config=served_config(serving))
+                                       model_config=serving_settings(serving))
     return info.model_uri
-
-
-def served_config(serving: Any) -> dict[str, Any]:
-    """The pyfunc's model config: params' serving section as ``Bundle.from_serving`` reads it."""
-    from ptv2.serving.bundle import serving_settings
-
-    return serving_settings(serving)
 
 
 def model_card(name: str, record: dict[str, Any], data: dict[str, Any], serving: dict[str, Any],

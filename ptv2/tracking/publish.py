@@ -15,7 +15,7 @@ from ptv2.config import Config
 from ptv2.data.tasks import load_task_data
 from ptv2.export.checks import bundle_predictions
 from ptv2.export.compose import combine_bundles, has_prompt
-from ptv2.serving.bundle import Bundle
+from ptv2.serving.bundle import Bundle, serving_settings
 from ptv2.tracking import packaging, store
 from ptv2.tracking.evidence import agreement
 
@@ -45,7 +45,7 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
     name, champs = cfg.tracking.multitask_model, champions(cfg, root)
     current = store.alias_version(root, name, "champion")
     wanted = {t: c["version"] for t, c in champs.items()}
-    serving = json.dumps(packaging.served_config(cfg.serving), sort_keys=True)
+    serving = json.dumps(serving_settings(cfg.serving), sort_keys=True)
     if current and json.loads(current[1].get("champions", "{}")) == wanted and current[1].get("serving") == serving:
         return {"published": False, "version": current[0], "tasks": json.loads(current[1].get("tasks", "{}")),
                 "reason": "champions and serving config unchanged"}
@@ -83,7 +83,7 @@ def _register(cfg: Config, root: Path, bundle: Path, champs: dict[str, dict[str,
     name = cfg.tracking.multitask_model
     tags = {"tasks": json.dumps({t: c["version"] for t, c in used.items()}, sort_keys=True),
             "champions": json.dumps({t: c["version"] for t, c in champs.items()}, sort_keys=True),
-            "serving": json.dumps(packaging.served_config(cfg.serving), sort_keys=True),
+            "serving": json.dumps(serving_settings(cfg.serving), sort_keys=True),
             "excluded": json.dumps(excluded, sort_keys=True)}
     for t, c in used.items():
         tags |= {f"task.{t}.model": f"{cfg.tracking.registry_prefix}{t}", f"task.{t}.version": c["version"],
