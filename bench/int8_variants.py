@@ -109,7 +109,7 @@ def main() -> None:
     from ptv2.export.checks import bundle_predictions
     from ptv2.serving.bundle import Bundle
     from ptv2.serving.manifest import write_manifest
-    from ptv2.tracking.evidence import agreement
+    from ptv2.evidence import agreement
 
     cfg = load_config("params.yaml")
     src = Path(cfg.export.out_dir)

@@ -90,7 +90,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         from ptv2.training.inference import predict_texts
 
-        rows = predict_texts(args.model, texts, args.text_pair, args.task)
+        rows = predict_texts(args.model, texts, args.text_pair, args.task, batch_size=_config(args).train.eval_batch_size)
     for row in rows:
         print(json.dumps(row))
     return 0

@@ -2,7 +2,7 @@ import pytest
 
 from ptv2.tracking import registry
 from ptv2.tracking import store as tracking
-from ptv2.tracking.evidence import agreement, baseline, paired_permutation
+from ptv2.evidence import agreement, baseline, paired_permutation
 from ptv2.tracking.registry import Evidence, decide
 
 

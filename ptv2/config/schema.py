@@ -66,6 +66,8 @@ class TrainConfig:
     head_l2: list[float]  # L2 strengths tried by the fitted head (chosen on val)
     cosent_scale: float  # bi-encoded similarity: CoSENT's scale (sentence-transformers: 20)
     patience: int  # epochs without improvement before stopping; 0 = never stop early
+    select_alpha: float  # a trained epoch replaces step 0 only if it beats it on val by the paired test at this level
+    select_samples: int  # random swaps of that paired permutation test
     max_train_examples: int  # 0 = all; else a seeded subsample
     val_fraction: float  # carved from train for model selection (dev is only reported)
     val_max: int
@@ -91,6 +93,9 @@ class TrainConfig:
                "a non-empty list of L2 strengths >= 0")
         _check(self.cosent_scale > 0, "cosent_scale", self.cosent_scale, "a float > 0, e.g. 20")
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0")
+        _check(0.0 < self.select_alpha <= 1.0, "select_alpha", self.select_alpha,
+               "a test level in (0, 1]; 1 = any higher val score replaces step 0")
+        _check(self.select_samples >= 1, "select_samples", self.select_samples, "an integer >= 1, e.g. 1000")
         _check(self.max_train_examples >= 0, "max_train_examples", self.max_train_examples, ">= 0")
         _check(self.processes >= 1, "processes", self.processes, "an integer >= 1 (data-parallel processes per node)")
 

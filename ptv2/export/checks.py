@@ -2,11 +2,10 @@
 same form, and the task's metric as a function of them (what the paired tests of the gate resample)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from ptv2.data.tasks import TaskData
 from ptv2.serving.bundle import Bundle
-from ptv2.training import metrics
 
 
 def gold(td: TaskData, split: str = "dev") -> list[Any]:
@@ -42,11 +41,6 @@ def bundle_predictions(bundle: Bundle, td: TaskData, split: str = "dev", batch_s
     if kind == "multiple_choice":
         return [int(p["choice"]) for p in out]
     return [td.labels.index(p["label"]) for p in out]
-
-
-def scorer(metric: str) -> Callable[[list[Any], list[Any]], float]:
-    """(pred, gold) -> the metric in points."""
-    return lambda pred, g: metrics.compute([metric], pred, g)[metric]
 
 
 def train_labels_for_baseline(td: TaskData) -> list[Any]:

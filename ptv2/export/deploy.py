@@ -8,14 +8,15 @@ from typing import Any
 
 from ptv2.config import Config
 from ptv2.errors import ArtifactError
-from ptv2.export.checks import bundle_predictions, gold, scorer
+from ptv2.export.checks import bundle_predictions, gold
+from ptv2.training.metrics import scorer
 from ptv2.export.onnx_export import parity, write_bundle
 from ptv2.files import atomic_dir, write_json
 from ptv2.model.backbone import load_backbone
 from ptv2.model.prompted import PromptedModel
 from ptv2.serving.bundle import Bundle
 from ptv2.serving.manifest import write_manifest
-from ptv2.tracking.evidence import agreement, paired_permutation
+from ptv2.evidence import agreement, paired_permutation
 from ptv2.training.artifacts import read_spec
 from ptv2.training.build import load_model
 from ptv2.data.tasks import load_task_data

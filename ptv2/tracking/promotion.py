@@ -17,12 +17,13 @@ from typing import Any
 from ptv2.config import Config
 from ptv2.data.tasks import TaskData, load_task_data
 from ptv2.errors import ArtifactError
-from ptv2.export.checks import bundle_predictions, scorer, train_labels_for_baseline
+from ptv2.export.checks import bundle_predictions, train_labels_for_baseline
+from ptv2.training.metrics import scorer
 from ptv2.export.compose import subset_bundle
 from ptv2.export.deploy import bundle_for
 from ptv2.serving.bundle import Bundle, int8_serves
 from ptv2.tracking import packaging, store
-from ptv2.tracking.evidence import baseline
+from ptv2.evidence import baseline
 from ptv2.tracking.registry import Decision, GateData, register_and_gate
 from ptv2.training.artifacts import read_spec
 from ptv2.training.driver import FROZEN

@@ -17,7 +17,7 @@ from ptv2.export.checks import bundle_predictions
 from ptv2.export.compose import combine_bundles, has_prompt
 from ptv2.serving.bundle import Bundle, serving_settings
 from ptv2.tracking import packaging, store
-from ptv2.tracking.evidence import agreement
+from ptv2.evidence import agreement
 
 log = logging.getLogger(__name__)
 

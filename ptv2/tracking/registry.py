@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ptv2.tracking import store as tracking
-from ptv2.tracking.evidence import paired_permutation
+from ptv2.evidence import paired_permutation
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from ptv2.model.prompted import PromptedModel
 
 @torch.no_grad()
 def predict_logits(model: PromptedModel, task: str, feats: list[dict[str, Any]], pad_id: int,
-                   batch_size: int = 64, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+                   batch_size: int, device: torch.device | str = "cpu") -> list[torch.Tensor]:
     """Logits per example, in input order: (n_labels,), (), (C,) or (T_i, n_labels) each."""
     was_training = model.training
     model.eval()
@@ -50,11 +50,22 @@ def gold(task_type: str, feats: list[dict[str, Any]], labels: list[str], split_d
     return np.array([f["label"] for f in feats])
 
 
-def evaluate(model: PromptedModel, task: str, feats: list[dict[str, Any]], split_ds, labels: list[str],
-             metric_names: list[str], pad_id: int, batch_size: int = 64, device="cpu") -> dict[str, float]:
-    """Metrics (percent) of ``model`` on one encoded split."""
+def predictions(model: PromptedModel, task: str, feats: list[dict[str, Any]], split_ds, labels: list[str],
+                pad_id: int, batch_size: int, device="cpu") -> tuple[list[Any], list[Any]]:
+    """(predictions, gold) of ``model`` on one encoded split, as JSON-able lists in input order: label ids,
+    floats, or tag sequences."""
     task_type = model.task_types[task]
-    logits = predict_logits(model, task, feats, pad_id, batch_size, device)
-    return metrics.compute(metric_names, decode(task_type, logits, feats, labels),
-                           gold(task_type, feats, labels, split_ds))
+    pred = decode(task_type, predict_logits(model, task, feats, pad_id, batch_size, device), feats, labels)
+    ref = gold(task_type, feats, labels, split_ds)
+    return [_plain(x) for x in pred], [_plain(x) for x in ref]
+
+
+def _plain(x: Any) -> Any:
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def evaluate(model: PromptedModel, task: str, feats: list[dict[str, Any]], split_ds, labels: list[str],
+             metric_names: list[str], pad_id: int, batch_size: int, device="cpu") -> dict[str, float]:
+    """Metrics (percent) of ``model`` on one encoded split."""
+    return metrics.compute(metric_names, *predictions(model, task, feats, split_ds, labels, pad_id, batch_size, device))
 

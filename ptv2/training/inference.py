@@ -30,7 +30,7 @@ def evaluate_saved(cfg: Config, model_dir: str | Path, task: str, split: str = "
 
 @torch.no_grad()
 def predict_texts(model_dir: str | Path, texts: list[str], pairs: list[str] | None = None,
-                  task: str | None = None) -> list[dict[str, Any]]:
+                  task: str | None = None, *, batch_size: int) -> list[dict[str, Any]]:
     """Text(s) in, label + score out (sequence tasks), or entities' tags (token tasks)."""
     import datasets
 
@@ -48,7 +48,7 @@ def predict_texts(model_dir: str | Path, texts: list[str], pairs: list[str] | No
             raise DataError(f"task {task!r} takes a text pair per text: pass one --text-pair for each --text")
         ds = datasets.Dataset.from_dict({"text_a": texts, "text_b": pairs or [""] * len(texts), "label": [0] * len(texts)})
     feats = encode_split(ds, info.type, tok, L, info.pair_encoding)
-    logits = predict_logits(model, task, feats, tok.pad_token_id)
+    logits = predict_logits(model, task, feats, tok.pad_token_id, batch_size)
     out = []
     for lg, pred, f in zip(logits, decode(info.type, logits, feats, info.labels), feats):
         if info.type == "regression":

@@ -25,10 +25,12 @@ from ptv2.config import TrainConfig
 from ptv2.data.collate import Collator, length_grouped_batches
 from ptv2.data.mixture import Plan
 from ptv2.errors import ConfigError
+from ptv2.evidence import paired_permutation
 from ptv2.files import atomic_dir
 from ptv2.model.prompted import PromptedModel
 from ptv2.training.artifacts import save_adapter
-from ptv2.training.evaluate import evaluate
+from ptv2.training.evaluate import predictions
+from ptv2.training.metrics import compute, scorer
 from ptv2.training.fingerprint import learning_rate
 from ptv2.training.probe import fit_heads
 from ptv2.training.splits import Split
@@ -125,15 +127,17 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
         torch.manual_seed(seed * 1000 + epoch)  # dropout: same stream after a resume
         with compiled(core.backbone, cfg.compile):
             loss = _run_epoch(model, opt, sched, acc, planner(g), train, collators, cfg, epoch, epochs, on_log, bf16)
-        val_metrics = {t: evaluate(core, t, s.feats, s.ds, s.labels, s.metrics, pad_id, cfg.eval_batch_size,
-                                   acc.device) for t, s in val.items()}
+        val_metrics, preds = _validate(core, val, pad_id, cfg.eval_batch_size, acc.device)
         score = score_of(val_metrics, main)
-        row = {"epoch": epoch, "train_loss": loss, "val_score": score, "val": val_metrics}
+        p = _p_vs_step0(state, preds, val, cfg) if len(val) == 1 else None
+        row = {"epoch": epoch, "train_loss": loss, "val_score": score, "val": val_metrics, "p_vs_step0": p}
         state["history"].append(row)
-        log.info("epoch %d/%d  loss %.4f  val %.2f", epoch, epochs, loss, score)
+        log.info("epoch %d/%d  loss %.4f  val %.2f%s", epoch, epochs, loss, score,
+                 "" if p is None else f"  (p = {p:.3f} vs step 0)")
         if on_log:
             on_log(row)
-        improved = score > state["best_score"]  # the same on every rank: val is evaluated whole on each
+        # the same on every rank: val is evaluated whole on each
+        improved = score > state["best_score"] and (p is None or p <= cfg.select_alpha)
         if improved:
             state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
         else:
@@ -198,12 +202,11 @@ def _step0(core: PromptedModel, train: dict[str, Split], val: dict[str, Split], 
     """LP-FT's first step: fit the heads on the untrained model's features, score val (epoch 0 of the
     history) and save it as the best model so far: training must beat it on val to replace it."""
     fitted = fit_heads(core, tasks, train, val, pad_id, cfg.eval_batch_size, cfg.head_l2, acc.device)
-    val_metrics = {t: evaluate(core, t, s.feats, s.ds, s.labels, s.metrics, pad_id, cfg.eval_batch_size,
-                               acc.device) for t, s in val.items()}
+    val_metrics, preds = _validate(core, val, pad_id, cfg.eval_batch_size, acc.device)
     score = score_of(val_metrics, main)
     row = {"epoch": 0, "train_loss": None, "val_score": score, "val": val_metrics, "fitted_heads": fitted}
     state["history"].append(row)
-    state.update(best_score=score, best_epoch=0)
+    state.update(best_score=score, best_epoch=0, step0_val={t: pred for t, (pred, _) in preds.items()})  # kept in the checkpoint: a resume tests the same
     log.info("step 0 (heads fitted on the untrained features): val %.2f", score)
     if on_log:
         on_log(row)
@@ -211,6 +214,27 @@ def _step0(core: PromptedModel, train: dict[str, Split], val: dict[str, Split], 
         save_adapter(out_dir / "model", core.trainable_state(), core.spec.folded())
         _checkpoint(out_dir / "checkpoint", core, opt, sched, state, fingerprint)
     acc.wait_for_everyone()
+
+
+def _validate(core: PromptedModel, val: dict[str, Split], pad_id: int, batch_size: int,
+              device) -> tuple[dict[str, dict[str, float]], dict[str, list[Any]]]:
+    """(task -> val metrics, task -> (val predictions, gold))."""
+    got = {t: predictions(core, t, s.feats, s.ds, s.labels, pad_id, batch_size, device) for t, s in val.items()}
+    return {t: compute(val[t].metrics, *got[t]) for t in val}, got
+
+
+def _p_vs_step0(state: dict[str, Any], preds: dict[str, tuple[list[Any], list[Any]]], val: dict[str, Split],
+                cfg: TrainConfig) -> float | None:
+    """One-sided p-value of "this epoch beats step 0 on val" by the paired permutation test on the task's
+    selection metric (None without a step 0). On CB's 25 val examples an epoch 3 examples up is chance
+    (p ~ 0.2), and such epochs lost to the frozen baseline on dev in 3 of 3 seeds (reports/frozen_bar_seeds.md)."""
+    before = state.get("step0_val")
+    if not before:
+        return None
+    (t, s), = val.items()
+    pred, gold = preds[t]
+    _, p = paired_permutation(scorer(s.metrics[0]), gold, pred, before[t], samples=cfg.select_samples, seed=0)
+    return round(p, 4)
 
 
 def _drop_unused_head_grads(core: PromptedModel, used: set[str]) -> None:

@@ -1,6 +1,8 @@
 """Task metrics, in percent (x100). Pure numpy/scipy/seqeval."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 from scipy import stats
 
@@ -62,3 +64,8 @@ def compute(names: list[str], pred, gold) -> dict[str, float]:
         else:
             raise ValueError(f"unknown metric {n!r}")
     return out
+
+
+def scorer(metric: str) -> Callable[[Any, Any], float]:
+    """(pred, gold) -> one metric in points: what the paired tests compare."""
+    return lambda pred, gold: compute([metric], pred, gold)[metric]

@@ -1,4 +1,7 @@
-"""Evidence for the promotion gate: trivial baselines and paired tests on the same dev examples (numpy only).
+"""Paired evidence on the same examples (numpy only): trivial baselines and paired tests.
+
+Used by training (does a trained epoch beat step 0 on val?), the export checks (is int8 worse than fp32?)
+and the promotion gate (does a challenger beat the baselines and the champion on dev?).
 
 A difference of a few points on 56 examples (CB: one example is 1.8 points) is chance; these tests say
 how likely a difference at least this large is when the two models are equally good:
