@@ -57,7 +57,7 @@ def status(root: Path) -> str:
 
 def fanout(work: Path) -> dict:
     from ptv2.files import sha256
-    from ptv2.tracking.orchestrate import reproduce
+    from ptv2.orchestration.dvc_graph import reproduce
 
     serial = make_project(work / "serial")
     reproduce(serial, ["pretrain"])  # shared starting point, not timed

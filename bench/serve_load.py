@@ -230,7 +230,7 @@ def report(a, cfg, version, served, pool, start_rss, loads, load_peak, after_loa
     import shlex
 
     from ptv2.experiments.tables import markdown
-    from ptv2.tracking.promotion import served_in
+    from ptv2.release.promotion import served_in
 
     load_t = markdown(["clients", "duration s", "requests", "requests/s", "rows/s", "p50 ms", "p99 ms", "errors"],
                       [[c, f"{r['wall_s']:.1f}", r["requests"], f"{r['rps']:.1f}", f"{r['rows_s']:.1f}",

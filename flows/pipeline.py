@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from ptv2.config import FlowsConfig, load_config
-from ptv2.tracking.orchestrate import promotions, published, record, reproduce, run_stage, stale
+from ptv2.orchestration.dvc_graph import promotions, published, record, reproduce, run_stage, stale
 from ptv2.tracking.store import tracking_server
 
 ROOT = Path(os.environ.get("PTV2_ROOT", Path(__file__).resolve().parents[1]))
@@ -129,7 +129,7 @@ def retrain(root: str = str(ROOT)) -> dict:
                     else multi["reason"])
     remote = load_config(Path(root) / "params.yaml").flows.dvc_remote
     if ran and remote:
-        from ptv2.tracking.orchestrate import push
+        from ptv2.orchestration.dvc_graph import push
 
         push(root, remote)
         logger.info("pushed outputs to DVC remote %r", remote)

@@ -33,7 +33,7 @@ def baseline(task_type: str, train_labels: Sequence[Any], n: int) -> list[Any]:
 
 
 def paired_permutation(metric: Callable[[Sequence[Any], Sequence[Any]], float], gold: Sequence[Any],
-                       a: Sequence[Any], b: Sequence[Any], margin: float = 0.0, samples: int = 2000,
+                       a: Sequence[Any], b: Sequence[Any], margin: float = 0.0, *, samples: int,
                        seed: int = 0) -> tuple[float, float]:
     """(metric(a) - metric(b), one-sided p-value of "a beats b by more than ``margin`` points").
 

@@ -7,4 +7,4 @@ export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} DO_NOT_TRACK=true MLFLOW_DISABLE_TELE
 ./scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 [ -d .git ] || { echo "run from a git clone (dvc needs git)" >&2; exit 2; }
-exec python -c "import sys; from ptv2.tracking.orchestrate import reproduce; reproduce('.', sys.argv[1:] or None)" "$@"
+exec python -c "import sys; from ptv2.orchestration.dvc_graph import reproduce; reproduce('.', sys.argv[1:] or None)" "$@"

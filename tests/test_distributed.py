@@ -113,7 +113,8 @@ def test_a_stage_launches_its_data_parallel_processes_from_params(root, tiny_dir
     p = _params(root, tiny_dir, "cpu", processes=2, head_init="random")  # random heads: epoch 1 beats step 0
     env = {**ENV, "PYTHONPATH": str(os.getcwd())}
     env.pop("MLFLOW_TRACKING_URI", None)
-    r = subprocess.run([sys.executable, "-m", "ptv2.stages.pretrain", "--params", str(p)], cwd=root, env=env,
+    r = subprocess.run([sys.executable, "-m", "ptv2.stages.pretrain", "--params", str(p),
+                        "--metrics", "metrics/pretrain.json"], cwd=root, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "launching 2 data-parallel processes" in r.stderr

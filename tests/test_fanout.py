@@ -30,7 +30,7 @@ def _lock(root) -> dict:
 def test_parallel_fanout_records_what_serial_repro_records(tmp_path, tiny_dir, prefect_harness, monkeypatch):
     from flows.pipeline import pipeline
     from ptv2.files import sha256
-    from ptv2.tracking.orchestrate import reproduce
+    from ptv2.orchestration.dvc_graph import reproduce
 
     for k, v in {**pipeline_env(), "OMP_NUM_THREADS": "1"}.items():
         monkeypatch.setenv(k, v)
@@ -54,7 +54,7 @@ def test_parallel_fanout_records_what_serial_repro_records(tmp_path, tiny_dir, p
     # a worker elsewhere gets the outputs from a DVC remote (a local folder here; S3/GCS by config)
     import shutil
 
-    from ptv2.tracking.orchestrate import pull, push
+    from ptv2.orchestration.dvc_graph import pull, push
 
     subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "shared", str(tmp_path / "remote")], cwd=parallel,
                    check=True, env=pipeline_env())
@@ -75,7 +75,7 @@ def test_a_failed_task_leaves_the_others_recorded_and_reruns_alone(tmp_path, tin
     import pytest
 
     import flows.pipeline as fp
-    from ptv2.tracking.orchestrate import stale
+    from ptv2.orchestration.dvc_graph import stale
 
     for k, v in pipeline_env().items():
         monkeypatch.setenv(k, v)

@@ -56,8 +56,8 @@ def test_an_unreachable_tracking_server_is_one_line_in_seconds(project):
 
 
 @pytest.mark.parametrize("stage,args,needle", [
-    ("promote", ["--task", "nosuch"], "nosuch"),
-    ("baseline", ["--task", "sent", "--set", "train.bogus=1"], "bogus"),
+    ("promote", ["--task", "nosuch", "--report", "r.json", "--frozen-report", "f.json", "--metrics", "m.json"], "nosuch"),
+    ("baseline", ["--task", "sent", "--metrics", "m.json", "--set", "train.bogus=1"], "bogus"),
 ])
 def test_a_stage_reports_a_user_error_as_one_line(project, stage, args, needle):
     r, _ = _run(["-m", f"ptv2.stages.{stage}", "--params", str(project / "params.yaml"), *args], project)

@@ -15,14 +15,14 @@ from ptv2.training.driver import adapt, pretrain
 
 def test_rates_per_strategy():
     sizes = {"a": 1000, "b": 100, "c": 10}
-    p = mixture_rates(sizes, "proportional")
+    p = mixture_rates(sizes, "proportional", 0, 1.0, {})
     assert p["a"] == pytest.approx(1000 / 1110)
-    capped = mixture_rates(sizes, "proportional", cap=100)
+    capped = mixture_rates(sizes, "proportional", 100, 1.0, {})
     assert capped["a"] == pytest.approx(capped["b"]) == pytest.approx(100 / 210)
-    t = mixture_rates(sizes, "temperature", temperature=2.0)
+    t = mixture_rates(sizes, "temperature", 0, 2.0, {})
     assert t["c"] > p["c"] and t["a"] < p["a"]
-    assert mixture_rates(sizes, "temperature", temperature=1.0) == pytest.approx(p)
-    u = mixture_rates(sizes, "uniform", weights={"a": 2.0})
+    assert mixture_rates(sizes, "temperature", 0, 1.0, {}) == pytest.approx(p)
+    u = mixture_rates(sizes, "uniform", 0, 1.0, {"a": 2.0})
     assert u == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.25})
 
 
@@ -30,7 +30,8 @@ def test_rates_per_strategy():
                                          ("uniform", {})])
 def test_sampled_proportions_match_rates_and_are_seeded(strategy, kw):
     lengths = {"a": [5] * 1000, "b": [7] * 100, "c": [3] * 30}
-    rates = mixture_rates({t: len(v) for t, v in lengths.items()}, strategy, **kw)
+    rates = mixture_rates({t: len(v) for t, v in lengths.items()}, strategy, **{"cap": 0, "temperature": 1.0,
+                                                                               "weights": {}, **kw})
     plan = mixture_planner(lengths, 4, rates, 4000)
     p1 = plan(torch.Generator().manual_seed(1))
     assert p1 == plan(torch.Generator().manual_seed(1))
@@ -44,7 +45,7 @@ def test_sampled_proportions_match_rates_and_are_seeded(strategy, kw):
 
 def test_mixed_batches_sample_rows_by_rate_and_cycle_each_task():
     lengths = {"a": [5] * 50, "b": [7] * 20, "c": [3] * 9}
-    rates = mixture_rates({t: len(v) for t, v in lengths.items()}, "uniform")
+    rates = mixture_rates({t: len(v) for t, v in lengths.items()}, "uniform", 0, 1.0, {})
     plan = mixture_planner(lengths, 8, rates, 600, mixed=True)
     p1 = plan(torch.Generator().manual_seed(3))
     assert p1 == plan(torch.Generator().manual_seed(3)) != plan(torch.Generator().manual_seed(4))

@@ -487,4 +487,4 @@ def test_one_way_to_open_a_bundle_with_the_serving_settings(trained, root, tiny_
 
     direct = sorted(str(f.relative_to(PROJECT)) for f in (PROJECT / "ptv2").rglob("*.py")
                     if _re.search(r"\bBundle\(", f.read_text()) and f.name != "bundle.py")
-    assert direct == ["ptv2/export/deploy.py", "ptv2/tracking/promotion.py"]  # export checks, champion re-score
+    assert direct == ["ptv2/export/deploy.py", "ptv2/release/promotion.py"]  # export checks, champion re-score

@@ -1,9 +1,9 @@
 import pytest
 
-from ptv2.tracking import registry
+from ptv2.release import gate as registry
 from ptv2.tracking import store as tracking
 from ptv2.evidence import agreement, baseline, paired_permutation
-from ptv2.tracking.registry import Evidence, decide
+from ptv2.release.gate import Evidence, decide
 
 
 def _acc(pred, gold):
@@ -40,9 +40,9 @@ def test_paired_permutation_knows_what_a_difference_means_on_that_many_examples(
     big = [g if i >= 20 else (g + 1) % 3 for i, g in enumerate(gold)]
     assert paired_permutation(_acc, gold, a, big, samples=2000)[1] < 0.01
     assert paired_permutation(_acc, gold, a, a, samples=500)[1] == 1.0  # identical: never better
-    assert paired_permutation(_acc, gold, a, big, margin=50.0)[1] == 1.0  # 35.7 points do not clear a 50 margin
+    assert paired_permutation(_acc, gold, a, big, margin=50.0, samples=500)[1] == 1.0  # 35.7 points do not clear a 50 margin
     with pytest.raises(ValueError, match="aligned"):
-        paired_permutation(_acc, gold, a, b[:-1])
+        paired_permutation(_acc, gold, a, b[:-1], samples=10)
 
 
 def test_trivial_baselines():
@@ -77,13 +77,13 @@ def _data(correct: int, champion_correct: int = 0, n: int = 60):
 
 
 def test_register_and_gate_is_per_task_and_keeps_a_champion_not_shown_worse(store):
-    a1 = registry.register_and_gate(store, "ptv2-a", _run_with_model(store, "1"), "model", _data(54), 0.05)
+    a1 = registry.register_and_gate(store, "ptv2-a", _run_with_model(store, "1"), "model", _data(54), 0.05, 0.0, 2000)
     assert a1.promoted and a1.version == "1"
-    tie = registry.register_and_gate(store, "ptv2-a", _run_with_model(store, "2"), "model", _data(55, 54), 0.05)
+    tie = registry.register_and_gate(store, "ptv2-a", _run_with_model(store, "2"), "model", _data(55, 54), 0.05, 0.0, 2000)
     assert not tie.promoted and tie.evidence.champion == 90.0 and tie.evidence.p_champion > 0.05
-    chance = registry.register_and_gate(store, "ptv2-b", _run_with_model(store, "3"), "model", _data(31), 0.05)
+    chance = registry.register_and_gate(store, "ptv2-b", _run_with_model(store, "3"), "model", _data(31), 0.05, 0.0, 2000)
     assert not chance.promoted and "baseline" in chance.reason  # 51.7 % vs 50 %: chance
-    b2 = registry.register_and_gate(store, "ptv2-b", _run_with_model(store, "4"), "model", _data(50), 0.05)
+    b2 = registry.register_and_gate(store, "ptv2-b", _run_with_model(store, "4"), "model", _data(50), 0.05, 0.0, 2000)
     assert b2.promoted  # the other task's refusals do not matter
     assert tracking.alias_version(store, "ptv2-a", "champion")[0] == "1"
     assert tracking.alias_version(store, "ptv2-a", "challenger")[0] == "2"
@@ -99,7 +99,7 @@ def test_the_gate_refuses_a_challenger_that_beats_the_trivial_baseline_but_not_t
     wrong = lambda k: [g if i < k else 1 - g for i, g in enumerate(gold)]  # noqa: E731
     data = registry.GateData("accuracy", _acc, gold, wrong(160), {"trivial": [0] * n, "frozen": wrong(158)},
                              lambda version: [0] * n)
-    d = registry.register_and_gate(store, "ptv2-f", _run_with_model(store, "f"), "model", data, 0.05)
+    d = registry.register_and_gate(store, "ptv2-f", _run_with_model(store, "f"), "model", data, 0.05, 0.0, 2000)
     assert not d.promoted and "frozen baseline" in d.reason  # 80 % vs 79 %: not shown better
     assert tracking.alias_version(store, "ptv2-f", "champion") is None
     t = {r["version"]: r for r in tracking.list_versions(store, "ptv2-f")}["1"]["tags"]
@@ -107,7 +107,7 @@ def test_the_gate_refuses_a_challenger_that_beats_the_trivial_baseline_but_not_t
     assert t["gate.frozen_metric"] == "79.0000" and t["gate.baseline"] == "frozen"
     better = dict(data.__dict__, challenger=wrong(190))  # 95 % beats both
     assert registry.register_and_gate(store, "ptv2-f", _run_with_model(store, "g"), "model",
-                                      registry.GateData(**better), 0.05).promoted
+                                      registry.GateData(**better), 0.05, 0.0, 2000).promoted
 
 
 def test_two_projects_in_one_process_keep_their_own_stores(tmp_path, monkeypatch):

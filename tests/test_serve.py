@@ -58,7 +58,8 @@ def trained(tmp_path_factory, tiny_dir):
 def register(store_root: Path, cfg, model_dir: Path, task: str) -> str:
     """Bundle ``task``'s model, log it into a run, register it and pass the gate (it becomes champion)."""
     from ptv2.export.onnx_export import write_bundle
-    from ptv2.tracking import packaging, registry, store
+    from ptv2.release import gate as registry
+    from ptv2.tracking import packaging, store
     from ptv2.training.build import load_model
 
     model, tok, _ = load_model(model_dir / "model")
@@ -69,14 +70,14 @@ def register(store_root: Path, cfg, model_dir: Path, task: str) -> str:
     gold = [i % 2 for i in range(40)]
     data = registry.GateData("accuracy", lambda p, g: 100.0 * sum(a == b for a, b in zip(p, g)) / len(g), gold, gold,
                              {"trivial": [0] * 40}, lambda version: [1 - g for g in gold])
-    d = registry.register_and_gate(store_root, f"ptv2-{task}", rid, uri, data, 0.05)
+    d = registry.register_and_gate(store_root, f"ptv2-{task}", rid, uri, data, 0.05, 0.0, 2000)
     assert d.promoted, d
     return d.version
 
 
 @pytest.fixture()
 def published(trained, tmp_path, monkeypatch):
-    from ptv2.tracking.publish import publish
+    from ptv2.release.publish import publish
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     root, cfg = trained
@@ -90,7 +91,7 @@ def published(trained, tmp_path, monkeypatch):
 
 def test_the_multitask_model_is_rebuilt_only_when_a_champion_changes(trained, published):
     from ptv2.tracking import store
-    from ptv2.tracking.publish import publish
+    from ptv2.release.publish import publish
 
     store_root, cfg = published
     root = trained[0]

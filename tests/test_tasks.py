@@ -15,7 +15,7 @@ def _spec(name, **changes):
 def test_every_task_type_loads_and_batches(root, tiny, name):
     _, tok = tiny
     spec = _spec(name)
-    td = load_task(name, spec, root, seed=0, val_fraction=0.2)
+    td = load_task(name, spec, root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
     assert len(td.split("val")) >= 1 and len(td.split("train")) >= 1
     feats = encode_split(td.split("train"), spec.type, tok, 32)
     batch = Collator(tok.pad_token_id, spec.type)(feats[:4])
@@ -33,15 +33,15 @@ def test_every_task_type_loads_and_batches(root, tiny, name):
 
 def test_val_is_carved_from_train_disjoint_and_seeded(root):
     spec = _spec("sent")
-    a = load_task("sent", spec, root, seed=0, val_fraction=0.25)
-    b = load_task("sent", spec, root, seed=0, val_fraction=0.25)
+    a = load_task("sent", spec, root, seed=0, val_fraction=0.25, val_max=1000, max_train=0)
+    b = load_task("sent", spec, root, seed=0, val_fraction=0.25, val_max=1000, max_train=0)
     assert len(a.split("val")) == 50 and len(a.split("train")) == 150
     assert a.split("val")["text_a"] == b.split("val")["text_a"]
     assert len(a.split("dev")) == 40  # dev untouched: reported, never used for selection
 
 
 def test_tsv_quirks_extra_columns_and_quotes(root):
-    td = load_task("reg", _spec("reg"), root, seed=0, val_fraction=0.0)
+    td = load_task("reg", _spec("reg"), root, seed=0, val_fraction=0.0, val_max=1000, max_train=0)
     assert len(td.split("train")) == 30  # no rows merged by quote parsing
     assert '"cat"' in td.split("train")[0]["text_a"]
 
@@ -56,15 +56,15 @@ def test_template_with_non_word_field_names():
 def test_unknown_label_is_a_clear_error(root):
     spec = _spec("pair", labels=["no", "maybe"])
     with pytest.raises(DataError, match=r"unknown label 'yes'.*tasks.pair.labels"):
-        load_task("pair", spec, root, seed=0, val_fraction=0.1)
+        load_task("pair", spec, root, seed=0, val_fraction=0.1, val_max=1000, max_train=0)
 
 
 def test_missing_file_and_empty_split(root):
     with pytest.raises(DataError, match="not found"):
-        load_task("sent", _spec("sent", files={"train": "nope.tsv"}), root, seed=0, val_fraction=0.1)
+        load_task("sent", _spec("sent", files={"train": "nope.tsv"}), root, seed=0, val_fraction=0.1, val_max=1000, max_train=0)
     (root / "empty.tsv").write_text("sentence\tlabel\n")
     with pytest.raises(DataError, match="is empty"):
-        load_task("sent", _spec("sent", files={"train": "empty.tsv"}), root, seed=0, val_fraction=0.1)
+        load_task("sent", _spec("sent", files={"train": "empty.tsv"}), root, seed=0, val_fraction=0.1, val_max=1000, max_train=0)
 
 
 def test_overlong_text_truncated_with_warning(root, tiny, caplog):

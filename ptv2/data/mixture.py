@@ -22,9 +22,9 @@ Plan = list[list[Part]]
 STRATEGIES = ("proportional", "temperature", "uniform")
 
 
-def mixture_rates(sizes: dict[str, int], strategy: str = "proportional", cap: int = 0,
-                  temperature: float = 1.0, weights: dict[str, float] | None = None) -> dict[str, float]:
-    """Sampling probability per task (sums to 1)."""
+def mixture_rates(sizes: dict[str, int], strategy: str, cap: int, temperature: float,
+                  weights: dict[str, float]) -> dict[str, float]:
+    """Sampling probability per task (sums to 1); the arguments are ``pretrain``'s keys."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r}: expected one of {list(STRATEGIES)}")
     weights = weights or {}

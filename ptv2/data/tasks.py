@@ -116,7 +116,7 @@ def _tag_set(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def load_task(name: str, spec: TaskSpec, data_root: str | Path, seed: int, val_fraction: float,
-              val_max: int = 1000, max_train: int = 0) -> TaskData:
+              val_max: int, max_train: int) -> TaskData:
     """Load every split of a task; carve ``val`` from train; optionally subsample train (seeded)."""
     if spec.format == "hub":
         return _load_hub(name, spec, seed, val_fraction, val_max, max_train)

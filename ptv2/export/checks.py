@@ -28,12 +28,9 @@ def request_rows(td: TaskData, split: str = "dev") -> list[dict[str, Any]]:
     return [{"task": td.name, "text": a, "text_pair": b or None} for a, b in zip(ds["text_a"], ds["text_b"])]
 
 
-def bundle_predictions(bundle: Bundle, td: TaskData, split: str = "dev", batch_size: int = 64) -> list[Any]:
-    """The bundle's predictions on ``split``, in the form of ``gold``."""
-    rows, kind = request_rows(td, split), td.spec.type
-    out: list[dict[str, Any]] = []
-    for s in range(0, len(rows), batch_size):
-        out += bundle.predict(rows[s:s + batch_size])
+def bundle_predictions(bundle: Bundle, td: TaskData, split: str = "dev") -> list[Any]:
+    """The bundle's predictions on ``split``, in the form of ``gold`` (the bundle micro-batches them)."""
+    out, kind = bundle.predict(request_rows(td, split)), td.spec.type
     if kind == "token_classification":
         return [p["tags"] for p in out]
     if kind == "regression":

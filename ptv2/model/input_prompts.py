@@ -44,7 +44,7 @@ class PromptEncoderPrompt(nn.Module):
     """P-Tuning v1. ``template``: tokens; ``[v]`` = virtual, anything else = an anchor word id."""
 
     def __init__(self, template: list[str], anchor_ids: dict[str, list[int]], word_embeddings: nn.Embedding,
-                 encoder: str = "lstm", hidden: int = 256) -> None:
+                 encoder: str, hidden: int) -> None:
         super().__init__()
         h = word_embeddings.embedding_dim
         self.slots: list[tuple[str, list[int]]] = [(t, [] if t == VIRTUAL else anchor_ids[t]) for t in template]

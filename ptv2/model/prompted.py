@@ -72,7 +72,7 @@ class PromptedModel(nn.Module):
                                             inputs.init_ids, torch.Generator().manual_seed(inputs.seed))
         elif method == "ptuning_v1":
             self.input_prompt = PromptEncoderPrompt(ptuning_template(spec), inputs.anchor_ids,
-                                                    backbone.get_input_embeddings(), spec.encoder)
+                                                    backbone.get_input_embeddings(), spec.encoder, spec.reparam_hidden)
         elif method in ADAPTERS:
             from ptv2.model.lora import wrap
 

@@ -10,7 +10,7 @@ from ptv2.training.driver import adapt
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, args = parse(argv, task=True)
+    cfg, args = parse(argv, task=True, paths=("metrics",))
     data_parallel(cfg, __spec__.name, argv)
     out = Path(cfg.adapt.out_dir) / args.task
     if not is_main_rank():  # another rank of the group: train its shard, rank 0 logs and writes
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
         run.log_artifacts(out / "metrics.json")
         run_id = run.id
     write_json(out / "mlflow.json", {"run_id": run_id})
-    write_json(f"metrics/adapt/{args.task}.json", {"task": args.task, "trainable_params": res.record["trainable_params"],
+    write_json(args.metrics, {"task": args.task, "trainable_params": res.record["trainable_params"],
                                                      **{s: m[args.task] for s, m in res.metrics.items()}})
 
 

@@ -13,7 +13,7 @@ from ptv2.training.driver import FROZEN, train
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, args = parse(argv, task=True)
+    cfg, args = parse(argv, task=True, paths=("metrics",))
     out = Path(cfg.adapt.baseline_dir) / args.task
     with tracked(cfg, root_of(args), f"baseline@{args.task}", f"baseline-{args.task}") as (run, on_log):
         res = train(cfg, [args.task], out, on_log=on_log, frozen=True)
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
         run.log_artifacts(out / "model", "model")
         run_id = run.id
     write_json(out / "mlflow.json", {"run_id": run_id})  # the frozen candidate's registered model is logged here
-    write_json(f"metrics/baseline/{args.task}.json", {"task": args.task, "method": FROZEN,
+    write_json(args.metrics, {"task": args.task, "method": FROZEN,
                                                        **{s: m[args.task] for s, m in res.metrics.items()}})
 
 

@@ -18,12 +18,16 @@ for _k, _v in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "TOKE
     os.environ.setdefault(_k, _v)
 
 
-def parse(argv: list[str] | None, task: bool = False) -> tuple[Config, argparse.Namespace]:
+def parse(argv: list[str] | None, task: bool = False, paths: tuple[str, ...] = ()) -> tuple[Config, argparse.Namespace]:
+    """The config and the arguments. ``paths``: the files and folders the stage reads or writes besides
+    params.yaml's, each a required ``--<name>`` given by its command in dvc.yaml (one home: dvc.yaml)."""
     p = argparse.ArgumentParser()
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--set", action="append", default=[])
     if task:
         p.add_argument("--task", required=True)
+    for name in paths:
+        p.add_argument(f"--{name.replace('_', '-')}", required=True, type=Path)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")

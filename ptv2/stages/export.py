@@ -12,7 +12,7 @@ from ptv2.training.driver import FROZEN
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, args = parse(argv)
+    cfg, args = parse(argv, paths=("report", "frozen_report"))
     dirs = {t: Path(cfg.adapt.out_dir) / t / "model" for t in cfg.adapt.tasks}
     frozen = {t: Path(cfg.adapt.baseline_dir) / t / "model" for t in cfg.adapt.tasks}
     with tracked(cfg, root_of(args), "export", "export") as (run, _):
@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> None:
             run.log_metrics({f"{task}/{k}": float(v) for k, v in row.items() if isinstance(v, (int, float, bool))})
         for b in dict.fromkeys(bundle_for(cfg.export.out_dir, task) for task in report):  # shared, or one per task
             run.log_artifacts(b / "manifest.json", None if b == Path(cfg.export.out_dir) else b.name)
-    write_json("metrics/export.json", report)
-    write_json("metrics/export_frozen.json", frozen_report)
+    write_json(args.report, report)
+    write_json(args.frozen_report, frozen_report)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from ptv2.stages.common import parse, run
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, _ = parse(argv)
+    cfg, args = parse(argv, paths=("out",))
     mixture = {}
     for name in dict.fromkeys(cfg.pretrain.tasks + cfg.adapt.tasks):
         td = load_task_data(cfg, name)
@@ -20,10 +20,10 @@ def main(argv: list[str] | None = None) -> None:
                 "files": {s: sha256(cfg.data_path(f)) for s, f in td.spec.files.items() if s != "test"}}
         if td.spec.type in ("classification", "pair_classification"):
             info["train_labels"] = dict(collections.Counter(td.labels[y] for y in td.split("train")["label"]))
-        write_json(f"outputs/prepare/tasks/{name}.json", info)
+        write_json(args.out / "tasks" / f"{name}.json", info)
         if name in cfg.pretrain.tasks:
             mixture[name] = info["files"]
-    write_json("outputs/prepare/mixture.json", mixture)
+    write_json(args.out / "mixture.json", mixture)
 
 
 if __name__ == "__main__":

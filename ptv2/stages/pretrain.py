@@ -10,7 +10,7 @@ from ptv2.training.driver import pretrain
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, args = parse(argv)
+    cfg, args = parse(argv, paths=("metrics",))
     data_parallel(cfg, __spec__.name, argv)
     out = Path(cfg.pretrain.out_dir)
     if not is_main_rank():  # another rank of the group: train its shard, rank 0 logs and writes
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
             for task, ms in by_task.items():
                 run.log_metrics({f"{split}/{task}/{k}": v for k, v in ms.items()})
         run.log_artifacts(out / "model", "model")
-    write_json("metrics/pretrain.json", {"best_epoch": res.record["best_epoch"], **res.metrics})
+    write_json(args.metrics, {"best_epoch": res.record["best_epoch"], **res.metrics})
 
 
 if __name__ == "__main__":

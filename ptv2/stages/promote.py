@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from ptv2.files import write_json
 from ptv2.stages.common import parse, root_of, run
-from ptv2.tracking.promotion import promote_task
+from ptv2.release.promotion import promote_task
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, args = parse(argv, task=True)
-    write_json(f"metrics/promote/{args.task}.json", promote_task(cfg, root_of(args), args.task))
+    cfg, args = parse(argv, task=True, paths=("report", "frozen_report", "metrics"))
+    write_json(args.metrics, promote_task(cfg, root_of(args), args.task, args.report, args.frozen_report))
 
 
 if __name__ == "__main__":

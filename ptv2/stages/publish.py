@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from ptv2.files import write_json
 from ptv2.stages.common import parse, root_of, run
-from ptv2.tracking.publish import publish
+from ptv2.release.publish import publish
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, args = parse(argv)
-    write_json("metrics/publish.json", publish(cfg, root_of(args)))
+    cfg, args = parse(argv, paths=("metrics",))
+    write_json(args.metrics, publish(cfg, root_of(args)))
 
 
 if __name__ == "__main__":

@@ -11,14 +11,14 @@ from ptv2.stages.common import parse, run
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, _ = parse(argv)
-    pre = json.loads(Path("metrics/pretrain.json").read_text())
+    cfg, args = parse(argv, paths=("pretrain", "baselines", "out"))
+    pre = json.loads(args.pretrain.read_text())
     rows, curves = [], {}
     for task in cfg.adapt.tasks:
         m = json.loads((Path(cfg.adapt.out_dir) / task / "metrics.json").read_text())
         metric = cfg.task(task).metrics[0]
         no_adapt = pre.get("dev", {}).get(task, {}).get(metric)
-        frozen = json.loads(Path(f"metrics/baseline/{task}.json").read_text())["dev"][metric]
+        frozen = json.loads((args.baselines / f"{task}.json").read_text())["dev"][metric]
         rows.append((task, metric, m["metrics"]["dev"][task][metric], no_adapt, frozen, m["best_epoch"],
                      m["train_seconds"]))
         curves[task] = m["history"]
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
                       "frozen backbone + fitted head (dev)", "best epoch (0 = fitted head only)", "train s"],
                      [[t, metric, f"{dev:.1f}", "—" if na is None else f"{na:.1f}", f"{fz:.1f}", be, f"{secs:.0f}"]
                       for t, metric, dev, na, fz, be, secs in rows])
-    out = Path("report")
+    out = args.out
     atomic_write_text(out / "metrics.md", "# Pipeline metrics (dev)\n\n" + table + "\n")
     plot_curves(curves, out / "curves.png")
     plot_tasks({t: {"frozen backbone": fz, "adapted": dev, "no adaptation": na} for t, _, dev, na, fz, _, _ in rows},

@@ -1,4 +1,3 @@
-"""Tracking and orchestration: ``store`` is the only code that talks to MLflow (runs, registry calls),
-``registry`` the promotion gate, ``pyfunc`` the model MLflow serves (``packaging``: its code, signature,
-input example and model card), ``orchestrate`` runs the DVC graph
-for the flows. The only package that imports mlflow or dvc."""
+"""Tracking: the only code that talks to MLflow. ``store`` (runs, registry calls, artifacts), ``health``
+(a tracking store that is down or damaged: one line, bounded retries), ``pyfunc`` (the model MLflow
+serves) and ``packaging`` (its code, signature, input example and model card)."""

@@ -102,12 +102,12 @@ class GateData:
 
 
 def register_and_gate(root: str | Path, name: str, run_id: str, artifact_path: str, data: GateData,
-                      alpha: float, margin: float = 0.0, samples: int = 2000, parity_ok: bool | None = None,
+                      alpha: float, margin: float, samples: int, parity_ok: bool | None = None,
                       tags: dict[str, str] | None = None) -> Decision:
     """Register ``run_id``'s model as a new version (alias challenger) and apply the gate."""
     score = lambda p: data.score(p, data.gold)  # noqa: E731
     test = f"one-sided paired permutation test, {samples} random swaps over {len(data.gold)} dev examples, margin {margin}"
-    bases = {name: (score(pred), paired_permutation(data.score, data.gold, data.challenger, pred, margin, samples)[1])
+    bases = {name: (score(pred), paired_permutation(data.score, data.gold, data.challenger, pred, margin, samples=samples)[1])
              for name, pred in data.baselines.items()}
     ev = Evidence(data.metric, score(data.challenger), bases, parity_ok=parity_ok, test=test)
     version = tracking.register_version(root, name, run_id, artifact_path,
@@ -115,7 +115,7 @@ def register_and_gate(root: str | Path, name: str, run_id: str, artifact_path: s
     champ = tracking.alias_version(root, name, "champion")
     if champ is not None:
         preds = data.champion_predictions(champ[0])  # re-scored on today's dev examples
-        _, p_champ = paired_permutation(data.score, data.gold, data.challenger, preds, margin, samples)
+        _, p_champ = paired_permutation(data.score, data.gold, data.challenger, preds, margin, samples=samples)
         ev = dataclasses.replace(ev, champion=score(preds), p_champion=p_champ)
     d = decide(ev, alpha)
     tracking.set_alias(root, name, "challenger", version)

@@ -24,7 +24,7 @@ from ptv2.export.deploy import bundle_for
 from ptv2.serving.bundle import Bundle, int8_serves
 from ptv2.tracking import packaging, store
 from ptv2.evidence import baseline
-from ptv2.tracking.registry import Decision, GateData, register_and_gate
+from ptv2.release.gate import Decision, GateData, register_and_gate
 from ptv2.training.artifacts import read_spec
 from ptv2.training.driver import FROZEN
 
@@ -35,13 +35,13 @@ def served_in(cfg: Config, checks: dict[str, Any]) -> str:
     return "int8" if cfg.serving.int8 and int8_serves(checks, cfg.serving.int8_min_agreement) else "fp32"
 
 
-def _checks(cfg: Config, task: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(per-example dev predictions, export checks) of the task's trained ("trained") or frozen candidate."""
+def _checks(cfg: Config, task: str, kind: str, report: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(per-example dev predictions, export checks) of the task's trained ("trained") or frozen candidate;
+    ``report``: the export stage's report for that kind of candidate."""
     folder = Path(cfg.export.checks_dir) / (FROZEN if kind == FROZEN else "")
     path = folder / f"{task}.json"
     if not path.is_file():
         raise ArtifactError(f"{path} is missing: the export stage did not check task {task!r}; run `dvc repro export`")
-    report = Path("metrics/export_frozen.json" if kind == FROZEN else "metrics/export.json")
     checks = json.loads(report.read_text()).get(task, {}) if report.is_file() else {}
     return json.loads(path.read_text()), checks
 
@@ -104,12 +104,13 @@ def _summary(d: Decision, kind: str) -> dict[str, Any]:
             "champion_before": e.champion, "p_vs_champion": e.p_champion, "test": e.test}
 
 
-def promote_task(cfg: Config, root: Path, task: str) -> dict[str, Any]:
+def promote_task(cfg: Config, root: Path, task: str, report: Path, frozen_report: Path) -> dict[str, Any]:
     """The trained challenger against the trivial and frozen baselines and the champion; if refused, the
-    frozen baseline as a candidate of its own (unless the champion already is this very frozen model)."""
+    frozen baseline as a candidate of its own (unless the champion already is this very frozen model).
+    ``report`` / ``frozen_report``: the export stage's checks of the trained and the frozen bundles."""
     td = load_task_data(cfg, task)
-    frozen_pred, frozen_checks = _checks(cfg, task, FROZEN)
-    pred, checks = _checks(cfg, task, "trained")
+    frozen_pred, frozen_checks = _checks(cfg, task, FROZEN, frozen_report)
+    pred, checks = _checks(cfg, task, "trained", report)
     d = _gate(cfg, root, task, td, "trained", pred, checks, frozen_pred["fp32"])
     out = {"task": task, **_summary(d, "trained"), "deploy_checks": checks}
     if d.promoted or _champion_is_this_frozen(cfg, root, task):

@@ -50,19 +50,24 @@ def reproduce(root: str | Path, targets: list[str] | None = None) -> list[str]:
     return ran
 
 
+def stage_metrics(root: str | Path, stage: str) -> list[dict[str, Any]]:
+    """The JSON metrics files ``stage`` declares, read where dvc.yaml puts them (no path of our own)."""
+    from dvc.repo import Repo
+
+    with contextlib.chdir(root), Repo(str(root)) as repo:
+        (st,) = repo.stage.collect(stage)
+        paths = [o.fs_path for o in st.outs if o.metric]
+    return [json.loads(Path(p).read_text()) for p in paths]
+
+
 def promotions(root: str | Path, ran: list[str]) -> list[dict[str, Any]]:
     """Registry decisions of the promote stages that ran in this reproduce."""
-    root = Path(root)
-    out = []
-    for name in ran:
-        if name.startswith("promote@"):
-            out.append(json.loads((root / "metrics/promote" / f"{name.split('@', 1)[1]}.json").read_text()))
-    return out
+    return [m for name in ran if name.startswith("promote@") for m in stage_metrics(root, name)]
 
 
 def published(root: str | Path, ran: list[str]) -> dict[str, Any] | None:
     """What the publish stage did in this reproduce (the multi-task model), or None if it did not run."""
-    return json.loads((Path(root) / "metrics/publish.json").read_text()) if "publish" in ran else None
+    return stage_metrics(root, "publish")[0] if "publish" in ran else None
 
 
 def stale(root: str | Path, stages: list[str]) -> list[str]:
