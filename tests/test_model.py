@@ -170,3 +170,33 @@ def _spec_dict():
     from ptv2.training.build import spec_from_config
 
     return spec_from_config(config_from_dict(repo_params()), {"t": head()}).to_dict()
+
+
+def test_a_quiet_deep_prompt_starts_as_the_frozen_backbone(tiny):
+    """prompt.init quiet: keys against each layer's mean query, values 0. On CB its fitted head at step 0
+    scored the frozen baseline's dev accuracy in 3 of 3 seeds, where N(0, 0.02) lost 1.8-3.6 points."""
+    from ptv2.model.inject import query_means
+
+    backbone, tok = tiny
+    backbone.eval()
+    texts = ["good movie", "the cat sat on the mat", "a plot that never moves", "the actors were great fun"]
+    b = _batch(tok, texts)
+    plain = backbone(**b).last_hidden_state
+    model = prompted(backbone, {"t": ("classification", 2)}, prompt_length=8).eval()
+    moved = lambda m: (encode(backbone, b["input_ids"], b["attention_mask"], b["token_type_ids"],  # noqa: E731
+                              m.prompt(len(texts)))[0] - plain).abs().max().item()
+    random_shift = moved(model)
+    q = query_means(backbone, b["input_ids"], b["attention_mask"])
+    assert q.shape == (2, backbone.config.num_attention_heads, 32 // backbone.config.num_attention_heads)
+    shifts = []
+    for margin in (2.0, 8.0):
+        model.prompt.start_quiet(q, margin, torch.Generator().manual_seed(0), noise_std=0.0)
+        kv = model.prompt(1)
+        assert torch.count_nonzero(kv[0][1]) == 0  # values 0
+        # the mean query scores every key -margin
+        scores = torch.einsum("hd,hpd->hp", q[0], kv[0][0][0]) / q.shape[-1] ** 0.5
+        torch.testing.assert_close(scores, torch.full_like(scores, -margin))
+        shifts.append(moved(model))
+    # quieter with the margin and below a random start (on MiniLM's anisotropic queries: pooled cosine to the
+    # unprompted model 0.999 vs 0.985; this random tiny model's queries barely share a direction)
+    assert shifts[1] < shifts[0] < random_shift

@@ -35,7 +35,9 @@ class PromptConfig:
     reparam: bool  # Prefix-Tuning's MLP reparameterization
     reparam_hidden: int
     dropout: float
-    init: Literal["random", "vocab", "words"]  # input prompts: embeddings; deep prompts: those tokens' keys/values
+    init: Literal["random", "vocab", "words", "quiet"]  # input prompts: embeddings; deep prompts: those tokens'
+    # keys/values; quiet (deep prompts): keys against each layer's mean query, values 0 (model.prompts.start_quiet)
+    quiet_margin: float  # init quiet: how far below 0 the mean query scores the prompt's keys
     init_words: str  # prompt_tuning with init: words
     template: str  # ptuning_v1: e.g. "[v] [v] question [v]"; "" = length x [v]
     encoder: Literal["lstm", "mlp"]  # ptuning_v1 prompt encoder
@@ -49,6 +51,7 @@ class PromptConfig:
         _check(self.lora_r >= 1, "lora_r", self.lora_r, "an integer >= 1")
         _check(self.reparam_hidden >= 1, "reparam_hidden", self.reparam_hidden, ">= 1")
         _check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "a float in [0, 1)")
+        _check(self.quiet_margin > 0, "quiet_margin", self.quiet_margin, "a float > 0, e.g. 5")
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,30 @@ def token_key_values(backbone: PreTrainedModel, input_ids: torch.Tensor) -> list
     return [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
 
 
+@torch.no_grad()
+def query_means(backbone: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(L, H, D): each layer's mean self-attention query per head over the real tokens of a batch
+    (input_ids, attention_mask: (B, T)). A key pointing against it draws almost no attention from any
+    token (the queries of a layer share a large common component: cosine 0.45-0.68 to their mean here)."""
+    layers = backbone.encoder.layer  # BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA: layer[i].attention.self.query
+    H = backbone.config.num_attention_heads
+    D = backbone.config.hidden_size // H
+    got: dict[int, torch.Tensor] = {}
+    hooks = [layer.attention.self.query.register_forward_hook(lambda _m, _i, out, i=i: got.__setitem__(i, out))
+             for i, layer in enumerate(layers)]
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+        backbone.train(was_training)
+    keep = attention_mask.unsqueeze(-1).unsqueeze(-1).float()  # (B, T, 1, 1)
+    B, T = input_ids.shape
+    return torch.stack([(got[i].view(B, T, H, D) * keep).sum((0, 1)) / keep.sum() for i in range(len(layers))])
+
+
 @contextmanager
 def attention(backbone: PreTrainedModel, implementation: str = "eager") -> Iterator[PreTrainedModel]:
     """Within the block the backbone runs transformers' ``implementation`` of attention, then its own

@@ -21,7 +21,7 @@ class InputPrompt(nn.Module):
                  init_ids: list[int] | None = None, generator: torch.Generator | None = None) -> None:
         super().__init__()
         h = word_embeddings.embedding_dim
-        if init == "random":
+        if init in ("random", "quiet"):  # quiet starts deep prompts only (prompts.DeepPrompt.start_quiet)
             w = torch.randn(length, h, generator=generator) * word_embeddings.weight.std().item()
         elif init == "vocab":  # rows of the vocabulary, sampled (skip the first 1000: special/rare ids)
             lo = min(1000, word_embeddings.num_embeddings - 1)
@@ -33,7 +33,7 @@ class InputPrompt(nn.Module):
             ids = (init_ids * (length // len(init_ids) + 1))[:length]  # repeat to length k
             w = word_embeddings.weight[torch.tensor(ids)].detach().clone()
         else:
-            raise ValueError(f"prompt.init {init!r}: expected 'random', 'vocab' or 'words'")
+            raise ValueError(f"prompt.init {init!r}: expected 'random', 'vocab', 'words' or 'quiet'")
         self.embedding = nn.Parameter(w)  # (k, h)
 
     def forward(self, batch_size: int) -> torch.Tensor:

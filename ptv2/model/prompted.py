@@ -17,7 +17,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ptv2.model.heads import Head, pool
-from ptv2.model.inject import encode, encode_with_input_prompt, token_key_values
+from ptv2.model.inject import encode, encode_with_input_prompt, query_means, token_key_values
 from ptv2.model.input_prompts import VIRTUAL, InputPrompt, PromptEncoderPrompt
 from ptv2.model.prompts import DeepPrompt, TaskFactors
 from ptv2.model.spec import ModelSpec
@@ -39,6 +39,10 @@ class MethodInputs:
     # deep prompts started from real tokens: a tokenized text (special tokens included) and its positions to copy
     kv_context: list[int] = field(default_factory=list)
     kv_positions: list[int] = field(default_factory=list)
+    # prompt.init quiet: token ids of sample training texts (B, T) with their mask, and the margin
+    quiet_ids: list[list[int]] = field(default_factory=list)
+    quiet_mask: list[list[int]] = field(default_factory=list)
+    quiet_margin: float = 0.0
 
 
 def ptuning_template(spec: ModelSpec) -> list[str]:
@@ -67,6 +71,9 @@ class PromptedModel(nn.Module):
             if inputs.kv_positions and not self.prompt.reparam and spec.prompt_length:
                 kv = token_key_values(backbone, torch.tensor([inputs.kv_context]))
                 self.prompt.start_from(kv, inputs.kv_positions, torch.Generator().manual_seed(inputs.seed))
+            elif inputs.quiet_ids and not self.prompt.reparam and spec.prompt_length:
+                q = query_means(backbone, torch.tensor(inputs.quiet_ids), torch.tensor(inputs.quiet_mask))
+                self.prompt.start_quiet(q, inputs.quiet_margin, torch.Generator().manual_seed(inputs.seed))
         elif method == "prompt_tuning":
             self.input_prompt = InputPrompt(spec.prompt_length, backbone.get_input_embeddings(), spec.prompt_init,
                                             inputs.init_ids, torch.Generator().manual_seed(inputs.seed))

