@@ -34,7 +34,8 @@ def child(bundle: str, task: str, extra_rows: int) -> dict:
     """Load the bundle with params' serving section; send the largest allowed request + ``extra_rows``."""
     sys.path.insert(0, str(ROOT))
     from ptv2.config import load_config
-    from ptv2.serving.bundle import Bundle, BundleError, Limits
+    from ptv2.serving.bundle import Bundle, BundleError
+    from ptv2.serving.requests import Limits
 
     s = load_config(ROOT / "params.yaml").serving
     b = Bundle(bundle, int8=s.int8, limits=Limits(**s.limits()), fallback_margin=s.int8_fallback_margin,

@@ -177,10 +177,10 @@ def main() -> None:
     os.chdir(root)
     from ptv2.config import load_config
     from ptv2.data.tasks import load_task_data
-    from ptv2.tracking import store
+    from ptv2.tracking import registry
 
     cfg = load_config(root / "params.yaml")
-    found = store.alias_version(root, cfg.tracking.multitask_model, "champion")
+    found = registry.alias_version(root, cfg.tracking.multitask_model, "champion")
     if not found:
         raise SystemExit(f"{cfg.tracking.multitask_model}@champion is not registered in {root}: run `dvc repro` first")
     version, tags = found

@@ -147,7 +147,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 def cmd_registry(args: argparse.Namespace) -> int:
     """The registered versions with the gate's evidence (scores, baseline, p-values, decision)."""
     from ptv2.experiments.tables import markdown
-    from ptv2.tracking.store import list_versions
+    from ptv2.tracking.registry import list_versions
 
     cfg = _config(args)
     rows = []

@@ -16,7 +16,7 @@ def module_file(name: str, root: Path = PROJECT) -> Path | None:
     return None
 
 
-def _imported(path: Path) -> set[str]:
+def imported(path: Path) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -38,7 +38,7 @@ def closure(module: str, root: Path = PROJECT) -> set[Path]:
             f = module_file(".".join(parts[:i]), root)
             if f is not None and f not in seen:
                 seen.add(f)
-                todo.extend(_imported(f))
+                todo.extend(imported(f))
     return {f.relative_to(root) for f in seen}
 
 

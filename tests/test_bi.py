@@ -118,7 +118,8 @@ def test_bi_tasks_export_serve_and_match_pytorch(root, tiny_dir):
     """A bundle with bi pair tasks beside cross ones: parity per pair, a served pair equals the PyTorch
     model's answer, a pair counts two encoder rows against max_rows, a mixed request equals single rows."""
     from ptv2.export.onnx_export import parity, write_bundle
-    from ptv2.serving.bundle import Bundle, BundleError, Limits
+    from ptv2.serving.bundle import Bundle, BundleError
+    from ptv2.serving.requests import Limits
 
     cfg = _cfg(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1})
     models = {}

@@ -128,9 +128,16 @@ def test_heads_get_gradients_only_from_their_task(root, tiny_dir, tiny):
     assert cfg.pretrain.tasks == ["sent", "pair", "reg"]
 
 
-def test_pretrain_then_adapt_end_to_end(root, tiny_dir):
+def test_pretrain_then_adapt_end_to_end(root, tiny_dir, monkeypatch):
+    import ptv2.model.prompted as prompted_module
+
     cfg = _cfg(root, tiny_dir)
+    assert cfg.prompt.init == "quiet"
+    starts: list[int] = []
+    real = prompted_module.query_means
+    monkeypatch.setattr(prompted_module, "query_means", lambda *a: starts.append(1) or real(*a))
     run = pretrain(cfg)
+    assert starts  # the pretrained prompt started quiet
     assert run.record["best_epoch"] >= 1 and set(run.metrics["val"]) == {"sent", "pair", "reg"}
     state, meta = read_adapter(root / "pre/model")
     assert set(meta.tasks) == {"sent", "pair", "reg"}
@@ -145,10 +152,13 @@ def test_pretrain_then_adapt_end_to_end(root, tiny_dir):
     for k in keys:
         assert torch.equal(model.state_dict()[k], state[k])
 
+    starts.clear()
     run = adapt(cfg, "sent")  # task in the mixture
     assert "dev" in run.metrics
     held_out = adapt(cfg, "mc", out_dir=root / "adapt-mc")  # a task left out of the mixture
     assert "val" in held_out.metrics
+    # regression: adapting measured a quiet start (a pass over 64 rows) that the copied prompt then replaced
+    assert not starts
 
 
 def test_adapt_refuses_a_different_prompt_shape(root, tiny_dir):

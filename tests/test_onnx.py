@@ -222,7 +222,7 @@ def test_export_and_check_gates_a_lora_model(tmp_path, tiny_dir):
 def test_micro_batches_keep_request_order_and_results(trained):
     """Rows are sorted by length and run a few at a time, padded per micro-batch: answers come back in request
     order and equal one-row-at-a-time answers."""
-    from ptv2.serving.bundle import Limits
+    from ptv2.serving.requests import Limits
 
     _, _, _, bundle = trained
     texts = ["good", "the movie was very good and the plot was fine", "bad film", "awful", "the cat sat on the mat"]
@@ -263,7 +263,7 @@ def test_the_saved_tokenizer_does_not_pad_every_row_to_a_fixed_length(trained):
     ({"task": "sent", "text": None}, "'text' must be a string, got nothing"),
 ])
 def test_requests_are_checked_by_task_type(trained, row, needle):
-    from ptv2.serving.bundle import Limits
+    from ptv2.serving.requests import Limits
 
     b = Bundle(trained[3], limits=Limits(micro_batch=8, max_rows=3, max_text_chars=100))
     with pytest.raises(BundleError, match=re.escape(needle)):
@@ -321,7 +321,7 @@ def test_int8_near_ties_of_classification_rows_are_answered_in_fp32(trained):
 def test_a_large_request_hands_the_arena_memory_back_on_its_last_run(trained, monkeypatch):
     """Only the last micro-batch of a request larger than one micro-batch shrinks the arena (measured on
     2,000 RTE pairs: 441 MB after vs 771 MB, at the same speed); one micro-batch requests never do."""
-    from ptv2.serving.bundle import Limits
+    from ptv2.serving.requests import Limits
 
     b = Bundle(trained[3], limits=Limits(micro_batch=2, max_rows=100, max_text_chars=1000))
     calls, real = [], b.hidden
@@ -434,7 +434,7 @@ def test_request_budget_in_characters_and_tokens_is_checked_before_tokenizing(tr
     before any tokenizing (the 5,000 x 20,000-character request took 60 s and 3.6 GB before it failed)."""
     import random
 
-    from ptv2.serving.bundle import Limits
+    from ptv2.serving.requests import Limits
     from ptv2.serving.requests import row_tokens
 
     bundle = trained[3]
@@ -467,7 +467,7 @@ def test_one_way_to_open_a_bundle_with_the_serving_settings(trained, root, tiny_
     them, identically (the settings were renamed on the way at four call sites)."""
     import dataclasses
 
-    from ptv2.serving.bundle import serving_settings
+    from ptv2.serving.requests import serving_settings
 
     serving = config_from_dict(tiny_params(root, tiny_dir)).serving
     serving = dataclasses.replace(serving, int8=True, int8_fallback_margin=0.07, int8_min_agreement=0.5, max_rows=7)

@@ -63,6 +63,7 @@ def _relabel(root: Path, how: str) -> None:
 
 def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, monkeypatch, capsys):
     from flows.pipeline import retrain
+    from ptv2.tracking import registry
     from ptv2.tracking import store as tracking
 
     for k, v in pipeline_env().items():
@@ -82,7 +83,7 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert first["published"] == {"published": False, "version": None, "tasks": {}, "reason": "no task has a champion yet"}
 
     assert retrain(str(root)) == {"ran": [], "promotions": [], "published": None}  # nothing changed: no new version
-    assert [r["version"] for r in tracking.list_versions(root, "ptv2-")] == ["1", "2"]
+    assert [r["version"] for r in registry.list_versions(root, "ptv2-")] == ["1", "2"]
 
     _relabel(root, "clean")  # data changed: the trained model, or else the frozen baseline, beats the trivial one
     better = retrain(str(root))
@@ -90,7 +91,7 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     p = better["promotions"][0]
     winner = p if p["promoted"] else p["frozen_candidate"]
     assert winner["promoted"] and winner["p_vs_baseline"] < 0.05, better
-    champ, tags = tracking.alias_version(root, "ptv2-sent", "champion")
+    champ, tags = registry.alias_version(root, "ptv2-sent", "champion")
     assert champ == winner["version"] and tags["candidate"] == winner["candidate"]
     import mlflow
 
@@ -102,7 +103,7 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     else:  # the trained one did not: the gate said which baseline it failed
         assert "frozen baseline" in p["reason"] or "trivial baseline" in p["reason"]
     assert better["published"]["published"] and better["published"]["tasks"] == {"sent": champ}
-    all_tags = tracking.alias_version(root, "ptv2-all", "champion")[1]
+    all_tags = registry.alias_version(root, "ptv2-all", "champion")[1]
     assert all_tags["task.sent.version"] == champ and all_tags["task.sent.model"] == "ptv2-sent"
     assert all_tags["task.sent.served"] == "int8"  # serving.int8_min_agreement 0 here: int8 serves it
 
@@ -111,12 +112,12 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     worse = retrain_out["promotions"][0]
     assert not worse["promoted"] and worse["champion_before"] is not None
     assert not worse.get("frozen_candidate", {}).get("promoted", False)
-    assert tracking.alias_version(root, "ptv2-sent", "champion")[0] == champ
-    assert tracking.alias_version(root, "ptv2-sent", "challenger")[0] != champ
+    assert registry.alias_version(root, "ptv2-sent", "champion")[0] == champ
+    assert registry.alias_version(root, "ptv2-sent", "challenger")[0] != champ
     assert retrain_out["published"] == {"published": False, "version": "1", "tasks": {"sent": champ},
                                         "reason": "champions and serving config unchanged"}  # no champion changed: not rebuilt
     assert os.path.isfile(root / "report/tasks.png")
-    n_versions = len(tracking.list_versions(root, "ptv2-sent"))
+    n_versions = len(registry.list_versions(root, "ptv2-sent"))
 
     from ptv2.cli import main
 

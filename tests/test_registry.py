@@ -1,6 +1,7 @@
 import pytest
 
-from ptv2.release import gate as registry
+from ptv2.release import gate
+from ptv2.tracking import registry
 from ptv2.tracking import store as tracking
 from ptv2.evidence import agreement, baseline, paired_permutation
 from ptv2.release.gate import Evidence, decide
@@ -72,22 +73,22 @@ def _run_with_model(root, text):
 def _data(correct: int, champion_correct: int = 0, n: int = 60):
     gold = [i % 2 for i in range(n)]
     wrong = lambda k: [g if i < k else 1 - g for i, g in enumerate(gold)]  # noqa: E731
-    return registry.GateData("accuracy", _acc, gold, wrong(correct), {"trivial": [0] * n},
+    return gate.GateData("accuracy", _acc, gold, wrong(correct), {"trivial": [0] * n},
                              lambda version: wrong(champion_correct))
 
 
 def test_register_and_gate_is_per_task_and_keeps_a_champion_not_shown_worse(store):
-    a1 = registry.register_and_gate(store, "ptv2-a", _run_with_model(store, "1"), "model", _data(54), 0.05, 0.0, 2000)
+    a1 = gate.register_and_gate(store, "ptv2-a", _run_with_model(store, "1"), "model", _data(54), 0.05, 0.0, 2000)
     assert a1.promoted and a1.version == "1"
-    tie = registry.register_and_gate(store, "ptv2-a", _run_with_model(store, "2"), "model", _data(55, 54), 0.05, 0.0, 2000)
+    tie = gate.register_and_gate(store, "ptv2-a", _run_with_model(store, "2"), "model", _data(55, 54), 0.05, 0.0, 2000)
     assert not tie.promoted and tie.evidence.champion == 90.0 and tie.evidence.p_champion > 0.05
-    chance = registry.register_and_gate(store, "ptv2-b", _run_with_model(store, "3"), "model", _data(31), 0.05, 0.0, 2000)
+    chance = gate.register_and_gate(store, "ptv2-b", _run_with_model(store, "3"), "model", _data(31), 0.05, 0.0, 2000)
     assert not chance.promoted and "baseline" in chance.reason  # 51.7 % vs 50 %: chance
-    b2 = registry.register_and_gate(store, "ptv2-b", _run_with_model(store, "4"), "model", _data(50), 0.05, 0.0, 2000)
+    b2 = gate.register_and_gate(store, "ptv2-b", _run_with_model(store, "4"), "model", _data(50), 0.05, 0.0, 2000)
     assert b2.promoted  # the other task's refusals do not matter
-    assert tracking.alias_version(store, "ptv2-a", "champion")[0] == "1"
-    assert tracking.alias_version(store, "ptv2-a", "challenger")[0] == "2"
-    rows = {(r["name"], r["version"]): r for r in tracking.list_versions(store, "ptv2-")}
+    assert registry.alias_version(store, "ptv2-a", "champion")[0] == "1"
+    assert registry.alias_version(store, "ptv2-a", "challenger")[0] == "2"
+    rows = {(r["name"], r["version"]): r for r in registry.list_versions(store, "ptv2-")}
     t = rows[("ptv2-a", "2")]["tags"]
     assert t["gate.promoted"] == "false" and t["gate.baseline_metric"] == "50.0000" and float(t["gate.p_vs_champion"]) > 0.05
     assert "paired permutation" in t["gate.test"] and "champion" in rows[("ptv2-a", "1")]["aliases"]
@@ -97,17 +98,17 @@ def test_the_gate_refuses_a_challenger_that_beats_the_trivial_baseline_but_not_t
     n = 200
     gold = [i % 2 for i in range(n)]
     wrong = lambda k: [g if i < k else 1 - g for i, g in enumerate(gold)]  # noqa: E731
-    data = registry.GateData("accuracy", _acc, gold, wrong(160), {"trivial": [0] * n, "frozen": wrong(158)},
+    data = gate.GateData("accuracy", _acc, gold, wrong(160), {"trivial": [0] * n, "frozen": wrong(158)},
                              lambda version: [0] * n)
-    d = registry.register_and_gate(store, "ptv2-f", _run_with_model(store, "f"), "model", data, 0.05, 0.0, 2000)
+    d = gate.register_and_gate(store, "ptv2-f", _run_with_model(store, "f"), "model", data, 0.05, 0.0, 2000)
     assert not d.promoted and "frozen baseline" in d.reason  # 80 % vs 79 %: not shown better
-    assert tracking.alias_version(store, "ptv2-f", "champion") is None
-    t = {r["version"]: r for r in tracking.list_versions(store, "ptv2-f")}["1"]["tags"]
+    assert registry.alias_version(store, "ptv2-f", "champion") is None
+    t = {r["version"]: r for r in registry.list_versions(store, "ptv2-f")}["1"]["tags"]
     assert float(t["gate.p_vs_trivial"]) < 0.05 and float(t["gate.p_vs_frozen"]) > 0.05
     assert t["gate.frozen_metric"] == "79.0000" and t["gate.baseline"] == "frozen"
     better = dict(data.__dict__, challenger=wrong(190))  # 95 % beats both
-    assert registry.register_and_gate(store, "ptv2-f", _run_with_model(store, "g"), "model",
-                                      registry.GateData(**better), 0.05, 0.0, 2000).promoted
+    assert gate.register_and_gate(store, "ptv2-f", _run_with_model(store, "g"), "model",
+                                      gate.GateData(**better), 0.05, 0.0, 2000).promoted
 
 
 def test_two_projects_in_one_process_keep_their_own_stores(tmp_path, monkeypatch):
@@ -143,8 +144,8 @@ def test_a_registered_version_whose_artifacts_are_gone_is_one_clear_error(store,
 
     from ptv2.errors import ArtifactError
 
-    v = tracking.register_version(store, "ptv2-gone", _run_with_model(store, "1"), "model", {})
-    assert (tracking.download_version(store, "ptv2-gone", v, tmp_path / "ok") / "w.txt").read_text() == "1"
+    v = registry.register_version(store, "ptv2-gone", _run_with_model(store, "1"), "model", {})
+    assert (registry.download_version(store, "ptv2-gone", v, tmp_path / "ok") / "w.txt").read_text() == "1"
     shutil.rmtree(store / "mlartifacts")  # the artifact store lost the files; the registry still lists them
     with pytest.raises(ArtifactError, match=r"models:/ptv2-gone/1 cannot be downloaded .*dvc repro promote"):
-        tracking.download_version(store, "ptv2-gone", v, tmp_path / "again")
+        registry.download_version(store, "ptv2-gone", v, tmp_path / "again")

@@ -58,7 +58,7 @@ def trained(tmp_path_factory, tiny_dir):
 def register(store_root: Path, cfg, model_dir: Path, task: str) -> str:
     """Bundle ``task``'s model, log it into a run, register it and pass the gate (it becomes champion)."""
     from ptv2.export.onnx_export import write_bundle
-    from ptv2.release import gate as registry
+    from ptv2.release import gate
     from ptv2.tracking import packaging, store
     from ptv2.training.build import load_model
 
@@ -68,9 +68,9 @@ def register(store_root: Path, cfg, model_dir: Path, task: str) -> str:
         rid = run.id
     uri = packaging.log_bundle_model(store_root, rid, bundle, serving=cfg.serving)
     gold = [i % 2 for i in range(40)]
-    data = registry.GateData("accuracy", lambda p, g: 100.0 * sum(a == b for a, b in zip(p, g)) / len(g), gold, gold,
-                             {"trivial": [0] * 40}, lambda version: [1 - g for g in gold])
-    d = registry.register_and_gate(store_root, f"ptv2-{task}", rid, uri, data, 0.05, 0.0, 2000)
+    data = gate.GateData("accuracy", lambda p, g: 100.0 * sum(a == b for a, b in zip(p, g)) / len(g), gold, gold,
+                         {"trivial": [0] * 40}, lambda version: [1 - g for g in gold])
+    d = gate.register_and_gate(store_root, f"ptv2-{task}", rid, uri, data, 0.05, 0.0, 2000)
     assert d.promoted, d
     return d.version
 
@@ -90,7 +90,7 @@ def published(trained, tmp_path, monkeypatch):
 
 
 def test_the_multitask_model_is_rebuilt_only_when_a_champion_changes(trained, published):
-    from ptv2.tracking import store
+    from ptv2.tracking import registry
     from ptv2.release.publish import publish
 
     store_root, cfg = published
@@ -104,20 +104,20 @@ def test_the_multitask_model_is_rebuilt_only_when_a_champion_changes(trained, pu
     assert new["published"] and new["version"] == "2"
     assert new["tasks"] == {"sent": "2", "pair": "1", "mc": "1"}, new
     assert "as its champion does with the shared encoder" in new["excluded"]["reg"]
-    version, tags = store.alias_version(store_root, "ptv2-all", "champion")
+    version, tags = registry.alias_version(store_root, "ptv2-all", "champion")
     assert version == "2" and tags["task.sent.version"] == "2" and tags["task.pair.version"] == "1"
     assert json.loads(tags["excluded"]).keys() == {"reg"}
-    assert store.alias_version(store_root, "ptv2-sent", "champion")[0] == "2"  # per-task models stay
+    assert registry.alias_version(store_root, "ptv2-sent", "champion")[0] == "2"  # per-task models stay
     again = publish(cfg, store_root)  # an excluded champion does not force a rebuild each time
     assert not again["published"] and again["version"] == "2" and "reg" not in again["tasks"]
     faster = dataclasses.replace(cfg, serving=dataclasses.replace(cfg.serving, max_rows=10))
     rebuilt = publish(faster, store_root)  # the serving config is part of the registered model: rebuilt
     assert rebuilt["published"] and rebuilt["version"] == "3"
-    assert json.loads(store.alias_version(store_root, "ptv2-all", "champion")[1]["serving"])["limits"]["max_rows"] == 10
+    assert json.loads(registry.alias_version(store_root, "ptv2-all", "champion")[1]["serving"])["limits"]["max_rows"] == 10
     stricter = dataclasses.replace(faster, serving=dataclasses.replace(faster.serving, int8_min_agreement=1.0))
     policy = publish(stricter, store_root)  # which tasks int8 serves is a serving policy: applied by a rebuild
     assert policy["published"] and policy["version"] == "4"
-    assert json.loads(store.alias_version(store_root, "ptv2-all", "champion")[1]["serving"])["int8_min_agreement"] == 1.0
+    assert json.loads(registry.alias_version(store_root, "ptv2-all", "champion")[1]["serving"])["int8_min_agreement"] == 1.0
 
 
 def test_one_server_answers_mixed_tasks_and_refuses_bad_rows(published):

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import typing
 
-from importgraph import PROJECT, closure, covered, missing_deps, stage_modules, unread_keys
+from importgraph import PROJECT, closure, covered, imported, missing_deps, stage_modules, unread_keys
 
 
 def test_every_stage_lists_all_the_code_it_imports():
@@ -96,12 +96,11 @@ MAY_IMPORT = {
 
 def direct_packages(pkg: str, root=PROJECT) -> dict[str, set[str]]:
     """file -> the ptv2 packages its import statements name (function-local imports included)."""
-    from importgraph import _imported
 
     leaves = {"errors", "files", "strict", "prefix", "evidence"}
     out = {}
     for f in sorted((root / "ptv2" / pkg).glob("*.py")):
-        names = {n.split(".")[1] for n in _imported(f) if n.count(".") >= 1}
+        names = {n.split(".")[1] for n in imported(f) if n.count(".") >= 1}
         out[str(f.relative_to(root))] = names - leaves - {pkg}
     return out
 

@@ -93,6 +93,17 @@ def feature_length(f: dict[str, Any]) -> int:
     return max(len(x) for x in ids) if ids and isinstance(ids[0], list) else len(ids)
 
 
+def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows of different lengths -> (ids, attention mask), both (len(rows), longest), right-padded."""
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for k, r in enumerate(rows):
+        ids[k, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[k, : len(r)] = 1
+    return ids, mask
+
+
 @dataclass
 class Collator:
     """Pads to the batch's longest row. Output shapes: ``input_ids`` (B, T) — or (B*C, T) for
@@ -109,18 +120,11 @@ class Collator:
                     for i, t in zip(f["input_ids"], f["token_type_ids"])]
         else:
             n_choices, rows = 0, feats
-        T = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
-        types = torch.zeros((len(rows), T), dtype=torch.long)
-        mask = torch.zeros((len(rows), T), dtype=torch.long)
-        for k, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[k, :n] = torch.tensor(r["input_ids"])
-            types[k, :n] = torch.tensor(r["token_type_ids"])
-            mask[k, :n] = 1
+        ids, mask = pad_rows([r["input_ids"] for r in rows], self.pad_id)
+        types, _ = pad_rows([r["token_type_ids"] for r in rows], 0)
         batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
         if self.task_type == "token_classification":
-            labels = torch.full((len(rows), T), IGNORE, dtype=torch.long)
+            labels = torch.full(ids.shape, IGNORE, dtype=torch.long)
             for k, f in enumerate(feats):
                 labels[k, : len(f["label"])] = torch.tensor(f["label"])
             batch["labels"] = labels

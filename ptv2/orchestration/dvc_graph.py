@@ -50,24 +50,27 @@ def reproduce(root: str | Path, targets: list[str] | None = None) -> list[str]:
     return ran
 
 
-def stage_metrics(root: str | Path, stage: str) -> list[dict[str, Any]]:
-    """The JSON metrics files ``stage`` declares, read where dvc.yaml puts them (no path of our own)."""
+def stage_metrics(root: str | Path, stages: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The JSON metrics files each of ``stages`` declares, read where dvc.yaml puts them (no path of our
+    own); one DVC repo opened for all."""
+    if not stages:
+        return {}
     from dvc.repo import Repo
 
     with contextlib.chdir(root), Repo(str(root)) as repo:
-        (st,) = repo.stage.collect(stage)
-        paths = [o.fs_path for o in st.outs if o.metric]
-    return [json.loads(Path(p).read_text()) for p in paths]
+        paths = {name: [o.fs_path for o in repo.stage.collect(name)[0].outs if o.metric] for name in stages}
+    return {name: [json.loads(Path(p).read_text()) for p in ps] for name, ps in paths.items()}
 
 
 def promotions(root: str | Path, ran: list[str]) -> list[dict[str, Any]]:
     """Registry decisions of the promote stages that ran in this reproduce."""
-    return [m for name in ran if name.startswith("promote@") for m in stage_metrics(root, name)]
+    got = stage_metrics(root, [name for name in ran if name.startswith("promote@")])
+    return [m for ms in got.values() for m in ms]
 
 
 def published(root: str | Path, ran: list[str]) -> dict[str, Any] | None:
     """What the publish stage did in this reproduce (the multi-task model), or None if it did not run."""
-    return stage_metrics(root, "publish")[0] if "publish" in ran else None
+    return stage_metrics(root, ["publish"])["publish"][0] if "publish" in ran else None
 
 
 def stale(root: str | Path, stages: list[str]) -> list[str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ptv2.tracking import store as tracking
+from ptv2.tracking import registry
 from ptv2.evidence import paired_permutation
 
 log = logging.getLogger(__name__)
@@ -110,17 +110,17 @@ def register_and_gate(root: str | Path, name: str, run_id: str, artifact_path: s
     bases = {name: (score(pred), paired_permutation(data.score, data.gold, data.challenger, pred, margin, samples=samples)[1])
              for name, pred in data.baselines.items()}
     ev = Evidence(data.metric, score(data.challenger), bases, parity_ok=parity_ok, test=test)
-    version = tracking.register_version(root, name, run_id, artifact_path,
+    version = registry.register_version(root, name, run_id, artifact_path,
                                         {"metric_name": data.metric, "metric": f"{ev.challenger:.6f}", **(tags or {})})
-    champ = tracking.alias_version(root, name, "champion")
+    champ = registry.alias_version(root, name, "champion")
     if champ is not None:
         preds = data.champion_predictions(champ[0])  # re-scored on today's dev examples
         _, p_champ = paired_permutation(data.score, data.gold, data.challenger, preds, margin, samples=samples)
         ev = dataclasses.replace(ev, champion=score(preds), p_champion=p_champ)
     d = decide(ev, alpha)
-    tracking.set_alias(root, name, "challenger", version)
+    registry.set_alias(root, name, "challenger", version)
     if d.promoted:
-        tracking.set_alias(root, name, "champion", version)
-    tracking.tag_version(root, name, version, d.tags())
+        registry.set_alias(root, name, "champion", version)
+    registry.tag_version(root, name, version, d.tags())
     log.info("%s v%s: %s (%s)", name, version, "promoted to champion" if d.promoted else "not promoted", d.reason)
     return Decision(d.promoted, d.reason, ev, version)

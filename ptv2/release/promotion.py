@@ -22,7 +22,7 @@ from ptv2.training.metrics import scorer
 from ptv2.export.compose import subset_bundle
 from ptv2.export.deploy import bundle_for
 from ptv2.serving.bundle import Bundle, int8_serves
-from ptv2.tracking import packaging, store
+from ptv2.tracking import packaging, registry
 from ptv2.evidence import baseline
 from ptv2.release.gate import Decision, GateData, register_and_gate
 from ptv2.training.artifacts import read_spec
@@ -62,7 +62,7 @@ def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, pred: dic
 
     def champion_predictions(version: str) -> list[Any]:  # the champion's own bundle, on today's dev data
         with tempfile.TemporaryDirectory() as tmp:
-            return bundle_predictions(Bundle(store.download_bundle(root, name, version, tmp)), td)
+            return bundle_predictions(Bundle(registry.download_bundle(root, name, version, tmp)), td)
 
     bases = {"trivial": baseline(td.spec.type, train_labels_for_baseline(td), len(pred["gold"]))}
     if against_frozen is not None:
@@ -74,7 +74,7 @@ def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, pred: dic
                           tags={"int8_agreement": str(checks.get("int8_agreement", "")),
                                 "served": served_in(cfg, checks), "candidate": kind, "run_id": run_id})
     e = d.evidence
-    store.describe_version(root, name, d.version, packaging.model_card(name, *card, evidence={
+    registry.describe_version(root, name, d.version, packaging.model_card(name, *card, evidence={
         "baselines": e.baselines, "challenger": e.challenger, "champion": e.champion, "p_champion": e.p_champion,
         "promoted": d.promoted, "reason": d.reason}))
     return d
@@ -125,7 +125,7 @@ def promote_task(cfg: Config, root: Path, task: str, report: Path, frozen_report
 def _champion_is_this_frozen(cfg: Config, root: Path, task: str) -> bool:
     """Whether the task's champion is a frozen candidate logged from the current baseline run (registering
     it again would add a version and change nothing)."""
-    champ = store.alias_version(root, f"{cfg.tracking.registry_prefix}{task}", "champion")
+    champ = registry.alias_version(root, f"{cfg.tracking.registry_prefix}{task}", "champion")
     if champ is None or champ[1].get("candidate") != FROZEN:
         return False
     run_id = json.loads((Path(cfg.adapt.baseline_dir) / task / "mlflow.json").read_text())["run_id"]

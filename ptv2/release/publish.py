@@ -15,8 +15,9 @@ from ptv2.config import Config
 from ptv2.data.tasks import load_task_data
 from ptv2.export.checks import bundle_predictions
 from ptv2.export.compose import combine_bundles, has_prompt
-from ptv2.serving.bundle import Bundle, serving_settings
-from ptv2.tracking import packaging, store
+from ptv2.serving.bundle import Bundle
+from ptv2.serving.requests import serving_settings
+from ptv2.tracking import packaging, registry, store
 from ptv2.evidence import agreement
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def champions(cfg: Config, root: Path) -> dict[str, dict[str, str]]:
     """task -> {"version", "run_id", metric tags} of each adapted task's champion (tasks without one left out)."""
     out = {}
     for task in cfg.adapt.tasks:
-        found = store.alias_version(root, f"{cfg.tracking.registry_prefix}{task}", "champion")
+        found = registry.alias_version(root, f"{cfg.tracking.registry_prefix}{task}", "champion")
         if found:
             version, tags = found
             out[task] = {"version": version, "metric": tags.get("gate.metric", ""),
@@ -43,7 +44,7 @@ def _verify(cfg: Config, task: str, combined: Bundle, own: Bundle) -> float:
 def publish(cfg: Config, root: Path) -> dict[str, Any]:
     """Build, check and register the multi-task model when the set of champions changed; else a no-op."""
     name, champs = cfg.tracking.multitask_model, champions(cfg, root)
-    current = store.alias_version(root, name, "champion")
+    current = registry.alias_version(root, name, "champion")
     wanted = {t: c["version"] for t, c in champs.items()}
     serving = json.dumps(serving_settings(cfg.serving), sort_keys=True)
     if current and json.loads(current[1].get("champions", "{}")) == wanted and current[1].get("serving") == serving:
@@ -54,7 +55,7 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         parts, excluded = {}, {}
         for task, c in champs.items():
-            path = store.download_bundle(root, f"{cfg.tracking.registry_prefix}{task}", c["version"], Path(tmp) / task)
+            path = registry.download_bundle(root, f"{cfg.tracking.registry_prefix}{task}", c["version"], Path(tmp) / task)
             if has_prompt(path, task):
                 parts[task] = path
             else:
@@ -92,8 +93,8 @@ def _register(cfg: Config, root: Path, bundle: Path, champs: dict[str, dict[str,
                          store.lineage_tags(root, "publish")) as run:
         run_id = run.id
     uri = packaging.log_bundle_model(root, run_id, bundle, serving=cfg.serving)
-    version = store.register_version(root, name, run_id, uri, tags)
-    store.set_alias(root, name, "champion", version)
+    version = registry.register_version(root, name, run_id, uri, tags)
+    registry.set_alias(root, name, "champion", version)
     log.info("%s v%s: serves %s%s", name, version, ", ".join(f"{t} v{c['version']}" for t, c in used.items()),
              f" (left out: {excluded})" if excluded else "")
     return {"published": True, "version": version, "tasks": {t: c["version"] for t, c in used.items()},

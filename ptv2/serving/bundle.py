@@ -15,7 +15,7 @@ import numpy as np
 
 from ptv2.prefix import BATCH_AXIS
 from ptv2.serving.manifest import FORMAT, BundleError, check_task, task_names, verify
-from ptv2.serving.requests import check_rows, expand
+from ptv2.serving.requests import UNBOUNDED, Limits, check_rows, expand, serving_settings
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -39,35 +39,6 @@ class TaskHead:
     weight: np.ndarray  # (n_out, h)
     bias: np.ndarray  # (n_out,)
     int8: bool  # the int8 encoder may serve this task (``int8_serves``)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """How a bundle takes requests: rows are sorted by length and run ``micro_batch`` at a time, each
-    padded to its longest row. A request over ``max_rows`` encoder rows, ``max_text_chars`` characters in a
-    text, ``max_request_chars`` characters in all or ``max_request_tokens`` encoder tokens (an upper bound
-    known before tokenizing: ``requests.check_rows``) is refused (HTTP 400 through the pyfunc server), so
-    what the largest allowed request costs, in time and memory, is bounded."""
-
-    micro_batch: int
-    max_rows: int
-    max_text_chars: int
-    max_request_chars: int = 10**12
-    max_request_tokens: int = 10**12
-
-
-UNBOUNDED = Limits(micro_batch=64, max_rows=10**9, max_text_chars=10**9)  # library use; servers pass params'
-
-
-def serving_settings(serving: Any) -> dict[str, Any]:
-    """params' serving section (a ``ServingConfig``) as the settings a server opens a bundle with, the form a
-    registered model stores as its model config; a dict of that form passes through; None: unbounded, fp32."""
-    if serving is None:
-        return {"limits": {}, "int8": False, "spinning": False, "int8_fallback_margin": 0.0, "int8_min_agreement": 0.0}
-    if isinstance(serving, dict):
-        return serving
-    return {"limits": serving.limits(), "int8": serving.int8, "spinning": serving.spinning,
-            "int8_fallback_margin": serving.int8_fallback_margin, "int8_min_agreement": serving.int8_min_agreement}
 
 
 class Bundle:

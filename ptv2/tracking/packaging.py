@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ptv2.serving.bundle import serving_settings
+from ptv2.serving.requests import serving_settings
 from ptv2.tracking.store import _mlflow
 
 PYFUNC_REQUIREMENTS = ["onnxruntime", "tokenizers", "safetensors", "numpy", "pandas"]

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ptv2.config import Config
+from ptv2.data.collate import pad_rows
 from ptv2.data.tasks import TaskData
 from ptv2.errors import ArtifactError, ConfigError
 from ptv2.model.backbone import load_backbone
@@ -49,15 +50,13 @@ def method_inputs(spec: ModelSpec, tokenizer: Any, seed: int, total_steps: int,
 
 
 def _quiet_batch(spec: ModelSpec, tokenizer: Any, quiet: tuple[list[list[int]], float] | None):
-    """(ids, mask, margin) of ``prompt.init: quiet``, padded to one batch; empty when not used: other inits,
-    methods without plain deep prompts (they start random, as params.yaml says), a saved model rebuilt (its
-    weights replace any start)."""
-    if spec.prompt_init != "quiet" or spec.method not in DEEP or spec.reparam or not quiet or not quiet[0]:
+    """(ids, mask, margin) of ``prompt.init: quiet``, padded to one batch; empty when not asked for (other
+    inits, a saved model rebuilt: its weights replace any start). Which prompts can start quiet is the
+    model's call (``PromptedModel``: plain deep prompts; the others start random, as params.yaml says)."""
+    if spec.prompt_init != "quiet" or not quiet or not quiet[0]:
         return [], [], 0.0
-    rows, margin = quiet
-    T = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id or 0
-    return [r + [pad] * (T - len(r)) for r in rows], [[1] * len(r) + [0] * (T - len(r)) for r in rows], margin
+    ids, mask = pad_rows(quiet[0], tokenizer.pad_token_id or 0)
+    return ids.tolist(), mask.tolist(), quiet[1]
 
 
 def deep_prompt_tokens(spec: ModelSpec, tokenizer: Any, seed: int) -> tuple[list[int], list[int]]:

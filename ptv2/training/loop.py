@@ -104,8 +104,8 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     acc = make_device(cfg, multi_task=len(train) > 1)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=learning_rate(cfg), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate(cfg),
+                            weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(planner(torch.Generator().manual_seed(seed))) / cfg.grad_accum)
     sched = _schedule(opt, steps_per_epoch * epochs, cfg.warmup_ratio)
     model, opt = acc.prepare(model, opt)

@@ -1,0 +1,93 @@
+"""The MLflow model registry: versions, aliases (champion / challenger), tags, descriptions, downloads.
+Aliases and tags only: the stages API is deprecated since MLflow 2.9. The store it talks to: ``store``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ptv2.errors import ArtifactError
+from ptv2.tracking.store import _mlflow
+
+
+def register_version(root: str | Path, model_name: str, run_id: str, artifact_path: str,
+                     tags: dict[str, str]) -> str:
+    mlflow = _mlflow(root)
+    client = mlflow.MlflowClient()
+    try:
+        client.get_registered_model(model_name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(model_name)
+    # a logged model's URI (models:/m-...) as is; else a path inside the run's artifacts
+    source = artifact_path if "://" in artifact_path or artifact_path.startswith("models:/") \
+        else f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+    v = client.create_model_version(model_name, source=source, run_id=run_id, tags=tags)
+    return str(v.version)
+
+
+def alias_version(root: str | Path, model_name: str, alias: str) -> tuple[str, dict[str, str]] | None:
+    """(version, tags) holding ``alias``, or None."""
+    mlflow = _mlflow(root)
+    try:
+        v = mlflow.MlflowClient().get_model_version_by_alias(model_name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return str(v.version), dict(v.tags)
+
+
+def set_alias(root: str | Path, model_name: str, alias: str, version: str) -> None:
+    _mlflow(root).MlflowClient().set_registered_model_alias(model_name, alias, version)
+
+
+def describe_version(root: str | Path, model_name: str, version: str, text: str) -> None:
+    """The version's description (what the registry UI shows first): its model card."""
+    _mlflow(root).MlflowClient().update_model_version(model_name, version, description=text)
+
+
+def tag_version(root: str | Path, model_name: str, version: str, tags: dict[str, str]) -> None:
+    client = _mlflow(root).MlflowClient()
+    for k, v in tags.items():
+        client.set_model_version_tag(model_name, version, k, v)
+
+
+def download_version(root: str | Path, model_name: str, version: str, dst: str | Path) -> Path:
+    mlflow = _mlflow(root)
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    why = "its artifact folder is gone or empty"
+    try:
+        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
+                                                       dst_path=str(dst)))
+        if got.is_dir() and any(got.iterdir()):  # a deleted local source downloads as an empty folder
+            return got
+    except (mlflow.exceptions.MlflowException, OSError) as e:  # a deleted version or artifact folder
+        why = str(e).splitlines()[0][:200]
+    raise ArtifactError(f"models:/{model_name}/{version} cannot be downloaded ({why}); register the task "
+                        f"again (`dvc repro promote@<task>`)")
+
+
+def download_bundle(root: str | Path, model_name: str, version: str, dst: str | Path) -> Path:
+    """Download a registered pyfunc version; returns its bundle folder (as its MLmodel names it)."""
+    import yaml
+
+    path = download_version(root, model_name, version, dst)
+    try:
+        rel = yaml.safe_load((path / "MLmodel").read_text())["flavors"]["python_function"]["artifacts"]["bundle"]["path"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        raise ArtifactError(f"{model_name} v{version}: not a ptv2 bundle model (its MLmodel names no 'bundle' "
+                            f"artifact); register models with the promote stage") from None
+    return path / rel
+
+
+def list_versions(root: str | Path, prefix: str = "") -> list[dict[str, Any]]:
+    """Every registered version: name, version, aliases, tags."""
+    client = _mlflow(root).MlflowClient()
+    rows = []
+    for rm in client.search_registered_models():
+        if not rm.name.startswith(prefix):
+            continue
+        aliases: dict[str, list[str]] = {}
+        for a, v in (rm.aliases or {}).items():
+            aliases.setdefault(str(v), []).append(a)
+        for mv in client.search_model_versions(f"name='{rm.name}'"):
+            rows.append({"name": rm.name, "version": str(mv.version), "aliases": aliases.get(str(mv.version), []),
+                         "tags": dict(mv.tags)})
+    return sorted(rows, key=lambda r: (r["name"], int(r["version"])))
