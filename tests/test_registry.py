@@ -46,6 +46,29 @@ def test_paired_permutation_knows_what_a_difference_means_on_that_many_examples(
         paired_permutation(_acc, gold, a, b[:-1], samples=10)
 
 
+def test_the_paired_test_on_a_correlation_does_not_see_each_models_scale():
+    """Regression: a STS-B model whose outputs are on the 0-5 label scale, against the frozen baseline's raw
+    cosines (0-1): swapping raw values scrambled both lists, and a real gain read p ~ 0.5 (dev: +0.22
+    pearson on 1,500 pairs, p = 0.48; standardized p = 0.003), so the gate could never promote it."""
+    import numpy as np
+
+    from ptv2.evidence import scale_free
+    from ptv2.training.metrics import scorer
+
+    rng = np.random.default_rng(0)
+    gold, noise = rng.normal(size=800), rng.normal(scale=0.6, size=800)
+    worse = list(0.3 * (gold + noise) + 0.6)  # cosine-like scale
+    better = list(5 * (gold + 0.9 * noise) + 2.5)  # the same model, a little less noise, on a 0-5-like scale
+    pearson = scorer("pearson")
+    assert scale_free("pearson") and scale_free("spearman") and not scale_free("accuracy")
+    delta, p_raw = paired_permutation(pearson, list(gold), better, worse, samples=500)
+    delta_std, p = paired_permutation(pearson, list(gold), better, worse, samples=500, standardize=True)
+    assert delta_std == pytest.approx(delta) and delta > 1.0  # the metric itself does not change
+    assert p < 0.01 and p_raw > 0.2  # raw: +2 points read as chance
+    # the trivial train-mean model (a constant) standardizes to zeros instead of dividing by 0
+    assert paired_permutation(pearson, list(gold), better, [2.5] * 800, samples=200, standardize=True)[1] < 0.01
+
+
 def test_trivial_baselines():
     assert baseline("classification", [1, 0, 1, 1], 3) == [1, 1, 1]
     assert baseline("pair_classification", [0, 1], 2) == [0, 0]  # a tie: the lowest id
@@ -75,6 +98,22 @@ def _data(correct: int, champion_correct: int = 0, n: int = 60):
     wrong = lambda k: [g if i < k else 1 - g for i, g in enumerate(gold)]  # noqa: E731
     return gate.GateData("accuracy", _acc, gold, wrong(correct), {"trivial": [0] * n},
                              lambda version: wrong(champion_correct))
+
+
+def test_the_gate_promotes_a_similarity_model_on_another_scale_than_the_frozen_cosine(store):
+    """Regression: the gate's tests against the baselines and the champion standardize correlation metrics."""
+    import numpy as np
+
+    from ptv2.training.metrics import scorer
+
+    rng = np.random.default_rng(1)
+    gold, noise = rng.normal(size=800), rng.normal(scale=0.6, size=800)
+    cosine = list(0.3 * (gold + noise) + 0.6)
+    data = gate.GateData("pearson", scorer("pearson"), list(gold), list(5 * (gold + 0.9 * noise) + 2.5),
+                         {"trivial": [2.5] * 800, "frozen": cosine}, lambda version: cosine)
+    d = gate.register_and_gate(store, "ptv2-sts", _run_with_model(store, "s"), "model", data, 0.05, 0.0, 500)
+    assert d.promoted, d.reason
+    assert float(registry.alias_version(store, "ptv2-sts", "champion")[1]["gate.p_vs_frozen"]) < 0.01
 
 
 def test_register_and_gate_is_per_task_and_keeps_a_champion_not_shown_worse(store):

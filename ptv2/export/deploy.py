@@ -16,7 +16,7 @@ from ptv2.model.backbone import load_backbone
 from ptv2.model.prompted import PromptedModel
 from ptv2.serving.bundle import Bundle
 from ptv2.serving.manifest import write_manifest
-from ptv2.evidence import agreement, paired_permutation
+from ptv2.evidence import agreement, paired_permutation, scale_free
 from ptv2.training.artifacts import read_spec
 from ptv2.training.build import load_model
 from ptv2.data.tasks import load_task_data
@@ -88,7 +88,8 @@ def _check(cfg: Config, task: str, model: PromptedModel, bundle_dir: Path, check
         # int8 as it is served: near-ties of classification rows answered in fp32 (serving.int8_fallback_margin)
         p8 = bundle_predictions(Bundle(bundle_dir, int8=True, fallback_margin=cfg.serving.int8_fallback_margin), td)
         agree = agreement(p32, p8, e.int8_regression_tol)
-        _, p_worse = paired_permutation(score, g, p32, p8, 0.0, samples=t.permutation_samples)  # "fp32 beats int8"?
+        _, p_worse = paired_permutation(score, g, p32, p8, 0.0, samples=t.permutation_samples,  # "fp32 beats int8"?
+                                        standardize=scale_free(metric))
         row.update(dev_int8=score(p8, g), int8_agreement=agree, int8_p_worse=p_worse,
                    int8_not_worse=p_worse >= t.promote_alpha)  # recorded in the bundle: serving.int8_min_agreement decides
     write_json(checks_dir / f"{task}.json", {"task": task, "metric": metric, "gold": g, "fp32": p32})

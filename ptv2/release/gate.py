@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ptv2.tracking import registry
-from ptv2.evidence import paired_permutation
+from ptv2.evidence import paired_permutation, scale_free
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,9 @@ def register_and_gate(root: str | Path, name: str, run_id: str, artifact_path: s
     """Register ``run_id``'s model as a new version (alias challenger) and apply the gate."""
     score = lambda p: data.score(p, data.gold)  # noqa: E731
     test = f"one-sided paired permutation test, {samples} random swaps over {len(data.gold)} dev examples, margin {margin}"
-    bases = {name: (score(pred), paired_permutation(data.score, data.gold, data.challenger, pred, margin, samples=samples)[1])
+    std = scale_free(data.metric)  # correlations: each model's predictions standardized before swapping
+    bases = {name: (score(pred), paired_permutation(data.score, data.gold, data.challenger, pred, margin, samples=samples,
+                                                    standardize=std)[1])
              for name, pred in data.baselines.items()}
     ev = Evidence(data.metric, score(data.challenger), bases, parity_ok=parity_ok, test=test)
     version = registry.register_version(root, name, run_id, artifact_path,
@@ -115,7 +117,8 @@ def register_and_gate(root: str | Path, name: str, run_id: str, artifact_path: s
     champ = registry.alias_version(root, name, "champion")
     if champ is not None:
         preds = data.champion_predictions(champ[0])  # re-scored on today's dev examples
-        _, p_champ = paired_permutation(data.score, data.gold, data.challenger, preds, margin, samples=samples)
+        _, p_champ = paired_permutation(data.score, data.gold, data.challenger, preds, margin, samples=samples,
+                                        standardize=std)
         ev = dataclasses.replace(ev, champion=score(preds), p_champion=p_champ)
     d = decide(ev, alpha)
     registry.set_alias(root, name, "challenger", version)

@@ -25,7 +25,7 @@ from ptv2.config import TrainConfig
 from ptv2.data.collate import Collator, length_grouped_batches
 from ptv2.data.mixture import Plan
 from ptv2.errors import ConfigError
-from ptv2.evidence import paired_permutation
+from ptv2.evidence import paired_permutation, scale_free
 from ptv2.files import atomic_dir
 from ptv2.model.prompted import PromptedModel
 from ptv2.training.artifacts import save_adapter
@@ -233,7 +233,8 @@ def _p_vs_step0(state: dict[str, Any], preds: dict[str, tuple[list[Any], list[An
         return None
     (t, s), = val.items()
     pred, gold = preds[t]
-    _, p = paired_permutation(scorer(s.metrics[0]), gold, pred, before[t], samples=cfg.select_samples, seed=0)
+    _, p = paired_permutation(scorer(s.metrics[0]), gold, pred, before[t], samples=cfg.select_samples, seed=0,
+                              standardize=scale_free(s.metrics[0]))
     return round(p, 4)
 
 
