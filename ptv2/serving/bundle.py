@@ -256,8 +256,7 @@ class Bundle:
 
 
 def _trim_heap() -> None:
-    """glibc keeps freed memory in its heaps; ``malloc_trim`` returns it (the largest allowed request: RSS
-    after it 269 MB against 227 at rest without, see reports/bench_limits.md). Elsewhere: nothing."""
+    """glibc keeps freed memory; ``malloc_trim`` returns it (reports/bench_limits.md). Elsewhere: nothing."""
     import ctypes
     import gc
 

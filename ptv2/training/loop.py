@@ -110,10 +110,7 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     sched = _schedule(opt, steps_per_epoch * epochs, cfg.warmup_ratio)
     model, opt = acc.prepare(model, opt)
     core = acc.unwrap_model(model)  # attributes and state dict names live on the unwrapped module (DDP wraps it)
-    if acc.num_processes > 1 and acc.is_main_process:
-        log.info("training on %d data-parallel processes (%s, %s); global batch %d, about %d rows each",
-                 acc.num_processes, acc.distributed_type, acc.device, cfg.batch_size,
-                 -(-cfg.batch_size // acc.num_processes))
+    _log_processes(acc, cfg.batch_size)
     state = _resume(out_dir / "checkpoint", core, opt, sched, fingerprint)
     collators = {t: Collator(pad_id, core.task_types[t]) for t in train}
     bf16 = use_bf16(cfg.precision, cuda=acc.device.type == "cuda")
@@ -154,6 +151,12 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
             break
     return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["history"], state["seconds"],
                        acc.is_main_process)
+
+
+def _log_processes(acc: Any, batch_size: int) -> None:
+    if acc.num_processes > 1 and acc.is_main_process:
+        log.info("training on %d data-parallel processes (%s, %s); global batch %d, about %d rows each",
+                 acc.num_processes, acc.distributed_type, acc.device, batch_size, -(-batch_size // acc.num_processes))
 
 
 def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], collators, cfg: TrainConfig,
