@@ -42,8 +42,7 @@ class DeepPrompt(nn.Module):
         P = self.length
         pos = torch.tensor([positions[p % len(positions)] for p in range(P)])
         x = torch.stack([torch.stack([k[0][:, pos], v[0][:, pos]]) for k, v in kv])  # (L, 2, H, P, D)
-        flat = flat_layout(x)  # (P, L*2*H*D): the layout forward() reads
-        self.prefix.copy_(flat + torch.randn(flat.shape, generator=generator) * noise_std)
+        self._start(x, generator, noise_std)
 
     @torch.no_grad()
     def start_quiet(self, query_means: torch.Tensor, margin: float, generator: torch.Generator,
@@ -56,6 +55,10 @@ class DeepPrompt(nn.Module):
         k = -margin * D ** 0.5 * query_means / (query_means * query_means).sum(-1, keepdim=True)  # (L, H, D)
         x = torch.zeros(L, 2, H, self.length, D)
         x[:, 0] = k.unsqueeze(2)  # keys; values stay 0
+        self._start(x, generator, noise_std)
+
+    def _start(self, x: torch.Tensor, generator: torch.Generator, noise_std: float) -> None:
+        """The prompt becomes ``x`` (L, 2, H, P, D) plus N(0, noise_std) noise, in the flat layout forward() reads."""
         flat = flat_layout(x)  # (P, L*2*H*D)
         self.prefix.copy_(flat + torch.randn(flat.shape, generator=generator) * noise_std)
 
