@@ -72,7 +72,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    from ptv2.serving.bundle import Bundle, is_bundle
+    from ptv2.serving.bundle import Bundle
+    from ptv2.serving.manifest import is_bundle
 
     if args.text_pair and len(args.text_pair) != len(texts):
         raise Ptv2Error(f"{len(texts)} texts but {len(args.text_pair)} --text-pair values: pass one pair per text")

@@ -488,3 +488,50 @@ def test_one_way_to_open_a_bundle_with_the_serving_settings(trained, root, tiny_
     direct = sorted(str(f.relative_to(PROJECT)) for f in (PROJECT / "ptv2").rglob("*.py")
                     if _re.search(r"\bBundle\(", f.read_text()) and f.name != "bundle.py")
     assert direct == ["ptv2/export/deploy.py", "ptv2/release/promotion.py"]  # export checks, champion re-score
+
+
+def test_a_request_past_its_deadline_drops_its_remaining_micro_batches(trained, monkeypatch):
+    """The deadline is checked before each micro-batch: once past it, the rest of the request is not run."""
+    import ptv2.serving.requests as requests
+    from ptv2.serving.requests import Abandoned, Limits
+
+    b = Bundle(trained[3], limits=Limits(micro_batch=2, max_rows=100, max_text_chars=1000))
+    rows = [{"task": "sent", "text": t} for t in ("good", "bad film", "a fine plot", "sad", "the movie")]
+    want = b.predict(rows)
+    clock, calls, real = [0.0], [], b.hidden
+
+    def slow_hidden(*a, **k):  # each micro-batch takes one second of the fake clock
+        calls.append(1)
+        clock[0] += 1.0
+        return real(*a, **k)
+
+    monkeypatch.setattr(requests.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(b, "hidden", slow_hidden)
+    with pytest.raises(Abandoned, match="after 2 of 5 encoder rows"):
+        b.predict(rows, deadline=0.5)
+    assert len(calls) == 1  # the other two micro-batches were dropped
+    calls.clear()
+    assert b.predict(rows, deadline=clock[0] + 10) == want and len(calls) == 3
+
+
+def test_the_registered_model_abandons_a_request_past_the_servers_timeout(trained, monkeypatch):
+    """Inside MLflow's scoring server a request's deadline is the server's timeout, and an abandoned
+    request is an HTTP 504 (the status the server already gave its client); outside it, no deadline."""
+    from mlflow.exceptions import MlflowException
+
+    from ptv2.serving.requests import Limits
+    from ptv2.tracking.pyfunc import BundleModel, serving_deadline
+
+    monkeypatch.delenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", raising=False)
+    assert serving_deadline() is None
+    model = BundleModel()
+    model.bundle = Bundle(trained[3], limits=Limits(micro_batch=1, max_rows=100, max_text_chars=1000))
+    rows = {"task": ["sent", "sent"], "text": ["good", "bad film"]}
+    assert len(model.predict(None, rows)) == 2
+    monkeypatch.setenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")
+    monkeypatch.setenv("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "0")
+    with pytest.raises(MlflowException, match="ran past its deadline") as e:
+        model.predict(None, rows)
+    assert e.value.get_http_status_code() == 504
+    monkeypatch.setenv("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "60")
+    assert len(model.predict(None, rows)) == 2

@@ -14,22 +14,10 @@ from typing import Any
 import numpy as np
 
 from ptv2.prefix import BATCH_AXIS
-from ptv2.serving.manifest import FORMAT, BundleError, check_task, task_names, verify
-from ptv2.serving.requests import UNBOUNDED, Limits, check_rows, expand, serving_settings
+from ptv2.serving.manifest import BundleError, check_task, task_names, verify
+from ptv2.serving.requests import UNBOUNDED, Limits, check_deadline, check_rows, expand, serving_settings
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def is_bundle(path: str | Path) -> bool:
-    """A folder that holds an ONNX encoder or whose manifest says it is a bundle (a model folder has a
-    manifest of its own); a damaged bundle still counts, so its refusal names what is wrong."""
-    path = Path(path)
-    if any(path.glob("encoder*.onnx")):
-        return True
-    try:
-        return json.loads((path / "manifest.json").read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 @dataclass
@@ -167,28 +155,31 @@ class Bundle:
         """Refuse a request that is too large or has a row this bundle cannot answer, naming the row and why."""
         check_rows(rows, self.specs, self.limits)
 
-    def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def predict(self, rows: list[dict[str, Any]], deadline: float | None = None) -> list[dict[str, Any]]:
         """rows: {"task", "text", ["text_pair" | "choices"]} -> {"label", "score"} / {"score"} / {"entities"} /
         {"label", "choice", "score"}, in request order. Rows are checked first, then sorted by length and run
-        in micro-batches, each padded to its longest row (a batch may mix tasks with prompts of one length)."""
+        in micro-batches, each padded to its longest row (a batch may mix tasks with prompts of one length).
+        Past ``deadline`` (a ``time.monotonic()`` value) the remaining micro-batches are dropped: ``Abandoned``."""
         self.check(rows)
         flat, where = expand(rows, self.specs)
         quant = [i for i, r in enumerate(flat) if not self.int8 or self.tasks[r["task"]].int8]
         outs: list[Any] = [None] * len(flat)
-        self._run_into(outs, flat, quant, self.session)
+        self._run_into(outs, flat, quant, self.session, deadline)
         if self.int8:  # fp32 rows: tasks int8 may not serve, then int8 near-ties
-            self._run_into(outs, flat, sorted(set(range(len(flat))) - set(quant)), self.fp32)
+            self._run_into(outs, flat, sorted(set(range(len(flat))) - set(quant)), self.fp32, deadline)
             if self.margin > 0:
-                self._run_into(outs, flat, [i for i in quant if self._near_tie(flat[i]["task"], outs[i][0])], self.fp32)
+                ties = [i for i in quant if self._near_tie(flat[i]["task"], outs[i][0])]
+                self._run_into(outs, flat, ties, self.fp32, deadline)
         answers = [self._decode(r, [outs[j] for j in idx]) for r, idx in zip(rows, where)]
         if len(flat) > self.limits.micro_batch:  # a large request: hand freed heap pages back to the OS
             del outs
             _trim_heap()
         return answers
 
-    def _run_into(self, outs: list[Any], flat: list[dict[str, Any]], idx: list[int], session: Any) -> None:
+    def _run_into(self, outs: list[Any], flat: list[dict[str, Any]], idx: list[int], session: Any,
+                  deadline: float | None = None) -> None:
         """Run encoder rows ``flat[i]`` for i in ``idx`` on ``session``; results into ``outs[i]``."""
-        for i, o in zip(idx, self._run([flat[i] for i in idx], session) if idx else []):
+        for i, o in zip(idx, self._run([flat[i] for i in idx], session, deadline) if idx else []):
             outs[i] = o
 
     def _near_tie(self, task: str, vec: np.ndarray) -> bool:
@@ -203,13 +194,15 @@ class Bundle:
         top = np.sort(softmax(lg))
         return bool(top[-1] - top[-2] < self.margin)
 
-    def _run(self, rows: list[dict[str, Any]], session: Any = None) -> list[tuple[np.ndarray, Any]]:
+    def _run(self, rows: list[dict[str, Any]], session: Any = None,
+             deadline: float | None = None) -> list[tuple[np.ndarray, Any]]:
         """Encoder rows -> (pooled vector (h,) or token states (T, h), encoding) per row, run ``micro_batch``
-        rows at a time in length order."""
+        rows at a time in length order (``deadline``: checked before each micro-batch)."""
         order = sorted(range(len(rows)), key=lambda i: (self._prompt_len(rows[i]["task"]), self._size(rows[i])))
         out: list[Any] = [None] * len(rows)
         step = self.limits.micro_batch
         for s in range(0, len(order), step):
+            check_deadline(deadline, s, len(order))
             by_plen: dict[int, list[int]] = {}
             for i in order[s:s + step]:  # a chunk may straddle two prompt lengths: one session run each
                 by_plen.setdefault(self._prompt_len(rows[i]["task"]), []).append(i)

@@ -30,6 +30,18 @@ def _json(path: Path, what: str) -> Any:
         raise BundleError(f"{path}: {what} is not valid JSON ({e}); re-export the bundle") from None
 
 
+def is_bundle(path: str | Path) -> bool:
+    """A folder that holds an ONNX encoder or whose manifest says it is a bundle (a model folder has a
+    manifest of its own); a damaged bundle still counts, so its refusal names what is wrong."""
+    path = Path(path)
+    if any(path.glob("encoder*.onnx")):
+        return True
+    try:
+        return json.loads((path / "manifest.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def verify(bundle: Path) -> dict[str, Any]:
     """Check every file against manifest.json and refuse files it does not list."""
     bundle = Path(bundle)

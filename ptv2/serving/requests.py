@@ -7,11 +7,23 @@ Every refusal is a BundleError naming the row, the field and what was wrong (HTT
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from ptv2.serving.manifest import BundleError
 
+
+class Abandoned(BundleError):
+    """A request whose deadline passed while it ran: its remaining micro-batches were dropped (the server
+    had already answered its client with a timeout; the cores go back to the next request)."""
+
+
+def check_deadline(deadline: float | None, done: int, total: int) -> None:
+    """Raise ``Abandoned`` when ``time.monotonic()`` is past ``deadline`` (None: no deadline)."""
+    if deadline is not None and time.monotonic() > deadline:
+        raise Abandoned(f"the request ran past its deadline after {done} of {total} encoder rows; the rest "
+                        "was dropped (send fewer rows per request, or raise MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT)")
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,7 @@ def serving_settings(serving: Any) -> dict[str, Any]:
         return serving
     return {"limits": serving.limits(), "int8": serving.int8, "spinning": serving.spinning,
             "int8_fallback_margin": serving.int8_fallback_margin, "int8_min_agreement": serving.int8_min_agreement}
+
 
 def _text(i: int, task: str, field: str, v: Any, max_chars: int, hint: str = "") -> None:
     if not isinstance(v, str):

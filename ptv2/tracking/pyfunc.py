@@ -5,16 +5,20 @@ only package that imports mlflow. Input: a table with ``task``, ``text`` and, by
 (pair tasks) or ``choices`` (multiple choice). Output: one row per input with ``label`` + ``score``
 (classification), ``score`` (regression), ``label`` + ``choice`` + ``score`` (multiple choice) or
 ``entities`` (NER). Bad rows raise an MLflow INVALID_PARAMETER_VALUE error, which the scoring server
-answers with HTTP 400 and keeps serving.
+answers with HTTP 400 and keeps serving. Under the scoring server a request has the server's own timeout
+as its deadline: the server answers 504 when it passes but cannot stop the worker thread, so the bundle
+drops the request's remaining micro-batches itself (``Abandoned``) and the cores go to the next request.
 """
 from __future__ import annotations
 
 import json
+import os
+import time
 from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED, INVALID_PARAMETER_VALUE
 
 
 class BundleModel(mlflow.pyfunc.PythonModel):
@@ -28,6 +32,7 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         import pandas as pd
 
         from ptv2.serving.bundle import BundleError
+        from ptv2.serving.requests import Abandoned
 
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         missing = {"task", "text"} - set(df.columns)
@@ -36,13 +41,26 @@ class BundleModel(mlflow.pyfunc.PythonModel):
                                   error_code=INVALID_PARAMETER_VALUE)
         rows = [{k: _value(v) for k, v in r.items()} for r in df.to_dict("records")]
         try:
-            out = self.bundle.predict(rows)
+            out = self.bundle.predict(rows, deadline=serving_deadline())
+        except Abandoned as e:
+            raise MlflowException(str(e), error_code=DEADLINE_EXCEEDED) from None
         except BundleError as e:
             raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
         return pd.DataFrame([{"task": o["task"], "label": o.get("label"), "score": o.get("score"),
                               "choice": o.get("choice"),
                               "entities": json.dumps(o["entities"]) if "entities" in o else None} for o in out],
                             dtype=object)  # object columns: a choice index stays an int next to other tasks' None
+
+
+def serving_deadline() -> float | None:
+    """A ``time.monotonic()`` deadline for this request inside MLflow's scoring server (it sets
+    ``_MLFLOW_IS_IN_SERVING_ENVIRONMENT`` and times requests out after ``MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT``
+    seconds, 60 by default); None elsewhere (a batch job calling the model in-process has no client to lose)."""
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
+
+    if os.environ.get("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "").lower() != "true":
+        return None
+    return time.monotonic() + float(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get())
 
 
 def _value(v: Any) -> Any:
