@@ -174,6 +174,23 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """MLflow's scoring server on a registered model, once the registry shows it is there (MLflow's own
+    answer to a missing model or alias is a traceback after ~15 s)."""
+    from ptv2.tracking.registry import resolve_model, serve_command
+
+    cfg = _config(args)
+    root = Path(args.params).resolve().parent
+    uri = args.model or f"models:/{cfg.tracking.multitask_model}@champion"
+    name, version = resolve_model(root, uri)
+    argv, env = serve_command(root, name, version, args.host, args.port, args.env_manager)
+    logging.getLogger("ptv2").info("serving %s (%s v%s) on http://%s:%d/invocations", uri, name, version,
+                                   args.host, args.port)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, env)  # this process becomes the server: signals reach it, no orphan
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ptv2", description="P-Tuning v2 deep prompts on frozen encoders")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -216,6 +233,12 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--seeds", default="1,2,3"); tr.add_argument("--out", default="reports/multitask.md")
     tr.add_argument("--work", default="outputs/transfer")
     add("registry", cmd_registry, "list the registered model versions with the promotion gate's evidence")
+    sv = add("serve", cmd_serve, "serve a registered model over HTTP (mlflow models serve), checked first")
+    sv.add_argument("--model", help="models:/NAME@ALIAS or models:/NAME/VERSION (default: the multi-task "
+                                    "model's @champion)")
+    sv.add_argument("--host", default="127.0.0.1"); sv.add_argument("--port", type=int, default=5000)
+    sv.add_argument("--env-manager", default="local", choices=["local", "virtualenv", "uv", "conda"],
+                    help="local: this environment; the others build one from the model's requirements")
     return p
 
 

@@ -62,3 +62,34 @@ def test_an_unreachable_tracking_server_is_one_line_in_seconds(project):
 def test_a_stage_reports_a_user_error_as_one_line(project, stage, args, needle):
     r, _ = _run(["-m", f"ptv2.stages.{stage}", "--params", str(project / "params.yaml"), *args], project)
     assert needle in _one_line(r)
+
+
+@pytest.mark.parametrize("model,needle", [
+    ("models:/nosuch@champion", "no registered model 'nosuch'"),
+    ("models:/ptv2-sent@nosuch", "has no alias @nosuch (its aliases: @champion (v1))"),
+    ("models:/ptv2-sent/7", "has no version 7"),
+    ("runs:/abc/model", "not a registered model URI"),
+])
+def test_serving_a_model_the_registry_lacks_is_one_line(project, model, needle):
+    """`ptv2 serve` checks the registry before MLflow's server starts (whose own answer is a traceback)."""
+    import mlflow
+
+    uri = f"sqlite:///{project / 'mlruns.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("ptv2-sent")
+    mv = client.create_model_version("ptv2-sent", source=str(project), run_id=None)
+    client.set_registered_model_alias("ptv2-sent", "champion", mv.version)
+    r, took = _run(["-m", "ptv2", "serve", "--params", str(project / "params.yaml"), "--model", model], project)
+    line = _one_line(r)
+    assert needle in line, line
+    assert str(project / "mlruns.db") in line or "URI" in line
+    print(f"{model}: {took:.1f} s")
+
+
+def test_serve_builds_mlflows_command_for_the_resolved_version(project):
+    from ptv2.tracking.registry import serve_command
+
+    argv, env = serve_command(project, "ptv2-all", "3", "0.0.0.0", 8080, "virtualenv")
+    assert argv[1:] == ["models", "serve", "-m", "models:/ptv2-all/3", "-h", "0.0.0.0", "-p", "8080",
+                        "--env-manager", "virtualenv"]
+    assert os.path.exists(argv[0]) and env["MLFLOW_TRACKING_URI"] == f"sqlite:///{project / 'mlruns.db'}"

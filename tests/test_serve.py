@@ -121,15 +121,16 @@ def test_the_multitask_model_is_rebuilt_only_when_a_champion_changes(trained, pu
 
 
 def test_one_server_answers_mixed_tasks_and_refuses_bad_rows(published):
-    from ptv2.tracking import store
+    import yaml
 
-    store_root, _ = published
+    store_root, cfg = published
+    (store_root / "params.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store.tracking_uri(store_root),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # uvicorn
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
-                             "models:/ptv2-all@champion", "--env-manager", "local", "--host", "127.0.0.1",
-                             "-p", str(port), "--workers", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # uvicorn
+    env.pop("MLFLOW_TRACKING_URI", None)  # `ptv2 serve` points MLflow's server at the project's own store
+    # the multi-task model's @champion by default, through `mlflow models serve` (the process becomes it)
+    proc = subprocess.Popen([sys.executable, "-m", "ptv2", "serve", "--params", str(store_root / "params.yaml"),
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:

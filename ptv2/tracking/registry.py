@@ -91,3 +91,48 @@ def list_versions(root: str | Path, prefix: str = "") -> list[dict[str, Any]]:
             rows.append({"name": rm.name, "version": str(mv.version), "aliases": aliases.get(str(mv.version), []),
                          "tags": dict(mv.tags)})
     return sorted(rows, key=lambda r: (r["name"], int(r["version"])))
+
+
+def resolve_model(root: str | Path, uri: str) -> tuple[str, str]:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (name, version), checked against the registry:
+    a missing model, alias or version is an ArtifactError naming it, the store and what is there."""
+    import re
+
+    m = re.fullmatch(r"models:/([^/@]+)(?:@([^/@]+)|/(\d+))", uri)
+    if not m:
+        raise ArtifactError(f"{uri!r} is not a registered model URI; use models:/NAME@ALIAS or models:/NAME/VERSION "
+                            f"(`ptv2 registry` lists them)")
+    name, alias, version = m.groups()
+    mlflow = _mlflow(root)
+    client, where = mlflow.MlflowClient(), mlflow.get_tracking_uri()
+    try:
+        rm = client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        known = sorted(r.name for r in client.search_registered_models())
+        raise ArtifactError(f"no registered model {name!r} in {where} (registered: {', '.join(known) or 'none'}); "
+                            f"run the pipeline (`dvc repro`) or pick one from `ptv2 registry`") from None
+    if alias is not None:
+        if alias not in (rm.aliases or {}):
+            have = ", ".join(f"@{a} (v{v})" for a, v in sorted((rm.aliases or {}).items())) or "none"
+            raise ArtifactError(f"model {name!r} in {where} has no alias @{alias} (its aliases: {have}); "
+                                f"no version has been promoted to it")
+        return name, str(rm.aliases[alias])
+    try:
+        client.get_model_version(name, version)
+    except mlflow.exceptions.MlflowException:
+        raise ArtifactError(f"model {name!r} in {where} has no version {version} (`ptv2 registry` lists them)") from None
+    return name, version
+
+
+def serve_command(root: str | Path, name: str, version: str, host: str, port: int,
+                  env_manager: str) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) of MLflow's scoring server on one registered version of this project's store."""
+    import os
+    import sys
+
+    from ptv2.tracking.store import tracking_uri
+
+    mlflow_cli = str(Path(sys.executable).with_name("mlflow"))
+    argv = [mlflow_cli, "models", "serve", "-m", f"models:/{name}/{version}", "-h", host, "-p", str(port),
+            "--env-manager", env_manager]
+    return argv, {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(root)}
