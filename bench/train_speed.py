@@ -65,7 +65,7 @@ def child_ptv2(task: str, examples: int, sets: list[str]) -> dict[str, Any]:
             "peak_mb": _peak_mb()}
 
 
-def child_trainer(task: str, examples: int, lora: bool) -> dict[str, Any]:
+def child_trainer(task: str, examples: int, lora: bool, bf16: bool = False) -> dict[str, Any]:
     import numpy as np
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
@@ -93,7 +93,7 @@ def child_trainer(task: str, examples: int, lora: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=BATCH, num_train_epochs=1,
                                  learning_rate=5e-4 if lora else 2e-5, save_strategy="no", report_to=[],
-                                 logging_strategy="no", use_cpu=True, disable_tqdm=True, seed=cfg.seed)
+                                 logging_strategy="no", use_cpu=True, disable_tqdm=True, seed=cfg.seed, bf16=bf16)
         trainer = Trainer(model=model, args=args, train_dataset=enc("train"))
         out = trainer.train()
         dev = enc("dev")
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encodings", default="bi,cross")
     ap.add_argument("--settings", default="train.compile=true",
                     help="';'-separated ptv2 settings to time beside fp32 eager, e.g. 'train.precision=bf16'")
-    ap.add_argument("--peers", default="finetune,lora", help="Trainer peers: finetune,lora ('' = none)")
+    ap.add_argument("--peers", default="finetune,lora",
+                    help="Trainer peers: finetune,lora,finetune-bf16,lora-bf16 (-bf16: Trainer's bf16=True) ('' = none)")
     ap.add_argument("--out", default="reports/bench_speed.md")
     a = ap.parse_args(argv)
     rows: list[tuple[str, dict[str, Any]]] = []
@@ -128,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((name, _run("ptv2", task=a.task, examples=a.examples, sets=sets)))
             print(name, rows[-1][1], flush=True)
     for peer in [p for p in a.peers.split(",") if p]:
-        rows.append((f"Trainer + {'LoRA' if peer == 'lora' else 'full fine-tuning'}",
-                     _run("trainer", task=a.task, examples=a.examples, lora=peer == "lora")))
+        kind, _, prec = peer.partition("-")
+        rows.append((f"Trainer + {'LoRA' if kind == 'lora' else 'full fine-tuning'}" + (", bf16" if prec else ""),
+                     _run("trainer", task=a.task, examples=a.examples, lora=kind == "lora", bf16=prec == "bf16")))
         print(rows[-1][0], rows[-1][1], flush=True)
     base = rows[0][1]["epoch_s"]
     cmd = "python bench/train_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
