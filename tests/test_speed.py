@@ -15,8 +15,8 @@ from ptv2.training.artifacts import WEIGHTS
 
 @pytest.mark.parametrize("precision,cuda,native,want", [
     ("fp32", True, True, False), ("bf16", False, False, True), ("auto", True, False, True),
-    ("auto", False, True, True), ("auto", False, False, False)])
-def test_precision_auto_is_bf16_only_where_it_is_native(monkeypatch, precision, cuda, native, want):
+    ("auto", False, True, False), ("auto", False, False, False)])
+def test_precision_auto_is_bf16_only_on_cuda(monkeypatch, precision, cuda, native, want):
     monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: native)
     assert speed.use_bf16(precision, cuda) is want
 

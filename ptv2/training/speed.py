@@ -2,9 +2,10 @@
 
 ``use_bf16`` turns ``train.precision`` into this machine's choice, ``autocast`` applies it to a training
 forward (torch's own autocast, not accelerate's ``mixed_precision``: that is fixed once per process, and one
-process may train several models). ``auto`` means bf16 on CUDA and on
-CPUs whose oneDNN has native bf16 kernels (AVX512-BF16 or AMX); elsewhere bf16 is emulated and far slower
-(an AVX2 CPU: 20x slower per step, reports/bench_speed.md), so auto stays fp32. ``compiled`` runs
+process may train several models). ``auto`` means bf16 on CUDA and fp32 on every CPU: measured, bf16 never
+won a ptv2 epoch on a CPU. Emulated (AVX2) it is 20x slower per step (reports/bench_speed.md); even with
+native kernels (AMX-BF16) one MRPC epoch took 1.21-1.52x the fp32 time (reports/bench_speed_amx.md): the
+casts around a small, short-sequence frozen encoder cost more than the bf16 matmuls save. ``compiled`` runs
 ``torch.compile`` on the backbone's forward for the duration of training only: module names, state dicts
 and ONNX export see the plain module.
 """
@@ -38,10 +39,10 @@ def use_bf16(precision: str, cuda: bool) -> bool:
         return precision == "bf16"
     if cuda:
         return True
-    native = cpu_has_native_bf16()
-    log.info("precision auto on CPU: %s", "bf16 (native bf16 kernels)" if native else
-             "fp32 (this CPU has no native bf16 kernels; bf16 would be emulated)")
-    return native
+    log.info("precision auto on CPU: fp32 (bf16 measured slower for ptv2 on CPUs, %s; "
+             "train.precision: bf16 forces it)",
+             "native bf16 kernels here" if cpu_has_native_bf16() else "emulated here")
+    return False
 
 
 def autocast(device: torch.device, bf16: bool) -> torch.autocast:
