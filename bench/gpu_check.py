@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from ptv2.model.inject import encode  # noqa: E402
 from ptv2.model.prompted import MethodInputs, PromptedModel  # noqa: E402
 from ptv2.model.spec import HeadSpec, ModelSpec  # noqa: E402
+from ptv2.prompt import PromptConfig  # noqa: E402
 
 # (layers, hidden, heads, intermediate): MiniLM-L6 (all-MiniLM-L6-v2), BERT-base, BERT-large; tiny for the smoke run
 SIZES = {"tiny": (2, 32, 4, 64), "minilm-l6": (6, 384, 12, 1536), "bert-base": (12, 768, 12, 3072),
@@ -61,11 +62,11 @@ def backbone_of(size: str, device: str):
 def spec_of(method: str, prompt_length: int) -> ModelSpec:
     head = HeadSpec(type="classification", labels=["0", "1"], metrics=["accuracy"], text_b=False,
                     pair_encoding="cross")
-    return ModelSpec(method=method, backbone="random-init", pooling="mean", max_length=512,
-                     prompt_length=prompt_length, prompt_dropout=0.0, head_dropout=0.1, reparam=False,
-                     reparam_hidden=512, prompt_init="random", init_words="", template="", encoder="mlp",
-                     lora_r=8, lora_alpha=16, lora_dropout=0.05, lora_targets=["query", "value"],
-                     tasks={"t": head}, task_rank=0)
+    prompt = PromptConfig(length=prompt_length, reparam=False, reparam_hidden=512, dropout=0.0, init="random",
+                          quiet_margin=5.0, init_words="", template="", encoder="mlp", lora_r=8, lora_alpha=16,
+                          lora_dropout=0.05, lora_targets=["query", "value"])
+    return ModelSpec(method=method, backbone="random-init", pooling="mean", max_length=512, head_dropout=0.1,
+                     prompt=prompt, tasks={"t": head}, task_rank=0)
 
 
 def model_flops(backbone, batch: int, seq: int, prompt_length: int, method: str) -> float:

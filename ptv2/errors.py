@@ -19,3 +19,9 @@ class ArtifactError(Ptv2Error):
 
 class TrackingError(Ptv2Error):
     """The MLflow tracking store or registry is unreachable, damaged, or lacks what was asked for."""
+
+
+def check_value(ok: bool, key: str, value: object, allowed: str) -> None:
+    """Raise one ConfigError naming ``key``, its ``value`` and what is allowed, unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is not allowed: expected {allowed}")

@@ -115,7 +115,8 @@ def head(labels: list[str] | None = None, type: str = "classification", text_b: 
 
 
 def prompted(backbone: Any, tasks: dict[str, tuple[str, int]], **spec: Any):
-    """A PromptedModel on ``backbone`` with the repo's settings, ``spec`` fields overridden;
+    """A PromptedModel on ``backbone`` with the repo's settings, ``spec`` fields overridden (prompt
+    settings by their params.yaml names, ``prompt_length`` / ``prompt_dropout`` for length / dropout);
     ``tasks``: name -> (task type, number of outputs)."""
     import dataclasses
 
@@ -127,6 +128,9 @@ def prompted(backbone: Any, tasks: dict[str, tuple[str, int]], **spec: Any):
     heads = {n: HeadSpec(type=t, labels=[str(i) for i in range(k)] if k > 1 else [], metrics=["accuracy"],
                          text_b=False, pair_encoding="cross") for n, (t, k) in tasks.items()}
     base = spec_from_config(config_from_dict(repo_params()), heads)
+    names = {f.name for f in dataclasses.fields(base.prompt)}
+    prompt = {k.removeprefix("prompt_"): spec.pop(k) for k in list(spec) if k.removeprefix("prompt_") in names}
+    spec["prompt"] = dataclasses.replace(base.prompt, **prompt)
     return PromptedModel(backbone, dataclasses.replace(base, **spec), MethodInputs(seed=0, total_steps=10))
 
 

@@ -171,9 +171,9 @@ MODEL_CASES = {
         (m / "adapter_config.json").read_text().replace('"no",', '"__",').replace('"yes"', '"no"').replace('"__"', '"yes"')),
         "checksum mismatch"),
     "prompt length edited": (lambda m: (m / "adapter_config.json").write_text(
-        (m / "adapter_config.json").read_text().replace('"prompt_length": 4', '"prompt_length": 5')), "checksum mismatch"),
+        (m / "adapter_config.json").read_text().replace('"length": 4', '"length": 5')), "checksum mismatch"),
     "prompt length edited and rehashed": (lambda m: ((m / "adapter_config.json").write_text(
-        (m / "adapter_config.json").read_text().replace('"prompt_length": 4', '"prompt_length": 5')), _rehash(m)),
+        (m / "adapter_config.json").read_text().replace('"length": 4', '"length": 5')), _rehash(m)),
         "wrong shape"),
     "config not json": (lambda m: ((m / "adapter_config.json").write_text("{oops"), _rehash(m)), "adapter_config.json"),
     "manifest not json": (lambda m: (m / "manifest.json").write_text("nope"), "not valid JSON"),

@@ -96,7 +96,7 @@ def test_frozen_baseline_is_the_backbone_with_a_fitted_head_and_bi_similarity_is
     cfg = _cfg(root, tiny_dir)
     run = train(cfg, ["reg"], root / "frozen", report_splits=(), frozen=True)
     model, tok, spec = load_model(root / "frozen/model")
-    assert spec.prompt_length == 0 and run.record["method"] == "frozen" and run.record["epochs_run"] == 0
+    assert spec.prompt.length == 0 and run.record["method"] == "frozen" and run.record["epochs_run"] == 0
     assert run.record["best_epoch"] == 0 and len(run.history) == 1
     # zero-shot cosine: Pearson of the fitted affine map of cos(u, v) equals Pearson of the raw cosine
     td = load_task_data(cfg, "reg")

@@ -164,6 +164,27 @@ def test_spec_and_config_refuse_unknown_and_missing_keys_by_one_rule():
         spec({**_spec_dict(), "bogus": 1})
 
 
+def test_the_spec_holds_the_prompt_config_itself():
+    """Regression (issue 19): ModelSpec restated the prompt config's fields under other names (and lacked
+    quiet_margin); it now holds the one PromptConfig, round-trips it, and checks it by the config's rules."""
+    import dataclasses
+
+    from helpers import repo_params
+    from ptv2.config import config_from_dict
+    from ptv2.model.spec import ModelSpec, SpecError
+    from ptv2.prompt import PromptConfig
+
+    d = _spec_dict()
+    assert sorted(d["prompt"]) == sorted(f.name for f in dataclasses.fields(PromptConfig))
+    assert not {"prompt_length", "prompt_init", "reparam", "lora_r"} & set(d)
+    spec = ModelSpec.from_dict(d)
+    assert spec.prompt == config_from_dict(repo_params()).prompt and spec.to_dict() == d
+    with pytest.raises(SpecError, match=r"prompt: unknown keys \['colour'\]"):
+        ModelSpec.from_dict({**d, "prompt": {**d["prompt"], "colour": 1}})
+    with pytest.raises(SpecError, match=r"prompt: length = 999 is not allowed"):
+        ModelSpec.from_dict({**d, "prompt": {**d["prompt"], "length": 999}})
+
+
 def _spec_dict():
     from helpers import head, repo_params
     from ptv2.config import config_from_dict

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ptv2.errors import ConfigError
+from ptv2.errors import ConfigError, check_value
 
 
 def _valid_cron(expr: str) -> bool:
@@ -33,6 +33,4 @@ def _valid_timezone(name: str) -> bool:
     return True
 
 
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key} = {value!r} is not allowed: expected {allowed}")
+_check = check_value  # the one rule for a value error, shared with the prompt settings (ptv2.prompt)

@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args
 from ptv2.config.checks import _check
 from ptv2.config.deploy import ExportConfig, FlowsConfig, ServingConfig, TrackingConfig
 from ptv2.errors import ConfigError
+from ptv2.prompt import PromptConfig
 
 TaskType = Literal[
     "classification", "pair_classification", "regression", "multiple_choice", "token_classification"
@@ -28,31 +29,6 @@ class BackboneConfig:
 
     def __post_init__(self) -> None:
         _check(self.max_length >= 8, "max_length", self.max_length, "an integer >= 8")
-
-
-@dataclass(frozen=True)
-class PromptConfig:
-    length: int  # P virtual tokens per layer; 0 = plain backbone
-    reparam: bool  # Prefix-Tuning's MLP reparameterization
-    reparam_hidden: int
-    dropout: float
-    init: Literal["random", "vocab", "words", "quiet"]  # input prompts: embeddings; deep prompts: those tokens'
-    # keys/values; quiet (deep prompts): keys against each layer's mean query, values 0 (model.prompts.start_quiet)
-    quiet_margin: float  # init quiet: how far below 0 the mean query scores the prompt's keys
-    init_words: str  # prompt_tuning with init: words
-    template: str  # ptuning_v1: e.g. "[v] [v] question [v]"; "" = length x [v]
-    encoder: Literal["lstm", "mlp"]  # ptuning_v1 prompt encoder
-    lora_r: int
-    lora_alpha: int
-    lora_dropout: float
-    lora_targets: list[str]
-
-    def __post_init__(self) -> None:
-        _check(0 <= self.length <= 256, "length", self.length, "an integer in [0, 256]")
-        _check(self.lora_r >= 1, "lora_r", self.lora_r, "an integer >= 1")
-        _check(self.reparam_hidden >= 1, "reparam_hidden", self.reparam_hidden, ">= 1")
-        _check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "a float in [0, 1)")
-        _check(self.quiet_margin > 0, "quiet_margin", self.quiet_margin, "a float > 0, e.g. 5")
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ class MethodInputs:
 
 def ptuning_template(spec: ModelSpec) -> list[str]:
     """P-Tuning v1's slots: the configured template, or ``prompt_length`` virtual tokens."""
-    return (spec.template or " ".join([VIRTUAL] * spec.prompt_length)).split()
+    return (spec.prompt.template or " ".join([VIRTUAL] * spec.prompt.length)).split()
 
 
 class PromptedModel(nn.Module):
@@ -65,31 +65,31 @@ class PromptedModel(nn.Module):
         self.input_prompt: nn.Module | None = None
         if method in DEEP:
             self.prompt = DeepPrompt(c.num_hidden_layers, c.num_attention_heads,
-                                     c.hidden_size // c.num_attention_heads, spec.prompt_length,
-                                     spec.reparam or method == "prefix_tuning", spec.reparam_hidden,
-                                     spec.prompt_dropout)
-            if inputs.kv_positions and not self.prompt.reparam and spec.prompt_length:
+                                     c.hidden_size // c.num_attention_heads, spec.prompt.length,
+                                     spec.prompt.reparam or method == "prefix_tuning", spec.prompt.reparam_hidden,
+                                     spec.prompt.dropout)
+            if inputs.kv_positions and not self.prompt.reparam and spec.prompt.length:
                 kv = token_key_values(backbone, torch.tensor([inputs.kv_context]))
                 self.prompt.start_from(kv, inputs.kv_positions, torch.Generator().manual_seed(inputs.seed))
-            elif inputs.quiet_ids and not self.prompt.reparam and spec.prompt_length:
+            elif inputs.quiet_ids and not self.prompt.reparam and spec.prompt.length:
                 q = query_means(backbone, torch.tensor(inputs.quiet_ids), torch.tensor(inputs.quiet_mask))
                 self.prompt.start_quiet(q, inputs.quiet_margin, torch.Generator().manual_seed(inputs.seed))
         elif method == "prompt_tuning":
-            self.input_prompt = InputPrompt(spec.prompt_length, backbone.get_input_embeddings(), spec.prompt_init,
+            self.input_prompt = InputPrompt(spec.prompt.length, backbone.get_input_embeddings(), spec.prompt.init,
                                             inputs.init_ids, torch.Generator().manual_seed(inputs.seed))
         elif method == "ptuning_v1":
             self.input_prompt = PromptEncoderPrompt(ptuning_template(spec), inputs.anchor_ids,
-                                                    backbone.get_input_embeddings(), spec.encoder, spec.reparam_hidden)
+                                                    backbone.get_input_embeddings(), spec.prompt.encoder, spec.prompt.reparam_hidden)
         elif method in ADAPTERS:
             from ptv2.model.lora import wrap
 
-            backbone = wrap(backbone, method, spec.lora_r, spec.lora_alpha, spec.lora_dropout,
-                            list(spec.lora_targets), inputs.total_steps)
+            backbone = wrap(backbone, method, spec.prompt.lora_r, spec.prompt.lora_alpha, spec.prompt.lora_dropout,
+                            list(spec.prompt.lora_targets), inputs.total_steps)
         self.task_factors: TaskFactors | None = None
         if spec.task_rank:
             if self.prompt is None or self.prompt.reparam:
                 raise ValueError(f"task_rank needs plain deep prompts (method ptv2, no reparam), not {method!r}")
-            self.task_factors = TaskFactors(list(spec.tasks), spec.prompt_length, self.prompt.prefix.shape[1],
+            self.task_factors = TaskFactors(list(spec.tasks), spec.prompt.length, self.prompt.prefix.shape[1],
                                             spec.task_rank)
         self.backbone = backbone
         self.heads = nn.ModuleDict({name: Head(c.hidden_size, h.type, h.n_out, spec.head_dropout,

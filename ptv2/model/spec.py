@@ -1,7 +1,8 @@
 """ModelSpec: everything needed to rebuild a model, typed; saved as a model folder's ``adapter_config.json``.
 
-Built from the config (``ptv2.training.build.spec_from_config``), never from defaults of its own:
-every field is required, so params.yaml stays the one source of values. Pure data: no torch, no I/O;
+Built from the config (``ptv2.training.build.spec_from_config``), holding its ``PromptConfig`` as it is
+(as peft saves its config as the adapter's), never from defaults of its own: every field is required, so
+params.yaml stays the one source of values. Pure data: no torch, no I/O;
 ``to_dict`` / ``from_dict`` are the JSON form (``from_dict`` rejects unknown and missing keys).
 """
 from __future__ import annotations
@@ -10,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ptv2.errors import ConfigError
+from ptv2.prompt import PromptConfig
 from ptv2.strict import key_problems
 
 
@@ -38,19 +41,8 @@ class ModelSpec:
     backbone: str  # hub name or local folder
     pooling: str
     max_length: int
-    prompt_length: int
-    prompt_dropout: float
     head_dropout: float
-    reparam: bool
-    reparam_hidden: int
-    prompt_init: str  # prompt_tuning: random | vocab | words
-    init_words: str
-    template: str  # ptuning_v1
-    encoder: str  # ptuning_v1: lstm | mlp
-    lora_r: int
-    lora_alpha: int
-    lora_dropout: float
-    lora_targets: list[str]
+    prompt: PromptConfig  # params.yaml's prompt settings, held as they are (length, init, reparam, lora_*, ...)
     tasks: dict[str, HeadSpec]
     task_rank: int  # > 0: per-task low-rank factors on the shared deep prompt
     # lineage, empty when not applicable
@@ -65,7 +57,8 @@ class ModelSpec:
         """The spec an artifact stores: Prefix-Tuning's MLP is folded into plain P-Tuning v2 prefixes."""
         if self.method != "prefix_tuning":
             return self
-        return dataclasses.replace(self, method="ptv2", trained_as="prefix_tuning", reparam=False)
+        return dataclasses.replace(self, method="ptv2", trained_as="prefix_tuning",
+                                   prompt=dataclasses.replace(self.prompt, reparam=False))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -80,10 +73,17 @@ class ModelSpec:
         tasks = data["tasks"]
         if not isinstance(tasks, dict) or not tasks:
             raise SpecError("model spec: 'tasks' must be a non-empty mapping")
-        heads = {}
-        for name, h in tasks.items():
-            bad = key_problems(HeadSpec, h) if isinstance(h, dict) else ([], [], [])
-            if not isinstance(h, dict) or bad[0] or bad[1]:
-                raise SpecError(f"model spec: task {name!r}: unknown keys {bad[0]}, missing keys {bad[1]}")
-            heads[name] = HeadSpec(**h)
-        return cls(**{**data, "tasks": heads})
+        heads = {name: _strict(HeadSpec, h, f"task {name!r}") for name, h in tasks.items()}
+        try:
+            prompt = _strict(PromptConfig, data["prompt"], "prompt")
+        except ConfigError as e:
+            raise SpecError(f"model spec: prompt: {e}") from None
+        return cls(**{**data, "prompt": prompt, "tasks": heads})
+
+
+def _strict(cls: type, data: Any, where: str) -> Any:
+    """``cls(**data)`` after the one strict key rule (``ptv2.strict``); SpecError naming ``where`` otherwise."""
+    bad = key_problems(cls, data) if isinstance(data, dict) else ([], [], [])
+    if not isinstance(data, dict) or bad[0] or bad[1]:
+        raise SpecError(f"model spec: {where}: unknown keys {bad[0]}, missing keys {bad[1]}")
+    return cls(**data)

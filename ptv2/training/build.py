@@ -25,12 +25,9 @@ def head_spec(cfg: Config, td: TaskData) -> HeadSpec:
 
 def spec_from_config(cfg: Config, tasks: dict[str, HeadSpec], task_rank: int = 0) -> ModelSpec:
     """The one place config values become model settings."""
-    p, b = cfg.prompt, cfg.backbone
+    b = cfg.backbone
     return ModelSpec(method=cfg.train.method, backbone=b.name, pooling=b.pooling, max_length=b.max_length,
-                     prompt_length=p.length, prompt_dropout=p.dropout, head_dropout=cfg.train.head_dropout,
-                     reparam=p.reparam, reparam_hidden=p.reparam_hidden, prompt_init=p.init, init_words=p.init_words,
-                     template=p.template, encoder=p.encoder, lora_r=p.lora_r, lora_alpha=p.lora_alpha,
-                     lora_dropout=p.lora_dropout, lora_targets=list(p.lora_targets), tasks=tasks, task_rank=task_rank)
+                     head_dropout=cfg.train.head_dropout, prompt=cfg.prompt, tasks=tasks, task_rank=task_rank)
 
 
 def method_inputs(spec: ModelSpec, tokenizer: Any, seed: int, total_steps: int,
@@ -39,8 +36,8 @@ def method_inputs(spec: ModelSpec, tokenizer: Any, seed: int, total_steps: int,
     texts' token ids and the margin, for ``prompt.init: quiet``."""
     init_ids: list[int] = []
     anchors: dict[str, list[int]] = {}
-    if spec.method == "prompt_tuning" and spec.prompt_init == "words":
-        init_ids = tokenizer(spec.init_words, add_special_tokens=False)["input_ids"]
+    if spec.method == "prompt_tuning" and spec.prompt.init == "words":
+        init_ids = tokenizer(spec.prompt.init_words, add_special_tokens=False)["input_ids"]
     if spec.method == "ptuning_v1":
         anchors = {w: tokenizer(w, add_special_tokens=False)["input_ids"] for w in ptuning_template(spec) if w != "[v]"}
     context, positions = deep_prompt_tokens(spec, tokenizer, seed)
@@ -53,7 +50,7 @@ def _quiet_batch(spec: ModelSpec, tokenizer: Any, quiet: tuple[list[list[int]], 
     """(ids, mask, margin) of ``prompt.init: quiet``, padded to one batch; empty when not asked for (other
     inits, a saved model rebuilt: its weights replace any start). Which prompts can start quiet is the
     model's call (``PromptedModel``: plain deep prompts; the others start random, as params.yaml says)."""
-    if spec.prompt_init != "quiet" or not quiet or not quiet[0]:
+    if spec.prompt.init != "quiet" or not quiet or not quiet[0]:
         return [], [], 0.0
     ids, mask = pad_rows(quiet[0], tokenizer.pad_token_id or 0)
     return ids.tolist(), mask.tolist(), quiet[1]
@@ -62,15 +59,15 @@ def _quiet_batch(spec: ModelSpec, tokenizer: Any, quiet: tuple[list[list[int]], 
 def deep_prompt_tokens(spec: ModelSpec, tokenizer: Any, seed: int) -> tuple[list[int], list[int]]:
     """Deep prompts with ``prompt.init`` words / vocab start as those tokens' keys and values: the tokenized
     text (with its special tokens) and the positions of the tokens to copy; ([], []) for random init."""
-    if spec.method not in DEEP or spec.prompt_init not in ("words", "vocab") or spec.reparam or not spec.prompt_length:
+    if spec.method not in DEEP or spec.prompt.init not in ("words", "vocab") or spec.prompt.reparam or not spec.prompt.length:
         return [], []
-    if spec.prompt_init == "words":
-        words = tokenizer(spec.init_words, add_special_tokens=False)["input_ids"]
+    if spec.prompt.init == "words":
+        words = tokenizer(spec.prompt.init_words, add_special_tokens=False)["input_ids"]
         if not words:
             raise ConfigError("prompt.init 'words' needs prompt.init_words (text whose tokens start the prompt)")
     else:  # vocab: sampled rows (skip the first 1000 ids: special and rare tokens)
         g = torch.Generator().manual_seed(seed)
-        words = torch.randint(min(1000, len(tokenizer) - 1), len(tokenizer), (spec.prompt_length,), generator=g).tolist()
+        words = torch.randint(min(1000, len(tokenizer) - 1), len(tokenizer), (spec.prompt.length,), generator=g).tolist()
     first = [i for i in (tokenizer.cls_token_id,) if i is not None]  # BERT [CLS], RoBERTa <s>
     last = [i for i in (tokenizer.sep_token_id,) if i is not None]
     return first + words + last, list(range(len(first), len(first) + len(words)))
@@ -167,4 +164,6 @@ def init_from_pretrained(model: PromptedModel, path: str | Path, task: str, init
 def _prompt_settings(spec: ModelSpec) -> dict[str, Any]:
     """The settings a pretrained prompt and its adaptation must share (not the heads, lineage or sequence length)."""
     skip = ("tasks", "task_rank", "trained_as", "mixture", "adapted_from", "head_dropout", "pooling", "max_length")
-    return {k: v for k, v in spec.to_dict().items() if k not in skip}
+    top = {k: v for k, v in spec.to_dict().items() if k not in skip and k != "prompt"}
+    # quiet_margin only shapes a start, which the pretrained weights replace
+    return {**top, **{f"prompt.{k}": v for k, v in dataclasses.asdict(spec.prompt).items() if k != "quiet_margin"}}
