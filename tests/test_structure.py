@@ -193,3 +193,17 @@ def test_stage_outputs_are_named_once_in_dvc_yaml():
             for lit in re.findall(r"[\"'](?:metrics|outputs|report)/[^\"']*[\"']", f.read_text()):
                 spelled.append(f"{f.relative_to(PROJECT)}: {lit}")
     assert spelled == []
+
+
+def test_a_venv_linked_into_a_worktree_is_never_committed(tmp_path):
+    """Regression: `.gitignore` had `.venv/`, which ignores a directory but not a symlink named .venv; a
+    worktree sharing the environment through a link committed it, and checking that commit out replaced
+    the real environment with a link to itself."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / ".gitignore").write_text((PROJECT / ".gitignore").read_text())
+    (repo / ".venv").symlink_to(tmp_path / "elsewhere")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo, check=True,
+                            capture_output=True, text=True).stdout
+    assert ".venv" not in status and ".gitignore" in status
