@@ -1,9 +1,5 @@
-"""The checks the config's dataclasses run at load time: one ConfigError naming the key and what is allowed."""
+"""Config value validators that need a parser (cron, timezone); the value rule is ``ptv2.errors.check_value``."""
 from __future__ import annotations
-
-from typing import Any
-
-from ptv2.errors import ConfigError, check_value
 
 
 def _valid_cron(expr: str) -> bool:
@@ -31,6 +27,3 @@ def _valid_timezone(name: str) -> bool:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         return False
     return True
-
-
-_check = check_value  # the one rule for a value error, shared with the prompt settings (ptv2.prompt)

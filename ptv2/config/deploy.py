@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ptv2.config.checks import _check, _valid_cron, _valid_timezone
+from ptv2.config.checks import _valid_cron, _valid_timezone
+from ptv2.errors import check_value as _check
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from ptv2.config.checks import _check
 from ptv2.config.deploy import ExportConfig, FlowsConfig, ServingConfig, TrackingConfig
 from ptv2.errors import ConfigError
+from ptv2.errors import check_value as _check  # one rule for a value error, shared with ptv2.prompt
 from ptv2.prompt import PromptConfig
 
 TaskType = Literal[

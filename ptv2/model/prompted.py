@@ -39,10 +39,9 @@ class MethodInputs:
     # deep prompts started from real tokens: a tokenized text (special tokens included) and its positions to copy
     kv_context: list[int] = field(default_factory=list)
     kv_positions: list[int] = field(default_factory=list)
-    # prompt.init quiet: token ids of sample training texts (B, T) with their mask, and the margin
+    # prompt.init quiet: token ids of sample training texts (B, T) with their mask (margin: spec.prompt)
     quiet_ids: list[list[int]] = field(default_factory=list)
     quiet_mask: list[list[int]] = field(default_factory=list)
-    quiet_margin: float = 0.0
 
 
 def ptuning_template(spec: ModelSpec) -> list[str]:
@@ -63,33 +62,32 @@ class PromptedModel(nn.Module):
         c = backbone.config
         self.prompt: DeepPrompt | None = None
         self.input_prompt: nn.Module | None = None
+        p = spec.prompt
         if method in DEEP:
-            self.prompt = DeepPrompt(c.num_hidden_layers, c.num_attention_heads,
-                                     c.hidden_size // c.num_attention_heads, spec.prompt.length,
-                                     spec.prompt.reparam or method == "prefix_tuning", spec.prompt.reparam_hidden,
-                                     spec.prompt.dropout)
-            if inputs.kv_positions and not self.prompt.reparam and spec.prompt.length:
+            self.prompt = DeepPrompt(c.num_hidden_layers, c.num_attention_heads, c.hidden_size // c.num_attention_heads,
+                                     p.length, p.reparam or method == "prefix_tuning", p.reparam_hidden, p.dropout)
+            if inputs.kv_positions and not self.prompt.reparam and p.length:
                 kv = token_key_values(backbone, torch.tensor([inputs.kv_context]))
                 self.prompt.start_from(kv, inputs.kv_positions, torch.Generator().manual_seed(inputs.seed))
-            elif inputs.quiet_ids and not self.prompt.reparam and spec.prompt.length:
+            elif inputs.quiet_ids and not self.prompt.reparam and p.length:
                 q = query_means(backbone, torch.tensor(inputs.quiet_ids), torch.tensor(inputs.quiet_mask))
-                self.prompt.start_quiet(q, inputs.quiet_margin, torch.Generator().manual_seed(inputs.seed))
+                self.prompt.start_quiet(q, p.quiet_margin, torch.Generator().manual_seed(inputs.seed))
         elif method == "prompt_tuning":
-            self.input_prompt = InputPrompt(spec.prompt.length, backbone.get_input_embeddings(), spec.prompt.init,
+            self.input_prompt = InputPrompt(p.length, backbone.get_input_embeddings(), p.init,
                                             inputs.init_ids, torch.Generator().manual_seed(inputs.seed))
         elif method == "ptuning_v1":
             self.input_prompt = PromptEncoderPrompt(ptuning_template(spec), inputs.anchor_ids,
-                                                    backbone.get_input_embeddings(), spec.prompt.encoder, spec.prompt.reparam_hidden)
+                                                    backbone.get_input_embeddings(), p.encoder, p.reparam_hidden)
         elif method in ADAPTERS:
             from ptv2.model.lora import wrap
 
-            backbone = wrap(backbone, method, spec.prompt.lora_r, spec.prompt.lora_alpha, spec.prompt.lora_dropout,
-                            list(spec.prompt.lora_targets), inputs.total_steps)
+            backbone = wrap(backbone, method, p.lora_r, p.lora_alpha, p.lora_dropout, list(p.lora_targets),
+                            inputs.total_steps)
         self.task_factors: TaskFactors | None = None
         if spec.task_rank:
             if self.prompt is None or self.prompt.reparam:
                 raise ValueError(f"task_rank needs plain deep prompts (method ptv2, no reparam), not {method!r}")
-            self.task_factors = TaskFactors(list(spec.tasks), spec.prompt.length, self.prompt.prefix.shape[1],
+            self.task_factors = TaskFactors(list(spec.tasks), p.length, self.prompt.prefix.shape[1],
                                             spec.task_rank)
         self.backbone = backbone
         self.heads = nn.ModuleDict({name: Head(c.hidden_size, h.type, h.n_out, spec.head_dropout,

@@ -31,9 +31,9 @@ def spec_from_config(cfg: Config, tasks: dict[str, HeadSpec], task_rank: int = 0
 
 
 def method_inputs(spec: ModelSpec, tokenizer: Any, seed: int, total_steps: int,
-                  quiet: tuple[list[list[int]], float] | None = None) -> MethodInputs:
+                  quiet: list[list[int]] | None = None) -> MethodInputs:
     """Token ids a method needs (tokenizer look-ups stay out of the model code). ``quiet``: sample training
-    texts' token ids and the margin, for ``prompt.init: quiet``."""
+    texts' token ids, for ``prompt.init: quiet`` (its margin is ``spec.prompt.quiet_margin``)."""
     init_ids: list[int] = []
     anchors: dict[str, list[int]] = {}
     if spec.method == "prompt_tuning" and spec.prompt.init == "words":
@@ -41,40 +41,41 @@ def method_inputs(spec: ModelSpec, tokenizer: Any, seed: int, total_steps: int,
     if spec.method == "ptuning_v1":
         anchors = {w: tokenizer(w, add_special_tokens=False)["input_ids"] for w in ptuning_template(spec) if w != "[v]"}
     context, positions = deep_prompt_tokens(spec, tokenizer, seed)
-    ids, mask, margin = _quiet_batch(spec, tokenizer, quiet)
+    ids, mask = _quiet_batch(spec, tokenizer, quiet)
     return MethodInputs(seed=seed, total_steps=total_steps, init_ids=init_ids, anchor_ids=anchors,
-                        kv_context=context, kv_positions=positions, quiet_ids=ids, quiet_mask=mask, quiet_margin=margin)
+                        kv_context=context, kv_positions=positions, quiet_ids=ids, quiet_mask=mask)
 
 
-def _quiet_batch(spec: ModelSpec, tokenizer: Any, quiet: tuple[list[list[int]], float] | None):
-    """(ids, mask, margin) of ``prompt.init: quiet``, padded to one batch; empty when not asked for (other
+def _quiet_batch(spec: ModelSpec, tokenizer: Any, quiet: list[list[int]] | None):
+    """(ids, mask) of ``prompt.init: quiet``, padded to one batch; empty when not asked for (other
     inits, a saved model rebuilt: its weights replace any start). Which prompts can start quiet is the
     model's call (``PromptedModel``: plain deep prompts; the others start random, as params.yaml says)."""
-    if spec.prompt.init != "quiet" or not quiet or not quiet[0]:
-        return [], [], 0.0
-    ids, mask = pad_rows(quiet[0], tokenizer.pad_token_id or 0)
-    return ids.tolist(), mask.tolist(), quiet[1]
+    if spec.prompt.init != "quiet" or not quiet:
+        return [], []
+    ids, mask = pad_rows(quiet, tokenizer.pad_token_id or 0)
+    return ids.tolist(), mask.tolist()
 
 
 def deep_prompt_tokens(spec: ModelSpec, tokenizer: Any, seed: int) -> tuple[list[int], list[int]]:
     """Deep prompts with ``prompt.init`` words / vocab start as those tokens' keys and values: the tokenized
     text (with its special tokens) and the positions of the tokens to copy; ([], []) for random init."""
-    if spec.method not in DEEP or spec.prompt.init not in ("words", "vocab") or spec.prompt.reparam or not spec.prompt.length:
+    p = spec.prompt
+    if spec.method not in DEEP or p.init not in ("words", "vocab") or p.reparam or not p.length:
         return [], []
-    if spec.prompt.init == "words":
-        words = tokenizer(spec.prompt.init_words, add_special_tokens=False)["input_ids"]
+    if p.init == "words":
+        words = tokenizer(p.init_words, add_special_tokens=False)["input_ids"]
         if not words:
             raise ConfigError("prompt.init 'words' needs prompt.init_words (text whose tokens start the prompt)")
     else:  # vocab: sampled rows (skip the first 1000 ids: special and rare tokens)
         g = torch.Generator().manual_seed(seed)
-        words = torch.randint(min(1000, len(tokenizer) - 1), len(tokenizer), (spec.prompt.length,), generator=g).tolist()
+        words = torch.randint(min(1000, len(tokenizer) - 1), len(tokenizer), (p.length,), generator=g).tolist()
     first = [i for i in (tokenizer.cls_token_id,) if i is not None]  # BERT [CLS], RoBERTa <s>
     last = [i for i in (tokenizer.sep_token_id,) if i is not None]
     return first + words + last, list(range(len(first), len(first) + len(words)))
 
 
 def model_from_spec(spec: ModelSpec, backbone=None, tokenizer=None, seed: int = 0, total_steps: int = 1000,
-                    quiet: tuple[list[list[int]], float] | None = None):
+                    quiet: list[list[int]] | None = None):
     """(model, tokenizer) with fresh prompt/heads initialised from ``seed`` (``quiet``: see ``method_inputs``)."""
     if spec.method == "qlora":
         backbone, tokenizer = _qlora_backbone(spec), tokenizer or load_backbone(spec.backbone)[1]
@@ -163,7 +164,8 @@ def init_from_pretrained(model: PromptedModel, path: str | Path, task: str, init
 
 def _prompt_settings(spec: ModelSpec) -> dict[str, Any]:
     """The settings a pretrained prompt and its adaptation must share (not the heads, lineage or sequence length)."""
-    skip = ("tasks", "task_rank", "trained_as", "mixture", "adapted_from", "head_dropout", "pooling", "max_length")
-    top = {k: v for k, v in spec.to_dict().items() if k not in skip and k != "prompt"}
+    skip = ("tasks", "task_rank", "trained_as", "mixture", "adapted_from", "head_dropout", "pooling", "max_length",
+            "prompt")
+    top = {k: v for k, v in spec.to_dict().items() if k not in skip}
     # quiet_margin only shapes a start, which the pretrained weights replace
     return {**top, **{f"prompt.{k}": v for k, v in dataclasses.asdict(spec.prompt).items() if k != "quiet_margin"}}

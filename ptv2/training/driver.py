@@ -126,7 +126,7 @@ def _train(cfg: Config, data: dict[str, TaskData], out_dir: Path, mixture: bool,
     if init_from is not None:  # lineage in the artifact
         spec = dataclasses.replace(spec, adapted_from={"path": str(init_from), "weights_sha256": weights_sha(init_from)})
     steps = epochs * len(planner(_generator(cfg.seed))) // cfg.train.grad_accum
-    quiet = (sample_ids(train_s), cfg.prompt.quiet_margin) if init_from is None else None  # else copied weights
+    quiet = sample_ids(train_s) if init_from is None else None  # else copied weights
     model, tok = model_from_spec(spec, backbone, tok, seed=cfg.seed, total_steps=steps, quiet=quiet)
     copied: list[str] = []
     if init_from is not None:
