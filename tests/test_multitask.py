@@ -161,6 +161,43 @@ def test_pretrain_then_adapt_end_to_end(root, tiny_dir, monkeypatch):
     assert not starts
 
 
+def test_a_pretrained_prompt_that_kept_step0_is_not_a_start(root, tiny_dir, monkeypatch):
+    """Pretraining that kept its step 0 taught its prompt nothing: adaptation starts from the task's own quiet
+    start with the task's own quiet_margin (as `ptv2 train` does), and the pretrained folder must still fit."""
+    import json
+
+    import ptv2.model.prompts as prompts_module
+
+    d = tiny_params(root, tiny_dir, epochs={"ptv2": 1})
+    d["pretrain"] = {**d["pretrain"], "tasks": ["sent", "pair"], "epochs": 1, "batches_per_epoch": 4,
+                     "out_dir": str(root / "pre")}
+    d["tasks"]["sent"] = {**d["tasks"]["sent"], "quiet_margin": 2.5}
+    cfg = config_from_dict(d)
+    assert cfg.prompt_for(["sent"]).quiet_margin == 2.5 and cfg.prompt_for(["sent", "pair"]) == cfg.prompt
+    with pytest.raises(ConfigError, match="quiet_margin"):
+        config_from_dict({**d, "tasks": {**d["tasks"], "pair": {**d["tasks"]["pair"], "quiet_margin": 0}}})
+    pretrain(cfg)
+    record = root / "pre/metrics.json"
+    learned = {**json.loads(record.read_text()), "best_epoch": 1}
+    record.write_text(json.dumps(learned))
+    copied = adapt(cfg, "sent", root / "pre/model", root / "a1")
+    assert copied.record["start"] == "pretrained" and copied.record["init_from"] == str(root / "pre/model")
+    assert read_spec(root / "a1/model").adapted_from["path"] == str(root / "pre/model")
+
+    record.write_text(json.dumps({**learned, "best_epoch": 0}))
+    margins: list[float] = []
+    real = prompts_module.DeepPrompt.start_quiet
+    monkeypatch.setattr(prompts_module.DeepPrompt, "start_quiet",
+                        lambda self, q, margin, g: margins.append(margin) or real(self, q, margin, g))
+    own = adapt(cfg, "sent", root / "pre/model", root / "a2")
+    assert own.record["start"] == "own (pretraining kept its step 0)" and own.record["init_from"] == ""
+    assert margins == [2.5]  # the task's own quiet start, measured on its own rows
+    assert read_spec(root / "a2/model").adapted_from == {} and read_spec(root / "a2/model").prompt.quiet_margin == 2.5
+    other = config_from_dict({**d, "prompt": {**d["prompt"], "length": d["prompt"]["length"] + 2}})
+    with pytest.raises(ArtifactError, match="other prompt settings"):  # not a start, but still checked
+        adapt(other, "sent", root / "pre/model", root / "a3")
+
+
 def test_adapt_refuses_a_different_prompt_shape(root, tiny_dir):
     cfg = _cfg(root, tiny_dir)
     pretrain(cfg)

@@ -101,6 +101,7 @@ class TaskSpec:
     max_train_examples: int | None = None  # overrides train.max_train_examples
     epochs: dict[str, int] = field(default_factory=dict)  # per method; overrides train.epochs
     pair_encoding: Literal["", "cross", "bi"] = ""  # pair tasks: overrides backbone.pair_encoding
+    quiet_margin: float | None = None  # prompt.init quiet: this task's own start; overrides prompt.quiet_margin
 
     def __post_init__(self) -> None:
         for m in self.metrics:
@@ -126,6 +127,8 @@ class TaskSpec:
             _check(bool(self.text_b) and self.type in ("pair_classification", "regression"), "pair_encoding",
                    self.pair_encoding, "'' or 'cross' for a task without text_b or of another type than "
                    "pair_classification / regression")
+        if self.quiet_margin is not None:
+            _check(self.quiet_margin > 0, "quiet_margin", self.quiet_margin, "a float > 0, e.g. 5 (or leave it out)")
         if self.type == "multiple_choice":
             _check(len(self.choices) >= 2, "choices", self.choices, "templates for >= 2 choices")
 
@@ -242,6 +245,14 @@ class Config:
             return self.adapt.epochs
         m = self.train.method
         return self.task(task).epochs.get(m, self.train.epochs[m])
+
+    def prompt_for(self, tasks: list[str]) -> PromptConfig:
+        """The prompt settings a model of ``tasks`` starts from: one task's own ``quiet_margin`` where it sets
+        one (a shared mixture prompt has one start: ``prompt.quiet_margin``)."""
+        own = self.tasks.get(tasks[0]) if len(tasks) == 1 else None
+        if own is not None and own.quiet_margin is not None:
+            return dataclasses.replace(self.prompt, quiet_margin=own.quiet_margin)
+        return self.prompt
 
     def pair_encoding(self, task: str) -> str:
         """How ``task``'s pairs are encoded: its own setting, else the backbone's; one-text tasks: cross."""

@@ -20,16 +20,17 @@ def main(argv: list[str] | None = None) -> None:
         no_adapt = pre.get("dev", {}).get(task, {}).get(metric)
         frozen = json.loads((args.baselines / f"{task}.json").read_text())["dev"][metric]
         rows.append((task, metric, m["metrics"]["dev"][task][metric], no_adapt, frozen, m["best_epoch"],
-                     m["train_seconds"]))
+                     m["train_seconds"], m.get("start", "pretrained")))
         curves[task] = m["history"]
     table = markdown(["task", "metric", "adapted (dev)", "pretrained, no adaptation (dev)",
-                      "frozen backbone + fitted head (dev)", "best epoch (0 = fitted head only)", "train s"],
-                     [[t, metric, f"{dev:.1f}", "—" if na is None else f"{na:.1f}", f"{fz:.1f}", be, f"{secs:.0f}"]
-                      for t, metric, dev, na, fz, be, secs in rows])
+                      "frozen backbone + fitted head (dev)", "best epoch (0 = fitted head only)", "train s",
+                      "started from"],
+                     [[t, metric, f"{dev:.1f}", "—" if na is None else f"{na:.1f}", f"{fz:.1f}", be, f"{secs:.0f}", st]
+                      for t, metric, dev, na, fz, be, secs, st in rows])
     out = args.out
     atomic_write_text(out / "metrics.md", "# Pipeline metrics (dev)\n\n" + table + "\n")
     plot_curves(curves, out / "curves.png")
-    plot_tasks({t: {"frozen backbone": fz, "adapted": dev, "no adaptation": na} for t, _, dev, na, fz, _, _ in rows},
+    plot_tasks({t: {"frozen backbone": fz, "adapted": dev, "no adaptation": na} for t, _, dev, na, fz, *_ in rows},
                out / "tasks.png")
     print(table)
 

@@ -27,7 +27,8 @@ def spec_from_config(cfg: Config, tasks: dict[str, HeadSpec], task_rank: int = 0
     """The one place config values become model settings."""
     b = cfg.backbone
     return ModelSpec(method=cfg.train.method, backbone=b.name, pooling=b.pooling, max_length=b.max_length,
-                     head_dropout=cfg.train.head_dropout, prompt=cfg.prompt, tasks=tasks, task_rank=task_rank)
+                     head_dropout=cfg.train.head_dropout, prompt=cfg.prompt_for(list(tasks)), tasks=tasks,
+                     task_rank=task_rank)
 
 
 def method_inputs(spec: ModelSpec, tokenizer: Any, seed: int, total_steps: int,
@@ -127,12 +128,9 @@ def load_model(path: str | Path, backbone=None, tokenizer=None):
     return model, tokenizer, spec
 
 
-def init_from_pretrained(model: PromptedModel, path: str | Path, task: str, init_head: bool = True) -> list[str]:
-    """Copy the pretrained shared parameters of the method (the deep prompt; input prompt, LoRA
-    weights or whole backbone for the other methods) and ``task``'s head, when the mixture had it
-    with the same labels, into ``model``. Returns the copied keys. Method, shapes, backbone must match."""
-    state, pre = read_adapter(path)
-    spec = model.spec
+def check_pretrained(spec: ModelSpec, pre: ModelSpec, path: str | Path) -> None:
+    """A pretrained model (spec ``pre``, saved at ``path``) can start a model of ``spec``: same backbone,
+    method and prompt settings; else one ArtifactError naming the difference."""
     if pre.backbone != spec.backbone:
         raise ArtifactError(f"{path}: pretrained on backbone {pre.backbone!r}, but this run uses {spec.backbone!r}")
     if pre.method != spec.method:
@@ -144,6 +142,15 @@ def init_from_pretrained(model: PromptedModel, path: str | Path, task: str, init
     if diff:
         raise ArtifactError(f"{path}: pretrained with other prompt settings ({diff}); adapt with the same "
                             f"settings in params.yaml")
+
+
+def init_from_pretrained(model: PromptedModel, path: str | Path, task: str, init_head: bool = True) -> list[str]:
+    """Copy the pretrained shared parameters of the method (the deep prompt; input prompt, LoRA
+    weights or whole backbone for the other methods) and ``task``'s head, when the mixture had it
+    with the same labels, into ``model``. Returns the copied keys. Method, shapes, backbone must match."""
+    state, pre = read_adapter(path)
+    spec = model.spec
+    check_pretrained(spec, pre, path)
     keys = [k for k in state if not k.startswith(("heads.", "task_factors."))]  # what the mixture shared
     if pre.task_rank and task in pre.tasks and "prompt.prefix" in state:
         # a mixture task starts from its own prompt: the shared one times its low-rank factor

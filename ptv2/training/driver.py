@@ -23,9 +23,9 @@ from ptv2.errors import ConfigError
 from ptv2.files import output_lock, write_json
 from ptv2.model.backbone import load_backbone, position_limit
 from ptv2.model.prompted import count_parameters
-from ptv2.training.artifacts import weights_sha
-from ptv2.training.build import head_spec, init_from_pretrained, load_model, model_from_spec, reusable_backbone, \
-    spec_from_config
+from ptv2.training.artifacts import read_spec, weights_sha
+from ptv2.training.build import check_pretrained, head_spec, init_from_pretrained, load_model, model_from_spec, \
+    reusable_backbone, spec_from_config
 from ptv2.training.evaluate import evaluate
 from ptv2.training.fingerprint import run_key
 from ptv2.training.loop import check_device, fit, single_task_planner
@@ -123,15 +123,16 @@ def _train(cfg: Config, data: dict[str, TaskData], out_dir: Path, mixture: bool,
     epochs = 0 if frozen else epochs
     if mixture:
         spec = dataclasses.replace(spec, mixture=extra["mixture"])
-    if init_from is not None:  # lineage in the artifact
-        spec = dataclasses.replace(spec, adapted_from={"path": str(init_from), "weights_sha256": weights_sha(init_from)})
+    start = _start(spec, init_from)
+    if start is not None:  # lineage in the artifact
+        spec = dataclasses.replace(spec, adapted_from={"path": str(start), "weights_sha256": weights_sha(start)})
     steps = epochs * len(planner(_generator(cfg.seed))) // cfg.train.grad_accum
-    quiet = sample_ids(train_s) if init_from is None else None  # else copied weights
+    quiet = sample_ids(train_s) if start is None else None  # else copied weights
     model, tok = model_from_spec(spec, backbone, tok, seed=cfg.seed, total_steps=steps, quiet=quiet)
     copied: list[str] = []
-    if init_from is not None:
-        copied = init_from_pretrained(model, init_from, tasks[0], cfg.adapt.init_head)
-        log.info("adapting from %s: %d tensors copied (head %s)", init_from, len(copied),
+    if start is not None:
+        copied = init_from_pretrained(model, start, tasks[0], cfg.adapt.init_head)
+        log.info("adapting from %s: %d tensors copied (head %s)", start, len(copied),
                  "copied" if any(k.startswith("heads.") for k in copied) else "fresh")
     fit_tasks = [t for t in tasks if not any(k.startswith(f"heads.{t}.") for k in copied)]  # a copied head stays
     trainable, total = count_parameters(model)
@@ -152,13 +153,43 @@ def _train(cfg: Config, data: dict[str, TaskData], out_dir: Path, mixture: bool,
                 metrics.setdefault(split, {})[t] = evaluate(best, t, s.feats, s.ds, s.labels, s.metrics,
                                                             tok.pad_token_id, cfg.train.eval_batch_size)
     record = {"tasks": tasks, "method": FROZEN if frozen else cfg.train.method, "key": key, "metrics": metrics, **extra,
-              "init_from": str(init_from or ""), "trainable_params": trainable, "total_params": total,
+              "init_from": str(start or ""), "start": _start_name(init_from, start),
+              "trainable_params": trainable, "total_params": total,
               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
               "train_seconds": round(result.seconds, 1), "history": result.history, "loaded_rss_mb": loaded_mb,
               "peak_rss_mb": rss_mb("VmHWM"),
               "artifact_bytes": sum(f.stat().st_size for f in (out_dir / "model").iterdir())}
     write_json(out_dir / "metrics.json", record)
     return TrainRun(record, out_dir / "model")
+
+
+def kept_step0(model_dir: str | Path) -> bool:
+    """Whether the run that saved ``model_dir`` kept its step 0 (its record beside the folder says best
+    epoch 0): its prompt is then the start it was given, nothing it learned. No readable record: False."""
+    try:
+        return json.loads((Path(model_dir).parent / "metrics.json").read_text()).get("best_epoch") == 0
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _start(spec: Any, init_from: str | Path | None) -> Path | None:
+    """The folder whose weights start the model, or None for its own start. A pretrained prompt that kept
+    its step 0 learned nothing from the mixture: the task starts from its own start instead (its rows'
+    quiet prompt, its own ``quiet_margin``, heads fitted on its features), as ``ptv2 train`` would; the
+    pretrained folder must still fit the settings."""
+    if init_from is None:
+        return None
+    if not kept_step0(init_from):
+        return Path(init_from)
+    check_pretrained(spec, read_spec(init_from), init_from)
+    log.info("%s kept its step 0 (the mixture taught its prompt nothing): starting from this task's own start",
+             init_from)
+    return None
+
+
+def _start_name(init_from: str | Path | None, start: Path | None) -> str:
+    """The record's word for where training started."""
+    return "pretrained" if start is not None else ("own (pretraining kept its step 0)" if init_from else "own")
 
 
 def sample_ids(train: dict[str, Split], n: int = 64) -> list[list[int]]:
