@@ -1,5 +1,6 @@
 """dvc.yaml against the schema, and the retraining flow on a tiny pipeline in a temp git repo."""
 import dataclasses
+import json
 import os
 import typing
 from pathlib import Path
@@ -117,6 +118,11 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert retrain_out["published"] == {"published": False, "version": "1", "tasks": {"sent": champ},
                                         "reason": "champions and serving config unchanged"}  # no champion changed: not rebuilt
     assert os.path.isfile(root / "report/tasks.png")
+    start = json.loads((root / "outputs/adapt/sent/metrics.json").read_text())["start"]  # the report says where it began
+    assert start in ("pretrained", "own (pretraining kept its step 0)")
+    rows = [[c.strip() for c in r.strip("|").split("|")] for r in (root / "report/metrics.md").read_text().splitlines()
+            if r.startswith("|")]
+    assert rows[0][-1] == "started from" and [r[-1] for r in rows if r[0] == "sent"] == [start]
     n_versions = len(registry.list_versions(root, "ptv2-sent"))
 
     from ptv2.cli import main

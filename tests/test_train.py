@@ -135,3 +135,24 @@ def test_a_trained_epoch_replaces_step_0_only_when_the_paired_test_on_val_says_s
     assert strict.record["best_epoch"] == 0 and strict.metrics["val"] == hist[0]["val"]
     worse = min(hist[1:], key=lambda h: h["val_score"])
     assert worse["val_score"] > hist[0]["val_score"] or worse["p_vs_step0"] == 1.0  # not above step 0: p = 1
+
+
+def test_patience_counts_epochs_without_a_new_best_val_score_not_without_a_kept_epoch():
+    """Regression (reports/sst2_start.md): SST-2's val rose 80.6 -> 80.0, 81.5, 81.6 with no epoch yet
+    significant against step 0, and patience 3 stopped it; its 4th epoch was the first the paired test kept
+    (82.0 at p 0.05, dev +3.5 after 6). Patience asks 'still learning?', selection 'better than the start?'."""
+    from ptv2.training.loop import after_epoch
+
+    state = {"best_score": 80.6, "top_score": 80.6, "best_epoch": 0, "bad_epochs": 0}
+    kept = [after_epoch(state, e, s, p, 0.1, 3) for e, (s, p) in
+            enumerate([(80.0, 1.0), (81.5, 0.18), (81.6, 0.12), (82.0, 0.05)], start=1)]
+    assert kept == [False, False, False, True] and state["best_epoch"] == 4 and not state["stopped"]
+    for e in (5, 6, 7):  # flat from here (at the top, then below it): three epochs with no new best, then stop
+        assert not after_epoch(state, e, 81.9, 0.2, 0.1, 3)
+    assert state["stopped"] and state["best_epoch"] == 4 and state["epoch"] == 7
+    never = {"best_score": 1.0, "top_score": 1.0, "best_epoch": 0, "bad_epochs": 0}
+    for e in range(1, 10):
+        after_epoch(never, e, 0.5, 1.0, 0.1, 0)  # patience 0: never stops
+    assert not never["stopped"] and never["bad_epochs"] == 9
+    old = {"best_score": 2.0, "best_epoch": 0, "bad_epochs": 0}  # a checkpoint from before top_score resumes
+    assert not after_epoch(old, 1, 2.5, 0.5, 0.1, 3) and old["top_score"] == 2.5 and old["bad_epochs"] == 0

@@ -45,7 +45,7 @@ class TrainConfig:
     head_init: Literal["fit", "random"]  # fit: each head fitted on the step-0 features first (LP-FT)
     head_l2: list[float]  # L2 strengths tried by the fitted head (chosen on val)
     cosent_scale: float  # bi-encoded similarity: CoSENT's scale (sentence-transformers: 20)
-    patience: int  # epochs without improvement before stopping; 0 = never stop early
+    patience: int  # epochs without a new best val score before stopping; 0 = never stop early
     select_alpha: float  # a trained epoch replaces step 0 only if it beats it on val by the paired test at this level
     select_samples: int  # random swaps of that paired permutation test
     max_train_examples: int  # 0 = all; else a seeded subsample

@@ -1,7 +1,7 @@
 """The one training driver: single-task training, mixture pretraining and adaptation.
 
 ``train`` loads the tasks' data, builds the model from the config's ModelSpec (optionally starting
-from a pretrained folder), encodes, plans batches (length-grouped for one task, a sampled mixture
+from a pretrained folder, unless that run kept its step 0: ``_start``), encodes, plans batches (length-grouped for one task, a sampled mixture
 for pretraining), fits, reloads the best model, evaluates the report splits and writes
 ``<out>/metrics.json``. A finished run with the same key is returned as is (rerunning is a no-op).
 """

@@ -133,21 +133,15 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
                  "" if p is None else f"  (p = {p:.3f} vs step 0)")
         if on_log:
             on_log(row)
-        # the same on every rank: val is evaluated whole on each
-        improved = score > state["best_score"] and (p is None or p <= cfg.select_alpha)
-        if improved:
-            state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"], state["seconds"] = epoch, time.perf_counter() - t0
-        state["stopped"] = bool(cfg.patience and state["bad_epochs"] >= cfg.patience)
+        improved = after_epoch(state, epoch, score, p, cfg.select_alpha, cfg.patience)  # the same on every rank
+        state["seconds"] = time.perf_counter() - t0
         if acc.is_main_process:  # one writer; the others wait so a resume always finds a whole checkpoint
             if improved:
                 save_adapter(out_dir / "model", core.trainable_state(), core.spec.folded())
             _checkpoint(out_dir / "checkpoint", core, opt, sched, state, fingerprint)
         acc.wait_for_everyone()
         if state["stopped"]:
-            log.info("early stop: no val improvement for %d epochs", cfg.patience)
+            log.info("early stop: no new best val score for %d epochs", cfg.patience)
             break
     return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["history"], state["seconds"],
                        acc.is_main_process)
@@ -199,6 +193,23 @@ def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], coll
     return total / max(1, n)
 
 
+def after_epoch(state: dict[str, Any], epoch: int, score: float, p: float | None, alpha: float,
+                patience: int) -> bool:
+    """Book an epoch's val ``score`` (``p``: its paired test against step 0, None for a mixture) into
+    ``state``; True when it replaces the kept model. Two questions, two rules: the model kept is the best
+    epoch that beats step 0 at ``alpha``; training stops after ``patience`` epochs with no new best val score
+    at all (still rising but not yet significant is still learning: SST-2's first significant epoch is the 4th)."""
+    improved = score > state["best_score"] and (p is None or p <= alpha)
+    if improved:
+        state.update(best_score=score, best_epoch=epoch)
+    rising = score > state.get("top_score", state["best_score"])
+    state["top_score"] = max(score, state.get("top_score", state["best_score"]))
+    state["bad_epochs"] = 0 if rising else state["bad_epochs"] + 1
+    state["epoch"] = epoch
+    state["stopped"] = bool(patience and state["bad_epochs"] >= patience)
+    return improved
+
+
 def _step0(core: PromptedModel, train: dict[str, Split], val: dict[str, Split], tasks: list[str], cfg: TrainConfig,
            pad_id: int, acc, out_dir: Path, state: dict[str, Any], main: dict[str, str], fingerprint: str, opt, sched,
            on_log) -> None:
@@ -209,7 +220,7 @@ def _step0(core: PromptedModel, train: dict[str, Split], val: dict[str, Split], 
     score = score_of(val_metrics, main)
     row = {"epoch": 0, "train_loss": None, "val_score": score, "val": val_metrics, "fitted_heads": fitted}
     state["history"].append(row)
-    state.update(best_score=score, best_epoch=0, step0_val={t: pred for t, (pred, _) in preds.items()})  # kept in the checkpoint: a resume tests the same
+    state.update(best_score=score, top_score=score, best_epoch=0, step0_val={t: pred for t, (pred, _) in preds.items()})  # kept in the checkpoint: a resume tests the same
     log.info("step 0 (heads fitted on the untrained features): val %.2f", score)
     if on_log:
         on_log(row)
@@ -259,7 +270,8 @@ def _checkpoint(ck: Path, model: PromptedModel, opt, sched, state: dict[str, Any
 
 
 def _resume(ck: Path, model, opt, sched, fingerprint: str) -> dict[str, Any]:
-    fresh = {"epoch": 0, "best_score": -math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "seconds": 0.0}
+    fresh = {"epoch": 0, "best_score": -math.inf, "top_score": -math.inf, "best_epoch": 0, "bad_epochs": 0,
+             "history": [], "seconds": 0.0}
     if not (ck / "state.json").is_file():
         return fresh
     saved = json.loads((ck / "state.json").read_text())
