@@ -146,6 +146,7 @@ def test_pipeline_runs_a_lora_method_end_to_end(tmp_path, tiny_dir):
     cfg["train"]["method"] = "lora"
     cfg["train"]["lr"]["lora"] = 5e-2
     cfg["train"]["epochs"]["lora"] = 1
+    cfg["train"]["head_init"] = "random"  # no step 0 to keep: pretraining keeps an epoch, so adaptation copies it
     cfg["adapt"]["tasks"] = ["sent", "pair"]
     (root / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     r = subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=root, env=pipeline_env(),
@@ -158,6 +159,7 @@ def test_pipeline_runs_a_lora_method_end_to_end(tmp_path, tiny_dir):
         assert json.loads((root / f"metrics/promote/{task}.json").read_text())["version"] == "1"
         meta = json.loads((root / f"outputs/adapt/{task}/model/adapter_config.json").read_text())
         assert meta["method"] == "lora" and meta["adapted_from"]["weights_sha256"]
+        assert json.loads((root / f"outputs/adapt/{task}/metrics.json").read_text())["start"] == "pretrained"
 
 
 def test_a_killed_dvc_repro_resumes_adaptation_from_its_checkpoint(tmp_path, tiny_dir):
