@@ -23,6 +23,7 @@ from ptv2.errors import ConfigError
 from ptv2.files import output_lock, write_json
 from ptv2.model.backbone import load_backbone, position_limit
 from ptv2.model.prompted import count_parameters
+from ptv2.model.spec import ModelSpec
 from ptv2.training.artifacts import read_spec, weights_sha
 from ptv2.training.build import check_pretrained, head_spec, init_from_pretrained, load_model, model_from_spec, \
     reusable_backbone, spec_from_config
@@ -32,6 +33,7 @@ from ptv2.training.loop import check_device, fit, single_task_planner
 from ptv2.training.splits import Split, encode
 
 log = logging.getLogger(__name__)
+RECORD = "metrics.json"  # a run's record, beside its model/ folder: what finished runs and kept epochs are read from
 
 
 @dataclass
@@ -62,7 +64,7 @@ class TrainRun:
 
 def finished(out_dir: str | Path, key: str) -> dict[str, Any] | None:
     """The metrics record of a finished run with this key in ``out_dir``, else None."""
-    path = Path(out_dir) / "metrics.json"
+    path = Path(out_dir) / RECORD
     if path.is_file() and (Path(out_dir) / "model").is_dir():
         record = json.loads(path.read_text())
         if record.get("key") == key:
@@ -159,7 +161,7 @@ def _train(cfg: Config, data: dict[str, TaskData], out_dir: Path, mixture: bool,
               "train_seconds": round(result.seconds, 1), "history": result.history, "loaded_rss_mb": loaded_mb,
               "peak_rss_mb": rss_mb("VmHWM"),
               "artifact_bytes": sum(f.stat().st_size for f in (out_dir / "model").iterdir())}
-    write_json(out_dir / "metrics.json", record)
+    write_json(out_dir / RECORD, record)
     return TrainRun(record, out_dir / "model")
 
 
@@ -167,12 +169,12 @@ def kept_step0(model_dir: str | Path) -> bool:
     """Whether the run that saved ``model_dir`` kept its step 0 (its record beside the folder says best
     epoch 0): its prompt is then the start it was given, nothing it learned. No readable record: False."""
     try:
-        return json.loads((Path(model_dir).parent / "metrics.json").read_text()).get("best_epoch") == 0
+        return json.loads((Path(model_dir).parent / RECORD).read_text()).get("best_epoch") == 0
     except (OSError, ValueError, AttributeError):
         return False
 
 
-def _start(spec: Any, init_from: str | Path | None) -> Path | None:
+def _start(spec: ModelSpec, init_from: str | Path | None) -> Path | None:
     """The folder whose weights start the model, or None for its own start. A pretrained prompt that kept
     its step 0 learned nothing from the mixture: the task starts from its own start instead (its rows'
     quiet prompt, its own ``quiet_margin``, heads fitted on its features), as ``ptv2 train`` would; the

@@ -202,9 +202,9 @@ def after_epoch(state: dict[str, Any], epoch: int, score: float, p: float | None
     improved = score > state["best_score"] and (p is None or p <= alpha)
     if improved:
         state.update(best_score=score, best_epoch=epoch)
-    rising = score > state.get("top_score", state["best_score"])
-    state["top_score"] = max(score, state.get("top_score", state["best_score"]))
-    state["bad_epochs"] = 0 if rising else state["bad_epochs"] + 1
+    top = state.get("top_score", state["best_score"])  # a checkpoint from before top_score: its best score
+    state["top_score"] = max(score, top)
+    state["bad_epochs"] = 0 if score > top else state["bad_epochs"] + 1
     state["epoch"] = epoch
     state["stopped"] = bool(patience and state["bad_epochs"] >= patience)
     return improved
@@ -220,7 +220,8 @@ def _step0(core: PromptedModel, train: dict[str, Split], val: dict[str, Split], 
     score = score_of(val_metrics, main)
     row = {"epoch": 0, "train_loss": None, "val_score": score, "val": val_metrics, "fitted_heads": fitted}
     state["history"].append(row)
-    state.update(best_score=score, top_score=score, best_epoch=0, step0_val={t: pred for t, (pred, _) in preds.items()})  # kept in the checkpoint: a resume tests the same
+    # step0_val is kept in the checkpoint: a resume tests against the same predictions
+    state.update(best_score=score, top_score=score, best_epoch=0, step0_val={t: pred for t, (pred, _) in preds.items()})
     log.info("step 0 (heads fitted on the untrained features): val %.2f", score)
     if on_log:
         on_log(row)
