@@ -93,3 +93,37 @@ def test_serve_builds_mlflows_command_for_the_resolved_version(project):
     assert argv[1:] == ["models", "serve", "-m", "models:/ptv2-all/3", "-h", "0.0.0.0", "-p", "8080",
                         "--env-manager", "virtualenv"]
     assert os.path.exists(argv[0]) and env["MLFLOW_TRACKING_URI"] == f"sqlite:///{project / 'mlruns.db'}"
+
+
+_WRITER = """
+import os, sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA cache_size=2")  # spill to the file mid-transaction, so the journal is hot
+con.execute("BEGIN")
+for _ in range(500):
+    con.execute("insert into t values (?)", (os.urandom(2000),))
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_store_whose_writer_was_killed_mid_transaction_is_not_damaged(tmp_path):
+    """Regression (CI, a killed `dvc repro`): the health check opened the store read-only, and SQLite cannot
+    roll back the killed writer's hot journal on a read-only connection, so a sound store was called damaged."""
+    import signal
+    import sqlite3
+
+    from ptv2.tracking.health import check_store
+
+    db = tmp_path / "mlruns.db"
+    with sqlite3.connect(db) as con:
+        con.execute("create table t(x blob)")
+        con.execute("insert into t values (x'00')")
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(db)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (tmp_path / "mlruns.db-journal").is_file()  # the killed writer's hot journal
+    check_store(f"sqlite:///{db}")  # raised TrackingError("... is damaged (attempt to write a readonly database)")
+    with sqlite3.connect(db) as con:
+        assert con.execute("select count(*) from t").fetchone()[0] == 1  # rolled back to the committed row

@@ -45,7 +45,9 @@ def _check_sqlite(db: Path) -> None:
     if not db.is_file():
         return  # MLflow creates it
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        # Read-write (never create): a writer killed mid-transaction leaves a hot journal that SQLite rolls
+        # back on open, which a read-only connection cannot do ("attempt to write a readonly database").
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=rw", uri=True)) as con:
             ok = con.execute("PRAGMA quick_check").fetchone()[0] == "ok"
     except sqlite3.DatabaseError as e:
         ok, why = False, str(e)
