@@ -141,8 +141,10 @@ def _train(cfg: Config, data: dict[str, TaskData], out_dir: Path, mixture: bool,
     loaded_mb = rss_mb()
     log.info("%s on %s: %s train rows; %d of %d params trainable (%.3f%%)", cfg.train.method, tasks,
              {t: len(s.feats) for t, s in train_s.items()}, trainable, total, 100 * trainable / total)
+    # a mixture fits its heads on at most its cap of each task's rows: 3.2 of its 8.5 minutes went to fitting on
+    # every train row (reports/pipeline_run_s8.md), several times what an epoch samples
     result = fit(model, train_s, val_s, planner, cfg.train, cfg.seed, tok.pad_token_id, out_dir, epochs, key, on_log,
-                 fit_tasks)
+                 fit_tasks, cfg.pretrain.cap if mixture else 0)
     if not result.main:
         return TrainRun({"tasks": tasks, "key": key}, out_dir / "model", main=False)
     best, _, _ = load_model(out_dir / "model", backbone=reusable_backbone(model), tokenizer=tok)

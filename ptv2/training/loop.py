@@ -95,11 +95,13 @@ def score_of(metrics_by_task: dict[str, dict[str, float]], main: dict[str, str])
 
 def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], planner: Callable[[torch.Generator], Plan],
         cfg: TrainConfig, seed: int, pad_id: int, out_dir: str | Path, epochs: int, fingerprint: str,
-        on_log: Callable[[dict[str, Any]], None] | None = None, fit_tasks: list[str] | None = None) -> TrainResult:
+        on_log: Callable[[dict[str, Any]], None] | None = None, fit_tasks: list[str] | None = None,
+        fit_rows: int = 0) -> TrainResult:
     """Train ``epochs``; the best model (by ``val``) goes to ``out_dir/model`` with ``model.spec``;
     ``out_dir/checkpoint`` resumes a killed run when its ``fingerprint`` (the run's key) is the same.
     ``fit_tasks`` (with ``cfg.head_init`` fit): heads fitted on the step-0 features first; that model is
-    epoch 0 of the history and the one to beat (``epochs`` 0: it is the result, the frozen baseline)."""
+    epoch 0 of the history and the one to beat (``epochs`` 0: it is the result, the frozen baseline);
+    ``fit_rows`` > 0: on at most that many train rows per task."""
     out_dir = Path(out_dir)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -117,7 +119,8 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     main = {t: s.metrics[0] for t, s in val.items()}
     t0 = time.perf_counter() - state["seconds"]
     if cfg.head_init == "fit" and fit_tasks is not None and not state["history"]:
-        _step0(core, train, val, fit_tasks, cfg, pad_id, acc, out_dir, state, main, fingerprint, opt, sched, on_log)
+        _step0(core, train, val, fit_tasks, cfg, pad_id, acc, out_dir, state, main, fingerprint, opt, sched, on_log,
+               (fit_rows, seed))
     # an early-stopped run is finished: rerunning it must not train another epoch
     for epoch in range(epochs + 1 if state.get("stopped") else state["epoch"] + 1, epochs + 1):
         g = torch.Generator().manual_seed(seed * 1000 + epoch)
@@ -212,10 +215,11 @@ def after_epoch(state: dict[str, Any], epoch: int, score: float, p: float | None
 
 def _step0(core: PromptedModel, train: dict[str, Split], val: dict[str, Split], tasks: list[str], cfg: TrainConfig,
            pad_id: int, acc, out_dir: Path, state: dict[str, Any], main: dict[str, str], fingerprint: str, opt, sched,
-           on_log) -> None:
+           on_log, sample: tuple[int, int] = (0, 0)) -> None:
     """LP-FT's first step: fit the heads on the untrained model's features, score val (epoch 0 of the
-    history) and save it as the best model so far: training must beat it on val to replace it."""
-    fitted = fit_heads(core, tasks, train, val, pad_id, cfg.eval_batch_size, cfg.head_l2, acc.device)
+    history) and save it as the best model so far: training must beat it on val to replace it. ``sample``:
+    (at most this many train rows per task, 0 = all; their seed)."""
+    fitted = fit_heads(core, tasks, train, val, pad_id, cfg.eval_batch_size, cfg.head_l2, acc.device, *sample)
     val_metrics, preds = _validate(core, val, pad_id, cfg.eval_batch_size, acc.device)
     score = score_of(val_metrics, main)
     row = {"epoch": 0, "train_loss": None, "val_score": score, "val": val_metrics, "fitted_heads": fitted}

@@ -85,13 +85,16 @@ def fit_linear(task_type: str, train: tuple[torch.Tensor, torch.Tensor], val: tu
 
 
 def fit_heads(model: PromptedModel, tasks: Sequence[str], train: dict[str, Any], val: dict[str, Any], pad_id: int,
-              batch_size: int, l2_grid: Sequence[float], device: torch.device | str = "cpu") -> dict[str, dict[str, float]]:
+              batch_size: int, l2_grid: Sequence[float], device: torch.device | str = "cpu", max_rows: int = 0,
+              seed: int = 0) -> dict[str, dict[str, float]]:
     """Fit each of ``tasks``' heads on the model's current features (``train`` / ``val``: task -> encoded
-    Split) and load the weights into the head. Returns task -> {"l2", "val_loss"}."""
+    Split) and load the weights into the head. ``max_rows`` > 0: on a seeded sample of at most that many
+    train rows per task (a mixture's cap: its epochs see no more of a task). Returns task -> {"l2", "val_loss", "train_rows"}."""
     out: dict[str, dict[str, float]] = {}
     for t in tasks:
         head: Head = model.heads[t]
-        tr = head_inputs(model, t, train[t].feats, pad_id, batch_size, device)
+        rows = _sample(train[t].feats, max_rows, seed)
+        tr = head_inputs(model, t, rows, pad_id, batch_size, device)
         va = head_inputs(model, t, val[t].feats, pad_id, batch_size, device)
         lin = head.linear
         grid = [0.0] if head.bi and head.task_type == "regression" else l2_grid  # 2 numbers: nothing to shrink
@@ -101,6 +104,14 @@ def fit_heads(model: PromptedModel, tasks: Sequence[str], train: dict[str, Any],
         with torch.no_grad():
             lin.weight.copy_(w.to(lin.weight.device))
             lin.bias.copy_(b.to(lin.bias.device))
-        out[t] = {"l2": l2, "val_loss": round(v, 6)}
+        out[t] = {"l2": l2, "val_loss": round(v, 6), "train_rows": len(rows)}
         log.info("head %s fitted on %d train rows (L2 %g, val loss %.4f)", t, len(tr[1]), l2, v)
     return out
+
+
+def _sample(feats: list[dict[str, Any]], max_rows: int, seed: int) -> list[dict[str, Any]]:
+    """At most ``max_rows`` of ``feats`` (all when 0), drawn without replacement, in their order."""
+    if not max_rows or len(feats) <= max_rows:
+        return feats
+    keep = torch.randperm(len(feats), generator=torch.Generator().manual_seed(seed))[:max_rows].sort().values
+    return [feats[i] for i in keep.tolist()]
