@@ -226,7 +226,8 @@ def _step0(core: PromptedModel, train: dict[str, Split], val: dict[str, Split], 
     state["history"].append(row)
     # step0_val is kept in the checkpoint: a resume tests against the same predictions
     state.update(best_score=score, top_score=score, best_epoch=0, step0_val={t: pred for t, (pred, _) in preds.items()})
-    log.info("step 0 (heads fitted on the untrained features): val %.2f", score)
+    log.info("step 0 (%s): val %.2f", f"heads {', '.join(tasks)} fitted on the untrained features" if tasks
+             else "the start as given: every head copied", score)
     if on_log:
         on_log(row)
     if acc.is_main_process:
