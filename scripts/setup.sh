@@ -3,7 +3,7 @@
 # torch is pinned first: the CPU wheel of 2.13.0 lies on local disk; an unpinned torch
 # would pull a multi-GB CUDA build from the registry.
 # uv installs what pip would (the same 249 packages and versions here) in about 40 s where pip took
-# 4.5 min; it reads pip's settings (indexes, find-links, constraints, cert) from `pip config list`.
+# 4.7 min; it reads pip's settings (indexes, find-links, constraints, cert) from `pip config list`.
 # PTV2_PIP=1, or any uv failure, installs with pip alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,8 +51,10 @@ install_pip() {
 
 if [ ! -f .venv/.ptv2-installed ] || [ pyproject.toml -nt .venv/.ptv2-installed ]; then
   .venv/bin/pip install -q --upgrade pip
-  if [ "${PTV2_PIP:-0}" = "1" ] || ! install_uv; then
-    [ "${PTV2_PIP:-0}" = "1" ] || echo "setup: uv failed; installing with pip (slower)" >&2
+  if [ "${PTV2_PIP:-0}" = "1" ]; then
+    install_pip
+  elif ! install_uv; then
+    echo "setup: uv failed; installing with pip (slower)" >&2
     install_pip
   fi
   touch .venv/.ptv2-installed

@@ -120,7 +120,7 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     t0 = time.perf_counter() - state["seconds"]
     if cfg.head_init == "fit" and fit_tasks is not None and not state["history"]:
         _step0(core, train, val, fit_tasks, cfg, pad_id, acc, out_dir, state, main, fingerprint, opt, sched, on_log,
-               (fit_rows, seed))
+               fit_rows, seed)
     # an early-stopped run is finished: rerunning it must not train another epoch
     for epoch in range(epochs + 1 if state.get("stopped") else state["epoch"] + 1, epochs + 1):
         g = torch.Generator().manual_seed(seed * 1000 + epoch)
@@ -215,11 +215,12 @@ def after_epoch(state: dict[str, Any], epoch: int, score: float, p: float | None
 
 def _step0(core: PromptedModel, train: dict[str, Split], val: dict[str, Split], tasks: list[str], cfg: TrainConfig,
            pad_id: int, acc, out_dir: Path, state: dict[str, Any], main: dict[str, str], fingerprint: str, opt, sched,
-           on_log, sample: tuple[int, int] = (0, 0)) -> None:
+           on_log, fit_rows: int = 0, seed: int = 0) -> None:
     """LP-FT's first step: fit the heads on the untrained model's features, score val (epoch 0 of the
-    history) and save it as the best model so far: training must beat it on val to replace it. ``sample``:
-    (at most this many train rows per task, 0 = all; their seed)."""
-    fitted = fit_heads(core, tasks, train, val, pad_id, cfg.eval_batch_size, cfg.head_l2, acc.device, *sample)
+    history) and save it as the best model so far: training must beat it on val to replace it. ``fit_rows``
+    > 0: heads fitted on a ``seed``-ed sample of at most that many train rows per task."""
+    fitted = fit_heads(core, tasks, train, val, pad_id, cfg.eval_batch_size, cfg.head_l2, acc.device,
+                       max_rows=fit_rows, seed=seed)
     val_metrics, preds = _validate(core, val, pad_id, cfg.eval_batch_size, acc.device)
     score = score_of(val_metrics, main)
     row = {"epoch": 0, "train_loss": None, "val_score": score, "val": val_metrics, "fitted_heads": fitted}
