@@ -535,3 +535,21 @@ def test_the_registered_model_abandons_a_request_past_the_servers_timeout(traine
     assert e.value.get_http_status_code() == 504
     monkeypatch.setenv("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "60")
     assert len(model.predict(None, rows)) == 2
+
+
+def test_int8_quantization_does_not_flood_the_log_but_keeps_ptv2s_lines(trained, tmp_path, caplog):
+    """onnxruntime's quantizer logs every tensor it leaves alone on the root logger at INFO (~40 lines per
+    encoder in each export stage); those are dropped while quantizing, ptv2's own INFO lines are not."""
+    import logging
+
+    from ptv2.export.onnx_export import quantize_int8
+
+    _, _, _, bundle = trained
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("ptv2.export.onnx_export").info("ours")
+        quantize_int8(bundle / "encoder.onnx", tmp_path / "q.onnx")
+        logging.info("after quantizing")
+    msgs = [r.getMessage() for r in caplog.records]
+    assert not [m for m in msgs if "Quantization parameters" in m or "Ignore MatMul" in m], msgs[:3]
+    assert "ours" in msgs and "after quantizing" in msgs  # the filter is gone once quantizing ends
+    assert (tmp_path / "q.onnx").stat().st_size > 0
