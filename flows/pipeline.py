@@ -2,7 +2,8 @@
 
 Everything comes from params.yaml (``flows:``): retries, the task runner of the fan-out (thread pool,
 a local or existing Dask cluster, or Ray), its workers and threads. DVC stays the source of truth:
-stale ``adapt@<task>`` stages run side by side on the workers, then DVC records each finished one.
+stale ``adapt@<task>`` and ``baseline@<task>`` stages run side by side on the workers, then DVC records
+each finished one.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _retrying(root: str, fn=dvc_reproduce):
 @flow(name="ptv2-pipeline")
 def pipeline(root: str = str(ROOT), targets: list[str] | None = None) -> list[str]:
     """Run the DVC pipeline (no-op when data, params and code are unchanged); with flows.max_workers > 1
-    the adapt stages run side by side."""
+    the per-task adapt and baseline stages run side by side."""
     return _run_all(root, targets)
 
 
@@ -57,13 +58,14 @@ def pretrain(root: str = str(ROOT)) -> list[str]:
 
 @flow(name="ptv2-adapt")
 def adapt(root: str = str(ROOT), tasks: list[str] | None = None) -> list[str]:
-    """Fan-out: reproduce what adaptation needs (prepare, pretrain), run every stale ``adapt@<task>`` on
-    the flow's task runner, record the finished ones in dvc.lock. With several workers MLflow goes through
-    a tracking server. A failed task leaves the others recorded and is the only one rerun next time."""
+    """Fan-out: reproduce what adaptation needs (prepare, pretrain), run every stale ``adapt@<task>`` and
+    ``baseline@<task>`` (the per-task stages; neither needs another task's) on the flow's task runner,
+    record the finished ones in dvc.lock. With several workers MLflow goes through a tracking server. A
+    failed stage leaves the others recorded and is the only one rerun next time."""
     logger = get_run_logger()
     cfg = load_config(Path(root) / "params.yaml")
     ran = _retrying(root)(root, ["pretrain"])
-    todo = stale(root, [f"adapt@{t}" for t in (tasks or cfg.adapt.tasks)])
+    todo = stale(root, [f"{stage}@{t}" for stage in ("adapt", "baseline") for t in (tasks or cfg.adapt.tasks)])
     if not todo:
         return ran
     f = cfg.flows

@@ -1,4 +1,4 @@
-"""The adapt fan-out: stale adapt@<task> stages side by side on a Dask cluster (or threads), DVC still the
+"""The fan-out: stale adapt@<task> and baseline@<task> stages side by side on a Dask cluster (or threads), DVC still the
 source of truth (dvc.lock as `dvc repro` writes it, `dvc status` clean), same weights as a serial run."""
 import subprocess
 import sys
@@ -38,14 +38,18 @@ def test_parallel_fanout_records_what_serial_repro_records(tmp_path, tiny_dir, p
     reproduce(serial)
     parallel = _repo(tmp_path / "parallel", tiny_dir, task_runner="dask")
     ran = pipeline(str(parallel))
-    assert {"adapt@sent", "adapt@pair", "export", "report"} <= set(ran)
+    assert {"adapt@sent", "adapt@pair", "baseline@sent", "baseline@pair", "export", "report"} <= set(ran)
+    for stage in ("adapt@sent", "adapt@pair", "baseline@sent", "baseline@pair"):  # these ran on the workers
+        assert "INFO" in (parallel / "logs" / f"{stage}.log").read_text(), stage
     assert _status(parallel) == _status(serial) == "Data and pipelines are up to date."
     a, b = _lock(serial), _lock(parallel)
     assert a.keys() == b.keys()
-    for stage in ("adapt@sent", "adapt@pair"):  # deps and params recorded exactly as dvc repro does
+    for stage in ("adapt@sent", "adapt@pair", "baseline@pair"):  # deps and params recorded as dvc repro does
         assert a[stage]["cmd"] == b[stage]["cmd"] and a[stage]["params"] == b[stage]["params"]
         assert [d["md5"] for d in a[stage]["deps"] if "ptv2" in d["path"]] == \
             [d["md5"] for d in b[stage]["deps"] if "ptv2" in d["path"]]
+        if stage.startswith("baseline"):
+            continue
         task = stage.split("@")[1]
         w = f"outputs/adapt/{task}/model/adapter.safetensors"
         assert sha256(serial / w) == sha256(parallel / w)  # same seeds, same thread count: same weights
@@ -94,3 +98,8 @@ def test_a_failed_task_leaves_the_others_recorded_and_reruns_alone(tmp_path, tin
     monkeypatch.setattr(fp, "run_stage", real)
     assert fp.configured_adapt(str(root)) == ["adapt@pair"]  # only the failed one reruns
     assert stale(root, ["adapt@sent", "adapt@pair"]) == []
+    # a stage failing on a worker: its output is in logs/<stage>.log, and the error names that file and ends
+    # with what the stage printed last
+    with pytest.raises(RuntimeError, match=r"stage adapt@pair failed \(exit 127; whole output: .*adapt@pair\.log\)"
+                                           r".*not found"):
+        real(root, "adapt@pair", 1, {"PATH": "/nonexistent"})

@@ -92,15 +92,24 @@ def stage_command(root: str | Path, stage: str) -> str:
 
 def run_stage(root: str | Path, stage: str, threads: int = 0, env: dict[str, str] | None = None) -> str:
     """Run one stage's command in the project folder (on whichever worker calls this); ``threads`` > 0
-    caps the math libraries' threads, so N workers on N cores do not oversubscribe. Returns the stage."""
+    caps the math libraries' threads, so N workers on N cores do not oversubscribe. Its output goes to
+    ``logs/<stage>.log`` (stages side by side would interleave their progress bars). Returns the stage."""
+    import time
+
     cmd = stage_command(root, stage)
     e = {**os.environ, **(env or {})}
     if threads:
         e.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    log.info("running %s: %s", stage, cmd)
-    r = subprocess.run(cmd, shell=True, cwd=root, env=e, capture_output=True, text=True)
+    out = Path(root) / "logs" / f"{stage}.log"
+    out.parent.mkdir(exist_ok=True)
+    log.info("running %s: %s (output: %s)", stage, cmd, out.relative_to(root))
+    t0 = time.monotonic()
+    with open(out, "w") as f:
+        r = subprocess.run(cmd, shell=True, cwd=root, env=e, stdout=f, stderr=subprocess.STDOUT)
     if r.returncode != 0:
-        raise RuntimeError(f"stage {stage} failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}")
+        tail = out.read_text(errors="replace").replace("\r", "\n").strip()[-2000:]
+        raise RuntimeError(f"stage {stage} failed (exit {r.returncode}; whole output: {out}): {tail}")
+    log.info("%s finished in %.0f s", stage, time.monotonic() - t0)
     return stage
 
 
