@@ -7,6 +7,4 @@ export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} DO_NOT_TRACK=true MLFLOW_DISABLE_TELE
 ./scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 [ -d .git ] || { echo "run from a git clone (dvc needs git)" >&2; exit 2; }
-# the Prefect pipeline flow: `dvc repro`, with the per-task adapt/baseline stages side by side on a local Dask
-# cluster (flows.max_workers x flows.threads_per_worker; 1 worker: plain `dvc repro`), recorded in dvc.lock
-exec python -c "import sys; from flows.pipeline import pipeline; pipeline('.', sys.argv[1:] or None)" "$@"
+exec python -c "import sys; from ptv2.orchestration.dvc_graph import reproduce; reproduce('.', sys.argv[1:] or None)" "$@"
