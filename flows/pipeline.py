@@ -14,7 +14,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from ptv2.config import FlowsConfig, load_config
-from ptv2.orchestration.dvc_graph import promotions, published, record, reproduce, run_stage, stale
+from ptv2.orchestration.dvc_graph import (promotions, published, record, reproduce, run_stage, stage_log,
+                                          stale)
 from ptv2.tracking.store import tracking_server
 
 ROOT = Path(os.environ.get("PTV2_ROOT", Path(__file__).resolve().parents[1]))
@@ -27,6 +28,8 @@ def dvc_reproduce(root: str, targets: list[str] | None = None) -> list[str]:
 
 @task
 def stage_on_worker(root: str, stage: str, threads: int, env: dict[str, str]) -> str:
+    # the worker's own logging is not configured: what the user sees of a fanned stage goes through Prefect
+    get_run_logger().info("%s started; its output: %s", stage, stage_log(root, stage))
     return run_stage(root, stage, threads, env)
 
 

@@ -75,7 +75,7 @@ def test_parallel_fanout_records_what_serial_repro_records(tmp_path, tiny_dir, p
 
 
 def test_a_failed_task_leaves_the_others_recorded_and_reruns_alone(tmp_path, tiny_dir, prefect_harness,
-                                                                   monkeypatch):
+                                                                   monkeypatch, capfd, caplog):
     import pytest
 
     import flows.pipeline as fp
@@ -95,6 +95,10 @@ def test_a_failed_task_leaves_the_others_recorded_and_reruns_alone(tmp_path, tin
     with pytest.raises(RuntimeError, match=r"\['adapt@pair'\] failed"):
         fp.configured_adapt(str(root))
     assert stale(root, ["adapt@sent", "adapt@pair"]) == ["adapt@pair"]  # sent is recorded
+    # a fanned stage says where its output goes (its worker's logging is Prefect's: on the console, or in the
+    # log records once an earlier test's flow configured Prefect's logging in this process)
+    said = "".join(capfd.readouterr()) + caplog.text
+    assert f"adapt@sent started; its output: {root / 'logs' / 'adapt@sent.log'}" in said
     monkeypatch.setattr(fp, "run_stage", real)
     assert fp.configured_adapt(str(root)) == ["adapt@pair"]  # only the failed one reruns
     assert stale(root, ["adapt@sent", "adapt@pair"]) == []

@@ -90,6 +90,11 @@ def stage_command(root: str | Path, stage: str) -> str:
         return st.cmd
 
 
+def stage_log(root: str | Path, stage: str) -> Path:
+    """Where a stage run on a worker writes its output."""
+    return Path(root) / "logs" / f"{stage}.log"
+
+
 def run_stage(root: str | Path, stage: str, threads: int = 0, env: dict[str, str] | None = None) -> str:
     """Run one stage's command in the project folder (on whichever worker calls this); ``threads`` > 0
     caps the math libraries' threads, so N workers on N cores do not oversubscribe. Its output goes to
@@ -100,7 +105,7 @@ def run_stage(root: str | Path, stage: str, threads: int = 0, env: dict[str, str
     e = {**os.environ, **(env or {})}
     if threads:
         e.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    out = Path(root) / "logs" / f"{stage}.log"
+    out = stage_log(root, stage)
     out.parent.mkdir(exist_ok=True)
     log.info("running %s: %s (output: %s)", stage, cmd, out.relative_to(root))
     t0 = time.monotonic()
