@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -99,8 +100,6 @@ def run_stage(root: str | Path, stage: str, threads: int = 0, env: dict[str, str
     """Run one stage's command in the project folder (on whichever worker calls this); ``threads`` > 0
     caps the math libraries' threads, so N workers on N cores do not oversubscribe. Its output goes to
     ``logs/<stage>.log`` (stages side by side would interleave their progress bars). Returns the stage."""
-    import time
-
     cmd = stage_command(root, stage)
     e = {**os.environ, **(env or {})}
     if threads:
