@@ -86,8 +86,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         pairs = args.text_pair or [None] * len(texts)
         extra = {"choices": args.choice} if args.choice else {}  # multiple choice: the same choices for every text
         rows = bundle.predict([{"task": task, "text": t, "text_pair": p, **extra} for t, p in zip(texts, pairs)])
-    elif args.choice:
-        raise Ptv2Error(f"--choice needs an exported bundle (ptv2 export); {args.model} is a model folder")
+    elif args.choice or args.int8:  # a model folder runs torch fp32: neither flag could apply
+        flag = "--choice" if args.choice else "--int8"
+        raise Ptv2Error(f"{flag} needs an exported bundle (ptv2 export); {args.model} is a model folder")
     else:
         from ptv2.training.inference import predict_texts
 

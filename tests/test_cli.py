@@ -27,6 +27,10 @@ def test_train_evaluate_predict(params, tmp_path, capsys):
     assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model"), "--text", "good film"]) == 0
     row = json.loads(capsys.readouterr().out.splitlines()[0])
     assert row["label"] in ("0", "1") and 0 <= row["score"] <= 1
+    # --int8 on a model folder answered in fp32 without a word (session 13): now refused
+    assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model"), "--text", "good film",
+                 "--int8"]) == 2
+    assert "--int8 needs an exported bundle" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,needle", [

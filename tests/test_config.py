@@ -36,6 +36,23 @@ def test_impossible_value_names_key_and_allowed():
         config_from_dict(merged({"backbone": {"pooling": "max"}}))
 
 
+@pytest.mark.parametrize("override, message", [
+    ({"seed": -1}, r"seed = -1 is not allowed"),  # numpy refused it with a traceback (session 13)
+    ({"seed": 2**32}, r"seed = 4294967296 is not allowed"),
+    ({"compare": {"seeds": [1, -3]}}, r"seeds = -3 is not allowed"),
+    ({"train": {"num_threads": -1}}, r"num_threads = -1 is not allowed"),
+    ({"train": {"weight_decay": -0.1}}, r"weight_decay = -0.1 is not allowed"),
+    ({"train": {"head_dropout": 1.0}}, r"head_dropout = 1.0 is not allowed"),
+    ({"train": {"val_max": 0}}, r"val_max = 0 is not allowed"),
+    ({"tasks": {"cb": {**repo_params()["tasks"]["cb"], "max_train_examples": -5}}},
+     r"max_train_examples = -5 is not allowed"),
+])
+def test_values_the_training_would_crash_on_are_refused_at_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(merged(override))
+    config_from_dict(merged({"seed": 2**32 - 1}))  # the edge itself loads
+
+
 def test_method_needs_a_learning_rate():
     with pytest.raises(ConfigError, match="train.lr"):
         config_from_dict(merged({"train": {"method": "finetune", "lr": {"ptv2": 0.01}}}))

@@ -18,6 +18,7 @@ TaskType = Literal[
 Method = Literal["ptv2", "prefix_tuning", "prompt_tuning", "ptuning_v1", "lora", "adalora", "qlora", "finetune"]
 METRICS = ("accuracy", "f1", "mcc", "pearson", "spearman", "entity_f1")
 DATA_ROOT_ENV = "PTV2_DATA_ROOT"
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class TrainConfig:
         _check(self.select_samples >= 1, "select_samples", self.select_samples, "an integer >= 1, e.g. 1000")
         _check(self.max_train_examples >= 0, "max_train_examples", self.max_train_examples, ">= 0")
         _check(self.processes >= 1, "processes", self.processes, "an integer >= 1 (data-parallel processes per node)")
+        _check(self.num_threads >= 0, "num_threads", self.num_threads, "an integer >= 0 (0 = torch's default)")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a float >= 0")
+        _check(0.0 <= self.head_dropout < 1.0, "head_dropout", self.head_dropout, "a float in [0, 1)")
+        _check(self.val_max >= 1, "val_max", self.val_max, "an integer >= 1 (most val rows carved from train)")
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,8 @@ class TaskSpec:
             _check(bool(self.text_b) and self.type in ("pair_classification", "regression"), "pair_encoding",
                    self.pair_encoding, "'' or 'cross' for a task without text_b or of another type than "
                    "pair_classification / regression")
+        if self.max_train_examples is not None:
+            _check(self.max_train_examples >= 0, "max_train_examples", self.max_train_examples, ">= 0 (0 = all)")
         if self.quiet_margin is not None:
             _check(self.quiet_margin > 0, "quiet_margin", self.quiet_margin, "a float > 0, e.g. 5 (or leave it out)")
         if self.type == "multiple_choice":
@@ -185,6 +192,8 @@ class CompareConfig:
         for m in self.methods:
             _check(m in get_args(Method), "methods", m, f"one of {list(get_args(Method))}")
         _check(len(self.seeds) >= 1, "seeds", self.seeds, "at least one seed")
+        for x in self.seeds:
+            _check(0 <= x <= MAX_SEED, "seeds", x, f"an integer in [0, {MAX_SEED}]")
         for t in self.one_seed:
             _check(t in self.tasks, "one_seed", t, f"one of compare.tasks {self.tasks}")
         for o in self.overrides:
@@ -216,6 +225,8 @@ class Config:
     tasks: dict[str, TaskSpec]
 
     def __post_init__(self) -> None:
+        # numpy's seeding (data carve, transformers.set_seed) takes only non-negative 32-bit seeds
+        _check(0 <= self.seed <= MAX_SEED, "seed", self.seed, f"an integer in [0, {MAX_SEED}]")
         known = sorted(self.tasks)
         for where, names in (("pretrain.tasks", self.pretrain.tasks), ("pretrain.weights", list(self.pretrain.weights)),
                              ("adapt.tasks", self.adapt.tasks), ("compare.tasks", self.compare.tasks)):
