@@ -72,6 +72,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise Ptv2Error("no texts to label: pass --text TEXT (repeatable) or one text per line on stdin")
     from ptv2.serving.bundle import Bundle
     from ptv2.serving.manifest import is_bundle
 

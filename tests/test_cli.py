@@ -1,3 +1,4 @@
+import io
 import json
 import re
 import subprocess
@@ -31,6 +32,14 @@ def test_train_evaluate_predict(params, tmp_path, capsys):
     assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model"), "--text", "good film",
                  "--int8"]) == 2
     assert "--int8 needs an exported bundle" in capsys.readouterr().err
+
+
+def test_predict_with_no_texts_is_one_line(params, capsys, monkeypatch):
+    """Regression (session 13): empty stdin reached the model with zero rows."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n  \n"))
+    assert main(["predict", "--params", str(params), "--model", "/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert "no texts to label" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("argv,needle", [
