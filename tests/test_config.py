@@ -50,7 +50,10 @@ def test_impossible_value_names_key_and_allowed():
 def test_values_the_training_would_crash_on_are_refused_at_load(override, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict(merged(override))
-    config_from_dict(merged({"seed": 2**32 - 1}))  # the edge itself loads
+
+
+def test_the_largest_seed_numpy_takes_loads():
+    config_from_dict(merged({"seed": 2**32 - 1}))
 
 
 def test_method_needs_a_learning_rate():

@@ -21,6 +21,11 @@ DATA_ROOT_ENV = "PTV2_DATA_ROOT"
 MAX_SEED = 2**32 - 1
 
 
+def _check_seed(key: str, seed: int) -> None:
+    # numpy's seeding (data carve, transformers.set_seed) takes only non-negative 32-bit seeds
+    _check(0 <= seed <= MAX_SEED, key, seed, f"an integer in [0, {MAX_SEED}]")
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     name: str
@@ -193,7 +198,7 @@ class CompareConfig:
             _check(m in get_args(Method), "methods", m, f"one of {list(get_args(Method))}")
         _check(len(self.seeds) >= 1, "seeds", self.seeds, "at least one seed")
         for x in self.seeds:
-            _check(0 <= x <= MAX_SEED, "seeds", x, f"an integer in [0, {MAX_SEED}]")
+            _check_seed("seeds", x)
         for t in self.one_seed:
             _check(t in self.tasks, "one_seed", t, f"one of compare.tasks {self.tasks}")
         for o in self.overrides:
@@ -225,8 +230,7 @@ class Config:
     tasks: dict[str, TaskSpec]
 
     def __post_init__(self) -> None:
-        # numpy's seeding (data carve, transformers.set_seed) takes only non-negative 32-bit seeds
-        _check(0 <= self.seed <= MAX_SEED, "seed", self.seed, f"an integer in [0, {MAX_SEED}]")
+        _check_seed("seed", self.seed)
         known = sorted(self.tasks)
         for where, names in (("pretrain.tasks", self.pretrain.tasks), ("pretrain.weights", list(self.pretrain.weights)),
                              ("adapt.tasks", self.adapt.tasks), ("compare.tasks", self.compare.tasks)):
