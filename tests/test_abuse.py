@@ -294,3 +294,22 @@ def test_rerunning_a_finished_early_stopped_run_is_a_no_op(params, root, capsys)
     assert again["epochs_run"] == first["epochs_run"]
     assert (root / "es/model/adapter.safetensors").stat().st_mtime == mtime
     assert not [p for p in root.glob(".es*tmp*")] and not [p for p in (root / "es").glob(".*tmp*")]
+
+
+def test_more_processes_on_a_node_than_gpus_is_one_line(params, capsys, root, monkeypatch):
+    """Regression (found on a lent 1-GPU H200): two torchrun processes with a CUDA device ended in a torchrun
+    traceback (rank 1 had no GPU of its own). Now each process says why in one line, exit 2, before any work."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    for device in ("cuda", "auto"):
+        _one_line_exit_2(capsys, ["train", "--params", str(params), "--task", "sent", "--set", f"train.device={device}"],
+                         "2 processes on this node but 1 CUDA GPU(s)")
+        assert not (root / "outputs").exists()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # one process per GPU passes
+    from ptv2.training.loop import check_device
+    from ptv2.config import load_config
+
+    check_device(load_config(params).train)

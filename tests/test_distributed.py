@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from helpers import kill_after_checkpoint, tiny_params
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+# NCCL gives each process a GPU of its own: the 2-process CUDA case needs 2 (a 1-GPU H200 failed it, rank 1 had none)
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs"))]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 

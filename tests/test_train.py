@@ -156,3 +156,31 @@ def test_patience_counts_epochs_without_a_new_best_val_score_not_without_a_kept_
     assert not never["stopped"] and never["bad_epochs"] == 9
     old = {"best_score": 2.0, "best_epoch": 0, "bad_epochs": 0}  # a checkpoint from before top_score resumes
     assert not after_epoch(old, 1, 2.5, 0.5, 0.1, 3) and old["top_score"] == 2.5 and old["bad_epochs"] == 0
+
+
+class _ModelOnMeta(torch.nn.Module):
+    """Stands in for a model on an accelerator: its weights live on the ``meta`` device, and its forward
+    records the device of each batch it is given (returning CPU logits so the caller can finish)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(2, device="meta"))
+        self.task_types, self.seen = {"t": "classification"}, []
+
+    def forward(self, batch, task):
+        self.seen.append(batch["input_ids"].device.type)
+        return torch.zeros(batch["input_ids"].shape[0], 2)
+
+
+def test_evaluation_feeds_batches_on_the_models_own_device():
+    """Regression (found on the lent H200): ``ptv2 train --set train.device=cuda`` trained, then its dev report
+    fed the CUDA model CPU batches ("index is on cpu, different from other tensors on cuda:0"), exit 1."""
+    from ptv2.training.evaluate import predict_logits
+
+    model = _ModelOnMeta()
+    feats = [{"input_ids": [2, 7, 3], "token_type_ids": [0, 0, 0], "label": 1},
+             {"input_ids": [2, 3], "token_type_ids": [0, 0], "label": 0}]
+    out = predict_logits(model, "t", feats, pad_id=0, batch_size=1)
+    assert model.seen == ["meta", "meta"] and len(out) == 2
+    predict_logits(model, "t", feats, pad_id=0, batch_size=2, device="cpu")  # an explicit device still wins
+    assert model.seen[-1] == "cpu"

@@ -13,8 +13,10 @@ from ptv2.model.prompted import PromptedModel
 
 @torch.no_grad()
 def predict_logits(model: PromptedModel, task: str, feats: list[dict[str, Any]], pad_id: int,
-                   batch_size: int, device: torch.device | str = "cpu") -> list[torch.Tensor]:
-    """Logits per example, in input order: (n_labels,), (), (C,) or (T_i, n_labels) each."""
+                   batch_size: int, device: torch.device | str | None = None) -> list[torch.Tensor]:
+    """Logits per example, in input order: (n_labels,), (), (C,) or (T_i, n_labels) each. Batches go to
+    ``device``, by default the model's own (a model on CUDA fed CPU batches failed ``ptv2 train``'s dev report)."""
+    device = device if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     task_type = model.task_types[task]
@@ -51,7 +53,7 @@ def gold(task_type: str, feats: list[dict[str, Any]], labels: list[str], split_d
 
 
 def predictions(model: PromptedModel, task: str, feats: list[dict[str, Any]], split_ds, labels: list[str],
-                pad_id: int, batch_size: int, device="cpu") -> tuple[list[Any], list[Any]]:
+                pad_id: int, batch_size: int, device=None) -> tuple[list[Any], list[Any]]:
     """(predictions, gold) of ``model`` on one encoded split, as JSON-able lists in input order: label ids,
     floats, or tag sequences."""
     task_type = model.task_types[task]
@@ -65,7 +67,7 @@ def _plain(x: Any) -> Any:
 
 
 def evaluate(model: PromptedModel, task: str, feats: list[dict[str, Any]], split_ds, labels: list[str],
-             metric_names: list[str], pad_id: int, batch_size: int, device="cpu") -> dict[str, float]:
+             metric_names: list[str], pad_id: int, batch_size: int, device=None) -> dict[str, float]:
     """Metrics (percent) of ``model`` on one encoded split."""
     return metrics.compute(metric_names, *predictions(model, task, feats, split_ds, labels, pad_id, batch_size, device))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -68,10 +69,16 @@ def make_device(cfg: TrainConfig, multi_task: bool = False):
 
 
 def check_device(cfg: TrainConfig) -> None:
-    """``device: cuda`` on a machine without CUDA is a config error, not a quiet CPU run."""
+    """``device: cuda`` on a machine without CUDA is a config error, not a quiet CPU run; so are more
+    data-parallel processes on a node than it has GPUs (NCCL gives each process a GPU of its own)."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device = 'cuda' but this machine has no CUDA GPU (torch.cuda.is_available() "
                           "is False); set train.device: auto (GPU when present) or cpu")
+    local, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
+    if cfg.device != "cpu" and torch.cuda.is_available() and local > gpus:
+        raise ConfigError(f"{local} processes on this node but {gpus} CUDA GPU(s) for train.device = "
+                          f"'{cfg.device}': start at most one per GPU (torchrun --nproc_per_node={gpus}), "
+                          "or set train.device: cpu")
 
 
 def shard(idx: list[int], rank: int, world: int) -> tuple[list[int], float]:
