@@ -14,24 +14,13 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = --prepare ]; then  # the GPU image's python is 3.12; pip here fetches its wheels
   set -e
   ex="$(git rev-parse --git-common-dir)/info/exclude"
-  mkdir -p "$(dirname "$ex")" .gpu/minilm .gpu/data/STS-B .whl
+  mkdir -p "$(dirname "$ex")" .gpu/data/STS-B .whl
   grep -qx '/.gpu/' "$ex" 2>/dev/null || printf '/.gpu/\n/.whl/\n' >> "$ex"
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
     datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 fsspec==2026.9.0 cronsim==2.9
   cp "${PTV2_DATA_ROOT:-../shared/data}"/STS-B/sts-{train,dev,test}.csv .gpu/data/STS-B/
-  .venv/bin/python - <<'PY'
-import shutil
-from pathlib import Path
-
-from safetensors.torch import load_file, save_file
-
-from ptv2.model.backbone import resolve
-
-src, dst = Path(resolve("sentence-transformers/all-MiniLM-L6-v2")), Path(".gpu/minilm")
-shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model.safetensors"))
-sd = load_file(src / "model.safetensors")
-save_file({k: v.half() if v.is_floating_point() else v for k, v in sd.items()}, dst / "model.fp16.safetensors")
-PY
+  .venv/bin/python bench/cast_weights.py \
+    "$(.venv/bin/python -c 'from ptv2.model.backbone import resolve; print(resolve("all-MiniLM-L6-v2"))')" .gpu/minilm fp16
   du -sh .gpu .whl
   exit 0
 fi
@@ -59,20 +48,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
-$PY - <<'EOF'
-import shutil
-from pathlib import Path
-
-import torch
-from safetensors.torch import load_file, save_file
-
-src, dst = Path(".gpu/minilm"), Path("/tmp/minilm")
-shutil.rmtree(dst, ignore_errors=True)
-shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.fp16.safetensors"))
-sd = load_file(src / "model.fp16.safetensors")
-save_file({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, dst / "model.safetensors")
-print("backbone /tmp/minilm:", sum(v.numel() for v in sd.values()), "values, fp16 -> fp32")
-EOF
+$PY bench/cast_weights.py .gpu/minilm /tmp/minilm fp32
 
 log "4. ptv2 train --task stsb on $DEVICE: precision auto (bf16 on CUDA), fp32, and auto on all 5.7k train pairs"
 export PTV2_DATA_ROOT=$PWD/.gpu/data

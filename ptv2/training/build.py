@@ -77,14 +77,17 @@ def deep_prompt_tokens(spec: ModelSpec, tokenizer: Any, seed: int) -> tuple[list
 
 def model_from_spec(spec: ModelSpec, backbone=None, tokenizer=None, seed: int = 0, total_steps: int = 1000,
                     quiet: list[list[int]] | None = None):
-    """(model, tokenizer) with fresh prompt/heads initialised from ``seed`` (``quiet``: see ``method_inputs``)."""
+    """(model, tokenizer) with fresh prompt/heads initialised from ``seed`` (``quiet``: see ``method_inputs``).
+    Built around a given ``backbone``, the model lives on that backbone's device (CUDA, reused after training)."""
+    device = next(backbone.parameters()).device if backbone is not None and spec.method != "qlora" else None
     if spec.method == "qlora":
         backbone, tokenizer = _qlora_backbone(spec), tokenizer or load_backbone(spec.backbone)[1]
         spec = dataclasses.replace(spec, method="lora")
     if backbone is None:
         backbone, tokenizer = load_backbone(spec.backbone)
     torch.manual_seed(seed)
-    return PromptedModel(backbone, spec, method_inputs(spec, tokenizer, seed, total_steps, quiet)), tokenizer
+    model = PromptedModel(backbone, spec, method_inputs(spec, tokenizer, seed, total_steps, quiet))
+    return (model if device is None else model.to(device)), tokenizer
 
 
 def _qlora_backbone(spec: ModelSpec):

@@ -148,7 +148,6 @@ def _train(cfg: Config, data: dict[str, TaskData], out_dir: Path, mixture: bool,
     if not result.main:
         return TrainRun({"tasks": tasks, "key": key}, out_dir / "model", main=False)
     best, _, _ = load_model(out_dir / "model", backbone=reusable_backbone(model), tokenizer=tok)
-    best = best.to(next(model.parameters()).device)  # its new prompt and heads, next to the shared backbone
     metrics: dict[str, dict[str, dict[str, float]]] = {
         "val": next(r["val"] for r in result.history if r["epoch"] == result.best_epoch)}
     for split in report_splits:
