@@ -8,29 +8,23 @@
 # The GPU image has torch/transformers/onnxruntime/peft but no datasets (carried as wheels in .whl/) and no
 # MiniLM package: .gpu/minilm holds all-MiniLM-L6-v2 with its weights in fp16 (the fp32 file is over the
 # device tool's 64 MiB limit), cast back to fp32 here, so its numbers are near the CPU ones, not bitwise.
-# .gpu/data holds the STS-B train/dev files (../shared/data/STS-B). Each part runs even if an earlier one fails.
+# .gpu/data holds the data files params.yaml names for the pretraining mixture's tasks (../shared/data). Each part runs even if an earlier one fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = --prepare ]; then  # the GPU image's python is 3.12; pip here fetches its wheels
   set -e
   ex="$(git rev-parse --git-common-dir)/info/exclude"
-  mkdir -p "$(dirname "$ex")" .gpu/data/STS-B .whl
+  mkdir -p "$(dirname "$ex")" .gpu/data .whl
   grep -qx '/.gpu/' "$ex" 2>/dev/null || printf '/.gpu/\n/.whl/\n' >> "$ex"
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
     datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 fsspec==2026.9.0 cronsim==2.9
-  cp "${PTV2_DATA_ROOT:-../shared/data}"/STS-B/sts-{train,dev,test}.csv .gpu/data/STS-B/
+  .venv/bin/python bench/gpu_data.py "${PTV2_DATA_ROOT:-../shared/data}" .gpu/data
   .venv/bin/python bench/cast_weights.py \
     "$(.venv/bin/python -c 'from ptv2.model.backbone import resolve; print(resolve("all-MiniLM-L6-v2"))')" .gpu/minilm fp16
   du -sh .gpu .whl
   exit 0
 fi
-PY=${PYTHON:-python3}
-DEVICE=${DEVICE:-cuda}
-OUT=${OUT:?set OUT}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true \
-       PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1 TOKENIZERS_PARALLELISM=false
-mkdir -p "$OUT"
-log() { echo "== $(date +%T) $*"; }
+. bench/gpu_env.sh
 
 log "1. machine"
 nvidia-smi -L 2>/dev/null || true
@@ -44,11 +38,7 @@ else
 fi
 
 log "3. carried wheels and the fp32 backbone"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-$PY bench/cast_weights.py .gpu/minilm /tmp/minilm fp32
+gpu_setup
 
 log "4. ptv2 train --task stsb on $DEVICE: precision auto (bf16 on CUDA), fp32, and auto on all 5.7k train pairs"
 export PTV2_DATA_ROOT=$PWD/.gpu/data
