@@ -1,12 +1,18 @@
 # Sourced by the GPU scripts (bench/gpu_session.sh, bench/gpu_heldout.sh): offline hygiene, the carried wheels
 # (.whl/: datasets and its deps, missing on the GPU image) and the fp32 backbone cast back from .gpu/minilm.
-# Sets PY, DEVICE, OUT; after it the backbone is /tmp/minilm and the carried data root is .gpu/data.
+# Sets PY, DEVICE, OUT, R (the runs' folder); after gpu_setup the backbone is /tmp/minilm. At exit every log,
+# metrics.json and prediction file is packed into $OUT/runs.tgz (the device tool returns only a few files).
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:?set OUT}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true \
        PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1 TOKENIZERS_PARALLELISM=false
-mkdir -p "$OUT"
+R=${RUNS:-/tmp/runs}
+mkdir -p "$OUT/logs" "$OUT/metrics" "$R"
+pack() {  # nothing to pack: leave $OUT as it is
+  [ -n "$(find "$OUT/logs" "$OUT/metrics" -type f 2>/dev/null | head -n 1)" ] || return 0
+  tar czf "$OUT/runs.tgz" -C "$OUT" logs metrics $(cd "$OUT" && ls -d preds 2>/dev/null) && rm -rf "$OUT/logs" "$OUT/metrics" "$OUT/preds"; }
+trap pack EXIT
 log() { echo "== $(date +%T) $*"; }
 gpu_setup() {
   if ls .whl/*.whl >/dev/null 2>&1; then
@@ -14,4 +20,9 @@ gpu_setup() {
       && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
   fi
   [ -f /tmp/minilm/model.safetensors ] || $PY bench/cast_weights.py .gpu/minilm /tmp/minilm fp32
+}
+job() {  # NAME CMD...: one run, its log and exit status under $OUT/logs
+  local n=$1; shift
+  printf '%q ' bash -c "$* > $OUT/logs/$n.log 2>&1; echo rc=\$? >> $OUT/logs/$n.log; cp $R/$n/metrics.json $OUT/metrics/$n.json 2>/dev/null; true"
+  echo
 }

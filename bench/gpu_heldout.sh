@@ -15,7 +15,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . bench/gpu_env.sh
 TASKS=${TASKS:-rte,mrpc}; SEEDS=${SEEDS:-42,1,2}; JOBS=${JOBS:-16}; MIXTURE=${MIXTURE:-1}
-R=${RUNS:-/tmp/runs}; mkdir -p "$R" "$OUT/logs" "$OUT/metrics"
 gpu_setup
 export PTV2_DATA_ROOT=$PWD/.gpu/data
 common="--set backbone.name=/tmp/minilm --set train.device=$DEVICE --set train.precision=fp32 --set train.num_threads=1"
@@ -23,11 +22,6 @@ mixture=$($PY -c "from ptv2.config import load_config; print(' '.join(load_confi
 small() {  # SMOKE=1: a few rows and one epoch, to check the script end to end on CPU
   [ "${SMOKE:-0}" = 1 ] || return 0
   echo "--set pretrain.cap=32 --set pretrain.epochs=1 --set tasks.$1.max_train_examples=48 --set tasks.$1.epochs.ptv2=1"
-}
-job() {  # NAME CMD...: one run, its log and exit status under $OUT/logs
-  local n=$1; shift
-  printf '%q ' bash -c "$* > $OUT/logs/$n.log 2>&1; echo rc=\$? >> $OUT/logs/$n.log; cp $R/$n/metrics.json $OUT/metrics/$n.json 2>/dev/null; true"
-  echo
 }
 IFS=, read -ra tasks <<< "$TASKS"; IFS=, read -ra seeds <<< "$SEEDS"
 log "phase 1: pretrainings, own starts, frozen baselines (tasks ${tasks[*]}, seeds ${seeds[*]}, mixture: $mixture)"
