@@ -24,6 +24,8 @@ def main() -> None:
     for t in cfg.pretrain.tasks:
         spec = cfg.task(t)
         for rel in [*spec.files.values(), *spec.label_files.values()]:
+            if not (a.src / rel).is_file():
+                ap.error(f"{a.src / rel}: not found; pass the data root that holds {t}'s files (../shared/data)")
             (a.dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(a.src / rel, a.dst / rel)
             print(a.dst / rel)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ptv2.config import load_config
 from ptv2.data.tasks import load_task_data
+from ptv2.errors import Ptv2Error
 from ptv2.evidence import baseline, paired_permutation, scale_free
 from ptv2.training import metrics
 from ptv2.training.build import load_model
@@ -64,12 +65,21 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--preds", type=Path)
     a = ap.parse_args()
+    if not a.root.is_dir():
+        ap.error(f"--root {str(a.root)!r} is not a folder: pass the folder holding the runs")
+    try:
+        seeds = [int(x) for x in a.seeds.split(",")]
+    except ValueError:
+        ap.error(f"--seeds {a.seeds!r}: comma-separated integers, e.g. 42,1,2")
     res = {}
-    for t in a.tasks.split(","):
-        for s in (int(x) for x in a.seeds.split(",")):
-            res[f"{t}/{s}"] = score_runs(a.root, t, s, a.params, a.preds)
-            print(t, s, json.dumps(res[f"{t}/{s}"]), flush=True)
-            a.out.write_text(json.dumps(res, indent=1))  # after each, so a cut-off run leaves what it scored
+    try:
+        for t in a.tasks.split(","):
+            for s in seeds:
+                res[f"{t}/{s}"] = score_runs(a.root, t, s, a.params, a.preds)
+                print(t, s, json.dumps(res[f"{t}/{s}"]), flush=True)
+                a.out.write_text(json.dumps(res, indent=1))  # after each, so a cut-off run leaves what it scored
+    except Ptv2Error as e:  # an unknown task, bad params, a tampered model folder: one line, exit 2
+        ap.error(str(e))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from ptv2.training.driver import FROZEN, train
+    from ptv2.model.spec import FROZEN
+    from ptv2.training.driver import train
 
     cfg = _config(args)
     task = args.task or cfg.run.task

@@ -213,7 +213,7 @@ def test_export_and_check_gates_a_lora_model(tmp_path, tiny_dir):
     report = export_and_check(cfg, {"sent": tmp_path / "m" / "model"}, tmp_path / "bundle")
     assert report["sent"]["parity_ok"] and report["sent"]["parity_max_abs_diff"] <= 1e-4
     assert "dev_int8" in report["sent"]
-    from ptv2.export.deploy import bundle_for
+    from ptv2.export.compose import bundle_for
 
     assert bundle_for(tmp_path / "bundle", "sent") == tmp_path / "bundle" / "sent"  # its own weights: own bundle
     assert not Bundle(bundle_for(tmp_path / "bundle", "sent")).prefixed

@@ -15,7 +15,7 @@ from typing import Any, get_args
 from ptv2.config import Config, Method
 from ptv2.errors import ConfigError
 from ptv2.experiments.runs import dev_value, run_or_reuse
-from ptv2.training.driver import FROZEN  # the table's first row: the bar every method must clear
+from ptv2.model.spec import FROZEN  # the table's first row: the bar every method must clear
 from ptv2.experiments.tables import command_line, count_range, markdown, mean_std
 from ptv2.files import atomic_write_text, write_json
 

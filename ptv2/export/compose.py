@@ -11,6 +11,13 @@ from ptv2.errors import ArtifactError
 from ptv2.files import atomic_dir
 from ptv2.serving.manifest import task_names, verify, write_manifest
 
+
+def bundle_for(out: str | Path, task: str) -> Path:
+    """The bundle that serves ``task`` in an export folder (shared, or the task's own)."""
+    own = Path(out) / task
+    return own if (own / "manifest.json").is_file() else Path(out)
+
+
 def _copy(src: Path, files: dict[str, str], tmp: Path) -> None:
     for f in files:
         (tmp / f).parent.mkdir(parents=True, exist_ok=True)

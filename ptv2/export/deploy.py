@@ -9,6 +9,7 @@ from typing import Any
 from ptv2.config import Config
 from ptv2.errors import ArtifactError
 from ptv2.export.checks import bundle_predictions, gold
+from ptv2.export.compose import bundle_for
 from ptv2.training.metrics import scorer
 from ptv2.export.onnx_export import parity, write_bundle
 from ptv2.files import atomic_dir, write_json
@@ -63,12 +64,6 @@ def record_int8_checks(out: Path, checks: dict[str, dict[str, Any]]) -> None:
         spec_file.write_text(json.dumps(json.loads(spec_file.read_text()) | found, indent=2, sort_keys=True))
     for bundle in {bundle_for(out, t) for t in checks}:
         write_manifest(bundle)
-
-
-def bundle_for(out: str | Path, task: str) -> Path:
-    """The bundle that serves ``task`` in an export folder (shared, or the task's own)."""
-    own = Path(out) / task
-    return own if (own / "manifest.json").is_file() else Path(out)
 
 
 def _check(cfg: Config, task: str, model: PromptedModel, bundle_dir: Path, checks_dir: Path) -> dict[str, Any]:

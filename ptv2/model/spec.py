@@ -20,6 +20,9 @@ class SpecError(ValueError):
     """A spec mapping with unknown, missing or ill-typed fields."""
 
 
+FROZEN = "frozen"  # the frozen-backbone baseline's name: its record's method, its table row, its folders
+
+
 @dataclass(frozen=True)
 class HeadSpec:
     """One task's head and how its outputs read: type, label names (index = class id), metrics."""

@@ -20,13 +20,13 @@ from ptv2.errors import ArtifactError
 from ptv2.export.checks import bundle_predictions, train_labels_for_baseline
 from ptv2.training.metrics import scorer
 from ptv2.export.compose import subset_bundle
-from ptv2.export.deploy import bundle_for
+from ptv2.export.compose import bundle_for
+from ptv2.model.spec import FROZEN
 from ptv2.serving.bundle import Bundle, int8_serves
 from ptv2.tracking import packaging, registry
 from ptv2.evidence import baseline
 from ptv2.release.gate import Decision, GateData, register_and_gate
 from ptv2.training.artifacts import read_spec
-from ptv2.training.driver import FROZEN
 
 
 def served_in(cfg: Config, checks: dict[str, Any]) -> str:

@@ -9,7 +9,8 @@ from pathlib import Path
 from ptv2.files import write_json
 from ptv2.stages.common import parse, root_of, run
 from ptv2.tracking.store import tracked
-from ptv2.training.driver import FROZEN, train
+from ptv2.model.spec import FROZEN
+from ptv2.training.driver import train
 
 
 def main(argv: list[str] | None = None) -> None:

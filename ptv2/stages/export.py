@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ptv2.export.deploy import bundle_for, export_and_check
+from ptv2.export.compose import bundle_for
+from ptv2.export.deploy import export_and_check
+from ptv2.model.spec import FROZEN
 from ptv2.files import write_json
 from ptv2.stages.common import parse, root_of, run
 from ptv2.tracking.store import tracked
-from ptv2.training.driver import FROZEN
 
 
 def main(argv: list[str] | None = None) -> None:

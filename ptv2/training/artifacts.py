@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from ptv2.errors import ArtifactError
 from ptv2.files import atomic_dir, sha256
 from ptv2.model.spec import ModelSpec, SpecError
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written: reading a spec (promote, serving
+    import torch   # checks) stays free of its ~4 s import
 
 WEIGHTS, CONFIG, MANIFEST = "adapter.safetensors", "adapter_config.json", "manifest.json"
 FORMAT = "ptv2-adapter/2"
@@ -26,6 +26,8 @@ FORMAT = "ptv2-adapter/2"
 
 def save_adapter(out: str | Path, state: dict[str, torch.Tensor], spec: ModelSpec) -> Path:
     """Write weights + spec + manifest into ``out`` atomically; returns the folder."""
+    from safetensors.torch import save_file
+
     out = Path(out)
     with atomic_dir(out) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / WEIGHTS))
@@ -79,6 +81,8 @@ def weights_sha(path: str | Path) -> str:
 
 def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelSpec]:
     """(state, spec); a missing, foreign or tampered folder raises ArtifactError."""
+    from safetensors.torch import load_file
+
     path = Path(path)
     manifest = _manifest(path)  # read once: the config and the weights are checked against the same listing
     spec = _spec(path, manifest)

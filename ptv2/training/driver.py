@@ -23,7 +23,7 @@ from ptv2.errors import ConfigError
 from ptv2.files import output_lock, write_json
 from ptv2.model.backbone import load_backbone, position_limit
 from ptv2.model.prompted import count_parameters
-from ptv2.model.spec import ModelSpec
+from ptv2.model.spec import FROZEN, ModelSpec
 from ptv2.training.artifacts import read_spec, weights_sha
 from ptv2.training.build import check_pretrained, head_spec, init_from_pretrained, load_model, model_from_spec, \
     reusable_backbone, spec_from_config
@@ -100,8 +100,6 @@ def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = Fa
         data = {t: load_task_data(cfg, t) for t in tasks}  # bad data fails here, before the model loads
         return _train(cfg, data, out_dir, mixture, init_from, report_splits, on_log, key, frozen)
 
-
-FROZEN = "frozen"  # the frozen-backbone baseline's name: its record's method, its table row, its folders
 
 
 def frozen_config(cfg: Config) -> Config:
