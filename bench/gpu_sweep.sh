@@ -10,11 +10,15 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . bench/gpu_env.sh
 TASK=${TASK:?set TASK}; SEEDS=${SEEDS:-42,1,2}; JOBS=${JOBS:-40}; CONFIGS=${CONFIGS:?set CONFIGS}
-gpu_setup
 export PTV2_DATA_ROOT=$PWD/.gpu/data
 common="--set backbone.name=/tmp/minilm --set train.device=$DEVICE --set train.precision=fp32 --set train.num_threads=1"
 [ "${SMOKE:-0}" = 1 ] && common="$common --set tasks.$TASK.max_train_examples=48 --set tasks.$TASK.epochs.ptv2=1"
+[ -f "$CONFIGS" ] || { echo "gpu_sweep: CONFIGS=$CONFIGS: no such file (one \"NAME --set k=v ...\" per line, e.g. bench/sweeps/rte.txt)" >&2; exit 2; }
 IFS=, read -ra seeds <<< "$SEEDS"
+while read -r name _; do  # names become folder and log names inside shell commands: plain ones only
+  [ -z "$name" ] || [[ $name =~ ^[A-Za-z0-9._-]+$ ]] || { echo "gpu_sweep: config name '$name' in $CONFIGS: use letters, digits, . _ -" >&2; exit 2; }
+done < "$CONFIGS"
+gpu_setup
 log "runs: $(grep -c . "$CONFIGS") configs x seeds ${seeds[*]} on $TASK"
 {
   for S in "${seeds[@]}"; do
