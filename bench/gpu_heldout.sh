@@ -16,8 +16,7 @@ cd "$(dirname "$0")/.."
 . bench/gpu_env.sh
 TASKS=${TASKS:-rte,mrpc}; SEEDS=${SEEDS:-42,1,2}; JOBS=${JOBS:-16}; MIXTURE=${MIXTURE:-1}
 gpu_setup
-export PTV2_DATA_ROOT=$PWD/.gpu/data
-common="--set backbone.name=/tmp/minilm --set train.device=$DEVICE --set train.precision=fp32 --set train.num_threads=1"
+common=$GRID_SETS
 mixture=$($PY -c "from ptv2.config import load_config; print(' '.join(load_config('params.yaml', []).pretrain.tasks))")
 small() {  # SMOKE=1: a few rows and one epoch, to check the script end to end on CPU
   [ "${SMOKE:-0}" = 1 ] || return 0

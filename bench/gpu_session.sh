@@ -8,7 +8,8 @@
 # The GPU image has torch/transformers/onnxruntime/peft but no datasets (carried as wheels in .whl/) and no
 # MiniLM package: .gpu/minilm holds all-MiniLM-L6-v2 with its weights in fp16 (the fp32 file is over the
 # device tool's 64 MiB limit), cast back to fp32 here, so its numbers are near the CPU ones, not bitwise.
-# .gpu/data holds the data files params.yaml names for the pretraining mixture's tasks (../shared/data). Each part runs even if an earlier one fails.
+# .gpu/data holds the data files params.yaml names for the pretraining mixture's tasks (../shared/data).
+# Each part runs even if an earlier one fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = --prepare ]; then  # the GPU image's python is 3.12; pip here fetches its wheels
@@ -41,7 +42,6 @@ log "3. carried wheels and the fp32 backbone"
 gpu_setup
 
 log "4. ptv2 train --task stsb on $DEVICE: precision auto (bf16 on CUDA), fp32, and auto on all 5.7k train pairs"
-export PTV2_DATA_ROOT=$PWD/.gpu/data
 smoke=()
 [ "${SMOKE:-0}" = 1 ] && smoke=(--set tasks.stsb.max_train_examples=64 --set "tasks.stsb.epochs={ptv2: 1}")
 for run in auto fp32 full; do

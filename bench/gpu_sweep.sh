@@ -2,7 +2,7 @@
 # A budget sweep for one task on a lent GPU, every run side by side: each line of CONFIGS (a file of
 # `NAME --set k=v ...`) runs `ptv2 train --task TASK` at each seed in SEEDS, beside `ptv2 baseline` (the frozen
 # bar); bench/transfer_runs.py then scores each run (dev, the gate's paired test vs frozen). Which config wins
-# is decided on val (bench/sweep_table.py, here, from $OUT/runs.tgz), never on dev.
+# is decided on val (each run's metrics.json, `metrics.val`, packed in $OUT/runs.tgz), never on dev.
 #
 #   device run, carry [.gpu, .whl]:  TASK=rte SEEDS=42,1,2 CONFIGS=bench/sweeps/rte.txt bash bench/gpu_sweep.sh
 #   smoke here, on CPU:  OUT=/tmp/gs DEVICE=cpu SMOKE=1 TASK=rte SEEDS=42 CONFIGS=... PYTHON=.venv/bin/python bash bench/gpu_sweep.sh
@@ -10,8 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . bench/gpu_env.sh
 TASK=${TASK:?set TASK}; SEEDS=${SEEDS:-42,1,2}; JOBS=${JOBS:-40}; CONFIGS=${CONFIGS:?set CONFIGS}
-export PTV2_DATA_ROOT=$PWD/.gpu/data
-common="--set backbone.name=/tmp/minilm --set train.device=$DEVICE --set train.precision=fp32 --set train.num_threads=1"
+common=$GRID_SETS
 [ "${SMOKE:-0}" = 1 ] && common="$common --set tasks.$TASK.max_train_examples=48 --set tasks.$TASK.epochs.ptv2=1"
 [ -f "$CONFIGS" ] || { echo "gpu_sweep: CONFIGS=$CONFIGS: no such file (one \"NAME --set k=v ...\" per line, e.g. bench/sweeps/rte.txt)" >&2; exit 2; }
 IFS=, read -ra seeds <<< "$SEEDS"

@@ -41,7 +41,6 @@ def score_runs(root: Path, task: str, seed: int, params: str, preds_dir: Path | 
         rec = json.loads((d / "metrics.json").read_text())
         row[kind] = {"dev": metrics.compute([metric], pred, gold)[metric], "kept": rec.get("best_epoch")}
         if preds_dir is not None:
-            preds_dir.mkdir(parents=True, exist_ok=True)
             (preds_dir / f"{d.name}.json").write_text(json.dumps({"pred": pred, "gold": gold}, default=float))
     if gold is None:
         return {}
@@ -71,6 +70,8 @@ def main() -> None:
         seeds = [int(x) for x in a.seeds.split(",")]
     except ValueError:
         ap.error(f"--seeds {a.seeds!r}: comma-separated integers, e.g. 42,1,2")
+    if a.preds is not None:
+        a.preds.mkdir(parents=True, exist_ok=True)
     res = {}
     try:
         for t in a.tasks.split(","):

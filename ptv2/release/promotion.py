@@ -19,8 +19,7 @@ from ptv2.data.tasks import TaskData, load_task_data
 from ptv2.errors import ArtifactError
 from ptv2.export.checks import bundle_predictions, train_labels_for_baseline
 from ptv2.training.metrics import scorer
-from ptv2.export.compose import subset_bundle
-from ptv2.export.compose import bundle_for
+from ptv2.export.compose import bundle_for, subset_bundle
 from ptv2.model.spec import FROZEN
 from ptv2.serving.bundle import Bundle, int8_serves
 from ptv2.tracking import packaging, registry

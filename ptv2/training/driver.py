@@ -101,7 +101,6 @@ def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = Fa
         return _train(cfg, data, out_dir, mixture, init_from, report_splits, on_log, key, frozen)
 
 
-
 def frozen_config(cfg: Config) -> Config:
     """The frozen-backbone baseline's settings: method ptv2 with a prompt of length 0 (the plain backbone),
     heads fitted on its features (LP-FT's first step, and nothing after it)."""
