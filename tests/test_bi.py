@@ -207,3 +207,47 @@ def test_a_frozen_baseline_shares_a_bundle_with_prompted_tasks(root, tiny_dir):
     assert mixed[0]["score"] == pytest.approx(b.predict(rows[:1])[0]["score"], abs=1e-5)
     alone = b.predict(rows[1:])[0]
     assert mixed[1]["label"] == alone["label"] and mixed[1]["score"] == pytest.approx(alone["score"], abs=1e-5)
+
+
+@pytest.mark.parametrize("task", ["sent", "pair", "reg", "mc", "ner"])
+def test_step_0_val_from_the_fitted_heads_equals_scoring_the_saved_model_on_val(root, tiny_dir, task):
+    """Step 0 scores val from the logits the head fit already computed (val is not encoded twice); they are
+    in input order and equal what the saved model predicts (rows out of order would pair logits with the
+    wrong gold)."""
+    from ptv2.training.driver import train
+    from ptv2.training.evaluate import predictions
+    from ptv2.training.probe import head_inputs
+    from ptv2.training.splits import encode
+
+    _vary_lengths(root)  # equal lengths would leave the length-sorted batches in input order
+    cfg = _cfg(root, tiny_dir)
+    run = train(cfg, [task], root / task, report_splits=(), frozen=True)
+    model, tok, spec = load_model(root / task / "model")
+    td = load_task_data(cfg, task)
+    val = encode(td, "val", tok, spec.max_length, spec.tasks[task].pair_encoding)
+    pred, ref = predictions(model, task, val.feats, val.ds, val.labels, tok.pad_token_id, 16)
+    assert run.history[0]["val"][task] == pytest.approx(metrics.compute(val.metrics, pred, ref), abs=1e-6)
+    if task != "ner":
+        _, y = head_inputs(model, task, val.feats, tok.pad_token_id, 4)
+        assert y.tolist() == [f["label"] for f in val.feats]
+
+
+def _vary_lengths(root):
+    """Give the rows of ``write_all_formats``' files different lengths (a word repeated 0-4 times)."""
+    import json
+
+    for name, field in (("pair/train.jsonl", "hypothesis"), ("mc/train.jsonl", "premise")):
+        rows = [json.loads(line) for line in (root / name).read_text().splitlines()]
+        for i, r in enumerate(rows):
+            r[field] += " again" * (i * 7 % 5)
+        (root / name).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    for name, col in (("sent/train.tsv", 0), ("reg/train.tsv", 5), ("ner/train.txt", None)):
+        lines = (root / name).read_text().splitlines()
+        if col is None:  # CoNLL: an extra untagged word in some sentences
+            lines = [ln + ("\nvery RB B-ADVP O" if ln.startswith("john") and i % 3 else "") for i, ln in enumerate(lines)]
+        else:
+            for i in range(1 if col == 0 else 0, len(lines)):
+                cells = lines[i].split("\t")
+                cells[col] += " very" * (i * 7 % 5)
+                lines[i] = "\t".join(cells)
+        (root / name).write_text("\n".join(lines) + "\n")

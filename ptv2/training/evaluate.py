@@ -57,7 +57,13 @@ def predictions(model: PromptedModel, task: str, feats: list[dict[str, Any]], sp
     """(predictions, gold) of ``model`` on one encoded split, as JSON-able lists in input order: label ids,
     floats, or tag sequences."""
     task_type = model.task_types[task]
-    pred = decode(task_type, predict_logits(model, task, feats, pad_id, batch_size, device), feats, labels)
+    return labelled(task_type, predict_logits(model, task, feats, pad_id, batch_size, device), feats, split_ds, labels)
+
+
+def labelled(task_type: str, logits: list[torch.Tensor], feats: list[dict[str, Any]], split_ds,
+             labels: list[str]) -> tuple[list[Any], list[Any]]:
+    """(predictions, gold) from per-example ``logits`` in input order (what ``predict_logits`` gives)."""
+    pred = decode(task_type, logits, feats, labels)
     ref = gold(task_type, feats, labels, split_ds)
     return [_plain(x) for x in pred], [_plain(x) for x in ref]
 

@@ -30,7 +30,7 @@ from ptv2.evidence import paired_permutation, scale_free
 from ptv2.files import atomic_dir
 from ptv2.model.prompted import PromptedModel
 from ptv2.training.artifacts import save_adapter
-from ptv2.training.evaluate import predictions
+from ptv2.training.evaluate import labelled, predictions
 from ptv2.training.metrics import compute, scorer
 from ptv2.training.fingerprint import learning_rate
 from ptv2.training.probe import fit_heads
@@ -226,9 +226,9 @@ def _step0(core: PromptedModel, train: dict[str, Split], val: dict[str, Split], 
     """LP-FT's first step: fit the heads on the untrained model's features, score val (epoch 0 of the
     history) and save it as the best model so far: training must beat it on val to replace it. ``fit_rows``
     > 0: heads fitted on a ``seed``-ed sample of at most that many train rows per task."""
-    fitted = fit_heads(core, tasks, train, val, pad_id, cfg.eval_batch_size, cfg.head_l2, acc.device,
-                       max_rows=fit_rows, seed=seed)
-    val_metrics, preds = _validate(core, val, pad_id, cfg.eval_batch_size, acc.device)
+    fitted, val_logits = fit_heads(core, tasks, train, val, pad_id, cfg.eval_batch_size, cfg.head_l2, acc.device,
+                                   max_rows=fit_rows, seed=seed)
+    val_metrics, preds = _validate(core, val, pad_id, cfg.eval_batch_size, acc.device, val_logits)
     score = score_of(val_metrics, main)
     row = {"epoch": 0, "train_loss": None, "val_score": score, "val": val_metrics, "fitted_heads": fitted}
     state["history"].append(row)
@@ -244,10 +244,13 @@ def _step0(core: PromptedModel, train: dict[str, Split], val: dict[str, Split], 
     acc.wait_for_everyone()
 
 
-def _validate(core: PromptedModel, val: dict[str, Split], pad_id: int, batch_size: int,
-              device) -> tuple[dict[str, dict[str, float]], dict[str, list[Any]]]:
-    """(task -> val metrics, task -> (val predictions, gold))."""
-    got = {t: predictions(core, t, s.feats, s.ds, s.labels, pad_id, batch_size, device) for t, s in val.items()}
+def _validate(core: PromptedModel, val: dict[str, Split], pad_id: int, batch_size: int, device,
+              known: dict[str, list[torch.Tensor]] | None = None) -> tuple[dict[str, dict[str, float]], dict[str, list[Any]]]:
+    """(task -> val metrics, task -> (val predictions, gold)); ``known``: task -> val logits already
+    computed by the model as it is (the fitted heads'), used instead of running val again."""
+    known = known or {}
+    got = {t: labelled(core.task_types[t], known[t], s.feats, s.ds, s.labels) if t in known
+           else predictions(core, t, s.feats, s.ds, s.labels, pad_id, batch_size, device) for t, s in val.items()}
     return {t: compute(val[t].metrics, *got[t]) for t in val}, got
 
 

@@ -22,14 +22,16 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def head_inputs(model: PromptedModel, task: str, feats: list[dict[str, Any]], pad_id: int, batch_size: int,
                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(X, y): what ``task``'s linear layer reads and the labels. X is (N, d), (N, C, d) for multiple
-    choice, or (N_tok, d) over the labelled tokens of a token task; y (N,) or (N_tok,)."""
+    """(X, y): what ``task``'s linear layer reads and the labels. X is (N, d) or (N, C, d) for multiple
+    choice, rows in the order of ``feats``; or (N_tok, d) over the labelled tokens of a token task; y (N,)
+    or (N_tok,)."""
     was_training = model.training
     model.eval()
     head: Head = model.heads[task]
     collate = Collator(pad_id, model.task_types[task])
-    xs, ys = [], []
+    xs, ys, order = [], [], []
     for idx in eval_batches([feature_length(f) for f in feats], batch_size):
+        order += idx
         batch = {k: v.to(device) for k, v in collate([feats[i] for i in idx]).items()}
         hidden, pooled = model.hidden(batch, task)
         if head.kind == "token":
@@ -41,7 +43,12 @@ def head_inputs(model: PromptedModel, task: str, feats: list[dict[str, Any]], pa
         xs.append(x.view(len(idx), -1, x.shape[-1]) if head.kind == "choice" else x)
         ys.append(batch["labels"].cpu())
     model.train(was_training)
-    return torch.cat(xs), torch.cat(ys)
+    X, y = torch.cat(xs), torch.cat(ys)
+    if head.kind == "token":
+        return X, y
+    back = torch.empty(len(order), dtype=torch.long)
+    back[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))  # batch row of each input
+    return X[back], y[back]
 
 
 def _logits(task_type: str, X: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -86,11 +93,14 @@ def fit_linear(task_type: str, train: tuple[torch.Tensor, torch.Tensor], val: tu
 
 def fit_heads(model: PromptedModel, tasks: Sequence[str], train: dict[str, Any], val: dict[str, Any], pad_id: int,
               batch_size: int, l2_grid: Sequence[float], device: torch.device | str = "cpu", max_rows: int = 0,
-              seed: int = 0) -> dict[str, dict[str, float]]:
+              seed: int = 0) -> tuple[dict[str, dict[str, float]], dict[str, list[torch.Tensor]]]:
     """Fit each of ``tasks``' heads on the model's current features (``train`` / ``val``: task -> encoded
     Split) and load the weights into the head. ``max_rows`` > 0: on a seeded sample of at most that many
-    train rows per task (a mixture's cap: its epochs see no more of a task). Returns task -> {"l2", "val_loss", "train_rows"}."""
+    train rows per task (a mixture's cap: its epochs see no more of a task). Returns task -> {"l2",
+    "val_loss", "train_rows"}, and task -> the fitted head's val logits per example in input order, as
+    ``predict_logits`` gives them (sequence and choice tasks: scoring val again would encode it twice)."""
     out: dict[str, dict[str, float]] = {}
+    val_logits: dict[str, list[torch.Tensor]] = {}
     for t in tasks:
         head: Head = model.heads[t]
         rows = _sample(train[t].feats, max_rows, seed)
@@ -105,8 +115,10 @@ def fit_heads(model: PromptedModel, tasks: Sequence[str], train: dict[str, Any],
             lin.weight.copy_(w.to(lin.weight.device))
             lin.bias.copy_(b.to(lin.bias.device))
         out[t] = {"l2": l2, "val_loss": round(v, 6), "train_rows": len(rows)}
+        if head.kind != "token":  # a token task's X lost its sentences' shape
+            val_logits[t] = list(_logits(model.task_types[t], va[0], w, b).unbind(0))
         log.info("head %s fitted on %d train rows (L2 %g, val loss %.4f)", t, len(tr[1]), l2, v)
-    return out
+    return out, val_logits
 
 
 def _sample(feats: list[dict[str, Any]], max_rows: int, seed: int) -> list[dict[str, Any]]:
