@@ -46,8 +46,7 @@ def head_inputs(model: PromptedModel, task: str, feats: list[dict[str, Any]], pa
     X, y = torch.cat(xs), torch.cat(ys)
     if head.kind == "token":
         return X, y
-    back = torch.empty(len(order), dtype=torch.long)
-    back[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))  # batch row of each input
+    back = torch.tensor(order).argsort()  # the inverse permutation: each input's row in the batches
     return X[back], y[back]
 
 
