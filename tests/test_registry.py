@@ -69,6 +69,28 @@ def test_the_paired_test_on_a_correlation_does_not_see_each_models_scale():
     assert paired_permutation(pearson, list(gold), better, [2.5] * 800, samples=200, standardize=True)[1] < 0.01
 
 
+def test_the_paired_test_swaps_numbers_in_numpy_with_the_same_answer_as_lists():
+    """Regression (speed): swapping each pair in Python lists took 2.1 s per test on STS-B dev (2,000 swaps,
+    scipy's pearsonr each time), ~30 s of a pipeline run; numbers now swap in numpy and r is computed directly.
+    Boxed predictions (one-element tuples) still take the list path: both must give the same p and delta."""
+    import numpy as np
+    from scipy import stats
+
+    from ptv2.training.metrics import compute, scorer
+
+    rng = np.random.default_rng(3)
+    gold = rng.uniform(0, 5, 300)
+    a, b = gold + rng.normal(0, 1.0, 300), gold + rng.normal(0, 1.3, 300)
+    assert compute(["pearson"], a, gold)["pearson"] == pytest.approx(100 * stats.pearsonr(a, gold)[0], abs=1e-9)
+    for metric, x, y, g in (("pearson", list(a), list(b), list(gold)),
+                            ("accuracy", [int(v > 2.5) for v in a], [int(v > 2.5) for v in b], [int(v > 2.5) for v in gold])):
+        score = scorer(metric)
+        boxed = lambda pred, gold, score=score: score([p[0] for p in pred], [q[0] for q in gold])  # noqa: E731
+        fast = paired_permutation(score, g, x, y, samples=300, seed=5)
+        slow = paired_permutation(boxed, [(v,) for v in g], [(v,) for v in x], [(v,) for v in y], samples=300, seed=5)
+        assert fast == pytest.approx(slow, abs=1e-12) and fast[0] > 0 and 0 < fast[1] < 1, metric
+
+
 def test_trivial_baselines():
     assert baseline("classification", [1, 0, 1, 1], 3) == [1, 1, 1]
     assert baseline("pair_classification", [0, 1], 2) == [0, 0]  # a tie: the lowest id

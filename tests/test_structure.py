@@ -218,14 +218,34 @@ def test_the_promote_and_publish_stages_do_not_import_torch():
     assert out.stdout.strip() == "[]", out.stdout
 
 
-def test_the_set_up_leaves_bytecode_for_modules_no_process_has_imported():
-    """Regression: uv installs without bytecode, and with PYTHONDONTWRITEBYTECODE set Python never writes it:
-    every stage process compiled ~4,500 modules again (18.4 s to import a training stage, 7.5 s with bytecode).
-    T5 is a module nothing here imports, so only scripts/setup.sh can have compiled it."""
-    import importlib.util
-    from pathlib import Path
+def test_processes_the_scripts_start_write_bytecode(tmp_path):
+    """Regression: uv installs without bytecode, and with PYTHONDONTWRITEBYTECODE set (as on this machine) Python
+    never wrote it: every stage process compiled ~4,500 modules again (18.4 s to import a training stage, 7.5 s
+    with bytecode). scripts/env.sh, which run.sh and test.sh source, lets the first importer write it."""
+    import os
 
-    import transformers
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    for d, source in (("plain", ""), ("scripts", f'. "{PROJECT}/scripts/env.sh" && ')):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "probe_mod.py").write_text("X = 1\n")
+        subprocess.run(["bash", "-c", f'{source}"{sys.executable}" -c "import probe_mod"'], cwd=tmp_path / d, env=env,
+                       check=True)
+    assert not (tmp_path / "plain" / "__pycache__").exists()  # the machine's setting, left alone: nothing written
+    assert list((tmp_path / "scripts" / "__pycache__").glob("probe_mod.*.pyc"))
+    for script in ("run.sh", "test.sh"):
+        assert "\n. scripts/env.sh\n" in (PROJECT / "scripts" / script).read_text(), script
 
-    src = Path(transformers.__file__).parent / "models/t5/modeling_t5.py"
-    assert Path(importlib.util.cache_from_source(str(src))).is_file(), "run ./scripts/setup.sh"
+
+def test_dvc_ignores_the_bytecode_python_writes_into_code_deps():
+    """Regression: with bytecode written (scripts/env.sh lets Python write it), a __pycache__ that a later stage
+    wrote into a code folder an earlier stage lists as a dep changed that dep's hash: `dvc repro` on an unchanged
+    repo ran promote and publish again (tests/test_pipeline.py::test_retrain_flow_registers_and_gates)."""
+    from dvc.repo import Repo
+
+    repo = Repo(str(PROJECT))
+    try:
+        for d in ("ptv2/training", "ptv2/data", "ptv2/config"):
+            assert repo.dvcignore.is_ignored(repo.fs, f"{repo.root_dir}/{d}/__pycache__/x.cpython-311.pyc"), d
+            assert not repo.dvcignore.is_ignored(repo.fs, f"{repo.root_dir}/{d}/__init__.py"), d
+    finally:
+        repo.close()

@@ -27,11 +27,12 @@ SERVABLE = ("ptv2", "lora", "adalora", "finetune")  # prefix_tuning is saved fol
 
 
 def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path,
-                     checks_dir: str | Path | None = None) -> dict[str, Any]:
+                     checks_dir: str | Path | None = None, encoder_from: str | Path | None = None) -> dict[str, Any]:
     """Bundle every task's model; per task: parity (fp32), dev metric fp32 vs int8, gate verdicts.
     Deep-prompt tasks share one bundle at ``out``; merged-adapter or fine-tuned tasks carry their own
     encoder weights and get one bundle each, at ``out/<task>`` (see ``bundle_for``). Each task's dev
-    predictions go to ``checks_dir`` (default ``export.checks_dir``)."""
+    predictions go to ``checks_dir`` (default ``export.checks_dir``). ``encoder_from``: a deep-prompt bundle
+    this export wrote from the same ``backbone.name``, whose encoder graphs a deep-prompt bundle copies."""
     checks_dir = Path(checks_dir or cfg.export.checks_dir)
     backbone, tok = load_backbone(cfg.backbone.name)
     models: dict[str, PromptedModel] = {}
@@ -45,7 +46,7 @@ def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path,
     merged = {t: m.merged() for t, m in models.items()}
     with atomic_dir(Path(out)) as tmp:  # checked and marked before it replaces ``out``
         if all(m.prompt is not None for m in models.values()):
-            write_bundle(merged, tok, tmp, int8=cfg.export.int8)
+            write_bundle(merged, tok, tmp, int8=cfg.export.int8, encoder_from=encoder_from)
         else:
             for t, m in merged.items():
                 write_bundle({t: m}, tok, tmp / t, int8=cfg.export.int8)

@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     frozen = {t: Path(cfg.adapt.baseline_dir) / t / "model" for t in cfg.adapt.tasks}
     with tracked(cfg, root_of(args), "export", "export") as (run, _):
         frozen_report = export_and_check(cfg, frozen, cfg.export.frozen_dir, Path(cfg.export.checks_dir) / FROZEN)
-        report = export_and_check(cfg, dirs, cfg.export.out_dir)
+        # the same backbone: the trained deep-prompt bundle copies the frozen bundle's encoder graphs
+        report = export_and_check(cfg, dirs, cfg.export.out_dir, encoder_from=cfg.export.frozen_dir)
         for task, row in report.items():
             run.log_metrics({f"{task}/{k}": float(v) for k, v in row.items() if isinstance(v, (int, float, bool))})
         for b in dict.fromkeys(bundle_for(cfg.export.out_dir, task) for task in report):  # shared, or one per task

@@ -30,12 +30,21 @@ def mcc(pred: np.ndarray, gold: np.ndarray) -> float:
     return float((tp * tn - fp * fn) / denom * 100) if denom else 0.0
 
 
-def _corr(fn, pred: np.ndarray, gold: np.ndarray) -> float:
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """(n,), (n,) -> Pearson's r in [-1, 1]: what ``scipy.stats.pearsonr`` computes (centred, normalised, dot;
+    equal to it within 1e-12), without its checks, which cost ~0.6 ms a call: the paired test calls it 4,000
+    times on STS-B dev."""
+    xm, ym = x - x.mean(), y - y.mean()
+    r = float(np.dot(xm / np.linalg.norm(xm), ym / np.linalg.norm(ym)))
+    return max(-1.0, min(1.0, r))
+
+
+def _corr(fn: Callable[[np.ndarray, np.ndarray], float], pred: np.ndarray, gold: np.ndarray) -> float:
     """A correlation in points; 0 for a constant input (np.std of equal floats can be 1e-16, not 0, so
     compare the range; scipy would answer nan)."""
     if np.ptp(pred) == 0 or np.ptp(gold) == 0:
         return 0.0
-    r = float(fn(pred, gold)[0] * 100)
+    r = float(fn(pred, gold) * 100)
     return 0.0 if np.isnan(r) else r
 
 
@@ -56,9 +65,9 @@ def compute(names: list[str], pred, gold) -> dict[str, float]:
         elif n == "mcc":
             out[n] = mcc(np.asarray(pred), np.asarray(gold))
         elif n == "pearson":
-            out[n] = _corr(stats.pearsonr, np.asarray(pred, float), np.asarray(gold, float))
+            out[n] = _corr(_pearson, np.asarray(pred, float), np.asarray(gold, float))
         elif n == "spearman":
-            out[n] = _corr(stats.spearmanr, np.asarray(pred, float), np.asarray(gold, float))
+            out[n] = _corr(lambda x, y: stats.spearmanr(x, y)[0], np.asarray(pred, float), np.asarray(gold, float))
         elif n == "entity_f1":
             out[n] = entity_f1(pred, gold)
         else:
