@@ -73,6 +73,7 @@ def paired_permutation(metric: Callable[[Sequence[Any], Sequence[Any]], float], 
         return delta, 1.0
     rng = np.random.default_rng(seed)
     xa, xb, xg = _arrays(a), _arrays(b), _arrays(gold)
+    g = gold if xg is None else xg
     hits = 0
     for _ in range(samples):
         swap = rng.random(n) < 0.5
@@ -81,7 +82,6 @@ def paired_permutation(metric: Callable[[Sequence[Any], Sequence[Any]], float], 
         else:  # tag sequences
             pa = [y if s else x for x, y, s in zip(a, b, swap)]
             pb = [x if s else y for x, y, s in zip(a, b, swap)]
-        g = gold if xg is None else xg
         hits += metric(pa, g) - metric(pb, g) >= delta - margin - 1e-9
     return delta, (hits + 1) / (samples + 1)
 

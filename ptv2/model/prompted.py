@@ -130,7 +130,8 @@ class PromptedModel(nn.Module):
         return flat
 
     def hidden(self, batch: dict[str, torch.Tensor], task: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, T, h) hidden states of the real tokens, and the pooler output if any."""
+        """(B, T, h) hidden states of the real tokens, and the pooler output (B, h) if any. Rows of very different
+        lengths (``length_groups``) run as two trimmed groups; then positions past a group's longest row are 0."""
         ids, mask, types = batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
         if self.input_prompt is not None:
             return encode_with_input_prompt(self.backbone, ids, mask, types, self.input_prompt(ids.shape[0]))
