@@ -136,7 +136,10 @@ class PromptedModel(nn.Module):
         if self.input_prompt is not None:
             return encode_with_input_prompt(self.backbone, ids, mask, types, self.input_prompt(ids.shape[0]))
         scale = self.task_factors(task) if self.task_factors is not None and task is not None else None
-        prefix = (lambda n: self.prompt(n, scale)) if self.prompt is not None else (lambda n: None)
+
+        def prefix(n: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:  # per layer (K, V), each (n, H, P, D)
+            return self.prompt(n, scale) if self.prompt is not None else None
+
         groups = None if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() else length_groups(mask)
         if groups is None:  # (a traced graph must not depend on the batch's lengths)
             return encode(self.backbone, ids, mask, types, prefix(ids.shape[0]))
