@@ -71,14 +71,15 @@ def main() -> None:
         for enc in ("cross", "bi"):
             path = build(cfg, tasks, enc, Path(tmp) / enc)
             for int8 in (False, True):
-                rates[(enc, int8)] = rate(Bundle(path, int8=int8), rows, a.repeats)
+                # as the registered model serves it: params' limits, spinning and int8 near-tie fallback
+                rates[(enc, int8)] = rate(Bundle.from_serving(path, cfg.serving, int8=int8), rows, a.repeats)
     for int8 in (False, True):
         c, b = rates[("cross", int8)], rates[("bi", int8)]
         table.append(["int8" if int8 else "fp32", f"{c:.1f}", f"{b:.1f}", f"{b / c:.2f}"])
     md = (f"# Serving a pair task: cross vs bi encoding\n\n`python bench/pair_encoding.py --tasks {a.tasks} --rows "
           f"{a.rows}`: {len(rows)} dev pairs of {', '.join(tasks)} shuffled into one stream, requests of 64 rows, "
-          f"best of {a.repeats}; backbone `{cfg.backbone.name}`, max_length {cfg.backbone.max_length}, one process "
-          f"on this machine's cores.\n\n"
+          f"best of {a.repeats}; backbone `{cfg.backbone.name}`, max_length {cfg.backbone.max_length}, served as "
+          f"params.yaml's `serving` says (limits {cfg.serving.limits()}), one process on this machine's cores.\n\n"
           + markdown(["encoder", "cross pairs/s", "bi pairs/s", "bi / cross"], table) + "\n")
     atomic_write_text(Path(a.out), md)
     print(md)

@@ -350,18 +350,38 @@ def test_int8_near_ties_of_classification_rows_are_answered_in_fp32(trained):
 
 
 def test_a_large_request_hands_the_arena_memory_back_on_its_last_run(trained, monkeypatch):
-    """Only the last micro-batch of a request larger than one micro-batch shrinks the arena (measured on
-    2,000 RTE pairs: 441 MB after vs 771 MB, at the same speed); one micro-batch requests never do."""
+    """Only the last micro-batch of a request of more than ``release_rows`` encoder rows shrinks the arena
+    (measured on 2,000 RTE pairs: 441 MB after vs 771 MB, at the same speed), and only such a request trims
+    the heap; smaller ones never do, however many micro-batches they take."""
+    import ptv2.serving.bundle as bundle_mod
     from ptv2.serving.requests import Limits
 
-    b = Bundle(trained[3], limits=Limits(micro_batch=2, max_rows=100, max_text_chars=1000))
-    calls, real = [], b.hidden
+    b = Bundle(trained[3], limits=Limits(micro_batch=2, max_rows=100, max_text_chars=1000, release_rows=4))
+    calls, trims, real = [], [], b.hidden
     monkeypatch.setattr(b, "hidden", lambda *a, **k: calls.append(k.get("release", False)) or real(*a, **k))
+    monkeypatch.setattr(bundle_mod, "_trim_heap", lambda: trims.append(1))
     b.predict([{"task": "sent", "text": t} for t in ("good", "bad film", "a fine plot", "sad", "the movie")])
-    assert calls == [False, False, True]
-    calls.clear()
+    assert calls == [False, False, True] and trims == [1]
+    calls.clear(), trims.clear()
     b.predict([{"task": "sent", "text": "good"}, {"task": "sent", "text": "bad"}])
-    assert calls == [False]
+    assert calls == [False] and trims == []
+
+
+def test_a_request_of_a_few_micro_batches_keeps_its_memory_for_the_next(trained, monkeypatch):
+    """Regression: every request of more than one micro-batch shrank onnxruntime's arena and ran gc +
+    malloc_trim, which cost 20-30 % of the rows/s of 64-row requests at micro_batch 32
+    (reports/bench_pair_encoding.md); below ``release_rows`` neither happens."""
+    import ptv2.serving.bundle as bundle_mod
+    from ptv2.serving.requests import Limits
+
+    b = Bundle(trained[3], limits=Limits(micro_batch=2, max_rows=100, max_text_chars=1000, release_rows=6))
+    calls, trims, real = [], [], b.hidden
+    monkeypatch.setattr(b, "hidden", lambda *a, **k: calls.append(k.get("release", False)) or real(*a, **k))
+    monkeypatch.setattr(bundle_mod, "_trim_heap", lambda: trims.append(1))
+    got = b.predict([{"task": "sent", "text": t} for t in ("good", "bad film", "a fine plot", "sad", "the movie")])
+    assert calls == [False, False, False] and trims == []
+    assert [g["label"] for g in got] == [g["label"] for g in Bundle(trained[3]).predict(
+        [{"task": "sent", "text": t} for t in ("good", "bad film", "a fine plot", "sad", "the movie")])]
 
 
 def _marked_copy(bundle, out, checks: dict[str, dict]):
@@ -501,12 +521,14 @@ def test_one_way_to_open_a_bundle_with_the_serving_settings(trained, root, tiny_
     from ptv2.serving.requests import serving_settings
 
     serving = config_from_dict(tiny_params(root, tiny_dir)).serving
-    serving = dataclasses.replace(serving, int8=True, int8_fallback_margin=0.07, int8_min_agreement=0.5, max_rows=7)
+    serving = dataclasses.replace(serving, int8=True, int8_fallback_margin=0.07, int8_min_agreement=0.5, max_rows=7,
+                                  release_rows=9)
     a = Bundle.from_serving(trained[3], serving)
     b = Bundle.from_serving(trained[3], serving_settings(serving))
     for x in (a, b):
         assert x.int8 and x.margin == 0.07 and x.limits.max_rows == 7 and x.fp32 is not None
         assert x.limits.max_request_tokens == serving.max_request_tokens
+        assert x.limits.release_rows == serving.release_rows
     assert Bundle.from_serving(trained[3], serving, int8=False).int8 is False
     assert Bundle.from_serving(trained[3], serving, bounded=False).limits.max_rows > 10**6
     plain = Bundle.from_serving(trained[3], None)

@@ -76,6 +76,7 @@ class ServingConfig:
     max_text_chars: int  # a text longer than this is refused (HTTP 400)
     max_request_chars: int  # all texts of a request together: what tokenizing it may cost (HTTP 400 above)
     max_request_tokens: int  # encoder tokens a request may need, bounded before tokenizing (HTTP 400 above)
+    release_rows: int  # a request of more encoder rows gives its memory back after it (arena shrink, heap trim)
     int8: bool  # registered models serve encoder.int8.onnx, for the tasks int8_min_agreement lets it serve
     int8_min_agreement: float  # int8 serves a task whose export checks found this share of dev equal to fp32
     spinning: bool  # onnxruntime threads spin between ops: lower latency for a server that owns its cores
@@ -83,10 +84,12 @@ class ServingConfig:
 
     def limits(self) -> dict[str, int]:
         return {"micro_batch": self.micro_batch, "max_rows": self.max_rows, "max_text_chars": self.max_text_chars,
-                "max_request_chars": self.max_request_chars, "max_request_tokens": self.max_request_tokens}
+                "max_request_chars": self.max_request_chars, "max_request_tokens": self.max_request_tokens,
+                "release_rows": self.release_rows}
 
     def __post_init__(self) -> None:
-        for name in ("micro_batch", "max_rows", "max_text_chars", "max_request_chars", "max_request_tokens"):
+        for name in ("micro_batch", "max_rows", "max_text_chars", "max_request_chars", "max_request_tokens",
+                     "release_rows"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
         _check(0 <= self.int8_fallback_margin <= 1, "int8_fallback_margin", self.int8_fallback_margin,
                "a probability gap in [0, 1] (0 = never fall back to fp32)")

@@ -164,22 +164,24 @@ class Bundle:
         flat, where = expand(rows, self.specs)
         quant = [i for i, r in enumerate(flat) if not self.int8 or self.tasks[r["task"]].int8]
         outs: list[Any] = [None] * len(flat)
-        self._run_into(outs, flat, quant, self.session, deadline)
+        # a large request gives its memory back: not every request, as that cost 20-30 % of the rows/s
+        release = len(flat) > self.limits.release_rows
+        self._run_into(outs, flat, quant, self.session, deadline, release)
         if self.int8:  # fp32 rows: tasks int8 may not serve, then int8 near-ties
-            self._run_into(outs, flat, sorted(set(range(len(flat))) - set(quant)), self.fp32, deadline)
+            self._run_into(outs, flat, sorted(set(range(len(flat))) - set(quant)), self.fp32, deadline, release)
             if self.margin > 0:
                 ties = [i for i in quant if self._near_tie(flat[i]["task"], outs[i][0])]
-                self._run_into(outs, flat, ties, self.fp32, deadline)
+                self._run_into(outs, flat, ties, self.fp32, deadline, release)
         answers = [self._decode(r, [outs[j] for j in idx]) for r, idx in zip(rows, where)]
-        if len(flat) > self.limits.micro_batch:  # a large request: hand freed heap pages back to the OS
+        if release:  # hand freed heap pages back to the OS
             del outs
             _trim_heap()
         return answers
 
     def _run_into(self, outs: list[Any], flat: list[dict[str, Any]], idx: list[int], session: Any,
-                  deadline: float | None = None) -> None:
+                  deadline: float | None = None, release: bool = False) -> None:
         """Run encoder rows ``flat[i]`` for i in ``idx`` on ``session``; results into ``outs[i]``."""
-        for i, o in zip(idx, self._run([flat[i] for i in idx], session, deadline) if idx else []):
+        for i, o in zip(idx, self._run([flat[i] for i in idx], session, deadline, release) if idx else []):
             outs[i] = o
 
     def _near_tie(self, task: str, vec: np.ndarray) -> bool:
@@ -194,10 +196,11 @@ class Bundle:
         top = np.sort(softmax(lg))
         return bool(top[-1] - top[-2] < self.margin)
 
-    def _run(self, rows: list[dict[str, Any]], session: Any = None,
-             deadline: float | None = None) -> list[tuple[np.ndarray, Any]]:
+    def _run(self, rows: list[dict[str, Any]], session: Any = None, deadline: float | None = None,
+             release: bool = False) -> list[tuple[np.ndarray, Any]]:
         """Encoder rows -> (pooled vector (h,) or token states (T, h), encoding) per row, run ``micro_batch``
-        rows at a time in length order (``deadline``: checked before each micro-batch)."""
+        rows at a time in length order (``deadline``: checked before each micro-batch; ``release``: the last
+        one shrinks the session's arena)."""
         order = sorted(range(len(rows)), key=lambda i: (self._prompt_len(rows[i]["task"]), self._size(rows[i])))
         out: list[Any] = [None] * len(rows)
         step = self.limits.micro_batch
@@ -209,7 +212,7 @@ class Bundle:
             for k, part in enumerate(by_plen.values()):
                 sub = [rows[i] for i in part]
                 feed, encs = self._encode(sub)
-                last = len(order) > step and s + step >= len(order) and k == len(by_plen) - 1
+                last = release and s + step >= len(order) and k == len(by_plen) - 1
                 hid = self.hidden(feed, [r["task"] for r in sub], session, release=last)
                 for k, (i, r) in enumerate(zip(part, sub)):
                     out[i] = (self.pool(hid[k], feed["attention_mask"][k], r["task"]), encs[k])

@@ -32,13 +32,15 @@ class Limits:
     padded to its longest row. A request over ``max_rows`` encoder rows, ``max_text_chars`` characters in a
     text, ``max_request_chars`` characters in all or ``max_request_tokens`` encoder tokens (an upper bound
     known before tokenizing: ``requests.check_rows``) is refused (HTTP 400 through the pyfunc server), so
-    what the largest allowed request costs, in time and memory, is bounded."""
+    what the largest allowed request costs, in time and memory, is bounded. A request of more than
+    ``release_rows`` encoder rows hands its memory back when it is done (``Bundle.predict``)."""
 
     micro_batch: int
     max_rows: int
     max_text_chars: int
     max_request_chars: int = 10**12
     max_request_tokens: int = 10**12
+    release_rows: int = 256  # bundles written before this setting get params.yaml's default
 
 
 UNBOUNDED = Limits(micro_batch=64, max_rows=10**9, max_text_chars=10**9)  # library use; servers pass params'
