@@ -369,7 +369,7 @@ def test_a_large_request_hands_the_arena_memory_back_on_its_last_run(trained, mo
 
 def test_a_request_of_a_few_micro_batches_keeps_its_memory_for_the_next(trained, monkeypatch):
     """Regression: every request of more than one micro-batch shrank onnxruntime's arena and ran gc +
-    malloc_trim, which cost 20-30 % of the rows/s of 64-row requests at micro_batch 32
+    malloc_trim, which cost 17-27 % of the rows/s of 64-row requests at micro_batch 32
     (reports/bench_pair_encoding.md); below ``release_rows`` neither happens."""
     import ptv2.serving.bundle as bundle_mod
     from ptv2.serving.requests import Limits

@@ -164,7 +164,7 @@ class Bundle:
         flat, where = expand(rows, self.specs)
         quant = [i for i, r in enumerate(flat) if not self.int8 or self.tasks[r["task"]].int8]
         outs: list[Any] = [None] * len(flat)
-        # a large request gives its memory back: not every request, as that cost 20-30 % of the rows/s
+        # a large request gives its memory back: not every request, as that cost 17-27 % of the rows/s
         release = len(flat) > self.limits.release_rows
         self._run_into(outs, flat, quant, self.session, deadline, release)
         if self.int8:  # fp32 rows: tasks int8 may not serve, then int8 near-ties
