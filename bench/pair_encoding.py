@@ -46,6 +46,28 @@ def rate(bundle, rows: list[dict], repeats: int) -> float:
     return best
 
 
+def request_mix(cfg, tasks: list[str], per_task: int) -> list[dict]:
+    """``per_task`` dev pairs of each task, shuffled into one request stream."""
+    import random
+
+    from ptv2.data.tasks import load_task_data
+    from ptv2.export.checks import request_rows
+
+    rows = [r for t in tasks for r in request_rows(load_task_data(cfg, t), "dev")[:per_task]]
+    random.Random(0).shuffle(rows)
+    return rows
+
+
+def served(cfg, **limits: int) -> dict:
+    """Serving settings as the registered model serves (params' limits and spinning; ``limits`` override),
+    without the int8 near-tie fallback: these random heads make every classification row a near tie (cross
+    rows would all run twice, bi pairs never do)."""
+    from ptv2.serving.requests import serving_settings
+
+    s = {**serving_settings(cfg.serving), "int8_fallback_margin": 0.0}
+    return {**s, "limits": {**s["limits"], **limits}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", default="stsb,mrpc,rte")
@@ -53,29 +75,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="reports/bench_pair_encoding.md")
     a = ap.parse_args()
-    import random
-
     from ptv2.config import load_config
-    from ptv2.data.tasks import load_task_data
     from ptv2.experiments.tables import markdown
-    from ptv2.export.checks import request_rows
     from ptv2.files import atomic_write_text
     from ptv2.serving.bundle import Bundle
-    from ptv2.serving.requests import serving_settings
 
     cfg = load_config(ROOT / "params.yaml")
     tasks = a.tasks.split(",")
-    rows = [r for t in tasks for r in request_rows(load_task_data(cfg, t), "dev")[:a.rows]]
-    random.Random(0).shuffle(rows)  # a mixed request stream
+    rows = request_mix(cfg, tasks, a.rows)
     table, rates = [], {}
-    # as the registered model serves: params' limits and spinning; no int8 near-tie fallback, since these random
-    # heads make every classification row a near tie (cross rows would all run twice, bi pairs never do)
-    served = {**serving_settings(cfg.serving), "int8_fallback_margin": 0.0}
     with tempfile.TemporaryDirectory() as tmp:
         for enc in ("cross", "bi"):
             path = build(cfg, tasks, enc, Path(tmp) / enc)
             for int8 in (False, True):
-                rates[(enc, int8)] = rate(Bundle.from_serving(path, served, int8=int8), rows, a.repeats)
+                rates[(enc, int8)] = rate(Bundle.from_serving(path, served(cfg), int8=int8), rows, a.repeats)
     for int8 in (False, True):
         c, b = rates[("cross", int8)], rates[("bi", int8)]
         table.append(["int8" if int8 else "fp32", f"{c:.1f}", f"{b:.1f}", f"{b / c:.2f}"])
