@@ -349,18 +349,27 @@ def test_int8_near_ties_of_classification_rows_are_answered_in_fp32(trained):
     assert Bundle(bundle, fallback_margin=0.5).fp32 is None  # fp32 bundles have nothing to fall back to
 
 
+FIVE = [{"task": "sent", "text": t} for t in ("good", "bad film", "a fine plot", "sad", "the movie")]
+
+
+def _watched(bundle, monkeypatch, release_rows: int):
+    """``bundle`` at micro-batch 2 and ``release_rows``, recording each run's ``release`` flag and each heap trim."""
+    import ptv2.serving.bundle as bundle_mod
+    from ptv2.serving.requests import Limits
+
+    b = Bundle(bundle, limits=Limits(micro_batch=2, max_rows=100, max_text_chars=1000, release_rows=release_rows))
+    calls, trims, real = [], [], b.hidden
+    monkeypatch.setattr(b, "hidden", lambda *a, **k: calls.append(k.get("release", False)) or real(*a, **k))
+    monkeypatch.setattr(bundle_mod, "_trim_heap", lambda: trims.append(1))
+    return b, calls, trims
+
+
 def test_a_large_request_hands_the_arena_memory_back_on_its_last_run(trained, monkeypatch):
     """Only the last micro-batch of a request of more than ``release_rows`` encoder rows shrinks the arena
     (measured on 2,000 RTE pairs: 441 MB after vs 771 MB, at the same speed), and only such a request trims
     the heap; smaller ones never do, however many micro-batches they take."""
-    import ptv2.serving.bundle as bundle_mod
-    from ptv2.serving.requests import Limits
-
-    b = Bundle(trained[3], limits=Limits(micro_batch=2, max_rows=100, max_text_chars=1000, release_rows=4))
-    calls, trims, real = [], [], b.hidden
-    monkeypatch.setattr(b, "hidden", lambda *a, **k: calls.append(k.get("release", False)) or real(*a, **k))
-    monkeypatch.setattr(bundle_mod, "_trim_heap", lambda: trims.append(1))
-    b.predict([{"task": "sent", "text": t} for t in ("good", "bad film", "a fine plot", "sad", "the movie")])
+    b, calls, trims = _watched(trained[3], monkeypatch, release_rows=4)
+    b.predict(FIVE)
     assert calls == [False, False, True] and trims == [1]
     calls.clear(), trims.clear()
     b.predict([{"task": "sent", "text": "good"}, {"task": "sent", "text": "bad"}])
@@ -371,17 +380,10 @@ def test_a_request_of_a_few_micro_batches_keeps_its_memory_for_the_next(trained,
     """Regression: every request of more than one micro-batch shrank onnxruntime's arena and ran gc +
     malloc_trim, which cost 17-27 % of the rows/s of 64-row requests at micro_batch 32
     (reports/bench_pair_encoding.md); below ``release_rows`` neither happens."""
-    import ptv2.serving.bundle as bundle_mod
-    from ptv2.serving.requests import Limits
-
-    b = Bundle(trained[3], limits=Limits(micro_batch=2, max_rows=100, max_text_chars=1000, release_rows=6))
-    calls, trims, real = [], [], b.hidden
-    monkeypatch.setattr(b, "hidden", lambda *a, **k: calls.append(k.get("release", False)) or real(*a, **k))
-    monkeypatch.setattr(bundle_mod, "_trim_heap", lambda: trims.append(1))
-    got = b.predict([{"task": "sent", "text": t} for t in ("good", "bad film", "a fine plot", "sad", "the movie")])
+    b, calls, trims = _watched(trained[3], monkeypatch, release_rows=6)
+    got = b.predict(FIVE)
     assert calls == [False, False, False] and trims == []
-    assert [g["label"] for g in got] == [g["label"] for g in Bundle(trained[3]).predict(
-        [{"task": "sent", "text": t} for t in ("good", "bad film", "a fine plot", "sad", "the movie")])]
+    assert [g["label"] for g in got] == [g["label"] for g in Bundle(trained[3]).predict(FIVE)]
 
 
 def _marked_copy(bundle, out, checks: dict[str, dict]):

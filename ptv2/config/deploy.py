@@ -88,9 +88,8 @@ class ServingConfig:
                 "release_rows": self.release_rows}
 
     def __post_init__(self) -> None:
-        for name in ("micro_batch", "max_rows", "max_text_chars", "max_request_chars", "max_request_tokens",
-                     "release_rows"):
-            _check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
+        for name, value in self.limits().items():  # every limit is a count
+            _check(value >= 1, name, value, "an integer >= 1")
         _check(0 <= self.int8_fallback_margin <= 1, "int8_fallback_margin", self.int8_fallback_margin,
                "a probability gap in [0, 1] (0 = never fall back to fp32)")
         _check(0 <= self.int8_min_agreement <= 1, "int8_min_agreement", self.int8_min_agreement,
