@@ -60,7 +60,7 @@ class TrainConfig:
     length_grouping: bool
     device: Literal["auto", "cpu", "cuda"]
     num_threads: int  # torch CPU threads; 0 = torch's default
-    precision: Literal["auto", "fp32", "bf16"]  # training autocast; auto: bf16 on CUDA, fp32 on CPU (measured faster)
+    precision: Literal["auto", "fp32", "bf16"]  # training autocast; auto: bf16 on CUDA, measured on a CPU (training.speed)
     compile: bool  # torch.compile the backbone's forward while training (ptv2.training.speed)
     processes: int  # data-parallel processes the DVC stages launch per node (torchrun); 1 = one process
 

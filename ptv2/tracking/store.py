@@ -175,6 +175,9 @@ def tracked(cfg: Any, root: Path, stage: str, name: str) -> Iterator[tuple[Run, 
         steps = {"n": 0}
 
         def on_log(row: dict[str, Any]) -> None:
+            if "precision" in row:  # what the run trained in (auto: measured on this machine)
+                run.set_tags({"ptv2.precision": row["precision"]})
+                return
             if "step_loss" in row:
                 steps["n"] += 1
                 run.log_metrics({"train/step_loss": row["step_loss"]}, step=steps["n"])

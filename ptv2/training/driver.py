@@ -157,7 +157,7 @@ def _train(cfg: Config, data: dict[str, TaskData], out_dir: Path, mixture: bool,
               "init_from": str(start or ""), "start": _start_name(init_from, start),
               "trainable_params": trainable, "total_params": total,
               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-              "train_seconds": round(result.seconds, 1), "history": result.history, "loaded_rss_mb": loaded_mb,
+              "train_seconds": round(result.seconds, 1), "precision": result.precision, "history": result.history, "loaded_rss_mb": loaded_mb,
               "peak_rss_mb": rss_mb("VmHWM"),
               "artifact_bytes": sum(f.stat().st_size for f in (out_dir / "model").iterdir())}
     write_json(out_dir / RECORD, record)

@@ -35,7 +35,7 @@ from ptv2.training.metrics import compute, scorer
 from ptv2.training.fingerprint import learning_rate
 from ptv2.training.probe import fit_heads
 from ptv2.training.splits import Split
-from ptv2.training.speed import autocast, compiled, use_bf16
+from ptv2.training.speed import autocast, bf16_attention, bf16_speedup, compiled, use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     main: bool = True  # this process writes (rank 0 of a data-parallel group, or the only one)
+    precision: str = "fp32"  # what the training forwards ran in
 
 
 def single_task_planner(task: str, lengths: list[int], batch_size: int, group: bool) -> Callable[[torch.Generator], Plan]:
@@ -122,7 +123,7 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     _log_processes(acc, cfg.batch_size)
     state = _resume(out_dir / "checkpoint", core, opt, sched, fingerprint)
     collators = {t: Collator(pad_id, core.task_types[t]) for t in train}
-    bf16 = use_bf16(cfg.precision, cuda=acc.device.type == "cuda")
+    bf16 = _precision(cfg, acc, core, on_log) if epochs > state["epoch"] and not state.get("stopped") else False
     main = {t: s.metrics[0] for t, s in val.items()}
     t0 = time.perf_counter() - state["seconds"]
     if cfg.head_init == "fit" and fit_tasks is not None and not state["history"]:
@@ -132,7 +133,7 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     for epoch in range(epochs + 1 if state.get("stopped") else state["epoch"] + 1, epochs + 1):
         g = torch.Generator().manual_seed(seed * 1000 + epoch)
         torch.manual_seed(seed * 1000 + epoch)  # dropout: same stream after a resume
-        with compiled(core.backbone, cfg.compile):
+        with compiled(core.backbone, cfg.compile), bf16_attention(core.backbone, acc.device, bf16):
             loss = _run_epoch(model, opt, sched, acc, planner(g), train, collators, cfg, epoch, epochs, on_log, bf16)
         val_metrics, preds = _validate(core, val, pad_id, cfg.eval_batch_size, acc.device)
         score = score_of(val_metrics, main)
@@ -154,7 +155,21 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
             log.info("early stop: no new best val score for %d epochs", cfg.patience)
             break
     return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["history"], state["seconds"],
-                       acc.is_main_process)
+                       acc.is_main_process, "bf16" if bf16 else "fp32")
+
+
+def _precision(cfg: TrainConfig, acc: Any, core: PromptedModel, on_log) -> bool:
+    """Whether this run trains under bf16 autocast: the main process decides (measuring this machine when
+    ``train.precision`` is auto), every data-parallel process follows it; ``on_log`` hears the choice."""
+    bf16 = acc.is_main_process and use_bf16(cfg.precision, cuda=acc.device.type == "cuda",
+                                            speedup=lambda: bf16_speedup(core.backbone))
+    if acc.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        bf16 = broadcast_object_list([bf16], from_process=0)[0]
+    if on_log:
+        on_log({"precision": "bf16" if bf16 else "fp32"})
+    return bf16
 
 
 def _log_processes(acc: Any, batch_size: int) -> None:
