@@ -62,7 +62,7 @@ def child_ptv2(task: str, examples: int, sets: list[str]) -> dict[str, Any]:
         run = driver.train(cfg, [task], tmp, report_splits=("dev",))
     metric = cfg.task(task).metrics[0]
     return {"epoch_s": spent[0], "rows": examples, "dev": run.metrics["dev"][task][metric], "metric": metric,
-            "peak_mb": _peak_mb()}
+            "peak_mb": _peak_mb(), "precision": run.record["precision"]}
 
 
 def child_trainer(task: str, examples: int, lora: bool, bf16: bool = False) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--examples", type=int, default=1280)
     ap.add_argument("--encodings", default="bi,cross")
     ap.add_argument("--settings", default="train.compile=true",
-                    help="';'-separated ptv2 settings to time beside fp32 eager, e.g. 'train.precision=bf16'")
+                    help="';'-separated ptv2 settings to time beside fp32 eager, e.g. 'train.precision=auto;train.compile=true'")
     ap.add_argument("--peers", default="finetune,lora",
                     help="Trainer peers: finetune,lora,finetune-bf16,lora-bf16 (-bf16: Trainer's bf16=True) ('' = none)")
     ap.add_argument("--out", default="reports/bench_speed.md")
@@ -125,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             sets = [f"backbone.pair_encoding={pe}", "train.precision=fp32"] + ([extra] if extra else [])
             if "precision" in extra:
                 sets.remove("train.precision=fp32")
-            name = f"ptv2 {pe}, " + (extra or "fp32 eager")
-            rows.append((name, _run("ptv2", task=a.task, examples=a.examples, sets=sets)))
-            print(name, rows[-1][1], flush=True)
+            r = _run("ptv2", task=a.task, examples=a.examples, sets=sets)
+            rows.append((f"ptv2 {pe}, " + (extra or "fp32 eager") + (" (chose bf16)" if "auto" in extra and
+                                                                      r["precision"] == "bf16" else ""), r))
+            print(rows[-1][0], rows[-1][1], flush=True)
     for peer in [p for p in a.peers.split(",") if p]:
         kind, _, prec = peer.partition("-")
         rows.append((f"Trainer + {'LoRA' if kind == 'lora' else 'full fine-tuning'}" + (", bf16" if prec else ""),
@@ -142,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in rows:
         md.append(f"| {name} | {r['epoch_s']:.1f} | {r['rows'] / r['epoch_s']:.1f} | {r['epoch_s'] / base:.2f}x | "
                   f"{r['dev']:.1f} | {r['peak_mb']:.0f} |")
+    ours = [(n, r) for n, r in rows if n.startswith("ptv2")]
+    peers = [(n, r) for n, r in rows if not n.startswith("ptv2")]
+    if ours and peers:  # the ratios: each peer's epoch time over each ptv2 setting's
+        md += ["", "Peer epoch time / ptv2 epoch time:", "",
+               "| peer | " + " | ".join(n for n, _ in ours) + " |", "|---|" + "---|" * len(ours)]
+        md += [f"| {n} | " + " | ".join(f"{r['epoch_s'] / o['epoch_s']:.2f}x" for _, o in ours) + " |"
+               for n, r in peers]
     return write_report(a.out, md)
 
 
