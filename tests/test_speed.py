@@ -57,6 +57,24 @@ def test_measuring_the_speedup_leaves_the_backbone_and_the_rng_as_they_were(tiny
     assert all(p.grad is None for p in backbone.parameters())
 
 
+def test_the_speedup_is_measured_through_a_lora_wrapper_and_a_failure_means_fp32(tiny, tmp_path, monkeypatch):
+    from ptv2.model.lora import wrap
+
+    backbone, _ = tiny
+    wrapped = wrap(backbone, "lora", 2, 4, 0.0, ["query", "value"], 10)
+    assert speed.measure_bf16_speedup(wrapped, rows=2, length=4, repeats=1) > 0
+    assert all(p.grad is None for p in wrapped.parameters())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    def broken(b):
+        raise RuntimeError("no inputs_embeds here")
+
+    monkeypatch.setattr(speed, "measure_bf16_speedup", broken)
+    assert speed.bf16_speedup(backbone) == 0.0 and not speed.cache_file().exists()  # not kept: measured next time
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: True)
+    assert speed.use_bf16("auto", False, lambda: speed.bf16_speedup(backbone)) is False
+
+
 def test_bf16_on_a_cpu_runs_eager_attention_for_the_block_only(tiny):
     backbone, _ = tiny
     before = backbone.config._attn_implementation
