@@ -45,6 +45,22 @@ def test_the_bf16_speedup_is_measured_once_per_machine_and_backbone(tiny, tmp_pa
     assert speed.bf16_speedup(backbone) == 1.234 and len(runs) == 3
 
 
+def test_the_cache_lives_under_xdg_else_home_else_the_temp_folder(tmp_path, monkeypatch):
+    import tempfile
+    from pathlib import Path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert speed.cache_file() == tmp_path / "ptv2" / "bf16_speedup.json"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert speed.cache_file() == Path.home() / ".cache" / "ptv2" / "bf16_speedup.json"
+
+    def homeless():
+        raise RuntimeError("Could not determine home directory")
+
+    monkeypatch.setattr(Path, "home", staticmethod(homeless))
+    assert speed.cache_file() == Path(tempfile.gettempdir()) / "ptv2" / "bf16_speedup.json"
+
+
 def test_measuring_the_speedup_leaves_the_backbone_and_the_rng_as_they_were(tiny):
     backbone, _ = tiny
     backbone.train()

@@ -64,7 +64,14 @@ def use_bf16(precision: str, cuda: bool, speedup: Callable[[], float] | None = N
 
 def cache_file() -> Path:
     """Where measured speed choices are kept across runs (``$XDG_CACHE_HOME/ptv2``, else ``~/.cache/ptv2``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory (a bare container user): the temp folder
+            import tempfile
+
+            base = tempfile.gettempdir()
     return Path(base) / "ptv2" / "bf16_speedup.json"
 
 
