@@ -106,3 +106,25 @@ def test_a_failed_task_leaves_the_others_recorded_and_reruns_alone(tmp_path, tin
     with pytest.raises(RuntimeError, match=r"stage adapt@pair failed \(exit 127; whole output: .*adapt@pair\.log\)"
                                            r".*not found"):
         real(root, "adapt@pair", 1, {"PATH": "/nonexistent"})
+
+
+def test_a_stage_command_is_read_without_changing_the_working_directory(tmp_path, tiny_dir, monkeypatch):
+    """Regression: the thread runner's workers each read their stage's command; one worker's chdir back undid
+    another's, whose DVC then failed with "Stage 'baseline@sent' not found inside 'dvc.yaml' file"."""
+    import os
+
+    from ptv2.orchestration.dvc_graph import stage_command
+
+    for k, v in pipeline_env().items():
+        monkeypatch.setenv(k, v)
+    root = _repo(tmp_path / "repo", tiny_dir)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    def no_chdir(path):
+        raise AssertionError(f"chdir({path}) from a fan-out worker")
+
+    monkeypatch.setattr(os, "chdir", no_chdir)
+    assert "ptv2.stages.adapt --task pair" in stage_command(root, "adapt@pair")
+    assert "ptv2.stages.baseline --task sent" in stage_command(root, "baseline@sent")

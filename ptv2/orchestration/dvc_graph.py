@@ -84,10 +84,14 @@ def stale(root: str | Path, stages: list[str]) -> list[str]:
 
 
 def stage_command(root: str | Path, stage: str) -> str:
+    """``stage``'s command as dvc.yaml resolves it. Never changes the working directory: the fan-out's
+    thread runner calls this from several threads of one process at once, and one thread's ``chdir`` back
+    made another's DVC look for dvc.yaml in the wrong folder ("Stage 'baseline@sent' not found")."""
     from dvc.repo import Repo
 
-    with contextlib.chdir(root), Repo(str(root)) as repo:
-        (st,) = repo.stage.collect(stage)
+    root = Path(root).resolve()
+    with Repo(str(root)) as repo:
+        (st,) = repo.stage.collect(f"{root / 'dvc.yaml'}:{stage}")  # an absolute target: no cwd involved
         return st.cmd
 
 

@@ -6,7 +6,8 @@ process may train several models). ``auto`` means bf16 on CUDA; on a CPU with na
 what ``bf16_speedup`` measures for this backbone on this machine (cached per machine, torch, threads and
 backbone shape), and fp32 where those kernels are emulated (AVX2: 20x slower per step,
 reports/bench_speed.md). Under bf16 on a CPU the backbone runs eager attention (``bf16_attention``): the CPU
-SDPA kernel's bf16 backward was the reason bf16 once lost here (reports/bench_speed_amx.md, bench_speed_s19.md).
+SDPA kernel's bf16 backward is why bf16 with SDPA gained only 1.09x on AVX512-BF16 cores (reports/
+bench_speed_s19.md); the AMX runs where it lost (bench_speed_amx.md) used SDPA too, not re-measured.
 ``compiled`` runs ``torch.compile`` on the backbone's forward for the duration of training only: module
 names, state dicts and ONNX export see the plain module.
 """
