@@ -210,3 +210,19 @@ def test_a_registered_version_whose_artifacts_are_gone_is_one_clear_error(store,
     shutil.rmtree(store / "mlartifacts")  # the artifact store lost the files; the registry still lists them
     with pytest.raises(ArtifactError, match=r"models:/ptv2-gone/1 cannot be downloaded .*dvc repro promote"):
         registry.download_version(store, "ptv2-gone", v, tmp_path / "again")
+
+
+def test_a_tracked_run_is_tagged_with_the_precision_it_trained_in(store, tiny_dir):
+    import mlflow
+
+    from helpers import tiny_params
+    from ptv2.config import config_from_dict
+
+    cfg = config_from_dict(tiny_params(store, tiny_dir))
+    with tracking.tracked(cfg, store, "adapt@sent", "adapt-sent") as (run, on_log):
+        on_log({"precision": "bf16"})  # what the training loop says once it has chosen
+        on_log({"step_loss": 0.5, "epoch": 1, "step": 0})
+        run_id = run.id
+    got = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri(store)).get_run(run_id)
+    assert got.data.tags["ptv2.precision"] == "bf16" and got.data.params["train.precision"] == "fp32"
+    assert "train/step_loss" in got.data.metrics
