@@ -13,7 +13,6 @@ names, state dicts and ONNX export see the plain module.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -121,8 +120,7 @@ def measure_bf16_speedup(backbone: nn.Module, rows: int = 32, length: int = 64, 
     """Median fp32 / bf16 time of a forward + backward to the inputs of ``backbone`` at (rows, length):
     fp32 in its own attention, bf16 autocast with eager attention, as training runs them. Leaves the
     backbone's mode, its gradients and the global RNG as they were."""
-    from ptv2.model.inject import attention
-
+    cpu = torch.device("cpu")
     was_training = backbone.training
     backbone.eval()
     with torch.random.fork_rng(devices=[]), _restoring_mode(backbone, was_training):
@@ -133,7 +131,7 @@ def measure_bf16_speedup(backbone: nn.Module, rows: int = 32, length: int = 64, 
         def step(bf16: bool) -> float:
             t0 = time.perf_counter()
             x = backbone.get_input_embeddings()(ids).detach().requires_grad_(True)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with bf16_attention(backbone, cpu, bf16), autocast(cpu, bf16):  # as an epoch runs it
                 out = backbone(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state
             torch.autograd.grad(out.float().sum(), x)
             return time.perf_counter() - t0
@@ -141,8 +139,7 @@ def measure_bf16_speedup(backbone: nn.Module, rows: int = 32, length: int = 64, 
         times: dict[bool, list[float]] = {False: [], True: []}
         for i in range(repeats + 1):  # the first round warms up each path
             for bf16 in (False, True):
-                with attention(backbone, "eager") if bf16 else contextlib.nullcontext():
-                    t = step(bf16)
+                t = step(bf16)
                 if i:
                     times[bf16].append(t)
     return statistics.median(times[False]) / statistics.median(times[True])
