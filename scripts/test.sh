@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The README's test command: set up, then run the fast suite (slow real-data tests: PTV2_SLOW=1).
+# Tests run on PTV2_TEST_WORKERS pytest-xdist workers (default 2; 0 = in this process): most of the suite's time is
+# pipeline tests waiting on single-threaded stage subprocesses, so a second worker uses the idle core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 export HF_HUB_OFFLINE=1  # the tests never reach a hub, whatever the caller set
 ./scripts/setup.sh
 if [ "${PTV2_SLOW:-0}" = "1" ]; then
-  exec .venv/bin/python -m pytest -m "slow or not slow" "$@"
+  exec .venv/bin/python -m pytest -n "${PTV2_TEST_WORKERS:-2}" --dist worksteal -m "slow or not slow" "$@"
 fi
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -n "${PTV2_TEST_WORKERS:-2}" --dist worksteal "$@"
