@@ -57,6 +57,21 @@ def test_user_errors_exit_2_with_a_clear_message(params, capsys, argv, needle):
     assert needle in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("name", ["empty-folder", "nosuch-org/nosuch-model"])
+def test_a_backbone_that_cannot_be_loaded_is_one_line(params, tmp_path, capsys, monkeypatch, name):
+    """Regression (session 21): a folder holding no model, or a hub name offline, reached the user as a
+    transformers traceback (ValueError / OSError)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if name == "empty-folder":
+        name = str(tmp_path / name)
+        (tmp_path / "empty-folder").mkdir()
+    assert main(["train", "--params", str(params), "--task", "sent", "--set", f"backbone.name={name}",
+                 "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"backbone {name!r} cannot be loaded" in err and "Traceback" not in err, err
+    assert "set backbone.name to a local model folder" in err
+
+
 def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "ptv2", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "train" in r.stdout

