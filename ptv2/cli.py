@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from ptv2.errors import Ptv2Error
+from ptv2.errors import ConfigError, Ptv2Error
 
 for _k, _v in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}.items():
@@ -133,19 +133,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     c = cfg.compare
-    split = lambda v, default: [x for x in v.split(",") if x] if v is not None else list(default)  # noqa: E731
-    compare(cfg, split(args.tasks, c.tasks), split(args.methods, c.methods),
-            [int(x) for x in split(args.seeds, c.seeds)], Path(args.out or c.out), Path(args.work or c.work),
-            one_seed=tuple(split(args.one_seed, c.one_seed)), track=not args.no_track)
+    compare(cfg, _names(args.tasks, c.tasks), _names(args.methods, c.methods), _seeds(args.seeds, c.seeds),
+            Path(args.out or c.out), Path(args.work or c.work), one_seed=tuple(_names(args.one_seed, c.one_seed)),
+            track=not args.no_track)
     return 0
+
+
+def _names(value: str | None, default: list) -> list[str]:
+    """A comma-separated option, or the params.yaml default when it is not given."""
+    return [x.strip() for x in value.split(",") if x.strip()] if value is not None else [str(x) for x in default]
+
+
+def _seeds(value: str | None, default: list) -> list[int]:
+    """--seeds as integers: one line naming the value otherwise."""
+    names = _names(value, default)
+    if not all(x.lstrip("-").isdigit() for x in names):
+        raise ConfigError(f"--seeds {value!r} is not a comma-separated list of integers; e.g. --seeds 1,2,3")
+    return [int(x) for x in names]
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
     from ptv2.experiments.transfer import transfer
 
     cfg = _config(args)
-    transfer(cfg, args.tasks.split(","), [t for t in args.held_out.split(",") if t],
-             [int(s) for s in args.seeds.split(",")], Path(args.out), Path(args.work))
+    transfer(cfg, _names(args.tasks, []), _names(args.held_out, []), _seeds(args.seeds, []), Path(args.out),
+             Path(args.work))
     return 0
 
 

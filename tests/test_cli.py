@@ -50,6 +50,8 @@ def test_predict_with_no_texts_is_one_line(params, capsys, monkeypatch):
     (["compare", "--no-track", "--tasks", ""], "name at least one of each"),
     (["compare", "--tasks", "sent", "--methods", "loar"], "unknown method 'loar'"),
     (["compare", "--set", "compare.methods=[loar]"], "compare.methods = 'loar' is not allowed"),
+    (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", "1,x"],
+     "--seeds '1,x' is not a comma-separated list of integers"),
 ])
 def test_user_errors_exit_2_with_a_clear_message(params, capsys, argv, needle):
     assert main([argv[0], "--params", str(params), *argv[1:]]) == 2
@@ -70,6 +72,22 @@ def test_a_backbone_that_cannot_be_loaded_is_one_line(params, tmp_path, capsys, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"backbone {name!r} cannot be loaded" in err and "Traceback" not in err, err
     assert "set backbone.name to a local model folder" in err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--tasks", "sent", "--held-out", "zz"], "unknown task 'zz'"),
+    (["--tasks", "sent,zz"], "unknown task 'zz'"),
+    (["--tasks", ""], "name at least one of each"),
+    (["--tasks", "sent", "--seeds", "a"], "--seeds 'a' is not a comma-separated list of integers"),
+])
+def test_transfer_checks_its_arguments_before_pretraining(params, tmp_path, capsys, argv, needle):
+    """Regression (session 21): a misspelt --held-out task failed only after the mixture's pretraining had run,
+    and --seeds a was a traceback."""
+    work = tmp_path / "work"
+    assert main(["transfer", "--params", str(params), *argv, "--work", str(work), "--out",
+                 str(tmp_path / "t.md")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and not work.exists(), err
 
 
 def test_python_dash_m_entry_point():

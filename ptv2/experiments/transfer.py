@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 
 from ptv2.config import Config
+from ptv2.errors import ConfigError
 from ptv2.experiments.runs import dev_value, run_or_reuse
 from ptv2.experiments.tables import command_line, markdown, mean_std
 from ptv2.files import atomic_write_text, write_json
@@ -23,11 +24,15 @@ COLUMNS = {"f": "frozen backbone + fitted head", "a": "(a) single-task", "b": "(
 
 
 def transfer(cfg: Config, tasks: list[str], held_out: list[str], seeds: list[int], out_md: Path, work: Path) -> None:
+    if not tasks or not seeds:
+        raise ConfigError(f"transfer: tasks {tasks} / seeds {seeds}: name at least one of each (--tasks cb,rte "
+                          f"--seeds 1,2,3)")
+    for t in [*tasks, *held_out]:
+        cfg.task(t)  # an unknown name fails now, not after minutes of pretraining
     full = list(cfg.pretrain.tasks)
     pre_all = run_or_reuse(cfg, full, work / "pretrain_all", mixture=True)
     without: dict[str, list[str]] = {}
     for h in held_out:
-        cfg.task(h)
         if h not in full:
             log.warning("%s is not in the mixture: its (b) already is a held-out transfer; no (d) run", h)
             continue
