@@ -128,3 +128,44 @@ def test_a_stage_command_is_read_without_changing_the_working_directory(tmp_path
     monkeypatch.setattr(os, "chdir", no_chdir)
     assert "ptv2.stages.adapt --task pair" in stage_command(root, "adapt@pair")
     assert "ptv2.stages.baseline --task sent" in stage_command(root, "baseline@sent")
+
+
+
+def test_worker_threads_enter_dvc_one_at_a_time(tmp_path, tiny_dir, monkeypatch):
+    """Regression (session 21): DVC's dvc.yaml loading is not thread-safe; two thread-runner workers reading
+    their stage commands at once failed one with "dvc.yaml validation failed" (expected str @ ...['metrics'][0]).
+    Every Repo opened by stage_command is watched: never two at once, and each command is still right."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dvc.repo
+
+    from ptv2.orchestration.dvc_graph import stage_command
+
+    for k, v in pipeline_env().items():
+        monkeypatch.setenv(k, v)
+    root = _repo(tmp_path / "repo", tiny_dir)
+    real, guard, inside = dvc.repo.Repo, threading.Lock(), [0, 0]  # [open now, most open at once]
+
+    class Watched(real):  # counts from opening a Repo to closing it
+        def __init__(self, *a, **kw):
+            with guard:
+                inside[0] += 1
+                inside[1] = max(inside)
+            time.sleep(0.05)  # a window wide enough for a second thread to enter
+            super().__init__(*a, **kw)
+
+        def __exit__(self, *exc):
+            with guard:
+                inside[0] -= 1
+            return super().__exit__(*exc)
+
+    monkeypatch.setattr(dvc.repo, "Repo", Watched)
+    stages = ["adapt@sent", "adapt@pair", "baseline@sent", "baseline@pair"] * 2
+    with ThreadPoolExecutor(4) as pool:
+        cmds = list(pool.map(lambda s: stage_command(root, s), stages))
+    assert inside[1] == 1, f"{inside[1]} threads inside DVC at once"
+    for stage, cmd in zip(stages, cmds):
+        kind, task = stage.split("@")
+        assert f"ptv2.stages.{kind} --task {task}" in cmd, (stage, cmd)

@@ -15,11 +15,15 @@ import json
 import logging
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 log = logging.getLogger(__name__)
+# DVC's dvc.yaml loading is not thread-safe: two fan-out worker threads reading their commands at once failed
+# one with "dvc.yaml validation failed" (expected str @ ...['metrics'][0]). Worker threads enter DVC one at a time.
+_DVC_IN_PROCESS = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -86,11 +90,12 @@ def stale(root: str | Path, stages: list[str]) -> list[str]:
 def stage_command(root: str | Path, stage: str) -> str:
     """``stage``'s command as dvc.yaml resolves it. Never changes the working directory: the fan-out's
     thread runner calls this from several threads of one process at once, and one thread's ``chdir`` back
-    made another's DVC look for dvc.yaml in the wrong folder ("Stage 'baseline@sent' not found")."""
+    made another's DVC look for dvc.yaml in the wrong folder ("Stage 'baseline@sent' not found"); and one
+    thread at a time (``_DVC_IN_PROCESS``)."""
     from dvc.repo import Repo
 
     root = Path(root).resolve()
-    with Repo(str(root)) as repo:
+    with _DVC_IN_PROCESS, Repo(str(root)) as repo:
         (st,) = repo.stage.collect(f"{root / 'dvc.yaml'}:{stage}")  # an absolute target: no cwd involved
         return st.cmd
 
