@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 . scripts/env.sh
 export HF_HUB_OFFLINE=1  # the tests never reach a hub, whatever the caller set
 ./scripts/setup.sh
-if [ "${PTV2_SLOW:-0}" = "1" ]; then
-  exec .venv/bin/python -m pytest -n "${PTV2_TEST_WORKERS:-2}" --dist worksteal -m "slow or not slow" "$@"
+workers=${PTV2_TEST_WORKERS:-2}
+if [ "$workers" != "0" ]; then
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one torch thread per worker: N workers on N cores, not 2N threads
 fi
-exec .venv/bin/python -m pytest -n "${PTV2_TEST_WORKERS:-2}" --dist worksteal "$@"
+if [ "${PTV2_SLOW:-0}" = "1" ]; then
+  exec .venv/bin/python -m pytest -n "$workers" --dist worksteal -m "slow or not slow" "$@"
+fi
+exec .venv/bin/python -m pytest -n "$workers" --dist worksteal "$@"
