@@ -147,7 +147,7 @@ def _names(value: str | None, default: list) -> list[str]:
 def _seeds(value: str | None, default: list) -> list[int]:
     """--seeds as integers: one line naming the value otherwise."""
     names = _names(value, default)
-    if not all(x.lstrip("-").isdigit() for x in names):
+    if not names or not all(x.lstrip("-").isdigit() for x in names):
         raise ConfigError(f"--seeds {value!r} is not a comma-separated list of integers; e.g. --seeds 1,2,3")
     return [int(x) for x in names]
 

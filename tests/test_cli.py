@@ -52,6 +52,8 @@ def test_predict_with_no_texts_is_one_line(params, capsys, monkeypatch):
     (["compare", "--set", "compare.methods=[loar]"], "compare.methods = 'loar' is not allowed"),
     (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", "1,x"],
      "--seeds '1,x' is not a comma-separated list of integers"),
+    (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", ""],
+     "--seeds '' is not a comma-separated list of integers"),
 ])
 def test_user_errors_exit_2_with_a_clear_message(params, capsys, argv, needle):
     assert main([argv[0], "--params", str(params), *argv[1:]]) == 2
