@@ -11,7 +11,8 @@ workers=${PTV2_TEST_WORKERS:-2}
 if [ "$workers" != "0" ]; then
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one torch thread per worker: N workers on N cores, not 2N threads
 fi
+marker=()
 if [ "${PTV2_SLOW:-0}" = "1" ]; then
-  exec .venv/bin/python -m pytest -n "$workers" --dist worksteal -m "slow or not slow" "$@"
+  marker=(-m "slow or not slow")
 fi
-exec .venv/bin/python -m pytest -n "$workers" --dist worksteal "$@"
+exec .venv/bin/python -m pytest -n "$workers" --dist worksteal "${marker[@]}" "$@"
