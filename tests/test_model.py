@@ -263,3 +263,26 @@ def test_a_batch_of_long_and_short_rows_is_encoded_in_two_trimmed_groups_with_th
     # rows of about one length, or a handful of rows: one batch as before
     assert pm.length_groups(_batch(tok, ["good movie"] * 12)["attention_mask"]) is None
     assert pm.length_groups(b["attention_mask"][:4]) is None
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_normalize_gives_the_heads_unit_length_pooled_vectors(tiny, pooling):
+    """backbone.normalize: each pooled vector is scaled to unit L2 norm before its head (a sentence-transformers
+    model's Normalize module; RTE's frozen fitted head read 54.75 raw vs 58.96 normalised, reports/normalize_s22.md).
+    The head is the same linear map of the normalised vector; off, the raw pooled vector as before."""
+    from ptv2.model.heads import pool
+
+    backbone, tok = tiny
+    b = _batch(tok, ["good movie", "the cat sat on the mat and then it sat again"])
+    raw = prompted(backbone, {"t": ("classification", 3)}, prompt_length=2, pooling=pooling).eval()
+    unit = prompted(backbone, {"t": ("classification", 3)}, prompt_length=2, pooling=pooling, normalize=True).eval()
+    unit.load_state_dict(raw.state_dict())
+    hidden, pooled = unit.hidden(b, "t")
+    x = pool(hidden, b["attention_mask"], pooling, pooled)
+    assert not torch.allclose(x.norm(dim=-1), torch.ones(2), atol=1e-3)  # the tiny model's vectors are not unit
+    u = pool(hidden, b["attention_mask"], pooling, pooled, normalize=True)
+    torch.testing.assert_close(u.norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(u * x.norm(dim=-1, keepdim=True), x)
+    lin = unit.heads["t"].linear
+    torch.testing.assert_close(unit(b, "t"), u @ lin.weight.T + lin.bias)
+    torch.testing.assert_close(raw(b, "t"), x @ lin.weight.T + lin.bias)

@@ -321,3 +321,20 @@ def test_a_mixture_fits_its_heads_on_at_most_its_cap_of_each_tasks_rows(root, ti
     assert {t: f["train_rows"] for t, f in fitted.items()} == {t: 7 for t in sizes}
     single = train(cfg, ["sent"], root / "single")
     assert single.record["history"][0]["fitted_heads"]["sent"]["train_rows"] == sizes["sent"]  # not capped
+
+
+def test_a_normalised_mixture_is_adapted_normalised(root, tiny_dir):
+    """backbone.normalize reaches the stored spec; a prompt pretrained with the heads reading normalised vectors
+    is not adapted by a run whose heads read raw ones (its copied heads would read other features): one error
+    naming the setting. Adapted with the same setting, the adapted model keeps it."""
+    d = tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1})
+    d["backbone"] = {**d["backbone"], "normalize": True}
+    d["pretrain"] = {**d["pretrain"], "tasks": ["sent", "pair"], "epochs": 1, "batches_per_epoch": 2,
+                     "out_dir": str(root / "pre_norm")}
+    pretrain(config_from_dict(d))
+    assert read_spec(root / "pre_norm/model").normalize is True
+    raw = {**d, "backbone": {**d["backbone"], "normalize": False}}
+    with pytest.raises(ArtifactError, match=r"pretrained with other prompt settings \(\['normalize'\]\)"):
+        adapt(config_from_dict(raw), "sent", root / "pre_norm/model", root / "raw")
+    adapt(config_from_dict(d), "sent", root / "pre_norm/model", root / "unit")
+    assert read_spec(root / "unit/model").normalize is True

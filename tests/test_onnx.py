@@ -608,3 +608,38 @@ def test_int8_quantization_does_not_flood_the_log_but_keeps_ptv2s_lines(trained,
     assert not [m for m in msgs if "Quantization parameters" in m or "Ignore MatMul" in m], msgs[:3]
     assert "ours" in msgs and "after quantizing" in msgs  # the filter is gone once quantizing ends
     assert (tmp_path / "q.onnx").stat().st_size > 0
+
+
+def test_a_normalised_model_is_served_as_pytorch_computes_it(trained, tmp_path):
+    """backbone.normalize travels into the bundle (tasks/<t>.json) and the server normalises the pooled vector
+    as the model does: parity holds for sequence, pair and choice tasks, and the served answer differs from the
+    same weights unnormalised. A spec whose normalize is not true/false does not load."""
+    import copy
+    import dataclasses
+    import json
+    import shutil
+
+    from ptv2.serving.manifest import write_manifest
+
+    _, models, tok, bundle = trained
+    unit = {}
+    for t in ("sent", "pair", "mc"):
+        m = copy.deepcopy(models[t])
+        m.spec, m.normalize = dataclasses.replace(m.spec, normalize=True), True
+        unit[t] = m
+    out = write_bundle(unit, tok, tmp_path / "unit", int8=False)
+    b = Bundle(out)
+    assert all(b.tasks[t].spec["normalize"] is True for t in unit)
+    for t, m in unit.items():
+        r = parity(m, t, b, batch_sizes=(1, 8), lengths=(1, 17, None))
+        assert r["max_abs_diff"] <= 1e-4, (t, r)
+    row = [{"task": "sent", "text": "the cat sat on the mat"}]
+    assert b.predict(row)[0]["score"] != Bundle(bundle).predict(row)[0]["score"]
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    spec = json.loads((bad / "tasks/sent.json").read_text())
+    (bad / "tasks/sent.json").write_text(json.dumps({**spec, "normalize": "yes"}))
+    (bad / "manifest.json").unlink()
+    write_manifest(bad)
+    with pytest.raises(BundleError, match="sent.json: normalize 'yes' is not true/false"):
+        Bundle(bad)

@@ -30,6 +30,7 @@ def _check_seed(key: str, seed: int) -> None:
 class BackboneConfig:
     name: str
     pooling: Literal["cls", "mean", "pooler"]
+    normalize: bool  # pooled vectors L2-normalised before the heads (a sentence-transformers Normalize module)
     max_length: int
     pair_encoding: Literal["cross", "bi"]  # pair tasks: both texts in one row, or each alone (model.heads)
 

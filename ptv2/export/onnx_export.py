@@ -110,7 +110,7 @@ def task_files(model: PromptedModel, task: str, out_dir: Path) -> None:
     save_file(tensors, str(out_dir / f"{task}.safetensors"))
     head: HeadSpec = model.spec.tasks[task]
     spec = {"type": head.type, "labels": head.labels, "text_b": head.text_b, "pooling": model.spec.pooling,
-            "max_length": model.spec.max_length, "pair_encoding": head.pair_encoding}
+            "normalize": model.spec.normalize, "max_length": model.spec.max_length, "pair_encoding": head.pair_encoding}
     (out_dir / f"{task}.json").write_text(json.dumps(spec, indent=2, sort_keys=True))
 
 

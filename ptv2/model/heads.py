@@ -19,18 +19,22 @@ HEAD_KIND = {
 PAIR_ENCODINGS = ("cross", "bi")
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, pooled: torch.Tensor | None) -> torch.Tensor:
-    """hidden (B, T, h), mask (B, T) -> (B, h) by [CLS], masked mean, or the backbone's pooler."""
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, pooled: torch.Tensor | None,
+         normalize: bool = False) -> torch.Tensor:
+    """hidden (B, T, h), mask (B, T) -> (B, h) by [CLS], masked mean, or the backbone's pooler; with
+    ``normalize`` each row scaled to unit L2 norm (as a sentence-transformers model's Normalize module)."""
     if how == "cls":
-        return hidden[:, 0]
-    if how == "mean":
+        x = hidden[:, 0]
+    elif how == "mean":
         m = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-    if how == "pooler":
+        x = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    elif how == "pooler":
         if pooled is None:
             raise ValueError("pooling 'pooler' needs a backbone with a pooler layer; use 'cls' or 'mean'")
-        return pooled
-    raise ValueError(f"pooling {how!r}: expected 'cls', 'mean' or 'pooler'")
+        x = pooled
+    else:
+        raise ValueError(f"pooling {how!r}: expected 'cls', 'mean' or 'pooler'")
+    return nn.functional.normalize(x, dim=-1) if normalize else x
 
 
 def pair_features(x: torch.Tensor, regression: bool) -> torch.Tensor:

@@ -43,6 +43,7 @@ class ModelSpec:
     method: str
     backbone: str  # hub name or local folder
     pooling: str
+    normalize: bool  # pooled vectors L2-normalised before the heads (not token tasks' per-token states)
     max_length: int
     head_dropout: float
     prompt: PromptConfig  # params.yaml's prompt settings, held as they are (length, init, reparam, lora_*, ...)

@@ -133,9 +133,13 @@ class Bundle:
         if spec["type"] == "token_classification":
             return hidden
         if spec["pooling"] == "cls":
-            return hidden[0]
-        m = mask[:, None].astype(hidden.dtype)
-        return (hidden * m).sum(0) / max(m.sum(), 1.0)
+            x = hidden[0]
+        else:
+            m = mask[:, None].astype(hidden.dtype)
+            x = (hidden * m).sum(0) / max(m.sum(), 1.0)
+        if spec.get("normalize", False):  # as ptv2.model.heads.pool: torch's normalize, eps 1e-12
+            x = x / max(float(np.linalg.norm(x)), 1e-12)
+        return x
 
     def head(self, task: str, vectors: list[np.ndarray]) -> np.ndarray:
         """The task's head on its encoder rows' pooled vectors: one row, or the two texts of a bi-encoded

@@ -90,6 +90,8 @@ def check_task(bundle: Path, name: str, spec: Any, tensors: dict[str, np.ndarray
     if spec["pooling"] not in SERVED_POOLING:
         raise BundleError(f"{where}.json: pooling {spec['pooling']!r} is not served (bundles pool the encoder's "
                           f"hidden states: {list(SERVED_POOLING)}); retrain with backbone.pooling cls or mean")
+    if not isinstance(spec.get("normalize", False), bool):  # absent: a bundle from before the setting, not normalised
+        raise BundleError(f"{where}.json: normalize {spec['normalize']!r} is not true/false; re-export the bundle")
     agree, not_worse = spec.get("int8_agreement", 1.0), spec.get("int8_not_worse", True)
     if isinstance(agree, bool) or not isinstance(agree, (int, float)) or not 0 <= agree <= 1 \
             or not isinstance(not_worse, bool):

@@ -89,14 +89,14 @@ def model_card(name: str, record: dict[str, Any], data: dict[str, Any], serving:
                evidence: dict[str, Any] | None = None) -> str:
     """A registered version's card (markdown): what it is, what it was trained and checked on, how it
     compares with the baselines (``evidence``: the gate's, once decided), how it is served, its limits.
-    ``record``: backbone, method, prompt_length, pooling, max_length, trainable / total params, dev metrics;
+    ``record``: backbone, method, prompt_length, pooling, normalize, max_length, trainable / total params, dev metrics;
     ``data``: task, type, files, train / val rows, the gate's metric, pair encoding."""
     task, m = data["task"], data["metric"]
     dev = record.get("dev", {})
     lines = [f"# {name}", "",
              f"- **Model**: backbone `{record.get('backbone', '?')}`, method `{record.get('method', '?')}`, prompt "
              f"length {record.get('prompt_length', '?')}, pair encoding `{data.get('pair_encoding', '-')}`, "
-             f"pooling `{record.get('pooling', '?')}`; {record.get('trainable_params', 0):,} of "
+             f"pooling `{record.get('pooling', '?')}`{' (normalised)' if record.get('normalize') else ''}; {record.get('trainable_params', 0):,} of "
              f"{record.get('total_params', 0):,} parameters trained "
              f"({100 * record.get('trainable_params', 0) / max(1, record.get('total_params', 1)):.3f} %).",
              f"- **Data**: task `{task}` ({data['type']}), files {data['files']}; {data['train_rows']} train rows, "

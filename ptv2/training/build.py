@@ -26,7 +26,8 @@ def head_spec(cfg: Config, td: TaskData) -> HeadSpec:
 def spec_from_config(cfg: Config, tasks: dict[str, HeadSpec], task_rank: int = 0) -> ModelSpec:
     """The one place config values become model settings."""
     b = cfg.backbone
-    return ModelSpec(method=cfg.train.method, backbone=b.name, pooling=b.pooling, max_length=b.max_length,
+    return ModelSpec(method=cfg.train.method, backbone=b.name, pooling=b.pooling, normalize=b.normalize,
+                     max_length=b.max_length,
                      head_dropout=cfg.train.head_dropout, prompt=cfg.prompt_for(list(tasks)), tasks=tasks,
                      task_rank=task_rank)
 
