@@ -286,3 +286,17 @@ def test_normalize_gives_the_heads_unit_length_pooled_vectors(tiny, pooling):
     lin = unit.heads["t"].linear
     torch.testing.assert_close(unit(b, "t"), u @ lin.weight.T + lin.bias)
     torch.testing.assert_close(raw(b, "t"), x @ lin.weight.T + lin.bias)
+
+
+def test_a_spec_saved_before_normalize_existed_loads_as_raw_vectors():
+    """Regression: model folders saved before `backbone.normalize` (every earlier session's outputs) were refused
+    with "missing keys ['normalize']; retrain the model"; their heads read raw pooled vectors, so they load as
+    normalize false. A spec that states it keeps its value, and another missing key is still refused."""
+    from ptv2.model.spec import ModelSpec, SpecError
+
+    d = _spec_dict()
+    old = {k: v for k, v in d.items() if k != "normalize"}
+    assert ModelSpec.from_dict(old).normalize is False
+    assert ModelSpec.from_dict({**d, "normalize": True}).normalize is True
+    with pytest.raises(SpecError, match=r"missing keys \['pooling'\]"):
+        ModelSpec.from_dict({k: v for k, v in d.items() if k != "pooling"})

@@ -71,6 +71,8 @@ class ModelSpec:
     def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
         if not isinstance(data, dict):
             raise SpecError(f"a model spec must be a mapping, got {type(data).__name__}")
+        if "normalize" not in data:  # saved before the setting existed: its heads read raw pooled vectors
+            data = {**data, "normalize": False}
         unknown, missing, _ = key_problems(cls, data)
         if unknown or missing:
             raise SpecError(f"model spec: unknown keys {unknown}, missing keys {missing}")
