@@ -65,8 +65,8 @@ def spec_of(method: str, prompt_length: int) -> ModelSpec:
     prompt = PromptConfig(length=prompt_length, reparam=False, reparam_hidden=512, dropout=0.0, init="random",
                           quiet_margin=5.0, init_words="", template="", encoder="mlp", lora_r=8, lora_alpha=16,
                           lora_dropout=0.05, lora_targets=["query", "value"])
-    return ModelSpec(method=method, backbone="random-init", pooling="mean", max_length=512, head_dropout=0.1,
-                     prompt=prompt, tasks={"t": head}, task_rank=0)
+    return ModelSpec(method=method, backbone="random-init", pooling="mean", normalize=False, max_length=512,
+                     head_dropout=0.1, prompt=prompt, tasks={"t": head}, task_rank=0)
 
 
 def model_flops(backbone, batch: int, seq: int, prompt_length: int, method: str) -> float:
