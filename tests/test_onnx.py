@@ -456,15 +456,27 @@ def test_export_records_int8_checks_that_decide_at_load(tmp_path, tiny_dir):
     assert not list(tmp_path.glob(".bundle*"))  # staging folders gone
 
 
+def _respec(bundle, out, task: str, **changes):
+    """A copy of ``bundle`` at ``out`` whose ``tasks/<task>.json`` has ``changes``, listed in a new manifest (so
+    only the spec check can refuse it)."""
+    import json
+    import shutil
+
+    from ptv2.serving.manifest import write_manifest
+
+    shutil.copytree(bundle, out)
+    spec = json.loads((out / f"tasks/{task}.json").read_text())
+    (out / f"tasks/{task}.json").write_text(json.dumps({**spec, **changes}))
+    (out / "manifest.json").unlink()
+    write_manifest(out)
+    return out
+
+
 def test_a_pooler_pooled_task_is_refused_at_export_and_in_a_bundle(trained, tmp_path):
     """Regression: bundles pool hidden states (cls / mean); a `pooling: pooler` task was exported and then
     served mean-pooled, unlike PyTorch. Export refuses it, and a bundle whose spec says so does not load."""
     import copy
     import dataclasses
-    import json
-    import shutil
-
-    from ptv2.serving.manifest import write_manifest
 
     _, models, tok, bundle = trained
     m = copy.deepcopy(models["sent"])
@@ -472,14 +484,8 @@ def test_a_pooler_pooled_task_is_refused_at_export_and_in_a_bundle(trained, tmp_
     with pytest.raises(BundleError, match="pooling 'pooler'.*retrain it with backbone.pooling cls or mean"):
         write_bundle({"sent": m}, tok, tmp_path / "b")
     assert not (tmp_path / "b").exists()
-    bad = tmp_path / "bad"
-    shutil.copytree(bundle, bad)
-    spec = json.loads((bad / "tasks/sent.json").read_text())
-    (bad / "tasks/sent.json").write_text(json.dumps({**spec, "pooling": "pooler"}))
-    (bad / "manifest.json").unlink()
-    write_manifest(bad)
     with pytest.raises(BundleError, match="sent.json: pooling 'pooler' is not served"):
-        Bundle(bad)
+        Bundle(_respec(bundle, tmp_path / "bad", "sent", pooling="pooler"))
 
 
 def test_request_budget_in_characters_and_tokens_is_checked_before_tokenizing(trained, monkeypatch):
@@ -616,10 +622,6 @@ def test_a_normalised_model_is_served_as_pytorch_computes_it(trained, tmp_path):
     same weights unnormalised. A spec whose normalize is not true/false does not load."""
     import copy
     import dataclasses
-    import json
-    import shutil
-
-    from ptv2.serving.manifest import write_manifest
 
     _, models, tok, bundle = trained
     unit = {}
@@ -635,11 +637,5 @@ def test_a_normalised_model_is_served_as_pytorch_computes_it(trained, tmp_path):
         assert r["max_abs_diff"] <= 1e-4, (t, r)
     row = [{"task": "sent", "text": "the cat sat on the mat"}]
     assert b.predict(row)[0]["score"] != Bundle(bundle).predict(row)[0]["score"]
-    bad = tmp_path / "bad"
-    shutil.copytree(out, bad)
-    spec = json.loads((bad / "tasks/sent.json").read_text())
-    (bad / "tasks/sent.json").write_text(json.dumps({**spec, "normalize": "yes"}))
-    (bad / "manifest.json").unlink()
-    write_manifest(bad)
     with pytest.raises(BundleError, match="sent.json: normalize 'yes' is not true/false"):
-        Bundle(bad)
+        Bundle(_respec(out, tmp_path / "bad", "sent", normalize="yes"))
