@@ -17,6 +17,10 @@ class ArtifactError(Ptv2Error):
     """A saved model that is missing, incomplete or does not match."""
 
 
+class RunError(Ptv2Error):
+    """A training run in its own process that did not finish (its own error is logged above)."""
+
+
 class TrackingError(Ptv2Error):
     """The MLflow tracking store or registry is unreachable, damaged, or lacks what was asked for."""
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from helpers import PROJECT, tiny_params, write_all_formats
@@ -90,6 +91,18 @@ def test_transfer_checks_its_arguments_before_pretraining(params, tmp_path, caps
                  str(tmp_path / "t.md")]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err and not work.exists(), err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="qlora runs where there is a CUDA GPU")
+def test_compare_refuses_qlora_on_a_cpu_machine_before_any_run(params, tmp_path, capsys):
+    """Regression (session 22): `compare --methods ptv2,qlora` on a CPU machine trained the frozen and ptv2 runs,
+    then failed in qlora's process with two tracebacks (the child's ConfigError, the parent's RuntimeError), exit 1."""
+    work = tmp_path / "work"
+    assert main(["compare", "--params", str(params), "--no-track", "--tasks", "sent", "--methods", "ptv2,qlora",
+                 "--seeds", "1", "--work", str(work), "--out", str(tmp_path / "c.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "method 'qlora' needs a CUDA GPU" in err and "Traceback" not in err, err
+    assert not work.exists()
 
 
 def test_python_dash_m_entry_point():

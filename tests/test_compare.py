@@ -41,13 +41,19 @@ def test_compare_table_seeds_cost_and_reuse(cfg, tmp_path):
     assert (work / "sent/ptv2/seed1/metrics.json").stat().st_mtime == mtime
 
 
-def test_compare_runs_each_in_its_own_process(cfg, tmp_path):
-    """Isolated runs (the default) measure their own peak memory; a failed child is a clear error."""
+def test_compare_runs_each_in_its_own_process(cfg, tmp_path, capfd):
+    """Isolated runs (the default) measure their own peak memory; a failed child is a clear error: its own
+    one-line error (session 22: the child's ConfigError traceback, then the parent's RuntimeError traceback)."""
+    from ptv2.errors import RunError
+
     [r] = [x for x in compare(cfg, ["sent"], ["lora"], [1], tmp_path / "c.md", tmp_path / "w") if x["method"] == "lora"]
     assert r["peak_rss_mb"] >= r["loaded_rss_mb"] > 0 and r["trainable_params"] < r["total_params"]
     bad = config_from_dict({**tiny_params(tmp_path, tmp_path / "no-such-backbone")})
-    with pytest.raises(RuntimeError, match="sent/frozen/seed1 failed"):
+    capfd.readouterr()
+    with pytest.raises(RunError, match="sent/frozen/seed1 failed"):
         compare(bad, ["sent"], ["ptv2"], [1], tmp_path / "c2.md", tmp_path / "w2")
+    err = capfd.readouterr().err
+    assert "ptv2: error: backbone" in err and "cannot be loaded" in err and "Traceback" not in err, err
 
 
 def test_compare_rejects_unknown_method(cfg, tmp_path):

@@ -91,11 +91,16 @@ def model_from_spec(spec: ModelSpec, backbone=None, tokenizer=None, seed: int = 
     return (model if device is None else model.to(device)), tokenizer
 
 
-def _qlora_backbone(spec: ModelSpec):
-    """4-bit base for QLoRA: needs a CUDA GPU and bitsandbytes; a clear error otherwise."""
-    if not torch.cuda.is_available():
+def check_method_runs_here(method: str) -> None:
+    """A ConfigError for a method this machine cannot train (QLoRA without a CUDA GPU), before any work."""
+    if method == "qlora" and not torch.cuda.is_available():
         raise ConfigError("method 'qlora' needs a CUDA GPU (4-bit bitsandbytes kernels); this machine has none. "
                           "Use method 'lora' on CPU")
+
+
+def _qlora_backbone(spec: ModelSpec):
+    """4-bit base for QLoRA: needs a CUDA GPU and bitsandbytes; a clear error otherwise."""
+    check_method_runs_here("qlora")
     try:
         import bitsandbytes  # noqa: F401
         from transformers import AutoModel, BitsAndBytesConfig
