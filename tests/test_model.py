@@ -300,3 +300,14 @@ def test_a_spec_saved_before_normalize_existed_loads_as_raw_vectors():
     assert ModelSpec.from_dict({**d, "normalize": True}).normalize is True
     with pytest.raises(SpecError, match=r"missing keys \['pooling'\]"):
         ModelSpec.from_dict({k: v for k, v in d.items() if k != "pooling"})
+
+
+def test_a_model_card_says_whether_the_pooled_vectors_are_normalised():
+    """A registered version's card names the pooling and, when set, that the head reads normalised vectors (one
+    setting that changes what a head means, as the pooling does)."""
+    from ptv2.tracking.packaging import model_card
+
+    data = {"task": "t", "metric": "accuracy", "type": "classification", "files": {}, "train_rows": 9, "val_rows": 1}
+    serving = {"served": "bundle", "limits": {}}
+    cards = [model_card("m", {"pooling": "mean", "normalize": n}, data, serving) for n in (True, False)]
+    assert "pooling `mean` (normalised)" in cards[0] and "(normalised)" not in cards[1]

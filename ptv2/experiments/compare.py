@@ -89,8 +89,9 @@ def write_report(results: list[dict[str, Any]], cfg: Config, tasks: list[str], m
 
     rows = summarize(results, cfg, tasks, methods)
     seeds_note = f"seeds {seeds}" + (f" ({', '.join(one_seed)}: seed {seeds[0]} only)" if one_seed else "")
+    pooling = cfg.backbone.pooling + (", normalised" if cfg.backbone.normalize else "")
     md = (f"# Method comparison on dev: {', '.join(methods)}\n\nBackbone `{cfg.backbone.name}` "
-          f"(pooling {cfg.backbone.pooling}{', normalised' if cfg.backbone.normalize else ''}), prompt length {cfg.prompt.length}, {seeds_note}; cells are mean ± std "
+          f"(pooling {pooling}), prompt length {cfg.prompt.length}, {seeds_note}; cells are mean ± std "
           f"over seeds. Model selection on a validation split carved from train; dev is only reported. "
           f"Each run is its own process: *peak RSS* is that process's high-water mark (backbone, data, activations, "
           f"gradients, optimizer state), *peak − loaded* what training added to the loaded model. "

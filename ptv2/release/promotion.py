@@ -85,7 +85,8 @@ def _card_facts(cfg: Config, task: str, td: TaskData, folder: Path, metric: str,
     spec = read_spec(folder / "model")
     rec = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else {}
     model = {"backbone": spec.backbone, "method": rec.get("method", spec.method), "prompt_length": spec.prompt.length,
-             "pooling": spec.pooling, "normalize": spec.normalize, "max_length": spec.max_length, "trainable_params": rec.get("trainable_params", 0),
+             "pooling": spec.pooling, "normalize": spec.normalize, "max_length": spec.max_length,
+             "trainable_params": rec.get("trainable_params", 0),
              "total_params": rec.get("total_params", 0), "dev": rec.get("metrics", {}).get("dev", {}).get(task, {})}
     data = {"task": task, "type": td.spec.type, "files": dict(td.spec.files), "train_rows": len(td.split("train")),
             "val_rows": len(td.split("val")) if "val" in td.splits else 0, "metric": metric,

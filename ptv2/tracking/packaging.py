@@ -96,7 +96,8 @@ def model_card(name: str, record: dict[str, Any], data: dict[str, Any], serving:
     lines = [f"# {name}", "",
              f"- **Model**: backbone `{record.get('backbone', '?')}`, method `{record.get('method', '?')}`, prompt "
              f"length {record.get('prompt_length', '?')}, pair encoding `{data.get('pair_encoding', '-')}`, "
-             f"pooling `{record.get('pooling', '?')}`{' (normalised)' if record.get('normalize') else ''}; {record.get('trainable_params', 0):,} of "
+             f"pooling `{record.get('pooling', '?')}`{' (normalised)' if record.get('normalize') else ''}; "
+             f"{record.get('trainable_params', 0):,} of "
              f"{record.get('total_params', 0):,} parameters trained "
              f"({100 * record.get('trainable_params', 0) / max(1, record.get('total_params', 1)):.3f} %).",
              f"- **Data**: task `{task}` ({data['type']}), files {data['files']}; {data['train_rows']} train rows, "
