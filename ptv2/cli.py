@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from ptv2.errors import ConfigError, Ptv2Error
+from ptv2.errors import ConfigError, Ptv2Error, user_line
 
 for _k, _v in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}.items():
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             _config(args)
         return args.fn(args)
     except Ptv2Error as e:
-        print(f"ptv2: error: {e}", file=sys.stderr)
+        print(user_line(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ptv2: interrupted; finished epochs are checkpointed, rerun the same command to resume", file=sys.stderr)

@@ -1,4 +1,9 @@
 """User-facing errors: the CLI prints them and exits 2 (no traceback)."""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 
 class Ptv2Error(Exception):
@@ -23,6 +28,21 @@ class RunError(Ptv2Error):
 
 class TrackingError(Ptv2Error):
     """The MLflow tracking store or registry is unreachable, damaged, or lacks what was asked for."""
+
+
+def user_line(e: Ptv2Error) -> str:
+    """How a user error reaches the user: one line (the CLI, a DVC stage, a run in its own process)."""
+    return f"ptv2: error: {e}"
+
+
+@contextmanager
+def exit_2_on_user_error() -> Iterator[None]:
+    """A process entry point's guard: a Ptv2Error ends the process as its one line on stderr, exit code 2."""
+    try:
+        yield
+    except Ptv2Error as e:
+        print(user_line(e), file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def check_value(ok: bool, key: str, value: object, allowed: str) -> None:

@@ -627,7 +627,7 @@ def test_a_normalised_model_is_served_as_pytorch_computes_it(trained, tmp_path):
     unit = {}
     for t in ("sent", "pair", "mc"):
         m = copy.deepcopy(models[t])
-        m.spec, m.normalize = dataclasses.replace(m.spec, normalize=True), True
+        m.spec = dataclasses.replace(m.spec, normalize=True)
         unit[t] = m
     out = write_bundle(unit, tok, tmp_path / "unit", int8=False)
     b = Bundle(out)

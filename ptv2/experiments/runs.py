@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import sys
 from pathlib import Path
 from typing import Any
 
 from ptv2.config import Config
-from ptv2.errors import Ptv2Error, RunError
+from ptv2.errors import RunError, exit_2_on_user_error
 from ptv2.files import file_lock
 from ptv2.training.driver import finished, frozen_config, train
 from ptv2.training.fingerprint import run_key
@@ -23,11 +22,8 @@ def _train_in_child(cfg: Config, tasks: list[str], out: Path, mixture: bool, ini
                     frozen: bool) -> None:
     """Entry point of a per-run process (spawned: fresh memory, so its peak RSS is this run's)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+    with exit_2_on_user_error():  # one line, as the CLI prints it, not the child's traceback
         train(cfg, tasks, out, mixture=mixture, init_from=init_from, frozen=frozen)
-    except Ptv2Error as e:  # one line, as the CLI prints it, not the child's traceback
-        print(f"ptv2: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def run_or_reuse(cfg: Config, tasks: list[str], out: Path, mixture: bool = False, init_from: Path | None = None,

@@ -57,7 +57,7 @@ class PromptedModel(nn.Module):
         method = spec.method
         if method not in METHODS:
             raise ValueError(f"method {method!r}: expected one of {list(METHODS)}")
-        self.spec, self.method, self.pooling, self.normalize = spec, method, spec.pooling, spec.normalize
+        self.spec, self.method, self.pooling = spec, method, spec.pooling
         backbone.requires_grad_(method == "finetune")
         c = backbone.config
         self.prompt: DeepPrompt | None = None
@@ -170,7 +170,7 @@ class PromptedModel(nn.Module):
         if head.kind == "token":
             return head(hidden)
         n_choices = int(batch["n_choices"]) if "n_choices" in batch else 0
-        return head(pool(hidden, batch["attention_mask"], self.pooling, pooled, self.normalize), n_choices)
+        return head(pool(hidden, batch["attention_mask"], self.pooling, pooled, self.spec.normalize), n_choices)
 
 
 def length_groups(mask: torch.Tensor, min_rows: int = 8,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from ptv2.config import Config, load_config
-from ptv2.errors import Ptv2Error
+from ptv2.errors import exit_2_on_user_error
 
 for _k, _v in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false",
                "HF_HUB_OFFLINE": "1"}.items():
@@ -60,8 +60,5 @@ def data_parallel(cfg: Config, module: str, argv: list[str] | None) -> None:
 def run(main: Callable[[], None]) -> None:
     """A stage's entry point: a user error (config, data, artifact, tracking store) is one line on stderr
     and exit code 2, which ``dvc repro`` reports as the failed stage, never a traceback."""
-    try:
+    with exit_2_on_user_error():
         main()
-    except Ptv2Error as e:
-        print(f"ptv2: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
