@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from ptv2.config.schema import SPLITS
 from ptv2.errors import ConfigError, Ptv2Error, user_line
 
 for _k, _v in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
@@ -225,7 +226,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--task"); b.add_argument("--out")
     e = add("evaluate", cmd_evaluate, "evaluate a saved model on a task split")
     e.add_argument("--model", required=True); e.add_argument("--task")
-    e.add_argument("--split", default="dev", choices=["val", "dev", "test", "train"])
+    e.add_argument("--split", default="dev", choices=SPLITS)
     pr = add("predict", cmd_predict, "label texts with a saved model (texts from --text or stdin)")
     pr.add_argument("--model", required=True); pr.add_argument("--task")
     pr.add_argument("--text", action="append"); pr.add_argument("--text-pair", action="append")

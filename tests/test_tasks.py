@@ -4,7 +4,7 @@ from helpers import TASKS, merged
 from ptv2.config import config_from_dict
 from ptv2.data.collate import Collator, encode_split, length_grouped_batches
 from ptv2.data.tasks import fill, load_task
-from ptv2.errors import DataError
+from ptv2.errors import ConfigError, DataError
 
 
 def _spec(name, **changes):
@@ -51,6 +51,25 @@ def test_template_with_non_word_field_names():
     assert fill("{#1 String} / {t.x}", {"#1 String": "a b", "t": {"x": 1}}, "mrpc") == "a b / 1"
     with pytest.raises(DataError, match="names field 'nope'"):
         fill("{nope}", {"a": 1}, "t")
+
+
+def test_a_task_with_its_own_val_file_keeps_it(root):
+    # regression: carving replaced the user's files.val with rows of train, silently
+    spec = _spec("sent", files={"train": "sent/train.tsv", "val": "sent/dev.tsv", "dev": "sent/dev.tsv"})
+    td = load_task("sent", spec, root, seed=0, val_fraction=0.25, val_max=1000, max_train=0)
+    assert td.split("val")["text_a"] == td.split("dev")["text_a"]
+    assert len(td.split("train")) == 200  # nothing carved out of train
+
+
+def test_no_val_split_names_the_fix(root):
+    td = load_task("sent", _spec("sent"), root, seed=0, val_fraction=0.0, val_max=1000, max_train=0)
+    with pytest.raises(DataError, match=r"no split 'val'.*train.val_fraction > 0.*files.val"):
+        td.split("val")
+
+
+def test_unknown_split_name_in_files_is_refused():
+    with pytest.raises(ConfigError, match=r"files.*splits among \['train', 'val', 'dev', 'test'\]"):
+        _spec("sent", files={"train": "sent/train.tsv", "validation": "sent/dev.tsv"})
 
 
 def test_unknown_label_is_a_clear_error(root):

@@ -16,6 +16,7 @@ TaskType = Literal[
     "classification", "pair_classification", "regression", "multiple_choice", "token_classification"
 ]
 Method = Literal["ptv2", "prefix_tuning", "prompt_tuning", "ptuning_v1", "lora", "adalora", "qlora", "finetune"]
+SPLITS = ("train", "val", "dev", "test")  # val: carved from train unless a task brings its own file
 METRICS = ("accuracy", "f1", "mcc", "pearson", "spearman", "entity_f1")
 DATA_ROOT_ENV = "PTV2_DATA_ROOT"
 MAX_SEED = 2**32 - 1
@@ -124,6 +125,7 @@ class TaskSpec:
                    "a hub dataset name, not a local folder (local files: format tsv, jsonl or conll with files:)")
         else:
             _check("train" in self.files, "files", self.files, "a 'train' entry (split -> file)")
+        _check(set(self.files) <= set(SPLITS), "files", sorted(self.files), f"splits among {list(SPLITS)}")
         for split in self.label_files:
             _check(split in self.files, "label_files", self.label_files, f"splits that files: lists ({sorted(self.files)})")
         if self.format == "tsv" and not self.header:

@@ -39,7 +39,9 @@ class TaskData:
 
     def split(self, name: str) -> datasets.Dataset:
         if name not in self.splits:
-            raise DataError(f"task {self.name!r} has no split {name!r}; it has {sorted(self.splits)}")
+            fix = ("set train.val_fraction > 0 to carve one from train, or give the task files.val" if name == "val"
+                   else f"give the task files.{name}")
+            raise DataError(f"task {self.name!r} has no split {name!r} (it has {sorted(self.splits)}); {fix}")
         return self.splits[name]
 
 
@@ -148,9 +150,12 @@ def _load_hub(name: str, spec: TaskSpec, seed: int, val_fraction: float, val_max
 
 def carve(splits: dict[str, datasets.Dataset], seed: int, val_fraction: float, val_max: int,
           max_train: int) -> dict[str, datasets.Dataset]:
-    """Seeded: hold out ``val`` from train (for selection), then subsample the rest of train."""
+    """Seeded: hold out ``val`` from train (for selection), then subsample the rest of train.
+
+    A task that brings its own ``val`` file keeps it: carving would silently replace the user's split.
+    """
     train = splits["train"].shuffle(seed=seed)
-    if val_fraction > 0:
+    if val_fraction > 0 and "val" not in splits:
         n_val = max(1, min(val_max, int(round(len(train) * val_fraction))))
         if len(train) - n_val < 1:
             raise DataError(f"train has only {len(train)} rows: too few to carve a validation split")
