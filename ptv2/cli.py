@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from ptv2.config.schema import SPLITS
+from ptv2.config import SPLITS
 from ptv2.errors import ConfigError, Ptv2Error, user_line
 
 for _k, _v in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",

@@ -39,7 +39,8 @@ def head_inputs(model: PromptedModel, task: str, feats: list[dict[str, Any]], pa
             xs.append(hidden[keep].float().cpu())
             ys.append(batch["labels"][keep].cpu())
             continue
-        x = head.features(pool(hidden, batch["attention_mask"], model.pooling, pooled, model.spec.normalize)).float().cpu()
+        v = pool(hidden, batch["attention_mask"], model.pooling, pooled, model.spec.normalize)
+        x = head.features(v).float().cpu()
         xs.append(x.view(len(idx), -1, x.shape[-1]) if head.kind == "choice" else x)
         ys.append(batch["labels"].cpu())
     model.train(was_training)
