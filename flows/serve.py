@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -15,15 +16,19 @@ from prefect.schedules import Cron  # noqa: E402
 
 from flows.pipeline import ROOT, retrain  # noqa: E402
 from ptv2.config import load_config  # noqa: E402
+from ptv2.errors import exit_2_on_user_error  # noqa: E402
 
 
 def retrain_deployment(root: Path = ROOT, cron: str | None = None):
-    cfg = load_config(root / "params.yaml")
-    schedule = Cron(cron or cfg.flows.retrain_cron, timezone=cfg.flows.timezone)
+    # a cron from the command line is checked as flows.retrain_cron is (one line, not Prefect's traceback)
+    cfg = load_config(root / "params.yaml", [f"flows.retrain_cron={json.dumps(cron)}"] if cron else [])
+    schedule = Cron(cfg.flows.retrain_cron, timezone=cfg.flows.timezone)
     return retrain.to_deployment(
         name="scheduled-retrain", schedules=[schedule], parameters={"root": str(root)},
         concurrency_limit=1, tags=["ptv2"], description="dvc repro + registry promotion gate")
 
 
 if __name__ == "__main__":
-    serve(retrain_deployment(cron=sys.argv[1] if len(sys.argv) > 1 else None))
+    with exit_2_on_user_error():
+        deployment = retrain_deployment(cron=sys.argv[1] if len(sys.argv) > 1 else None)
+    serve(deployment)

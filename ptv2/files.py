@@ -13,9 +13,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from ptv2.errors import Ptv2Error
+from ptv2.errors import ArtifactError, Ptv2Error
 
 
 def sha256(path: str | Path) -> str:
@@ -64,11 +64,22 @@ def replace_dir(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def check_replaceable(target: Path, owned: Callable[[Path], bool], what: str) -> None:
+    """Refuse (one line) to replace an existing ``target`` unless it is an empty folder or ``owned`` by ptv2
+    as an earlier ``what``; callers check before long work, ``atomic_dir`` again before the swap."""
+    if target.exists() and not (target.is_dir() and (not any(target.iterdir()) or owned(target))):
+        raise ArtifactError(f"{str(target)!r} exists and is not {what}: ptv2 replaces only its own output; "
+                            f"pick another output path or remove it first")
+
+
 @contextlib.contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
+def atomic_dir(target: str | Path, owned: Callable[[Path], bool], what: str) -> Iterator[Path]:
     """Yields an empty temp folder next to ``target``; it replaces ``target`` when the block succeeds
-    and is deleted when it fails."""
+    and is deleted when it fails. An existing ``target`` is replaced only if it is an empty folder or
+    ``owned(target)`` says it is an earlier ``what`` (so ``--out .`` or ``--out <a model>`` for a bundle
+    refuses instead of deleting what is there)."""
     target = Path(target)
+    check_replaceable(target, owned, what)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp"))
     try:

@@ -253,6 +253,28 @@ def test_bundle_refuses_a_task_it_does_not_serve(params, bundle, capsys):
                               "x"], "unknown task 'evil'")
 
 
+def test_an_output_path_holding_something_else_is_refused_and_kept(params, trained, bundle, root, capsys):
+    """Regression (session 24): `export --out <the model folder>` replaced the model with the bundle, and
+    `--out .` would have deleted the folder's contents; now only an earlier output of the same kind is replaced."""
+    mine = root / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (root / "a_file").write_text("keep me too")
+    export = ["export", "--params", str(params), "--model", str(trained), "--set", "export.int8=false",
+              "--set", "serving.int8=false"]
+    for out, what in ((trained, "an export"), (mine, "an export"), (root / "a_file", "an export")):
+        _one_line_exit_2(capsys, [*export, "--out", str(out)], f"{str(out)!r} exists and is not {what}")
+    assert (mine / "notes.txt").read_text() == "keep me" and (root / "a_file").read_text() == "keep me too"
+    assert main(["evaluate", "--params", str(params), "--model", str(trained), "--task", "pair"]) == 0  # intact
+    assert main([*export, "--out", str(bundle)]) == 0  # an earlier export is replaced, as before
+    capsys.readouterr()
+    (mine / "model").mkdir()  # a run folder whose model/ is the user's own: refused before training
+    (mine / "model" / "w.bin").write_text("x")
+    _one_line_exit_2(capsys, ["train", "--params", str(params), "--task", "pair", "--out", str(mine)],
+                     f"{str(mine / 'model')!r} exists and is not a ptv2 model folder")
+    assert (mine / "model" / "w.bin").read_text() == "x" and not (mine / "metrics.json").exists()
+
+
 # ---- racing writers, reruns ---------------------------------------------------------------------------------
 
 def test_a_second_writer_is_refused_and_the_first_finishes(params, root, tiny_dir):

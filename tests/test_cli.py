@@ -33,6 +33,10 @@ def test_train_evaluate_predict(params, tmp_path, capsys):
     assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model"), "--text", "good film",
                  "--int8"]) == 2
     assert "--int8 needs an exported bundle" in capsys.readouterr().err
+    # the run folder itself (what `train --out` names) said only "not a ptv2 model folder" (session 24)
+    assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m"), "--text", "good film"]) == 2
+    err = capsys.readouterr().err
+    assert f"is a run folder, not a model folder: pass {str(tmp_path / 'm/model')!r}" in err, err
 
 
 def test_predict_with_no_texts_is_one_line(params, capsys, monkeypatch):

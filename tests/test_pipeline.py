@@ -2,6 +2,8 @@
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -44,6 +46,15 @@ def test_deployment_has_cron_and_concurrency_limit_1():
     assert d.schedules[0].schedule.cron == "*/1 * * * *"
     default = retrain_deployment(PROJECT)
     assert default.schedules[0].schedule.cron == yaml.safe_load((PROJECT / "params.yaml").read_text())["flows"]["retrain_cron"]
+
+
+def test_a_bad_cron_on_the_command_line_is_one_line():
+    """Regression (session 24): `python flows/serve.py "not a cron"` ended in Prefect's ValueError traceback."""
+    r = subprocess.run([sys.executable, str(PROJECT / "flows/serve.py"), "61 * * * *"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == ("ptv2: error: flows.retrain_cron = '61 * * * *' is not allowed: expected a 5-field "
+                                "cron string Prefect accepts, e.g. '0 3 * * *' (minute 0-59, hour 0-23)"), r.stderr
 
 
 def _relabel(root: Path, how: str) -> None:

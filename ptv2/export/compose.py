@@ -9,13 +9,18 @@ from pathlib import Path
 
 from ptv2.errors import ArtifactError
 from ptv2.files import atomic_dir
-from ptv2.serving.manifest import task_names, verify, write_manifest
+from ptv2.serving.manifest import is_bundle, task_names, verify, write_manifest
 
 
 def bundle_for(out: str | Path, task: str) -> Path:
     """The bundle that serves ``task`` in an export folder (shared, or the task's own)."""
     own = Path(out) / task
     return own if (own / "manifest.json").is_file() else Path(out)
+
+
+def is_export(out: Path) -> bool:
+    """What an export writes: one bundle, or a folder of per-task bundles (``bundle_for``)."""
+    return is_bundle(out) or all(p.is_dir() and is_bundle(p) for p in out.iterdir())
 
 
 def _copy(src: Path, files: dict[str, str], tmp: Path) -> None:
@@ -32,7 +37,7 @@ def subset_bundle(bundle: str | Path, tasks: list[str], out: str | Path) -> Path
     missing = set(tasks) - {Path(f).stem for f in keep if f.startswith("tasks/")}
     if missing:
         raise ArtifactError(f"{bundle} has no task(s) {sorted(missing)}")
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, is_bundle, "an ONNX bundle") as tmp:
         _copy(bundle, keep, tmp)
         write_manifest(tmp, dict(sorted(keep.items())))
     return out
@@ -79,7 +84,7 @@ def combine_bundles(parts: dict[str, Path], out: str | Path) -> tuple[Path, list
         raise ArtifactError(f"{parts[source]}: no encoder in the bundle; re-export it")
     files = dict(common)
     differ = []
-    with atomic_dir(Path(out)) as tmp:
+    with atomic_dir(Path(out), is_bundle, "an ONNX bundle") as tmp:
         _copy(parts[source], common, tmp)
         for task, path in parts.items():
             own = manifests[task]

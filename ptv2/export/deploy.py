@@ -9,7 +9,7 @@ from typing import Any
 from ptv2.config import Config
 from ptv2.errors import ArtifactError
 from ptv2.export.checks import bundle_predictions, gold
-from ptv2.export.compose import bundle_for
+from ptv2.export.compose import bundle_for, is_export
 from ptv2.training.metrics import scorer
 from ptv2.export.onnx_export import parity, write_bundle
 from ptv2.files import atomic_dir, write_json
@@ -44,7 +44,7 @@ def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path,
         models[task] = load_model(d, backbone=backbone if method == "ptv2" else None, tokenizer=tok)[0]
     # adapters are merged into the backbone weights for the graph; parity compares against the unmerged model
     merged = {t: m.merged() for t, m in models.items()}
-    with atomic_dir(Path(out)) as tmp:  # checked and marked before it replaces ``out``
+    with atomic_dir(Path(out), is_export, "an export (a bundle, or one per task)") as tmp:  # checked, then swapped in
         if all(m.prompt is not None for m in models.values()):
             write_bundle(merged, tok, tmp, int8=cfg.export.int8, encoder_from=encoder_from)
         else:

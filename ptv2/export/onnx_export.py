@@ -24,7 +24,7 @@ from ptv2.export.graph import BakedTaskModel, PromptInputEncoder, batch_prefix, 
 from ptv2.model.inject import attention
 from ptv2.model.prompted import PromptedModel
 from ptv2.model.spec import HeadSpec
-from ptv2.serving.manifest import SERVED_POOLING, BundleError, verify, write_manifest
+from ptv2.serving.manifest import SERVED_POOLING, BundleError, is_bundle, verify, write_manifest
 
 log = logging.getLogger(__name__)
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
@@ -144,7 +144,7 @@ def write_bundle(models: dict[str, PromptedModel], tokenizer: Any, out: str | Pa
     if first.prompt is None and len(models) > 1:
         raise ValueError(f"tasks {sorted(models)}: a {first.method} model carries its own encoder weights; "
                          f"export one bundle per task (only deep-prompt tasks share one encoder)")
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, is_bundle, "an ONNX bundle") as tmp:
         if encoder_from is not None and first.prompt is not None:
             copy_encoder(Path(encoder_from), tmp, int8)
         else:

@@ -29,7 +29,7 @@ def save_adapter(out: str | Path, state: dict[str, torch.Tensor], spec: ModelSpe
     from safetensors.torch import save_file
 
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, is_model_dir, "a ptv2 model folder") as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / WEIGHTS))
         (tmp / CONFIG).write_text(json.dumps(spec.to_dict(), indent=2, sort_keys=True))
         files = {name: sha256(tmp / name) for name in (WEIGHTS, CONFIG)}
@@ -37,8 +37,18 @@ def save_adapter(out: str | Path, state: dict[str, torch.Tensor], spec: ModelSpe
     return out
 
 
+def is_model_dir(path: Path) -> bool:
+    """A folder whose manifest says it is a model folder (of any format version: a retrain replaces it)."""
+    try:
+        return str(json.loads((path / MANIFEST).read_text()).get("format", "")).startswith("ptv2-adapter/")
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _manifest(path: Path) -> dict[str, Any]:
     if not (path / MANIFEST).is_file() or not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
+        if (path / "model" / MANIFEST).is_file():  # a run folder (train / adapt / baseline output) was given
+            raise ArtifactError(f"{str(path)!r} is a run folder, not a model folder: pass {str(path / 'model')!r}")
         raise ArtifactError(f"{str(path)!r} is not a ptv2 model folder (needs {MANIFEST}, {CONFIG} and {WEIGHTS}); "
                             f"train one with 'ptv2 train'")
     try:

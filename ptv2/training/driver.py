@@ -20,16 +20,16 @@ from ptv2.config import Config
 from ptv2.data.mixture import mixture_planner, mixture_rates
 from ptv2.data.tasks import TaskData, load_task_data
 from ptv2.errors import ConfigError
-from ptv2.files import output_lock, write_json
+from ptv2.files import check_replaceable, output_lock, write_json
 from ptv2.model.backbone import load_backbone, position_limit
 from ptv2.model.prompted import count_parameters
 from ptv2.model.spec import FROZEN, ModelSpec
-from ptv2.training.artifacts import read_spec, weights_sha
+from ptv2.training.artifacts import is_model_dir, read_spec, weights_sha
 from ptv2.training.build import check_pretrained, head_spec, init_from_pretrained, load_model, model_from_spec, \
     reusable_backbone, spec_from_config
 from ptv2.training.evaluate import evaluate
 from ptv2.training.fingerprint import run_key
-from ptv2.training.loop import check_device, fit, single_task_planner
+from ptv2.training.loop import check_device, fit, is_checkpoint, single_task_planner
 from ptv2.training.splits import Split, encode
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,8 @@ def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = Fa
         log.info("%s is already trained with this config (key %s): nothing to do", out_dir, key)
         return TrainRun(done, out_dir / "model")
     check_positions(cfg)
+    check_replaceable(out_dir / "model", is_model_dir, "a ptv2 model folder")  # before training, not after
+    check_replaceable(out_dir / "checkpoint", is_checkpoint, "a training checkpoint")
     # one writer per output folder; under torchrun rank 0 holds it for the group (the others only read)
     with output_lock(out_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
         data = {t: load_task_data(cfg, t) for t in tasks}  # bad data fails here, before the model loads

@@ -293,8 +293,13 @@ def _drop_unused_head_grads(core: PromptedModel, used: set[str]) -> None:
                 prm.grad = None
 
 
+def is_checkpoint(path: Path) -> bool:
+    """A folder ``_checkpoint`` wrote (what a rerun may replace)."""
+    return (path / "state.json").is_file()
+
+
 def _checkpoint(ck: Path, model: PromptedModel, opt, sched, state: dict[str, Any], fingerprint: str) -> None:
-    with atomic_dir(ck) as tmp:
+    with atomic_dir(ck, is_checkpoint, "a training checkpoint") as tmp:
         trainable = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state(fold=False).items()}
         save_file(trainable, str(tmp / "trainable.safetensors"))
         torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, tmp / "optim.pt")
@@ -304,7 +309,7 @@ def _checkpoint(ck: Path, model: PromptedModel, opt, sched, state: dict[str, Any
 def _resume(ck: Path, model, opt, sched, fingerprint: str) -> dict[str, Any]:
     fresh = {"epoch": 0, "best_score": -math.inf, "top_score": -math.inf, "best_epoch": 0, "bad_epochs": 0,
              "history": [], "seconds": 0.0}
-    if not (ck / "state.json").is_file():
+    if not is_checkpoint(ck):
         return fresh
     saved = json.loads((ck / "state.json").read_text())
     if saved.get("fingerprint") != fingerprint:
