@@ -191,6 +191,21 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_port(host: str, port: int) -> None:
+    """The server's address must be free and bindable now (uvicorn's own failure reaches the user as a
+    traceback from MLflow); the probe socket is closed before the server binds."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port {port} is not a TCP port: pick one in 1-65535")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+            s.bind((host, port))
+    except OSError as e:
+        raise ConfigError(f"cannot serve on {host}:{port} ({e.strerror or e}): pick another --port or --host") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """MLflow's scoring server on a registered model, once the registry shows it is there (MLflow's own
     answer to a missing model or alias is a traceback after ~15 s)."""
@@ -199,6 +214,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
     root = Path(args.params).resolve().parent
     uri = args.model or f"models:/{cfg.tracking.multitask_model}@champion"
+    _check_port(args.host, args.port)
     name, version = resolve_model(root, uri)
     argv, env = serve_command(root, name, version, args.host, args.port, args.env_manager)
     logging.getLogger("ptv2").info("serving %s (%s v%s) on http://%s:%d/invocations", uri, name, version,

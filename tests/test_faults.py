@@ -86,6 +86,21 @@ def test_serving_a_model_the_registry_lacks_is_one_line(project, model, needle):
     print(f"{model}: {took:.1f} s")
 
 
+def test_a_port_that_cannot_be_served_is_one_line(project):
+    """Regression (session 24): a port out of range, taken, or an unknown host ended in MLflow's traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args, needle in ((["--port", "99999"], "--port 99999 is not a TCP port"),
+                             (["--port", str(port)], f"cannot serve on 127.0.0.1:{port} (Address already in use)"),
+                             (["--host", "nosuchhost.invalid"], "cannot serve on nosuchhost.invalid:5000")):
+            r, _ = _run(["-m", "ptv2", "serve", "--params", str(project / "params.yaml"), *args], project)
+            assert needle in _one_line(r)
+
+
 def test_serve_builds_mlflows_command_for_the_resolved_version(project):
     from ptv2.tracking.registry import serve_command
 

@@ -126,7 +126,8 @@ def test_one_server_answers_mixed_tasks_and_refuses_bad_rows(published):
     store_root, cfg = published
     (store_root / "params.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     port = _free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # uvicorn
+    # no venv on PATH: mlflow's `exec uvicorn` exited 127 with a traceback unless the caller activated it (session 24)
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
     env.pop("MLFLOW_TRACKING_URI", None)  # `ptv2 serve` points MLflow's server at the project's own store
     # the multi-task model's @champion by default, through `mlflow models serve` (the process becomes it)
     proc = subprocess.Popen([sys.executable, "-m", "ptv2", "serve", "--params", str(store_root / "params.yaml"),

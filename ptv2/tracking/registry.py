@@ -135,4 +135,7 @@ def serve_command(root: str | Path, name: str, version: str, host: str, port: in
     mlflow_cli = str(Path(sys.executable).with_name("mlflow"))
     argv = [mlflow_cli, "models", "serve", "-m", f"models:/{name}/{version}", "-h", host, "-p", str(port),
             "--env-manager", env_manager]
-    return argv, {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(root)}
+    # mlflow starts the server as `bash -c "exec uvicorn ..."`: found only if this environment's bin folder is on
+    # PATH, which a `.venv/bin/ptv2 serve` without an activated venv lacks (then: exit 127 and a traceback)
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return argv, {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": tracking_uri(root)}
