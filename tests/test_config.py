@@ -6,7 +6,7 @@ import yaml
 from ptv2.config import apply_override, config_from_dict, load_config
 from ptv2.errors import ConfigError
 
-from helpers import merged, repo_params
+from helpers import PROJECT, merged, repo_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +27,9 @@ def test_unknown_key_is_rejected_with_allowed_keys():
 def test_wrong_type_names_the_key():
     with pytest.raises(ConfigError, match=r"train.batch_size = 'big' has the wrong type"):
         config_from_dict(merged({"train": {"batch_size": "big"}}))
+    # an unquoted {field} on the command line is a YAML mapping: the line says to quote it (session 24)
+    with pytest.raises(ConfigError, match=r"text_a = \{'s': None\} has the wrong type: expected str \(YAML read"):
+        load_config(PROJECT / "params.yaml", ["tasks.sst2.text_a={s}"])
 
 
 def test_impossible_value_names_key_and_allowed():

@@ -78,6 +78,42 @@ def test_unknown_label_is_a_clear_error(root):
         load_task("pair", spec, root, seed=0, val_fraction=0.1, val_max=1000, max_train=0)
 
 
+@pytest.mark.parametrize("changes,message", [
+    ({"labels": ["no", "no"]}, r"labels = \['no', 'no'\] is not allowed: expected distinct label values"),
+    ({"text_b": "the second sentence"}, r"text_b = 'the second sentence' is not allowed: expected a template naming"),
+])
+def test_a_task_spec_that_would_train_on_nonsense_is_refused(changes, message):
+    # regression (session 24): duplicate labels ended in "unknown label 'yes'; known labels ['no', 'no']";
+    # a template naming no column trained every row on the same text, silently
+    with pytest.raises(ConfigError, match=message):
+        _spec("pair", **changes)
+    with pytest.raises(ConfigError, match=r"choices = 'rain' is not allowed: expected a template naming a column"):
+        _spec("mc", choices=["{choice1}", "rain"])
+
+
+@pytest.mark.parametrize("name,bad,message", [
+    ("reg", "high", r"row 3 has label 'high', not a finite number"),
+    ("reg", "nan", r"row 3 has label 'nan', not a finite number"),
+    ("mc", 2, r"row 3 has label 2, not a choice index 0..1"),
+    ("mc", "b", r"row 3 has label 'b', not a choice index 0..1"),
+])
+def test_a_label_a_regression_or_choice_task_cannot_read_names_the_row(root, name, bad, message):
+    # regression (session 24): float('high') / int('b') reached the user as a ValueError traceback
+    import json
+
+    path = root / _spec(name).files["train"]
+    lines = path.read_text().splitlines()
+    if name == "reg":
+        cols = lines[3].split("\t")
+        cols[4] = bad
+        lines[3] = "\t".join(cols)
+    else:
+        lines[3] = json.dumps({**json.loads(lines[3]), "label": bad})
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=message):
+        load_task(name, _spec(name), root, seed=0, val_fraction=0.1, val_max=1000, max_train=0)
+
+
 def test_missing_file_and_empty_split(root):
     with pytest.raises(DataError, match="not found"):
         load_task("sent", _spec("sent", files={"train": "nope.tsv"}), root, seed=0, val_fraction=0.1, val_max=1000, max_train=0)

@@ -48,7 +48,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return str(value)  # label values may be written as YAML ints/bools
     if tp in (int, str, bool) and type(value) is tp:
         return value
-    raise ConfigError(f"{key} = {value!r} has the wrong type: expected {getattr(tp, '__name__', tp)}")
+    # YAML reads an unquoted {a} as a mapping and [a] as a list: a template or a label then needs quotes
+    hint = " (YAML read the braces or brackets as structure: quote the value, e.g. key='\"{a}\"')" \
+        if tp is str and isinstance(value, (dict, list)) else ""
+    raise ConfigError(f"{key} = {value!r} has the wrong type: expected {getattr(tp, '__name__', tp)}{hint}")
 
 
 MOVED = {"export.min_int8_agreement": "serving.int8_min_agreement (a serving policy applied to the recorded int8 checks)"}

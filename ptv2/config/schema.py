@@ -3,6 +3,7 @@ one source of values; task blocks have optional keys). Each checks its values wh
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -20,6 +21,7 @@ SPLITS = ("train", "val", "dev", "test")  # val: carved from train unless a task
 METRICS = ("accuracy", "f1", "mcc", "pearson", "spearman", "entity_f1")
 DATA_ROOT_ENV = "PTV2_DATA_ROOT"
 MAX_SEED = 2**32 - 1
+TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")  # a task template's placeholder: {field} or {a.b}
 
 
 def _check_seed(key: str, seed: int) -> None:
@@ -134,8 +136,12 @@ class TaskSpec:
             _check(bool(self.text_a), "text_a", self.text_a, "a template such as '{sentence}'")
         if self.type == "pair_classification":
             _check(bool(self.text_b), "text_b", self.text_b, "a second template for a pair task")
+        for key, templates in (("text_a", [self.text_a]), ("text_b", [self.text_b]), ("choices", self.choices)):
+            for t in filter(None, templates):  # a template naming no field gives every row the same text
+                _check(bool(TEMPLATE_FIELD.search(t)), key, t, "a template naming a column, such as '{sentence}'")
         if self.type in ("classification", "pair_classification"):
             _check(len(self.labels) >= 2, "labels", self.labels, "the list of label values (>= 2)")
+        _check(len(set(self.labels)) == len(self.labels), "labels", self.labels, "distinct label values")
         if self.pair_encoding == "bi":
             _check(bool(self.text_b) and self.type in ("pair_classification", "regression"), "pair_encoding",
                    self.pair_encoding, "'' or 'cross' for a task without text_b or of another type than "

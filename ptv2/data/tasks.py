@@ -12,6 +12,7 @@ Splits: ``train``, ``dev``, ``test`` as listed in the spec, plus ``val`` carved 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +20,13 @@ from typing import Any
 
 import datasets
 
-from ptv2.config import Config, TaskSpec
+from ptv2.config import TEMPLATE_FIELD, Config, TaskSpec
 from ptv2.data.readers import conll_rows, join_labels, jsonl_rows, tsv_rows
 from ptv2.errors import DataError
 
 log = logging.getLogger(__name__)
 datasets.disable_progress_bars()
 datasets.logging.set_verbosity_error()
-
-_FIELD = re.compile(r"\{([^{}]+)\}")
 
 
 @dataclass
@@ -59,7 +58,7 @@ def fill(template: str, row: dict[str, Any], task: str) -> str:
             node = node[part]
         return str(node)
 
-    return _FIELD.sub(lookup, template)
+    return TEMPLATE_FIELD.sub(lookup, template)
 
 
 def _raw_rows(spec: TaskSpec, root: Path, split: str) -> list[dict[str, Any]]:
@@ -85,6 +84,30 @@ def _label_id(value: Any, labels: list[str], task: str, split: str) -> int:
     return labels.index(key)
 
 
+def _number(value: Any, row: int, task: str, split: str) -> float:
+    """A regression target: a finite number (a word or NaN in the score column was a ValueError traceback)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not math.isfinite(x):
+        raise DataError(f"task {task!r}, split {split!r}: row {row} has label {value!r}, not a finite number; "
+                        f"a regression task needs a numeric label column (tasks.{task}.label) or fix the data")
+    return x
+
+
+def _choice(value: Any, row: int, n: int, task: str, split: str) -> int:
+    """A multiple-choice label: the index of the right choice, 0 .. n-1."""
+    try:
+        k = int(str(value).strip())
+    except ValueError:
+        k = -1
+    if not 0 <= k < n:
+        raise DataError(f"task {task!r}, split {split!r}: row {row} has label {value!r}, not a choice index "
+                        f"0..{n - 1}; fix the data or tasks.{task}.label")
+    return k
+
+
 def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], task: str, split: str) -> dict[str, list]:
     """Raw rows -> normalized columns (see module docstring)."""
     t = spec.type
@@ -102,9 +125,9 @@ def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], tas
     if missing:
         raise DataError(f"task {task!r}, split {split!r}: row {missing[0]} has no label field {spec.label!r}")
     if t == "regression":
-        out["label"] = [float(r[spec.label]) for r in rows]
+        out["label"] = [_number(r[spec.label], i, task, split) for i, r in enumerate(rows)]
     elif t == "multiple_choice":
-        out["label"] = [int(r[spec.label]) for r in rows]
+        out["label"] = [_choice(r[spec.label], i, len(spec.choices), task, split) for i, r in enumerate(rows)]
     else:
         out["label"] = [_label_id(r[spec.label], labels, task, split) for r in rows]
     return out
