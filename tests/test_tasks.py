@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from helpers import TASKS, merged
@@ -51,6 +53,10 @@ def test_template_with_non_word_field_names():
     assert fill("{#1 String} / {t.x}", {"#1 String": "a b", "t": {"x": 1}}, "mrpc") == "a b / 1"
     with pytest.raises(DataError, match="names field 'nope'"):
         fill("{nope}", {"a": 1}, "t")
+    # regression (session 24): a JSONL null or object was trained on as the text "None" / "{'x': 1}"
+    for value, shown in ((None, "null"), ({"x": 1}, '{"x": 1}'), ([1], "[1]")):
+        with pytest.raises(DataError, match=f"field 't.x' is {re.escape(shown)} in row"):
+            fill("{t.x}", {"t": {"x": value}}, "t")
 
 
 def test_a_task_with_its_own_val_file_keeps_it(root):

@@ -11,6 +11,7 @@ Splits: ``train``, ``dev``, ``test`` as listed in the spec, plus ``val`` carved 
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -56,6 +57,9 @@ def fill(template: str, row: dict[str, Any], task: str) -> str:
                     f"but rows have fields {sorted(row)}; fix the template in params.yaml"
                 )
             node = node[part]
+        if node is None or isinstance(node, (dict, list)):  # str() would train on "None" or "{'x': 1}"
+            raise DataError(f"task {task!r}: field {m.group(1)!r} is {json.dumps(node)[:60]} in row "
+                            f"{json.dumps(row)[:120]}; template fields must be text or numbers: fix the data")
         return str(node)
 
     return TEMPLATE_FIELD.sub(lookup, template)
