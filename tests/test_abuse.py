@@ -223,6 +223,14 @@ def _labels_three(b):
     _rehash(b)
 
 
+def _listed_outside(b):
+    """A manifest that lists a file outside the bundle by a relative path (with its true hash)."""
+    (b.parent / "outside.json").write_text("{}")
+    m = json.loads((b / "manifest.json").read_text())
+    m["files"]["tasks/../../outside.json"] = sha256(b.parent / "outside.json")
+    (b / "manifest.json").write_text(json.dumps(m))
+
+
 def _prompt_shape(b):
     t = load_file(str(b / "tasks/pair.safetensors"))
     t["prompt"] = t["prompt"][:, :, :2]  # fewer heads
@@ -239,6 +247,7 @@ BUNDLE_CASES = {
     "encoder truncated": (lambda b: (b / "encoder.onnx").write_bytes((b / "encoder.onnx").read_bytes()[:-100]),
                           "sha256"),
     "listed file missing": (lambda b: (b / "tokenizer/tokenizer.json").unlink(), "is missing"),
+    "a listed path leaves the bundle": (_listed_outside, "a path outside the bundle"),  # session 24
     "spec not json, rehashed": (lambda b: ((b / "tasks/pair.json").write_text("{x"), _rehash(b)), "unreadable"),
 }
 

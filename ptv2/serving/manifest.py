@@ -52,6 +52,9 @@ def verify(bundle: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
         raise BundleError(f"{mf}: not a {FORMAT} manifest; re-export the bundle with 'ptv2 export'")
     listed = set(manifest["files"])
+    outside = sorted(f for f in listed if Path(f).is_absolute() or ".." in Path(f).parts)
+    if outside:  # reading (or, when composing, writing) through such a name leaves the bundle folder
+        raise BundleError(f"{mf}: lists {outside[0]!r}, a path outside the bundle; re-export the bundle")
     present = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()} - {"manifest.json"}
     if present - listed:
         raise BundleError(f"{bundle}: {sorted(present - listed)[:3]} not listed in manifest.json; remove them or "
