@@ -111,6 +111,18 @@ def test_yes_no_labels_stay_strings(tmp_path):
     assert load_config(p, ["prompt.reparam=false"]).prompt.reparam is False
 
 
+def test_exponent_floats_are_numbers(tmp_path):
+    # regression (session 24): `--set train.lr.ptv2=3e-2` was "has the wrong type: expected float" (YAML 1.1
+    # reads 3e-2 as a string); in the file as well
+    assert load_config(ROOT / "params.yaml", ["train.lr.ptv2=3e-2"]).train.lr["ptv2"] == 0.03
+    p = tmp_path / "params.yaml"
+    p.write_text((ROOT / "params.yaml").read_text().replace("  temperature: 2.0", "  temperature: 2e0"))
+    assert "2e0" in p.read_text() and load_config(p).pretrain.temperature == 2.0
+    assert load_config(ROOT / "params.yaml", ["tasks.sst2.labels=[1e3, x]"]).tasks["sst2"].labels == ["1e3", "x"]
+    with pytest.raises(ConfigError, match=r"train.lr.ptv2 = '1e-3x' has the wrong type: expected float"):
+        load_config(ROOT / "params.yaml", ["train.lr.ptv2=1e-3x"])
+
+
 def test_compare_section_is_validated():
     with pytest.raises(ConfigError, match=r"compare.methods = 'loar' is not allowed"):
         config_from_dict(merged({"compare": {"methods": ["loar"]}}))

@@ -44,6 +44,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return {str(k): _coerce(vt, v, f"{key}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _EXPONENT.match(value):
+        return float(value)  # YAML 1.1 reads 3e-2 (no dot, unsigned exponent) as a string
     if tp is str and isinstance(value, (str, int, float, bool)) and key.split("[")[0].endswith("labels"):
         return str(value)  # label values may be written as YAML ints/bools
     if tp in (int, str, bool) and type(value) is tp:
@@ -54,6 +56,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     raise ConfigError(f"{key} = {value!r} has the wrong type: expected {getattr(tp, '__name__', tp)}{hint}")
 
 
+_EXPONENT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
 MOVED = {"export.min_int8_agreement": "serving.int8_min_agreement (a serving policy applied to the recorded int8 checks)"}
 
 
