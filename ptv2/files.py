@@ -26,10 +26,26 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _check_parents(path: Path) -> None:
+    """No file stands where one of ``path``'s folders would go (mkdir's FileExistsError otherwise)."""
+    clash = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if clash is not None:
+        raise ArtifactError(f"cannot write {str(path)!r}: {str(clash)!r} is a file, not a folder; "
+                            f"pick another output path")
+
+
+def check_file_target(path: Path) -> None:
+    """A file can be written at ``path`` (callers check before long work; ``atomic_file`` again)."""
+    _check_parents(path)
+    if path.is_dir():
+        raise ArtifactError(f"cannot write {str(path)!r}: it is a folder; pass a file path such as reports/table.md")
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yields a temp path next to ``path``; renamed onto ``path`` when the block succeeds, removed if not."""
     path = Path(path)
+    check_file_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
@@ -67,6 +83,7 @@ def replace_dir(tmp: Path, target: Path) -> None:
 def check_replaceable(target: Path, owned: Callable[[Path], bool], what: str) -> None:
     """Refuse (one line) to replace an existing ``target`` unless it is an empty folder or ``owned`` by ptv2
     as an earlier ``what``; callers check before long work, ``atomic_dir`` again before the swap."""
+    _check_parents(target)
     if target.exists() and not (target.is_dir() and (not any(target.iterdir()) or owned(target))):
         raise ArtifactError(f"{str(target)!r} exists and is not {what}: ptv2 replaces only its own output; "
                             f"pick another output path or remove it first")

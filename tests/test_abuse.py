@@ -284,6 +284,23 @@ def test_an_output_path_holding_something_else_is_refused_and_kept(params, train
     assert (mine / "model" / "w.bin").read_text() == "x" and not (mine / "metrics.json").exists()
 
 
+@pytest.mark.parametrize("argv,out,needle", [
+    (["train", "--task", "pair"], "a_file/run", "a_file' is a file, not a folder"),
+    (["train", "--task", "pair"], "a_file", "a_file' is a file, not a folder"),
+    (["compare", "--no-track", "--tasks", "pair", "--methods", "ptv2"], "a_folder", "it is a folder"),
+    (["compare", "--no-track", "--tasks", "pair", "--methods", "ptv2"], "a_file/t.md", "is a file, not a folder"),
+    (["transfer", "--tasks", "pair", "--seeds", "1"], "a_folder", "it is a folder"),
+])
+def test_an_output_path_that_cannot_be_written_is_one_line_before_any_run(params, root, capsys, argv, out, needle):
+    """Regression (session 24): a file where the output's folder goes was mkdir's FileExistsError traceback;
+    `compare --out <a folder>` an IsADirectoryError after every run had finished."""
+    (root / "a_file").write_text("keep")
+    (root / "a_folder").mkdir()
+    _one_line_exit_2(capsys, [argv[0], "--params", str(params), *argv[1:], "--out", str(root / out),
+                              *(["--work", str(root / "w")] if argv[0] != "train" else [])], needle)
+    assert (root / "a_file").read_text() == "keep" and not (root / "w").exists()
+
+
 # ---- racing writers, reruns ---------------------------------------------------------------------------------
 
 def test_a_second_writer_is_refused_and_the_first_finishes(params, root, tiny_dir):

@@ -17,7 +17,7 @@ from ptv2.errors import ConfigError
 from ptv2.experiments.runs import dev_value, run_or_reuse
 from ptv2.model.spec import FROZEN  # the table's first row: the bar every method must clear
 from ptv2.experiments.tables import command_line, count_range, markdown, mean_std
-from ptv2.files import atomic_write_text, write_json
+from ptv2.files import atomic_write_text, check_file_target, write_json
 from ptv2.training.build import check_method_runs_here
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int],
                           f"(compare.tasks and compare.methods in params.yaml, or --tasks / --methods)")
     for t in tasks:
         cfg.task(t)  # fail early on unknown tasks
+    check_file_target(out_md)  # not after the runs
     for m in methods:
         if m not in get_args(Method) and m != FROZEN:
             raise ConfigError(f"compare: unknown method {m!r}; expected some of {list(get_args(Method))}")

@@ -16,7 +16,7 @@ from ptv2.config import Config
 from ptv2.errors import ConfigError
 from ptv2.experiments.runs import dev_value, run_or_reuse
 from ptv2.experiments.tables import command_line, markdown, mean_std
-from ptv2.files import atomic_write_text, write_json
+from ptv2.files import atomic_write_text, check_file_target, write_json
 
 log = logging.getLogger(__name__)
 COLUMNS = {"f": "frozen backbone + fitted head", "a": "(a) single-task", "b": "(b) multi-task → adapted",
@@ -29,6 +29,7 @@ def transfer(cfg: Config, tasks: list[str], held_out: list[str], seeds: list[int
                           f"--seeds 1,2,3)")
     for t in [*tasks, *held_out]:
         cfg.task(t)  # an unknown name fails now, not after minutes of pretraining
+    check_file_target(out_md)
     full = list(cfg.pretrain.tasks)
     pre_all = run_or_reuse(cfg, full, work / "pretrain_all", mixture=True)
     without: dict[str, list[str]] = {}
