@@ -63,12 +63,28 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ptv2.training.inference import evaluate_saved
+    from ptv2.serving.manifest import is_bundle
 
     cfg = _config(args)
     if args.split == "test":
         logging.getLogger("ptv2").warning("evaluating on the labelled TEST split: report it, never select on it")
-    print(json.dumps(evaluate_saved(cfg, args.model, args.task or cfg.run.task, args.split), indent=2))
+    if is_bundle(args.model):  # the exported artifact, scored through onnxruntime as it serves
+        from ptv2.data.tasks import load_task_data
+        from ptv2.export.checks import evaluate_bundle
+        from ptv2.serving.bundle import Bundle
+
+        bundle = Bundle.from_serving(args.model, cfg.serving, int8=args.int8, bounded=False)
+        task = args.task or (next(iter(bundle.tasks)) if len(bundle.tasks) == 1 else None)
+        if task is None:
+            raise Ptv2Error(f"this bundle serves {sorted(bundle.tasks)}: pass --task")
+        scores = evaluate_bundle(bundle, load_task_data(cfg, task), args.split)
+    elif args.int8:
+        raise Ptv2Error(f"--int8 needs an exported bundle (ptv2 export); {args.model} is a model folder")
+    else:
+        from ptv2.training.inference import evaluate_saved
+
+        scores = evaluate_saved(cfg, args.model, args.task or cfg.run.task, args.split)
+    print(json.dumps(scores, indent=2))
     return 0
 
 
@@ -243,6 +259,7 @@ def parser() -> argparse.ArgumentParser:
     e = add("evaluate", cmd_evaluate, "evaluate a saved model on a task split")
     e.add_argument("--model", required=True); e.add_argument("--task")
     e.add_argument("--split", default="dev", choices=SPLITS)
+    e.add_argument("--int8", action="store_true", help="bundle only: score the int8 encoder (as served)")
     pr = add("predict", cmd_predict, "label texts with a saved model (texts from --text or stdin)")
     pr.add_argument("--model", required=True); pr.add_argument("--task")
     pr.add_argument("--text", action="append"); pr.add_argument("--text-pair", action="append")

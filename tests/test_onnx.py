@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import tiny_params, train_task, write_all_formats
+from helpers import TASKS, tiny_params, train_task, write_all_formats
 from ptv2.training.build import load_model
 from ptv2.config import config_from_dict
 from ptv2.export.onnx_export import export_baked, parity, write_bundle
@@ -305,6 +305,32 @@ def test_requests_are_checked_by_task_type(trained, row, needle):
         b.predict([{"task": "mc", "text": "wet", "choices": ["rain", "sun"]}] * 2)
     with pytest.raises(BundleError, match="a request is a list of rows"):
         b.predict({"task": "sent", "text": "fine"})
+
+
+def test_evaluate_scores_a_bundle_as_it_scores_the_model_folder(trained, tiny_dir, tmp_path, capsys):
+    """`ptv2 evaluate --model <bundle>` (session 24: refused as "not a ptv2 model folder"): the exported
+    artifact scored through onnxruntime, every metric of the task, equal to the PyTorch model's scores."""
+    import json
+
+    import yaml
+
+    from ptv2.cli import main
+
+    root, _, _, bundle = trained
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(tiny_params(root, tiny_dir, epochs={"ptv2": 2, "finetune": 1})))
+    for task in ("sent", "pair", "reg", "ner", "mc"):
+        got = []
+        for model in (bundle, root / task / "model"):
+            assert main(["evaluate", "--params", str(params), "--model", str(model), "--task", task,
+                         "--split", "val"]) == 0
+            got.append(json.loads(capsys.readouterr().out))
+        assert set(got[0]) == set(got[1]) == set(TASKS[task]["metrics"]), (task, got)
+        # the tiny regression task's texts are all alike: its scores differ in the 7th digit, so its pearson is
+        # noise on either side (parity covers it); the others must agree
+        assert task == "reg" or got[0] == pytest.approx(got[1], abs=1e-3), (task, got)
+    assert main(["evaluate", "--params", str(params), "--model", str(bundle), "--split", "val"]) == 2
+    assert "this bundle serves ['mc', 'ner', 'pair', 'reg', 'sent']: pass --task" in capsys.readouterr().err
 
 
 def test_cli_predicts_multiple_choice_from_a_bundle(trained, capsys):

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ptv2.data.tasks import TaskData
+from ptv2.errors import DataError
 from ptv2.serving.bundle import Bundle
+from ptv2.training.metrics import compute
 
 
 def gold(td: TaskData, split: str = "dev") -> list[Any]:
@@ -38,6 +40,18 @@ def bundle_predictions(bundle: Bundle, td: TaskData, split: str = "dev") -> list
     if kind == "multiple_choice":
         return [int(p["choice"]) for p in out]
     return [td.labels.index(p["label"]) for p in out]
+
+
+def evaluate_bundle(bundle: Bundle, td: TaskData, split: str = "dev") -> dict[str, float]:
+    """Every metric of the task on ``split``, from the bundle's answers (``ptv2 evaluate`` on an export:
+    the deployed artifact scored as ``evaluate_saved`` scores a model folder)."""
+    if td.name not in bundle.tasks:
+        raise DataError(f"{bundle.path} does not serve task {td.name!r}; it serves {sorted(bundle.tasks)}")
+    labels = bundle.specs[td.name].get("labels") or []
+    if td.spec.type in ("classification", "pair_classification") and labels != td.labels:
+        raise DataError(f"{bundle.path} was exported with labels {labels} for {td.name!r}, params.yaml now says "
+                        f"{td.labels}; evaluate with the labels it was trained on")
+    return compute(list(td.spec.metrics), bundle_predictions(bundle, td, split), gold(td, split))
 
 
 def train_labels_for_baseline(td: TaskData) -> list[Any]:
