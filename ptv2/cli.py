@@ -202,8 +202,13 @@ def cmd_registry(args: argparse.Namespace) -> int:
                      t.get("gate.p_vs_champion", ""),
                      (f"{float(agree):.3f}" + (", served fp32" if t.get("served") == "fp32" else "")) if agree else "",
                      t.get("gate.promoted", ""), reason])
+    if not rows:
+        from ptv2.tracking.store import tracking_uri
+
+        print(f"no registered model in {tracking_uri(root)}: `dvc repro` trains, gates and registers them")
+        return 0
     print(markdown(["model", "version", "aliases", "metric", "score", "baseline", "p vs baseline", "champion before",
-                    "p vs champion", "int8 agreement", "promoted", "reason"], rows) if rows else "no registered model")
+                    "p vs champion", "int8 agreement", "promoted", "reason"], rows))
     return 0
 
 

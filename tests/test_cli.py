@@ -149,3 +149,10 @@ def test_a_bad_config_key_is_reported_before_torch_is_imported(command):
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "unknown key(s) ['bogus_key'] in train" in err[0], err
     print(f"{command}: {took:.2f} s")  # the figure; not asserted (a timed assertion is flaky)
+
+
+def test_registry_of_a_fresh_project_says_where_it_looked_and_what_fills_it(params, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["registry", "--params", str(params)]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("no registered model in sqlite:///") and "`dvc repro` trains, gates and registers" in out
