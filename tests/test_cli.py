@@ -33,6 +33,10 @@ def test_train_evaluate_predict(params, tmp_path, capsys):
     assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model"), "--text", "good film",
                  "--int8"]) == 2
     assert "--int8 needs an exported bundle" in capsys.readouterr().err
+    # a pair for a one-text task was encoded as a pair, silently (session 24); the bundle refuses it too
+    assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model"), "--text", "good film",
+                 "--text-pair", "bad film"]) == 2
+    assert "task 'sent' takes one text; drop --text-pair" in capsys.readouterr().err
     # the run folder itself (what `train --out` names) said only "not a ptv2 model folder" (session 24)
     assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m"), "--text", "good film"]) == 2
     err = capsys.readouterr().err

@@ -39,10 +39,13 @@ def predict_texts(model_dir: str | Path, texts: list[str], pairs: list[str] | No
     if task not in spec.tasks:
         raise DataError(f"model has no task {task!r}; it has {sorted(spec.tasks)}")
     info, L = spec.tasks[task], spec.max_length
+    if pairs and not info.text_b:  # as the bundle answers: a pair would have been encoded as one silently
+        raise DataError(f"task {task!r} takes one text; drop --text-pair")
     if info.type == "token_classification":
         ds = datasets.Dataset.from_dict({"tokens": [t.split() for t in texts], "tags": [[0] * len(t.split()) for t in texts]})
     elif info.type == "multiple_choice":
-        raise DataError("predict for multiple_choice tasks takes a context and choices; use 'ptv2 evaluate'")
+        raise DataError(f"task {task!r} is multiple choice: export the model (ptv2 export) and predict from the bundle "
+                        f"with --choice per choice, or score it with 'ptv2 evaluate'")
     else:
         if info.text_b and (not pairs or len(pairs) != len(texts)):
             raise DataError(f"task {task!r} takes a text pair per text: pass one --text-pair for each --text")
