@@ -88,6 +88,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+PREDICT_CHUNK = 512  # rows per bundle call of `ptv2 predict`: bounds its memory on a long file of texts
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
@@ -99,13 +102,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise Ptv2Error(f"{len(texts)} texts but {len(args.text_pair)} --text-pair values: pass one pair per text")
     if is_bundle(args.model):  # an ONNX bundle: onnxruntime only, no torch
         serving = _config(args).serving if Path(args.params).is_file() else None
-        bundle = Bundle.from_serving(args.model, serving, int8=args.int8)
+        # a file of texts is not one HTTP request: no request-size limits, answers printed chunk by chunk
+        bundle = Bundle.from_serving(args.model, serving, int8=args.int8, bounded=False)
         task = args.task or (next(iter(bundle.tasks)) if len(bundle.tasks) == 1 else None)
         if task is None:
             raise Ptv2Error(f"this bundle serves {sorted(bundle.tasks)}: pass --task")
         pairs = args.text_pair or [None] * len(texts)
         extra = {"choices": args.choice} if args.choice else {}  # multiple choice: the same choices for every text
-        rows = bundle.predict([{"task": task, "text": t, "text_pair": p, **extra} for t, p in zip(texts, pairs)])
+        requests = [{"task": task, "text": t, "text_pair": p, **extra} for t, p in zip(texts, pairs)]
+        bundle.check(requests)  # every row first: an error names its line, not its place in a chunk
+        for i in range(0, len(requests), PREDICT_CHUNK):
+            for row in bundle.predict(requests[i:i + PREDICT_CHUNK]):
+                print(json.dumps(row))
+        return 0
     elif args.choice or args.int8:  # a model folder runs torch fp32: neither flag could apply
         flag = "--choice" if args.choice else "--int8"
         raise Ptv2Error(f"{flag} needs an exported bundle (ptv2 export); {args.model} is a model folder")

@@ -333,6 +333,36 @@ def test_evaluate_scores_a_bundle_as_it_scores_the_model_folder(trained, tiny_di
     assert "this bundle serves ['mc', 'ner', 'pair', 'reg', 'sent']: pass --task" in capsys.readouterr().err
 
 
+def test_cli_predicts_a_file_longer_than_a_request_may_be(trained, tiny_dir, tmp_path, capsys, monkeypatch):
+    """Regression (session 24): 6,000 lines on stdin were refused with the server's "split the request"; the CLI
+    now answers every line, in order, chunk by chunk, and a bad line is still named by its number."""
+    import io
+    import json
+
+    import yaml
+
+    from ptv2.cli import main
+
+    root, _, _, bundle = trained
+    cfg = tiny_params(root, tiny_dir, epochs={"ptv2": 2, "finetune": 1})
+    cfg["serving"] |= {"max_rows": 4, "max_request_tokens": 64}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(cfg))
+    texts = [f"the movie number {i} was good" for i in range(11)]
+    monkeypatch.setattr("ptv2.cli.PREDICT_CHUNK", 3)
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(texts) + "\n"))
+    assert main(["predict", "--params", str(params), "--model", str(bundle), "--task", "sent"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 11 and all(r["task"] == "sent" and r["label"] in ("0", "1") for r in rows)
+    for i in (0, 7):  # each answer is its own line's
+        assert main(["predict", "--params", str(params), "--model", str(bundle), "--task", "sent",
+                     "--text", texts[i]]) == 0
+        assert json.loads(capsys.readouterr().out) == pytest.approx(rows[i])
+    argv = ["predict", "--params", str(params), "--model", str(bundle), "--task", "sent"]
+    assert main([*argv, *[a for t in [*texts[:5], " ", "x"] for a in ("--text", t)]]) == 2
+    assert "row 5 (sent): 'text'" in capsys.readouterr().err
+
+
 def test_cli_predicts_multiple_choice_from_a_bundle(trained, capsys):
     import json
 
