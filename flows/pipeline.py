@@ -14,6 +14,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from ptv2.config import FlowsConfig, load_config
+from ptv2.errors import ConfigError
 from ptv2.orchestration.dvc_graph import (promotions, published, record, reproduce, run_stage, stage_log,
                                           stale)
 from ptv2.tracking.store import tracking_server
@@ -103,7 +104,11 @@ def task_runner(f: FlowsConfig):
         return DaskTaskRunner(cluster_kwargs={"n_workers": f.max_workers, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": None})
     if f.task_runner == "ray":
-        from prefect_ray import RayTaskRunner
+        try:
+            from prefect_ray import RayTaskRunner
+        except ImportError:  # an optional extra: ModuleNotFoundError said nothing of the setting or the fix
+            raise ConfigError("flows.task_runner = 'ray' needs prefect-ray: pip install -e '.[ray]', or set "
+                              "flows.task_runner: dask") from None
 
         return RayTaskRunner(address=address, init_kwargs=None if address else {"num_cpus": f.max_workers})
     from prefect.task_runners import ThreadPoolTaskRunner

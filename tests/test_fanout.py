@@ -169,3 +169,20 @@ def test_worker_threads_enter_dvc_one_at_a_time(tmp_path, tiny_dir, monkeypatch)
     for stage, cmd in zip(stages, cmds):
         kind, task = stage.split("@")
         assert f"ptv2.stages.{kind} --task {task}" in cmd, (stage, cmd)
+
+
+def test_the_ray_runner_without_prefect_ray_names_the_extra(monkeypatch):
+    """Regression (session 24): flows.task_runner: ray without the [ray] extra was a bare ModuleNotFoundError."""
+    import dataclasses
+
+    import pytest
+
+    from flows.pipeline import task_runner
+    from helpers import PROJECT
+    from ptv2.config import load_config
+    from ptv2.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "prefect_ray", None)  # as if not installed (importing it raises ImportError)
+    flows = dataclasses.replace(load_config(PROJECT / "params.yaml").flows, task_runner="ray")
+    with pytest.raises(ConfigError, match=r"flows.task_runner = 'ray' needs prefect-ray: pip install -e '.\[ray\]'"):
+        task_runner(flows)
