@@ -74,18 +74,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from ptv2.serving.bundle import Bundle
 
         bundle = Bundle.from_serving(args.model, cfg.serving, int8=args.int8, bounded=False)
-        task = args.task or (next(iter(bundle.tasks)) if len(bundle.tasks) == 1 else None)
-        if task is None:
-            raise Ptv2Error(f"this bundle serves {sorted(bundle.tasks)}: pass --task")
-        scores = evaluate_bundle(bundle, load_task_data(cfg, task), args.split)
+        scores = evaluate_bundle(bundle, load_task_data(cfg, _bundle_task(bundle, args.task)), args.split)
     elif args.int8:
-        raise Ptv2Error(f"--int8 needs an exported bundle (ptv2 export); {args.model} is a model folder")
+        raise _bundle_only("--int8", args.model)
     else:
         from ptv2.training.inference import evaluate_saved
 
         scores = evaluate_saved(cfg, args.model, args.task or cfg.run.task, args.split)
     print(json.dumps(scores, indent=2))
     return 0
+
+
+def _bundle_task(bundle, task: str | None) -> str:
+    """The task a bundle command is about: --task, or the bundle's only one."""
+    if task is None and len(bundle.tasks) != 1:
+        raise Ptv2Error(f"this bundle serves {sorted(bundle.tasks)}: pass --task")
+    return task or next(iter(bundle.tasks))
+
+
+def _bundle_only(flag: str, model: str) -> Ptv2Error:
+    return Ptv2Error(f"{flag} needs an exported bundle (ptv2 export); {model} is a model folder")
 
 
 PREDICT_CHUNK = 512  # rows per bundle call of `ptv2 predict`: bounds its memory on a long file of texts
@@ -104,9 +112,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         serving = _config(args).serving if Path(args.params).is_file() else None
         # a file of texts is not one HTTP request: no request-size limits, answers printed chunk by chunk
         bundle = Bundle.from_serving(args.model, serving, int8=args.int8, bounded=False)
-        task = args.task or (next(iter(bundle.tasks)) if len(bundle.tasks) == 1 else None)
-        if task is None:
-            raise Ptv2Error(f"this bundle serves {sorted(bundle.tasks)}: pass --task")
+        task = _bundle_task(bundle, args.task)
         pairs = args.text_pair or [None] * len(texts)
         extra = {"choices": args.choice} if args.choice else {}  # multiple choice: the same choices for every text
         requests = [{"task": task, "text": t, "text_pair": p, **extra} for t, p in zip(texts, pairs)]
@@ -116,8 +122,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(json.dumps(row))
         return 0
     elif args.choice or args.int8:  # a model folder runs torch fp32: neither flag could apply
-        flag = "--choice" if args.choice else "--int8"
-        raise Ptv2Error(f"{flag} needs an exported bundle (ptv2 export); {args.model} is a model folder")
+        raise _bundle_only("--choice" if args.choice else "--int8", args.model)
     else:
         from ptv2.training.inference import predict_texts
 
@@ -233,7 +238,8 @@ def _check_port(host: str, port: int) -> None:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
             s.bind((host, port))
     except OSError as e:
-        raise ConfigError(f"cannot serve on {host}:{port} ({e.strerror or e}): pick another --port or --host") from None
+        raise ConfigError(f"cannot serve on {host}:{port} ({e.strerror or e}): pick another --port or --host") \
+            from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -7,10 +7,10 @@ duplicate keys, YAML errors, wrong types and impossible values with one line nam
 """
 from ptv2.config.loader import apply_override, comparison_config, config_from_dict, load_config, read_yaml
 from ptv2.config.deploy import ExportConfig, FlowsConfig, ServingConfig, TrackingConfig
-from ptv2.config.schema import (METRICS, SPLITS, TEMPLATE_FIELD, AdaptConfig, BackboneConfig, CompareConfig, Config, Method,
-                                PretrainConfig, PromptConfig, RunConfig, TaskSpec, TaskType, TrainConfig)
+from ptv2.config.schema import (METRICS, SPLITS, TEMPLATE_FIELD, AdaptConfig, BackboneConfig, CompareConfig, Config,
+                                Method, PretrainConfig, PromptConfig, RunConfig, TaskSpec, TaskType, TrainConfig)
 
-__all__ = ["METRICS", "SPLITS", "TEMPLATE_FIELD", "AdaptConfig", "BackboneConfig", "CompareConfig", "Config", "ExportConfig",
-           "FlowsConfig", "Method", "PretrainConfig", "PromptConfig", "RunConfig", "ServingConfig", "TaskSpec",
-           "TaskType", "TrackingConfig", "TrainConfig", "apply_override", "comparison_config", "config_from_dict",
-           "load_config", "read_yaml"]
+__all__ = ["METRICS", "SPLITS", "TEMPLATE_FIELD", "AdaptConfig", "BackboneConfig", "CompareConfig", "Config",
+           "ExportConfig", "FlowsConfig", "Method", "PretrainConfig", "PromptConfig", "RunConfig", "ServingConfig",
+           "TaskSpec", "TaskType", "TrackingConfig", "TrainConfig", "apply_override", "comparison_config",
+           "config_from_dict", "load_config", "read_yaml"]
