@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 [ -d .git ] || { echo "run from a git clone (dvc needs git)" >&2; exit 2; }
-exec python -c "import sys; from ptv2.orchestration.dvc_graph import reproduce; reproduce('.', sys.argv[1:] or None)" "$@"
+exec python -m ptv2.orchestration "$@"   # dvc repro: a bad value or a failed stage ends in one line

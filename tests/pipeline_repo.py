@@ -47,4 +47,5 @@ def pipeline_env() -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(HF_HUB_OFFLINE="1", DVC_NO_ANALYTICS="1", DO_NOT_TRACK="true", MLFLOW_DISABLE_TELEMETRY="true")
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("PTV2_DATA_ROOT", None)  # the repo's own data_root (dvc repro refuses a different one)
     return env

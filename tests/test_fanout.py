@@ -35,6 +35,7 @@ def test_parallel_fanout_records_what_serial_repro_records(tmp_path, tiny_dir, p
 
     for k, v in {**pipeline_env(), "OMP_NUM_THREADS": "1"}.items():
         monkeypatch.setenv(k, v)
+    monkeypatch.delenv("PTV2_DATA_ROOT", raising=False)
     serial = _repo(tmp_path / "serial", tiny_dir)
     reproduce(serial)
     parallel = _repo(tmp_path / "parallel", tiny_dir, task_runner="dask")

@@ -142,3 +142,28 @@ def test_a_store_whose_writer_was_killed_mid_transaction_is_not_damaged(tmp_path
     check_store(f"sqlite:///{db}")  # raised TrackingError("... is damaged (attempt to write a readonly database)")
     with sqlite3.connect(db) as con:
         assert con.execute("select count(*) from t").fetchone()[0] == 1  # rolled back to the committed row
+
+
+def test_the_pipeline_entry_point_ends_every_failure_in_one_line(tmp_path, tiny_dir):
+    """Regression (session 24): scripts/run.sh ran `python -c "...reproduce(...)"`: a bad params.yaml value was a
+    ConfigError traceback, a missing data_root DVC's FileNotFoundError traceback, a failed stage a ReproductionError
+    traceback; and a $PTV2_DATA_ROOT other than params.yaml's data_root had the stages read data DVC never tracked."""
+    import yaml
+
+    from pipeline_repo import make_repo, pipeline_env
+
+    root = make_repo(tmp_path / "repo", tiny_dir)
+
+    def run(data_root: str, **env: str) -> subprocess.CompletedProcess:
+        p = yaml.safe_load((root / "params.yaml").read_text())
+        (root / "params.yaml").write_text(yaml.safe_dump({**p, "data_root": data_root}, sort_keys=False))
+        return subprocess.run([sys.executable, "-m", "ptv2.orchestration"], cwd=root, env={**pipeline_env(), **env},
+                              capture_output=True, text=True, timeout=300)
+
+    assert "is not params.yaml's data_root" in _one_line(run("data", PTV2_DATA_ROOT=str(tmp_path)))
+    assert f"data_root {str(root / 'nowhere')!r} (params.yaml) is not a folder" in _one_line(run("nowhere"))
+    (root / "empty").mkdir()
+    r = run("empty")  # the prepare stage finds no data: its own line, then one line for the pipeline, exit 1
+    errors = [x for x in r.stderr.splitlines() if x.startswith("ptv2: error:")]
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "not found" in errors[0] and errors[-1].startswith("ptv2: error: dvc repro: failed to reproduce 'prepare'")

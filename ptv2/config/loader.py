@@ -133,6 +133,12 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
     """Read, override, validate. Relative ``data_root`` resolves against the file's folder;
     the ``PTV2_DATA_ROOT`` environment variable replaces it."""
     path = Path(path)
+    cfg = _build(Config, _read(path, overrides), "")
+    return dataclasses.replace(cfg, data_root=_resolve(os.environ.get(DATA_ROOT_ENV) or cfg.data_root, path))
+
+
+def _read(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The params file as a mapping, overrides applied (not yet validated)."""
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found (pass --params PATH)")
     try:
@@ -144,10 +150,19 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
         raise ConfigError(f"{path}: top level must be a mapping")
     for ov in overrides:
         apply_override(data, ov)
-    cfg = _build(Config, data, "")
-    root = os.environ.get(DATA_ROOT_ENV) or cfg.data_root
-    root_path = Path(root) if Path(root).is_absolute() else (path.resolve().parent / root)
-    return dataclasses.replace(cfg, data_root=str(root_path.resolve()))
+    return data
+
+
+def _resolve(root: str, params: Path) -> str:
+    """A data root as an absolute path: relative ones against the params file's folder."""
+    return str((Path(root) if Path(root).is_absolute() else params.resolve().parent / root).resolve())
+
+
+def file_data_root(path: str | Path = "params.yaml") -> str:
+    """The params file's own ``data_root``, resolved, whatever ``$PTV2_DATA_ROOT`` says: the folder ``dvc repro``
+    tracks (dvc.yaml's ``${data_root}`` dependency), where ``load_config`` gives the one runs read."""
+    path = Path(path)
+    return _resolve(_build(Config, _read(path), "").data_root, path)
 
 
 def comparison_config(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -37,6 +38,45 @@ def pipeline_lock(root: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def check_data_root(root: Path, data_root: str) -> None:
+    """The stages read ``data_root`` ($PTV2_DATA_ROOT when set); DVC tracks params.yaml's own (the prepare
+    stage's ``${data_root}`` dependency): they must be one existing folder, else DVC's FileNotFoundError
+    traceback, or data changes DVC never sees."""
+    from ptv2.config import file_data_root
+    from ptv2.errors import ConfigError
+
+    tracked = file_data_root(root / "params.yaml")
+    if data_root != tracked:
+        raise ConfigError(f"$PTV2_DATA_ROOT ({data_root}) is not params.yaml's data_root ({tracked}), the folder "
+                          f"dvc repro tracks: set data_root in params.yaml (dvc exp run -S data_root=PATH) and unset "
+                          f"PTV2_DATA_ROOT")
+    if not Path(tracked).is_dir():
+        raise ConfigError(f"data_root {tracked!r} (params.yaml) is not a folder: set data_root to the folder that "
+                          f"holds the task data (see its SOURCES.md), e.g. dvc exp run -S data_root=PATH")
+
+
+def main(argv: list[str]) -> int:
+    """``python -m ptv2.orchestration [STAGE ...]`` (what scripts/run.sh runs): ``reproduce``, a user error as one
+    line (exit 2), a failed stage as one line after the stage's own output (exit 1), never a traceback."""
+    from dvc.exceptions import DvcException
+
+    from ptv2.errors import exit_2_on_user_error
+
+    handler = logging.StreamHandler()  # ptv2's own lines; DVC logs its stages itself (a root handler doubled them)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("ptv2").addHandler(handler)
+    logging.getLogger("ptv2").setLevel(logging.INFO)
+    with exit_2_on_user_error():
+        try:
+            reproduce(".", argv or None)
+        except DvcException as e:
+            cause = f" ({e.__cause__})" if e.__cause__ else ""
+            print(f"ptv2: error: dvc repro: {e}{cause}; its output is above. Fix it and rerun: finished stages are "
+                  f"kept", file=sys.stderr)
+            return 1
+    return 0
+
+
 def reproduce(root: str | Path, targets: list[str] | None = None) -> list[str]:
     """``dvc repro`` in-process; returns the names of the stages that actually ran."""
     from dvc.repo import Repo
@@ -46,6 +86,7 @@ def reproduce(root: str | Path, targets: list[str] | None = None) -> list[str]:
 
     root = Path(root).resolve()
     cfg = load_config(root / "params.yaml")
+    check_data_root(root, cfg.data_root)
     tracking.init_store(root, cfg.tracking.experiment)  # create the DB before any stage runs
     with pipeline_lock(root), contextlib.chdir(root):  # DVC resolves targets against the cwd
         with Repo(str(root)) as repo:
