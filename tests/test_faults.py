@@ -167,3 +167,14 @@ def test_the_pipeline_entry_point_ends_every_failure_in_one_line(tmp_path, tiny_
     errors = [x for x in r.stderr.splitlines() if x.startswith("ptv2: error:")]
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert "not found" in errors[0] and errors[-1].startswith("ptv2: error: dvc repro: failed to reproduce 'prepare'")
+
+
+def test_the_pipeline_entry_point_interrupted_is_one_line(monkeypatch, capsys):
+    from ptv2.orchestration import dvc_graph
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dvc_graph, "reproduce", interrupted)
+    assert dvc_graph.main([]) == 130
+    assert capsys.readouterr().err.startswith("ptv2: interrupted; finished stages are kept")

@@ -62,10 +62,12 @@ def main(argv: list[str]) -> int:
 
     from ptv2.errors import exit_2_on_user_error
 
-    handler = logging.StreamHandler()  # ptv2's own lines; DVC logs its stages itself (a root handler doubled them)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("ptv2").addHandler(handler)
-    logging.getLogger("ptv2").setLevel(logging.INFO)
+    ours = logging.getLogger("ptv2")
+    if not ours.handlers:  # ptv2's own lines; DVC logs its stages itself (a root handler doubled them)
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
     with exit_2_on_user_error():
         try:
             reproduce(".", argv or None)
@@ -74,6 +76,10 @@ def main(argv: list[str]) -> int:
             print(f"ptv2: error: dvc repro: {e}{cause}; its output is above. Fix it and rerun: finished stages are "
                   f"kept", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("ptv2: interrupted; finished stages are kept (a stopped training resumes from its checkpoint): "
+                  "rerun the same command to go on", file=sys.stderr)
+            return 130
     return 0
 
 
