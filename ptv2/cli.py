@@ -137,7 +137,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ptv2.training.artifacts import read_spec
 
     cfg = _config(args)
-    dirs = {t: Path(d) for d in args.model for t in read_spec(d).tasks}
+    dirs: dict[str, Path] = {}
+    for d in args.model:
+        for t in read_spec(d).tasks:
+            if t in dirs:  # the later one replaced the earlier, silently (session 24)
+                raise Ptv2Error(f"task {t!r} is in two models ({dirs[t]} and {d}): a bundle serves one model per "
+                                f"task; pass one of them")
+            dirs[t] = Path(d)
     report = export_and_check(cfg, dirs, args.out or cfg.export.out_dir)
     print(json.dumps(report, indent=2))
     return 0

@@ -277,6 +277,9 @@ def test_an_output_path_holding_something_else_is_refused_and_kept(params, train
     assert main(["evaluate", "--params", str(params), "--model", str(trained), "--task", "pair"]) == 0  # intact
     assert main([*export, "--out", str(bundle)]) == 0  # an earlier export is replaced, as before
     capsys.readouterr()
+    # the same task in two models: the later replaced the earlier, silently (session 24)
+    _one_line_exit_2(capsys, [*export, "--model", str(trained), "--out", str(root / "b2")],
+                     "task 'pair' is in two models")
     (mine / "model").mkdir()  # a run folder whose model/ is the user's own: refused before training
     (mine / "model" / "w.bin").write_text("x")
     _one_line_exit_2(capsys, ["train", "--params", str(params), "--task", "pair", "--out", str(mine)],

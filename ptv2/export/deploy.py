@@ -34,6 +34,8 @@ def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path,
     predictions go to ``checks_dir`` (default ``export.checks_dir``). ``encoder_from``: a deep-prompt bundle
     this export wrote from the same ``backbone.name``, whose encoder graphs a deep-prompt bundle copies."""
     checks_dir = Path(checks_dir or cfg.export.checks_dir)
+    for task in model_dirs:
+        cfg.task(task)  # the dev checks need the task's data: an unknown task fails now, not after the export
     backbone, tok = load_backbone(cfg.backbone.name)
     models: dict[str, PromptedModel] = {}
     for task, d in model_dirs.items():
