@@ -148,3 +148,11 @@ def test_length_grouping_covers_every_index_once():
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches)
     plain = length_grouped_batches(lengths, 8, torch.Generator().manual_seed(0), group=False)
     assert spread < sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in plain)
+
+
+def test_a_saved_label_order_other_than_the_tasks_is_refused(root):
+    td = load_task("pair", _spec("pair"), root, seed=0, val_fraction=0.1, val_max=1000, max_train=0)
+    td.check_labels(list(td.labels), "model m was trained")  # the same order passes
+    with pytest.raises(DataError, match=r"model m was trained with labels \['yes', 'no'\] for 'pair', params.yaml "
+                                        r"now says \['no', 'yes'\]; evaluate with the labels it was trained on"):
+        td.check_labels(["yes", "no"], "model m was trained")

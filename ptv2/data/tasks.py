@@ -44,6 +44,13 @@ class TaskData:
             raise DataError(f"task {self.name!r} has no split {name!r} (it has {sorted(self.splits)}); {fix}")
         return self.splits[name]
 
+    def check_labels(self, labels: list[str], source: str) -> None:
+        """A saved model's label order (``source``: what made it, e.g. "model M was trained") must be the task's,
+        or its class ids would be scored against other labels."""
+        if labels != self.labels:
+            raise DataError(f"{source} with labels {labels} for {self.name!r}, params.yaml now says {self.labels}; "
+                            f"evaluate with the labels it was trained on")
+
 
 def fill(template: str, row: dict[str, Any], task: str) -> str:
     """Fill ``{field}`` / ``{a.b}`` placeholders from a row."""

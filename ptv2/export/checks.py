@@ -47,10 +47,8 @@ def evaluate_bundle(bundle: Bundle, td: TaskData, split: str = "dev") -> dict[st
     the deployed artifact scored as ``evaluate_saved`` scores a model folder)."""
     if td.name not in bundle.tasks:
         raise DataError(f"{bundle.path} does not serve task {td.name!r}; it serves {sorted(bundle.tasks)}")
-    labels = bundle.specs[td.name].get("labels") or []
-    if td.spec.type in ("classification", "pair_classification") and labels != td.labels:
-        raise DataError(f"{bundle.path} was exported with labels {labels} for {td.name!r}, params.yaml now says "
-                        f"{td.labels}; evaluate with the labels it was trained on")
+    if td.spec.type in ("classification", "pair_classification"):
+        td.check_labels(bundle.specs[td.name].get("labels") or [], f"{bundle.path} was exported")
     return compute(list(td.spec.metrics), bundle_predictions(bundle, td, split), gold(td, split))
 
 

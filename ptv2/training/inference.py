@@ -21,9 +21,7 @@ def evaluate_saved(cfg: Config, model_dir: str | Path, task: str, split: str = "
     if task not in spec.tasks:
         raise DataError(f"model {model_dir} has no head for task {task!r}; it has {sorted(spec.tasks)}")
     td = load_task_data(cfg, task)
-    if spec.tasks[task].labels != td.labels:
-        raise DataError(f"model {model_dir} was trained with labels {spec.tasks[task].labels} for {task!r}, "
-                        f"params.yaml now says {td.labels}; evaluate with the labels it was trained on")
+    td.check_labels(spec.tasks[task].labels, f"model {model_dir} was trained")
     s = encode(td, split, tok, spec.max_length, spec.tasks[task].pair_encoding)
     return evaluate(model, task, s.feats, s.ds, td.labels, s.metrics, tok.pad_token_id, cfg.train.eval_batch_size)
 
