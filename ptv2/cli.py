@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from ptv2 import __version__
 from ptv2.config import SPLITS
 from ptv2.errors import ConfigError, Ptv2Error, user_line
 
@@ -89,6 +90,8 @@ def _bundle_task(bundle, task: str | None) -> str:
     """The task a bundle command is about: --task, or the bundle's only one."""
     if task is None and len(bundle.tasks) != 1:
         raise Ptv2Error(f"this bundle serves {sorted(bundle.tasks)}: pass --task")
+    if task is not None and task not in bundle.tasks:
+        raise Ptv2Error(f"unknown task {task!r}; this bundle serves {sorted(bundle.tasks)}")
     return task or next(iter(bundle.tasks))
 
 
@@ -100,34 +103,34 @@ PREDICT_CHUNK = 512  # rows per bundle call of `ptv2 predict`: bounds its memory
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    if not texts:
-        raise Ptv2Error("no texts to label: pass --text TEXT (repeatable) or one text per line on stdin")
+    from ptv2.cli_input import read_inputs
     from ptv2.serving.bundle import Bundle
     from ptv2.serving.manifest import is_bundle
 
-    if args.text_pair and len(args.text_pair) != len(texts):
-        raise Ptv2Error(f"{len(texts)} texts but {len(args.text_pair)} --text-pair values: pass one pair per text")
+    inputs = read_inputs(args.text, args.text_pair)
     if is_bundle(args.model):  # an ONNX bundle: onnxruntime only, no torch
         serving = _config(args).serving if Path(args.params).is_file() else None
         # a file of texts is not one HTTP request: no request-size limits, answers printed chunk by chunk
         bundle = Bundle.from_serving(args.model, serving, int8=args.int8, bounded=False)
         task = _bundle_task(bundle, args.task)
-        pairs = args.text_pair or [None] * len(texts)
+        texts, pairs, names = inputs.rows(task, bool(bundle.specs[task]["text_b"]))
         extra = {"choices": args.choice} if args.choice else {}  # multiple choice: the same choices for every text
-        requests = [{"task": task, "text": t, "text_pair": p, **extra} for t, p in zip(texts, pairs)]
-        bundle.check(requests)  # every row first: an error names its line, not its place in a chunk
+        requests = [{"task": task, "text": t, "text_pair": p, **extra}
+                    for t, p in zip(texts, pairs or [None] * len(texts))]
+        bundle.check(requests, names)  # every row first: an error names its line, not its place in a chunk
         for i in range(0, len(requests), PREDICT_CHUNK):
             for row in bundle.predict(requests[i:i + PREDICT_CHUNK]):
                 print(json.dumps(row))
         return 0
-    elif args.choice or args.int8:  # a model folder runs torch fp32: neither flag could apply
+    if args.choice or args.int8:  # a model folder runs torch fp32: neither flag could apply
         raise _bundle_only("--choice" if args.choice else "--int8", args.model)
-    else:
-        from ptv2.training.inference import predict_texts
+    from ptv2.training.artifacts import read_spec
+    from ptv2.training.inference import model_task, predict_texts
 
-        rows = predict_texts(args.model, texts, args.text_pair, args.task, batch_size=_config(args).train.eval_batch_size)
-    for row in rows:
+    spec = read_spec(args.model)
+    task = model_task(spec, args.task)
+    texts, pairs, _ = inputs.rows(task, bool(spec.tasks[task].text_b))
+    for row in predict_texts(args.model, texts, pairs, task, batch_size=_config(args).train.eval_batch_size):
         print(json.dumps(row))
     return 0
 
@@ -269,6 +272,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ptv2", description="P-Tuning v2 deep prompts on frozen encoders")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--version", action="version", version=f"ptv2 {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn, help: str) -> argparse.ArgumentParser:
@@ -287,8 +291,11 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="dev", choices=SPLITS)
     e.add_argument("--int8", action="store_true", help="bundle only: score the int8 encoder (as served)")
     pr = add("predict", cmd_predict, "label texts with a saved model (texts from --text or stdin)")
-    pr.add_argument("--model", required=True); pr.add_argument("--task")
-    pr.add_argument("--text", action="append"); pr.add_argument("--text-pair", action="append")
+    pr.add_argument("--model", required=True, help="model folder or exported bundle")
+    pr.add_argument("--task", help="task to answer (default: the model's only or first task)")
+    pr.add_argument("--text", action="append", help="a text to label (repeat); none: one per line on stdin, "
+                                                      "'text<TAB>text_pair' for a pair task")
+    pr.add_argument("--text-pair", action="append", help="a pair task's second text, one per --text")
     pr.add_argument("--choice", action="append", help="bundle, multiple-choice task: one per choice (repeat)")
     pr.add_argument("--int8", action="store_true", help="bundle only: use the int8 encoder")
     ex = add("export", cmd_export, "ONNX bundle (fp32 + int8) of saved models, with parity and dev checks")

@@ -160,3 +160,16 @@ def test_registry_of_a_fresh_project_says_where_it_looked_and_what_fills_it(para
     assert main(["registry", "--params", str(params)]) == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith("no registered model in sqlite:///") and "`dvc repro` trains, gates and registers" in out
+
+
+def test_version_has_one_home(capsys):
+    """Regression (session 25): `ptv2 --version` answered "the following arguments are required: command", and
+    pyproject.toml said 0.1.0 where ptv2.__version__ said 0.2.0; the installed metadata now reads the package's."""
+    import importlib.metadata
+
+    import ptv2
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"ptv2 {ptv2.__version__}"
+    assert importlib.metadata.version("ptv2") == ptv2.__version__

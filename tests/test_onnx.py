@@ -360,7 +360,39 @@ def test_cli_predicts_a_file_longer_than_a_request_may_be(trained, tiny_dir, tmp
         assert json.loads(capsys.readouterr().out) == pytest.approx(rows[i])
     argv = ["predict", "--params", str(params), "--model", str(bundle), "--task", "sent"]
     assert main([*argv, *[a for t in [*texts[:5], " ", "x"] for a in ("--text", t)]]) == 2
-    assert "row 5 (sent): 'text'" in capsys.readouterr().err
+    assert "--text 6 (sent): 'text' is empty" in capsys.readouterr().err
+
+
+def test_cli_predicts_pairs_from_stdin_lines(trained, capsys, monkeypatch):
+    """Regression (session 25): a pair task could not be fed from stdin (every line became a text without its pair:
+    "row 0 (pair): 'text_pair' must be a string"), and errors named rows counted without the blank lines. Now a
+    pair task's line is 'text<TAB>text_pair', on a bundle and on a model folder alike, and an error names the line."""
+    import io
+    import json
+
+    from ptv2.cli import main
+
+    root, _, _, bundle = trained
+    pairs = [("the cat sat", "a cat was sitting"), ("it rains", "the sun\tshines")]
+    lines = "\n\n".join(f"{a}\t{b}" for a, b in pairs) + "\r\n"  # blank lines and a CRLF end
+    for model in (bundle, root / "pair" / "model"):
+        monkeypatch.setattr("sys.stdin", io.StringIO(lines))
+        assert main(["predict", "--model", str(model), "--task", "pair"]) == 0
+        got = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        for (a, b), row in zip(pairs, got, strict=True):  # each line's answer is its pair's
+            assert main(["predict", "--model", str(model), "--task", "pair", "--text", a, "--text-pair", b]) == 0
+            assert json.loads(capsys.readouterr().out) == pytest.approx(row)
+        monkeypatch.setattr("sys.stdin", io.StringIO("a\tb\n\nno pair here\n"))
+        assert main(["predict", "--model", str(model), "--task", "pair"]) == 2
+        err = capsys.readouterr().err
+        assert "line 3 has no second text: task 'pair' takes a pair per line" in err, err
+    monkeypatch.setattr("sys.stdin", io.StringIO("a\tb\n\n \t \t x\n"))
+    assert main(["predict", "--model", str(bundle), "--task", "pair"]) == 2
+    assert "line 3 (pair): 'text' is empty" in capsys.readouterr().err
+    # a one-text task keeps a tab inside its line's text
+    monkeypatch.setattr("sys.stdin", io.StringIO("good\tfilm\n"))
+    assert main(["predict", "--model", str(bundle), "--task", "sent"]) == 0
+    assert json.loads(capsys.readouterr().out)["task"] == "sent"
 
 
 def test_cli_predicts_multiple_choice_from_a_bundle(trained, capsys):

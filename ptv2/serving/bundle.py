@@ -155,9 +155,10 @@ class Bundle:
             x = vectors[0]
         return x @ head.weight.T + head.bias
 
-    def check(self, rows: Any) -> None:
-        """Refuse a request that is too large or has a row this bundle cannot answer, naming the row and why."""
-        check_rows(rows, self.specs, self.limits)
+    def check(self, rows: Any, names: list[str] | None = None) -> None:
+        """Refuse a request that is too large or has a row this bundle cannot answer, naming the row (``names[i]``,
+        default ``row <i>``) and why."""
+        check_rows(rows, self.specs, self.limits, names)
 
     def predict(self, rows: list[dict[str, Any]], deadline: float | None = None) -> list[dict[str, Any]]:
         """rows: {"task", "text", ["text_pair" | "choices"]} -> {"label", "score"} / {"score"} / {"entities"} /

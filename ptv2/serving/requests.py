@@ -57,14 +57,14 @@ def serving_settings(serving: Any) -> dict[str, Any]:
             "int8_fallback_margin": serving.int8_fallback_margin, "int8_min_agreement": serving.int8_min_agreement}
 
 
-def _text(i: int, task: str, field: str, v: Any, max_chars: int, hint: str = "") -> None:
+def _text(where: str, task: str, field: str, v: Any, max_chars: int, hint: str = "") -> None:
     if not isinstance(v, str):
         got = "nothing" if v is None else type(v).__name__
-        raise BundleError(f"row {i} ({task}): {field!r} must be a string, got {got}{hint}")
+        raise BundleError(f"{where} ({task}): {field!r} must be a string, got {got}{hint}")
     if not v.strip():
-        raise BundleError(f"row {i} ({task}): {field!r} is empty")
+        raise BundleError(f"{where} ({task}): {field!r} is empty")
     if len(v) > max_chars:
-        raise BundleError(f"row {i} ({task}): {field!r} has {len(v)} characters; the limit is {max_chars}")
+        raise BundleError(f"{where} ({task}): {field!r} has {len(v)} characters; the limit is {max_chars}")
 
 
 def row_tokens(spec: dict[str, Any], *texts: str) -> int:
@@ -73,40 +73,42 @@ def row_tokens(spec: dict[str, Any], *texts: str) -> int:
     return min(int(spec["max_length"]), sum(len(t) for t in texts) + 3)
 
 
-def check_rows(rows: Any, specs: dict[str, dict[str, Any]], limits: Any) -> None:
+def check_rows(rows: Any, specs: dict[str, dict[str, Any]], limits: Any, names: list[str] | None = None) -> None:
     """Refuse a request that is too large or has a row the bundle cannot answer. ``specs``: task -> the
     bundle's task spec; ``limits`` (``bundle.Limits``): ``max_rows`` counts encoder rows (a multiple-choice
     row counts once per choice, a bi-encoded pair twice); ``max_request_chars`` all texts' characters;
-    ``max_request_tokens`` the encoder tokens the rows may need (``row_tokens``)."""
+    ``max_request_tokens`` the encoder tokens the rows may need (``row_tokens``). ``names``: each row's name in
+    an error (the CLI's ``line 7``); default ``row <i>``."""
     if not isinstance(rows, list):
         raise BundleError(f"a request is a list of rows, got {type(rows).__name__}")
     max_rows, max_chars = limits.max_rows, limits.max_text_chars
     n = chars = tokens = 0
     for i, r in enumerate(rows):
+        where = names[i] if names is not None else f"row {i}"
         if not isinstance(r, dict):
-            raise BundleError(f"row {i}: expected an object with 'task' and 'text', got {type(r).__name__}")
+            raise BundleError(f"{where}: expected an object with 'task' and 'text', got {type(r).__name__}")
         task = r.get("task")
         if not isinstance(task, str) or task not in specs:
-            raise BundleError(f"row {i}: unknown task {task!r}; this bundle serves {sorted(specs)}")
+            raise BundleError(f"{where}: unknown task {task!r}; this bundle serves {sorted(specs)}")
         kind, pair = specs[task]["type"], specs[task]["text_b"]
-        _text(i, task, "text", r.get("text"), max_chars)
+        _text(where, task, "text", r.get("text"), max_chars)
         if pair:
-            _text(i, task, "text_pair", r.get("text_pair"), max_chars, "; this is a pair task: send 'text' and 'text_pair'")
+            _text(where, task, "text_pair", r.get("text_pair"), max_chars, "; this is a pair task: send 'text' and 'text_pair'")
         elif r.get("text_pair") not in (None, ""):
-            raise BundleError(f"row {i} ({task}): this task takes one text; drop 'text_pair'")
+            raise BundleError(f"{where} ({task}): this task takes one text; drop 'text_pair'")
         choices = r.get("choices")
         if kind == "multiple_choice":
             if not isinstance(choices, (list, tuple)) or len(choices) < 2:
-                raise BundleError(f"row {i} ({task}): a multiple-choice task needs 'choices', a list of at least "
+                raise BundleError(f"{where} ({task}): a multiple-choice task needs 'choices', a list of at least "
                                   f"2 strings (got {choices!r:.60})")
             for j, c in enumerate(choices):
-                _text(i, task, f"choices[{j}]", c, max_chars)
+                _text(where, task, f"choices[{j}]", c, max_chars)
             n += len(choices)
             chars += len(r["text"]) + sum(len(c) for c in choices)
             tokens += sum(row_tokens(specs[task], r["text"], c) for c in choices)
         else:
             if choices not in (None, [], ()):
-                raise BundleError(f"row {i} ({task}): 'choices' is for multiple-choice tasks; drop it")
+                raise BundleError(f"{where} ({task}): 'choices' is for multiple-choice tasks; drop it")
             bi = specs[task].get("pair_encoding") == "bi"
             texts = [r["text"]] + ([r["text_pair"]] if pair else [])
             n += 2 if bi else 1

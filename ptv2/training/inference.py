@@ -9,6 +9,7 @@ import torch
 from ptv2.config import Config
 from ptv2.data.collate import encode_split
 from ptv2.errors import DataError
+from ptv2.model.spec import ModelSpec
 from ptv2.training.build import load_model
 from ptv2.data.tasks import load_task_data
 from ptv2.training.splits import encode
@@ -26,6 +27,14 @@ def evaluate_saved(cfg: Config, model_dir: str | Path, task: str, split: str = "
     return evaluate(model, task, s.feats, s.ds, td.labels, s.metrics, tok.pad_token_id, cfg.train.eval_batch_size)
 
 
+def model_task(spec: ModelSpec, task: str | None) -> str:
+    """The task a model answers: ``task``, which it must have, or its first."""
+    task = task or next(iter(spec.tasks))
+    if task not in spec.tasks:
+        raise DataError(f"model has no task {task!r}; it has {sorted(spec.tasks)}")
+    return task
+
+
 @torch.no_grad()
 def predict_texts(model_dir: str | Path, texts: list[str], pairs: list[str] | None = None,
                   task: str | None = None, *, batch_size: int) -> list[dict[str, Any]]:
@@ -33,12 +42,10 @@ def predict_texts(model_dir: str | Path, texts: list[str], pairs: list[str] | No
     import datasets
 
     model, tok, spec = load_model(model_dir)
-    task = task or next(iter(spec.tasks))
-    if task not in spec.tasks:
-        raise DataError(f"model has no task {task!r}; it has {sorted(spec.tasks)}")
+    task = model_task(spec, task)
     info, L = spec.tasks[task], spec.max_length
     if pairs and not info.text_b:  # as the bundle answers: a pair would have been encoded as one silently
-        raise DataError(f"task {task!r} takes one text; drop --text-pair")
+        raise DataError(f"task {task!r} takes one text; pass no pairs")
     if info.type == "token_classification":
         ds = datasets.Dataset.from_dict({"tokens": [t.split() for t in texts], "tags": [[0] * len(t.split()) for t in texts]})
     elif info.type == "multiple_choice":
@@ -46,7 +53,7 @@ def predict_texts(model_dir: str | Path, texts: list[str], pairs: list[str] | No
                         f"with --choice per choice, or score it with 'ptv2 evaluate'")
     else:
         if info.text_b and (not pairs or len(pairs) != len(texts)):
-            raise DataError(f"task {task!r} takes a text pair per text: pass one --text-pair for each --text")
+            raise DataError(f"task {task!r} takes a text pair per text: pass as many pairs as texts")
         ds = datasets.Dataset.from_dict({"text_a": texts, "text_b": pairs or [""] * len(texts), "label": [0] * len(texts)})
     feats = encode_split(ds, info.type, tok, L, info.pair_encoding)
     logits = predict_logits(model, task, feats, tok.pad_token_id, batch_size)

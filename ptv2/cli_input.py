@@ -1,0 +1,58 @@
+"""What ``ptv2 predict`` reads from its user: texts from ``--text`` / ``--text-pair``, or lines on stdin
+(``text<TAB>text_pair`` for a pair task), each with the name an error gives it (``--text 2``, ``line 7``)."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+from ptv2.errors import Ptv2Error
+
+PAIR_SEP = "\t"  # a pair task's stdin line: text, tab, text_pair (the second text may hold more tabs)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Texts as the user gave them; ``lines``: True when read from stdin (then a pair sits in its line)."""
+
+    texts: list[str]
+    pairs: list[str] | None
+    names: list[str]
+    lines: bool
+
+    def rows(self, task: str, pair: bool) -> tuple[list[str], list[str] | None, list[str]]:
+        """(texts, pairs or None, names) for a task that takes a pair (``pair``) or one text; else one line
+        naming the input and the fix."""
+        if not pair:
+            if self.pairs:
+                raise Ptv2Error(f"task {task!r} takes one text; drop --text-pair")
+            return self.texts, None, self.names
+        if self.pairs:
+            return self.texts, self.pairs, self.names
+        if not self.lines:
+            raise Ptv2Error(f"task {task!r} takes a text pair: pass one --text-pair for each --text")
+        split = [t.split(PAIR_SEP, 1) for t in self.texts]
+        bad = next((n for n, s in zip(self.names, split) if len(s) < 2 or not s[1].strip()), None)
+        if bad:
+            raise Ptv2Error(f"{bad} has no second text: task {task!r} takes a pair per line, "
+                            f"'text<TAB>text_pair'")
+        return [s[0] for s in split], [s[1] for s in split], self.names
+
+
+def read_inputs(texts: list[str] | None, pairs: list[str] | None, stdin: TextIO | None = None) -> Inputs:
+    """``--text`` values (with ``--text-pair`` values, as many), else the non-blank lines of ``stdin``."""
+    if texts:
+        if pairs and len(pairs) != len(texts):
+            raise Ptv2Error(f"{len(texts)} --text but {len(pairs)} --text-pair values: pass one pair per text")
+        return Inputs(texts, pairs or None, [f"--text {i}" for i in range(1, len(texts) + 1)], lines=False)
+    if pairs:
+        raise Ptv2Error("--text-pair needs a --text for each pair; on stdin, write 'text<TAB>text_pair' lines")
+    stdin = stdin or sys.stdin
+    if stdin.isatty():  # a user who typed only the command would otherwise face a silent wait
+        print("ptv2: reading texts from stdin, one per line (a pair task: text<TAB>text_pair); end with Ctrl-D",
+              file=sys.stderr)
+    lines = [(n, line.rstrip("\r\n")) for n, line in enumerate(stdin, 1)]
+    lines = [(n, line) for n, line in lines if line.strip()]
+    if not lines:
+        raise Ptv2Error("no texts to label: pass --text TEXT (repeatable) or one text per line on stdin")
+    return Inputs([line for _, line in lines], None, [f"line {n}" for n, _ in lines], lines=True)
