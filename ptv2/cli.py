@@ -156,7 +156,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from ptv2.training.driver import pretrain
 
     cfg = _config(args)
-    _report(pretrain(cfg, args.out, args.tasks.split(",") if args.tasks else None))
+    _report(pretrain(cfg, args.out, _names("--tasks", args.tasks, []) or None))
     return 0
 
 
@@ -173,22 +173,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     c = cfg.compare
-    compare(cfg, _names(args.tasks, c.tasks), _names(args.methods, c.methods), _seeds(args.seeds, c.seeds),
-            Path(args.out or c.out), Path(args.work or c.work), one_seed=tuple(_names(args.one_seed, c.one_seed)),
-            track=not args.no_track)
+    compare(cfg, _names("--tasks", args.tasks, c.tasks), _names("--methods", args.methods, c.methods),
+            _seeds(args.seeds, c.seeds), Path(args.out or c.out), Path(args.work or c.work),
+            one_seed=tuple(_names("--one-seed", args.one_seed, c.one_seed)), track=not args.no_track)
     return 0
 
 
-def _names(value: str | None, default: list) -> list[str]:
-    """A comma-separated option, or the params.yaml default when it is not given."""
-    return [x.strip() for x in value.split(",") if x.strip()] if value is not None else [str(x) for x in default]
+def _names(flag: str, value: str | None, default: list) -> list[str]:
+    """A comma-separated option, each name once, or the params.yaml default when it is not given."""
+    if value is None:
+        return [str(x) for x in default]
+    names = [x.strip() for x in value.split(",") if x.strip()]
+    twice = sorted({x for x in names if names.count(x) > 1})
+    if twice:
+        raise ConfigError(f"{flag} {value!r} names {twice[0]!r} twice: list each once")
+    return names
 
 
 def _seeds(value: str | None, default: list) -> list[int]:
     """--seeds as integers: one line naming the value otherwise."""
-    names = _names(value, default)
+    names = _names("--seeds", value, default)
     if not names or not all(x.lstrip("-").isdigit() for x in names):
         raise ConfigError(f"--seeds {value!r} is not a comma-separated list of integers; e.g. --seeds 1,2,3")
+    if len({int(x) for x in names}) != len(names):  # 1,01
+        raise ConfigError(f"--seeds {value!r} names a seed twice: list each once")
     return [int(x) for x in names]
 
 
@@ -196,7 +204,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from ptv2.experiments.transfer import transfer
 
     cfg = _config(args)
-    transfer(cfg, _names(args.tasks, []), _names(args.held_out, []), _seeds(args.seeds, []), Path(args.out),
+    transfer(cfg, _names("--tasks", args.tasks, []), _names("--held-out", args.held_out, []), _seeds(args.seeds, []),
+             Path(args.out),
              Path(args.work))
     return 0
 

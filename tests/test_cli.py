@@ -63,6 +63,14 @@ def test_predict_with_no_texts_is_one_line(params, capsys, monkeypatch):
      "--seeds '1,x' is not a comma-separated list of integers"),
     (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", ""],
      "--seeds '' is not a comma-separated list of integers"),
+    # a repeat ran twice and counted twice in mean ± std, or trained a mixture on one task "twice" (session 25)
+    (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", "1,1"], "names '1' twice"),
+    (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", "1,01"], "names a seed twice"),
+    (["compare", "--no-track", "--tasks", "sent,sent", "--methods", "ptv2"], "--tasks 'sent,sent' names 'sent' twice"),
+    (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2,ptv2"], "names 'ptv2' twice"),
+    (["compare", "--no-track", "--set", "compare.seeds=[2,2]"], "compare.seeds = [2, 2] is not allowed"),
+    (["pretrain", "--tasks", "sent,pair,sent"], "--tasks 'sent,pair,sent' names 'sent' twice"),
+    (["transfer", "--tasks", "sent,pair", "--held-out", "reg,reg"], "--held-out 'reg,reg' names 'reg' twice"),
 ])
 def test_user_errors_exit_2_with_a_clear_message(params, capsys, argv, needle):
     assert main([argv[0], "--params", str(params), *argv[1:]]) == 2

@@ -206,6 +206,9 @@ class CompareConfig:
         for m in self.methods:
             _check(m in get_args(Method), "methods", m, f"one of {list(get_args(Method))}")
         _check(len(self.seeds) >= 1, "seeds", self.seeds, "at least one seed")
+        for key in ("tasks", "methods", "seeds"):  # a repeat would run twice and count twice in mean ± std
+            names = getattr(self, key)
+            _check(len(set(names)) == len(names), key, names, "a list naming each once")
         for x in self.seeds:
             _check_seed("seeds", x)
         for t in self.one_seed:
