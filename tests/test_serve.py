@@ -25,9 +25,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _post(port: int, payload: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json"})
+def _post(port: int, payload: dict | bytes, content_type: str = "application/json") -> tuple[int, dict]:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=data,
+                                 headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
@@ -161,6 +162,12 @@ def test_one_server_answers_mixed_tasks_and_refuses_bad_rows(published):
         assert 400 <= status < 500 and "limit is 50" in json.dumps(body)  # the registered limits apply
         status, body = _post(port, {"dataframe_records": [{"task": "sent", "text": "good film"}] * 50})
         assert status == 200 and len(body["predictions"]) == 50
+        # a body MLflow cannot parse as this model's input put the server's traceback in the answer (session 25)
+        for body_bytes, kind in ((b"task,text\nsent,good film\n", "text/csv"),
+                                 (b"not parquet", "application/vnd.apache.parquet")):
+            status, body = _post(port, body_bytes, kind)
+            assert status == 400 and "stack_trace" not in body and "Traceback" not in json.dumps(body), body
+            assert "This model takes JSON (Content-Type: application/json)" in body["message"], body
         assert _post(port, ok)[0] == 200  # still serving
     finally:
         proc.terminate()
@@ -228,3 +235,25 @@ def test_the_registered_model_loads_and_answers_in_a_clean_env_from_its_own_requ
     assert not res["torch"] and "/code/ptv2/" in res["ptv2_from"]  # the model's own copy, not a checkout
     size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file()) / 2**20
     print(f"clean env: {reqs.read_text().split()}; {size:.0f} MB")
+
+
+def test_a_failure_inside_the_served_model_answers_without_its_traceback(caplog):
+    """Regression (session 25): an unexpected error in predict reached the client as MLflow's "unexpected error"
+    with the server's traceback in ``stack_trace``; now one message (HTTP 500) and the traceback in the log."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from ptv2.tracking.pyfunc import BundleModel
+
+    class Broken:
+        def predict(self, rows, deadline=None):
+            raise KeyError("boom")
+
+    model = BundleModel()
+    model.bundle = Broken()
+    with pytest.raises(MlflowException) as e:
+        model.predict(None, pd.DataFrame([{"task": "sent", "text": "good"}]))
+    body = json.loads(e.value.serialize_as_json())
+    assert e.value.get_http_status_code() == 500 and "stack_trace" not in body, body
+    assert "failed on this request (KeyError)" in body["message"]
+    assert "KeyError: 'boom'" in caplog.text  # the server's log keeps it

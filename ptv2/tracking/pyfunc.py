@@ -11,14 +11,19 @@ drops the request's remaining micro-batches itself (``Abandoned``) and the cores
 """
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
+import sys
 import time
 from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED, INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED, INTERNAL_ERROR, INVALID_PARAMETER_VALUE
+
+log = logging.getLogger("ptv2.serving")
 
 
 class BundleModel(mlflow.pyfunc.PythonModel):
@@ -27,6 +32,8 @@ class BundleModel(mlflow.pyfunc.PythonModel):
 
         # params.yaml's serving section, stored at registration (packaging.log_bundle_model)
         self.bundle = Bundle.from_serving(context.artifacts["bundle"], context.model_config or None)
+        if "mlflow.pyfunc.scoring_server" in sys.modules:  # loaded by the scoring server (it imports it first)
+            _no_tracebacks_to_clients(sys.modules["mlflow.pyfunc.scoring_server"])
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would infer a schema
         import pandas as pd
@@ -46,10 +53,31 @@ class BundleModel(mlflow.pyfunc.PythonModel):
             raise MlflowException(str(e), error_code=DEADLINE_EXCEEDED) from None
         except BundleError as e:
             raise MlflowException(str(e), error_code=INVALID_PARAMETER_VALUE) from None
+        except Exception as e:  # a bug: its traceback goes to the server's log, not to the client (HTTP 500)
+            log.exception("predict failed")
+            raise MlflowException(f"the ptv2 model failed on this request ({type(e).__name__}); the server's log "
+                                  f"has the details", error_code=INTERNAL_ERROR) from None
         return pd.DataFrame([{"task": o["task"], "label": o.get("label"), "score": o.get("score"),
                               "choice": o.get("choice"),
                               "entities": json.dumps(o["entities"]) if "entities" in o else None} for o in out],
                             dtype=object)  # object columns: a choice index stays an int next to other tasks' None
+
+
+def _no_tracebacks_to_clients(server: Any) -> None:
+    """MLflow's scoring server answers a body it cannot parse (CSV or Parquet not in this model's input form) with
+    HTTP 400 and the server's Python traceback in ``stack_trace``; keep the message, log the traceback here."""
+    handle = getattr(server, "_handle_serving_error", None)
+    if handle is None or getattr(handle, "ptv2", False):
+        return
+
+    @functools.wraps(handle)
+    def quiet(error_message: str, error_code: Any, include_traceback: bool = True) -> None:
+        log.warning("request refused: %s", error_message, exc_info=include_traceback)
+        handle(error_message + " This model takes JSON (Content-Type: application/json), e.g. "
+               '{"dataframe_records": [{"task": ..., "text": ...}]}.', error_code, include_traceback=False)
+
+    quiet.ptv2 = True  # type: ignore[attr-defined]
+    server._handle_serving_error = quiet
 
 
 def serving_deadline() -> float | None:
