@@ -292,6 +292,10 @@ def test_the_saved_tokenizer_does_not_pad_every_row_to_a_fixed_length(trained):
     ({"task": "sent", "text": "good", "choices": ["a", "b"]}, "'choices' is for multiple-choice tasks"),
     ({"task": "pair", "text": "a", "text_pair": ["b"]}, "'text_pair' must be a string, got list"),
     ({"task": "sent", "text": None}, "'text' must be a string, got nothing"),
+    # invisible-only texts were answered as if they were text (session 25): the encoder saw [CLS] [SEP]
+    ({"task": "sent", "text": "\u200b\u200b"}, "row 1 (sent): 'text' holds no token the model reads"),
+    ({"task": "pair", "text": "a", "text_pair": "\x01"}, "'text_pair' holds no token the model reads"),
+    ({"task": "mc", "text": "wet", "choices": ["rain", "\u200b"]}, "'choices[1]' holds no token the model reads"),
 ])
 def test_requests_are_checked_by_task_type(trained, row, needle):
     from ptv2.serving.requests import Limits
