@@ -26,6 +26,26 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask sets it too, racing other threads' files)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _as_created(path: Path) -> None:
+    """mkstemp / mkdtemp (and safetensors) make 0600 / 0700 whatever the umask: give an output and all it holds
+    the modes a plain open() / mkdir() would (a server running as another user must be able to read a bundle)."""
+    mask = _umask()
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if not p.is_symlink():
+            os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 def _check_parents(path: Path) -> None:
     """No file stands where one of ``path``'s folders would go (mkdir's FileExistsError otherwise)."""
     clash = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
@@ -51,6 +71,7 @@ def atomic_file(path: str | Path, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        _as_created(Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -101,6 +122,7 @@ def atomic_dir(target: str | Path, owned: Callable[[Path], bool], what: str) -> 
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp"))
     try:
         yield tmp
+        _as_created(tmp)
         replace_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -364,3 +364,27 @@ def test_more_processes_on_a_node_than_gpus_is_one_line(params, capsys, root, mo
     from ptv2.config import load_config
 
     check_device(load_config(params).train)
+
+
+def test_outputs_get_the_mode_the_umask_gives_not_private_temp_modes(params, trained, root, capsys):
+    """Regression (session 25): outputs renamed into place kept mkstemp / mkdtemp's 0600 / 0700, so a bundle's
+    folder and manifest (and a model's weights) were unreadable to a server running as another user."""
+    import os
+    import stat
+
+    from ptv2.files import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        out = root / "b_modes"
+        assert main(["export", "--params", str(params), "--model", str(trained), "--out", str(out),
+                     "--set", "export.int8=false", "--set", "serving.int8=false"]) == 0
+        capsys.readouterr()
+        for p in [out, *out.rglob("*")]:
+            mode = stat.S_IMODE(p.stat().st_mode)
+            assert mode == (0o755 if p.is_dir() else 0o644), (p, oct(mode))
+        os.umask(0o077)  # a private umask stays private
+        atomic_write_text(root / "private.txt", "x")
+        assert stat.S_IMODE((root / "private.txt").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
