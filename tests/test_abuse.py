@@ -293,15 +293,25 @@ def test_an_output_path_holding_something_else_is_refused_and_kept(params, train
     (["compare", "--no-track", "--tasks", "pair", "--methods", "ptv2"], "a_folder", "it is a folder"),
     (["compare", "--no-track", "--tasks", "pair", "--methods", "ptv2"], "a_file/t.md", "is a file, not a folder"),
     (["transfer", "--tasks", "pair", "--seeds", "1"], "a_folder", "it is a folder"),
+    # session 25: `--out README.md` (or params.yaml, or beside the user's own .json) was replaced by the table
+    (["compare", "--no-track", "--tasks", "pair", "--methods", "ptv2"], "notes.md", "notes.md' exists and is not "
+                                                                                  "part of an earlier ptv2 table"),
+    (["compare", "--no-track", "--tasks", "pair", "--methods", "ptv2"], "a_file", "pass a path ending in .md"),
+    (["transfer", "--tasks", "pair", "--seeds", "1"], "params.yaml", "pass a path ending in .md"),
+    (["transfer", "--tasks", "pair", "--seeds", "1"], "mine.md", "mine.json' exists and is not part of an earlier"),
 ])
 def test_an_output_path_that_cannot_be_written_is_one_line_before_any_run(params, root, capsys, argv, out, needle):
     """Regression (session 24): a file where the output's folder goes was mkdir's FileExistsError traceback;
     `compare --out <a folder>` an IsADirectoryError after every run had finished."""
     (root / "a_file").write_text("keep")
-    (root / "a_folder").mkdir()
+    (root / "a_folder").mkdir(exist_ok=True)
+    (root / "notes.md").write_text("# my notes\n")
+    (root / "mine.json").write_text("{}")
+    kept = {p: p.read_bytes() for p in (root / "notes.md", root / "mine.json", params)}
     _one_line_exit_2(capsys, [argv[0], "--params", str(params), *argv[1:], "--out", str(root / out),
                               *(["--work", str(root / "w")] if argv[0] != "train" else [])], needle)
     assert (root / "a_file").read_text() == "keep" and not (root / "w").exists()
+    assert all(p.read_bytes() == b for p, b in kept.items())
 
 
 # ---- racing writers, reruns ---------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from ptv2.config import Config, Method
 from ptv2.errors import ConfigError
 from ptv2.experiments.runs import dev_value, run_or_reuse
 from ptv2.model.spec import FROZEN  # the table's first row: the bar every method must clear
-from ptv2.experiments.tables import command_line, count_range, markdown, mean_std
-from ptv2.files import atomic_write_text, check_file_target, write_json
+from ptv2.experiments.tables import COMPARE_TITLE, check_table_target, command_line, count_range, markdown, mean_std
+from ptv2.files import atomic_write_text, write_json
 from ptv2.training.build import check_method_runs_here
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def write_report(results: list[dict[str, Any]], cfg: Config, tasks: list[str], m
     rows = summarize(results, cfg, tasks, methods)
     seeds_note = f"seeds {seeds}" + (f" ({', '.join(one_seed)}: seed {seeds[0]} only)" if one_seed else "")
     pooling = cfg.backbone.pooling + (", normalised" if cfg.backbone.normalize else "")
-    md = (f"# Method comparison on dev: {', '.join(methods)}\n\nBackbone `{cfg.backbone.name}` "
+    md = (f"{COMPARE_TITLE}: {', '.join(methods)}\n\nBackbone `{cfg.backbone.name}` "
           f"(pooling {pooling}), prompt length {cfg.prompt.length}, {seeds_note}; cells are mean ± std "
           f"over seeds. Model selection on a validation split carved from train; dev is only reported. "
           f"Each run is its own process: *peak RSS* is that process's high-water mark (backbone, data, activations, "
@@ -116,7 +116,7 @@ def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int],
                           f"(compare.tasks and compare.methods in params.yaml, or --tasks / --methods)")
     for t in tasks:
         cfg.task(t)  # fail early on unknown tasks
-    check_file_target(out_md)  # not after the runs
+    check_table_target(out_md)  # not after the runs
     for m in methods:
         if m not in get_args(Method) and m != FROZEN:
             raise ConfigError(f"compare: unknown method {m!r}; expected some of {list(get_args(Method))}")

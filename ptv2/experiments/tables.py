@@ -4,9 +4,17 @@ from __future__ import annotations
 import shlex
 import statistics
 import sys
+from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
+
+from ptv2.errors import ArtifactError
+from ptv2.files import check_file_target
+
+COMPARE_TITLE = "# Method comparison on dev"
+TRANSFER_TITLE = "# Multi-task prompt pretraining → adaptation"
+_OURS = (COMPARE_TITLE, TRANSFER_TITLE, "# Dev results")  # the last: comparison tables of earlier versions
 
 
 def markdown(headers: list[str], rows: list[list[Any]]) -> str:
@@ -33,3 +41,18 @@ def count_range(values: list[int]) -> str:
 def command_line(verb: str) -> str:
     """The command line that made a report, quoted so it can be pasted back into a shell."""
     return "ptv2 " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("ptv2") else f"ptv2 {verb}"
+
+
+def check_table_target(out_md: Path) -> None:
+    """``--out`` of a table: a ``.md`` path (its ``.json`` and ``.png`` go beside it) where nothing stands but an
+    earlier ptv2 table; else one line before any run (``--out README.md`` was replaced by the table)."""
+    check_file_target(out_md)
+    if out_md.suffix != ".md":
+        raise ArtifactError(f"--out {str(out_md)!r}: a table is written as markdown, its .json and .png beside it; "
+                            f"pass a path ending in .md, such as reports/table.md")
+    ours = out_md.is_file() and out_md.read_text(errors="replace").startswith(_OURS)
+    for p in (out_md, out_md.with_suffix(".json"), out_md.with_suffix(".png")):
+        check_file_target(p)
+        if p.exists() and not ours:
+            raise ArtifactError(f"{str(p)!r} exists and is not part of an earlier ptv2 table: ptv2 replaces only its "
+                                f"own output; pick another --out or remove it first")

@@ -15,8 +15,8 @@ from pathlib import Path
 from ptv2.config import Config
 from ptv2.errors import ConfigError
 from ptv2.experiments.runs import dev_value, run_or_reuse
-from ptv2.experiments.tables import command_line, markdown, mean_std
-from ptv2.files import atomic_write_text, check_file_target, write_json
+from ptv2.experiments.tables import TRANSFER_TITLE, check_table_target, command_line, markdown, mean_std
+from ptv2.files import atomic_write_text, write_json
 
 log = logging.getLogger(__name__)
 COLUMNS = {"f": "frozen backbone + fitted head", "a": "(a) single-task", "b": "(b) multi-task → adapted",
@@ -29,7 +29,7 @@ def transfer(cfg: Config, tasks: list[str], held_out: list[str], seeds: list[int
                           f"--seeds 1,2,3)")
     for t in [*tasks, *held_out]:
         cfg.task(t)  # an unknown name fails now, not after minutes of pretraining
-    check_file_target(out_md)
+    check_table_target(out_md)
     full = list(cfg.pretrain.tasks)
     pre_all = run_or_reuse(cfg, full, work / "pretrain_all", mixture=True)
     without: dict[str, list[str]] = {}
@@ -70,7 +70,7 @@ def _write(res: dict[str, dict[str, list[float]]], cfg: Config, tasks: list[str]
     if diffs:
         rows.append(["**average (b) − (a)**", "", *[""] * len(COLUMNS), f"{statistics.mean(diffs):+.1f}"])
     ho = "; ".join(f"without {h}: {rest}" for h, rest in without.items()) or "none"
-    md = (f"# Multi-task prompt pretraining → adaptation (dev)\n\nBackbone `{cfg.backbone.name}`, prompt length "
+    md = (f"{TRANSFER_TITLE} (dev)\n\nBackbone `{cfg.backbone.name}`, prompt length "
           f"{cfg.prompt.length}, seeds {seeds} (mean ± std). Mixture (b, c): {full}, strategy "
           f"{cfg.pretrain.strategy}, cap {cfg.pretrain.cap}, {cfg.pretrain.epochs} epochs, "
           f"{cfg.pretrain.batching} batches. (d), each task held out in turn: {ho}. Tasks outside the mixture "
