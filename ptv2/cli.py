@@ -79,9 +79,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     elif args.int8:
         raise _bundle_only("--int8", args.model)
     else:
-        from ptv2.training.inference import evaluate_saved
+        from ptv2.training.artifacts import read_spec
+        from ptv2.training.inference import evaluate_saved, model_task
 
-        scores = evaluate_saved(cfg, args.model, args.task or cfg.run.task, args.split)
+        scores = evaluate_saved(cfg, args.model, model_task(read_spec(args.model), args.task), args.split)
     print(json.dumps(scores, indent=2))
     return 0
 

@@ -100,11 +100,22 @@ def test_mixed_batch_step_equals_the_row_weighted_sum_of_its_parts(root, tiny_di
     assert torch.allclose(model.prompt.prefix.grad, want, atol=1e-6)
 
 
-def test_pretrain_with_mixed_batches_runs_and_is_recorded(root, tiny_dir):
+def test_pretrain_with_mixed_batches_runs_and_is_recorded(root, tiny_dir, capsys):
     cfg = _cfg(root, tiny_dir, batching="mixed")
     run = pretrain(cfg)
     assert run.record["epochs_run"] == 2 and set(run.metrics["val"]) == {"sent", "pair", "reg"}
     assert read_spec(root / "pre/model").mixture["batching"] == "mixed"
+    # a multi-task model answered `predict` / `evaluate` without --task as its first task, silently (session 25)
+    import yaml
+
+    from ptv2.cli import main
+
+    (root / "p.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    for cmd in (["predict", "--text", "good film"], ["evaluate"]):
+        assert main([cmd[0], "--params", str(root / "p.yaml"), "--model", str(root / "pre/model"), *cmd[1:]]) == 2
+        assert "this model serves ['pair', 'reg', 'sent']: pass --task" in capsys.readouterr().err
+    assert main(["predict", "--params", str(root / "p.yaml"), "--model", str(root / "pre/model"), "--task", "sent",
+                 "--text", "good film"]) == 0
 
 
 def _cfg(root, tiny_dir, **pre):

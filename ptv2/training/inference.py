@@ -28,7 +28,10 @@ def evaluate_saved(cfg: Config, model_dir: str | Path, task: str, split: str = "
 
 
 def model_task(spec: ModelSpec, task: str | None) -> str:
-    """The task a model answers: ``task``, which it must have, or its first."""
+    """The task a model is asked about: ``task``, which it must have, or its only one (a multi-task model, such
+    as a pretrained mixture, must be told which: answering as its first task would be a silent guess)."""
+    if task is None and len(spec.tasks) != 1:
+        raise DataError(f"this model serves {sorted(spec.tasks)}: pass --task")
     task = task or next(iter(spec.tasks))
     if task not in spec.tasks:
         raise DataError(f"model has no task {task!r}; it has {sorted(spec.tasks)}")
