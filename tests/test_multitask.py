@@ -226,6 +226,17 @@ def test_pretrain_needs_tasks_and_known_names(root, tiny_dir):
         config_from_dict({**d, "pretrain": {**d["pretrain"], "tasks": ["nope"]}})
 
 
+def test_adapt_with_nothing_pretrained_says_to_pretrain(root, tiny_dir):
+    """Regression (session 25): `ptv2 adapt --task T` before any pretraining said the default folder "is not a
+    ptv2 model folder …; train one with 'ptv2 train'" (the wrong command)."""
+    from ptv2.errors import ArtifactError
+
+    cfg = _cfg(root, tiny_dir, out_dir=str(root / "never-pretrained"))
+    with pytest.raises(ArtifactError, match=r"no pretrained prompt at .*never-pretrained/model.*run 'ptv2 pretrain'"):
+        adapt(cfg, "sent", out_dir=root / "a")
+    assert not (root / "a").exists()
+
+
 def test_transfer_table_on_tiny(root, tiny_dir):
     from ptv2.experiments.transfer import transfer
 

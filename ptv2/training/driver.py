@@ -19,7 +19,7 @@ from typing import Any, Callable
 from ptv2.config import Config
 from ptv2.data.mixture import mixture_planner, mixture_rates
 from ptv2.data.tasks import TaskData, load_task_data
-from ptv2.errors import ConfigError
+from ptv2.errors import ArtifactError, ConfigError
 from ptv2.files import check_replaceable, output_lock, write_json
 from ptv2.model.backbone import load_backbone, position_limit
 from ptv2.model.prompted import count_parameters
@@ -254,6 +254,9 @@ def pretrain(cfg: Config, out_dir: str | Path | None = None, tasks: list[str] | 
 def adapt(cfg: Config, task: str, pretrained: str | Path | None = None, out_dir: str | Path | None = None,
           on_log: Callable[[dict[str, Any]], None] | None = None) -> TrainRun:
     """Tune ``task`` on its own data, starting from the pretrained prompt (and head if it has one)."""
+    if pretrained is None and not (Path(cfg.pretrain.out_dir) / "model").exists():
+        raise ArtifactError(f"no pretrained prompt at {str(Path(cfg.pretrain.out_dir) / 'model')!r} "
+                            f"(pretrain.out_dir): run 'ptv2 pretrain' first, or pass --from <model folder>")
     pretrained = Path(pretrained or Path(cfg.pretrain.out_dir) / "model")
     return train(cfg, [task], out_dir or Path(cfg.adapt.out_dir) / task, init_from=pretrained, on_log=on_log)
 
