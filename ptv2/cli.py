@@ -115,6 +115,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         bundle = Bundle.from_serving(args.model, serving, int8=args.int8, bounded=False)
         task = _bundle_task(bundle, args.task)
         texts, pairs, names = inputs.rows(task, bool(bundle.specs[task]["text_b"]))
+        if bundle.specs[task]["type"] == "multiple_choice" and len(args.choice or []) < 2:
+            raise Ptv2Error(f"task {task!r} is multiple choice: pass --choice for each choice (at least 2)")
         extra = {"choices": args.choice} if args.choice else {}  # multiple choice: the same choices for every text
         requests = [{"task": task, "text": t, "text_pair": p, **extra}
                     for t, p in zip(texts, pairs or [None] * len(texts))]
