@@ -108,15 +108,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ptv2.serving.bundle import Bundle
     from ptv2.serving.manifest import is_bundle
 
-    inputs = read_inputs(args.text, args.text_pair)
     if is_bundle(args.model):  # an ONNX bundle: onnxruntime only, no torch
         serving = _config(args).serving if Path(args.params).is_file() else None
         # a file of texts is not one HTTP request: no request-size limits, answers printed chunk by chunk
         bundle = Bundle.from_serving(args.model, serving, int8=args.int8, bounded=False)
         task = _bundle_task(bundle, args.task)
-        texts, pairs, names = inputs.rows(task, bool(bundle.specs[task]["text_b"]))
         if bundle.specs[task]["type"] == "multiple_choice" and len(args.choice or []) < 2:
             raise Ptv2Error(f"task {task!r} is multiple choice: pass --choice for each choice (at least 2)")
+        texts, pairs, names = read_inputs(args.text, args.text_pair).rows(task, bool(bundle.specs[task]["text_b"]))
         extra = {"choices": args.choice} if args.choice else {}  # multiple choice: the same choices for every text
         requests = [{"task": task, "text": t, "text_pair": p, **extra}
                     for t, p in zip(texts, pairs or [None] * len(texts))]
@@ -130,9 +129,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ptv2.training.artifacts import read_spec
     from ptv2.training.inference import model_task, predict_texts
 
-    spec = read_spec(args.model)
+    spec = read_spec(args.model)  # the model is checked before stdin is read: no wait for texts it cannot label
     task = model_task(spec, args.task)
-    texts, pairs, _ = inputs.rows(task, bool(spec.tasks[task].text_b))
+    texts, pairs, _ = read_inputs(args.text, args.text_pair).rows(task, bool(spec.tasks[task].text_b))
     for row in predict_texts(args.model, texts, pairs, task, batch_size=_config(args).train.eval_batch_size):
         print(json.dumps(row))
     return 0
@@ -208,8 +207,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     transfer(cfg, _names("--tasks", args.tasks, []), _names("--held-out", args.held_out, []), _seeds(args.seeds, []),
-             Path(args.out),
-             Path(args.work))
+             Path(args.out), Path(args.work))
     return 0
 
 

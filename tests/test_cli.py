@@ -43,10 +43,17 @@ def test_train_evaluate_predict(params, tmp_path, capsys):
     assert f"is a run folder, not a model folder: pass {str(tmp_path / 'm/model')!r}" in err, err
 
 
-def test_predict_with_no_texts_is_one_line(params, capsys, monkeypatch):
-    """Regression (session 13): empty stdin reached the model with zero rows."""
-    monkeypatch.setattr("sys.stdin", io.StringIO("\n  \n"))
+def test_predict_with_no_texts_is_one_line(params, tmp_path, capsys, monkeypatch):
+    """Regression (session 13): empty stdin reached the model with zero rows. Session 25: a model path that is
+    not a model is refused before stdin is read (a user at a terminal waited to type texts first)."""
+    stdin = io.StringIO("good film\n")
+    monkeypatch.setattr("sys.stdin", stdin)
     assert main(["predict", "--params", str(params), "--model", "/nonexistent"]) == 2
+    assert "is not a ptv2 model folder" in capsys.readouterr().err and stdin.tell() == 0
+    assert main(["train", "--params", str(params), "--task", "sent", "--out", str(tmp_path / "m")]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n  \n"))
+    assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model")]) == 2
     err = capsys.readouterr().err
     assert "no texts to label" in err and "Traceback" not in err
 
