@@ -262,6 +262,13 @@ def test_bundle_refuses_a_task_it_does_not_serve(params, bundle, capsys):
                               "x"], "unknown task 'evil'")
 
 
+def test_int8_on_a_bundle_exported_without_it_names_the_fix(params, bundle, capsys):
+    """Session 25: "no encoder.int8.onnx in this bundle" said what was missing, not what to do."""
+    for argv in (["predict", "--text", "x"], ["evaluate", "--task", "pair"]):
+        _one_line_exit_2(capsys, [argv[0], "--params", str(params), "--model", str(bundle), *argv[1:], "--int8"],
+                         "exported with export.int8: false; drop --int8 or export again")
+
+
 def test_an_output_path_holding_something_else_is_refused_and_kept(params, trained, bundle, root, capsys):
     """Regression (session 24): `export --out <the model folder>` replaced the model with the bundle, and
     `--out .` would have deleted the folder's contents; now only an earlier output of the same kind is replaced."""

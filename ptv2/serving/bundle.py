@@ -64,7 +64,8 @@ class Bundle:
         self.limits = limits or UNBOUNDED
         name = "encoder.int8.onnx" if int8 else "encoder.onnx"
         if not (self.path / name).is_file():
-            raise BundleError(f"{self.path}: no {name} in this bundle")
+            fix = "it was exported with export.int8: false; drop --int8 or export again" if int8 else "export it again"
+            raise BundleError(f"{self.path}: no {name} in this bundle; {fix}")
         def session(file: str) -> Any:
             return ort.InferenceSession(str(self.path / file), so, providers=["CPUExecutionProvider"])
 
