@@ -131,9 +131,12 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert os.path.isfile(root / "report/tasks.png")
     start = json.loads((root / "outputs/adapt/sent/metrics.json").read_text())["start"]  # the report says where it began
     assert start in ("pretrained", "own (pretraining kept its step 0)")
-    rows = [[c.strip() for c in r.strip("|").split("|")] for r in (root / "report/metrics.md").read_text().splitlines()
-            if r.startswith("|")]
+    metrics_md, gate_md = (root / "report/metrics.md").read_text().split("## Promotion gate")
+    rows = [[c.strip() for c in r.strip("|").split("|")] for r in metrics_md.splitlines() if r.startswith("|")]
     assert rows[0][-1] == "started from" and [r[-1] for r in rows if r[0] == "sent"] == [start]
+    # the report says what the gate decided and what is served (session 25: only the logs and `ptv2 registry` did)
+    [gate_row] = [[c.strip() for c in r.strip("|").split("|")] for r in gate_md.splitlines() if r.startswith("| sent")]
+    assert gate_row[2] == "no" and gate_row[3] == worse["reason"] and gate_row[4] == f"v{champ}, an earlier champion"
     n_versions = len(registry.list_versions(root, "ptv2-sent"))
 
     from ptv2.cli import main

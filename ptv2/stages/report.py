@@ -11,7 +11,7 @@ from ptv2.stages.common import parse, run
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg, args = parse(argv, paths=("pretrain", "baselines", "out"))
+    cfg, args = parse(argv, paths=("pretrain", "baselines", "promote", "publish", "out"))
     pre = json.loads(args.pretrain.read_text())
     rows, curves = [], {}
     for task in cfg.adapt.tasks:
@@ -28,11 +28,36 @@ def main(argv: list[str] | None = None) -> None:
                      [[t, metric, f"{dev:.1f}", "—" if na is None else f"{na:.1f}", f"{fz:.1f}", be, f"{secs:.0f}", st]
                       for t, metric, dev, na, fz, be, secs, st in rows])
     out = args.out
-    atomic_write_text(out / "metrics.md", "# Pipeline metrics (dev)\n\n" + table + "\n")
+    gate = gate_section(cfg.adapt.tasks, args.promote, json.loads(args.publish.read_text()),
+                        cfg.tracking.multitask_model)
+    atomic_write_text(out / "metrics.md", "# Pipeline metrics (dev)\n\n" + table + "\n\n" + gate)
     plot_curves(curves, out / "curves.png")
     plot_tasks({t: {"frozen backbone": fz, "adapted": dev, "no adaptation": na} for t, _, dev, na, fz, *_ in rows},
                out / "tasks.png")
-    print(table)
+    print(table + "\n\n" + gate)
+
+
+def gate_section(tasks: list[str], promote: Path, publish: dict, model: str) -> str:
+    """Each task's promotion decision (the gate's own reason) and what the multi-task ``model`` serves for it:
+    the trained model, the frozen baseline (nothing trained beat it) or an earlier champion."""
+    rows = []
+    for task in tasks:
+        d = json.loads((promote / f"{task}.json").read_text())
+        served = publish.get("tasks", {}).get(task)
+        if served is None:
+            what = "not served: " + publish.get("excluded", {}).get(task, "not published")
+        elif served == d["version"]:
+            what = f"v{served}, the trained model"
+        elif served == d.get("frozen_candidate", {}).get("version"):
+            what = f"v{served}, the frozen baseline"
+        else:
+            what = f"v{served}, an earlier champion"
+        rows.append([task, f"{d['challenger']:.2f} (v{d['version']})", "yes" if d["promoted"] else "no", d["reason"],
+                     what])
+    head = (f"## Promotion gate, and what `{model}` serves\n\nA trained model is promoted only if it beats the "
+            f"trivial and the frozen baselines by the one-sided paired permutation test on dev; where it does not, "
+            f"the frozen baseline is a candidate of its own.\n\n")
+    return head + markdown(["task", "trained (dev)", "promoted", "the gate's reason", "served"], rows) + "\n"
 
 
 if __name__ == "__main__":
