@@ -23,6 +23,13 @@ class Inputs:
     def rows(self, task: str, pair: bool) -> tuple[list[str], list[str] | None, list[str]]:
         """(texts, pairs or None, names) for a task that takes a pair (``pair``) or one text; else one line
         naming the input and the fix."""
+        texts, pairs, names = self._rows(task, pair)
+        for name, t, p in zip(names, texts, pairs or [None] * len(texts)):
+            if not t.strip() or (p is not None and not p.strip()):
+                raise Ptv2Error(f"{name} ({task}): {'the text' if not t.strip() else 'the second text'} is empty")
+        return texts, pairs, names
+
+    def _rows(self, task: str, pair: bool) -> tuple[list[str], list[str] | None, list[str]]:
         if not pair:
             if self.pairs:
                 raise Ptv2Error(f"task {task!r} takes one text; drop --text-pair")

@@ -37,6 +37,9 @@ def test_train_evaluate_predict(params, tmp_path, capsys):
     assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model"), "--text", "good film",
                  "--text-pair", "bad film"]) == 2
     assert "task 'sent' takes one text; drop --text-pair" in capsys.readouterr().err
+    # an empty text was answered by a model folder where a bundle refused it (session 25)
+    assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model"), "--text", " "]) == 2
+    assert "--text 1 (sent): the text is empty" in capsys.readouterr().err
     # the run folder itself (what `train --out` names) said only "not a ptv2 model folder" (session 24)
     assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m"), "--text", "good film"]) == 2
     err = capsys.readouterr().err

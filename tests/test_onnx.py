@@ -364,7 +364,7 @@ def test_cli_predicts_a_file_longer_than_a_request_may_be(trained, tiny_dir, tmp
         assert json.loads(capsys.readouterr().out) == pytest.approx(rows[i])
     argv = ["predict", "--params", str(params), "--model", str(bundle), "--task", "sent"]
     assert main([*argv, *[a for t in [*texts[:5], " ", "x"] for a in ("--text", t)]]) == 2
-    assert "--text 6 (sent): 'text' is empty" in capsys.readouterr().err
+    assert "--text 6 (sent): the text is empty" in capsys.readouterr().err
 
 
 def test_cli_predicts_pairs_from_stdin_lines(trained, capsys, monkeypatch):
@@ -392,7 +392,7 @@ def test_cli_predicts_pairs_from_stdin_lines(trained, capsys, monkeypatch):
         assert "line 3 has no second text: task 'pair' takes a pair per line" in err, err
     monkeypatch.setattr("sys.stdin", io.StringIO("a\tb\n\n \t \t x\n"))
     assert main(["predict", "--model", str(bundle), "--task", "pair"]) == 2
-    assert "line 3 (pair): 'text' is empty" in capsys.readouterr().err
+    assert "line 3 (pair): the text is empty" in capsys.readouterr().err
     # a one-text task keeps a tab inside its line's text
     monkeypatch.setattr("sys.stdin", io.StringIO("good\tfilm\n"))
     assert main(["predict", "--model", str(bundle), "--task", "sent"]) == 0
