@@ -55,6 +55,23 @@ def test_an_unreachable_tracking_server_is_one_line_in_seconds(project):
     print(f"unreachable server: {took:.1f} s")
 
 
+@pytest.mark.parametrize("uri,needle", [
+    ("foo://bar", "is not a store ptv2 can register models in"),
+    ("file:///tmp/mlruns", "is not a store ptv2 can register models in"),  # MLflow's file store: no registry
+    ("mysql://u@127.0.0.1:1/db", "the mysql store needs its driver"),
+])
+def test_a_tracking_uri_that_cannot_hold_a_registry_is_one_line_before_any_work(project, uri, needle):
+    """Regression (session 25): these were MLflow tracebacks (UnsupportedModelRegistryStoreURIException, the file
+    store's "maintenance mode" MlflowException, ModuleNotFoundError: MySQLdb); `ptv2 compare` met them only after
+    every run had finished."""
+    r, _ = _run(["-m", "ptv2", "registry", "--params", str(project / "params.yaml")], project, MLFLOW_TRACKING_URI=uri)
+    assert needle in _one_line(r)
+    r, _ = _run(["-m", "ptv2", "compare", "--params", str(project / "params.yaml"), "--tasks", "cb", "--methods",
+                 "ptv2", "--seeds", "1", "--out", str(project / "t.md"), "--work", str(project / "w")], project,
+                MLFLOW_TRACKING_URI=uri)
+    assert needle in _one_line(r) and not (project / "w").exists()
+
+
 @pytest.mark.parametrize("stage,args,needle", [
     ("promote", ["--task", "nosuch", "--report", "r.json", "--frozen-report", "f.json", "--metrics", "m.json"], "nosuch"),
     ("baseline", ["--task", "sent", "--metrics", "m.json", "--set", "train.bogus=1"], "bogus"),

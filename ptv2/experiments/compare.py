@@ -117,6 +117,10 @@ def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int],
     for t in tasks:
         cfg.task(t)  # fail early on unknown tasks
     check_table_target(out_md)  # not after the runs
+    if track:  # a store that cannot take the comparison fails now, not after every run
+        from ptv2.tracking.store import check_tracking
+
+        check_tracking(Path.cwd())
     for m in methods:
         if m not in get_args(Method) and m != FROZEN:
             raise ConfigError(f"compare: unknown method {m!r}; expected some of {list(get_args(Method))}")

@@ -16,6 +16,8 @@ for _k, _v in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACK
                "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}.items():
     os.environ.setdefault(_k, _v)
 _CHECKED: set[str] = set()
+# stores with a model registry (MLflow's SQLAlchemy backends, a tracking server, Databricks)
+REGISTRY_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "databricks-uc")
 
 
 def check_store(uri: str) -> None:
@@ -24,6 +26,11 @@ def check_store(uri: str) -> None:
     SQLite database. Checked once per process and URI."""
     if uri in _CHECKED:
         return
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else uri  # "databricks" has no "://"
+    if scheme not in REGISTRY_SCHEMES:  # a path, file:// (MLflow's file store keeps no registry) or a typo
+        raise TrackingError(f"MLFLOW_TRACKING_URI {uri!r} is not a store ptv2 can register models in: use an MLflow "
+                            f"server (http://HOST:5000) or a database (sqlite:////abs/path/mlflow.db, "
+                            f"postgresql://…, mysql://…), or unset it to use the project's own store")
     if uri.startswith(("http://", "https://")):
         import urllib.error
         import urllib.request
@@ -36,6 +43,14 @@ def check_store(uri: str) -> None:
                                 f"or unset MLFLOW_TRACKING_URI to use the project's own store") from None
     elif uri.startswith("sqlite:///"):
         _check_sqlite(Path(uri[len("sqlite:///"):]))
+    elif scheme in ("postgresql", "mysql", "mssql"):
+        import sqlalchemy
+
+        try:
+            sqlalchemy.create_engine(uri)  # loads the dialect and its driver; connects only on first use
+        except (ImportError, sqlalchemy.exc.ArgumentError) as e:
+            raise TrackingError(f"MLFLOW_TRACKING_URI {uri!r}: the {scheme} store needs its driver ({e}); install it "
+                                f"(e.g. pip install psycopg2-binary / pymysql, and name it: mysql+pymysql://…)") from None
     _CHECKED.add(uri)
 
 
@@ -43,7 +58,7 @@ def _check_sqlite(db: Path) -> None:
     import sqlite3
 
     if not db.is_file():
-        return  # MLflow creates it
+        return  # MLflow creates it (and its folders)
     try:
         # Read-write (never create): a writer killed mid-transaction leaves a hot journal that SQLite rolls
         # back on open, which a read-only connection cannot do ("attempt to write a readonly database").

@@ -33,6 +33,12 @@ def tracking_uri(root: str | Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root(root) / 'mlruns.db'}"
 
 
+def check_tracking(root: str | Path) -> None:
+    """The store this project logs to can take runs and registered models; else one TrackingError line (callers
+    that log only at the end check first, not after their work)."""
+    check_store(tracking_uri(root))
+
+
 def _mlflow(root: str | Path):
     import mlflow
 
