@@ -1,7 +1,8 @@
 """ptv2: P-Tuning v2 deep prompts on frozen encoders, as a pipeline.
 
 Packages, by responsibility (arrows: may import):
-- ``config``, ``errors``, ``files``: the typed params.yaml loader, user-facing errors, atomic file helpers.
+- ``config``, ``errors``, ``files``: the typed params.yaml loader, user-facing errors, atomic file helpers;
+  ``prefix``, ``spans``: the prompt's layouts and NER spans, torch-free (the server carries them).
 - ``data``: tasks from config, tokenization and batching, mixture sampling (-> config).
 - ``model``: backbone, deep prompts, heads, ModelSpec; torch/transformers only, no I/O.
 - ``training``: the one driver, the loop, evaluation, metrics, artifacts, run keys (-> data, model).

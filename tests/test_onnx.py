@@ -399,6 +399,26 @@ def test_cli_predicts_pairs_from_stdin_lines(trained, capsys, monkeypatch):
     assert json.loads(capsys.readouterr().out)["task"] == "sent"
 
 
+def test_a_model_folder_answers_a_token_task_as_the_bundle_does(trained, capsys):
+    """Regression (session 25): `ptv2 predict` on a NER model folder printed only {"task", "tags"}; the bundle (and
+    the server) answer {"task", "tokens", "tags", "entities"}."""
+    import json
+
+    from ptv2.cli import main
+    from ptv2.spans import entities
+
+    root, _, _, bundle = trained
+    got = []
+    for model in (root / "ner" / "model", bundle):
+        assert main(["predict", "--model", str(model), "--task", "ner", "--text", "john lives in paris"]) == 0
+        got.append(json.loads(capsys.readouterr().out))
+    folder, served = got
+    assert folder.keys() == served.keys() == {"task", "tokens", "tags", "entities"}
+    assert folder["tokens"] == served["tokens"] == ["john", "lives", "in", "paris"]
+    for row in got:
+        assert len(row["tags"]) == 4 and row["entities"] == entities(row["tokens"], row["tags"])
+
+
 def test_cli_predicts_multiple_choice_from_a_bundle(trained, capsys):
     import json
 

@@ -16,6 +16,7 @@ import numpy as np
 from ptv2.prefix import BATCH_AXIS
 from ptv2.serving.manifest import BundleError, check_task, task_names, verify
 from ptv2.serving.requests import UNBOUNDED, Limits, check_deadline, check_rows, expand, serving_settings
+from ptv2.spans import entities
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -292,18 +293,3 @@ def softmax(lg: np.ndarray) -> np.ndarray:
     """(n,) logits -> (n,) probabilities."""
     p = np.exp(lg - lg.max())
     return p / p.sum()
-
-
-def entities(words: list[str], tags: list[str]) -> list[dict[str, Any]]:
-    """IOB2 tags -> [{"type", "text", "start", "end"}] over word positions."""
-    out, cur = [], None
-    for i, t in enumerate(tags + ["O"]):
-        if cur and not (t.startswith("I-") and t[2:] == cur["type"]):
-            cur["text"] = " ".join(words[cur["start"]:cur["end"]])
-            out.append(cur)
-            cur = None
-        if t.startswith("B-") or (t.startswith("I-") and cur is None):
-            cur = {"type": t[2:], "start": i, "end": i + 1}
-        elif cur is not None and t.startswith("I-"):
-            cur["end"] = i + 1
-    return out

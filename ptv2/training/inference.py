@@ -10,6 +10,7 @@ from ptv2.config import Config
 from ptv2.data.collate import encode_split
 from ptv2.errors import DataError
 from ptv2.model.spec import ModelSpec
+from ptv2.spans import entities
 from ptv2.training.build import load_model
 from ptv2.data.tasks import load_task_data
 from ptv2.training.splits import encode
@@ -61,11 +62,13 @@ def predict_texts(model_dir: str | Path, texts: list[str], pairs: list[str] | No
     feats = encode_split(ds, info.type, tok, L, info.pair_encoding)
     logits = predict_logits(model, task, feats, tok.pad_token_id, batch_size)
     out = []
-    for lg, pred, f in zip(logits, decode(info.type, logits, feats, info.labels), feats):
+    for text, lg, pred in zip(texts, logits, decode(info.type, logits, feats, info.labels)):
         if info.type == "regression":
             out.append({"task": task, "score": float(pred)})
-        elif info.type == "token_classification":
-            out.append({"task": task, "tags": pred})
+        elif info.type == "token_classification":  # as the server answers: words, their tags (words cut off by
+            words = text.split()                   # max_length: "O"), the entities
+            tags = list(pred) + ["O"] * (len(words) - len(pred))
+            out.append({"task": task, "tokens": words, "tags": tags, "entities": entities(words, tags)})
         else:
             p = torch.softmax(lg, -1)
             out.append({"task": task, "label": info.labels[int(pred)], "score": float(p[int(pred)])})
