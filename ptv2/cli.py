@@ -79,10 +79,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     elif args.int8:
         raise _bundle_only("--int8", args.model)
     else:
-        from ptv2.training.artifacts import read_spec
-        from ptv2.training.inference import evaluate_saved, model_task
+        from ptv2.training.inference import evaluate_saved
 
-        scores = evaluate_saved(cfg, args.model, model_task(read_spec(args.model), args.task), args.split)
+        scores = evaluate_saved(cfg, args.model, args.task, args.split)
     print(json.dumps(scores, indent=2))
     return 0
 
@@ -302,7 +301,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--int8", action="store_true", help="bundle only: score the int8 encoder (as served)")
     pr = add("predict", cmd_predict, "label texts with a saved model (texts from --text or stdin)")
     pr.add_argument("--model", required=True, help="model folder or exported bundle")
-    pr.add_argument("--task", help="task to answer (default: the model's only or first task)")
+    pr.add_argument("--task", help="task to answer (default: the model's only task)")
     pr.add_argument("--text", action="append", help="a text to label (repeat); none: one per line on stdin, "
                                                       "'text<TAB>text_pair' for a pair task")
     pr.add_argument("--text-pair", action="append", help="a pair task's second text, one per --text")

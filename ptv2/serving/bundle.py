@@ -160,14 +160,11 @@ class Bundle:
     def check(self, rows: Any, names: list[str] | None = None) -> None:
         """Refuse a request that is too large or has a row this bundle cannot answer, naming the row (``names[i]``,
         default ``row <i>``) and why."""
-        check_rows(rows, self.specs, self.limits, names)
-        for i, r in enumerate(rows):  # a text of only invisible or control characters reads as no text at all
-            for field, t in (("text", r["text"]), ("text_pair", r.get("text_pair")),
-                             *((f"choices[{j}]", c) for j, c in enumerate(r.get("choices") or ()))):
-                if t and not any(c.isalnum() for c in t) and not self.tokenizer.encode(t, add_special_tokens=False).ids:
-                    where = names[i] if names is not None else f"row {i}"
-                    raise BundleError(f"{where} ({r['task']}): {field!r} holds no token the model reads ({t!r:.40}); "
-                                      f"send visible text")
+        check_rows(rows, self.specs, self.limits, names, self._reads)
+
+    def _reads(self, text: str) -> bool:
+        """Whether the encoder sees any token of ``text`` (a text with a letter or digit always has one)."""
+        return any(c.isalnum() for c in text) or bool(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def predict(self, rows: list[dict[str, Any]], deadline: float | None = None) -> list[dict[str, Any]]:
         """rows: {"task", "text", ["text_pair" | "choices"]} -> {"label", "score"} / {"score"} / {"entities"} /

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ptv2.serving.manifest import BundleError
 
@@ -57,12 +57,15 @@ def serving_settings(serving: Any) -> dict[str, Any]:
             "int8_fallback_margin": serving.int8_fallback_margin, "int8_min_agreement": serving.int8_min_agreement}
 
 
-def _text(where: str, task: str, field: str, v: Any, max_chars: int, hint: str = "") -> None:
+def _text(where: str, task: str, field: str, v: Any, max_chars: int, hint: str = "",
+          reads: Callable[[str], bool] | None = None) -> None:
     if not isinstance(v, str):
         got = "nothing" if v is None else type(v).__name__
         raise BundleError(f"{where} ({task}): {field!r} must be a string, got {got}{hint}")
     if not v.strip():
         raise BundleError(f"{where} ({task}): {field!r} is empty")
+    if reads is not None and not reads(v):  # only invisible or control characters: no text at all to the encoder
+        raise BundleError(f"{where} ({task}): {field!r} holds no token the model reads ({v!r:.40}); send visible text")
     if len(v) > max_chars:
         raise BundleError(f"{where} ({task}): {field!r} has {len(v)} characters; the limit is {max_chars}")
 
@@ -73,12 +76,14 @@ def row_tokens(spec: dict[str, Any], *texts: str) -> int:
     return min(int(spec["max_length"]), sum(len(t) for t in texts) + 3)
 
 
-def check_rows(rows: Any, specs: dict[str, dict[str, Any]], limits: Any, names: list[str] | None = None) -> None:
+def check_rows(rows: Any, specs: dict[str, dict[str, Any]], limits: Any, names: list[str] | None = None,
+               reads: Callable[[str], bool] | None = None) -> None:
     """Refuse a request that is too large or has a row the bundle cannot answer. ``specs``: task -> the
     bundle's task spec; ``limits`` (``bundle.Limits``): ``max_rows`` counts encoder rows (a multiple-choice
     row counts once per choice, a bi-encoded pair twice); ``max_request_chars`` all texts' characters;
     ``max_request_tokens`` the encoder tokens the rows may need (``row_tokens``). ``names``: each row's name in
-    an error (the CLI's ``line 7``); default ``row <i>``."""
+    an error (the CLI's ``line 7``); default ``row <i>``. ``reads(text)``: whether the tokenizer finds any token
+    in a non-blank text (the bundle's; None: not checked)."""
     if not isinstance(rows, list):
         raise BundleError(f"a request is a list of rows, got {type(rows).__name__}")
     max_rows, max_chars = limits.max_rows, limits.max_text_chars
@@ -91,9 +96,10 @@ def check_rows(rows: Any, specs: dict[str, dict[str, Any]], limits: Any, names: 
         if not isinstance(task, str) or task not in specs:
             raise BundleError(f"{where}: unknown task {task!r}; this bundle serves {sorted(specs)}")
         kind, pair = specs[task]["type"], specs[task]["text_b"]
-        _text(where, task, "text", r.get("text"), max_chars)
+        _text(where, task, "text", r.get("text"), max_chars, reads=reads)
         if pair:
-            _text(where, task, "text_pair", r.get("text_pair"), max_chars, "; this is a pair task: send 'text' and 'text_pair'")
+            _text(where, task, "text_pair", r.get("text_pair"), max_chars, "; this is a pair task: send 'text' and 'text_pair'",
+                  reads)
         elif r.get("text_pair") not in (None, ""):
             raise BundleError(f"{where} ({task}): this task takes one text; drop 'text_pair'")
         choices = r.get("choices")
@@ -102,7 +108,7 @@ def check_rows(rows: Any, specs: dict[str, dict[str, Any]], limits: Any, names: 
                 raise BundleError(f"{where} ({task}): a multiple-choice task needs 'choices', a list of at least "
                                   f"2 strings (got {choices!r:.60})")
             for j, c in enumerate(choices):
-                _text(where, task, f"choices[{j}]", c, max_chars)
+                _text(where, task, f"choices[{j}]", c, max_chars, reads=reads)
             n += len(choices)
             chars += len(r["text"]) + sum(len(c) for c in choices)
             tokens += sum(row_tokens(specs[task], r["text"], c) for c in choices)

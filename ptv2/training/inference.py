@@ -17,11 +17,10 @@ from ptv2.training.splits import encode
 from ptv2.training.evaluate import decode, evaluate, predict_logits
 
 
-def evaluate_saved(cfg: Config, model_dir: str | Path, task: str, split: str = "dev") -> dict[str, float]:
-    """Evaluate a saved model on a split of a task from params.yaml."""
+def evaluate_saved(cfg: Config, model_dir: str | Path, task: str | None, split: str = "dev") -> dict[str, float]:
+    """Evaluate a saved model on a split of a task from params.yaml (``task``: None for the model's only one)."""
     model, tok, spec = load_model(model_dir)
-    if task not in spec.tasks:
-        raise DataError(f"model {model_dir} has no head for task {task!r}; it has {sorted(spec.tasks)}")
+    task = model_task(spec, task)
     td = load_task_data(cfg, task)
     td.check_labels(spec.tasks[task].labels, f"model {model_dir} was trained")
     s = encode(td, split, tok, spec.max_length, spec.tasks[task].pair_encoding)
