@@ -118,6 +118,23 @@ def test_a_port_that_cannot_be_served_is_one_line(project):
             assert needle in _one_line(r)
 
 
+def test_an_env_manager_without_its_tool_is_one_line(project):
+    """Regression (session 26): `ptv2 serve --env-manager conda` without conda was MLflow's traceback
+    ("Could not find Conda executable") after the model's download; now one line before any work."""
+    base = {k: v for k, v in os.environ.items() if k != "MLFLOW_CONDA_HOME"}
+    for manager, env, needle in (("conda", {"PATH": "/usr/bin:/bin"}, "--env-manager conda needs conda, which is "
+                                                                      "not on PATH"),
+                                 ("conda", {"PATH": "/usr/bin:/bin", "MLFLOW_CONDA_HOME": str(project / "nowhere")},
+                                  f"not on $MLFLOW_CONDA_HOME/bin ({project / 'nowhere' / 'bin'})"),
+                                 ("virtualenv", {"PATH": "/usr/bin:/bin"}, "--env-manager virtualenv needs pyenv")):
+        r = subprocess.run([sys.executable, "-m", "ptv2", "serve", "--params", str(project / "params.yaml"),
+                            "--env-manager", manager], capture_output=True, text=True, cwd=project,
+                           env={**base, **env}, timeout=120)
+        line = _one_line(r)
+        assert needle in line and "--env-manager local" in line, line
+    assert not (project / "mlruns.db").exists()  # refused before the registry was opened
+
+
 def test_serve_builds_mlflows_command_for_the_resolved_version(project):
     from ptv2.tracking.registry import serve_command
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ptv2.errors import ArtifactError
+from ptv2.errors import ArtifactError, ConfigError
 from ptv2.tracking.store import _mlflow
 
 
@@ -124,6 +124,34 @@ def resolve_model(root: str | Path, uri: str) -> tuple[str, str]:
     return name, version
 
 
+def _serve_path() -> str:
+    """PATH of the scoring server: this environment's bin folder first, since mlflow starts the server as
+    `bash -c "exec uvicorn ..."`, found only there when `.venv/bin/ptv2 serve` runs without an activated venv."""
+    import os
+    import sys
+
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+def check_env_manager(env_manager: str) -> None:
+    """The tool MLflow needs to build the model's environment is there (without it MLflow's answer is a
+    traceback once the model is downloaded): conda (or $MLFLOW_CONDA_HOME/bin/conda), pyenv for virtualenv, uv."""
+    import os
+    import shutil
+
+    needs = {"conda": "conda", "virtualenv": "pyenv", "uv": "uv"}.get(env_manager)
+    if needs is None:
+        return
+    where = _serve_path()
+    home = os.environ.get("MLFLOW_CONDA_HOME")
+    if env_manager == "conda" and home:
+        where = os.path.join(home, "bin")
+    if shutil.which(needs, path=where) is None:
+        place = f"$MLFLOW_CONDA_HOME/bin ({where})" if env_manager == "conda" and home else "PATH"
+        raise ConfigError(f"--env-manager {env_manager} needs {needs}, which is not on {place}: install it, or "
+                          f"serve with --env-manager local (this environment)")
+
+
 def serve_command(root: str | Path, name: str, version: str, host: str, port: int,
                   env_manager: str) -> tuple[list[str], dict[str, str]]:
     """(argv, environment) of MLflow's scoring server on one registered version of this project's store."""
@@ -135,7 +163,4 @@ def serve_command(root: str | Path, name: str, version: str, host: str, port: in
     mlflow_cli = str(Path(sys.executable).with_name("mlflow"))
     argv = [mlflow_cli, "models", "serve", "-m", f"models:/{name}/{version}", "-h", host, "-p", str(port),
             "--env-manager", env_manager]
-    # mlflow starts the server as `bash -c "exec uvicorn ..."`: found only if this environment's bin folder is on
-    # PATH, which a `.venv/bin/ptv2 serve` without an activated venv lacks (then: exit 127 and a traceback)
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return argv, {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": tracking_uri(root)}
+    return argv, {**os.environ, "PATH": _serve_path(), "MLFLOW_TRACKING_URI": tracking_uri(root)}
