@@ -15,8 +15,8 @@ from prefect import flow, get_run_logger, task
 
 from ptv2.config import FlowsConfig, load_config
 from ptv2.errors import ConfigError
-from ptv2.orchestration.dvc_graph import (promotions, published, record, reproduce, run_stage, stage_log,
-                                          stale)
+from ptv2.orchestration.dvc_graph import (fails_again, promotions, published, record, reproduce, run_stage,
+                                          stage_log, stale)
 from ptv2.tracking.store import tracking_server
 
 ROOT = Path(os.environ.get("PTV2_ROOT", Path(__file__).resolve().parents[1]))
@@ -34,10 +34,21 @@ def stage_on_worker(root: str, stage: str, threads: int, env: dict[str, str]) ->
     return run_stage(root, stage, threads, env)
 
 
+def _worth_retrying(task, task_run, state) -> bool:
+    """Prefect's retry condition: a machine's failure may pass, a user error fails again (retrying a missing
+    data folder twice, 30 s apart, only delayed its one line)."""
+    try:
+        state.result()
+    except BaseException as e:  # noqa: BLE001 (the failed task's own exception, re-raised by Prefect)
+        return not fails_again(e)
+    return True
+
+
 def _retrying(root: str, fn=dvc_reproduce):
     """``fn`` with the retry policy of the project's params.yaml."""
     f = load_config(Path(root) / "params.yaml").flows
-    return fn.with_options(retries=f.retries, retry_delay_seconds=f.retry_delay_s)
+    return fn.with_options(retries=f.retries, retry_delay_seconds=f.retry_delay_s,
+                           retry_condition_fn=_worth_retrying)
 
 
 @flow(name="ptv2-pipeline")

@@ -6,6 +6,9 @@ from contextlib import contextmanager
 from typing import Iterator
 
 
+USER_ERROR_EXIT = 2  # how a process ends on a Ptv2Error: DVC stages and the CLI alike
+
+
 class Ptv2Error(Exception):
     """Base class: a problem the user can fix; the message says how."""
 
@@ -42,7 +45,7 @@ def exit_2_on_user_error() -> Iterator[None]:
         yield
     except Ptv2Error as e:
         print(user_line(e), file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(USER_ERROR_EXIT) from None
 
 
 def check_value(ok: bool, key: str, value: object, allowed: str) -> None:

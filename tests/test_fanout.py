@@ -187,3 +187,45 @@ def test_the_ray_runner_without_prefect_ray_names_the_extra(monkeypatch):
     flows = dataclasses.replace(load_config(PROJECT / "params.yaml").flows, task_runner="ray")
     with pytest.raises(ConfigError, match=r"flows.task_runner = 'ray' needs prefect-ray: pip install -e '.\[ray\]'"):
         task_runner(flows)
+
+
+def test_a_user_error_is_not_retried_a_machine_failure_is(tmp_path, tiny_dir, prefect_harness, monkeypatch):
+    """Regression (session 26): a flow retried a user error (`data_root` not a folder: flows.retries 2, 30 s
+    apart) and only delayed its one line by a minute; a failure of the machine is still retried."""
+    import pytest
+    from dvc.exceptions import ReproductionError
+    from dvc.stage.exceptions import StageCmdFailedError
+
+    import flows.pipeline as fp
+    from ptv2.errors import ConfigError, RunError
+    from ptv2.orchestration.dvc_graph import fails_again
+
+    for k, v in pipeline_env().items():
+        monkeypatch.setenv(k, v)
+    root = _repo(tmp_path / "repo", tiny_dir, task_runner="thread", retries=2, retry_delay_s=0)
+    for error, tries in ((ConfigError("data_root 'x' (params.yaml) is not a folder"), 1), (OSError("disk full"), 3)):
+        calls = []
+
+        def fails(r, targets=None, error=error):
+            calls.append(targets)
+            raise error
+
+        monkeypatch.setattr(fp, "reproduce", fails)
+        with pytest.raises(type(error)):
+            fp.pretrain(str(root))
+        assert len(calls) == tries, (error, calls)
+
+    # a stage that DVC ran and that exited 2 (its one line), or one on a worker: user errors too
+    def from_dvc(status):
+        try:
+            try:
+                raise StageCmdFailedError("ptv2 adapt --task pair", status)
+            except StageCmdFailedError as e:
+                raise ReproductionError("failed to reproduce 'adapt@pair'") from e
+        except ReproductionError as e:
+            return e
+
+    assert fails_again(from_dvc(2)) and not fails_again(from_dvc(1)) and not fails_again(from_dvc(None))
+    monkeypatch.setenv("PTV2_DATA_ROOT", str(tmp_path / "nowhere"))
+    with pytest.raises(RunError, match=r"(?s)stage baseline@pair failed \(exit 2;.*nowhere"):
+        fp.run_stage(root, "baseline@pair", 1)

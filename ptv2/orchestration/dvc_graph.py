@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from ptv2.errors import USER_ERROR_EXIT, Ptv2Error, RunError
+
 log = logging.getLogger(__name__)
 # DVC's dvc.yaml loading is not thread-safe: two fan-out worker threads reading their commands at once failed
 # one with "dvc.yaml validation failed" (expected str @ ...['metrics'][0]). Worker threads enter DVC one at a time.
@@ -81,6 +83,21 @@ def main(argv: list[str]) -> int:
                   "rerun the same command to go on", file=sys.stderr)
             return 130
     return 0
+
+
+def fails_again(e: BaseException) -> bool:
+    """Whether ``e`` is a user error, which a retry meets again: a Ptv2Error raised here or by a stage on a
+    worker (``run_stage``), or a stage that DVC ran in-process and that exited 2 (DVC keeps only the message)."""
+    from dvc.stage.exceptions import StageCmdFailedError
+
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, Ptv2Error):
+            return True
+        if isinstance(seen, StageCmdFailedError) and str(seen).endswith(f"exited with {USER_ERROR_EXIT}"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def reproduce(root: str | Path, targets: list[str] | None = None) -> list[str]:
@@ -168,7 +185,8 @@ def run_stage(root: str | Path, stage: str, threads: int = 0, env: dict[str, str
         r = subprocess.run(cmd, shell=True, cwd=root, env=e, stdout=f, stderr=subprocess.STDOUT)
     if r.returncode != 0:
         tail = out.read_text(errors="replace").replace("\r", "\n").strip()[-2000:]
-        raise RuntimeError(f"stage {stage} failed (exit {r.returncode}; whole output: {out}): {tail}")
+        error = RunError if r.returncode == USER_ERROR_EXIT else RuntimeError  # exit 2: the user's to fix
+        raise error(f"stage {stage} failed (exit {r.returncode}; whole output: {out}): {tail}")
     log.info("%s finished in %.0f s", stage, time.monotonic() - t0)
     return stage
 
