@@ -57,6 +57,34 @@ def test_a_bad_cron_on_the_command_line_is_one_line():
                                 "cron string Prefect accepts, e.g. '0 3 * * *' (minute 0-59, hour 0-23)"), r.stderr
 
 
+def test_a_flow_from_the_command_line_checks_the_project_before_prefect(tmp_path, monkeypatch):
+    """Regression (session 26): the README's `python -c "from flows.pipeline import configured_adapt; ..."` met a
+    data_root that is not a folder as Prefect's traceback, after a minute of retries; `python flows/run.py`
+    says it in one line (exit 2) before any flow starts, and runs the named flow on the project's folder."""
+    cfg = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    cfg["data_root"] = str(tmp_path / "no-data")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if k != "PTV2_DATA_ROOT"}
+    for args, needle in ((["adapt", "--root", str(tmp_path)], f"data_root '{tmp_path / 'no-data'}' (params.yaml) "
+                                                               "is not a folder"),
+                         (["--root", str(tmp_path / "nowhere")], "nowhere"),
+                         (["train"], "invalid choice: 'train'")):
+        r = subprocess.run([sys.executable, str(PROJECT / "flows/run.py"), *args], capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and needle in r.stderr, (args, r.stderr[-2000:])
+        assert "Flow run" not in r.stderr + r.stdout  # no Prefect flow was started
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("flows_run", PROJECT / "flows/run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    monkeypatch.delenv("PTV2_DATA_ROOT", raising=False)
+    (tmp_path / "no-data").mkdir()
+    ran = []
+    monkeypatch.setitem(run.FLOWS, "retrain", ran.append)
+    assert run.main(["retrain", "--root", f"{tmp_path}/."]) == 0 and ran == [str(tmp_path)]
+
+
 def _relabel(root: Path, how: str) -> None:
     from helpers import write_sentiment_tsv
 

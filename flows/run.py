@@ -1,0 +1,37 @@
+"""Run one flow from the command line; params.yaml and the data folder are checked before Prefect starts
+(a user error is its one line, exit 2, and is never retried):
+
+    python flows/run.py               # pipeline: the adapt fan-out + the rest of the DVC graph
+    python flows/run.py adapt         # the fan-out alone, on flows.task_runner ($PTV2_CLUSTER wins)
+    python flows/run.py pretrain      # or: retrain (reproduce, gate, publish, push), --root PROJECT
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flows.pipeline import ROOT, configured_adapt, pipeline, pretrain, retrain  # noqa: E402
+from ptv2.config import load_config  # noqa: E402
+from ptv2.errors import exit_2_on_user_error  # noqa: E402
+from ptv2.orchestration.dvc_graph import check_data_root  # noqa: E402
+
+FLOWS = {"pipeline": pipeline, "adapt": configured_adapt, "pretrain": pretrain, "retrain": retrain}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python flows/run.py", description="run one ptv2 Prefect flow")
+    p.add_argument("flow", nargs="?", default="pipeline", choices=list(FLOWS))
+    p.add_argument("--root", default=str(ROOT), help="the project folder (default: the one holding flows/)")
+    args = p.parse_args(argv)
+    root = Path(args.root).resolve()
+    with exit_2_on_user_error():
+        check_data_root(root, load_config(root / "params.yaml").data_root)  # else Prefect's traceback, retried
+        FLOWS[args.flow](str(root))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
