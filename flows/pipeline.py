@@ -103,6 +103,24 @@ def adapt(root: str = str(ROOT), tasks: list[str] | None = None) -> list[str]:
     return ran + done
 
 
+def _check_scheduler(address: str) -> None:
+    """A Dask scheduler answers at ``address`` (else Dask's OSError traceback after 30 s, once the flow ran)."""
+    import re
+    import socket
+
+    where = "$PTV2_CLUSTER" if os.environ.get("PTV2_CLUSTER") else "flows.cluster_address"
+    m = re.fullmatch(r"(?:(?:tcp|tls)://)?(\[[^\]]+\]|[^:/\[\]]+):(\d{1,5})", address)
+    if not m:
+        raise ConfigError(f"{where} = {address!r} is not a Dask scheduler address: use tcp://HOST:PORT (port 8786 "
+                          f"by default), or leave it empty for a local cluster")
+    try:
+        socket.create_connection((m[1].strip("[]"), int(m[2])), timeout=5).close()
+    except (OSError, OverflowError) as e:
+        raise ConfigError(f"no Dask scheduler answers at {where} = {address!r} ({getattr(e, 'strerror', None) or e})"
+                          f": start one (dask scheduler) and its workers, or leave it empty for a local "
+                          f"cluster") from None
+
+
 def task_runner(f: FlowsConfig):
     """The fan-out's runner: thread pool, Dask (a local cluster of ``max_workers`` processes, or the
     scheduler at ``cluster_address`` / $PTV2_CLUSTER) or Ray (prefect-ray)."""
@@ -111,6 +129,7 @@ def task_runner(f: FlowsConfig):
         from prefect_dask import DaskTaskRunner
 
         if address:
+            _check_scheduler(address)
             return DaskTaskRunner(address=address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": f.max_workers, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": None})

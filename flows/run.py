@@ -1,5 +1,5 @@
-"""Run one flow from the command line; params.yaml and the data folder are checked before Prefect starts
-(a user error is its one line, exit 2, and is never retried):
+"""Run one flow from the command line; params.yaml, the data folder and the fan-out's cluster are checked
+before Prefect starts (a user error is its one line, exit 2, and is never retried):
 
     python flows/run.py               # pipeline: the adapt fan-out + the rest of the DVC graph
     python flows/run.py adapt         # the fan-out alone, on flows.task_runner ($PTV2_CLUSTER wins)
@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.pipeline import ROOT, configured_adapt, pipeline, pretrain, retrain  # noqa: E402
+from flows.pipeline import ROOT, configured_adapt, pipeline, pretrain, retrain, task_runner  # noqa: E402
 from ptv2.config import load_config  # noqa: E402
 from ptv2.errors import exit_2_on_user_error  # noqa: E402
 from ptv2.orchestration.dvc_graph import check_data_root  # noqa: E402
@@ -28,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     root = Path(args.root).resolve()
     with exit_2_on_user_error():
-        check_data_root(root, load_config(root / "params.yaml").data_root)  # else Prefect's traceback, retried
+        cfg = load_config(root / "params.yaml")
+        check_data_root(root, cfg.data_root)  # else Prefect's traceback, retried
+        if args.flow != "pretrain":  # the others fan out: the runner's extra is installed, its scheduler answers
+            task_runner(cfg.flows)
         FLOWS[args.flow](str(root))
     return 0
 

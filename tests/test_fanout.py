@@ -229,3 +229,35 @@ def test_a_user_error_is_not_retried_a_machine_failure_is(tmp_path, tiny_dir, pr
     monkeypatch.setenv("PTV2_DATA_ROOT", str(tmp_path / "nowhere"))
     with pytest.raises(RunError, match=r"(?s)stage baseline@pair failed \(exit 2;.*nowhere"):
         fp.run_stage(root, "baseline@pair", 1)
+
+
+def test_a_dask_scheduler_that_does_not_answer_is_one_line(monkeypatch):
+    """Regression (session 26): PTV2_CLUSTER=tcp://HOST:PORT with no scheduler there was Dask's OSError
+    traceback 30 s into the flow; now one line naming the setting, before the flow starts."""
+    import dataclasses
+    import socket
+
+    import pytest
+
+    from flows.pipeline import task_runner
+    from helpers import PROJECT
+    from ptv2.config import load_config
+    from ptv2.errors import ConfigError
+
+    flows = dataclasses.replace(load_config(PROJECT / "params.yaml").flows, task_runner="dask")
+    with socket.socket() as s:  # a port nobody listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        monkeypatch.setenv("PTV2_CLUSTER", f"tcp://127.0.0.1:{port}")
+        with pytest.raises(ConfigError, match=rf"no Dask scheduler answers at \$PTV2_CLUSTER = 'tcp://127.0.0.1:{port}'"
+                                              r" \(Connection refused\): start one"):
+            task_runner(flows)
+    monkeypatch.delenv("PTV2_CLUSTER")
+    for bad in ("garbage", "http://127.0.0.1:8786", "tcp://127.0.0.1"):
+        with pytest.raises(ConfigError, match=r"flows.cluster_address = .* is not a Dask scheduler address"):
+            task_runner(dataclasses.replace(flows, cluster_address=bad))
+    with socket.socket() as s:  # one that listens: the runner is built for it
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        runner = task_runner(dataclasses.replace(flows, cluster_address=f"tcp://127.0.0.1:{s.getsockname()[1]}"))
+        assert type(runner).__name__ == "DaskTaskRunner"

@@ -65,12 +65,18 @@ def test_a_flow_from_the_command_line_checks_the_project_before_prefect(tmp_path
     cfg["data_root"] = str(tmp_path / "no-data")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if k != "PTV2_DATA_ROOT"}
+    cfg["data_root"] = str(tmp_path)  # a folder: the cluster is what is wrong here
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok/params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     for args, needle in ((["adapt", "--root", str(tmp_path)], f"data_root '{tmp_path / 'no-data'}' (params.yaml) "
                                                                "is not a folder"),
                          (["--root", str(tmp_path / "nowhere")], "nowhere"),
-                         (["train"], "invalid choice: 'train'")):
-        r = subprocess.run([sys.executable, str(PROJECT / "flows/run.py"), *args], capture_output=True, text=True,
-                           env=env, timeout=120)
+                         (["train"], "invalid choice: 'train'"),
+                         (["--root", str(tmp_path / "ok"), "PTV2_CLUSTER=tcp://127.0.0.1:1"],
+                          "no Dask scheduler answers at $PTV2_CLUSTER = 'tcp://127.0.0.1:1' (Connection refused)")):
+        extra = dict(a.split("=", 1) for a in args if "=" in a)
+        r = subprocess.run([sys.executable, str(PROJECT / "flows/run.py"), *[a for a in args if "=" not in a]],
+                           capture_output=True, text=True, env={**env, **extra}, timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr and needle in r.stderr, (args, r.stderr[-2000:])
         assert "Flow run" not in r.stderr + r.stdout  # no Prefect flow was started
     import importlib.util
