@@ -263,7 +263,7 @@ def _check_port(host: str, port: int) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """MLflow's scoring server on a registered model, once the registry shows it is there (MLflow's own
     answer to a missing model or alias is a traceback after ~15 s)."""
-    from ptv2.tracking.registry import check_env_manager, resolve_model, serve_command
+    from ptv2.tracking.registry import check_env_manager, check_model_files, resolve_model, serve_command
 
     cfg = _config(args)
     root = Path(args.params).resolve().parent
@@ -271,6 +271,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _check_port(args.host, args.port)
     check_env_manager(args.env_manager)
     name, version = resolve_model(root, uri)
+    check_model_files(root, name, version)
     argv, env = serve_command(root, name, version, args.host, args.port, args.env_manager)
     logging.getLogger("ptv2").info("serving %s (%s v%s) on http://%s:%d/invocations", uri, name, version,
                                    args.host, args.port)

@@ -86,6 +86,10 @@ def test_a_stage_reports_a_user_error_as_one_line(project, stage, args, needle):
     ("models:/ptv2-sent@nosuch", "has no alias @nosuch (its aliases: @champion (v1))"),
     ("models:/ptv2-sent/7", "has no version 7"),
     ("runs:/abc/model", "not a registered model URI"),
+    # regression (session 26): a version whose files were moved or cleaned was MLflow's "No such artifact:
+    # 'MLmodel'" traceback once the server started
+    ("models:/ptv2-sent@champion", "is registered in sqlite:///{project}/mlruns.db but its files are not at "
+                                   "{project} (no MLmodel there): the artifact store was moved or cleaned"),
 ])
 def test_serving_a_model_the_registry_lacks_is_one_line(project, model, needle):
     """`ptv2 serve` checks the registry before MLflow's server starts (whose own answer is a traceback)."""
@@ -98,7 +102,7 @@ def test_serving_a_model_the_registry_lacks_is_one_line(project, model, needle):
     client.set_registered_model_alias("ptv2-sent", "champion", mv.version)
     r, took = _run(["-m", "ptv2", "serve", "--params", str(project / "params.yaml"), "--model", model], project)
     line = _one_line(r)
-    assert needle in line, line
+    assert needle.format(project=project) in line, line
     assert str(project / "mlruns.db") in line or "URI" in line
     print(f"{model}: {took:.1f} s")
 

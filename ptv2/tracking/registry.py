@@ -124,6 +124,26 @@ def resolve_model(root: str | Path, uri: str) -> tuple[str, str]:
     return name, version
 
 
+def check_model_files(root: str | Path, name: str, version: str) -> None:
+    """The registered version's files are where the registry says (MLflow's answer to a moved or cleaned
+    artifact store is a traceback once the server starts): its MLmodel is fetched, nothing more."""
+    import tempfile
+    from unittest import mock
+
+    mlflow = _mlflow(root)
+    # one small file: no progress bar on the console
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.dict("os.environ", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}/MLmodel", dst_path=tmp)
+        except (mlflow.exceptions.MlflowException, OSError) as e:
+            where = str(e).split(":\n", 1)[0].removeprefix("The following failures occurred while downloading one "
+                                                          "or more artifacts from ")
+            raise ArtifactError(f"model {name!r} v{version} is registered in {mlflow.get_tracking_uri()} but its files "
+                                f"are not at {where} (no MLmodel there): the artifact store was moved or cleaned; "
+                                f"restore it, or run the pipeline again (dvc repro) to register a new version") \
+                from None
+
+
 def _serve_path() -> str:
     """PATH of the scoring server: this environment's bin folder first, since mlflow starts the server as
     `bash -c "exec uvicorn ..."`, found only there when `.venv/bin/ptv2 serve` runs without an activated venv."""
