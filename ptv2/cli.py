@@ -6,11 +6,13 @@ A user error (bad config, missing file, unknown label, ...) prints one clear lin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any, Iterator
 
 from ptv2 import __version__
 from ptv2.config import SPLITS
@@ -63,25 +65,48 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _local(args: argparse.Namespace) -> Iterator[tuple[str, Any, bool | None]]:
+    """(path, serving settings, int8) of ``--model``: a folder as given, with params.yaml's serving section
+    when there is one, fp32 unless --int8; a registered ``models:/`` URI downloaded from the project's
+    registry into a temporary folder (gone after the command), run as it is served: with the serving
+    settings it was registered with, their encoder unless --int8."""
+    if not args.model.startswith("models:/"):
+        yield args.model, (_config(args).serving if Path(args.params).is_file() else None), args.int8
+        return
+    import tempfile
+
+    from ptv2.tracking.registry import fetch_bundle
+
+    with tempfile.TemporaryDirectory(prefix="ptv2-model-") as tmp:
+        path, serving = fetch_bundle(Path(args.params).resolve().parent, args.model, tmp)
+        yield str(path), serving, args.int8 or None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    with _local(args) as (model, serving, int8):
+        return _evaluate(args, model, serving, int8)
+
+
+def _evaluate(args: argparse.Namespace, model: str, serving: Any, int8: bool | None) -> int:
     from ptv2.serving.manifest import is_bundle
 
     cfg = _config(args)
     if args.split == "test":
         logging.getLogger("ptv2").warning("evaluating on the labelled TEST split: report it, never select on it")
-    if is_bundle(args.model):  # the exported artifact, scored through onnxruntime as it serves
+    if is_bundle(model):  # the exported artifact, scored through onnxruntime as it serves
         from ptv2.data.tasks import load_task_data
         from ptv2.export.checks import evaluate_bundle
         from ptv2.serving.bundle import Bundle
 
-        bundle = Bundle.from_serving(args.model, cfg.serving, int8=args.int8, bounded=False)
+        bundle = Bundle.from_serving(model, serving, int8=int8, bounded=False)
         scores = evaluate_bundle(bundle, load_task_data(cfg, _bundle_task(bundle, args.task)), args.split)
     elif args.int8:
         raise _bundle_only("--int8", args.model)
     else:
         from ptv2.training.inference import evaluate_saved
 
-        scores = evaluate_saved(cfg, args.model, args.task, args.split)
+        scores = evaluate_saved(cfg, model, args.task, args.split)
     print(json.dumps(scores, indent=2))
     return 0
 
@@ -103,14 +128,18 @@ PREDICT_CHUNK = 512  # rows per bundle call of `ptv2 predict`: bounds its memory
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    with _local(args) as (model, serving, int8):
+        return _predict(args, model, serving, int8)
+
+
+def _predict(args: argparse.Namespace, model: str, serving: Any, int8: bool | None) -> int:
     from ptv2.cli_input import read_inputs
     from ptv2.serving.bundle import Bundle
     from ptv2.serving.manifest import is_bundle
 
-    if is_bundle(args.model):  # an ONNX bundle: onnxruntime only, no torch
-        serving = _config(args).serving if Path(args.params).is_file() else None
+    if is_bundle(model):  # an ONNX bundle: onnxruntime only, no torch
         # a file of texts is not one HTTP request: no request-size limits, answers printed chunk by chunk
-        bundle = Bundle.from_serving(args.model, serving, int8=args.int8, bounded=False)
+        bundle = Bundle.from_serving(model, serving, int8=int8, bounded=False)
         task = _bundle_task(bundle, args.task)
         if bundle.specs[task]["type"] == "multiple_choice" and len(args.choice or []) < 2:
             raise Ptv2Error(f"task {task!r} is multiple choice: pass --choice for each choice (at least 2)")
@@ -124,14 +153,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 print(json.dumps(row))
         return 0
     if args.choice or args.int8:  # a model folder runs torch fp32: neither flag could apply
-        raise _bundle_only("--choice" if args.choice else "--int8", args.model)
+        raise _bundle_only("--choice" if args.choice else "--int8", model)
     from ptv2.training.artifacts import read_spec
     from ptv2.training.inference import model_task, predict_texts
 
-    spec = read_spec(args.model)  # the model is checked before stdin is read: no wait for texts it cannot label
+    spec = read_spec(model)  # the model is checked before stdin is read: no wait for texts it cannot label
     task = model_task(spec, args.task)
     texts, pairs, _ = read_inputs(args.text, args.text_pair).rows(task, bool(spec.tasks[task].text_b))
-    for row in predict_texts(args.model, texts, pairs, task, batch_size=_config(args).train.eval_batch_size):
+    for row in predict_texts(model, texts, pairs, task, batch_size=_config(args).train.eval_batch_size):
         print(json.dumps(row))
     return 0
 
@@ -298,17 +327,19 @@ def parser() -> argparse.ArgumentParser:
     b = add("baseline", cmd_baseline, "the frozen-backbone baseline of a task: no prompt, head fitted on its features")
     b.add_argument("--task"); b.add_argument("--out")
     e = add("evaluate", cmd_evaluate, "evaluate a saved model on a task split")
-    e.add_argument("--model", required=True); e.add_argument("--task")
+    e.add_argument("--model", required=True, help="model folder, exported bundle, or registered models:/NAME@ALIAS "
+                   "(or /VERSION) of the project's registry"); e.add_argument("--task")
     e.add_argument("--split", default="dev", choices=SPLITS)
-    e.add_argument("--int8", action="store_true", help="bundle only: score the int8 encoder (as served)")
+    e.add_argument("--int8", action="store_true", help="bundle only: score the int8 encoder (a registered model: as it is served unless set)")
     pr = add("predict", cmd_predict, "label texts with a saved model (texts from --text or stdin)")
-    pr.add_argument("--model", required=True, help="model folder or exported bundle")
+    pr.add_argument("--model", required=True, help="model folder, exported bundle, or registered models:/NAME@ALIAS "
+                    "(or /VERSION) of the project's registry")
     pr.add_argument("--task", help="task to answer (default: the model's only task)")
     pr.add_argument("--text", action="append", help="a text to label (repeat); none: one per line on stdin, "
                                                       "'text<TAB>text_pair' for a pair task")
     pr.add_argument("--text-pair", action="append", help="a pair task's second text, one per --text")
     pr.add_argument("--choice", action="append", help="bundle, multiple-choice task: one per choice (repeat)")
-    pr.add_argument("--int8", action="store_true", help="bundle only: use the int8 encoder")
+    pr.add_argument("--int8", action="store_true", help="bundle only: use the int8 encoder (a registered model: as it is served unless set)")
     ex = add("export", cmd_export, "ONNX bundle (fp32 + int8) of saved models, with parity and dev checks")
     ex.add_argument("--model", action="append", required=True, help="model folder (repeat for more tasks)")
     ex.add_argument("--out", help="bundle folder (default: export.out_dir)")

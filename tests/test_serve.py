@@ -202,6 +202,41 @@ def test_registered_models_carry_their_code_signature_example_and_card(published
     assert sorted(tasks) == sorted(TASKS)
 
 
+def test_the_cli_predicts_and_evaluates_with_a_registered_model(published, monkeypatch):
+    """Regression (session 26): `ptv2 predict --model models:/ptv2-all@champion` said it was "not a ptv2 model
+    folder ...; train one with 'ptv2 train'". A registered model is fetched from the project's registry and
+    answers as the served model does (its bundle, with the serving settings it was registered with)."""
+    import mlflow
+    import pandas as pd
+    import yaml
+
+    from ptv2.tracking import store
+
+    store_root, cfg = published
+    (store_root / "params.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the project's own store
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ptv2", *args, "--params", str(store_root / "params.yaml")],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    texts = ["good film", "bad plot", "ok"]
+    r = cli("predict", "--model", "models:/ptv2-all@champion", "--task", "sent", *[a for t in texts for a in ("--text", t)])
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    got = [json.loads(line) for line in r.stdout.splitlines()]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri(store_root))
+    served = mlflow.pyfunc.load_model("models:/ptv2-all@champion").predict(
+        pd.DataFrame([{"task": "sent", "text": t} for t in texts]))
+    assert [g["label"] for g in got] == list(served["label"])
+    assert [g["score"] for g in got] == pytest.approx(list(served["score"]), abs=1e-6)
+    r = cli("evaluate", "--model", "models:/ptv2-pair/1")  # the model's only task
+    assert r.returncode == 0 and set(json.loads(r.stdout)) >= {"accuracy"}, r.stderr[-2000:]
+    r = cli("predict", "--model", "models:/ptv2-all@staging", "--task", "sent", "--text", "x")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"ptv2: error: model 'ptv2-all' in {store.tracking_uri(store_root)} has no alias @staging (its aliases: "
+        f"@champion (v1)); no version has been promoted to it"), r.stderr
+
+
 @pytest.mark.slow
 def test_the_registered_model_loads_and_answers_in_a_clean_env_from_its_own_requirements(published, tmp_path):
     """Deploy-anywhere: a fresh virtual environment with only the model's requirements.txt (no project, no

@@ -44,6 +44,7 @@ class Limits:
 
 
 UNBOUNDED = Limits(micro_batch=64, max_rows=10**9, max_text_chars=10**9)  # library use; servers pass params'
+BUNDLE_ARTIFACT = "bundle"  # a registered model's artifact that holds its ONNX bundle (its config: serving_settings)
 
 
 def serving_settings(serving: Any) -> dict[str, Any]:

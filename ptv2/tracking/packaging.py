@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ptv2.serving.requests import serving_settings
+from ptv2.serving.requests import BUNDLE_ARTIFACT, serving_settings
 from ptv2.tracking.store import _mlflow
 
 PYFUNC_REQUIREMENTS = ["onnxruntime", "tokenizers", "safetensors", "numpy", "pandas"]
@@ -72,7 +72,7 @@ def log_bundle_model(root: str | Path, run_id: str, bundle_dir: str | Path, extr
     request limits and which encoder it serves."""
     mlflow = _mlflow(root)
     code = Path(__file__).with_name("pyfunc.py")
-    artifacts = {"bundle": str(bundle_dir), **{k: str(v) for k, v in (extra or {}).items()}}
+    artifacts = {BUNDLE_ARTIFACT: str(bundle_dir), **{k: str(v) for k, v in (extra or {}).items()}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         if card:
             (Path(tmp) / "model_card.md").write_text(card)

@@ -29,9 +29,10 @@ log = logging.getLogger("ptv2.serving")
 class BundleModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from ptv2.serving.bundle import Bundle
+        from ptv2.serving.requests import BUNDLE_ARTIFACT
 
         # params.yaml's serving section, stored at registration (packaging.log_bundle_model)
-        self.bundle = Bundle.from_serving(context.artifacts["bundle"], context.model_config or None)
+        self.bundle = Bundle.from_serving(context.artifacts[BUNDLE_ARTIFACT], context.model_config or None)
         if "mlflow.pyfunc.scoring_server" in sys.modules:  # loaded by the scoring server (it imports it first)
             _no_tracebacks_to_clients(sys.modules["mlflow.pyfunc.scoring_server"])
 

@@ -66,15 +66,23 @@ def download_version(root: str | Path, model_name: str, version: str, dst: str |
 
 def download_bundle(root: str | Path, model_name: str, version: str, dst: str | Path) -> Path:
     """Download a registered pyfunc version; returns its bundle folder (as its MLmodel names it)."""
-    import yaml
-
     path = download_version(root, model_name, version, dst)
+    return path / _bundle_flavor(path, model_name, version)[0]
+
+
+def _bundle_flavor(path: Path, model_name: str, version: str) -> tuple[str, dict[str, Any] | None]:
+    """(the bundle's folder inside a downloaded version, its model config) as its MLmodel says."""
+    import yaml
+    from mlflow.models.model import MODEL_CONFIG  # the flavor's key for the model config given at logging
+
+    from ptv2.serving.requests import BUNDLE_ARTIFACT as BUNDLE
+
     try:
-        rel = yaml.safe_load((path / "MLmodel").read_text())["flavors"]["python_function"]["artifacts"]["bundle"]["path"]
+        flavor = yaml.safe_load((path / "MLmodel").read_text())["flavors"]["python_function"]
+        return flavor["artifacts"][BUNDLE]["path"], flavor.get(MODEL_CONFIG)
     except (OSError, KeyError, TypeError, yaml.YAMLError):
-        raise ArtifactError(f"{model_name} v{version}: not a ptv2 bundle model (its MLmodel names no 'bundle' "
+        raise ArtifactError(f"{model_name} v{version}: not a ptv2 bundle model (its MLmodel names no {BUNDLE!r} "
                             f"artifact); register models with the promote stage") from None
-    return path / rel
 
 
 def list_versions(root: str | Path, prefix: str = "") -> list[dict[str, Any]]:
@@ -125,7 +133,7 @@ def resolve_model(root: str | Path, uri: str) -> tuple[str, str]:
 
 
 def check_model_files(root: str | Path, name: str, version: str) -> None:
-    """The registered version's files are where the registry says (MLflow's answer to a moved or cleaned
+    """A registered version's files are where the registry says (MLflow's answer to a moved or cleaned
     artifact store is a traceback once the server starts): its MLmodel is fetched, nothing more."""
     import tempfile
     from unittest import mock
@@ -142,6 +150,15 @@ def check_model_files(root: str | Path, name: str, version: str) -> None:
                                 f"are not at {where} (no MLmodel there): the artifact store was moved or cleaned; "
                                 f"restore it, or run the pipeline again (dvc repro) to register a new version") \
                 from None
+
+
+def fetch_bundle(root: str | Path, uri: str, dst: str | Path) -> tuple[Path, dict[str, Any] | None]:
+    """A registered model (``models:/NAME@ALIAS`` or ``/VERSION``) downloaded into ``dst``: its ONNX bundle
+    and the serving settings it was registered with, what `mlflow models serve` would load."""
+    name, version = resolve_model(root, uri)
+    path = download_version(root, name, version, dst)
+    rel, config = _bundle_flavor(path, name, version)
+    return path / rel, config
 
 
 def _serve_path() -> str:
