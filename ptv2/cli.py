@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -71,7 +72,7 @@ def _local(args: argparse.Namespace) -> Iterator[tuple[str, Any, bool | None]]:
     when there is one, fp32 unless --int8; a registered ``models:/`` URI downloaded from the project's
     registry into a temporary folder (gone after the command), run as it is served: with the serving
     settings it was registered with, their encoder unless --int8."""
-    if not args.model.startswith("models:/"):
+    if not re.match(r"[a-z][a-z0-9+.-]+:/", args.model):  # a URI (models:/, runs:/ ...) goes to the registry
         yield args.model, (_config(args).serving if Path(args.params).is_file() else None), args.int8
         return
     import tempfile

@@ -235,6 +235,8 @@ def test_the_cli_predicts_and_evaluates_with_a_registered_model(published, monke
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
         f"ptv2: error: model 'ptv2-all' in {store.tracking_uri(store_root)} has no alias @staging (its aliases: "
         f"@champion (v1)); no version has been promoted to it"), r.stderr
+    r = cli("predict", "--model", "runs:/0123/model", "--text", "x")
+    assert r.returncode == 2 and "'runs:/0123/model' is not a registered model URI; use models:/NAME@ALIAS" in r.stderr
 
 
 @pytest.mark.slow
