@@ -27,6 +27,10 @@ class Inputs:
         for name, t, p in zip(names, texts, pairs or [None] * len(texts)):
             if not t.strip() or (p is not None and not p.strip()):
                 raise Ptv2Error(f"{name} ({task}): {'the text' if not t.strip() else 'the second text'} is empty")
+            why = _not_utf8(t) or (p is not None and _not_utf8(p))
+            if why:  # else the tokenizer's TypeError (a Latin-1 file on stdin, or such bytes in argv)
+                raise Ptv2Error(f"{name} ({task}) is not UTF-8 text ({why}): convert it first, e.g. "
+                                f"iconv -f latin1 -t utf-8")
         return texts, pairs, names
 
     def _rows(self, task: str, pair: bool) -> tuple[list[str], list[str] | None, list[str]]:
@@ -44,6 +48,17 @@ class Inputs:
             raise Ptv2Error(f"{bad} has no second text: task {task!r} takes a pair per line, "
                             f"'text<TAB>text_pair'")
         return [s[0] for s in split], [s[1] for s in split], self.names
+
+
+def _not_utf8(text: str) -> str | None:
+    """Where ``text`` cannot be UTF-8: Python keeps the bytes of stdin and argv that do not decode as lone
+    surrogates U+DC80-U+DCFF (the byte, plus 0xDC00)."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as e:
+        c = ord(text[e.start])
+        return f"{f'byte 0x{c - 0xDC00:02x}' if 0xDC80 <= c <= 0xDCFF else f'U+{c:04X}'} at character {e.start + 1}"
 
 
 def read_inputs(texts: list[str] | None, pairs: list[str] | None, stdin: TextIO | None = None) -> Inputs:

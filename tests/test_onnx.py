@@ -296,6 +296,10 @@ def test_the_saved_tokenizer_does_not_pad_every_row_to_a_fixed_length(trained):
     ({"task": "sent", "text": "\u200b\u200b"}, "row 1 (sent): 'text' holds no token the model reads"),
     ({"task": "pair", "text": "a", "text_pair": "\x01"}, "'text_pair' holds no token the model reads"),
     ({"task": "mc", "text": "wet", "choices": ["rain", "\u200b"]}, "'choices[1]' holds no token the model reads"),
+    # regression (session 26): a JSON-escaped lone surrogate reached the tokenizer (TypeError: HTTP 500)
+    ({"task": "sent", "text": "caf\udce9 ok"}, "row 1 (sent): 'text' is not valid Unicode (U+DCE9, a lone surrogate, "
+                                               "at character 4); send UTF-8 text"),
+    ({"task": "mc", "text": "wet", "choices": ["rain", "\ud800"]}, "'choices[1]' is not valid Unicode (U+D800"),
 ])
 def test_requests_are_checked_by_task_type(trained, row, needle):
     from ptv2.serving.requests import Limits
@@ -397,6 +401,15 @@ def test_cli_predicts_pairs_from_stdin_lines(trained, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("good\tfilm\n"))
     assert main(["predict", "--model", str(bundle), "--task", "sent"]) == 0
     assert json.loads(capsys.readouterr().out)["task"] == "sent"
+    # regression (session 26): a Latin-1 line on stdin (its byte kept as a lone surrogate) was the tokenizer's
+    # TypeError traceback, on a bundle and on a model folder alike
+    for model in (bundle, root / "pair" / "model"):
+        latin1 = io.TextIOWrapper(io.BytesIO(b"ok\tfine\ncaf\xe9 good\tx\n"), encoding="utf-8",
+                                  errors="surrogateescape")  # how Python reads stdin
+        monkeypatch.setattr("sys.stdin", latin1)
+        assert main(["predict", "--model", str(model), "--task", "pair"]) == 2
+        assert ("line 2 (pair) is not UTF-8 text (byte 0xe9 at character 4): convert it first, e.g. iconv -f latin1 "
+                "-t utf-8") in capsys.readouterr().err
 
 
 def test_a_model_folder_answers_a_token_task_as_the_bundle_does(trained, capsys):

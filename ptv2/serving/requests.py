@@ -65,6 +65,12 @@ def _text(where: str, task: str, field: str, v: Any, max_chars: int, hint: str =
         raise BundleError(f"{where} ({task}): {field!r} must be a string, got {got}{hint}")
     if not v.strip():
         raise BundleError(f"{where} ({task}): {field!r} is empty")
+    if not v.isascii():
+        try:  # JSON may escape a lone surrogate ("\\ud800"): no UTF-8 for it, the tokenizer's TypeError (HTTP 500)
+            v.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise BundleError(f"{where} ({task}): {field!r} is not valid Unicode (U+{ord(v[e.start]):04X}, a lone "
+                              f"surrogate, at character {e.start + 1}); send UTF-8 text") from None
     if reads is not None and not reads(v):  # only invisible or control characters: no text at all to the encoder
         raise BundleError(f"{where} ({task}): {field!r} holds no token the model reads ({v!r:.40}); send visible text")
     if len(v) > max_chars:
