@@ -79,6 +79,8 @@ def _local(args: argparse.Namespace) -> Iterator[tuple[str, Any, bool | None]]:
 
     from ptv2.tracking.registry import fetch_bundle
 
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        _config(args)  # the registry is the project's: its params.yaml must be there (not a new empty store here)
     with tempfile.TemporaryDirectory(prefix="ptv2-model-") as tmp:
         path, serving = fetch_bundle(Path(args.params).resolve().parent, args.model, tmp)
         yield str(path), serving, args.int8 or None

@@ -235,6 +235,12 @@ def test_the_cli_predicts_and_evaluates_with_a_registered_model(published, monke
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
         f"ptv2: error: model 'ptv2-all' in {store.tracking_uri(store_root)} has no alias @staging (its aliases: "
         f"@champion (v1)); no version has been promoted to it"), r.stderr
+    (store_root / "elsewhere").mkdir()
+    elsewhere = subprocess.run([sys.executable, "-m", "ptv2", "predict", "--model", "models:/ptv2-all@champion",
+                                "--text", "x"], capture_output=True, text=True, env=env, timeout=300,
+                               cwd=store_root / "elsewhere")  # no params.yaml, no MLFLOW_TRACKING_URI: no store made
+    assert elsewhere.returncode == 2 and "config file 'params.yaml' not found (pass --params PATH)" in elsewhere.stderr
+    assert not (store_root / "elsewhere" / "mlruns.db").exists()
     r = cli("predict", "--model", "runs:/0123/model", "--text", "x")
     assert r.returncode == 2 and "'runs:/0123/model' is not a registered model URI; use models:/NAME@ALIAS" in r.stderr
 
