@@ -168,6 +168,8 @@ def test_one_server_answers_mixed_tasks_and_refuses_bad_rows(published):
             status, body = _post(port, body_bytes, kind)
             assert status == 400 and "stack_trace" not in body and "Traceback" not in json.dumps(body), body
             assert "This model takes JSON (Content-Type: application/json)" in body["message"], body
+        status, body = _post(port, b"[" * 5000 + b"]" * 5000)  # regression (session 26): a bare HTTP 500
+        assert status == 400 and "nested too deeply" in body["message"] and "stack_trace" not in body, body
         assert _post(port, ok)[0] == 200  # still serving
     finally:
         proc.terminate()

@@ -66,7 +66,8 @@ class BundleModel(mlflow.pyfunc.PythonModel):
 
 def _no_tracebacks_to_clients(server: Any) -> None:
     """MLflow's scoring server answers a body it cannot parse (CSV or Parquet not in this model's input form) with
-    HTTP 400 and the server's Python traceback in ``stack_trace``; keep the message, log the traceback here."""
+    HTTP 400 and the server's Python traceback in ``stack_trace``; keep the message, log the traceback here. A
+    JSON body nested deeper than Python's recursion limit is a 400 too (MLflow's own answer: a bare HTTP 500)."""
     handle = getattr(server, "_handle_serving_error", None)
     if handle is None or getattr(handle, "ptv2", False):
         return
@@ -79,6 +80,16 @@ def _no_tracebacks_to_clients(server: Any) -> None:
 
     quiet.ptv2 = True  # type: ignore[attr-defined]
     server._handle_serving_error = quiet
+    decode = server._decode_json_input
+
+    @functools.wraps(decode)
+    def flat(json_input: Any) -> Any:  # json's RecursionError on a deeply nested body was an HTTP 500
+        try:
+            return decode(json_input)
+        except RecursionError:
+            raise server.MlflowInvalidInputException("the JSON body is nested too deeply to parse") from None
+
+    server._decode_json_input = flat
 
 
 def serving_deadline() -> float | None:
