@@ -333,7 +333,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--model", required=True, help="model folder, exported bundle, or registered models:/NAME@ALIAS "
                    "(or /VERSION) of the project's registry"); e.add_argument("--task")
     e.add_argument("--split", default="dev", choices=SPLITS)
-    e.add_argument("--int8", action="store_true", help="bundle only: score the int8 encoder (a registered model: as it is served unless set)")
+    e.add_argument("--int8", action="store_true",
+                   help="bundle only: score the int8 encoder (a registered model: as it is served unless set)")
     pr = add("predict", cmd_predict, "label texts with a saved model (texts from --text or stdin)")
     pr.add_argument("--model", required=True, help="model folder, exported bundle, or registered models:/NAME@ALIAS "
                     "(or /VERSION) of the project's registry")
@@ -342,7 +343,8 @@ def parser() -> argparse.ArgumentParser:
                                                       "'text<TAB>text_pair' for a pair task")
     pr.add_argument("--text-pair", action="append", help="a pair task's second text, one per --text")
     pr.add_argument("--choice", action="append", help="bundle, multiple-choice task: one per choice (repeat)")
-    pr.add_argument("--int8", action="store_true", help="bundle only: use the int8 encoder (a registered model: as it is served unless set)")
+    pr.add_argument("--int8", action="store_true",
+                    help="bundle only: use the int8 encoder (a registered model: as it is served unless set)")
     ex = add("export", cmd_export, "ONNX bundle (fp32 + int8) of saved models, with parity and dev checks")
     ex.add_argument("--model", action="append", required=True, help="model folder (repeat for more tasks)")
     ex.add_argument("--out", help="bundle folder (default: export.out_dir)")

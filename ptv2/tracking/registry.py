@@ -139,8 +139,8 @@ def check_model_files(root: str | Path, name: str, version: str) -> None:
     from unittest import mock
 
     mlflow = _mlflow(root)
-    # one small file: no progress bar on the console
-    with tempfile.TemporaryDirectory() as tmp, mock.patch.dict("os.environ", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+    quiet = mock.patch.dict("os.environ", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")  # one small file: no bar
+    with tempfile.TemporaryDirectory() as tmp, quiet:
         try:
             mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}/MLmodel", dst_path=tmp)
         except (mlflow.exceptions.MlflowException, OSError) as e:
