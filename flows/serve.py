@@ -16,7 +16,7 @@ from prefect.schedules import Cron  # noqa: E402
 
 from flows.pipeline import ROOT, retrain  # noqa: E402
 from ptv2.config import load_config  # noqa: E402
-from ptv2.errors import exit_2_on_user_error  # noqa: E402
+from ptv2.errors import ConfigError, exit_2_on_user_error  # noqa: E402
 
 
 def retrain_deployment(root: Path = ROOT, cron: str | None = None):
@@ -28,7 +28,31 @@ def retrain_deployment(root: Path = ROOT, cron: str | None = None):
         concurrency_limit=1, tags=["ptv2"], description="dvc repro + registry promotion gate")
 
 
+def check_prefect_server(url: str | None) -> None:
+    """A schedule needs a Prefect server of its own at ``url`` (PREFECT_API_URL) that answers: without one
+    Prefect starts a temporary server that runs no scheduler (the cron never fires, silently); an unreachable
+    one was httpx's ConnectError traceback. Any HTTP answer counts (a Prefect Cloud URL asks for its key)."""
+    import urllib.error
+    import urllib.request
+
+    if not url:
+        raise ConfigError("a schedule needs a Prefect server: run `prefect server start` and export "
+                          "PREFECT_API_URL=http://127.0.0.1:4200/api (without it Prefect starts a temporary server "
+                          "that runs no scheduler, so the cron would never fire)")
+    try:
+        urllib.request.urlopen(url.rstrip("/") + "/health", timeout=10).close()
+    except urllib.error.HTTPError:
+        return
+    except (OSError, ValueError) as e:
+        why = getattr(e, "reason", None) or e
+        raise ConfigError(f"no Prefect server answers at PREFECT_API_URL = {url!r} ({why}): start it (prefect "
+                          f"server start) or fix the URL") from None
+
+
 if __name__ == "__main__":
+    from prefect.settings import PREFECT_API_URL
+
     with exit_2_on_user_error():
         deployment = retrain_deployment(cron=sys.argv[1] if len(sys.argv) > 1 else None)
+        check_prefect_server(PREFECT_API_URL.value())
     serve(deployment)

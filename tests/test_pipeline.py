@@ -91,6 +91,46 @@ def test_a_flow_from_the_command_line_checks_the_project_before_prefect(tmp_path
     assert run.main(["retrain", "--root", f"{tmp_path}/."]) == 0 and ran == [str(tmp_path)]
 
 
+def test_the_schedule_is_served_only_on_a_prefect_server_that_answers():
+    """Regression (session 26): `python flows/serve.py` without PREFECT_API_URL served the deployment on the
+    temporary server Prefect starts, which runs no scheduler: the cron never fired, and nothing said so; an
+    unreachable PREFECT_API_URL was httpx's ConnectError traceback. Both are one line now, exit 2."""
+    import http.server
+    import threading
+
+    import pytest
+
+    from flows.serve import check_prefect_server
+    from ptv2.errors import ConfigError
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    for url, needle in ((None, "a schedule needs a Prefect server: run `prefect server start` and export "
+                               "PREFECT_API_URL=http://127.0.0.1:4200/api"),
+                        ("http://127.0.0.1:1/api", "no Prefect server answers at PREFECT_API_URL = "
+                                                   "'http://127.0.0.1:1/api' ([Errno 111] Connection refused)")):
+        r = subprocess.run([sys.executable, str(PROJECT / "flows/serve.py")], capture_output=True, text=True,
+                           env={**env, **({"PREFECT_API_URL": url} if url else {})}, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and needle in r.stderr, r.stderr[-2000:]
+        assert "being served" not in r.stdout + r.stderr
+
+    class Answers(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # /api/health: 200 from a server, 401 from Prefect Cloud without its key
+            self.send_response(200 if self.path == "/api/health" else 401)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), Answers) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        check_prefect_server(f"{base}/api")  # a server answers: served
+        check_prefect_server(f"{base}/accounts/a/workspaces/w")  # an answer that asks for a key counts
+        httpd.shutdown()
+    with pytest.raises(ConfigError, match="no Prefect server answers"):
+        check_prefect_server("not a url")
+
+
 def _relabel(root: Path, how: str) -> None:
     from helpers import write_sentiment_tsv
 
