@@ -15,8 +15,8 @@ from prefect import flow, get_run_logger, task
 
 from ptv2.config import FlowsConfig, load_config
 from ptv2.errors import ConfigError
-from ptv2.orchestration.dvc_graph import (fails_again, promotions, published, record, reproduce, run_stage,
-                                          stage_log, stale)
+from ptv2.orchestration.dvc_graph import (check_remote, fails_again, promotions, published, record, reproduce,
+                                          run_stage, stage_log, stale)
 from ptv2.tracking.store import tracking_server
 
 ROOT = Path(os.environ.get("PTV2_ROOT", Path(__file__).resolve().parents[1]))
@@ -158,6 +158,8 @@ def retrain(root: str = str(ROOT)) -> dict:
     what changed, apply the promotion gate (in the promote stages), rebuild the multi-task model when a
     champion changed (the publish stage), push outputs to the DVC remote."""
     logger = get_run_logger()
+    remote = load_config(Path(root) / "params.yaml").flows.dvc_remote
+    check_remote(root, remote)  # before the work, not at its end
     ran = _run_all(root)
     decisions = promotions(root, ran)
     for d in decisions:
@@ -167,7 +169,6 @@ def retrain(root: str = str(ROOT)) -> dict:
     if multi:
         logger.info("multi-task model: %s", f"v{multi['version']} serves {multi['tasks']}" if multi["published"]
                     else multi["reason"])
-    remote = load_config(Path(root) / "params.yaml").flows.dvc_remote
     if ran and remote:
         from ptv2.orchestration.dvc_graph import push
 

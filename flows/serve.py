@@ -17,11 +17,13 @@ from prefect.schedules import Cron  # noqa: E402
 from flows.pipeline import ROOT, retrain  # noqa: E402
 from ptv2.config import load_config  # noqa: E402
 from ptv2.errors import ConfigError, exit_2_on_user_error  # noqa: E402
+from ptv2.orchestration.dvc_graph import check_remote  # noqa: E402
 
 
 def retrain_deployment(root: Path = ROOT, cron: str | None = None):
     # a cron from the command line is checked as flows.retrain_cron is (one line, not Prefect's traceback)
     cfg = load_config(root / "params.yaml", [f"flows.retrain_cron={json.dumps(cron)}"] if cron else [])
+    check_remote(root, cfg.flows.dvc_remote)  # each scheduled run would push there
     schedule = Cron(cfg.flows.retrain_cron, timezone=cfg.flows.timezone)
     return retrain.to_deployment(
         name="scheduled-retrain", schedules=[schedule], parameters={"root": str(root)},

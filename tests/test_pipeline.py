@@ -131,6 +131,33 @@ def test_the_schedule_is_served_only_on_a_prefect_server_that_answers():
         check_prefect_server("not a url")
 
 
+def test_a_dvc_remote_the_project_lacks_is_one_line_before_any_work(tmp_path, tiny_dir):
+    """Regression (session 26): flows.dvc_remote naming no remote of the project failed the retraining flow at
+    its very end (DVC's error when it pushed), after every stage had run; now before any work."""
+    import pytest
+
+    from ptv2.errors import ConfigError
+    from ptv2.orchestration.dvc_graph import check_remote
+
+    root = make_repo(tmp_path / "repo", tiny_dir)
+    check_remote(root, "")  # none: nothing to push, nothing to check
+    with pytest.raises(ConfigError, match=r"flows.dvc_remote = 'shared' is not a DVC remote of this project \(its "
+                                          r"remotes: none\): add it \(dvc remote add shared URL\)"):
+        check_remote(root, "shared")
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "add", "shared", str(tmp_path / "remote")], cwd=root,
+                   check=True, env=pipeline_env())
+    check_remote(root, "shared")
+    cfg = yaml.safe_load((root / "params.yaml").read_text())
+    cfg["flows"]["dvc_remote"] = "other"
+    (root / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    env = {k: v for k, v in {**os.environ, **pipeline_env()}.items() if k != "PTV2_DATA_ROOT"}
+    r = subprocess.run([sys.executable, str(PROJECT / "flows/run.py"), "retrain", "--root", str(root)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "flows.dvc_remote = 'other' is not a DVC remote of this project (its remotes: shared)" in r.stderr
+    assert "Flow run" not in r.stdout + r.stderr and not (root / "outputs").exists()  # nothing ran
+
+
 def _relabel(root: Path, how: str) -> None:
     from helpers import write_sentiment_tsv
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ptv2.errors import USER_ERROR_EXIT, Ptv2Error, RunError
+from ptv2.errors import USER_ERROR_EXIT, ConfigError, Ptv2Error, RunError
 
 log = logging.getLogger(__name__)
 # DVC's dvc.yaml loading is not thread-safe: two fan-out worker threads reading their commands at once failed
@@ -200,6 +200,21 @@ def record(root: str | Path, stages: list[str]) -> None:
         for stage in stages:
             repo.commit(stage, force=True)
             log.info("recorded %s in dvc.lock", stage)
+
+
+def check_remote(root: str | Path, remote: str) -> None:
+    """``remote`` ("" = none) is a DVC remote of the project: else the retraining flow met DVC's error only
+    at its very end, when it pushed, after every stage had run."""
+    if not remote:
+        return
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        known = sorted(repo.config["remote"])
+    if remote not in known:
+        raise ConfigError(f"flows.dvc_remote = {remote!r} is not a DVC remote of this project (its remotes: "
+                          f"{', '.join(known) or 'none'}): add it (dvc remote add {remote} URL) or set "
+                          f"flows.dvc_remote: \"\"")
 
 
 def push(root: str | Path, remote: str) -> None:
