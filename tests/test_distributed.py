@@ -123,3 +123,21 @@ def test_a_stage_launches_its_data_parallel_processes_from_params(root, tiny_dir
     client = mlflow.MlflowClient(f"sqlite:///{root / 'mlruns.db'}")
     exp = client.get_experiment_by_name(yaml.safe_load(p.read_text())["tracking"]["experiment"])
     assert len(client.search_runs([exp.experiment_id])) == 1
+
+
+def test_a_user_error_in_a_data_parallel_stage_is_its_line_and_exit_2(root, tiny_dir):
+    """Regression (session 26): with train.processes: 2, a stage whose data file was missing printed each rank's
+    line, then torchrun's ChildFailedError traceback, and exited 1 (so the flows retried it as a machine's
+    failure). Now the ranks' line and exit 2, as with one process."""
+    p = _params(root, tiny_dir, "cpu", processes=2)
+    d = yaml.safe_load(p.read_text())
+    d["tasks"]["sent"]["files"]["train"] = "sent/missing.tsv"
+    p.write_text(yaml.safe_dump(d))
+    env = {**ENV, "PYTHONPATH": str(os.getcwd())}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    r = subprocess.run([sys.executable, "-m", "ptv2.stages.pretrain", "--params", str(p),
+                        "--metrics", "metrics/pretrain.json"], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
+    assert "launching 2 data-parallel processes" in r.stderr and "sent/missing.tsv' not found" in r.stderr
+    assert "Traceback" not in r.stderr and "ChildFailedError" not in r.stderr, r.stderr[-3000:]

@@ -52,7 +52,7 @@ def data_parallel(cfg: Config, module: str, argv: list[str] | None) -> None:
     if n <= 1 or "LOCAL_RANK" in os.environ:
         return
     args = sys.argv[1:] if argv is None else argv
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", module, *args]
+    cmd = [sys.executable, "-m", "ptv2.stages.launch", "--standalone", f"--nproc_per_node={n}", "-m", module, *args]
     logging.getLogger(__name__).info("launching %d data-parallel processes: %s", n, " ".join(cmd))
     raise SystemExit(subprocess.run(cmd).returncode)
 
