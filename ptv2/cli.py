@@ -233,12 +233,17 @@ def _seeds(value: str | None, default: list) -> list[int]:
     return [int(x) for x in names]
 
 
+DEFAULT_HELD_OUT = ("rte", "cb")  # transfer's (d) by default: the NLI pair, where a mixture could help most
+
+
 def cmd_transfer(args: argparse.Namespace) -> int:
     from ptv2.experiments.transfer import transfer
 
     cfg = _config(args)
-    transfer(cfg, _names("--tasks", args.tasks, []), _names("--held-out", args.held_out, []), _seeds(args.seeds, []),
-             Path(args.out), Path(args.work))
+    tasks = _names("--tasks", args.tasks, [])
+    held_out = (_names("--held-out", args.held_out, []) if args.held_out is not None
+                else [t for t in DEFAULT_HELD_OUT if t in tasks])
+    transfer(cfg, tasks, held_out, _seeds(args.seeds, []), Path(args.out), Path(args.work))
     return 0
 
 
@@ -359,7 +364,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--out"); c.add_argument("--work")
     c.add_argument("--no-track", action="store_true", help="do not log the comparison to MLflow")
     tr = add("transfer", cmd_transfer, "multi-task table: (a) single-task, (b) adapted, (c) no adaptation, (d) held out")
-    tr.add_argument("--tasks", required=True); tr.add_argument("--held-out", default="rte,cb")
+    tr.add_argument("--tasks", required=True)
+    tr.add_argument("--held-out", help="tasks of --tasks to run (d) for: adapted from a mixture pretrained without "
+                    "them (default: rte and cb, those of them in --tasks)")
     tr.add_argument("--seeds", default="1,2,3"); tr.add_argument("--out", default="reports/multitask.md")
     tr.add_argument("--work", default="outputs/transfer")
     add("registry", cmd_registry, "list the registered model versions with the promotion gate's evidence")

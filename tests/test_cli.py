@@ -108,6 +108,9 @@ def test_a_backbone_that_cannot_be_loaded_is_one_line(params, tmp_path, capsys, 
     (["--tasks", "sent,zz"], "unknown task 'zz'"),
     (["--tasks", ""], "name at least one of each"),
     (["--tasks", "sent", "--seeds", "a"], "--seeds 'a' is not a comma-separated list of integers"),
+    # regression (session 26): a held-out task outside --tasks cost a pretraining no row used
+    (["--tasks", "sent", "--held-out", "pair"], "--held-out pair is not one of --tasks ['sent']: (d) adapts each "
+                                                "held-out task itself"),
 ])
 def test_transfer_checks_its_arguments_before_pretraining(params, tmp_path, capsys, argv, needle):
     """Regression (session 21): a misspelt --held-out task failed only after the mixture's pretraining had run,
@@ -191,3 +194,17 @@ def test_version_has_one_home(capsys):
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"ptv2 {ptv2.__version__}"
     assert importlib.metadata.version("ptv2") == ptv2.__version__
+
+
+def test_transfer_holds_out_by_default_only_the_tasks_it_was_given(params, monkeypatch, tmp_path):
+    """Regression (session 26): the default --held-out rte,cb pretrained a mixture without each of them even when
+    --tasks named neither (minutes of pretraining no row used; on a project without rte: 'unknown task')."""
+    import ptv2.experiments.transfer as tr
+
+    got = []
+    monkeypatch.setattr(tr, "transfer", lambda cfg, tasks, held_out, *rest: got.append((tasks, held_out)))
+    out = ["--out", str(tmp_path / "t.md"), "--work", str(tmp_path / "w")]
+    assert main(["transfer", "--params", str(params), "--tasks", "sent,pair", *out]) == 0
+    assert main(["transfer", "--params", str(PROJECT / "params.yaml"), "--tasks", "mrpc,cb,rte", *out]) == 0
+    assert main(["transfer", "--params", str(params), "--tasks", "sent,pair", "--held-out", "pair", *out]) == 0
+    assert got == [(["sent", "pair"], []), (["mrpc", "cb", "rte"], ["rte", "cb"]), (["sent", "pair"], ["pair"])]

@@ -272,14 +272,18 @@ def test_transfer_holds_each_task_out_in_turn(root, tiny_dir):
     from ptv2.experiments.transfer import transfer
 
     cfg = _cfg(root, tiny_dir)
-    transfer(cfg, ["sent", "pair"], ["sent", "pair", "mc"], [1], root / "t.md", root / "w")
+    transfer(cfg, ["sent", "pair"], ["sent", "pair"], [1], root / "t.md", root / "w")
     for h, rest in (("sent", ["pair", "reg"]), ("pair", ["sent", "reg"])):
         assert read_adapter(root / f"w/pretrain_without_{h}/model")[1].mixture["tasks"] == rest
-    assert not (root / "w/pretrain_without_mc").exists()  # not in the mixture: nothing to hold out
     import json
 
     res = json.loads((root / "t.json").read_text())
     assert len(res["sent"]["d"]) == 1 and len(res["pair"]["d"]) == 1
+    # a held-out task outside the mixture: its (b) already is a held-out transfer, nothing is pretrained for it
+    small = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, tasks=["sent", "reg"]))
+    transfer(small, ["pair"], ["pair"], [1], root / "t2.md", root / "w2")
+    assert not (root / "w2/pretrain_without_pair").exists()
+    assert json.loads((root / "t2.json").read_text())["pair"]["d"] == []
 
 
 def test_task_factors_pretrain_fold_into_the_adapted_prompt(root, tiny_dir, tiny):

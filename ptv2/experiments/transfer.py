@@ -29,6 +29,10 @@ def transfer(cfg: Config, tasks: list[str], held_out: list[str], seeds: list[int
                           f"--seeds 1,2,3)")
     for t in [*tasks, *held_out]:
         cfg.task(t)  # an unknown name fails now, not after minutes of pretraining
+    stray = [h for h in held_out if h not in tasks]
+    if stray:  # its pretraining without it would run, and no row would use it
+        raise ConfigError(f"--held-out {','.join(stray)} is not one of --tasks {tasks}: (d) adapts each held-out "
+                          f"task itself; add it to --tasks or leave it out of --held-out")
     check_table_target(out_md)
     full = list(cfg.pretrain.tasks)
     pre_all = run_or_reuse(cfg, full, work / "pretrain_all", mixture=True)
