@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from ptv2.errors import Ptv2Error
+from ptv2.serving.requests import not_utf8
 
 PAIR_SEP = "\t"  # a pair task's stdin line: text, tab, text_pair (the second text may hold more tabs)
 
@@ -53,12 +54,11 @@ class Inputs:
 def _not_utf8(text: str) -> str | None:
     """Where ``text`` cannot be UTF-8: Python keeps the bytes of stdin and argv that do not decode as lone
     surrogates U+DC80-U+DCFF (the byte, plus 0xDC00)."""
-    try:
-        text.encode("utf-8")
+    bad = not_utf8(text)
+    if bad is None:
         return None
-    except UnicodeEncodeError as e:
-        c = ord(text[e.start])
-        return f"{f'byte 0x{c - 0xDC00:02x}' if 0xDC80 <= c <= 0xDCFF else f'U+{c:04X}'} at character {e.start + 1}"
+    c = ord(text[bad])
+    return f"{f'byte 0x{c - 0xDC00:02x}' if 0xDC80 <= c <= 0xDCFF else f'U+{c:04X}'} at character {bad + 1}"
 
 
 def read_inputs(texts: list[str] | None, pairs: list[str] | None, stdin: TextIO | None = None) -> Inputs:

@@ -58,6 +58,18 @@ def serving_settings(serving: Any) -> dict[str, Any]:
             "int8_fallback_margin": serving.int8_fallback_margin, "int8_min_agreement": serving.int8_min_agreement}
 
 
+def not_utf8(text: str) -> int | None:
+    """The index of the first character of ``text`` that has no UTF-8 form (a lone surrogate: the tokenizer
+    refuses it with a TypeError), or None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as e:
+        return e.start
+
+
 def _text(where: str, task: str, field: str, v: Any, max_chars: int, hint: str = "",
           reads: Callable[[str], bool] | None = None) -> None:
     if not isinstance(v, str):
@@ -65,12 +77,10 @@ def _text(where: str, task: str, field: str, v: Any, max_chars: int, hint: str =
         raise BundleError(f"{where} ({task}): {field!r} must be a string, got {got}{hint}")
     if not v.strip():
         raise BundleError(f"{where} ({task}): {field!r} is empty")
-    if not v.isascii():
-        try:  # JSON may escape a lone surrogate ("\\ud800"): no UTF-8 for it, the tokenizer's TypeError (HTTP 500)
-            v.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise BundleError(f"{where} ({task}): {field!r} is not valid Unicode (U+{ord(v[e.start]):04X}, a lone "
-                              f"surrogate, at character {e.start + 1}); send UTF-8 text") from None
+    bad = not_utf8(v)  # JSON may escape a lone surrogate ("\\ud800"): the tokenizer's TypeError (HTTP 500)
+    if bad is not None:
+        raise BundleError(f"{where} ({task}): {field!r} is not valid Unicode (U+{ord(v[bad]):04X}, a lone "
+                          f"surrogate, at character {bad + 1}); send UTF-8 text")
     if reads is not None and not reads(v):  # only invisible or control characters: no text at all to the encoder
         raise BundleError(f"{where} ({task}): {field!r} holds no token the model reads ({v!r:.40}); send visible text")
     if len(v) > max_chars:
