@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from ptv2 import __version__
 from ptv2.config import SPLITS
-from ptv2.errors import ConfigError, Ptv2Error, user_line
+from ptv2.errors import USER_ERROR_EXIT, ConfigError, Ptv2Error, as_user_error, user_line
 
 for _k, _v in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}.items():
@@ -389,9 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "predict":  # predict reads params.yaml only for a bundle, and only if it is there
             _config(args)
         return args.fn(args)
-    except Ptv2Error as e:
-        print(user_line(e), file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("ptv2: interrupted; finished epochs are checkpointed, rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a user error is one line; anything else is re-raised as it was
+        err = as_user_error(e)
+        if err is None:
+            raise
+        print(user_line(err), file=sys.stderr)
+        return USER_ERROR_EXIT

@@ -1,6 +1,7 @@
 """User-facing errors: the CLI prints them and exits 2 (no traceback)."""
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -38,13 +39,32 @@ def user_line(e: Ptv2Error) -> str:
     return f"ptv2: error: {e}"
 
 
+def as_user_error(e: BaseException) -> Ptv2Error | None:
+    """``e`` as the user's one line, or None for a bug: a Ptv2Error, or MLflow's own error (a remote store that
+    refused a request, credentials it could not read), which names the store's problem and not ptv2's."""
+    if isinstance(e, Ptv2Error):
+        return e
+    if any(c.__name__ == "MlflowException" and c.__module__.startswith("mlflow") for c in type(e).__mro__):
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        store = f"the MLflow store at MLFLOW_TRACKING_URI {uri!r}" if uri else "the project's MLflow store"
+        fix = "check it and its credentials, or unset it to use the project's own store" if uri else \
+            "check the project's mlruns.db and mlartifacts/"
+        return TrackingError(f"{store} refused: {first}; {fix}")
+    return None
+
+
 @contextmanager
 def exit_2_on_user_error() -> Iterator[None]:
-    """A process entry point's guard: a Ptv2Error ends the process as its one line on stderr, exit code 2."""
+    """A process entry point's guard: a user error (``as_user_error``) ends the process as its one line on stderr,
+    exit code 2."""
     try:
         yield
-    except Ptv2Error as e:
-        print(user_line(e), file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - anything else is re-raised as it was
+        err = as_user_error(e)
+        if err is None:
+            raise
+        print(user_line(err), file=sys.stderr)
         raise SystemExit(USER_ERROR_EXIT) from None
 
 

@@ -72,6 +72,64 @@ def test_a_tracking_uri_that_cannot_hold_a_registry_is_one_line_before_any_work(
     assert needle in _one_line(r) and not (project / "w").exists()
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+def test_a_databricks_store_without_a_host_that_answers_is_one_line(project):
+    """Regression (session 27): MLFLOW_TRACKING_URI=databricks without credentials was MLflow's MlflowException
+    traceback; with a DATABRICKS_HOST that does not resolve, the Databricks SDK tried it for 5 minutes first."""
+    home = {"HOME": str(project), "DATABRICKS_CONFIG_FILE": str(project / "none.cfg"), "DATABRICKS_HOST": "",
+            "DATABRICKS_TOKEN": "", "DATABRICKS_CONFIG_PROFILE": ""}
+    registry = ["-m", "ptv2", "registry", "--params", str(project / "params.yaml")]
+    r, _ = _run(registry, project, MLFLOW_TRACKING_URI="databricks", **home)
+    assert "'databricks' finds no Databricks host: set DATABRICKS_HOST" in _one_line(r)
+    port = _free_port()
+    (project / "db.cfg").write_text(f"[work]\nhost = http://127.0.0.1:{port}\ntoken = x\n")  # a profile's host
+    r, took = _run(registry, project, MLFLOW_TRACKING_URI="databricks://work", **{
+        **home, "DATABRICKS_CONFIG_FILE": str(project / "db.cfg")})
+    assert f"Databricks host 'http://127.0.0.1:{port}' (MLFLOW_TRACKING_URI 'databricks://work') does not answer" \
+        in _one_line(r)
+    assert took < 60
+    print(f"databricks host down: {took:.1f} s")
+
+
+def test_a_remote_store_that_refuses_a_request_is_one_line(project):
+    """Regression (session 27): a Databricks host that answers but is no MLflow store (any error it returns) was
+    MLflow's RestException traceback; MLflow's own errors reach the user as one line naming the store."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(project))  # 404 for the API
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        r, _ = _run(["-m", "ptv2", "registry", "--params", str(project / "params.yaml")], project,
+                    MLFLOW_TRACKING_URI="databricks", DATABRICKS_HOST=f"http://127.0.0.1:{server.server_port}",
+                    DATABRICKS_TOKEN="x", HOME=str(project))
+    finally:
+        server.shutdown()
+    line = _one_line(r)
+    assert "the MLflow store at MLFLOW_TRACKING_URI 'databricks' refused:" in line and "credentials" in line
+
+
+def test_only_user_errors_become_one_line():
+    """A bug stays a traceback: only ptv2's own errors and MLflow's are a user's line."""
+    from mlflow.exceptions import MlflowException, RestException
+
+    from ptv2.errors import DataError, as_user_error
+
+    e = DataError("x")
+    assert as_user_error(e) is e
+    assert as_user_error(ValueError("x")) is None and as_user_error(KeyError("MlflowException")) is None
+    line = str(as_user_error(MlflowException("RESOURCE_DOES_NOT_EXIST: no such model\nmore")))
+    assert line.startswith("the ") and "refused: RESOURCE_DOES_NOT_EXIST: no such model;" in line and "more" not in line
+    assert "refused: BAD_REQUEST: b" in str(as_user_error(RestException({"error_code": "BAD_REQUEST", "message": "b"})))
+
+
 @pytest.mark.parametrize("stage,args,needle", [
     ("promote", ["--task", "nosuch", "--report", "r.json", "--frozen-report", "f.json", "--metrics", "m.json"], "nosuch"),
     ("baseline", ["--task", "sent", "--metrics", "m.json", "--set", "train.bogus=1"], "bogus"),

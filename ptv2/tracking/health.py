@@ -43,6 +43,8 @@ def check_store(uri: str) -> None:
                                 f"or unset MLFLOW_TRACKING_URI to use the project's own store") from None
     elif uri.startswith("sqlite:///"):
         _check_sqlite(Path(uri[len("sqlite:///"):]))
+    elif scheme.startswith("databricks"):
+        _check_databricks(uri)
     elif scheme in ("postgresql", "mysql", "mssql"):
         import sqlalchemy
 
@@ -52,6 +54,57 @@ def check_store(uri: str) -> None:
             raise TrackingError(f"MLFLOW_TRACKING_URI {uri!r}: the {scheme} store needs its driver ({e}); install it "
                                 f"(e.g. pip install psycopg2-binary / pymysql, and name it: mysql+pymysql://…)") from None
     _CHECKED.add(uri)
+
+
+def _databricks_host(uri: str) -> str | None:
+    """The host a Databricks URI names, as the SDK finds it: DATABRICKS_HOST, else the profile's ``host`` in
+    ~/.databrickscfg (``databricks://PROFILE``, DATABRICKS_CONFIG_PROFILE or DEFAULT); None if neither."""
+    import configparser
+
+    if os.environ.get("DATABRICKS_HOST"):
+        return os.environ["DATABRICKS_HOST"]
+    profile = uri.split("://", 1)[1].split(":", 1)[0] if "://" in uri else ""
+    profile = profile or os.environ.get("DATABRICKS_CONFIG_PROFILE") or "DEFAULT"
+    cfg = configparser.ConfigParser()
+    with contextlib.suppress(configparser.Error, OSError):
+        cfg.read(os.environ.get("DATABRICKS_CONFIG_FILE") or Path.home() / ".databrickscfg")
+    return cfg.get(profile, "host", fallback=None) if cfg.has_section(profile) or profile == "DEFAULT" else None
+
+
+def _check_databricks(uri: str) -> None:
+    """Databricks credentials name a host that answers within 3 s; else MLflow's MlflowException traceback reached
+    the user, after the SDK had tried a host that does not answer for 5 minutes."""
+    import logging
+    import urllib.error
+    import urllib.request
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.databricks_utils import get_databricks_host_creds
+
+    host = _databricks_host(uri)
+    if not host:
+        raise TrackingError(f"MLFLOW_TRACKING_URI {uri!r} finds no Databricks host: set DATABRICKS_HOST and "
+                            f"DATABRICKS_TOKEN (or log in: databricks auth login), or unset it to use the project's "
+                            f"own store")
+    try:
+        with urllib.request.urlopen(host if "://" in host else f"https://{host}", timeout=3):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered (a login page, 401/403)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise TrackingError(f"Databricks host {host!r} (MLFLOW_TRACKING_URI {uri!r}) does not answer "
+                            f"({getattr(e, 'reason', e)}): check DATABRICKS_HOST, or unset MLFLOW_TRACKING_URI to use "
+                            f"the project's own store") from None
+    log = logging.getLogger("mlflow.utils.databricks_utils")
+    level, _ = log.level, log.setLevel(logging.ERROR)  # its "falling back to legacy authentication" warning
+    try:
+        get_databricks_host_creds(uri)
+    except MlflowException:
+        raise TrackingError(f"MLFLOW_TRACKING_URI {uri!r} finds no Databricks credentials for {host}: set "
+                            f"DATABRICKS_TOKEN (or log in: databricks auth login), or unset it to use the project's "
+                            f"own store") from None
+    finally:
+        log.setLevel(level)
 
 
 def _check_sqlite(db: Path) -> None:
