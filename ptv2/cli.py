@@ -308,8 +308,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _check_port(args.host, args.port)
     check_env_manager(args.env_manager)
     name, version = resolve_model(root, uri)
-    check_model_files(root, name, version)
-    argv, env = serve_command(root, name, version, args.host, args.port, args.env_manager)
+    files = check_model_files(root, name, version)
+    argv, env = serve_command(root, files, args.host, args.port, args.env_manager)
     logging.getLogger("ptv2").info("serving %s (%s v%s) on http://%s:%d/invocations", uri, name, version,
                                    args.host, args.port)
     sys.stdout.flush()

@@ -200,7 +200,7 @@ def test_an_env_manager_without_its_tool_is_one_line(project):
 def test_serve_builds_mlflows_command_for_the_resolved_version(project):
     from ptv2.tracking.registry import serve_command
 
-    argv, env = serve_command(project, "ptv2-all", "3", "0.0.0.0", 8080, "virtualenv")
+    argv, env = serve_command(project, "models:/ptv2-all/3", "0.0.0.0", 8080, "virtualenv")
     assert argv[1:] == ["models", "serve", "-m", "models:/ptv2-all/3", "-h", "0.0.0.0", "-p", "8080",
                         "--env-manager", "virtualenv"]
     assert os.path.exists(argv[0]) and env["MLFLOW_TRACKING_URI"] == f"sqlite:///{project / 'mlruns.db'}"

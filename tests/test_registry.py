@@ -212,6 +212,33 @@ def test_a_registered_version_whose_artifacts_are_gone_is_one_clear_error(store,
         registry.download_version(store, "ptv2-gone", v, tmp_path / "again")
 
 
+@pytest.mark.parametrize("copy", [False, True])
+def test_a_moved_or_copied_project_reads_and_writes_its_own_store(tmp_path, monkeypatch, copy):
+    """Regression (session 27): the project's mlruns.db keeps absolute file:// locations, so in a moved project
+    `ptv2 serve` / `predict --model models:/…` / the promote stage's champion found no files ("cannot be
+    downloaded; register the task again", which failed the same way), and new runs wrote into the old folder
+    (recreating it; into the original, for a copy)."""
+    import shutil
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    tracking.init_store(old, "t")
+    v = registry.register_version(old, "ptv2-m", _run_with_model(old, "1"), "model", {})
+    (shutil.copytree if copy else shutil.move)(old, new)
+    before = sorted(p.relative_to(old) for p in old.rglob("*")) if copy else None
+    assert registry.version_files(new, "ptv2-m", v).startswith((new / "mlartifacts").as_uri() + "/")
+    assert (registry.download_version(new, "ptv2-m", v, tmp_path / "dl") / "w.txt").read_text() == "1"
+    v2 = registry.register_version(new, "ptv2-m", _run_with_model(new, "2"), "model", {})  # a new run, after
+    assert registry.version_files(new, "ptv2-m", v2) == f"models:/ptv2-m/{v2}"  # where the store says: here
+    assert (registry.download_version(new, "ptv2-m", v2, tmp_path / "dl2") / "w.txt").read_text() == "2"
+    if copy:  # the original is untouched, and still reads its own files
+        assert sorted(p.relative_to(old) for p in old.rglob("*")) == before
+        assert registry.version_files(old, "ptv2-m", v) == f"models:/ptv2-m/{v}"
+    else:
+        assert not old.exists()
+
+
 def test_a_tracked_run_is_tagged_with_the_precision_it_trained_in(store, tiny_dir):
     import mlflow
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import logging
+
 from ptv2.errors import ArtifactError, ConfigError
-from ptv2.tracking.store import _mlflow
+from ptv2.tracking.store import STORE_FOLDER, _mlflow, repo_root
+
+log = logging.getLogger(__name__)
 
 
 def register_version(root: str | Path, model_name: str, run_id: str, artifact_path: str,
@@ -49,12 +53,37 @@ def tag_version(root: str | Path, model_name: str, version: str, tags: dict[str,
         client.set_model_version_tag(model_name, version, k, v)
 
 
+def version_files(root: str | Path, name: str, version: str) -> str:
+    """Where a registered version's files are: ``models:/NAME/VERSION``; or, in a project folder that was moved or
+    copied (its store keeps absolute file:// locations in the old folder: gone, or another project's), the
+    same files under this project's own ``mlartifacts/``."""
+    from urllib.parse import unquote, urlparse
+
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    mlflow, uri = _mlflow(root), f"models:/{name}/{version}"
+    try:
+        stored = ModelsArtifactRepository.get_underlying_uri(uri)
+    except mlflow.exceptions.MlflowException:
+        return uri  # the caller's download says what is missing
+    path, store = Path(unquote(urlparse(stored).path)), repo_root(root) / STORE_FOLDER
+    if not stored.startswith("file://") or path.is_relative_to(store) or STORE_FOLDER not in path.parts:
+        return uri
+    parts = path.parts
+    here = store.joinpath(*parts[len(parts) - parts[::-1].index(STORE_FOLDER):])
+    if not here.is_dir():
+        return uri
+    log.info("%s: the store names %s, outside this project (moved or copied); reading this project's %s", uri,
+             path, here)
+    return here.as_uri()
+
+
 def download_version(root: str | Path, model_name: str, version: str, dst: str | Path) -> Path:
     mlflow = _mlflow(root)
     Path(dst).mkdir(parents=True, exist_ok=True)
     why = "its artifact folder is gone or empty"
     try:
-        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}",
+        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=version_files(root, model_name, version),
                                                        dst_path=str(dst)))
         if got.is_dir() and any(got.iterdir()):  # a deleted local source downloads as an empty folder
             return got
@@ -132,17 +161,18 @@ def resolve_model(root: str | Path, uri: str) -> tuple[str, str]:
     return name, version
 
 
-def check_model_files(root: str | Path, name: str, version: str) -> None:
-    """A registered version's files are where the registry says (MLflow's answer to a moved or cleaned
-    artifact store is a traceback once the server starts): its MLmodel is fetched, nothing more."""
+def check_model_files(root: str | Path, name: str, version: str) -> str:
+    """A registered version's files are where the registry says, or in this project's moved store
+    (``version_files``, returned); MLflow's answer to a moved or cleaned artifact store is a traceback once the
+    server starts. Its MLmodel is fetched, nothing more."""
     import tempfile
     from unittest import mock
 
-    mlflow = _mlflow(root)
+    mlflow, files = _mlflow(root), version_files(root, name, version)
     quiet = mock.patch.dict("os.environ", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")  # one small file: no bar
     with tempfile.TemporaryDirectory() as tmp, quiet:
         try:
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}/MLmodel", dst_path=tmp)
+            mlflow.artifacts.download_artifacts(artifact_uri=f"{files}/MLmodel", dst_path=tmp)
         except (mlflow.exceptions.MlflowException, OSError) as e:
             where = str(e).split(":\n", 1)[0].removeprefix("The following failures occurred while downloading one "
                                                           "or more artifacts from ")
@@ -150,6 +180,7 @@ def check_model_files(root: str | Path, name: str, version: str) -> None:
                                 f"are not at {where} (no MLmodel there): the artifact store was moved or cleaned; "
                                 f"restore it, or run the pipeline again (dvc repro) to register a new version") \
                 from None
+    return files
 
 
 def fetch_bundle(root: str | Path, uri: str, dst: str | Path) -> tuple[Path, dict[str, Any] | None]:
@@ -189,15 +220,16 @@ def check_env_manager(env_manager: str) -> None:
                           f"serve with --env-manager local (this environment)")
 
 
-def serve_command(root: str | Path, name: str, version: str, host: str, port: int,
+def serve_command(root: str | Path, files: str, host: str, port: int,
                   env_manager: str) -> tuple[list[str], dict[str, str]]:
-    """(argv, environment) of MLflow's scoring server on one registered version of this project's store."""
+    """(argv, environment) of MLflow's scoring server on one registered version of this project's store, whose
+    files are at ``files`` (``check_model_files``)."""
     import os
     import sys
 
     from ptv2.tracking.store import tracking_uri
 
     mlflow_cli = str(Path(sys.executable).with_name("mlflow"))
-    argv = [mlflow_cli, "models", "serve", "-m", f"models:/{name}/{version}", "-h", host, "-p", str(port),
+    argv = [mlflow_cli, "models", "serve", "-m", files, "-h", host, "-p", str(port),
             "--env-manager", env_manager]
     return argv, {**os.environ, "PATH": _serve_path(), "MLFLOW_TRACKING_URI": tracking_uri(root)}

@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterator
 
 from ptv2.tracking.health import check_store
 
+STORE_FOLDER = "mlartifacts"  # the project's own artifact store, beside mlruns.db
+_FOLLOWED: set[str] = set()  # projects whose store was checked for a move (``_follow_move``)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
@@ -49,6 +51,7 @@ def _mlflow(root: str | Path):
     # spawns) would then silently log into this one's store. Keep the environment as the user set it.
     if user is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
+        _follow_move(root)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = user
     return mlflow
@@ -73,7 +76,7 @@ def tracking_server(root: str | Path, experiment: str, timeout_s: float = 120.0)
         port = sock.getsockname()[1]
     base = repo_root(root)
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", tracking_uri(base), "--default-artifact-root", (base / "mlartifacts").as_uri()]
+           "--backend-store-uri", tracking_uri(base), "--default-artifact-root", (base / STORE_FOLDER).as_uri()]
     log_file = open(base / ".dvc" / "tmp" / "mlflow-server.log", "a") if (base / ".dvc").is_dir() \
         else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
@@ -107,8 +110,34 @@ def init_store(root: str | Path, experiment: str) -> str:
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
         return exp.experiment_id
-    art = (repo_root(root) / "mlartifacts").as_uri() if "MLFLOW_TRACKING_URI" not in os.environ else None
+    art = (repo_root(root) / STORE_FOLDER).as_uri() if "MLFLOW_TRACKING_URI" not in os.environ else None
     return client.create_experiment(experiment, artifact_location=art)
+
+
+def _follow_move(root: str | Path) -> None:
+    """A project folder moved or copied keeps, in its mlruns.db, the experiments' absolute artifact locations in
+    the old folder: new runs and logged models would write there (recreating a moved folder, or into the
+    original of a copy). Point them at this project's own store (the registry reads older versions' files from
+    here too: ``registry.version_files``). Once per process and project."""
+    import logging
+    import sqlite3
+
+    here, db = (repo_root(root) / STORE_FOLDER).as_uri(), repo_root(root) / "mlruns.db"
+    if here in _FOLLOWED or not db.is_file():
+        return
+    _FOLLOWED.add(here)
+    moved = "artifact_location LIKE 'file://%/' || ? AND artifact_location != ?"
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as con, con:
+            old = [r[0] for r in con.execute(f"SELECT artifact_location FROM experiments WHERE {moved}",
+                                             (STORE_FOLDER, here))]
+            if old:
+                con.execute(f"UPDATE experiments SET artifact_location = ? WHERE {moved}", (here, STORE_FOLDER, here))
+    except sqlite3.OperationalError:  # a store MLflow has not created its tables in yet
+        return
+    if old:
+        logging.getLogger(__name__).warning("the project's store logged artifacts to %s (the project was moved or "
+                                            "copied); from now on to %s", ", ".join(sorted(set(old))), here)
 
 
 def lineage_tags(root: str | Path, stage: str) -> dict[str, str]:
