@@ -87,6 +87,23 @@ def test_overrides_and_env_data_root(tmp_path, monkeypatch):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_a_data_root_with_a_tilde_is_one_line(tmp_path, monkeypatch):
+    """Regression (session 27): `data_root: ~/data` read '<params folder>/~/data' ("data file … not found"), and
+    DVC's `${data_root}` dependency would take it as a folder named '~' too; refused, naming the expanded path."""
+    from ptv2.config import file_data_root
+
+    monkeypatch.delenv("PTV2_DATA_ROOT", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(merged({"data_root": "~/data"})))
+    for load in (load_config, file_data_root):
+        with pytest.raises(ConfigError, match=rf"data_root = '~/data' starts with '~'.*absolute path \('{tmp_path}/data'\)"):
+            load(p)
+    monkeypatch.setenv("PTV2_DATA_ROOT", "~nobody_here/x")
+    with pytest.raises(ConfigError, match=r"^\$PTV2_DATA_ROOT = '~nobody_here/x' starts with '~'.*write the absolute path or"):
+        load_config(tmp_path / "params.yaml", ["data_root=data"])
+
+
 def test_unknown_task_lists_known():
     with pytest.raises(ConfigError, match=r"unknown task 'nope'"):
         config_from_dict(repo_params()).task("nope")

@@ -134,7 +134,9 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
     the ``PTV2_DATA_ROOT`` environment variable replaces it."""
     path = Path(path)
     cfg = _build(Config, _read(path, overrides), "")
-    return dataclasses.replace(cfg, data_root=_resolve(os.environ.get(DATA_ROOT_ENV) or cfg.data_root, path))
+    env = os.environ.get(DATA_ROOT_ENV)
+    return dataclasses.replace(cfg, data_root=_resolve(env or cfg.data_root, path, f"${DATA_ROOT_ENV}" if env else
+                                                       "data_root"))
 
 
 def _read(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
@@ -153,8 +155,13 @@ def _read(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, 
     return data
 
 
-def _resolve(root: str, params: Path) -> str:
-    """A data root as an absolute path: relative ones against the params file's folder."""
+def _resolve(root: str, params: Path, key: str = "data_root") -> str:
+    """A data root as an absolute path: relative ones against the params file's folder. A leading ``~`` is
+    refused: DVC takes it as a folder named ``~`` (its ``${data_root}`` dependency), so ptv2 does too."""
+    if root.startswith("~"):
+        home = os.path.expanduser(root)
+        raise ConfigError(f"{key} = {root!r} starts with '~', which is not expanded here (nor by DVC): write the "
+                          f"absolute path{f' ({home!r})' if home != root else ''} or one relative to params.yaml")
     return str((Path(root) if Path(root).is_absolute() else params.resolve().parent / root).resolve())
 
 
