@@ -74,6 +74,26 @@ def test_parallel_fanout_records_what_serial_repro_records(tmp_path, tiny_dir, p
     assert _status(parallel) == "Data and pipelines are up to date."
 
 
+def test_the_ray_fanout_records_its_stages(tmp_path, tiny_dir, prefect_harness, monkeypatch):
+    """flows.task_runner: ray (the [ray] extra: prefect-ray; skipped without it) runs the stale stages on a local
+    Ray and DVC records them as `dvc repro` would (session 27: prefect-ray 0.6.0, ray 2.60.0)."""
+    import pytest
+
+    pytest.importorskip("prefect_ray")
+    from flows.pipeline import configured_adapt
+
+    for k, v in {**pipeline_env(), "OMP_NUM_THREADS": "1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("PTV2_DATA_ROOT", raising=False)
+    root = _repo(tmp_path / "ray", tiny_dir, task_runner="ray")
+    ran = configured_adapt(str(root))
+    assert {"adapt@sent", "adapt@pair", "baseline@sent", "baseline@pair"} <= set(ran)
+    for stage in ("adapt@sent", "adapt@pair"):  # these ran on the Ray workers
+        assert "INFO" in (root / "logs" / f"{stage}.log").read_text(), stage
+    assert set(_lock(root)) >= {"adapt@sent", "adapt@pair", "baseline@sent", "baseline@pair"}
+    assert configured_adapt(str(root)) == []  # nothing stale: nothing runs
+
+
 def test_a_failed_task_leaves_the_others_recorded_and_reruns_alone(tmp_path, tiny_dir, prefect_harness,
                                                                    monkeypatch, capfd, caplog):
     import pytest
@@ -104,9 +124,9 @@ def test_a_failed_task_leaves_the_others_recorded_and_reruns_alone(tmp_path, tin
     assert stale(root, ["adapt@sent", "adapt@pair"]) == []
     # a stage failing on a worker: its output is in logs/<stage>.log, and the error names that file and ends
     # with what the stage printed last
-    with pytest.raises(RuntimeError, match=r"stage adapt@pair failed \(exit 127; whole output: .*adapt@pair\.log\)"
-                                           r".*not found"):
-        real(root, "adapt@pair", 1, {"PATH": "/nonexistent"})
+    with pytest.raises(RuntimeError, match=r"(?s)stage adapt@pair failed \(exit 1; whole output: .*adapt@pair\.log\)"
+                                           r".*No module named 'encodings'"):
+        real(root, "adapt@pair", 1, {"PYTHONHOME": "/nonexistent"})  # a python that cannot start
 
 
 def test_a_stage_command_is_read_without_changing_the_working_directory(tmp_path, tiny_dir, monkeypatch):
@@ -229,6 +249,27 @@ def test_a_user_error_is_not_retried_a_machine_failure_is(tmp_path, tiny_dir, pr
     monkeypatch.setenv("PTV2_DATA_ROOT", str(tmp_path / "nowhere"))
     with pytest.raises(RunError, match=r"(?s)stage baseline@pair failed \(exit 2;.*nowhere"):
         fp.run_stage(root, "baseline@pair", 1)
+
+
+def test_the_stages_run_on_this_python_where_the_venv_is_not_activated(tmp_path, tiny_dir, monkeypatch):
+    """Regression (session 27): `.venv/bin/python flows/run.py` without an activated venv ran the stages'
+    `python` from PATH (the system's: "No module named 'datasets'", retried twice, then Prefect's traceback);
+    in-process DVC and the fan-out's workers now put their own interpreter first."""
+    import os
+
+    from ptv2.orchestration.dvc_graph import reproduce, run_stage
+
+    for k, v in pipeline_env().items():
+        monkeypatch.setenv(k, v)
+    root = _repo(tmp_path / "repo", tiny_dir)
+    other = tmp_path / "bin"
+    other.mkdir()
+    (other / "python").write_text("#!/bin/sh\necho 'another python' >&2\nexit 3\n")
+    (other / "python").chmod(0o755)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(other), "/usr/bin", "/bin"]))
+    assert reproduce(root, ["prepare"]) == ["prepare"]
+    monkeypatch.setenv("PATH", os.pathsep.join([str(other), "/usr/bin", "/bin"]))  # a worker's own environment
+    assert run_stage(root, "baseline@sent", 1) == "baseline@sent"
 
 
 def test_a_dask_scheduler_that_does_not_answer_is_one_line(monkeypatch):

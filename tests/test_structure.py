@@ -97,7 +97,7 @@ MAY_IMPORT = {
 def direct_packages(pkg: str, root=PROJECT) -> dict[str, set[str]]:
     """file -> the ptv2 packages its import statements name (function-local imports included)."""
 
-    leaves = {"errors", "files", "strict", "prefix", "spans", "evidence", "prompt"}
+    leaves = {"errors", "files", "strict", "prefix", "spans", "evidence", "prompt", "procenv"}
     out = {}
     for f in sorted((root / "ptv2" / pkg).glob("*.py")):
         names = {n.split(".")[1] for n in imported(f) if n.count(".") >= 1}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ptv2.errors import USER_ERROR_EXIT, ConfigError, Ptv2Error, RunError
+from ptv2.procenv import path_with_this_python
 
 log = logging.getLogger(__name__)
 # DVC's dvc.yaml loading is not thread-safe: two fan-out worker threads reading their commands at once failed
@@ -111,6 +112,7 @@ def reproduce(root: str | Path, targets: list[str] | None = None) -> list[str]:
     cfg = load_config(root / "params.yaml")
     check_data_root(root, cfg.data_root)
     tracking.init_store(root, cfg.tracking.experiment)  # create the DB before any stage runs
+    os.environ["PATH"] = path_with_this_python()  # the stages' `python` is ours, activated or not
     with pipeline_lock(root), contextlib.chdir(root):  # DVC resolves targets against the cwd
         with Repo(str(root)) as repo:
             stages = repo.reproduce(targets=targets or None)
@@ -174,7 +176,7 @@ def run_stage(root: str | Path, stage: str, threads: int = 0, env: dict[str, str
     caps the math libraries' threads, so N workers on N cores do not oversubscribe. Its output goes to
     ``logs/<stage>.log`` (stages side by side would interleave their progress bars). Returns the stage."""
     cmd = stage_command(root, stage)
-    e = {**os.environ, **(env or {})}
+    e = {**os.environ, **(env or {}), "PATH": path_with_this_python()}  # the worker's own `python`
     if threads:
         e.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
     out = stage_log(root, stage)

@@ -8,6 +8,7 @@ from typing import Any
 import logging
 
 from ptv2.errors import ArtifactError, ConfigError
+from ptv2.procenv import path_with_this_python
 from ptv2.tracking.store import STORE_FOLDER, _mlflow, repo_root
 
 log = logging.getLogger(__name__)
@@ -192,15 +193,6 @@ def fetch_bundle(root: str | Path, uri: str, dst: str | Path) -> tuple[Path, dic
     return path / rel, config
 
 
-def _serve_path() -> str:
-    """PATH of the scoring server: this environment's bin folder first, since mlflow starts the server as
-    `bash -c "exec uvicorn ..."`, found only there when `.venv/bin/ptv2 serve` runs without an activated venv."""
-    import os
-    import sys
-
-    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-
-
 def check_env_manager(env_manager: str) -> None:
     """The tool MLflow needs to build the model's environment is there (without it MLflow's answer is a
     traceback once the model is downloaded): conda (or $MLFLOW_CONDA_HOME/bin/conda), pyenv for virtualenv, uv."""
@@ -210,7 +202,7 @@ def check_env_manager(env_manager: str) -> None:
     needs = {"conda": "conda", "virtualenv": "pyenv", "uv": "uv"}.get(env_manager)
     if needs is None:
         return
-    where = _serve_path()
+    where = path_with_this_python()
     home = os.environ.get("MLFLOW_CONDA_HOME")
     if env_manager == "conda" and home:
         where = os.path.join(home, "bin")
@@ -232,4 +224,4 @@ def serve_command(root: str | Path, files: str, host: str, port: int,
     mlflow_cli = str(Path(sys.executable).with_name("mlflow"))
     argv = [mlflow_cli, "models", "serve", "-m", files, "-h", host, "-p", str(port),
             "--env-manager", env_manager]
-    return argv, {**os.environ, "PATH": _serve_path(), "MLFLOW_TRACKING_URI": tracking_uri(root)}
+    return argv, {**os.environ, "PATH": path_with_this_python(), "MLFLOW_TRACKING_URI": tracking_uri(root)}
