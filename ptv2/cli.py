@@ -379,8 +379,27 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+TEXT_OPTIONS = ("text", "text_pair", "choice")  # what a model reads: an empty text is the user's to send
+
+
+def _empty_option(args: argparse.Namespace) -> ConfigError | None:
+    """An option given as an empty string (``--task "$TASK"`` with TASK unset) would silently mean its default:
+    the default task trained, outputs in the default folder."""
+    for key, value in vars(args).items():
+        if key in TEXT_OPTIONS:
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and not v.strip():
+                return ConfigError(f"--{key.replace('_', '-')} {v!r} is empty: give it a value, or leave the option "
+                                   f"out for its default")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if (empty := _empty_option(args)) is not None:
+        print(user_line(empty), file=sys.stderr)
+        return USER_ERROR_EXIT
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):

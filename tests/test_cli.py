@@ -66,13 +66,17 @@ def test_predict_with_no_texts_is_one_line(params, tmp_path, capsys, monkeypatch
     (["train", "--set", "train.epochz=1"], "unknown key(s) ['epochz']"),
     (["train", "--set", "tasks.sent.files.train=missing.tsv", "--task", "sent"], "not found"),
     (["evaluate", "--model", "/nonexistent", "--task", "sent"], "is not a ptv2 model folder"),
-    (["compare", "--no-track", "--tasks", ""], "name at least one of each"),
+    (["compare", "--no-track", "--tasks", ","], "name at least one of each"),
+    (["compare", "--no-track", "--tasks", ""], "--tasks '' is empty: give it a value, or leave the option out"),
+    # an unset shell variable (--task "$TASK") trained the default task into the default folder (session 27)
+    (["train", "--task", ""], "--task '' is empty"), (["train", "--task", "sent", "--out", " "], "--out ' ' is empty"),
+    (["adapt", "--task", "sent", "--from", ""], "--from '' is empty"), (["serve", "--host", ""], "--host '' is empty"),
     (["compare", "--tasks", "sent", "--methods", "loar"], "unknown method 'loar'"),
     (["compare", "--set", "compare.methods=[loar]"], "compare.methods = 'loar' is not allowed"),
     (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", "1,x"],
      "--seeds '1,x' is not a comma-separated list of integers"),
-    (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", ""],
-     "--seeds '' is not a comma-separated list of integers"),
+    (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", " ,"],
+     "--seeds ' ,' is not a comma-separated list of integers"),
     # a repeat ran twice and counted twice in mean ± std, or trained a mixture on one task "twice" (session 25)
     (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", "1,1"], "names '1' twice"),
     (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", "1,01"], "names a seed twice"),
@@ -106,7 +110,7 @@ def test_a_backbone_that_cannot_be_loaded_is_one_line(params, tmp_path, capsys, 
 @pytest.mark.parametrize("argv,needle", [
     (["--tasks", "sent", "--held-out", "zz"], "unknown task 'zz'"),
     (["--tasks", "sent,zz"], "unknown task 'zz'"),
-    (["--tasks", ""], "name at least one of each"),
+    (["--tasks", ","], "name at least one of each"), (["--tasks", ""], "--tasks '' is empty"),
     (["--tasks", "sent", "--seeds", "a"], "--seeds 'a' is not a comma-separated list of integers"),
     # regression (session 26): a held-out task outside --tasks cost a pretraining no row used
     (["--tasks", "sent", "--held-out", "pair"], "--held-out pair is not one of --tasks ['sent']: (d) adapts each "
