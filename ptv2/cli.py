@@ -258,7 +258,8 @@ def cmd_registry(args: argparse.Namespace) -> int:
     tr = cfg.tracking
     for v in [v for v in list_versions(root) if v["name"].startswith(tr.registry_prefix) or v["name"] == tr.multitask_model]:
         t = v["tags"]
-        reason = t.get("gate.reason", "")
+        # no gate tags: registered, then its promote stage stopped (killed, failed) before the gate decided
+        reason = t.get("gate.reason", "not gated: its promote stage stopped before deciding; `dvc repro` reruns it")
         if "tasks" in t:  # the multi-task model: what it serves, and what it left out
             served = ", ".join(f"{k} v{n}" + (" (fp32)" if t.get(f"task.{k}.served") == "fp32" else "")
                                for k, n in sorted(json.loads(t["tasks"]).items()))

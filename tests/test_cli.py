@@ -187,6 +187,22 @@ def test_registry_of_a_fresh_project_says_where_it_looked_and_what_fills_it(para
     assert out.startswith("no registered model in sqlite:///") and "`dvc repro` trains, gates and registers" in out
 
 
+def test_registry_marks_a_version_its_gate_never_decided(params, tmp_path, capsys, monkeypatch):
+    """Regression (session 27): a version registered by a promote stage that then failed showed a blank row,
+    like one still being gated."""
+    from ptv2.tracking import registry, store
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "w.txt").write_text("1")
+    with store.start_run(params.parent, "t", "r", {}, {}) as run:
+        run.log_artifacts(tmp_path / "m", "model")
+    registry.register_version(params.parent, "ptv2-sent", run.id, "model", {"int8_agreement": "0.99"})
+    assert main(["registry", "--params", str(params)]) == 0
+    row = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ptv2-sent")]
+    assert len(row) == 1 and "not gated: its promote stage stopped before deciding" in row[0], row
+
+
 def test_version_has_one_home(capsys):
     """Regression (session 25): `ptv2 --version` answered "the following arguments are required: command", and
     pyproject.toml said 0.1.0 where ptv2.__version__ said 0.2.0; the installed metadata now reads the package's."""
