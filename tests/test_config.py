@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ptv2.config import apply_override, config_from_dict, load_config
+from ptv2.config import apply_override, config_from_dict, load_config, read_yaml
 from ptv2.errors import ConfigError
 
 from helpers import PROJECT, merged, repo_params
@@ -102,6 +102,31 @@ def test_a_data_root_with_a_tilde_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("PTV2_DATA_ROOT", "~nobody_here/x")
     with pytest.raises(ConfigError, match=r"^\$PTV2_DATA_ROOT = '~nobody_here/x' starts with '~'.*write the absolute path or"):
         load_config(tmp_path / "params.yaml", ["data_root=data"])
+
+
+def test_a_yaml_alias_bomb_is_one_line_before_it_is_expanded(tmp_path):
+    """Regression (session 27): nine nested aliases of nine in params.yaml ("billion laughs") read in 0.2 s, then
+    `ptv2 train` spent 39 s and 4 GB to a MemoryError traceback printing the value; a self-containing alias
+    recursed. Small aliases stay allowed."""
+    levels = ["&a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    base = yaml.safe_dump(merged({}))
+    for value, needle in ((f"[{', '.join(levels)}]", r"expand to 490,329,387 values, over 100,000"),
+                          ("&x [1, *x]", "a YAML alias refers to a value that contains it"),
+                          ("[" * 20000 + "]" * 20000, "nested too deeply to read")):
+        p = tmp_path / "params.yaml"
+        p.write_text(base + f"bomb: {value}\n")
+        with pytest.raises(ConfigError, match=rf"^{p}: .*{needle}"):
+            load_config(p)
+    p.write_text(base)
+    with pytest.raises(ConfigError, match=r"^override 'seed=.*expand to"):
+        load_config(tmp_path / "params.yaml", [f"seed=[{', '.join(levels[:7])}]"])
+    p.write_text("shared: &s {epochs: {ptv2: 3}}\n" + base.replace("train:\n", "train:\n  <<: *s\n", 1))
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['shared'\]"):  # read, aliases expanded, validated
+        load_config(p)
+    # a merge key (`<<: *defaults`) was "YAML syntax error: could not determine a constructor for the tag merge"
+    assert read_yaml("a: &s {x: 1, y: 2}\nb:\n  <<: *s\n  y: 3\n") == {"a": {"x": 1, "y": 2}, "b": {"x": 1, "y": 3}}
+    with pytest.raises(ConfigError, match="duplicate key 'y'"):
+        read_yaml("a: &s {x: 1}\nb:\n  <<: *s\n  y: 3\n  y: 4\n")
 
 
 def test_unknown_task_lists_known():

@@ -106,6 +106,8 @@ _Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:t
 def _no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: its keys are defaults the node may override
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at line "
@@ -117,16 +119,49 @@ def _no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool =
 _Yaml12Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
 
 
+MAX_VALUES = 100_000  # a config's values once YAML aliases are expanded; the default params.yaml holds ~330
+
+
+def _expanded_values(obj: Any, where: str) -> int:
+    """How many values ``obj`` holds with its YAML aliases expanded (a node counts each time it is referenced),
+    computed once per distinct node: nine nested aliases of nine ("billion laughs") read in 0.2 s and then
+    exhausted memory when validated or printed. A node that contains itself is refused."""
+    memo: dict[int, int] = {}
+
+    def size(o: Any) -> int:
+        if not isinstance(o, (list, dict)):
+            return 1
+        if id(o) not in memo:
+            memo[id(o)] = -1  # in progress: meeting it again means it contains itself
+            memo[id(o)] = 1 + sum(size(x) for x in (o.values() if isinstance(o, dict) else o))
+        elif memo[id(o)] < 0:
+            raise ConfigError(f"{where}: a YAML alias refers to a value that contains it; write the values out")
+        return memo[id(o)]
+
+    return size(obj)
+
+
 def read_yaml(text: str, where: str = "params.yaml") -> Any:
-    """YAML 1.2 booleans, duplicate keys refused; a syntax error is one ConfigError naming the line."""
+    """YAML 1.2 booleans, duplicate keys refused, aliases expanding to at most MAX_VALUES values; a syntax error
+    is one ConfigError naming the line."""
     try:
-        return yaml.load(text, Loader=_Yaml12Loader)
+        data = yaml.load(text, Loader=_Yaml12Loader)
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to read; flatten it") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{where}: YAML syntax error{at}: {problem}; quote values that contain ': ', "
                           f"'{{' or '#' (e.g. key='\"{{a}} {{b}}\"')") from None
+    try:
+        n = _expanded_values(data, where)
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to read; flatten it") from None
+    if n > MAX_VALUES:
+        raise ConfigError(f"{where}: its YAML aliases (*name) expand to {n:,} values, over {MAX_VALUES:,}; write the "
+                          f"values out instead of nesting aliases")
+    return data
 
 
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Config:
