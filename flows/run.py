@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flows.pipeline import ROOT, configured_adapt, pipeline, pretrain, retrain, task_runner  # noqa: E402
 from ptv2.config import load_config  # noqa: E402
 from ptv2.errors import exit_2_on_user_error  # noqa: E402
-from ptv2.orchestration.dvc_graph import check_data_root, check_remote  # noqa: E402
+from ptv2.orchestration.dvc_graph import check_data_root, check_project, check_remote  # noqa: E402
 
 FLOWS = {"pipeline": pipeline, "adapt": configured_adapt, "pretrain": pretrain, "retrain": retrain}
 
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root).resolve()
     with exit_2_on_user_error():
         cfg = load_config(root / "params.yaml")
+        check_project(root)
         check_data_root(root, cfg.data_root)  # else Prefect's traceback, retried
         if args.flow != "pretrain":  # the others fan out: the runner's extra is installed, its scheduler answers
             task_runner(cfg.flows)

@@ -3,6 +3,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import shutil
 import sys
 import typing
 from pathlib import Path
@@ -68,9 +69,21 @@ def test_a_flow_from_the_command_line_checks_the_project_before_prefect(tmp_path
     cfg["data_root"] = str(tmp_path)  # a folder: the cluster is what is wrong here
     (tmp_path / "ok").mkdir()
     (tmp_path / "ok/params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"  # no git work tree around it
+    for folder in (outside / "no-git", outside / "no-dvc"):  # a params.yaml alone is no project (session 27:
+        folder.mkdir(parents=True)                             # DVC's SCMError traceback, a .dvc/ left there)
+        (folder / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for folder in (tmp_path, tmp_path / "ok", outside / "no-git"):
+        (folder / ".dvc").mkdir()
+        shutil.copy(PROJECT / "dvc.yaml", folder / "dvc.yaml")
+    for folder in (tmp_path, tmp_path / "ok"):
+        subprocess.run(["git", "init", "-q", str(folder)], check=True)
     for args, needle in ((["adapt", "--root", str(tmp_path)], f"data_root '{tmp_path / 'no-data'}' (params.yaml) "
                                                                "is not a folder"),
                          (["--root", str(tmp_path / "nowhere")], "nowhere"),
+                         (["--root", str(outside / "no-dvc")], "no-dvc is not a ptv2 project (no dvc.yaml and no "
+                                                               ".dvc): run from a clone of the project"),
+                         (["--root", str(outside / "no-git")], "no-git is not in a git work tree"),
                          (["train"], "invalid choice: 'train'"),
                          (["--root", str(tmp_path / "ok"), "PTV2_CLUSTER=tcp://127.0.0.1:1"],
                           "no Dask scheduler answers at $PTV2_CLUSTER = 'tcp://127.0.0.1:1' (Connection refused)")):
@@ -79,6 +92,7 @@ def test_a_flow_from_the_command_line_checks_the_project_before_prefect(tmp_path
                            capture_output=True, text=True, env={**env, **extra}, timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr and needle in r.stderr, (args, r.stderr[-2000:])
         assert "Flow run" not in r.stderr + r.stdout  # no Prefect flow was started
+    assert not (outside / "no-dvc/.dvc").exists()
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("flows_run", PROJECT / "flows/run.py")

@@ -41,6 +41,23 @@ def pipeline_lock(root: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def check_project(root: Path) -> None:
+    """``root`` is a project DVC can reproduce: its dvc.yaml and .dvc/ in a git work tree. Else DVC's
+    SCMError traceback ("… is not a git repository"), after the pipeline lock had made a .dvc/ there."""
+    missing = [name for name in ("dvc.yaml", ".dvc") if not (root / name).exists()]
+    if missing:
+        raise ConfigError(f"{root} is not a ptv2 project (no {' and no '.join(missing)}): run from a clone of the "
+                          f"project (git clone URL), or pass its folder (--root PROJECT)")
+    try:
+        inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=root, capture_output=True,
+                                text=True, timeout=30).stdout.strip() == "true"
+    except (OSError, subprocess.SubprocessError):
+        inside = False
+    if not inside:
+        raise ConfigError(f"{root} is not in a git work tree, which DVC needs here: run from a clone of the project "
+                          f"(git clone URL)")
+
+
 def check_data_root(root: Path, data_root: str) -> None:
     """The stages read ``data_root`` ($PTV2_DATA_ROOT when set); DVC tracks params.yaml's own (the prepare
     stage's ``${data_root}`` dependency): they must be one existing folder, else DVC's FileNotFoundError
@@ -110,6 +127,7 @@ def reproduce(root: str | Path, targets: list[str] | None = None) -> list[str]:
 
     root = Path(root).resolve()
     cfg = load_config(root / "params.yaml")
+    check_project(root)
     check_data_root(root, cfg.data_root)
     tracking.init_store(root, cfg.tracking.experiment)  # create the DB before any stage runs
     os.environ["PATH"] = path_with_this_python()  # the stages' `python` is ours, activated or not
