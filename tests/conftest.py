@@ -12,6 +12,12 @@ for k, v in {"HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELE
              "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ.setdefault(k, v)
 
+# `import dvc` sets up DVC's log handlers on the sys.stdout/stderr of that moment (dvc.logger.setup). Imported first
+# inside a capsys test, they wrote to its closed capture in every later in-process `dvc repro` of the worker
+# ("ValueError: I/O operation on closed file"; which test failed depended on xdist's order, session 27). Imported
+# here, they hold the session's capture, open throughout.
+import dvc  # noqa: E402,F401
+
 WORDS = ("good great fine nice bad awful poor sad the a movie film plot is was very not and but it "
          "cat dog sat on mat john paris lives in works for acme yes no maybe because so what cause "
          "effect happened man woman rain wet sun dry").split()
