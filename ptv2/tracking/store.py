@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterator
 
 from ptv2.tracking.health import check_store
 
-STORE_FOLDER = "mlartifacts"  # the project's own artifact store, beside mlruns.db
+STORE_DB = "mlruns.db"  # the project's own tracking store (sqlite), in its folder
+STORE_FOLDER = "mlartifacts"  # the project's own artifact store, beside STORE_DB
 _FOLLOWED: set[str] = set()  # projects whose store was checked for a move (``_follow_move``)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -32,7 +33,7 @@ def repo_root(start: str | Path) -> Path:
 
 
 def tracking_uri(root: str | Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root(root) / 'mlruns.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root(root) / STORE_DB}"
 
 
 def check_tracking(root: str | Path) -> None:
@@ -122,7 +123,7 @@ def _follow_move(root: str | Path) -> None:
     import logging
     import sqlite3
 
-    here, db = (repo_root(root) / STORE_FOLDER).as_uri(), repo_root(root) / "mlruns.db"
+    here, db = (repo_root(root) / STORE_FOLDER).as_uri(), repo_root(root) / STORE_DB
     if here in _FOLLOWED or not db.is_file():
         return
     _FOLLOWED.add(here)
