@@ -156,3 +156,25 @@ def test_a_saved_label_order_other_than_the_tasks_is_refused(root):
     with pytest.raises(DataError, match=r"model m was trained with labels \['yes', 'no'\] for 'pair', params.yaml "
                                         r"now says \['no', 'yes'\]; evaluate with the labels it was trained on"):
         td.check_labels(["yes", "no"], "model m was trained")
+
+
+@pytest.mark.parametrize("row,ok", [
+    ({"tokens": ["john", "lives", "in", "paris"], "tags": ["B-PER", "O", "O", "B-LOC"]}, True),
+    ({"words": ["john", "lives"], "ner": ["B-PER", "O"]}, False),  # other field names
+    ({"tokens": ["john", "lives", "in"], "tags": ["B-PER", "O"]}, False),  # a tag short: words would shift
+    ({"tokens": "john lives", "tags": ["B-PER", "O"]}, False),  # a string, not a list of words
+])
+def test_a_jsonl_token_task_needs_tokens_and_tags_of_one_length(root, row, ok):
+    # regression (session 28): a JSONL token_classification task whose rows lack 'tokens'/'tags' was a
+    # KeyError traceback from the tag set
+    import json
+
+    (root / "ner/train.jsonl").write_text("\n".join(json.dumps(row) for _ in range(10)) + "\n")
+    spec = _spec("ner", format="jsonl", files={"train": "ner/train.jsonl"})
+    if ok:
+        td = load_task("ner", spec, root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
+        assert td.labels == ["O", "B-LOC", "B-PER"] and td.split("train")["tags"][0] == [2, 0, 0, 1]
+    else:
+        with pytest.raises(DataError, match=r"task 'ner', split 'train': row 0 is .*needs 'tokens' \(a list of words\) "
+                                            r"and 'tags' \(one tag per word, as many as tokens\)"):
+            load_task("ner", spec, root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)

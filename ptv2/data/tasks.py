@@ -119,10 +119,24 @@ def _choice(value: Any, row: int, n: int, task: str, split: str) -> int:
     return k
 
 
+def check_token_rows(rows: list[dict[str, Any]], task: str, split: str) -> None:
+    """Token-classification rows hold ``tokens`` (words) and ``tags`` (one per word), as CoNLL files give them;
+    a JSONL row without them was a KeyError traceback, and unequal lengths would tag the wrong words."""
+    for i, r in enumerate(rows):
+        tokens, tags = r.get("tokens"), r.get("tags")
+        ok = (isinstance(tokens, list) and isinstance(tags, list) and len(tokens) == len(tags)
+              and all(isinstance(x, str) for x in tokens))
+        if not ok:
+            raise DataError(f"task {task!r}, split {split!r}: row {i} is {json.dumps(r)[:120]}; a "
+                            f"token_classification row needs 'tokens' (a list of words) and 'tags' (one tag per word, "
+                            f"as many as tokens): rename the fields in the data or use format: conll")
+
+
 def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], task: str, split: str) -> dict[str, list]:
     """Raw rows -> normalized columns (see module docstring)."""
     t = spec.type
     if t == "token_classification":
+        check_token_rows(rows, task, split)
         return {
             "tokens": [r["tokens"] for r in rows],
             "tags": [[_label_id(x, labels, task, split) for x in r["tags"]] for r in rows],
@@ -144,8 +158,9 @@ def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], tas
     return out
 
 
-def _tag_set(rows: list[dict[str, Any]]) -> list[str]:
+def _tag_set(rows: list[dict[str, Any]], task: str) -> list[str]:
     """All tags seen in train, 'O' first, entity tags grouped by type (B before I)."""
+    check_token_rows(rows, task, "train")
     seen = {t for r in rows for t in r["tags"]}
     rest = sorted(seen - {"O"}, key=lambda s: (s[2:], s[:1]))
     return (["O"] if "O" in seen else []) + rest
@@ -162,7 +177,7 @@ def load_task(name: str, spec: TaskSpec, data_root: str | Path, seed: int, val_f
             raise DataError(f"task {name!r}: split {split!r} ({spec.files[split]}) is empty; point it at a file with rows")
     labels = list(spec.labels)
     if spec.type == "token_classification" and not labels:
-        labels = _tag_set(raw["train"])
+        labels = _tag_set(raw["train"], name)
     splits = {s: datasets.Dataset.from_dict(normalize(rows, spec, labels, name, s)) for s, rows in raw.items()}
     return TaskData(name, spec, labels, carve(splits, seed, val_fraction, val_max, max_train))
 
@@ -177,7 +192,7 @@ def _load_hub(name: str, spec: TaskSpec, seed: int, val_fraction: float, val_max
     raw = {names.get(s, s): d.to_list() for s, d in dd.items()}
     if any(r.get(spec.label) == -1 for r in raw.get("test", [])[:10]):
         raw.pop("test")  # GLUE-style hidden test labels
-    labels = list(spec.labels) or (_tag_set(raw["train"]) if spec.type == "token_classification" else [])
+    labels = list(spec.labels) or (_tag_set(raw["train"], name) if spec.type == "token_classification" else [])
     splits = {s: datasets.Dataset.from_dict(normalize(rows, spec, labels, name, s)) for s, rows in raw.items()}
     return TaskData(name, spec, labels, carve(splits, seed, val_fraction, val_max, max_train))
 
