@@ -178,3 +178,22 @@ def test_a_jsonl_token_task_needs_tokens_and_tags_of_one_length(root, row, ok):
         with pytest.raises(DataError, match=r"task 'ner', split 'train': row 0 is .*needs 'tokens' \(a list of words\) "
                                             r"and 'tags' \(one tag per word, as many as tokens\)"):
             load_task("ner", spec, root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
+
+
+def test_a_classifier_whose_train_rows_hold_one_label_is_refused(root, caplog):
+    # regression (session 28): train rows all 'a' trained a model that read 100.00 on val and chance on dev,
+    # with no word of why
+    import json
+
+    rows = [{"premise": f"p {i}", "hypothesis": f"h {i}", "label": "no"} for i in range(20)]
+    (root / "pair/train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(DataError, match=r"task 'pair': its train rows \(after carving val\) hold one label only "
+                                        r"\('no' of \['no', 'yes'\]\); a classifier needs rows of two labels"):
+        load_task("pair", _spec("pair"), root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
+    spec = _spec("pair", labels=["no", "yes", "maybe"])  # a label no row has: a warning, and the task loads
+    mixed = [{**r, "label": "yes" if i % 2 else "no"} for i, r in enumerate(rows)]
+    (root / "pair/train.jsonl").write_text("\n".join(json.dumps(r) for r in mixed) + "\n")
+    with caplog.at_level("WARNING"):
+        td = load_task("pair", spec, root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
+    assert set(td.split("train")["label"]) == {0, 1}
+    assert "no train row is labelled ['maybe']" in caplog.text

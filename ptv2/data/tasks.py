@@ -179,7 +179,24 @@ def load_task(name: str, spec: TaskSpec, data_root: str | Path, seed: int, val_f
     if spec.type == "token_classification" and not labels:
         labels = _tag_set(raw["train"], name)
     splits = {s: datasets.Dataset.from_dict(normalize(rows, spec, labels, name, s)) for s, rows in raw.items()}
-    return TaskData(name, spec, labels, carve(splits, seed, val_fraction, val_max, max_train))
+    return _checked(TaskData(name, spec, labels, carve(splits, seed, val_fraction, val_max, max_train)))
+
+
+def _checked(td: TaskData) -> TaskData:
+    """A classifier's train rows must hold at least two of its labels: trained on one, it was "100.00" on val and
+    chance on dev, with no word of why. Labels with no train row at all are warned about."""
+    if td.spec.type not in ("classification", "pair_classification"):
+        return td
+    seen = set(td.split("train")["label"])
+    absent = [y for i, y in enumerate(td.labels) if i not in seen]
+    if len(seen) < 2:
+        raise DataError(f"task {td.name!r}: its train rows (after carving val) hold one label only "
+                        f"({td.labels[next(iter(seen))]!r} of {td.labels}); a classifier needs rows of two labels "
+                        f"or more: fix the data, or tasks.{td.name}.labels")
+    if absent:
+        log.warning("task %r: no train row is labelled %s (labels %s): the model can never predict %s",
+                    td.name, absent, td.labels, "it" if len(absent) == 1 else "them")
+    return td
 
 
 def _load_hub(name: str, spec: TaskSpec, seed: int, val_fraction: float, val_max: int, max_train: int) -> TaskData:
@@ -194,7 +211,7 @@ def _load_hub(name: str, spec: TaskSpec, seed: int, val_fraction: float, val_max
         raw.pop("test")  # GLUE-style hidden test labels
     labels = list(spec.labels) or (_tag_set(raw["train"], name) if spec.type == "token_classification" else [])
     splits = {s: datasets.Dataset.from_dict(normalize(rows, spec, labels, name, s)) for s, rows in raw.items()}
-    return TaskData(name, spec, labels, carve(splits, seed, val_fraction, val_max, max_train))
+    return _checked(TaskData(name, spec, labels, carve(splits, seed, val_fraction, val_max, max_train)))
 
 
 def carve(splits: dict[str, datasets.Dataset], seed: int, val_fraction: float, val_max: int,
