@@ -134,6 +134,20 @@ def test_unknown_task_lists_known():
         config_from_dict(repo_params()).task("nope")
 
 
+@pytest.mark.parametrize("name,ok", [("my_task-2", True), ("NLI", True), ("my task", False), ("a/b", False),
+                                     ("x@y", False), ("-x", False), ("über", False), ("a.b", False)])
+def test_a_task_name_must_be_a_word_dvc_and_the_registry_take(name, ok):
+    # regression (session 28): "my task" was taken, then split the adapt stage's command (--task ${item}) in two
+    base = repo_params()
+    params = {**base, "tasks": {**base["tasks"], name: base["tasks"]["cb"]}}
+    if ok:
+        assert name in config_from_dict(params).tasks
+    else:
+        with pytest.raises(ConfigError, match=rf"tasks = {name!r} is not allowed: expected a task name of letters, "
+                                              r"digits, '_' and '-'"):
+            config_from_dict(params)
+
+
 def test_apply_override_creates_sections():
     d: dict = {}
     apply_override(d, "a.b.c=1.5")
