@@ -197,3 +197,13 @@ def test_a_classifier_whose_train_rows_hold_one_label_is_refused(root, caplog):
         td = load_task("pair", spec, root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
     assert set(td.split("train")["label"]) == {0, 1}
     assert "no train row is labelled ['maybe']" in caplog.text
+
+
+def test_a_conll_line_with_a_word_and_no_tag_names_the_line(root):
+    # regression (session 28): "paris" alone on a line became a tag named "paris", silently
+    path = root / "ner/train.txt"
+    lines = path.read_text().splitlines()
+    lines[5] = "paris"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"train.txt: line 6 is 'paris', one column; a CoNLL line is the word, then its tag"):
+        load_task("ner", _spec("ner"), root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)

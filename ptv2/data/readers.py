@@ -65,13 +65,16 @@ def conll_rows(path: Path) -> Iterator[dict[str, Any]]:
     """CoNLL columns: token first, NER tag last; blank lines end sentences; -DOCSTART- skipped."""
     tokens: list[str] = []
     tags: list[str] = []
-    for line in read_lines(path):
+    for i, line in enumerate(read_lines(path), 1):
         if not line.strip() or line.startswith("-DOCSTART-"):
             if tokens:
                 yield {"tokens": tokens, "tags": tags}
             tokens, tags = [], []
             continue
         cols = line.split()
+        if len(cols) < 2:  # a word alone would become its own tag, a label the model then learns
+            raise DataError(f"{path}: line {i} is {line.strip()[:60]!r}, one column; a CoNLL line is the word, "
+                            f"then its tag last (whitespace between): fix the line")
         tokens.append(cols[0])
         tags.append(cols[-1])
     if tokens:
