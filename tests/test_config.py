@@ -148,6 +148,20 @@ def test_a_task_name_must_be_a_word_dvc_and_the_registry_take(name, ok):
             config_from_dict(params)
 
 
+@pytest.mark.parametrize("task,metrics,message", [
+    ("cb", ["accuracy", "f1"], r"tasks.cb.metrics = 'f1' is not allowed: expected f1_macro for 3 classes"),
+    ("sst2", ["pearson"], r"tasks.sst2.metrics = 'pearson' is not allowed: expected a metric of a classification task"),
+    ("stsb", ["accuracy"], r"tasks.stsb.metrics = 'accuracy' is not allowed: expected a metric of a regression task"),
+    ("conll2003", ["f1"], r"expected a metric of a token_classification task: \['entity_f1'\]"),
+])
+def test_a_metric_the_tasks_predictions_cannot_give_is_refused(task, metrics, message):
+    # regression (session 28): "f1" on a 3-class task was binary or macro by which ids a split held
+    base = repo_params()
+    params = {**base, "tasks": {**base["tasks"], task: {**base["tasks"][task], "metrics": metrics}}}
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(params)
+
+
 def test_apply_override_creates_sections():
     d: dict = {}
     apply_override(d, "a.b.c=1.5")

@@ -190,7 +190,7 @@ def test_a_classifier_whose_train_rows_hold_one_label_is_refused(root, caplog):
     with pytest.raises(DataError, match=r"task 'pair': its train rows \(after carving val\) hold one label only "
                                         r"\('no' of \['no', 'yes'\]\); a classifier needs rows of two labels"):
         load_task("pair", _spec("pair"), root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
-    spec = _spec("pair", labels=["no", "yes", "maybe"])  # a label no row has: a warning, and the task loads
+    spec = _spec("pair", labels=["no", "yes", "maybe"], metrics=["accuracy"])  # a label no row has: a warning, and the task loads
     mixed = [{**r, "label": "yes" if i % 2 else "no"} for i, r in enumerate(rows)]
     (root / "pair/train.jsonl").write_text("\n".join(json.dumps(r) for r in mixed) + "\n")
     with caplog.at_level("WARNING"):

@@ -184,3 +184,26 @@ def test_evaluation_feeds_batches_on_the_models_own_device():
     assert model.seen == ["meta", "meta"] and len(out) == 2
     predict_logits(model, "t", feats, pad_id=0, batch_size=2, device="cpu")  # an explicit device still wins
     assert model.seen[-1] == "cpu"
+
+
+def test_classification_metrics_match_sklearn_whatever_ids_a_split_holds():
+    # regression (session 28): f1 switched to macro-F1 when an array held an id above 1, so a 3-class task's F1
+    # was binary on a split without the third class; mcc read a 3-class task as class 1 against class 0 only
+    import numpy as np
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    from ptv2.training.metrics import compute
+
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 5):
+        gold, pred = rng.integers(0, k, 200), rng.integers(0, k, 200)
+        pred[:120] = gold[:120]  # a better-than-chance predictor
+        got = compute(["mcc", "f1_macro"], pred, gold)
+        assert got["mcc"] == pytest.approx(100 * matthews_corrcoef(gold, pred), abs=1e-9)
+        assert got["f1_macro"] == pytest.approx(100 * f1_score(gold, pred, average="macro"), abs=1e-9)
+        if k == 2:
+            assert compute(["f1"], pred, gold)["f1"] == pytest.approx(100 * f1_score(gold, pred), abs=1e-9)
+    three, two = np.array([0, 1, 2, 2, 1, 0]), np.array([0, 1, 1, 1, 0, 0])  # the same task, two splits
+    assert compute(["f1_macro"], three, three)["f1_macro"] == compute(["f1_macro"], two, two)["f1_macro"] == 100.0
+    assert compute(["f1"], two, 1 - two)["f1"] == 0.0 and compute(["mcc"], two, 1 - two)["mcc"] == -100.0
+    assert compute(["mcc"], np.zeros(6, int), three)["mcc"] == 0.0  # a constant predictor: undefined, 0

@@ -18,7 +18,12 @@ TaskType = Literal[
 ]
 Method = Literal["ptv2", "prefix_tuning", "prompt_tuning", "ptuning_v1", "lora", "adalora", "qlora", "finetune"]
 SPLITS = ("train", "val", "dev", "test")  # val: carved from train unless a task brings its own file
-METRICS = ("accuracy", "f1", "mcc", "pearson", "spearman", "entity_f1")
+METRICS = ("accuracy", "f1", "f1_macro", "mcc", "pearson", "spearman", "entity_f1")
+# Which metrics read which predictions: ids of a class or choice, numbers, or tag sequences
+METRICS_BY_TYPE = {"classification": ("accuracy", "f1", "f1_macro", "mcc"),
+                   "pair_classification": ("accuracy", "f1", "f1_macro", "mcc"),
+                   "multiple_choice": ("accuracy", "f1", "f1_macro", "mcc"),
+                   "regression": ("pearson", "spearman"), "token_classification": ("entity_f1",)}
 DATA_ROOT_ENV = "PTV2_DATA_ROOT"
 MAX_SEED = 2**32 - 1
 TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")  # a task template's placeholder: {field} or {a.b}
@@ -123,6 +128,12 @@ class TaskSpec:
     def __post_init__(self) -> None:
         for m in self.metrics:
             _check(m in METRICS, "metrics", m, f"one of {list(METRICS)}")
+            _check(m in METRICS_BY_TYPE[self.type], "metrics", m,
+                   f"a metric of a {self.type} task: {list(METRICS_BY_TYPE[self.type])}")
+        n_classes = len(self.choices) if self.type == "multiple_choice" else len(self.labels)
+        if "f1" in self.metrics and self.type in ("classification", "pair_classification", "multiple_choice"):
+            _check(n_classes == 2, "metrics", "f1", f"f1_macro for {n_classes} classes (f1 is the second "
+                                                    f"class's binary F1, for two)")
         _check(len(self.metrics) >= 1, "metrics", self.metrics, "at least one metric (the first selects)")
         if self.format == "hub":
             _check(bool(self.hub_name), "hub_name", self.hub_name, "a dataset name for format: hub")

@@ -12,22 +12,27 @@ def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
 
 
 def f1(pred: np.ndarray, gold: np.ndarray, positive: int = 1) -> float:
-    """Binary F1 of the positive class (as GLUE reports for MRPC); macro-F1 when > 2 classes."""
-    classes = [positive] if max(gold.max(initial=0), pred.max(initial=0)) <= 1 else sorted(set(gold) | set(pred))
-    scores = []
-    for c in classes:
-        tp = float(((pred == c) & (gold == c)).sum())
-        denom = float((pred == c).sum() + (gold == c).sum())
-        scores.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(scores) * 100)
+    """Binary F1 of the positive class (as GLUE reports for MRPC); for two-label tasks (the config checks)."""
+    tp = float(((pred == positive) & (gold == positive)).sum())
+    denom = float((pred == positive).sum() + (gold == positive).sum())
+    return float(2 * tp / denom * 100) if denom else 0.0
+
+
+def f1_macro(pred: np.ndarray, gold: np.ndarray) -> float:
+    """Mean F1 over the classes in gold or pred (SuperGLUE's CB). It once stood in for ``f1`` when an array held an
+    id above 1, so the same task's F1 was binary on a split with no third class and macro on another."""
+    return float(np.mean([f1(pred, gold, int(c)) for c in np.union1d(gold, pred)])) if len(gold) else 0.0
 
 
 def mcc(pred: np.ndarray, gold: np.ndarray) -> float:
-    """Matthews correlation (binary), 0 when undefined (e.g. a constant predictor)."""
-    tp = float(((pred == 1) & (gold == 1)).sum()); tn = float(((pred == 0) & (gold == 0)).sum())
-    fp = float(((pred == 1) & (gold == 0)).sum()); fn = float(((pred == 0) & (gold == 1)).sum())
-    denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
-    return float((tp * tn - fp * fn) / denom * 100) if denom else 0.0
+    """Matthews correlation over K classes (Gorodkin's R_K: the binary MCC at K = 2); 0 when undefined (a constant
+    predictor). The binary formula alone read a 3-class task as class 1 against class 0, ignoring the rest."""
+    classes = np.union1d(gold, pred)
+    p = np.array([(pred == c).sum() for c in classes], float)
+    t = np.array([(gold == c).sum() for c in classes], float)
+    n, correct = float(len(gold)), float((pred == gold).sum())
+    denom = np.sqrt((n * n - p @ p) * (n * n - t @ t))
+    return float((correct * n - p @ t) / denom * 100) if denom else 0.0
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -62,6 +67,8 @@ def compute(names: list[str], pred, gold) -> dict[str, float]:
             out[n] = accuracy(np.asarray(pred), np.asarray(gold))
         elif n == "f1":
             out[n] = f1(np.asarray(pred), np.asarray(gold))
+        elif n == "f1_macro":
+            out[n] = f1_macro(np.asarray(pred), np.asarray(gold))
         elif n == "mcc":
             out[n] = mcc(np.asarray(pred), np.asarray(gold))
         elif n == "pearson":
