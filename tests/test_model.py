@@ -311,3 +311,33 @@ def test_a_model_card_says_whether_the_pooled_vectors_are_normalised():
     serving = {"served": "bundle", "limits": {}}
     cards = [model_card("m", {"pooling": "mean", "normalize": n}, data, serving) for n in (True, False)]
     assert "pooling `mean` (normalised)" in cards[0] and "(normalised)" not in cards[1]
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "xlm-roberta", "camembert", "electra"])
+def test_every_supported_backbone_type_takes_the_deep_prompt_exactly(tiny, model_type):
+    """The README names five encoder types; each must (1) equal its own forward with no prompt (RoBERTa-style
+    positions start at pad_token_id + 1, ELECTRA projects its embeddings), (2) be changed by a prompt, and
+    (3) give a row the same output alone and in a padded batch, prompt included."""
+    from transformers import AutoConfig, AutoModel
+
+    from ptv2.model.backbone import SUPPORTED_TYPES
+
+    assert model_type in SUPPORTED_TYPES
+    _, tok = tiny
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model(model_type, vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=4, intermediate_size=64, max_position_embeddings=66,
+                               pad_token_id=tok.pad_token_id, **({"embedding_size": 16} if model_type == "electra" else {}))
+    backbone = AutoModel.from_config(cfg).eval()
+    b = _batch(tok, ["good movie", "the cat sat on the mat"])
+    args = (b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    bare = prompted(backbone, {"t": ("classification", 2)}, prompt_length=0).eval()
+    h0, _ = encode(backbone, *args, bare.prompt(2))
+    torch.testing.assert_close(h0, backbone(**b).last_hidden_state, atol=1e-6, rtol=1e-6)
+    model = prompted(backbone, {"t": ("classification", 2)}, prompt_length=3, init="random").eval()
+    h, _ = encode(backbone, *args, model.prompt(2))
+    assert (h - h0).abs().max() > 1e-3
+    one = _batch(tok, ["good movie"])
+    alone, _ = encode(backbone, one["input_ids"], one["attention_mask"], one["token_type_ids"], model.prompt(1))
+    n = int(one["attention_mask"].sum())
+    torch.testing.assert_close(h[0, :n], alone[0, :n], atol=1e-5, rtol=1e-5)
