@@ -73,6 +73,8 @@ def paired_permutation(metric: Callable[[Sequence[Any], Sequence[Any]], float], 
         return delta, 1.0
     rng = np.random.default_rng(seed)
     xa, xb, xg = _arrays(a), _arrays(b), _arrays(gold)
+    if (xa is None or xb is None) and hasattr(metric, "counts"):  # tag sequences: swap per-sentence counts
+        return delta, _swapped_counts(metric, gold, a, b, delta - margin, samples, rng)
     g = gold if xg is None else xg
     hits = 0
     for _ in range(samples):
@@ -84,6 +86,20 @@ def paired_permutation(metric: Callable[[Sequence[Any], Sequence[Any]], float], 
             pb = [x if s else y for x, y, s in zip(a, b, swap)]
         hits += metric(pa, g) - metric(pb, g) >= delta - margin - 1e-9
     return delta, (hits + 1) / (samples + 1)
+
+
+def _swapped_counts(metric: Any, gold: Sequence[Any], a: Sequence[Any], b: Sequence[Any], observed: float,
+                    samples: int, rng: np.random.Generator) -> float:
+    """The paired test's p for a metric of summed per-example counts (``metrics.Decomposed``): the same swaps as
+    rescoring each swapped pair of sequence lists, in numpy."""
+    ca, cb = metric.counts(a, gold), metric.counts(b, gold)  # (n, k) each
+    total = ca.sum(0) + cb.sum(0)
+    hits = 0
+    for _ in range(samples):
+        swap = rng.random(len(gold)) < 0.5
+        sa = np.where(swap[:, None], cb, ca).sum(0)
+        hits += metric.of_counts(sa) - metric.of_counts(total - sa) >= observed - 1e-9
+    return (hits + 1) / (samples + 1)
 
 
 def _arrays(x: Sequence[Any]) -> np.ndarray | None:

@@ -1,7 +1,8 @@
 """Task metrics, in percent (x100). Pure numpy/scipy/seqeval."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -53,10 +54,40 @@ def _corr(fn: Callable[[np.ndarray, np.ndarray], float], pred: np.ndarray, gold:
     return 0.0 if np.isnan(r) else r
 
 
-def entity_f1(pred_tags: list[list[str]], gold_tags: list[list[str]]) -> float:
-    from seqeval.metrics import f1_score
+def entity_counts(pred_tags: Sequence[Sequence[str]], gold_tags: Sequence[Sequence[str]]) -> np.ndarray:
+    """n sentences -> (n, 3): entities predicted right, predicted, gold, per sentence, as seqeval chunks them
+    (its ``get_entities``; it joins sentences with an "O", so no entity spans two). Their sums decide entity F1:
+    the paired test swaps these rows instead of rescoring 3,250 CoNLL sentences with seqeval 4,000 times (0.08 s
+    a call here: a token task's promote stage spent minutes in it)."""
+    from seqeval.metrics.sequence_labeling import get_entities
 
-    return float(f1_score(gold_tags, pred_tags) * 100)
+    out = np.zeros((len(gold_tags), 3))
+    for i, (p, g) in enumerate(zip(pred_tags, gold_tags)):
+        ps, gs = set(get_entities(list(p))), set(get_entities(list(g)))
+        out[i] = (len(ps & gs), len(ps), len(gs))
+    return out
+
+
+def f1_of_counts(c: np.ndarray) -> float:
+    """(3,) summed (right, predicted, gold) -> micro entity F1 in points (seqeval's f1_score; 0 with no entities)."""
+    right, pred, gold = (float(x) for x in c)
+    return 200 * right / (pred + gold) if pred + gold else 0.0
+
+
+def entity_f1(pred_tags: Sequence[Sequence[str]], gold_tags: Sequence[Sequence[str]]) -> float:
+    return f1_of_counts(entity_counts(pred_tags, gold_tags).sum(0))
+
+
+@dataclass(frozen=True)
+class Decomposed:
+    """A metric that is a function of per-example counts, summed (entity F1): ``evidence.paired_permutation``
+    swaps count rows rather than rescoring sequences."""
+
+    counts: Callable[[Any, Any], np.ndarray]  # (pred, gold) -> (n, k)
+    of_counts: Callable[[np.ndarray], float]  # (k,) -> points
+
+    def __call__(self, pred: Any, gold: Any) -> float:
+        return self.of_counts(self.counts(pred, gold).sum(0))
 
 
 def compute(names: list[str], pred, gold) -> dict[str, float]:
@@ -84,4 +115,6 @@ def compute(names: list[str], pred, gold) -> dict[str, float]:
 
 def scorer(metric: str) -> Callable[[Any, Any], float]:
     """(pred, gold) -> one metric in points: what the paired tests compare."""
+    if metric == "entity_f1":
+        return Decomposed(entity_counts, f1_of_counts)
     return lambda pred, gold: compute([metric], pred, gold)[metric]
