@@ -302,3 +302,17 @@ def test_a_failure_inside_the_served_model_answers_without_its_traceback(caplog)
     assert e.value.get_http_status_code() == 500 and "stack_trace" not in body, body
     assert "failed on this request (KeyError)" in body["message"]
     assert "KeyError: 'boom'" in caplog.text  # the server's log keeps it
+
+
+def test_loading_the_served_models_code_prints_no_type_hint_warning():
+    """Regression (session 28): MLflow warned "Add type hints to the `predict` method" each time it loaded the
+    model's code (ten times in a pipeline run's log); predict has none on purpose."""
+    import runpy
+    import warnings
+
+    import ptv2.tracking.pyfunc as pyfunc
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runpy.run_path(pyfunc.__file__)  # as models-from-code loads it: the class is defined again
+    assert not [w for w in caught if "type hints" in str(w.message)], [str(w.message) for w in caught]

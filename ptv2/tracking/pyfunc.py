@@ -27,6 +27,11 @@ log = logging.getLogger("ptv2.serving")
 
 
 class BundleModel(mlflow.pyfunc.PythonModel):
+    # predict has no type hints on purpose (the signature is given at logging); without this MLflow warned "Add type
+    # hints to the `predict` method" in yellow each time it loaded this file: ten times in a pipeline run's log,
+    # under a warnings filter of its own that a filter of ours cannot override
+    _skip_type_hint_validation = True
+
     def load_context(self, context: Any) -> None:
         from ptv2.serving.bundle import Bundle
         from ptv2.serving.requests import BUNDLE_ARTIFACT
