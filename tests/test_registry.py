@@ -283,3 +283,25 @@ def test_a_tracked_run_is_tagged_with_the_precision_it_trained_in(store, tiny_di
     got = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri(store)).get_run(run_id)
     assert got.data.tags["ptv2.precision"] == "bf16" and got.data.params["train.precision"] == "fp32"
     assert "train/step_loss" in got.data.metrics
+
+
+def test_the_report_says_why_a_task_is_not_served_when_its_frozen_baseline_was_refused_too(tmp_path):
+    """Regression (session 28, COPA in a pipeline): neither the trained model nor the frozen baseline beat the
+    trivial baseline, and the report's "served" column said only "not served: not published"."""
+    import json
+
+    from ptv2.stages.report import gate_section
+
+    frozen = {"version": "2", "promoted": False,
+              "reason": "not better than the trivial baseline: 60.00 vs 55.00, p = 0.281 >= 0.05"}
+    decisions = {"copa": {"challenger": 51.0, "version": "1", "promoted": False, "frozen_candidate": frozen,
+                          "reason": "not better than the frozen baseline: 51.00 vs 60.00, p = 1.000 >= 0.05"},
+                 "cb": {"challenger": 76.8, "version": "1", "promoted": False, "reason": "not better than the frozen",
+                        "frozen_candidate": {**frozen, "promoted": True}}}
+    for task, d in decisions.items():
+        (tmp_path / f"{task}.json").write_text(json.dumps(d))
+    text = gate_section(["copa", "cb"], tmp_path, {"tasks": {"cb": "2"}, "excluded": {}}, "ptv2-all")
+    copa = next(line for line in text.splitlines() if line.startswith("| copa"))
+    assert "not served: no champion: the frozen baseline v2 was refused too (not better than the trivial " \
+           "baseline: 60.00 vs 55.00, p = 0.281 >= 0.05)" in copa
+    assert "v2, the frozen baseline" in next(line for line in text.splitlines() if line.startswith("| cb"))

@@ -44,11 +44,15 @@ def gate_section(tasks: list[str], promote: Path, publish: dict, model: str) -> 
     for task in tasks:
         d = json.loads((promote / f"{task}.json").read_text())
         served = publish.get("tasks", {}).get(task)
+        frozen = d.get("frozen_candidate") or {}
         if served is None:
-            what = "not served: " + publish.get("excluded", {}).get(task, "not published")
+            why = publish.get("excluded", {}).get(task)
+            if why is None and frozen and not frozen.get("promoted"):  # "not published" alone hid the reason
+                why = f"no champion: the frozen baseline v{frozen['version']} was refused too ({frozen['reason']})"
+            what = "not served: " + (why or "not published")
         elif served == d["version"]:
             what = f"v{served}, the trained model"
-        elif served == d.get("frozen_candidate", {}).get("version"):
+        elif served == frozen.get("version"):
             what = f"v{served}, the frozen baseline"
         else:
             what = f"v{served}, an earlier champion"
