@@ -767,3 +767,24 @@ def test_a_normalised_model_is_served_as_pytorch_computes_it(trained, tmp_path):
     assert b.predict(row)[0]["score"] != Bundle(bundle).predict(row)[0]["score"]
     with pytest.raises(BundleError, match="sent.json: normalize 'yes' is not true/false"):
         Bundle(_respec(out, tmp_path / "bad", "sent", normalize="yes"))
+
+
+def test_served_entities_are_the_chunks_the_entity_f1_counts():
+    """Regression (session 28): spans read IOB2 only, so an IOBES model's S- entities were never served and E-
+    words were cut off ("B-PER E-PER" served one word). Spans now follow seqeval's chunk rules, on any sequence."""
+    import random
+
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    from ptv2.spans import entities
+
+    rng = random.Random(0)
+    alphabet = ["O"] + [f"{p}-{t}" for p in "BIES" for t in ("PER", "LOC")]
+    for _ in range(3000):
+        tags = [rng.choice(alphabet) for _ in range(rng.randint(0, 12))]
+        words = [f"w{i}" for i in range(len(tags))]
+        got = entities(words, tags)
+        assert [(e["type"], e["start"], e["end"] - 1) for e in got] == get_entities(tags), tags
+        assert all(e["text"] == " ".join(words[e["start"]:e["end"]]) for e in got)
+    assert entities(["Ann", "Lee", "met", "Bo"], ["B-PER", "E-PER", "O", "S-PER"]) == [
+        {"type": "PER", "start": 0, "end": 2, "text": "Ann Lee"}, {"type": "PER", "start": 3, "end": 4, "text": "Bo"}]
