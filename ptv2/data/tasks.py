@@ -119,7 +119,7 @@ def _choice(value: Any, row: int, n: int, task: str, split: str) -> int:
     return k
 
 
-def check_token_rows(rows: list[dict[str, Any]], task: str, split: str) -> None:
+def _check_token_rows(rows: list[dict[str, Any]], task: str, split: str) -> None:
     """Token-classification rows hold ``tokens`` (words) and ``tags`` (one per word), as CoNLL files give them;
     a JSONL row without them was a KeyError traceback, and unequal lengths would tag the wrong words."""
     for i, r in enumerate(rows):
@@ -136,7 +136,7 @@ def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], tas
     """Raw rows -> normalized columns (see module docstring)."""
     t = spec.type
     if t == "token_classification":
-        check_token_rows(rows, task, split)
+        _check_token_rows(rows, task, split)
         return {
             "tokens": [r["tokens"] for r in rows],
             "tags": [[_label_id(x, labels, task, split) for x in r["tags"]] for r in rows],
@@ -160,7 +160,7 @@ def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], tas
 
 def _tag_set(rows: list[dict[str, Any]], task: str) -> list[str]:
     """All tags seen in train, 'O' first, entity tags grouped by type (B before I)."""
-    check_token_rows(rows, task, "train")
+    _check_token_rows(rows, task, "train")
     seen = {t for r in rows for t in r["tags"]}
     rest = sorted(seen - {"O"}, key=lambda s: (s[2:], s[:1]))
     return (["O"] if "O" in seen else []) + rest
