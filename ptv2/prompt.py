@@ -30,6 +30,9 @@ class PromptConfig:
     def __post_init__(self) -> None:
         check_value(0 <= self.length <= 256, "length", self.length, "an integer in [0, 256]")
         check_value(self.lora_r >= 1, "lora_r", self.lora_r, "an integer >= 1")
+        # peft takes a negative dropout as none and a negative alpha as a sign flip of the update, silently
+        check_value(self.lora_alpha > 0, "lora_alpha", self.lora_alpha, "an integer > 0 (LoRA's scale is alpha / r)")
+        check_value(0.0 <= self.lora_dropout < 1.0, "lora_dropout", self.lora_dropout, "a float in [0, 1)")
         check_value(self.reparam_hidden >= 1, "reparam_hidden", self.reparam_hidden, ">= 1")
         check_value(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "a float in [0, 1)")
         check_value(self.quiet_margin > 0, "quiet_margin", self.quiet_margin, "a float > 0, e.g. 5")

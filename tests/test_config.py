@@ -49,6 +49,10 @@ def test_impossible_value_names_key_and_allowed():
     ({"train": {"val_max": 0}}, r"val_max = 0 is not allowed"),
     ({"tasks": {"cb": {**repo_params()["tasks"]["cb"], "max_train_examples": -5}}},
      r"max_train_examples = -5 is not allowed"),
+    # session 28: taken silently (peft reads a negative dropout as none; adapt ran no epoch)
+    ({"prompt": {"lora_dropout": -1.0}}, r"prompt.lora_dropout = -1.0 is not allowed: expected a float in \[0, 1\)"),
+    ({"prompt": {"lora_alpha": -16}}, r"prompt.lora_alpha = -16 is not allowed: expected an integer > 0"),
+    ({"adapt": {"epochs": -1}}, r"adapt.epochs = -1 is not allowed: expected an integer >= 0"),
 ])
 def test_values_the_training_would_crash_on_are_refused_at_load(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -203,6 +203,9 @@ class AdaptConfig:
     out_dir: str
     baseline_dir: str  # each task's frozen-backbone baseline (the promotion gate's bar)
 
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 0, "epochs", self.epochs, "an integer >= 0 (0 = each task's own epochs)")
+
 
 @dataclass(frozen=True)
 class CompareConfig:
