@@ -207,3 +207,13 @@ def test_a_conll_line_with_a_word_and_no_tag_names_the_line(root):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"train.txt: line 6 is 'paris', one column; a CoNLL line is the word, then its tag"):
         load_task("ner", _spec("ner"), root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
+
+
+def test_a_regression_task_whose_train_targets_never_vary_is_refused(root):
+    # session 28: like a one-label classifier, it trained silently with nothing to learn
+    path = root / "reg/train.tsv"
+    rows = [line.split("\t") for line in path.read_text().splitlines()]
+    path.write_text("\n".join("\t".join(r[:4] + ["3.0"] + r[5:]) for r in rows) + "\n")
+    with pytest.raises(DataError, match=r"task 'reg': every train row \(after carving val\) has the label 3.0; "
+                                        r"a regression task needs targets that vary"):
+        load_task("reg", _spec("reg"), root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)

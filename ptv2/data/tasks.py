@@ -184,7 +184,12 @@ def load_task(name: str, spec: TaskSpec, data_root: str | Path, seed: int, val_f
 
 def _checked(td: TaskData) -> TaskData:
     """A classifier's train rows must hold at least two of its labels: trained on one, it was "100.00" on val and
-    chance on dev, with no word of why. Labels with no train row at all are warned about."""
+    chance on dev, with no word of why. Labels with no train row at all are warned about. A regression task's
+    train targets must vary, for the same reason."""
+    if td.spec.type == "regression" and len(set(td.split("train")["label"])) < 2:
+        raise DataError(f"task {td.name!r}: every train row (after carving val) has the label "
+                        f"{td.split('train')['label'][0]!r}; a regression task needs targets that vary: fix the data "
+                        f"or tasks.{td.name}.label")
     if td.spec.type not in ("classification", "pair_classification"):
         return td
     seen = set(td.split("train")["label"])
