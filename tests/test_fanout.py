@@ -302,3 +302,32 @@ def test_a_dask_scheduler_that_does_not_answer_is_one_line(monkeypatch):
         s.listen()
         runner = task_runner(dataclasses.replace(flows, cluster_address=f"tcp://127.0.0.1:{s.getsockname()[1]}"))
         assert type(runner).__name__ == "DaskTaskRunner"
+
+
+def test_a_second_pipeline_run_says_whom_it_waits_for(tmp_path, caplog):
+    """Regression (session 28): a second ./scripts/run.sh in a project sat silent for minutes behind the first,
+    then printed "nothing (up to date)"; it now says which process it waits for, then waits."""
+    import os
+    import sys
+    import threading
+
+    from ptv2.orchestration.dvc_graph import pipeline_lock
+
+    entered, release, order = threading.Event(), threading.Event(), []
+
+    def first():
+        with pipeline_lock(tmp_path):
+            entered.set()
+            release.wait(10)
+            order.append("first")
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert entered.wait(10)
+    threading.Timer(0.5, release.set).start()
+    with caplog.at_level("WARNING", logger="ptv2.orchestration.dvc_graph"), pipeline_lock(tmp_path):
+        order.append("second")  # only once the first has let go
+    t.join()
+    assert order == ["first", "second"]
+    assert (f"another pipeline run holds {tmp_path} (pid {os.getpid()}: {sys.argv[0]}" in caplog.text
+            and "waiting for it to finish" in caplog.text)

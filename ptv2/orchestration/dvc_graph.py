@@ -32,9 +32,20 @@ _DVC_IN_PROCESS = threading.Lock()
 
 @contextlib.contextmanager
 def pipeline_lock(root: Path) -> Iterator[None]:
+    """Hold the project's pipeline lock. A second run waits for the first instead of failing, and says so with the
+    holder's pid and command (it sat silent for minutes, then printed "nothing (up to date)")."""
     (root / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
-    with open(root / ".dvc" / "tmp" / "ptv2-pipeline.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # waits for a running pipeline instead of failing
+    with open(root / ".dvc" / "tmp" / "ptv2-pipeline.lock", "a+") as f:  # a+: the holder's line stays readable
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            log.warning("another pipeline run holds %s (%s); waiting for it to finish (Ctrl-C stops this one)",
+                        root, f.read().strip() or "its pid is not recorded")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.truncate(0)
+        f.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}")
+        f.flush()
         try:
             yield
         finally:
