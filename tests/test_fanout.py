@@ -331,3 +331,27 @@ def test_a_second_pipeline_run_says_whom_it_waits_for(tmp_path, caplog):
     assert order == ["first", "second"]
     assert (f"another pipeline run holds {tmp_path} (pid {os.getpid()}: {sys.argv[0]}" in caplog.text
             and "waiting for it to finish" in caplog.text)
+
+
+def test_dvc_lines_are_not_printed_twice_under_a_root_handler():
+    """Regression (session 28): under Prefect (a handler on the root logger) every DVC line of a flow's log came
+    twice, bare from DVC's own handler and formatted from Prefect's."""
+    import logging
+
+    import ptv2.orchestration.dvc_graph  # noqa: F401  (what the flows import)
+
+    seen: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    root = logging.getLogger()
+    catch = Catch(logging.INFO)
+    root.addHandler(catch)
+    try:
+        logging.getLogger("dvc.stage").warning("Stage 'prepare' didn't change, skipping")
+        logging.getLogger("ptv2.orchestration.dvc_graph").warning("ours")
+    finally:
+        root.removeHandler(catch)
+    assert seen == ["ours"]

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # DVC's dvc.yaml loading is not thread-safe: two fan-out worker threads reading their commands at once failed
 # one with "dvc.yaml validation failed" (expected str @ ...['metrics'][0]). Worker threads enter DVC one at a time.
 _DVC_IN_PROCESS = threading.Lock()
+# DVC prints its lines through handlers of its own; under Prefect, whose handler sits on the root logger, each one
+# also propagated there and was printed twice ("Stage 'x' didn't change" and "| INFO | dvc.stage - Stage 'x' ...")
+logging.getLogger("dvc").propagate = False
 
 
 @contextlib.contextmanager
