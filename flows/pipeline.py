@@ -8,6 +8,7 @@ each finished one.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -131,8 +132,13 @@ def task_runner(f: FlowsConfig):
         if address:
             _check_scheduler(address)
             return DaskTaskRunner(address=address)
+        # a local cluster's scheduler and workers logged ~70 INFO lines of start-up into the flow's log: quiet here,
+        # and in the worker processes, which read Dask's config from the environment they inherit
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         return DaskTaskRunner(cluster_kwargs={"n_workers": f.max_workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
+                                              "processes": True, "dashboard_address": None,
+                                              "silence_logs": logging.WARNING})
     if f.task_runner == "ray":
         try:
             from prefect_ray import RayTaskRunner

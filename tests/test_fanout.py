@@ -1,6 +1,7 @@
 """The fan-out: stale adapt@<task> and baseline@<task> stages side by side on a Dask cluster (or threads),
 DVC still the source of truth (dvc.lock as `dvc repro` writes it, `dvc status` clean), same weights as a
 serial run."""
+import os
 import subprocess
 import sys
 
@@ -307,8 +308,6 @@ def test_a_dask_scheduler_that_does_not_answer_is_one_line(monkeypatch):
 def test_a_second_pipeline_run_says_whom_it_waits_for(tmp_path, caplog):
     """Regression (session 28): a second ./scripts/run.sh in a project sat silent for minutes behind the first,
     then printed "nothing (up to date)"; it now says which process it waits for, then waits."""
-    import os
-    import sys
     import threading
 
     from ptv2.orchestration.dvc_graph import pipeline_lock
@@ -355,3 +354,27 @@ def test_dvc_lines_are_not_printed_twice_under_a_root_handler():
     finally:
         root.removeHandler(catch)
     assert seen == ["ours"]
+
+
+def test_a_local_dask_cluster_starts_without_flooding_the_flows_log(monkeypatch):
+    """Regression (session 28): a local cluster's scheduler and workers logged ~70 INFO lines of start-up (68 of a
+    fan-out's ~90 lines on /work/pipe10); the scheduler's side and the workers' (through the environment they
+    inherit) now log warnings only."""
+    import dataclasses
+    import logging
+
+    from flows.pipeline import task_runner
+    from helpers import PROJECT
+    from ptv2.config import load_config
+
+    monkeypatch.delenv("DASK_LOGGING__DISTRIBUTED", raising=False)
+    monkeypatch.delenv("PTV2_CLUSTER", raising=False)
+    level = logging.getLogger("distributed").level
+    try:
+        flows = dataclasses.replace(load_config(PROJECT / "params.yaml").flows, task_runner="dask", cluster_address="")
+        runner = task_runner(flows)
+        assert runner.cluster_kwargs["silence_logs"] == logging.WARNING
+        assert os.environ["DASK_LOGGING__DISTRIBUTED"] == "warning"
+        assert logging.getLogger("distributed").level == logging.WARNING
+    finally:
+        logging.getLogger("distributed").setLevel(level)
