@@ -152,7 +152,6 @@ def test_a_stage_command_is_read_without_changing_the_working_directory(tmp_path
     assert "ptv2.stages.baseline --task sent" in stage_command(root, "baseline@sent")
 
 
-
 def test_worker_threads_enter_dvc_one_at_a_time(tmp_path, tiny_dir, monkeypatch):
     """Regression (session 21): DVC's dvc.yaml loading is not thread-safe; two thread-runner workers reading
     their stage commands at once failed one with "dvc.yaml validation failed" (expected str @ ...['metrics'][0]).
@@ -256,8 +255,6 @@ def test_the_stages_run_on_this_python_where_the_venv_is_not_activated(tmp_path,
     """Regression (session 27): `.venv/bin/python flows/run.py` without an activated venv ran the stages'
     `python` from PATH (the system's: "No module named 'datasets'", retried twice, then Prefect's traceback);
     in-process DVC and the fan-out's workers now put their own interpreter first."""
-    import os
-
     from ptv2.orchestration.dvc_graph import reproduce, run_stage
 
     for k, v in pipeline_env().items():

@@ -146,7 +146,8 @@ def read_yaml(text: str, where: str = "params.yaml") -> Any:
     is one ConfigError naming the line."""
     try:
         data = yaml.load(text, Loader=_Yaml12Loader)
-    except RecursionError:
+        n = _expanded_values(data, where)
+    except RecursionError:  # in the parser or in the count
         raise ConfigError(f"{where}: nested too deeply to read; flatten it") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -154,10 +155,6 @@ def read_yaml(text: str, where: str = "params.yaml") -> Any:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"{where}: YAML syntax error{at}: {problem}; quote values that contain ': ', "
                           f"'{{' or '#' (e.g. key='\"{{a}} {{b}}\"')") from None
-    try:
-        n = _expanded_values(data, where)
-    except RecursionError:
-        raise ConfigError(f"{where}: nested too deeply to read; flatten it") from None
     if n > MAX_VALUES:
         raise ConfigError(f"{where}: its YAML aliases (*name) expand to {n:,} values, over {MAX_VALUES:,}; write the "
                           f"values out instead of nesting aliases")

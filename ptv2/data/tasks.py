@@ -186,18 +186,20 @@ def _checked(td: TaskData) -> TaskData:
     """A classifier's train rows must hold at least two of its labels: trained on one, it was "100.00" on val and
     chance on dev, with no word of why. Labels with no train row at all are warned about. A regression task's
     train targets must vary, for the same reason."""
-    if td.spec.type == "regression" and len(set(td.split("train")["label"])) < 2:
-        raise DataError(f"task {td.name!r}: every train row (after carving val) has the label "
-                        f"{td.split('train')['label'][0]!r}; a regression task needs targets that vary: fix the data "
-                        f"or tasks.{td.name}.label")
-    if td.spec.type not in ("classification", "pair_classification"):
+    if td.spec.type not in ("classification", "pair_classification", "regression"):
         return td
-    seen = set(td.split("train")["label"])
-    absent = [y for i, y in enumerate(td.labels) if i not in seen]
+    train = td.split("train")["label"]
+    seen = set(train)
+    if td.spec.type == "regression":
+        if len(seen) < 2:
+            raise DataError(f"task {td.name!r}: every train row (after carving val) has the label {train[0]!r}; a "
+                            f"regression task needs targets that vary: fix the data or tasks.{td.name}.label")
+        return td
     if len(seen) < 2:
         raise DataError(f"task {td.name!r}: its train rows (after carving val) hold one label only "
-                        f"({td.labels[next(iter(seen))]!r} of {td.labels}); a classifier needs rows of two labels "
+                        f"({td.labels[train[0]]!r} of {td.labels}); a classifier needs rows of two labels "
                         f"or more: fix the data, or tasks.{td.name}.labels")
+    absent = [y for i, y in enumerate(td.labels) if i not in seen]
     if absent:
         log.warning("task %r: no train row is labelled %s (labels %s): the model can never predict %s",
                     td.name, absent, td.labels, "it" if len(absent) == 1 else "them")
