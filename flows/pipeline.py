@@ -122,6 +122,28 @@ def _check_scheduler(address: str) -> None:
                           f"cluster") from None
 
 
+def flow_api_url() -> str | None:
+    """The Prefect API the running flow reports to: PREFECT_API_URL, else the temporary server Prefect started
+    for it (None before one started)."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return PREFECT_API_URL.value()
+    server = SubprocessASGIServer()  # Prefect's own singleton: the running temporary server, if any
+    return server.api_url if server.running else None
+
+
+def local_cluster(**kwargs):
+    """A local Dask cluster whose workers report their task runs to the flow's Prefect API. Without it each
+    worker started a temporary server of its own (a few seconds each, and the fan-out's task runs were not
+    in the flow's server); the URL goes in the workers' environment, as a real server's would."""
+    from distributed import LocalCluster
+
+    url = flow_api_url()
+    return LocalCluster(env={"PREFECT_API_URL": url} if url else None, **kwargs)
+
+
 def task_runner(f: FlowsConfig):
     """The fan-out's runner: thread pool, Dask (a local cluster of ``max_workers`` processes, or the
     scheduler at ``cluster_address`` / $PTV2_CLUSTER) or Ray (prefect-ray)."""
@@ -136,9 +158,9 @@ def task_runner(f: FlowsConfig):
         # and in the worker processes, which read Dask's config from the environment they inherit
         logging.getLogger("distributed").setLevel(logging.WARNING)
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-        return DaskTaskRunner(cluster_kwargs={"n_workers": f.max_workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None,
-                                              "silence_logs": logging.WARNING})
+        return DaskTaskRunner(cluster_class=local_cluster,
+                              cluster_kwargs={"n_workers": f.max_workers, "threads_per_worker": 1,
+                                              "processes": True, "silence_logs": logging.WARNING})
     if f.task_runner == "ray":
         try:
             from prefect_ray import RayTaskRunner

@@ -29,6 +29,15 @@ def _lock(root) -> dict:
     return {k: v for k, v in yaml.safe_load((root / "dvc.lock").read_text())["stages"].items()}
 
 
+def _worker_task_runs() -> int:
+    """How many fanned-stage task runs the flow's Prefect server holds."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        return len(client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="stage_on_worker"))))
+
+
 def test_parallel_fanout_records_what_serial_repro_records(tmp_path, tiny_dir, prefect_harness, monkeypatch):
     from flows.pipeline import pipeline
     from ptv2.files import sha256
@@ -40,7 +49,11 @@ def test_parallel_fanout_records_what_serial_repro_records(tmp_path, tiny_dir, p
     serial = _repo(tmp_path / "serial", tiny_dir)
     reproduce(serial)
     parallel = _repo(tmp_path / "parallel", tiny_dir, task_runner="dask")
+    before = _worker_task_runs()
     ran = pipeline(str(parallel))
+    # regression (session 29): each worker started a temporary Prefect server of its own, so the fanned stages'
+    # task runs never reached the flow's server
+    assert _worker_task_runs() - before >= 4
     assert {"adapt@sent", "adapt@pair", "baseline@sent", "baseline@pair", "export", "report"} <= set(ran)
     for stage in ("adapt@sent", "adapt@pair", "baseline@sent", "baseline@pair"):  # these ran on the workers
         assert "INFO" in (parallel / "logs" / f"{stage}.log").read_text(), stage
@@ -375,3 +388,35 @@ def test_a_local_dask_cluster_starts_without_flooding_the_flows_log(monkeypatch)
         assert logging.getLogger("distributed").level == logging.WARNING
     finally:
         logging.getLogger("distributed").setLevel(level)
+
+
+
+def test_the_local_dask_cluster_reports_to_the_flows_server_and_shows_its_dashboard(prefect_harness, monkeypatch):
+    """Regressions (session 29), on the cluster the fan-out's runner builds, with no PREFECT_API_URL set (the flow on
+    Prefect's temporary server, as `python flows/run.py` runs by default): each worker started a temporary server of
+    its own (its task runs never reached the flow's); the log's "The Dask dashboard is available at
+    http://127.0.0.1:8787/status" answered 404 (no dashboard asked for, bokeh missing)."""
+    import dataclasses
+    import urllib.request
+
+    from distributed import Client, LocalCluster
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.pipeline import task_runner
+    from helpers import PROJECT
+    from ptv2.config import load_config
+
+    monkeypatch.delenv("PTV2_CLUSTER", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    flows = dataclasses.replace(load_config(PROJECT / "params.yaml").flows, task_runner="dask", cluster_address="")
+    runner = task_runner(flows)
+    make = runner.cluster_class or LocalCluster  # as prefect-dask builds it
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert not PREFECT_API_URL.value()
+        cluster = make(**{**runner.cluster_kwargs, "n_workers": 1})
+    with cluster, Client(cluster) as client:
+        seen = client.run(os.getenv, "PREFECT_API_URL")  # in each worker process: {worker address: value}
+        assert list(seen.values()) == [SubprocessASGIServer().api_url]
+        with urllib.request.urlopen(cluster.dashboard_link, timeout=30) as r:
+            assert b"Dask Diagnostic UI" in r.read()
