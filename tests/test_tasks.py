@@ -217,3 +217,20 @@ def test_a_regression_task_whose_train_targets_never_vary_is_refused(root):
     with pytest.raises(DataError, match=r"task 'reg': every train row \(after carving val\) has the label 3.0; "
                                         r"a regression task needs targets that vary"):
         load_task("reg", _spec("reg"), root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
+
+
+def test_text_holding_unicode_line_separators_stays_one_row(tmp_path):
+    """Regression (session 29): lines were split by str.splitlines, which also breaks at U+2028, U+0085, form feeds
+    …; a valid JSONL row whose text holds one raw (json.dumps(ensure_ascii=False) writes U+2028 as is) was refused
+    as "line 1 is not valid JSON", and such a TSV text became a row short of columns. Line ends: \\n, \\r\\n, \\r."""
+    import json
+
+    from ptv2.data.readers import jsonl_rows, tsv_rows
+
+    texts = ["one\u2028two", "web\x85text", "page\x0cbreak", "file\x1cgroup\u2029para"]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"s": t, "label": "x"}, ensure_ascii=False) + "\n"
+                                              for t in texts), encoding="utf-8")
+    assert [r["s"] for r in jsonl_rows(tmp_path / "a.jsonl")] == texts
+    for end in ("\n", "\r\n", "\r"):
+        (tmp_path / "a.tsv").write_bytes("".join(f"{t}\t1{end}" for t in texts).encode())
+        assert [r["s"] for r in tsv_rows(tmp_path / "a.tsv", False, ["s", "label"])] == texts, repr(end)

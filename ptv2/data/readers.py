@@ -7,10 +7,13 @@ line (WiC's ``*.gold.txt``), joined to the rows in order.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
 from ptv2.errors import DataError
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 def read_lines(path: Path) -> list[str]:
@@ -24,7 +27,10 @@ def read_lines(path: Path) -> list[str]:
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise DataError(f"{path}: not UTF-8 text (byte {e.start}, line {line}); re-save the file as UTF-8") from None
-    return text.splitlines()
+    # line ends only: str.splitlines also splits at U+2028, U+0085, form feeds…, which JSON strings and web text
+    # hold raw (json.dumps(ensure_ascii=False) writes U+2028 as is), so one valid row read as broken lines
+    lines = _LINE_END.split(text)
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def tsv_rows(path: Path, header: bool, columns: list[str]) -> Iterator[dict[str, str]]:
