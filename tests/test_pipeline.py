@@ -188,6 +188,29 @@ def _relabel(root: Path, how: str) -> None:
     path.write_text("\n".join(out) + "\n")
 
 
+def _dvc_plots_show_the_curves(root: Path) -> None:
+    """Regression (session 29): `dvc plots show` said "No plots were loaded"; it now draws each adapted task's val
+    score per epoch from report/curves/<task>.csv, the history of outputs/adapt/<task>/metrics.json, which the
+    report stage reads and now depends on (a changed history left the report up to date)."""
+    def dvc(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
+                              env=pipeline_env(), check=True).stdout
+
+    shown = json.loads(dvc("plots", "show", "--json"))["data"]
+    assert {"report/curves/sent.csv", "report/curves.png", "report/tasks.png"} <= set(shown)
+    points = shown["report/curves/sent.csv"][0]["content"]["data"]["values"]
+    record = root / "outputs/adapt/sent/metrics.json"
+    history = json.loads(record.read_text())["history"]
+    assert [(int(p["epoch"]), round(float(p["val_score"]), 6)) for p in points] == \
+        [(h["epoch"], round(h["val_score"], 6)) for h in history]
+    text = record.read_text()
+    try:
+        record.write_text(text + " ")  # the same JSON, other bytes
+        assert "report:" in dvc("status", "report")
+    finally:
+        record.write_text(text)
+
+
 def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, monkeypatch, capsys):
     from flows.pipeline import retrain
     from ptv2.tracking import registry
@@ -244,6 +267,7 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert retrain_out["published"] == {"published": False, "version": "1", "tasks": {"sent": champ},
                                         "reason": "champions and serving config unchanged"}  # no champion changed: not rebuilt
     assert os.path.isfile(root / "report/tasks.png")
+    _dvc_plots_show_the_curves(root)
     start = json.loads((root / "outputs/adapt/sent/metrics.json").read_text())["start"]  # the report says where it began
     assert start in ("pretrained", "own (pretraining kept its step 0)")
     metrics_md, gate_md = (root / "report/metrics.md").read_text().split("## Promotion gate")

@@ -1,10 +1,11 @@
-"""PNG plots with matplotlib (Agg): training curves and per-task comparisons. Atomic writes."""
+"""PNG plots with matplotlib (Agg): training curves and per-task comparisons; the curves
+as CSV for DVC's plots. Atomic writes."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from ptv2.files import atomic_file
+from ptv2.files import atomic_file, atomic_write_text
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -35,6 +36,20 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
     fig.suptitle("Training curves (selection on val carved from train)", y=1.04)
     _save(fig, path)
     plt.close(fig)
+
+
+def write_curve_tables(histories: dict[str, list[dict[str, Any]]], folder: Path) -> None:
+    """``folder/<task>.csv`` per task: epoch, val_score, train_loss (empty at epoch 0, the fitted heads before
+    training): the data `dvc plots show` / `dvc plots diff` draw (dvc.yaml's top-level plots)."""
+    import csv
+    import io
+
+    for task, hist in histories.items():
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["epoch", "val_score", "train_loss"])
+        w.writerows([h["epoch"], h["val_score"], "" if h["train_loss"] is None else h["train_loss"]] for h in hist)
+        atomic_write_text(folder / f"{task}.csv", buf.getvalue())
 
 
 def plot_tasks(scores: dict[str, dict[str, float | None]], path: Path, title: str = "Dev metric per task") -> None:

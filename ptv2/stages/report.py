@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ptv2.experiments.plots import plot_curves, plot_tasks
+from ptv2.experiments.plots import plot_curves, plot_tasks, write_curve_tables
 from ptv2.experiments.tables import markdown
 from ptv2.files import atomic_write_text
 from ptv2.stages.common import parse, run
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
                         cfg.tracking.multitask_model)
     atomic_write_text(out / "metrics.md", "# Pipeline metrics (dev)\n\n" + table + "\n\n" + gate)
     plot_curves(curves, out / "curves.png")
+    write_curve_tables(curves, out / "curves")
     plot_tasks({t: {"frozen backbone": fz, "adapted": dev, "no adaptation": na} for t, _, dev, na, fz, *_ in rows},
                out / "tasks.png")
     print(table + "\n\n" + gate)
