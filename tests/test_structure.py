@@ -30,6 +30,17 @@ def test_stage_deps_exist():
             assert all((PROJECT / d).exists() for d in code), (stage, [d for d in code if not (PROJECT / d).exists()])
 
 
+def test_a_stage_that_reads_the_task_data_itself_depends_on_it():
+    """Regression (session 29): comparison/dvc.yaml's compare stage loads the task files (ptv2/data) but listed
+    only code: new data left it "up to date". A stage that reads task data and has no other stage's output among
+    its deps (which would carry the data's change to it) lists ${data_root}, as prepare does."""
+    for dvc_file in (PROJECT / "dvc.yaml", PROJECT / "comparison/dvc.yaml"):
+        for stage, (_, deps) in stage_modules(dvc_file).items():
+            upstream = [d for d in deps if not d.startswith("ptv2") and d != "${data_root}"]
+            if any(d.startswith("ptv2/data") for d in deps) and not upstream:
+                assert "${data_root}" in deps, f"{dvc_file.relative_to(PROJECT)}:{stage}"
+
+
 def test_every_params_key_is_read_somewhere():
     """Regression: flows.retries / retry_delay_s / timezone were accepted and ignored."""
     assert unread_keys() == []
