@@ -144,6 +144,21 @@ def local_cluster(**kwargs):
     return LocalCluster(env={"PREFECT_API_URL": url} if url else None, **kwargs)
 
 
+def local_ray(base: type) -> type:
+    """prefect-ray's runner (``base``, an optional extra) for a local Ray whose workers report to the flow's
+    Prefect API, as ``local_cluster``'s do: the URL is known once the flow runs, so it joins the Ray job's
+    environment when the runner starts it."""
+    class LocalRay(base):
+        def __enter__(self):
+            url = flow_api_url()
+            if url:
+                env = self.init_kwargs.setdefault("runtime_env", {}).setdefault("env_vars", {})
+                env.setdefault("PREFECT_API_URL", url)
+            return super().__enter__()
+
+    return LocalRay
+
+
 def task_runner(f: FlowsConfig):
     """The fan-out's runner: thread pool, Dask (a local cluster of ``max_workers`` processes, or the
     scheduler at ``cluster_address`` / $PTV2_CLUSTER) or Ray (prefect-ray)."""
@@ -168,7 +183,9 @@ def task_runner(f: FlowsConfig):
             raise ConfigError("flows.task_runner = 'ray' needs prefect-ray: pip install -e '.[ray]', or set "
                               "flows.task_runner: dask") from None
 
-        return RayTaskRunner(address=address, init_kwargs=None if address else {"num_cpus": f.max_workers})
+        if address:
+            return RayTaskRunner(address=address)
+        return local_ray(RayTaskRunner)(init_kwargs={"num_cpus": f.max_workers})
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=f.max_workers)

@@ -420,3 +420,29 @@ def test_the_local_dask_cluster_reports_to_the_flows_server_and_shows_its_dashbo
         assert list(seen.values()) == [SubprocessASGIServer().api_url]
         with urllib.request.urlopen(cluster.dashboard_link, timeout=30) as r:
             assert b"Dask Diagnostic UI" in r.read()
+
+
+def test_a_local_ray_reports_to_the_flows_server(prefect_harness, monkeypatch):
+    """Regression (session 29; the [ray] extra, skipped without it): each Ray worker of the fan-out started a
+    temporary Prefect server of its own (session 27's run: "(stage_on_worker pid=10220) Starting temporary server"),
+    as the Dask workers did; a local Ray's job now carries the flow's API URL."""
+    import dataclasses
+
+    import pytest
+
+    pytest.importorskip("prefect_ray")
+    import ray
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.pipeline import task_runner
+    from helpers import PROJECT
+    from ptv2.config import load_config
+
+    monkeypatch.delenv("PTV2_CLUSTER", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    flows = dataclasses.replace(load_config(PROJECT / "params.yaml").flows, task_runner="ray", cluster_address="",
+                                max_workers=1)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), task_runner(flows):
+        seen = ray.get(ray.remote(lambda: os.environ.get("PREFECT_API_URL")).remote())
+    assert seen == SubprocessASGIServer().api_url
