@@ -234,3 +234,17 @@ def test_text_holding_unicode_line_separators_stays_one_row(tmp_path):
     for end in ("\n", "\r\n", "\r"):
         (tmp_path / "a.tsv").write_bytes("".join(f"{t}\t1{end}" for t in texts).encode())
         assert [r["s"] for r in tsv_rows(tmp_path / "a.tsv", False, ["s", "label"])] == texts, repr(end)
+
+
+@pytest.mark.parametrize("bad", [{"label": None}, {}])
+def test_a_row_with_a_null_or_missing_label_names_the_row_and_the_fix(root, bad):
+    """Regression (session 29): a JSONL row with "label": null was "unknown label 'None' … Add it to
+    tasks.pair.labels", a fix that would teach the model a label 'None'; a row without the field named no fix."""
+    import json
+
+    rows = [{"premise": f"p {i}", "hypothesis": f"h {i}", "label": "yes" if i % 2 else "no"} for i in range(20)]
+    rows[7] = {"premise": "p", "hypothesis": "h", **bad}
+    (root / "pair/train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(DataError, match=r"task 'pair', split 'train': row 7 has no label \('label' is missing or null; "
+                                        r"1 such row\(s\)\): label every row of the split, or set tasks.pair.label"):
+        load_task("pair", _spec("pair"), root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)

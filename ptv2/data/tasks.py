@@ -146,9 +146,11 @@ def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], tas
         out["choices"] = [[fill(c, r, task) for c in spec.choices] for r in rows]
     else:
         out["text_b"] = [fill(spec.text_b, r, task) if spec.text_b else "" for r in rows]
-    missing = [i for i, r in enumerate(rows) if spec.label not in r]
+    missing = [i for i, r in enumerate(rows) if r.get(spec.label) is None]  # a null label read as the label 'None'
     if missing:
-        raise DataError(f"task {task!r}, split {split!r}: row {missing[0]} has no label field {spec.label!r}")
+        raise DataError(f"task {task!r}, split {split!r}: row {missing[0]} has no label ({spec.label!r} is missing or "
+                        f"null; {len(missing)} such row(s)): label every row of the split, or set tasks.{task}.label "
+                        f"to the field that holds it")
     if t == "regression":
         out["label"] = [_number(r[spec.label], i, task, split) for i, r in enumerate(rows)]
     elif t == "multiple_choice":
