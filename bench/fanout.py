@@ -147,6 +147,9 @@ def cluster(work: Path, project: Path) -> str:
     return "\n".join(lines)
 
 
+MARK = ".ptv2-bench-work"  # marks a work folder this script made, which a rerun may empty
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="reports/bench_scale.md")
@@ -156,8 +159,13 @@ def main() -> None:
     os.environ.update(ENV1)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # the stages' `python`
     work = Path(a.work)
+    if work.exists() and any(work.iterdir()) and not (work / MARK).is_file():  # it is emptied: only our own
+        print(f"fanout: error: --work {work} holds files this benchmark did not write; give a new folder",
+              file=sys.stderr)
+        raise SystemExit(2)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    (work / MARK).write_text("bench/fanout.py's work folder: emptied by its next run\n")
     f = fanout(work)
     d = ddp(work)
     md = (f"# Scale-out on this machine ({os.cpu_count()} cores), one run\n\nCommand: `python bench/fanout.py"

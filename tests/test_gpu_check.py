@@ -65,19 +65,3 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys):
 def test_injection_checks_hold_on_cuda():
     inj = gpu_check.injection_checks("cuda")
     assert inj["p0_equals_backbone"] and inj["padding_invariant"] and inj["prompt_changes_output"]
-
-
-def test_cast_weights_replaces_only_a_backbone_folder(tmp_path, tiny_dir):
-    """Regression (session 29): bench/cast_weights.py removed its DST folder, whatever it held, before writing
-    (`cast_weights.py SRC ~ fp16` would have emptied a home folder); a folder that is no backbone is refused, kept."""
-    script = ROOT / "bench" / "cast_weights.py"
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "precious.txt").write_text("keep")
-    r = subprocess.run([sys.executable, str(script), str(tiny_dir), str(other), "fp16"], capture_output=True, text=True)
-    assert r.returncode == 2 and "is no backbone folder" in r.stderr and (other / "precious.txt").read_text() == "keep"
-    for dtype, name in (("fp16", "model.fp16.safetensors"), ("fp32", "model.safetensors")):  # a backbone: replaced
-        r = subprocess.run([sys.executable, str(script), str(tiny_dir), str(tmp_path / "cast"), dtype],
-                           capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
-        assert sorted(p.name for p in (tmp_path / "cast").glob("*.safetensors")) == [name]
