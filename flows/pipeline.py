@@ -16,8 +16,8 @@ from prefect import flow, get_run_logger, task
 
 from ptv2.config import FlowsConfig, load_config
 from ptv2.errors import ConfigError
-from ptv2.orchestration.dvc_graph import (check_remote, fails_again, promotions, published, record, reproduce,
-                                          run_stage, stage_log, stale)
+from ptv2.orchestration.dvc_graph import (check_remote, fails_again, pipeline_lock, promotions, published, record,
+                                          reproduce, run_stage, stage_log, stale)
 from ptv2.tracking.store import tracking_server
 
 ROOT = Path(os.environ.get("PTV2_ROOT", Path(__file__).resolve().parents[1]))
@@ -78,12 +78,21 @@ def adapt(root: str = str(ROOT), tasks: list[str] | None = None) -> list[str]:
     ``baseline@<task>`` (the per-task stages; neither needs another task's) on the flow's task runner,
     record the finished ones in dvc.lock. With several workers MLflow goes through a tracking server. A
     failed stage leaves the others recorded and is the only one rerun next time."""
-    logger = get_run_logger()
     cfg = load_config(Path(root) / "params.yaml")
     ran = _retrying(root)(root, ["pretrain"])
-    todo = stale(root, [f"{stage}@{t}" for stage in ("adapt", "baseline") for t in (tasks or cfg.adapt.tasks)])
+    # held from the stale check to the last record: a `dvc repro` started meanwhile ran the same stages into the
+    # same folders (the second writer refused, its run failed); it now waits, as for another pipeline run
+    with pipeline_lock(Path(root)):
+        return ran + _fan_out(root, cfg, tasks or cfg.adapt.tasks)
+
+
+def _fan_out(root: str, cfg, tasks: list[str]) -> list[str]:
+    """Run the stale ``adapt@`` / ``baseline@`` stages of ``tasks`` on the flow's task runner, record the finished
+    ones; the stages it recorded."""
+    logger = get_run_logger()
+    todo = stale(root, [f"{stage}@{t}" for stage in ("adapt", "baseline") for t in tasks])
     if not todo:
-        return ran
+        return []
     f = cfg.flows
     service = tracking_server(root, cfg.tracking.experiment) if len(todo) > 1 else contextlib.nullcontext(None)
     with service as uri:
@@ -101,7 +110,7 @@ def adapt(root: str = str(ROOT), tasks: list[str] | None = None) -> list[str]:
     if failed:
         raise RuntimeError(f"{sorted(failed)} failed (the others are recorded; rerun to retry only these): "
                            + "; ".join(f"{s}: {m[-300:]}" for s, m in failed.items()))
-    return ran + done
+    return done
 
 
 def _check_scheduler(address: str) -> None:

@@ -33,10 +33,29 @@ _DVC_IN_PROCESS = threading.Lock()
 logging.getLogger("dvc").propagate = False
 
 
+_HELD = threading.local()  # the projects whose pipeline lock this thread holds: taking it again is a no-op
+
+
 @contextlib.contextmanager
 def pipeline_lock(root: Path) -> Iterator[None]:
     """Hold the project's pipeline lock. A second run waits for the first instead of failing, and says so with the
-    holder's pid and command (it sat silent for minutes, then printed "nothing (up to date)")."""
+    holder's pid and command (it sat silent for minutes, then printed "nothing (up to date)"). Reentrant in the
+    holding thread: the fan-out holds it from its stale check to its last record."""
+    root = Path(root).resolve()
+    held = _HELD.__dict__.setdefault("roots", set())
+    if root in held:
+        yield
+        return
+    held.add(root)
+    try:
+        with _flock(root):
+            yield
+    finally:
+        held.discard(root)
+
+
+@contextlib.contextmanager
+def _flock(root: Path) -> Iterator[None]:
     (root / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
     with open(root / ".dvc" / "tmp" / "ptv2-pipeline.lock", "a+") as f:  # a+: the holder's line stays readable
         try:
