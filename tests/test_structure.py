@@ -41,6 +41,26 @@ def test_a_stage_that_reads_the_task_data_itself_depends_on_it():
                 assert "${data_root}" in deps, f"{dvc_file.relative_to(PROJECT)}:{stage}"
 
 
+def test_metrics_and_plots_are_not_git_ignored():
+    """Regression (session 29): metrics/ and report/ were git-ignored; being cache: false, they were in no commit,
+    so `dvc exp show` printed "!" for every metric of every experiment and `dvc plots diff HEAD` failed to load.
+    DVC reads them from git at each revision: the metrics and plots dvc.yaml declares must not be ignored."""
+    import subprocess
+
+    import yaml
+
+    d = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
+    paths = [next(iter(p)) if isinstance(p, dict) else p for p in d.get("plots", [])]
+    for st in d["stages"].values():
+        st = st.get("do", st)
+        paths += [next(iter(m)) if isinstance(m, dict) else m for m in st.get("metrics", [])]
+    paths = [p.replace("${item}", "x") for p in paths]
+    assert len(paths) >= 8 and not [p for p in paths if "${" in p], paths
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=PROJECT, capture_output=True,
+                             text=True).stdout.split()
+    assert ignored == [], ignored
+
+
 def test_every_params_key_is_read_somewhere():
     """Regression: flows.retries / retry_delay_s / timezone were accepted and ignored."""
     assert unread_keys() == []
