@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from ptv2.config import FlowsConfig, load_config
+from ptv2.config import Config, FlowsConfig, load_config
 from ptv2.errors import ConfigError
 from ptv2.orchestration.dvc_graph import (check_remote, fails_again, pipeline_lock, promotions, published, record,
                                           reproduce, run_stage, stage_log, stale)
@@ -86,7 +86,7 @@ def adapt(root: str = str(ROOT), tasks: list[str] | None = None) -> list[str]:
         return ran + _fan_out(root, cfg, tasks or cfg.adapt.tasks)
 
 
-def _fan_out(root: str, cfg, tasks: list[str]) -> list[str]:
+def _fan_out(root: str, cfg: Config, tasks: list[str]) -> list[str]:
     """Run the stale ``adapt@`` / ``baseline@`` stages of ``tasks`` on the flow's task runner, record the finished
     ones; the stages it recorded."""
     logger = get_run_logger()
