@@ -82,7 +82,7 @@ def adapt(root: str = str(ROOT), tasks: list[str] | None = None) -> list[str]:
     ran = _retrying(root)(root, ["pretrain"])
     # held from the stale check to the last record: a `dvc repro` started meanwhile ran the same stages into the
     # same folders (the second writer refused, its run failed); it now waits, as for another pipeline run
-    with pipeline_lock(Path(root)):
+    with pipeline_lock(root):
         return ran + _fan_out(root, cfg, tasks or cfg.adapt.tasks)
 
 
@@ -137,8 +137,9 @@ def flow_api_url() -> str | None:
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL
 
-    if PREFECT_API_URL.value():
-        return PREFECT_API_URL.value()
+    url = PREFECT_API_URL.value()
+    if url:
+        return url
     server = SubprocessASGIServer()  # Prefect's own singleton: the running temporary server, if any
     return server.api_url if server.running else None
 

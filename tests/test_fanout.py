@@ -19,6 +19,16 @@ def _repo(path, tiny_dir, **flows):
     return root
 
 
+def _flows(**changes):
+    """The project's ``flows:`` settings with ``changes``."""
+    import dataclasses
+
+    from helpers import PROJECT
+    from ptv2.config import load_config
+
+    return dataclasses.replace(load_config(PROJECT / "params.yaml").flows, **changes)
+
+
 def _status(root) -> str:
     r = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=root, capture_output=True, text=True,
                        env=pipeline_env())
@@ -227,17 +237,13 @@ def test_worker_threads_enter_dvc_one_at_a_time(tmp_path, tiny_dir, monkeypatch)
 
 def test_the_ray_runner_without_prefect_ray_names_the_extra(monkeypatch):
     """Regression (session 24): flows.task_runner: ray without the [ray] extra was a bare ModuleNotFoundError."""
-    import dataclasses
-
     import pytest
 
     from flows.pipeline import task_runner
-    from helpers import PROJECT
-    from ptv2.config import load_config
     from ptv2.errors import ConfigError
 
     monkeypatch.setitem(sys.modules, "prefect_ray", None)  # as if not installed (importing it raises ImportError)
-    flows = dataclasses.replace(load_config(PROJECT / "params.yaml").flows, task_runner="ray")
+    flows = _flows(task_runner="ray")
     with pytest.raises(ConfigError, match=r"flows.task_runner = 'ray' needs prefect-ray: pip install -e '.\[ray\]'"):
         task_runner(flows)
 
@@ -312,11 +318,9 @@ def test_a_dask_scheduler_that_does_not_answer_is_one_line(monkeypatch):
     import pytest
 
     from flows.pipeline import task_runner
-    from helpers import PROJECT
-    from ptv2.config import load_config
     from ptv2.errors import ConfigError
 
-    flows = dataclasses.replace(load_config(PROJECT / "params.yaml").flows, task_runner="dask")
+    flows = _flows(task_runner="dask")
     with socket.socket() as s:  # a port nobody listens on: bound, never listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -390,18 +394,15 @@ def test_a_local_dask_cluster_starts_without_flooding_the_flows_log(monkeypatch)
     """Regression (session 28): a local cluster's scheduler and workers logged ~70 INFO lines of start-up (68 of a
     fan-out's ~90 lines on /work/pipe10); the scheduler's side and the workers' (through the environment they
     inherit) now log warnings only."""
-    import dataclasses
     import logging
 
     from flows.pipeline import task_runner
-    from helpers import PROJECT
-    from ptv2.config import load_config
 
     monkeypatch.delenv("DASK_LOGGING__DISTRIBUTED", raising=False)
     monkeypatch.delenv("PTV2_CLUSTER", raising=False)
     level = logging.getLogger("distributed").level
     try:
-        flows = dataclasses.replace(load_config(PROJECT / "params.yaml").flows, task_runner="dask", cluster_address="")
+        flows = _flows(task_runner="dask", cluster_address="")
         runner = task_runner(flows)
         assert runner.cluster_kwargs["silence_logs"] == logging.WARNING
         assert os.environ["DASK_LOGGING__DISTRIBUTED"] == "warning"
@@ -416,7 +417,6 @@ def test_the_local_dask_cluster_reports_to_the_flows_server_and_shows_its_dashbo
     Prefect's temporary server, as `python flows/run.py` runs by default): each worker started a temporary server of
     its own (its task runs never reached the flow's); the log's "The Dask dashboard is available at
     http://127.0.0.1:8787/status" answered 404 (no dashboard asked for, bokeh missing)."""
-    import dataclasses
     import urllib.request
 
     from distributed import Client, LocalCluster
@@ -424,12 +424,10 @@ def test_the_local_dask_cluster_reports_to_the_flows_server_and_shows_its_dashbo
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.pipeline import task_runner
-    from helpers import PROJECT
-    from ptv2.config import load_config
 
     monkeypatch.delenv("PTV2_CLUSTER", raising=False)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    flows = dataclasses.replace(load_config(PROJECT / "params.yaml").flows, task_runner="dask", cluster_address="")
+    flows = _flows(task_runner="dask", cluster_address="")
     runner = task_runner(flows)
     make = runner.cluster_class or LocalCluster  # as prefect-dask builds it
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
@@ -446,8 +444,6 @@ def test_a_local_ray_reports_to_the_flows_server(prefect_harness, monkeypatch):
     """Regression (session 29; the [ray] extra, skipped without it): each Ray worker of the fan-out started a
     temporary Prefect server of its own (session 27's run: "(stage_on_worker pid=10220) Starting temporary server"),
     as the Dask workers did; a local Ray's job now carries the flow's API URL."""
-    import dataclasses
-
     import pytest
 
     pytest.importorskip("prefect_ray")
@@ -456,13 +452,10 @@ def test_a_local_ray_reports_to_the_flows_server(prefect_harness, monkeypatch):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.pipeline import task_runner
-    from helpers import PROJECT
-    from ptv2.config import load_config
 
     monkeypatch.delenv("PTV2_CLUSTER", raising=False)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    flows = dataclasses.replace(load_config(PROJECT / "params.yaml").flows, task_runner="ray", cluster_address="",
-                                max_workers=1)
+    flows = _flows(task_runner="ray", cluster_address="", max_workers=1)
     with temporary_settings(restore_defaults={PREFECT_API_URL}), task_runner(flows):
         seen = ray.get(ray.remote(lambda: os.environ.get("PREFECT_API_URL")).remote())
     assert seen == SubprocessASGIServer().api_url

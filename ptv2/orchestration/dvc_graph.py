@@ -33,25 +33,31 @@ _DVC_IN_PROCESS = threading.Lock()
 logging.getLogger("dvc").propagate = False
 
 
-_HELD = threading.local()  # the projects whose pipeline lock this thread holds: taking it again is a no-op
+class _Held(threading.local):
+    """The projects whose pipeline lock this thread holds: taking it again is a no-op."""
+
+    def __init__(self) -> None:
+        self.roots: set[Path] = set()
+
+
+_HELD = _Held()
 
 
 @contextlib.contextmanager
-def pipeline_lock(root: Path) -> Iterator[None]:
+def pipeline_lock(root: str | Path) -> Iterator[None]:
     """Hold the project's pipeline lock. A second run waits for the first instead of failing, and says so with the
     holder's pid and command (it sat silent for minutes, then printed "nothing (up to date)"). Reentrant in the
     holding thread: the fan-out holds it from its stale check to its last record."""
     root = Path(root).resolve()
-    held = _HELD.__dict__.setdefault("roots", set())
-    if root in held:
+    if root in _HELD.roots:
         yield
         return
-    held.add(root)
+    _HELD.roots.add(root)
     try:
         with _flock(root):
             yield
     finally:
-        held.discard(root)
+        _HELD.roots.discard(root)
 
 
 @contextlib.contextmanager

@@ -74,10 +74,6 @@ def f1_of_counts(c: np.ndarray) -> float:
     return 200 * right / (pred + gold) if pred + gold else 0.0
 
 
-def entity_f1(pred_tags: Sequence[Sequence[str]], gold_tags: Sequence[Sequence[str]]) -> float:
-    return f1_of_counts(entity_counts(pred_tags, gold_tags).sum(0))
-
-
 @dataclass(frozen=True)
 class Decomposed:
     """A metric that is a function of per-example counts, summed (entity F1): ``evidence.paired_permutation``
@@ -88,6 +84,9 @@ class Decomposed:
 
     def __call__(self, pred: Any, gold: Any) -> float:
         return self.of_counts(self.counts(pred, gold).sum(0))
+
+
+ENTITY_F1 = Decomposed(entity_counts, f1_of_counts)  # seqeval's micro entity F1, in points
 
 
 def compute(names: list[str], pred, gold) -> dict[str, float]:
@@ -107,7 +106,7 @@ def compute(names: list[str], pred, gold) -> dict[str, float]:
         elif n == "spearman":
             out[n] = _corr(lambda x, y: stats.spearmanr(x, y)[0], np.asarray(pred, float), np.asarray(gold, float))
         elif n == "entity_f1":
-            out[n] = entity_f1(pred, gold)
+            out[n] = ENTITY_F1(pred, gold)
         else:
             raise ValueError(f"unknown metric {n!r}")
     return out
@@ -116,5 +115,5 @@ def compute(names: list[str], pred, gold) -> dict[str, float]:
 def scorer(metric: str) -> Callable[[Any, Any], float]:
     """(pred, gold) -> one metric in points: what the paired tests compare."""
     if metric == "entity_f1":
-        return Decomposed(entity_counts, f1_of_counts)
+        return ENTITY_F1
     return lambda pred, gold: compute([metric], pred, gold)[metric]
