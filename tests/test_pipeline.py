@@ -8,6 +8,7 @@ import sys
 import typing
 from pathlib import Path
 
+import pytest
 import yaml
 
 from pipeline_repo import PROJECT, make_repo, pipeline_env
@@ -287,6 +288,7 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert f"serves sent v{champ}" in listing  # the multi-task model's row says what it serves
 
 
+@pytest.mark.slow  # 83 s; its pieces (LoRA adaptation, export, gate) have fast tests in test_multitask and test_onnx
 def test_pipeline_runs_a_lora_method_end_to_end(tmp_path, tiny_dir):
     """`train.method: lora` through the same DVC graph: a shared LoRA pretrained on the mixture, adapted
     per task from it, merged into one ONNX bundle per task, gated and registered."""
