@@ -39,9 +39,12 @@ def main(src: str, dst: str, dtype: str) -> None:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("src", help="a backbone folder (config.json, one *.safetensors)")
-    ap.add_argument("dst", help="the folder to write (replaced if it is a backbone folder, else refused)")
-    ap.add_argument("dtype", choices=sorted(NAMES))
-    a = ap.parse_args()
-    main(a.src, a.dst, a.dtype)
+    from ptv2.errors import exit_2_on_user_error
+
+    with exit_2_on_user_error():  # a user's error is its one line, exit 2
+        ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        ap.add_argument("src", help="a backbone folder (config.json, one *.safetensors)")
+        ap.add_argument("dst", help="the folder to write (replaced if it is a backbone folder, else refused)")
+        ap.add_argument("dtype", choices=sorted(NAMES))
+        a = ap.parse_args()
+        main(a.src, a.dst, a.dtype)

@@ -151,6 +151,8 @@ MARK = ".ptv2-bench-work"  # marks a work folder this script made, which a rerun
 
 
 def main() -> None:
+    from ptv2.files import atomic_write_text
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="reports/bench_scale.md")
     ap.add_argument("--work", default="/tmp/ptv2-bench-scale")
@@ -179,12 +181,15 @@ def main() -> None:
           f"Data parallelism, SST-2 (800 rows), 1 thread per process: 1 process {d[1]:.1f} s/epoch, "
           f"2 processes (torchrun, gloo) {d[2]:.1f} s/epoch: {d[1] / d[2]:.2f}x.\n")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(md)  # the ratios are on disk before the (optional) cluster part
+    atomic_write_text(a.out, md)  # the ratios are on disk before the (optional) cluster part
     if a.cluster:
         md += "\n## A real local Dask cluster running the fan-out\n\n```\n" + cluster(work, Path(f["project"])) + "\n```\n"
-        Path(a.out).write_text(md)
+        atomic_write_text(a.out, md)
     print(md)
 
 
 if __name__ == "__main__":
-    main()
+    from ptv2.errors import exit_2_on_user_error
+
+    with exit_2_on_user_error():  # a user's error is its one line, exit 2
+        main()

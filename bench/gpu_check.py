@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ptv2.model.inject import encode  # noqa: E402
+from ptv2.files import atomic_write_text  # noqa: E402
 from ptv2.model.prompted import MethodInputs, PromptedModel  # noqa: E402
 from ptv2.model.spec import HeadSpec, ModelSpec  # noqa: E402
 from ptv2.prompt import PromptConfig  # noqa: E402
@@ -267,12 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(checks), flush=True)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"env": env, "train_step": rows, "checks": checks}, indent=1))
+    atomic_write_text(out.with_suffix(".json"), json.dumps({"env": env, "train_step": rows, "checks": checks}, indent=1))
     cmd = "python bench/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:])
     md = [f"# GPU check: {name}", "", f"`{cmd}`; torch {env['torch']}, transformers {env['transformers']}; "
           f"bf16 dense peak {peak or '—'} TFLOP/s. MFU formula: bench/gpu_check.py's docstring.", "",
           table(rows), "", "Checks:", ""] + [f"- {k}: `{json.dumps(v)}`" for k, v in checks.items()]
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    atomic_write_text(out.with_suffix(".md"), "\n".join(md) + "\n")
     print(table(rows))
     ok = len(rows) == 4 * len(sizes) and checks["injection"].get("p0_equals_backbone") and \
         checks["injection"].get("padding_invariant") and checks["injection"].get("prompt_changes_output")
@@ -280,4 +281,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ptv2.errors import exit_2_on_user_error
+
+    with exit_2_on_user_error():  # a user's error is its one line, exit 2
+        sys.exit(main())

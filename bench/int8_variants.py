@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from ptv2.files import atomic_write_text  # noqa: E402
 LAYERS = range(6)
 
 
@@ -155,9 +156,12 @@ def main() -> None:
           f"`python bench/int8_variants.py --root <project>` on a project after `dvc repro`. Agreement with fp32 on "
           f"each task's dev set (regression: within {cfg.export.int8_regression_tol}); latency of one 1 x 128 "
           f"forward (random ids: no near-ties) and throughput over all the tasks' dev rows (64 per request), thread spinning {'on' if cfg.serving.spinning else 'off'}.\n\n{table}\n")
-    out.write_text(md)
+    atomic_write_text(out, md)
     print(md)
 
 
 if __name__ == "__main__":
-    main()
+    from ptv2.errors import exit_2_on_user_error
+
+    with exit_2_on_user_error():  # a user's error is its one line, exit 2
+        main()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from ptv2.files import atomic_write_text  # noqa: E402
 TASKS = ["sst2", "mrpc", "cola", "stsb", "rte", "cb", "wsc", "conll2003", "copa"]
 SHAPES = [(1, 128), (32, 128), (1, 24), (32, 24)]
 FUSIONS: dict[str, str] = {}  # graph -> what onnxruntime's transformer optimizer fused in it
@@ -260,7 +261,7 @@ def main() -> None:
           f"| {n_tasks} tasks, one prompt-as-input session | {one:.0f} | {one / max(single, 1):.2f}x |\n"
           f"| {n_baked} tasks, {n_baked} single-task (baked) sessions (no baked graph for multiple choice) | "
           f"{many:.0f} | {many / max(single, 1):.2f}x |\n")
-    Path(a.out).write_text(md)
+    atomic_write_text(a.out, md)
     print(md)
 
 
@@ -278,4 +279,7 @@ def _table(paths: dict[str, Path], reps: int, spin: bool) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from ptv2.errors import exit_2_on_user_error
+
+    with exit_2_on_user_error():  # a user's error is its one line, exit 2
+        main()

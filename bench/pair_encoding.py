@@ -103,4 +103,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ptv2.errors import exit_2_on_user_error
+
+    with exit_2_on_user_error():  # a user's error is its one line, exit 2
+        main()

@@ -85,4 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ptv2.errors import exit_2_on_user_error
+
+    with exit_2_on_user_error():  # a user's error is its one line, exit 2
+        sys.exit(main())

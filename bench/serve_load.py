@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from ptv2.files import atomic_write_text  # noqa: E402
 
 
 def rss_tree_mb(pid: int) -> float:
@@ -177,12 +178,13 @@ def main() -> None:
     os.chdir(root)
     from ptv2.config import load_config
     from ptv2.data.tasks import load_task_data
+    from ptv2.errors import ArtifactError
     from ptv2.tracking import registry
 
     cfg = load_config(root / "params.yaml")
     found = registry.alias_version(root, cfg.tracking.multitask_model, "champion")
     if not found:
-        raise SystemExit(f"{cfg.tracking.multitask_model}@champion is not registered in {root}: run `dvc repro` first")
+        raise ArtifactError(f"{cfg.tracking.multitask_model}@champion is not registered in {root}: run `dvc repro` first")
     version, tags = found
     served = sorted(json.loads(tags["tasks"]))
     rows = dev_rows(cfg, served)
@@ -215,7 +217,7 @@ def main() -> None:
     md = report(a, cfg, version, served, pool, start_rss, loads, load_peak, after_load, pair, len(big), status, secs,
                 big_peak, big_after, mem, export)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(md)
+    atomic_write_text(a.out, md)
     print(md)
 
 
@@ -265,4 +267,7 @@ def report(a, cfg, version, served, pool, start_rss, loads, load_peak, after_loa
 
 
 if __name__ == "__main__":
-    main()
+    from ptv2.errors import exit_2_on_user_error
+
+    with exit_2_on_user_error():  # a user's error is its one line, exit 2
+        main()

@@ -84,6 +84,8 @@ def run(method: str, **kw) -> dict:
 
 
 def main() -> None:
+    from ptv2.files import atomic_write_text
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--task", default="mrpc"); ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=20); ap.add_argument("--epoch-examples", type=int, default=1000)
@@ -106,9 +108,12 @@ def main() -> None:
           f"| every batch padded to 128, plain shuffle | {pad['epoch_s']:.1f} | "
           f"{pad['epoch_s'] / dyn['epoch_s']:.2f}x |\n")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(md)
+    atomic_write_text(a.out, md)
     print(md)
 
 
 if __name__ == "__main__":
-    main()
+    from ptv2.errors import exit_2_on_user_error
+
+    with exit_2_on_user_error():  # a user's error is its one line, exit 2
+        main()

@@ -20,6 +20,7 @@ from ptv2.config import load_config
 from ptv2.data.tasks import load_task_data
 from ptv2.errors import Ptv2Error
 from ptv2.evidence import baseline, paired_permutation, scale_free
+from ptv2.files import atomic_write_text
 from ptv2.training import metrics
 from ptv2.training.build import load_model
 from ptv2.training.evaluate import predictions
@@ -41,7 +42,7 @@ def score_runs(root: Path, task: str, seed: int, params: str, preds_dir: Path | 
         rec = json.loads((d / "metrics.json").read_text())
         row[kind] = {"dev": metrics.compute([metric], pred, gold)[metric], "kept": rec.get("best_epoch")}
         if preds_dir is not None:
-            (preds_dir / f"{d.name}.json").write_text(json.dumps({"pred": pred, "gold": gold}, default=float))
+            atomic_write_text(preds_dir / f"{d.name}.json", json.dumps({"pred": pred, "gold": gold}, default=float))
     if gold is None:
         return {}
     triv = baseline(cfg.task(task).type, list(td.split("train")["label"]), len(gold))
@@ -78,10 +79,13 @@ def main() -> None:
             for s in seeds:
                 res[f"{t}/{s}"] = score_runs(a.root, t, s, a.params, a.preds)
                 print(t, s, json.dumps(res[f"{t}/{s}"]), flush=True)
-                a.out.write_text(json.dumps(res, indent=1))  # after each, so a cut-off run leaves what it scored
+                atomic_write_text(a.out, json.dumps(res, indent=1))  # after each, so a cut-off run leaves what it scored
     except Ptv2Error as e:  # an unknown task, bad params, a tampered model folder: one line, exit 2
         ap.error(str(e))
 
 
 if __name__ == "__main__":
-    main()
+    from ptv2.errors import exit_2_on_user_error
+
+    with exit_2_on_user_error():  # a user's error is its one line, exit 2
+        main()

@@ -31,3 +31,42 @@ def test_the_fanout_benchmark_empties_only_its_own_work_folder(tmp_path):
                         str(tmp_path / "x.md")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "holds files this benchmark did not write" in r.stderr, r.stderr[-500:]
     assert (tmp_path / "precious.txt").read_text() == "keep"
+
+
+def _one_line_exit_2(r: subprocess.CompletedProcess) -> str:
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and err[0].startswith("ptv2: error: "), r.stderr[-2000:]
+    return err[0]
+
+
+def test_a_bench_run_before_the_pipeline_is_one_line_and_exit_2(tmp_path, tiny_dir):
+    """Regression (session 30): bench/serve_limits.py and bench/int8_variants.py before any `ptv2 export` ended in
+    a BundleError traceback (exit 1; serve_limits' through its child process), and bench/serve_load.py exited 1
+    after creating an empty mlruns.db in the project. Each is now the user's one line, exit 2, and writes nothing."""
+    import yaml
+    from helpers import tiny_params
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(tmp_path, tiny_dir)))
+    bench = ROOT / "bench"
+    for argv, needle in (
+            ([bench / "serve_limits.py", "--bundle", tmp_path / "none", "--out", tmp_path / "a.md"],
+             "none: no manifest.json, not a ptv2 bundle"),
+            ([bench / "int8_variants.py", "--root", tmp_path, "--out", tmp_path / "b.md"], "no manifest.json"),
+            ([bench / "serve_load.py", "--root", tmp_path, "--out", tmp_path / "c.md"],
+             f"ptv2-all@champion is not registered in {tmp_path}: run `dvc repro` first")):
+        r = subprocess.run([sys.executable, *map(str, argv)], capture_output=True, text=True, timeout=300)
+        assert needle in _one_line_exit_2(r)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no report, no mlruns.db
+
+
+def test_every_bench_script_ends_a_user_error_as_its_one_line():
+    """Each bench/*.py entry point runs under ptv2.errors.exit_2_on_user_error (the test above runs three)."""
+    import ast
+
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        mains = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
+        if not mains:
+            continue  # a helper module (child.py)
+        withs = [n for n in ast.walk(mains[0]) if isinstance(n, ast.With)]
+        assert any("exit_2_on_user_error" in ast.unparse(w.items[0].context_expr) for w in withs), path.name

@@ -185,6 +185,12 @@ def test_registry_of_a_fresh_project_says_where_it_looked_and_what_fills_it(para
     assert main(["registry", "--params", str(params)]) == 0
     out = capsys.readouterr().out.strip()
     assert out.startswith("no registered model in sqlite:///") and "`dvc repro` trains, gates and registers" in out
+    # regression (session 30): looking created an empty mlruns.db, with MLflow's table set-up logs on stderr
+    assert not (params.parent / "mlruns.db").exists()
+    assert main(["predict", "--params", str(params), "--model", "models:/ptv2-all@champion", "--text", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ptv2: error: no registered model 'ptv2-all' in sqlite:///") and "(registered: none)" in err
+    assert "\n" not in err and not (params.parent / "mlruns.db").exists()
 
 
 def test_registry_marks_a_version_its_gate_never_decided(params, tmp_path, capsys, monkeypatch):

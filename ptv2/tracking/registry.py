@@ -9,7 +9,7 @@ import logging
 
 from ptv2.errors import ArtifactError, ConfigError
 from ptv2.procenv import path_with_this_python
-from ptv2.tracking.store import STORE_FOLDER, _mlflow, repo_root
+from ptv2.tracking.store import STORE_FOLDER, _mlflow, has_store, repo_root, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ def register_version(root: str | Path, model_name: str, run_id: str, artifact_pa
 
 def alias_version(root: str | Path, model_name: str, alias: str) -> tuple[str, dict[str, str]] | None:
     """(version, tags) holding ``alias``, or None."""
+    if not has_store(root):
+        return None
     mlflow = _mlflow(root)
     try:
         v = mlflow.MlflowClient().get_model_version_by_alias(model_name, alias)
@@ -117,6 +119,8 @@ def _bundle_flavor(path: Path, model_name: str, version: str) -> tuple[str, dict
 
 def list_versions(root: str | Path, prefix: str = "") -> list[dict[str, Any]]:
     """Every registered version: name, version, aliases, tags."""
+    if not has_store(root):
+        return []
     client = _mlflow(root).MlflowClient()
     rows = []
     for rm in client.search_registered_models():
@@ -141,14 +145,14 @@ def resolve_model(root: str | Path, uri: str) -> tuple[str, str]:
         raise ArtifactError(f"{uri!r} is not a registered model URI; use models:/NAME@ALIAS or models:/NAME/VERSION "
                             f"(`ptv2 registry` lists them)")
     name, alias, version = m.groups()
+    if not has_store(root):
+        raise _no_model(name, tracking_uri(root), [])
     mlflow = _mlflow(root)
     client, where = mlflow.MlflowClient(), mlflow.get_tracking_uri()
     try:
         rm = client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
-        known = sorted(r.name for r in client.search_registered_models())
-        raise ArtifactError(f"no registered model {name!r} in {where} (registered: {', '.join(known) or 'none'}); "
-                            f"run the pipeline (`dvc repro`) or pick one from `ptv2 registry`") from None
+        raise _no_model(name, where, sorted(r.name for r in client.search_registered_models())) from None
     if alias is not None:
         if alias not in (rm.aliases or {}):
             have = ", ".join(f"@{a} (v{v})" for a, v in sorted((rm.aliases or {}).items())) or "none"
@@ -160,6 +164,11 @@ def resolve_model(root: str | Path, uri: str) -> tuple[str, str]:
     except mlflow.exceptions.MlflowException:
         raise ArtifactError(f"model {name!r} in {where} has no version {version} (`ptv2 registry` lists them)") from None
     return name, version
+
+
+def _no_model(name: str, where: str, known: list[str]) -> ArtifactError:
+    return ArtifactError(f"no registered model {name!r} in {where} (registered: {', '.join(known) or 'none'}); "
+                         f"run the pipeline (`dvc repro`) or pick one from `ptv2 registry`")
 
 
 def check_model_files(root: str | Path, name: str, version: str) -> str:

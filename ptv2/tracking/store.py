@@ -36,6 +36,12 @@ def tracking_uri(root: str | Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root(root) / STORE_DB}"
 
 
+def has_store(root: str | Path) -> bool:
+    """Whether there is a store to read: the user's ``MLFLOW_TRACKING_URI``, or the project's own ``mlruns.db``.
+    A project that never logged has none, and a lookup must not create one (MLflow would, with its set-up logs)."""
+    return bool(os.environ.get("MLFLOW_TRACKING_URI")) or (repo_root(root) / STORE_DB).is_file()
+
+
 def check_tracking(root: str | Path) -> None:
     """The store this project logs to can take runs and registered models; else one TrackingError line (callers
     that log only at the end check first, not after their work)."""
