@@ -153,7 +153,7 @@ def memory(root: Path, cfg, served: list[str], rows: dict[str, list[dict]]) -> d
     newest version, alias challenger, registered with the same serving config as the multi-task model)."""
     out = {}
     for name, tasks, alias in [(cfg.tracking.multitask_model, served, "champion")] + \
-            [(cfg.tracking.registry_prefix + t, [t], "challenger") for t in served]:
+            [(cfg.tracking.task_model(t), [t], "challenger") for t in served]:
         proc, url = serve(root, f"models:/{name}@{alias}")
         try:
             for t in tasks:

@@ -24,6 +24,10 @@ class TrackingConfig:
         _check(self.promote_margin >= 0, "promote_margin", self.promote_margin, "a float >= 0 (metric points)")
         _check(bool(self.multitask_model.strip()), "multitask_model", self.multitask_model, "a registered model name")
 
+    def task_model(self, task: str) -> str:
+        """The registered model that holds ``task``'s versions."""
+        return f"{self.registry_prefix}{task}"
+
 
 @dataclass(frozen=True)
 class FlowsConfig:

@@ -272,7 +272,7 @@ class Config:
             _check(len(names) >= 1 and len(set(names)) == len(names), where, names,
                    f"a non-empty list of distinct tasks from 'tasks:' ({known})")
         t = self.tracking
-        clash = [n for n in known if t.registry_prefix + n == t.multitask_model]
+        clash = [n for n in known if t.task_model(n) == t.multitask_model]
         _check(not clash, "tracking.multitask_model", t.multitask_model,
                f"a name other than task {clash[:1]}'s registered model (registry_prefix + task)")
         _check(self.export.int8 or not self.serving.int8, "serving.int8", self.serving.int8,

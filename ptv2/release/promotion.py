@@ -52,7 +52,7 @@ def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, pred: dic
     folder = Path(cfg.adapt.baseline_dir if kind == FROZEN else cfg.adapt.out_dir) / task
     bundle_root = cfg.export.frozen_dir if kind == FROZEN else cfg.export.out_dir
     run_id = json.loads((folder / "mlflow.json").read_text())["run_id"]
-    name = f"{cfg.tracking.registry_prefix}{task}"
+    name = cfg.tracking.task_model(task)
     card = _card_facts(cfg, task, td, folder, pred["metric"], checks)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = subset_bundle(bundle_for(bundle_root, task), [task], Path(tmp) / "bundle")
@@ -125,7 +125,7 @@ def promote_task(cfg: Config, root: Path, task: str, report: Path, frozen_report
 def _champion_is_this_frozen(cfg: Config, root: Path, task: str) -> bool:
     """Whether the task's champion is a frozen candidate logged from the current baseline run (registering
     it again would add a version and change nothing)."""
-    champ = registry.alias_version(root, f"{cfg.tracking.registry_prefix}{task}", "champion")
+    champ = registry.alias_version(root, cfg.tracking.task_model(task), "champion")
     if champ is None or champ[1].get("candidate") != FROZEN:
         return False
     run_id = json.loads((Path(cfg.adapt.baseline_dir) / task / "mlflow.json").read_text())["run_id"]

@@ -27,7 +27,7 @@ def champions(cfg: Config, root: Path) -> dict[str, dict[str, str]]:
     """task -> {"version", "run_id", metric tags} of each adapted task's champion (tasks without one left out)."""
     out = {}
     for task in cfg.adapt.tasks:
-        found = registry.alias_version(root, f"{cfg.tracking.registry_prefix}{task}", "champion")
+        found = registry.alias_version(root, cfg.tracking.task_model(task), "champion")
         if found:
             version, tags = found
             out[task] = {"version": version, "metric": tags.get("gate.metric", ""),
@@ -55,7 +55,7 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         parts, excluded = {}, {}
         for task, c in champs.items():
-            path = registry.download_bundle(root, f"{cfg.tracking.registry_prefix}{task}", c["version"], Path(tmp) / task)
+            path = registry.download_bundle(root, cfg.tracking.task_model(task), c["version"], Path(tmp) / task)
             if has_prompt(path, task):
                 parts[task] = path
             else:
@@ -87,7 +87,7 @@ def _register(cfg: Config, root: Path, bundle: Path, champs: dict[str, dict[str,
             "serving": json.dumps(serving_settings(cfg.serving), sort_keys=True),
             "excluded": json.dumps(excluded, sort_keys=True)}
     for t, c in used.items():
-        tags |= {f"task.{t}.model": f"{cfg.tracking.registry_prefix}{t}", f"task.{t}.version": c["version"],
+        tags |= {f"task.{t}.model": cfg.tracking.task_model(t), f"task.{t}.version": c["version"],
                  f"task.{t}.{c['metric'] or 'metric'}": c["value"], f"task.{t}.served": c["served"]}
     with store.start_run(root, cfg.tracking.experiment, "publish", {"tasks": sorted(used)},
                          store.lineage_tags(root, "publish")) as run:
