@@ -13,15 +13,26 @@ def _save(fig: Any, path: Path) -> None:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
 
 
-def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    """One panel per task: train loss and validation score per epoch."""
+def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path, kept: dict[str, int] | None = None) -> None:
+    """One panel per task: train loss and validation score per epoch; ``kept``: the epoch each task's model is
+    (selection on val; 0 = the fitted heads before training), marked."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(histories, kept)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def curves_figure(histories: dict[str, list[dict[str, Any]]], kept: dict[str, int] | None = None) -> Any:
+    """``plot_curves``' figure. Constrained layout: each panel's second y axis (val score) and its label get their
+    room, where a fixed grid drew them over the next panel's train-loss axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = max(1, len(histories))
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.4), squeeze=False, layout="constrained")
     for ax, (task, hist) in zip(axes[0], histories.items()):
         ep = [h["epoch"] for h in hist]
         trained = [h for h in hist if h["train_loss"] is not None]  # epoch 0: fitted heads, no training yet
@@ -31,11 +42,13 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
         ax2 = ax.twinx()
         ax2.plot(ep, [h["val_score"] for h in hist], "s--", color="tab:orange", label="val score")
         ax2.set_ylabel("val score", color="tab:orange")
+        if kept and task in kept:
+            ax.axvline(kept[task], color="gray", linestyle=":", linewidth=1.2)
+            ax.set_title(f"{task} (kept: epoch {kept[task]})")
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle("Training curves (selection on val carved from train)", y=1.04)
-    _save(fig, path)
-    plt.close(fig)
+    fig.suptitle("Training curves (selection on val carved from train)")
+    return fig
 
 
 def write_curve_tables(histories: dict[str, list[dict[str, Any]]], folder: Path) -> None:

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     gate = gate_section(cfg.adapt.tasks, args.promote, json.loads(args.publish.read_text()),
                         cfg.tracking.multitask_model)
     atomic_write_text(out / "metrics.md", "# Pipeline metrics (dev)\n\n" + table + "\n\n" + gate)
-    plot_curves(curves, out / "curves.png")
+    plot_curves(curves, out / "curves.png", kept={t: be for t, _, _, _, _, be, *_ in rows})
     write_curve_tables(curves, out / "curves")
     plot_tasks({t: {"frozen backbone": fz, "adapted": dev, "no adaptation": na} for t, _, dev, na, fz, *_ in rows},
                out / "tasks.png")

@@ -1,0 +1,31 @@
+"""The report's plots: what a reader sees (panels that do not draw over each other), written as PNG."""
+from __future__ import annotations
+
+from ptv2.experiments.plots import curves_figure, plot_curves
+
+
+def _history(n: int, loss0: float, val0: float) -> list[dict]:
+    return [{"epoch": e, "train_loss": None if e == 0 else loss0 - 0.01 * e, "val_score": val0 + 0.37 * e}
+            for e in range(n + 1)]
+
+
+def test_training_curve_panels_do_not_overlap(tmp_path):
+    """Regression (session 30): report/curves.png drew each panel's val-score axis (ticks and label) over the next
+    panel's train-loss axis (a fixed grid with twin y axes); each panel with its twin now keeps to its own room."""
+    import matplotlib.pyplot as plt
+
+    histories = {"sst2": _history(6, 0.389, 79.5), "cb": _history(3, 0.0912, 64.0), "stsb": _history(5, 5.7013, 83.2)}
+    fig = curves_figure(histories, kept={"sst2": 6, "cb": 0})
+    assert [a.get_title() for a in fig.axes[:3]] == ["sst2 (kept: epoch 6)", "cb (kept: epoch 0)", "stsb"]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+    for ax in fig.axes[:len(histories)]:  # the task panels; their twins follow in fig.axes
+        twin = [a for a in fig.axes if a is not ax and a.get_shared_x_axes().joined(a, ax)]
+        assert len(twin) == 1
+        boxes.append((ax.get_tightbbox(renderer), twin[0].get_tightbbox(renderer)))
+    for (left, left_twin), (right, right_twin) in zip(boxes, boxes[1:]):
+        assert max(left.x1, left_twin.x1) <= min(right.x0, right_twin.x0), (left, left_twin, right, right_twin)
+    plt.close(fig)
+    plot_curves(histories, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
