@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from ptv2 import __version__
 from ptv2.config import SPLITS
+from ptv2.config.schema import check_seed
 from ptv2.errors import USER_ERROR_EXIT, ConfigError, Ptv2Error, as_user_error, user_line
 
 for _k, _v in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
@@ -230,6 +231,8 @@ def _seeds(value: str | None, default: list) -> list[int]:
         raise ConfigError(f"--seeds {value!r} is not a comma-separated list of integers; e.g. --seeds 1,2,3")
     if len({int(x) for x in names}) != len(names):  # 1,01
         raise ConfigError(f"--seeds {value!r} names a seed twice: list each once")
+    for x in names:  # before any run starts (a negative seed failed at its run, after the runs before it)
+        check_seed("--seeds", int(x))
     return [int(x) for x in names]
 
 

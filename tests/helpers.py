@@ -91,7 +91,9 @@ def tiny_params(root: Path, backbone: Path, **train: Any) -> dict[str, Any]:
                              **train},
                    "run": {"task": "sent", "out_dir": str(root / "outputs")},
                    "pretrain": {"tasks": ["sent", "pair"], "weights": {}},
-                   "compare": {"tasks": ["sent"], "one_seed": [], "overrides": []},
+                   # its outputs under root: a compare that ran in a test wrote the repo's reports/baselines.md
+                   "compare": {"tasks": ["sent"], "one_seed": [], "overrides": [],
+                               "out": str(root / "reports/compare.md"), "work": str(root / "outputs/compare")},
                    "export": {"out_dir": str(root / "outputs/bundle"), "checks_dir": str(root / "outputs/checks"),
                               "frozen_dir": str(root / "outputs/bundle_frozen")},
                    "adapt": {"tasks": ["sent"], "baseline_dir": str(root / "outputs/baseline")},

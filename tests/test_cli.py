@@ -80,6 +80,10 @@ def test_predict_with_no_texts_is_one_line(params, tmp_path, capsys, monkeypatch
     # a repeat ran twice and counted twice in mean ± std, or trained a mixture on one task "twice" (session 25)
     (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", "1,1"], "names '1' twice"),
     (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", "1,01"], "names a seed twice"),
+    # regression (session 30): a negative seed failed at its own run, after the runs before it had run
+    (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", "1,-1"],
+     "--seeds = -1 is not allowed: expected an integer in [0, 4294967295]"),
+    (["transfer", "--tasks", "sent", "--seeds", "4294967296"], "--seeds = 4294967296 is not allowed"),
     (["compare", "--no-track", "--tasks", "sent,sent", "--methods", "ptv2"], "--tasks 'sent,sent' names 'sent' twice"),
     (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2,ptv2"], "names 'ptv2' twice"),
     (["compare", "--no-track", "--set", "compare.seeds=[2,2]"], "compare.seeds = [2, 2] is not allowed"),

@@ -32,7 +32,8 @@ TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")  # a task template's placeholder: {
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
-def _check_seed(key: str, seed: int) -> None:
+def check_seed(key: str, seed: int) -> None:
+    """A seed numpy and torch both take, or one ConfigError naming ``key``."""
     # numpy's seeding (data carve, transformers.set_seed) takes only non-negative 32-bit seeds
     _check(0 <= seed <= MAX_SEED, key, seed, f"an integer in [0, {MAX_SEED}]")
 
@@ -227,7 +228,7 @@ class CompareConfig:
             names = getattr(self, key)
             _check(len(set(names)) == len(names), key, names, "a list naming each once")
         for x in self.seeds:
-            _check_seed("seeds", x)
+            check_seed("seeds", x)
         for t in self.one_seed:
             _check(t in self.tasks, "one_seed", t, f"one of compare.tasks {self.tasks}")
         for o in self.overrides:
@@ -259,7 +260,7 @@ class Config:
     tasks: dict[str, TaskSpec]
 
     def __post_init__(self) -> None:
-        _check_seed("seed", self.seed)
+        check_seed("seed", self.seed)
         known = sorted(self.tasks)
         for name in known:
             _check(bool(TASK_NAME.fullmatch(name)), "tasks", name,
