@@ -152,7 +152,12 @@ def _predict(args: argparse.Namespace, model: str, serving: Any, int8: bool | No
         requests = [{"task": task, "text": t, "text_pair": p, **extra}
                     for t, p in zip(texts, pairs or [None] * len(texts))]
         bundle.check(requests, names)  # every row first: an error names its line, not its place in a chunk
-        for i in range(0, len(requests), PREDICT_CHUNK):
+        from ptv2.progress import progress_bar
+
+        chunks = list(range(0, len(requests), PREDICT_CHUNK))
+        # answers printed to a terminal show the progress themselves (and a bar would be torn by them)
+        label = "" if sys.stdout.isatty() else f"labelling {len(requests)} texts"
+        for i in progress_bar(chunks, label, "chunk"):
             for row in bundle.predict(requests[i:i + PREDICT_CHUNK]):
                 print(json.dumps(row))
         return 0

@@ -27,8 +27,15 @@ def test_train_evaluate_predict(params, tmp_path, capsys):
     assert main(["evaluate", "--params", str(params), "--model", str(tmp_path / "m/model"), "--task", "sent"]) == 0
     assert "accuracy" in json.loads(capsys.readouterr().out)
     assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model"), "--text", "good film"]) == 0
-    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    captured = capsys.readouterr()
+    row = json.loads(captured.out.splitlines()[0])
     assert row["label"] in ("0", "1") and 0 <= row["score"] <= 1
+    assert "labelling" not in captured.err  # one batch: no bar
+    # many texts showed nothing until every answer came (session 30): a bar on stderr, the answers on stdout
+    many = [a for i in range(20) for a in ("--text", f"film {i}")]  # eval_batch_size 16: two batches
+    assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model"), *many]) == 0
+    captured = capsys.readouterr()
+    assert "labelling 20 texts" in captured.err and len(captured.out.splitlines()) == 20
     # --int8 on a model folder answered in fp32 without a word (session 13): now refused
     assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model"), "--text", "good film",
                  "--int8"]) == 2

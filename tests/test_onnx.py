@@ -360,8 +360,10 @@ def test_cli_predicts_a_file_longer_than_a_request_may_be(trained, tiny_dir, tmp
     monkeypatch.setattr("ptv2.cli.PREDICT_CHUNK", 3)
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(texts) + "\n"))
     assert main(["predict", "--params", str(params), "--model", str(bundle), "--task", "sent"]) == 0
-    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    captured = capsys.readouterr()
+    rows = [json.loads(x) for x in captured.out.splitlines()]
     assert len(rows) == 11 and all(r["task"] == "sent" and r["label"] in ("0", "1") for r in rows)
+    assert "labelling 11 texts" in captured.err  # four chunks behind a progress bar (session 30)
     for i in (0, 7):  # each answer is its own line's
         assert main(["predict", "--params", str(params), "--model", str(bundle), "--task", "sent",
                      "--text", texts[i]]) == 0

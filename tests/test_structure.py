@@ -113,7 +113,8 @@ def test_only_tracking_imports_mlflow_and_only_orchestration_imports_dvc():
             assert "from dvc" not in text and "import dvc" not in text, rel
 
 
-# what each package may import from the project (leaf modules: errors, files, strict, prefix, evidence, prompt)
+# what each package may import from the project (leaf modules: errors, files, strict, prefix, evidence, prompt,
+# progress, ...)
 MAY_IMPORT = {
     "config": set(), "model": set(), "serving": set(), "data": {"config"},
     "training": {"config", "data", "model"},
@@ -128,7 +129,7 @@ MAY_IMPORT = {
 def direct_packages(pkg: str, root=PROJECT) -> dict[str, set[str]]:
     """file -> the ptv2 packages its import statements name (function-local imports included)."""
 
-    leaves = {"errors", "files", "strict", "prefix", "spans", "evidence", "prompt", "procenv"}
+    leaves = {"errors", "files", "strict", "prefix", "spans", "evidence", "prompt", "procenv", "progress"}
     out = {}
     for f in sorted((root / "ptv2" / pkg).glob("*.py")):
         names = {n.split(".")[1] for n in imported(f) if n.count(".") >= 1}

@@ -9,13 +9,15 @@ import torch
 from ptv2.training import metrics
 from ptv2.data.collate import IGNORE, Collator, eval_batches, feature_length
 from ptv2.model.prompted import PromptedModel
+from ptv2.progress import progress_bar
 
 
 @torch.no_grad()
 def predict_logits(model: PromptedModel, task: str, feats: list[dict[str, Any]], pad_id: int,
-                   batch_size: int, device: torch.device | str | None = None) -> list[torch.Tensor]:
+                   batch_size: int, device: torch.device | str | None = None, progress: str = "") -> list[torch.Tensor]:
     """Logits per example, in input order: (n_labels,), (), (C,) or (T_i, n_labels) each. Batches go to
-    ``device``, by default the model's own (a model on CUDA fed CPU batches failed ``ptv2 train``'s dev report)."""
+    ``device``, by default the model's own (a model on CUDA fed CPU batches failed ``ptv2 train``'s dev report).
+    ``progress``: a progress bar on stderr with that label, when there is more than one batch."""
     device = device if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -23,7 +25,8 @@ def predict_logits(model: PromptedModel, task: str, feats: list[dict[str, Any]],
     collate = Collator(pad_id, task_type)
     out: list[torch.Tensor | None] = [None] * len(feats)
     lengths = [feature_length(f) for f in feats]
-    for idx in eval_batches(lengths, batch_size):
+    batches = list(eval_batches(lengths, batch_size))
+    for idx in progress_bar(batches, progress, "batch"):
         batch = {k: v.to(device) for k, v in collate([feats[i] for i in idx]).items()}
         logits = model(batch, task).float().cpu()
         for row, i in enumerate(idx):

@@ -59,7 +59,7 @@ def predict_texts(model_dir: str | Path, texts: list[str], pairs: list[str] | No
             raise DataError(f"task {task!r} takes a text pair per text: pass as many pairs as texts")
         ds = datasets.Dataset.from_dict({"text_a": texts, "text_b": pairs or [""] * len(texts), "label": [0] * len(texts)})
     feats = encode_split(ds, info.type, tok, L, info.pair_encoding)
-    logits = predict_logits(model, task, feats, tok.pad_token_id, batch_size)
+    logits = predict_logits(model, task, feats, tok.pad_token_id, batch_size, progress=f"labelling {len(texts)} texts")
     out = []
     for text, lg, pred in zip(texts, logits, decode(info.type, logits, feats, info.labels)):
         if info.type == "regression":
