@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,24 @@ def test_a_task_name_must_be_a_word_dvc_and_the_registry_take(name, ok):
     else:
         with pytest.raises(ConfigError, match=rf"tasks = {name!r} is not allowed: expected a task name of letters, "
                                               r"digits, '_' and '-'"):
+            config_from_dict(params)
+
+
+@pytest.mark.parametrize("key,value,ok", [
+    ("registry_prefix", "ptv2-", True), ("registry_prefix", "team.ptv2_", True), ("registry_prefix", "a/b-", False),
+    ("registry_prefix", "x:y-", False), ("registry_prefix", "a@b-", False), ("registry_prefix", "a b-", False),
+    ("multitask_model", "ptv2-all", True), ("multitask_model", "a/b", False), ("multitask_model", "m:1", False),
+    ("multitask_model", "all@prod", False)])
+def test_registered_model_names_are_words_mlflow_and_models_uris_take(key, value, ok):
+    """Regression (session 30): tracking.registry_prefix 'a/b-' was taken, and MLflow refused the name ('Names
+    cannot contain '/' or ':'') only at the promote stage, after the training; an '@' made models:/NAME@ALIAS
+    unparseable for `ptv2 serve`."""
+    params = merged({"tracking": {key: value}})
+    if ok:
+        assert getattr(config_from_dict(params).tracking, key) == value
+    else:
+        with pytest.raises(ConfigError, match=rf"{key} = {re.escape(repr(value))} is not allowed: expected .*letters, "
+                                              r"digits, '_', '-' and '\.'"):
             config_from_dict(params)
 
 

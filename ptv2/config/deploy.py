@@ -2,11 +2,14 @@
 flows, the ONNX export checks, serving limits (``schema.Config`` holds them; same rules: no defaults)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from ptv2.config.checks import _valid_cron, _valid_timezone
 from ptv2.errors import check_value as _check
+
+REGISTERED_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a registered model's name: <registry_prefix><task>, multitask_model
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,12 @@ class TrackingConfig:
         _check(0 < self.promote_alpha < 0.5, "promote_alpha", self.promote_alpha, "a level in (0, 0.5), e.g. 0.05")
         _check(self.permutation_samples >= 100, "permutation_samples", self.permutation_samples, "an integer >= 100")
         _check(self.promote_margin >= 0, "promote_margin", self.promote_margin, "a float >= 0 (metric points)")
-        _check(bool(self.multitask_model.strip()), "multitask_model", self.multitask_model, "a registered model name")
+        # MLflow refuses '/' and ':' in a registered model's name (at the promote stage, after the training), and
+        # an '@' would make models:/NAME@ALIAS ambiguous: one plain word each, checked before any work
+        _check(REGISTERED_NAME.fullmatch(self.multitask_model) is not None, "multitask_model", self.multitask_model,
+               "a registered model name of letters, digits, '_', '-' and '.'")
+        _check(REGISTERED_NAME.fullmatch(self.registry_prefix + "x") is not None, "registry_prefix",
+               self.registry_prefix, "letters, digits, '_', '-' and '.' (the task name follows it)")
 
     def task_model(self, task: str) -> str:
         """The registered model that holds ``task``'s versions."""
