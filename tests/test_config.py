@@ -171,6 +171,14 @@ def test_registered_model_names_are_words_mlflow_and_models_uris_take(key, value
             config_from_dict(params)
 
 
+def test_an_experiment_name_mlflow_would_refuse_is_refused_at_load():
+    """MLflow takes experiment names of at most 500 characters: a longer one failed at the first tracked stage."""
+    assert config_from_dict(merged({"tracking": {"experiment": "team/ptv2: nightly"}})).tracking.experiment
+    for name in ("a" * 501, "  "):
+        with pytest.raises(ConfigError, match=r"tracking.experiment = .* is not allowed: expected an MLflow experiment"):
+            config_from_dict(merged({"tracking": {"experiment": name}}))
+
+
 @pytest.mark.parametrize("task,metrics,message", [
     ("cb", ["accuracy", "f1"], r"tasks.cb.metrics = 'f1' is not allowed: expected f1_macro for 3 classes"),
     ("sst2", ["pearson"], r"tasks.sst2.metrics = 'pearson' is not allowed: expected a metric of a classification task"),

@@ -25,6 +25,8 @@ class TrackingConfig:
         _check(0 < self.promote_alpha < 0.5, "promote_alpha", self.promote_alpha, "a level in (0, 0.5), e.g. 0.05")
         _check(self.permutation_samples >= 100, "permutation_samples", self.permutation_samples, "an integer >= 100")
         _check(self.promote_margin >= 0, "promote_margin", self.promote_margin, "a float >= 0 (metric points)")
+        _check(0 < len(self.experiment.strip()) and len(self.experiment) <= 500, "experiment", self.experiment,
+               "an MLflow experiment name of 1 to 500 characters")  # MLflow's own limit, met at the first run
         # MLflow refuses '/' and ':' in a registered model's name (at the promote stage, after the training), and
         # an '@' would make models:/NAME@ALIAS ambiguous: one plain word each, checked before any work
         _check(REGISTERED_NAME.fullmatch(self.multitask_model) is not None, "multitask_model", self.multitask_model,
