@@ -29,3 +29,35 @@ def test_training_curve_panels_do_not_overlap(tmp_path):
     plt.close(fig)
     plot_curves(histories, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_the_comparison_plot_draws_no_label_over_another():
+    """Regression (session 30): `ptv2 compare --tasks cb --methods ptv2,lora` drew 'ptv2' and 'lora' over each other
+    (the same trainable count and score), the log axis' minor labels into each other (2×10⁻² 3×10⁻² ...), and
+    the legend over the bars."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from ptv2.experiments.plots import comparison_figure
+
+    def row(method, pct, dev):
+        return {"method": method, "dev": {"cb": [dev]}, "average": dev, "pct": [pct], "s_per_epoch": {"cb": 4.0},
+                "peak_mb": [2000.0]}
+
+    rows = [row("frozen", 0.02, 76.8), row("ptv2", 0.344, 76.8), row("lora", 0.344, 76.8)]
+    fig = comparison_figure(rows, ["cb"], {"cb": "accuracy"})
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    bars_ax, share_ax = fig.axes[0], fig.axes[1]
+    notes = [t for t in share_ax.texts]
+    assert sorted(t.get_text() for t in notes) == ["frozen", "ptv2, lora"]
+    ticks = [t.get_window_extent(r) for t in share_ax.get_xticklabels(which="both") if t.get_visible() and t.get_text()]
+    assert ticks and not any(_overlap(x, y) for i, x in enumerate(ticks) for y in ticks[i + 1:])
+    legend = bars_ax.get_legend().get_window_extent(r)
+    bars = [p.get_window_extent(r) for p in bars_ax.patches if isinstance(p, Rectangle)]
+    assert bars and not any(_overlap(legend, b) for b in bars)
+    plt.close(fig)

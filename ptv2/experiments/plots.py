@@ -89,28 +89,35 @@ def plot_tasks(scores: dict[str, dict[str, float | None]], path: Path, title: st
 
 def plot_comparison(rows: list[dict[str, Any]], tasks: list[str], metrics: dict[str, str], path: Path) -> None:
     """Three panels: dev metric per task and method; average vs % trainable (log x); cost per method."""
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return
+    fig = comparison_figure(rows, tasks, metrics)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def comparison_figure(rows: list[dict[str, Any]], tasks: list[str], metrics: dict[str, str]) -> Any:
+    """``plot_comparison``'s figure (``rows``: the comparison's, at least one)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not rows:
-        return
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(17, 4.4), gridspec_kw={"width_ratios": [2.2, 1, 1.2]})
     width = 0.8 / len(rows)
+    top = 0.0
     for i, r in enumerate(rows):
         ys = [sum(r["dev"][t]) / len(r["dev"][t]) if t in r["dev"] else float("nan") for t in tasks]
         a.bar([j + i * width for j in range(len(tasks))], ys, width, label=r["method"])
+        top = max([top, *[y for y in ys if y == y]])
     a.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(tasks))], [f"{t}\n({metrics[t]})" for t in tasks])
     a.set_ylabel("dev metric (mean over seeds)"); a.set_title("Dev metric per task"); a.grid(axis="y", alpha=0.3)
-    a.legend(fontsize=7, ncol=2)
-    for r in rows:
-        if r["average"] is not None:
-            x = sum(r["pct"]) / len(r["pct"])
-            b.scatter(x, r["average"], s=40)
-            b.annotate(r["method"], (x, r["average"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
-    b.set_xscale("log"); b.set_xlabel("% of parameters trained (log)"); b.set_ylabel("average dev metric")
-    b.set_title("Quality vs trainable share"); b.grid(alpha=0.3)
+    if top > 0:
+        a.set_ylim(top=top * 1.2)  # room for the legend above the bars, which it covered
+    a.legend(fontsize=7, ncol=min(4, len(rows)), loc="upper center")
+    _quality_vs_share(b, rows)
     names = [r["method"] for r in rows]
     c.bar(names, [sum(r["s_per_epoch"].values()) for r in rows], color="tab:gray")
     c.set_ylabel("s / epoch, all tasks"); c.set_title("Cost per method"); c.tick_params(axis="x", rotation=45)
@@ -118,5 +125,28 @@ def plot_comparison(rows: list[dict[str, Any]], tasks: list[str], metrics: dict[
     c2.plot(names, [max(r["peak_mb"]) if r["peak_mb"] else float("nan") for r in rows], "o-", color="tab:red")
     c2.set_ylabel("peak RSS MB", color="tab:red")
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    return fig
+
+
+def _quality_vs_share(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """Average dev metric against % trainable, log x. Methods at the same point share one label (ptv2 and LoRA
+    at r = 8 train the same count: their labels were drawn over each other); ticks at decades only, labelled
+    plainly (minor labels of a narrow log range ran into each other)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    points: dict[tuple[float, float], list[tuple[int, str]]] = {}
+    for i, r in enumerate(rows):
+        if r["average"] is not None:
+            points.setdefault((sum(r["pct"]) / len(r["pct"]), r["average"]), []).append((i, r["method"]))
+    for (x, y), named in points.items():
+        ax.scatter(x, y, s=40, color=f"C{named[0][0]}")  # the first method's colour in the bar panel
+        ax.annotate(", ".join(n for _, n in named), (x, y), fontsize=8, xytext=(4, 3), textcoords="offset points")
+    ax.margins(y=0.15)
+    ax.set_xscale("log")
+    if points:
+        xs = [x for x, _ in points]
+        ax.set_xlim(min(xs) / 3, max(xs) * 3)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("% of parameters trained (log)"); ax.set_ylabel("average dev metric")
+    ax.set_title("Quality vs trainable share"); ax.grid(alpha=0.3)
