@@ -246,6 +246,8 @@ def test_transfer_table_on_tiny(root, tiny_dir):
     md = out.read_text()
     rows = [[c.strip() for c in line.split("|")[1:3]] for line in md.splitlines() if line.startswith("|")]
     assert ["sent", "accuracy"] in rows and ["pair", "accuracy"] in rows and "average (b) − (a)" in md
+    # the table's plot (session 30: transfer wrote tables only), linked from it
+    assert "![transfer](multitask.png)" in md and out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     import json
 
     res = json.loads(out.with_suffix(".json").read_text())

@@ -61,3 +61,24 @@ def test_the_comparison_plot_draws_no_label_over_another():
     bars = [p.get_window_extent(r) for p in bars_ax.patches if isinstance(p, Rectangle)]
     assert bars and not any(_overlap(legend, b) for b in bars)
     plt.close(fig)
+
+
+def test_the_task_bars_legend_covers_no_bar():
+    """Regression (session 30): the report's tasks.png put its legend over SST-2's bars (and the transfer plot's
+    over CB's)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from ptv2.experiments.plots import tasks_figure
+
+    scores = {"sst2": {"frozen backbone": 77.9, "adapted": 80.8, "no adaptation": 78.9},
+              "cb": {"frozen backbone": 78.6, "adapted": 76.8, "no adaptation": None}}
+    fig = tasks_figure(scores, "Dev metric per task")
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(r)
+    bars = [p.get_window_extent(r) for p in ax.patches if isinstance(p, Rectangle) and p.get_height() == p.get_height()]
+    assert len(bars) == 5 and not any(_overlap(legend, b) for b in bars)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["frozen backbone", "adapted", "no adaptation"]
+    plt.close(fig)

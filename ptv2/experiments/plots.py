@@ -67,6 +67,16 @@ def write_curve_tables(histories: dict[str, list[dict[str, Any]]], folder: Path)
 
 def plot_tasks(scores: dict[str, dict[str, float | None]], path: Path, title: str = "Dev metric per task") -> None:
     """Grouped bars: task x series (e.g. method or with/without adaptation)."""
+    import matplotlib.pyplot as plt
+
+    fig = tasks_figure(scores, title)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def tasks_figure(scores: dict[str, dict[str, float | None]], title: str) -> Any:
+    """``plot_tasks``' figure. The legend sits right of the bars: inside, it covered some (the report's
+    tasks.png: SST-2's)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,9 +92,10 @@ def plot_tasks(scores: dict[str, dict[str, float | None]], path: Path, title: st
         bars = ax.bar(xs, [float("nan") if y is None else y for y in ys], width, label=s)
         ax.bar_label(bars, labels=["" if y is None else f"{y:.1f}" for y in ys], fontsize=8)  # missing: no bar
     ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(tasks))], tasks)
-    ax.set_ylabel("dev metric"); ax.set_title(title); ax.legend(fontsize=8); ax.grid(axis="y", alpha=0.3)
-    _save(fig, path)
-    plt.close(fig)
+    ax.set_ylabel("dev metric"); ax.set_title(title); ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    return fig
 
 
 def plot_comparison(rows: list[dict[str, Any]], tasks: list[str], metrics: dict[str, str], path: Path) -> None:

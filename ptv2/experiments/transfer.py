@@ -15,6 +15,7 @@ from pathlib import Path
 from ptv2.config import Config
 from ptv2.errors import ConfigError
 from ptv2.experiments.runs import dev_value, run_or_reuse
+from ptv2.experiments.plots import plot_tasks
 from ptv2.experiments.tables import TRANSFER_TITLE, check_table_target, command_line, markdown, mean_std
 from ptv2.files import atomic_write_text, write_json
 
@@ -80,6 +81,9 @@ def _write(res: dict[str, dict[str, list[float]]], cfg: Config, tasks: list[str]
           f"{cfg.pretrain.batching} batches. (d), each task held out in turn: {ho}. Tasks outside the mixture "
           f"have no (c), and their (b) is itself a transfer to an unseen task. "
           f"Selection on a validation split carved from train; dev only reported.\n\nCommand: `{command}`\n\n"
-          + markdown(["task", "metric", *COLUMNS.values(), "(b) − (a)"], rows) + "\n")
+          + markdown(["task", "metric", *COLUMNS.values(), "(b) − (a)"], rows)
+          + f"\n\n![transfer]({out_md.with_suffix('.png').name})\n")
     atomic_write_text(out_md, md)
     write_json(out_md.with_suffix(".json"), res)
+    plot_tasks({t: {name: statistics.mean(res[t][k]) if res[t][k] else None for k, name in COLUMNS.items()}
+                for t in tasks}, out_md.with_suffix(".png"), title="Multi-task transfer (dev, mean over seeds)")
