@@ -263,3 +263,17 @@ def test_the_config_accepts_the_crons_prefects_schedule_accepts(expr, ok):
     elif len(expr.split()) == 5:
         with pytest.raises(ValueError):
             CronSchedule(cron=expr, timezone="UTC")
+
+
+def test_a_params_path_that_is_no_params_file_says_what_it_is(tmp_path):
+    """Regression (session 30): `--params /` and `--params /dev/null` said "not found"; another YAML file's
+    unknown keys were listed all (a password file: 879 characters on one line)."""
+    with pytest.raises(ConfigError, match=r"config file '.*' is a folder \(pass --params PATH to a params.yaml\)"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match=r"config file '/dev/null' is not a regular file"):
+        load_config("/dev/null")
+    other = tmp_path / "other.yaml"
+    other.write_text("".join(f"key{i}: {i}\n" for i in range(20)))
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['key0', .*'key15'\] and 12 more in top level") as e:
+        load_config(other)  # (sorted as text)
+    assert "key9" not in str(e.value)

@@ -66,7 +66,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     where = prefix or "top level"
     if unknown:
         moved = [f"{prefix}.{k} is now {MOVED[f'{prefix}.{k}']}" for k in unknown if f"{prefix}.{k}" in MOVED]
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed keys: {names}"
+        shown = f"{unknown[:8]} and {len(unknown) - 8} more" if len(unknown) > 8 else f"{unknown}"  # another file?
+        raise ConfigError(f"unknown key(s) {shown} in {where}; allowed keys: {names}"
                           + (f" ({'; '.join(moved)})" if moved else ""))
     if missing:
         raise ConfigError(f"missing key(s) {missing} in {where}; add them to params.yaml")
@@ -174,7 +175,8 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
 def _read(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """The params file as a mapping, overrides applied (not yet validated)."""
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} not found (pass --params PATH)")
+        what = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "not found"
+        raise ConfigError(f"config file {str(path)!r} {what} (pass --params PATH to a params.yaml)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
