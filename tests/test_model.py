@@ -341,3 +341,14 @@ def test_every_supported_backbone_type_takes_the_deep_prompt_exactly(tiny, model
     alone, _ = encode(backbone, one["input_ids"], one["attention_mask"], one["token_type_ids"], model.prompt(1))
     n = int(one["attention_mask"].sum())
     torch.testing.assert_close(h[0, :n], alone[0, :n], atol=1e-5, rtol=1e-5)
+
+
+def test_loading_a_backbone_draws_no_progress_bar(tiny_dir, capfd):
+    """Regression (session 30): every `ptv2 predict` / `evaluate` and stage printed transformers' "Loading weights:
+    100%| 103/103" bar around its own output."""
+    from ptv2.model.backbone import load_backbone
+
+    capfd.readouterr()
+    load_backbone(str(tiny_dir))
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err, err

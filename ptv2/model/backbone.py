@@ -53,7 +53,10 @@ def position_limit(name: str) -> int | None:
 
 def load_backbone(name: str) -> tuple[PreTrainedModel, Any]:
     """Returns (encoder without task head, fast tokenizer)."""
+    from transformers.utils import logging as hf_logging
+
     path = resolve(name)
+    hf_logging.disable_progress_bar()  # its "Loading weights 103/103" on every load (a CLI call, a stage) is noise
     try:
         model = AutoModel.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
