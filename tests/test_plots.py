@@ -53,8 +53,7 @@ def test_the_comparison_plot_draws_no_label_over_another():
     fig.canvas.draw()
     r = fig.canvas.get_renderer()
     bars_ax, share_ax = fig.axes[0], fig.axes[1]
-    notes = [t for t in share_ax.texts]
-    assert sorted(t.get_text() for t in notes) == ["frozen", "ptv2, lora"]
+    assert sorted(t.get_text() for t in share_ax.texts) == ["frozen", "ptv2, lora"]
     ticks = [t.get_window_extent(r) for t in share_ax.get_xticklabels(which="both") if t.get_visible() and t.get_text()]
     assert ticks and not any(_overlap(x, y) for i, x in enumerate(ticks) for y in ticks[i + 1:])
     legend = bars_ax.get_legend().get_window_extent(r)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ptv2.config import Config
 from ptv2.errors import ConfigError
-from ptv2.experiments.runs import dev_value, run_or_reuse
 from ptv2.experiments.plots import plot_tasks
+from ptv2.experiments.runs import dev_value, run_or_reuse
 from ptv2.experiments.tables import TRANSFER_TITLE, check_table_target, command_line, markdown, mean_std
 from ptv2.files import atomic_write_text, write_json
 
