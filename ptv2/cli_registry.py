@@ -41,8 +41,11 @@ def registry_table(cfg: Config, root: Path) -> str:
         from ptv2.tracking.store import tracking_uri
 
         return f"no registered model in {tracking_uri(root)}: `dvc repro` trains, gates and registers them"
-    return markdown(["model", "version", "aliases", "metric", "score", "baseline", "p vs baseline", "champion before",
-                     "p vs champion", "int8 agreement", "promoted", "reason"], rows)
+    headers = ["model", "version", "aliases", "metric", "score", "baseline", "p vs baseline", "champion before",
+               "p vs champion", "int8 agreement", "promoted", "reason"]
+    # a column no version fills (no champion before any gate) only widens a table already ~250 characters wide
+    keep = [i for i, h in enumerate(headers) if i < 3 or any(r[i] for r in rows)]
+    return markdown([headers[i] for i in keep], [[r[i] for i in keep] for r in rows])
 
 
 def check_port(host: str, port: int) -> None:

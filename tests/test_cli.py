@@ -216,8 +216,12 @@ def test_registry_marks_a_version_its_gate_never_decided(params, tmp_path, capsy
         run.log_artifacts(tmp_path / "m", "model")
     registry.register_version(params.parent, "ptv2-sent", run.id, "model", {"int8_agreement": "0.99"})
     assert main(["registry", "--params", str(params)]) == 0
-    row = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ptv2-sent")]
+    out = capsys.readouterr().out.splitlines()
+    row = [r for r in out if r.startswith("| ptv2-sent")]
     assert len(row) == 1 and "not gated: its promote stage stopped before deciding" in row[0], row
+    # regression (session 31): columns no version fills were printed empty, widening a ~250-character table
+    headers = [h.strip() for h in out[0].strip("|").split("|")]
+    assert headers == ["model", "version", "aliases", "int8 agreement", "reason"], headers
 
 
 def test_version_has_one_home(capsys):
