@@ -12,6 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prefect import serve  # noqa: E402
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy  # noqa: E402
 from prefect.schedules import Cron  # noqa: E402
 
 from flows.pipeline import ROOT, retrain  # noqa: E402
@@ -25,9 +26,12 @@ def retrain_deployment(root: Path = ROOT, cron: str | None = None):
     cfg = load_config(root / "params.yaml", [f"flows.retrain_cron={json.dumps(cron)}"] if cron else [])
     check_remote(root, cfg.flows.dvc_remote)  # each scheduled run would push there
     schedule = Cron(cfg.flows.retrain_cron, timezone=cfg.flows.timezone)
+    # one run at a time; a run that comes due while one is still going is cancelled, not queued: queued, a
+    # 1-minute cron under a 10-minute pipeline grew a backlog without end (each a no-op once its turn came)
+    one = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
     return retrain.to_deployment(
         name="scheduled-retrain", schedules=[schedule], parameters={"root": str(root)},
-        concurrency_limit=1, tags=["ptv2"], description="dvc repro + registry promotion gate")
+        concurrency_limit=one, tags=["ptv2"], description="dvc repro + registry promotion gate")
 
 
 def check_prefect_server(url: str | None) -> None:

@@ -43,8 +43,13 @@ def test_every_dvc_param_exists_in_the_schema():
 def test_deployment_has_cron_and_concurrency_limit_1():
     from flows.serve import retrain_deployment
 
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+
     d = retrain_deployment(PROJECT, cron="*/1 * * * *")
     assert d.concurrency_limit == 1
+    # regression (session 31): runs that came due during a run were queued (Prefect's default), a backlog
+    # without end when the cron is shorter than the pipeline
+    assert d.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
     assert d.schedules[0].schedule.cron == "*/1 * * * *"
     default = retrain_deployment(PROJECT)
     assert default.schedules[0].schedule.cron == yaml.safe_load((PROJECT / "params.yaml").read_text())["flows"]["retrain_cron"]
