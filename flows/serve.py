@@ -21,6 +21,18 @@ from ptv2.errors import ConfigError, exit_2_on_user_error  # noqa: E402
 from ptv2.orchestration.dvc_graph import check_remote  # noqa: E402
 
 
+def deployment_name(root: Path) -> str:
+    """The project's own deployment name: every project named it "scheduled-retrain", so two projects on one
+    Prefect server shared one deployment, and one project's runner ran the runs the other had scheduled (their
+    pipeline, in its folder). The folder's name for people, a hash of its path to keep two folders apart."""
+    import hashlib
+    import re
+
+    where = Path(root).resolve()
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", where.name).strip("-.")[:40] or "project"
+    return f"retrain-{slug}-{hashlib.sha256(str(where).encode()).hexdigest()[:8]}"
+
+
 def retrain_deployment(root: Path = ROOT, cron: str | None = None):
     # a cron from the command line is checked as flows.retrain_cron is (one line, not Prefect's traceback)
     cfg = load_config(root / "params.yaml", [f"flows.retrain_cron={json.dumps(cron)}"] if cron else [])
@@ -30,7 +42,7 @@ def retrain_deployment(root: Path = ROOT, cron: str | None = None):
     # 1-minute cron under a 10-minute pipeline grew a backlog without end (each a no-op once its turn came)
     one = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
     return retrain.to_deployment(
-        name="scheduled-retrain", schedules=[schedule], parameters={"root": str(root)},
+        name=deployment_name(root), schedules=[schedule], parameters={"root": str(root)},
         concurrency_limit=one, tags=["ptv2"], description="dvc repro + registry promotion gate")
 
 

@@ -40,6 +40,15 @@ def test_every_dvc_param_exists_in_the_schema():
     assert not _schema_has("train.nope")
 
 
+def test_each_project_has_its_own_deployment(tmp_path):
+    from flows.serve import deployment_name
+
+    a, b = tmp_path / "a" / "proj", tmp_path / "b" / "proj"
+    names = {deployment_name(a), deployment_name(b), deployment_name(tmp_path / "my proj/")}
+    assert len(names) == 3 and deployment_name(a) == deployment_name(a)
+    assert all(not set(n) & set("/%&><") and " " not in n for n in names), names  # Prefect's name rule
+
+
 def test_deployment_has_cron_and_concurrency_limit_1():
     from flows.serve import retrain_deployment
 
@@ -52,6 +61,9 @@ def test_deployment_has_cron_and_concurrency_limit_1():
     assert d.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
     assert d.schedules[0].schedule.cron == "*/1 * * * *"
     default = retrain_deployment(PROJECT)
+    # regression (session 31): every project's deployment was "scheduled-retrain": two projects on one Prefect
+    # server shared it, and one project's runner ran the other's scheduled pipeline
+    assert d.name == default.name and d.name.startswith(f"retrain-{PROJECT.name}-")
     assert default.schedules[0].schedule.cron == yaml.safe_load((PROJECT / "params.yaml").read_text())["flows"]["retrain_cron"]
 
 
