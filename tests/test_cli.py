@@ -103,19 +103,36 @@ def test_user_errors_exit_2_with_a_clear_message(params, capsys, argv, needle):
     assert needle in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("name", ["empty-folder", "nosuch-org/nosuch-model"])
+@pytest.mark.parametrize("name", ["empty-folder", "nosuch-org/nosuch-model", "missing-folder", "~/nosuch"])
 def test_a_backbone_that_cannot_be_loaded_is_one_line(params, tmp_path, capsys, monkeypatch, name):
     """Regression (session 21): a folder holding no model, or a hub name offline, reached the user as a
     transformers traceback (ValueError / OSError)."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    if name == "empty-folder":
+    monkeypatch.setenv("HOME", str(tmp_path))
+    if name.endswith("-folder"):
         name = str(tmp_path / name)
+    if name.startswith(str(tmp_path / "empty")):
         (tmp_path / "empty-folder").mkdir()
     assert main(["train", "--params", str(params), "--task", "sent", "--set", f"backbone.name={name}",
                  "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"backbone {name!r} cannot be loaded" in err and "Traceback" not in err, err
     assert "set backbone.name to a local model folder" in err
+    # regression (session 31): a folder that is not there read "Repo id must be in the form 'repo_name' ..."
+    if "missing" in name or name.startswith("~"):
+        assert f"(no such folder: {tmp_path / name.rsplit('/', 1)[-1]})" in err, err
+
+
+def test_a_backbone_folder_under_home_is_found(tiny_dir, tmp_path, monkeypatch):
+    """Regression (session 31): ``backbone.name: ~/models/x`` went to the hub as a repo id."""
+    import shutil
+
+    from ptv2.model.backbone import load_backbone
+
+    shutil.copytree(tiny_dir, tmp_path / "models" / "tiny")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    model, _ = load_backbone("~/models/tiny")
+    assert model.config.hidden_size == 32
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -17,8 +17,15 @@ PACKAGED = {
 SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 
 
+def _path_like(name: str) -> bool:
+    """A name only a folder can have (a hub name is ``org/name`` or ``name``)."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name in (".", "..")
+
+
 def resolve(name: str) -> str:
-    """A hub name, a local folder, or one of the packaged names (then its folder)."""
+    """A hub name, a local folder (``~`` expanded), or one of the packaged names (then its folder)."""
+    if name.startswith("~"):
+        return str(Path(name).expanduser())
     if Path(name).is_dir() or name not in PACKAGED:
         return name
     try:
@@ -31,6 +38,8 @@ def _unloadable(name: str, e: Exception) -> ConfigError:
     """One line for a backbone transformers cannot load (a folder without a model, an unknown hub name, no
     internet): the reason's first line and what a name may be."""
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if _path_like(name) and not Path(resolve(name)).exists():  # transformers' reason reads "Repo id must be ..."
+        reason = f"no such folder: {Path(resolve(name)).absolute()}"
     return ConfigError(f"backbone {name!r} cannot be loaded ({reason}); set backbone.name to a local model folder, "
                        f"one of the packaged names {sorted(PACKAGED)}, or a hub name with internet access "
                        f"(HF_HUB_OFFLINE unset)")
