@@ -23,7 +23,7 @@ WORDS = ("good great fine nice bad awful poor sad the a movie film plot is was v
          "effect happened man woman rain wet sun dry").split()
 
 
-def make_tiny_backbone_dir(root: Path, seed: int = 0) -> Path:
+def make_tiny_backbone_dir(root: Path, seed: int = 0, layers: int = 2) -> Path:
     """Save a random-init BertModel + tokenizer to ``root`` so load_backbone(root) works."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -33,7 +33,7 @@ def make_tiny_backbone_dir(root: Path, seed: int = 0) -> Path:
     tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
     tok.save_pretrained(root)
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
                      intermediate_size=64, max_position_embeddings=64)
     BertModel(cfg).save_pretrained(root)
     return root

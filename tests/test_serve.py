@@ -121,6 +121,30 @@ def test_the_multitask_model_is_rebuilt_only_when_a_champion_changes(trained, pu
     assert json.loads(registry.alias_version(store_root, "ptv2-all", "champion")[1]["serving"])["int8_min_agreement"] == 1.0
 
 
+def test_a_champion_on_a_backbone_of_another_shape_is_left_to_its_own_model(trained, tmp_path, monkeypatch):
+    """Regression (session 31): after a change of ``backbone.name`` to a model of another depth, a task whose
+    old champion stayed made the publish stage fail ("prompt (3, ...) does not fit the encoder's prefix
+    input"), run after run: the combined bundle could not load."""
+    from ptv2.config import config_from_dict
+    from ptv2.release.publish import publish
+    from ptv2.tracking import registry
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root, cfg = trained
+    deeper = make_tiny_backbone_dir(tmp_path / "deeper-bert", seed=2, layers=3)
+    params = cfg.to_dict()
+    params["backbone"]["name"] = str(deeper)
+    train_task(config_from_dict(params), "sent", tmp_path / "sent3", report_splits=())
+    cfg = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, tasks=list(TASKS)))
+    register(tmp_path, cfg, tmp_path / "sent3", "sent")
+    for task in ("pair", "mc"):  # two champions on the first backbone: theirs is the shared encoder
+        register(tmp_path, cfg, root / task, task)
+    out = publish(cfg, tmp_path)
+    assert out["published"] and out["tasks"] == {"pair": "1", "mc": "1"}, out
+    assert "trained on a backbone of another shape" in out["excluded"]["sent"], out
+    assert json.loads(registry.alias_version(tmp_path, "ptv2-all", "champion")[1]["excluded"]).keys() == {"sent"}
+
+
 def test_one_server_answers_mixed_tasks_and_refuses_bad_rows(published):
     import yaml
 

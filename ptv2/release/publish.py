@@ -41,6 +41,23 @@ def _verify(cfg: Config, task: str, combined: Bundle, own: Bundle) -> float:
     return agreement(bundle_predictions(own, td), bundle_predictions(combined, td), cfg.export.parity_tol)
 
 
+def _misfits(cfg: Config, parts: dict[str, Path], differ: list[str], tmp: Path) -> dict[str, str]:
+    """task -> why, for the tasks of ``differ`` whose prompt or head does not fit the shared encoder (their
+    champion was trained on a backbone of another shape: another ``backbone.name``)."""
+    from ptv2.serving.manifest import BundleError
+
+    anchor = next(t for t in parts if t not in differ)  # a task whose bundle holds the shared encoder
+    out = {}
+    for task in differ:
+        pair, _ = combine_bundles({anchor: parts[anchor], task: parts[task]}, tmp / f"fit-{task}")  # tie: anchor's
+        try:
+            Bundle.from_serving(pair, cfg.serving, bounded=False)
+        except BundleError:
+            out[task] = ("its champion was trained on a backbone of another shape (its prompt or head does not fit "
+                         "the shared encoder): served by its own registered model")
+    return out
+
+
 def publish(cfg: Config, root: Path) -> dict[str, Any]:
     """Build, check and register the multi-task model when the set of champions changed; else a no-op."""
     name, champs = cfg.tracking.multitask_model, champions(cfg, root)
@@ -64,6 +81,12 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
             return {"published": False, "version": None, "tasks": {}, "excluded": excluded,
                     "reason": "no champion is a deep-prompt model that can share an encoder"}
         bundle, differ = combine_bundles(parts, Path(tmp) / "all")
+        misfits = _misfits(cfg, parts, differ, Path(tmp))
+        if misfits:  # a champion on a backbone of another shape: the combined bundle would not even load
+            excluded |= misfits
+            for task in misfits:
+                parts.pop(task)
+            bundle, differ = combine_bundles(parts, Path(tmp) / "all-fit")
         combined = Bundle.from_serving(bundle, cfg.serving, bounded=False)  # checked over whole dev sets
         for task in differ:  # exported with other encoder bytes: its answers must not change
             agree = _verify(cfg, task, combined, Bundle.from_serving(parts[task], cfg.serving, bounded=False))
