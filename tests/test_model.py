@@ -352,3 +352,17 @@ def test_loading_a_backbone_draws_no_progress_bar(tiny_dir, capfd):
     load_backbone(str(tiny_dir))
     err = capfd.readouterr().err
     assert "Loading weights" not in err, err
+
+
+def test_same_backbone_names_one_model_however_written(tiny_dir, tmp_path, monkeypatch):
+    """What `ptv2 export` compares a model's backbone with backbone.name by (session 31)."""
+    import shutil
+
+    from ptv2.model.backbone import same_backbone
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(tiny_dir, tmp_path / "tiny")
+    monkeypatch.chdir(tmp_path)
+    assert same_backbone("~/tiny", "tiny") and same_backbone("./tiny", str(tmp_path / "tiny"))
+    assert same_backbone("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+    assert not same_backbone("tiny", str(tiny_dir)) and not same_backbone("org/a", "org/b")

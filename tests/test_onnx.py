@@ -234,6 +234,26 @@ def test_input_prompt_methods_are_refused_by_export(tmp_path, tiny_dir):
         write_bundle({"sent": model}, tok, tmp_path / "bundle")
 
 
+def test_export_refuses_a_model_trained_on_another_backbone(trained, tmp_path, tiny_dir):
+    """Regression (session 31): `ptv2 export` put every prompt on params.yaml's backbone.name; a model trained
+    on another backbone of the same shape was exported onto the wrong weights without a word (its parity
+    check compared against the same wrong model), one of another shape failed with "retrain the model"."""
+    import dataclasses
+
+    from conftest import make_tiny_backbone_dir
+    from ptv2.errors import ArtifactError
+    from ptv2.export.deploy import export_and_check
+
+    root = trained[0]
+    cfg = config_from_dict(tiny_params(root, tiny_dir))
+    other = make_tiny_backbone_dir(tmp_path / "other-bert", seed=1)  # same shape, other weights
+    cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, name=str(other)))
+    with pytest.raises(ArtifactError, match=rf"trained on backbone '{re.escape(str(tiny_dir))}', but backbone.name "
+                                            rf"is '{re.escape(str(other))}'; export it with --set backbone.name="):
+        export_and_check(cfg, {"sent": root / "sent" / "model"}, tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
+
+
 def test_export_and_check_gates_a_lora_model(tmp_path, tiny_dir):
     """The deployment gates (parity, int8 drop) run on a merged LoRA model as on a deep prompt."""
     from ptv2.export.deploy import export_and_check

@@ -13,7 +13,7 @@ from ptv2.export.compose import bundle_for, is_export
 from ptv2.training.metrics import scorer
 from ptv2.export.onnx_export import parity, write_bundle
 from ptv2.files import atomic_dir, write_json
-from ptv2.model.backbone import load_backbone
+from ptv2.model.backbone import load_backbone, same_backbone
 from ptv2.model.prompted import PromptedModel
 from ptv2.serving.bundle import Bundle
 from ptv2.serving.manifest import write_manifest
@@ -36,10 +36,15 @@ def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path,
     checks_dir = Path(checks_dir or cfg.export.checks_dir)
     for task in model_dirs:
         cfg.task(task)  # the dev checks need the task's data: an unknown task fails now, not after the export
+    specs = {task: read_spec(d) for task, d in model_dirs.items()}
+    for task, spec in specs.items():  # a prompt on another backbone of the same shape loads without complaint
+        if not same_backbone(spec.backbone, cfg.backbone.name):
+            raise ArtifactError(f"{model_dirs[task]}: trained on backbone {spec.backbone!r}, but backbone.name is "
+                                f"{cfg.backbone.name!r}; export it with --set backbone.name={spec.backbone}")
     backbone, tok = load_backbone(cfg.backbone.name)
     models: dict[str, PromptedModel] = {}
     for task, d in model_dirs.items():
-        method = read_spec(d).method
+        method = specs[task].method
         if method not in SERVABLE:
             raise ArtifactError(f"{d}: method {method!r} puts its prompt into the input embeddings; "
                                 f"the bundle serves {', '.join(SERVABLE)} models")

@@ -34,6 +34,16 @@ def resolve(name: str) -> str:
         return name  # fall back to the hub (needs internet)
 
 
+def same_backbone(a: str, b: str) -> bool:
+    """Whether two ``backbone.name`` values name one model: the same folder however written (a packaged name,
+    a relative path, ``~``), or the same hub name."""
+    def key(name: str) -> str:
+        path = Path(resolve(name))
+        return str(path.resolve()) if path.is_dir() else name
+
+    return key(a) == key(b)
+
+
 def _unloadable(name: str, e: Exception) -> ConfigError:
     """One line for a backbone transformers cannot load (a folder without a model, an unknown hub name, no
     internet): the reason's first line and what a name may be."""
