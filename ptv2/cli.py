@@ -289,13 +289,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--task"); b.add_argument("--out")
     e = add("evaluate", cmd_evaluate, "evaluate a saved model on a task split")
     e.add_argument("--model", required=True, help="model folder, exported bundle, or registered models:/NAME@ALIAS "
-                   "(or /VERSION) of the project's registry"); e.add_argument("--task")
+                   "(or /VERSION, /latest) of the project's registry"); e.add_argument("--task")
     e.add_argument("--split", default="dev", choices=SPLITS)
     e.add_argument("--int8", action="store_true",
                    help="bundle only: score the int8 encoder (a registered model: as it is served unless set)")
     pr = add("predict", cmd_predict, "label texts with a saved model (texts from --text or stdin)")
     pr.add_argument("--model", required=True, help="model folder, exported bundle, or registered models:/NAME@ALIAS "
-                    "(or /VERSION) of the project's registry")
+                    "(or /VERSION, /latest) of the project's registry")
     pr.add_argument("--task", help="task to answer (default: the model's only task)")
     pr.add_argument("--text", action="append", help="a text to label (repeat); none: one per line on stdin, "
                                                       "'text<TAB>text_pair' for a pair task")
@@ -324,7 +324,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--work", default="outputs/transfer")
     add("registry", cmd_registry, "list the registered model versions with the promotion gate's evidence")
     sv = add("serve", cmd_serve, "serve a registered model over HTTP (mlflow models serve), checked first")
-    sv.add_argument("--model", help="models:/NAME@ALIAS or models:/NAME/VERSION (default: the multi-task "
+    sv.add_argument("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or /latest (default: the multi-task "
                                     "model's @champion)")
     sv.add_argument("--host", default="127.0.0.1"); sv.add_argument("--port", type=int, default=5000)
     sv.add_argument("--env-manager", default="local", choices=["local", "virtualenv", "uv", "conda"],

@@ -185,6 +185,18 @@ def test_register_and_gate_is_per_task_and_keeps_a_champion_not_shown_worse(stor
     assert "paired permutation" in t["gate.test"] and "champion" in rows[("ptv2-a", "1")]["aliases"]
 
 
+def test_a_registered_model_uri_may_name_the_latest_version(store):
+    """Regression (session 31): MLflow's ``models:/NAME/latest`` was refused as "not a registered model URI"."""
+    from ptv2.errors import ArtifactError
+
+    for k in range(3):
+        registry.register_version(store, "ptv2-l", _run_with_model(store, str(k)), "model", {})
+    assert registry.resolve_model(store, "models:/ptv2-l/latest") == ("ptv2-l", "3")
+    assert registry.resolve_model(store, "models:/ptv2-l/2") == ("ptv2-l", "2")
+    with pytest.raises(ArtifactError, match="no registered model 'ptv2-none'"):
+        registry.resolve_model(store, "models:/ptv2-none/latest")
+
+
 def test_the_gate_refuses_a_challenger_that_beats_the_trivial_baseline_but_not_the_frozen_one(store):
     n = 200
     gold = [i % 2 for i in range(n)]

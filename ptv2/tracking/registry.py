@@ -136,14 +136,15 @@ def list_versions(root: str | Path, prefix: str = "") -> list[dict[str, Any]]:
 
 
 def resolve_model(root: str | Path, uri: str) -> tuple[str, str]:
-    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (name, version), checked against the registry:
-    a missing model, alias or version is an ArtifactError naming it, the store and what is there."""
+    """``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or MLflow's ``models:/NAME/latest`` (the newest version)
+    -> (name, version), checked against the registry: a missing model, alias or version is an ArtifactError
+    naming it, the store and what is there."""
     import re
 
-    m = re.fullmatch(r"models:/([^/@]+)(?:@([^/@]+)|/(\d+))", uri)
+    m = re.fullmatch(r"models:/([^/@]+)(?:@([^/@]+)|/(\d+|latest))", uri)
     if not m:
-        raise ArtifactError(f"{uri!r} is not a registered model URI; use models:/NAME@ALIAS or models:/NAME/VERSION "
-                            f"(`ptv2 registry` lists them)")
+        raise ArtifactError(f"{uri!r} is not a registered model URI; use models:/NAME@ALIAS, models:/NAME/VERSION "
+                            f"or models:/NAME/latest (`ptv2 registry` lists them)")
     name, alias, version = m.groups()
     if not has_store(root):
         raise _no_model(name, tracking_uri(root), [])
@@ -159,6 +160,11 @@ def resolve_model(root: str | Path, uri: str) -> tuple[str, str]:
             raise ArtifactError(f"model {name!r} in {where} has no alias @{alias} (its aliases: {have}); "
                                 f"no version has been promoted to it")
         return name, str(rm.aliases[alias])
+    if version == "latest":  # as MLflow reads it: the highest version number (a registered model has one)
+        numbers = [int(v.version) for v in client.search_model_versions(f"name='{name}'")]
+        if not numbers:
+            raise ArtifactError(f"model {name!r} in {where} has no version (`ptv2 registry` lists them)")
+        return name, str(max(numbers))
     try:
         client.get_model_version(name, version)
     except mlflow.exceptions.MlflowException:
