@@ -47,11 +47,27 @@ def _as_created(path: Path) -> None:
 
 
 def _check_parents(path: Path) -> None:
-    """No file stands where one of ``path``'s folders would go (mkdir's FileExistsError otherwise)."""
+    """No file stands where one of ``path``'s folders would go (mkdir's FileExistsError otherwise), and the
+    folder that would hold ``path`` takes new files (``check_writable``)."""
     clash = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if clash is not None:
         raise ArtifactError(f"cannot write {str(path)!r}: {str(clash)!r} is a file, not a folder; "
                             f"pick another output path")
+    check_writable(path.parent)
+
+
+def check_writable(folder: Path) -> None:
+    """New files can be made in ``folder``, or where it does not exist yet, in its nearest existing parent (where
+    it would be made): probed with a temp file, since permissions alone do not tell (root in /proc, a read-only
+    mount). Else one line, before any work (a table's ``--out`` under /proc failed after every run)."""
+    base = next(p for p in [folder, *folder.parents] if p.exists())
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".ptv2-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ArtifactError(f"cannot write in {str(folder)!r}: {str(base)!r} takes no new files ({e.strerror or e}); "
+                            f"pick another output path") from None
 
 
 def check_file_target(path: Path) -> None:
@@ -160,6 +176,7 @@ def output_lock(out: str | Path) -> Iterator[None]:
 
     out = Path(out)
     lock = out.parent / f".{out.name}.lock"
+    check_writable(lock.parent)  # the first write next to ``out``: /proc or another user's folder is one line
     with file_lock(lock, wait=False) as mine:
         if not mine:
             holder = lock.read_text().strip() or "another process"

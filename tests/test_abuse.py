@@ -281,6 +281,8 @@ def test_an_output_path_holding_something_else_is_refused_and_kept(params, train
     for out, what in ((trained, "an export"), (mine, "an export"), (root / "a_file", "an export")):
         _one_line_exit_2(capsys, [*export, "--out", str(out)], f"{str(out)!r} exists and is not {what}")
     assert (mine / "notes.txt").read_text() == "keep me" and (root / "a_file").read_text() == "keep me too"
+    # session 31: a folder that takes no new files was a traceback once the models were loaded
+    _one_line_exit_2(capsys, [*export, "--out", "/proc/ptv2-bundle"], "'/proc' takes no new files")
     assert main(["evaluate", "--params", str(params), "--model", str(trained), "--task", "pair"]) == 0  # intact
     assert main([*export, "--out", str(bundle)]) == 0  # an earlier export is replaced, as before
     capsys.readouterr()
@@ -306,6 +308,11 @@ def test_an_output_path_holding_something_else_is_refused_and_kept(params, train
     (["compare", "--no-track", "--tasks", "pair", "--methods", "ptv2"], "a_file", "pass a path ending in .md"),
     (["transfer", "--tasks", "pair", "--seeds", "1"], "params.yaml", "pass a path ending in .md"),
     (["transfer", "--tasks", "pair", "--seeds", "1"], "mine.md", "mine.json' exists and is not part of an earlier"),
+    # session 31: a folder that takes no new files (/proc; another user's, a read-only mount) was a traceback,
+    # for compare and transfer after every run
+    (["train", "--task", "pair"], "/proc/ptv2-run", "'/proc' takes no new files"),
+    (["compare", "--no-track", "--tasks", "pair", "--methods", "ptv2"], "/proc/t.md", "'/proc' takes no new files"),
+    (["transfer", "--tasks", "pair", "--seeds", "1"], "/proc/t.md", "'/proc' takes no new files"),
 ])
 def test_an_output_path_that_cannot_be_written_is_one_line_before_any_run(params, root, capsys, argv, out, needle):
     """Regression (session 24): a file where the output's folder goes was mkdir's FileExistsError traceback;
@@ -316,7 +323,7 @@ def test_an_output_path_that_cannot_be_written_is_one_line_before_any_run(params
     (root / "mine.json").write_text("{}")
     kept = {p: p.read_bytes() for p in (root / "notes.md", root / "mine.json", params)}
     _one_line_exit_2(capsys, [argv[0], "--params", str(params), *argv[1:], "--out", str(root / out),
-                              *(["--work", str(root / "w")] if argv[0] != "train" else [])], needle)
+                              *(["--work", str(root / "w")] if argv[0] in ("compare", "transfer") else [])], needle)
     assert (root / "a_file").read_text() == "keep" and not (root / "w").exists()
     assert all(p.read_bytes() == b for p, b in kept.items())
 

@@ -17,7 +17,7 @@ from ptv2.errors import ConfigError
 from ptv2.experiments.runs import dev_value, run_or_reuse
 from ptv2.model.spec import FROZEN  # the table's first row: the bar every method must clear
 from ptv2.experiments.tables import COMPARE_TITLE, check_table_target, command_line, count_range, markdown, mean_std
-from ptv2.files import atomic_write_text, write_json
+from ptv2.files import atomic_write_text, check_writable, write_json
 from ptv2.training.build import check_method_runs_here
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int],
     for t in tasks:
         cfg.task(t)  # fail early on unknown tasks
     check_table_target(out_md)  # not after the runs
+    check_writable(work)
     if track:  # a store that cannot take the comparison fails now, not after every run
         from ptv2.tracking.store import check_tracking
 

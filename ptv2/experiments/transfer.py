@@ -17,7 +17,7 @@ from ptv2.errors import ConfigError
 from ptv2.experiments.plots import plot_tasks
 from ptv2.experiments.runs import dev_value, run_or_reuse
 from ptv2.experiments.tables import TRANSFER_TITLE, check_table_target, command_line, markdown, mean_std
-from ptv2.files import atomic_write_text, write_json
+from ptv2.files import atomic_write_text, check_writable, write_json
 
 log = logging.getLogger(__name__)
 COLUMNS = {"f": "frozen backbone + fitted head", "a": "(a) single-task", "b": "(b) multi-task → adapted",
@@ -35,6 +35,7 @@ def transfer(cfg: Config, tasks: list[str], held_out: list[str], seeds: list[int
         raise ConfigError(f"--held-out {','.join(stray)} is not one of --tasks {tasks}: (d) adapts each held-out "
                           f"task itself; add it to --tasks or leave it out of --held-out")
     check_table_target(out_md)
+    check_writable(work)
     full = list(cfg.pretrain.tasks)
     pre_all = run_or_reuse(cfg, full, work / "pretrain_all", mixture=True)
     without: dict[str, list[str]] = {}

@@ -12,7 +12,7 @@ from ptv2.export.checks import bundle_predictions, gold
 from ptv2.export.compose import bundle_for, is_export
 from ptv2.training.metrics import scorer
 from ptv2.export.onnx_export import parity, write_bundle
-from ptv2.files import atomic_dir, write_json
+from ptv2.files import atomic_dir, check_replaceable, write_json
 from ptv2.model.backbone import load_backbone, same_backbone
 from ptv2.model.prompted import PromptedModel
 from ptv2.serving.bundle import Bundle
@@ -36,6 +36,7 @@ def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path,
     checks_dir = Path(checks_dir or cfg.export.checks_dir)
     for task in model_dirs:
         cfg.task(task)  # the dev checks need the task's data: an unknown task fails now, not after the export
+    check_replaceable(Path(out), is_export, "an export (a bundle, or one per task)")  # before the backbone loads
     specs = {task: read_spec(d) for task, d in model_dirs.items()}
     for task, spec in specs.items():  # a prompt on another backbone of the same shape loads without complaint
         if not same_backbone(spec.backbone, cfg.backbone.name):
