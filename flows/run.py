@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     root = Path(args.root).resolve()
     with exit_2_on_user_error():
+        check_project(root)  # first: a folder that is no project said "pass --params PATH", which run.py lacks
         cfg = load_config(root / "params.yaml")
-        check_project(root)
         check_data_root(root, cfg.data_root)  # else Prefect's traceback, retried
         if args.flow != "pretrain":  # the others fan out: the runner's extra is installed, its scheduler answers
             task_runner(cfg.flows)
