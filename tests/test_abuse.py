@@ -262,6 +262,15 @@ def test_bundle_refuses_a_task_it_does_not_serve(params, bundle, capsys):
                               "x"], "unknown task 'evil'")
 
 
+def test_a_bundle_where_a_model_folder_goes_names_the_fix(params, bundle, capsys):
+    """Regression (session 31): `adapt --from <a bundle>` / `export --model <a bundle>` said "is not a ptv2 model
+    folder ...; train one with 'ptv2 train'"."""
+    for argv in (["adapt", "--task", "pair", "--from", str(bundle)], ["export", "--model", str(bundle)]):
+        _one_line_exit_2(capsys, [argv[0], "--params", str(params), *argv[1:]],
+                         f"{str(bundle)!r} is a ptv2-bundle/1 folder, not a model folder (ptv2-adapter/2): pass the "
+                         f"model folder it was made from")
+
+
 def test_int8_on_a_bundle_exported_without_it_names_the_fix(params, bundle, capsys):
     """Session 25: "no encoder.int8.onnx in this bundle" said what was missing, not what to do."""
     for argv in (["predict", "--text", "x"], ["evaluate", "--task", "pair"]):

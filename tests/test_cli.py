@@ -59,7 +59,7 @@ def test_predict_with_no_texts_is_one_line(params, tmp_path, capsys, monkeypatch
     stdin = io.StringIO("good film\n")
     monkeypatch.setattr("sys.stdin", stdin)
     assert main(["predict", "--params", str(params), "--model", "/nonexistent"]) == 2
-    assert "is not a ptv2 model folder" in capsys.readouterr().err and stdin.tell() == 0
+    assert "'/nonexistent' does not exist" in capsys.readouterr().err and stdin.tell() == 0
     assert main(["train", "--params", str(params), "--task", "sent", "--out", str(tmp_path / "m")]) == 0
     capsys.readouterr()
     monkeypatch.setattr("sys.stdin", io.StringIO("\n  \n"))
@@ -72,7 +72,7 @@ def test_predict_with_no_texts_is_one_line(params, tmp_path, capsys, monkeypatch
     (["train", "--task", "nope"], "unknown task 'nope'"),
     (["train", "--set", "train.epochz=1"], "unknown key(s) ['epochz']"),
     (["train", "--set", "tasks.sent.files.train=missing.tsv", "--task", "sent"], "not found"),
-    (["evaluate", "--model", "/nonexistent", "--task", "sent"], "is not a ptv2 model folder"),
+    (["evaluate", "--model", "/nonexistent", "--task", "sent"], "'/nonexistent' does not exist: pass a ptv2 model"),
     (["compare", "--no-track", "--tasks", ","], "name at least one of each"),
     (["compare", "--no-track", "--tasks", ""], "--tasks '' is empty: give it a value, or leave the option out"),
     # an unset shell variable (--task "$TASK") trained the default task into the default folder (session 27)

@@ -45,10 +45,25 @@ def is_model_dir(path: Path) -> bool:
         return False
 
 
+def _format(manifest: Path) -> str | None:
+    """The ``format`` a manifest names, if it is readable and names one."""
+    try:
+        found = json.loads(manifest.read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) and found else None
+
+
 def _manifest(path: Path) -> dict[str, Any]:
     if not (path / MANIFEST).is_file() or not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
         if (path / "model" / MANIFEST).is_file():  # a run folder (train / adapt / baseline output) was given
             raise ArtifactError(f"{str(path)!r} is a run folder, not a model folder: pass {str(path / 'model')!r}")
+        if not path.exists():
+            raise ArtifactError(f"{str(path)!r} does not exist: pass a ptv2 model folder (<out>/model of 'ptv2 train')")
+        other = _format(path / MANIFEST)
+        if other:  # another ptv2 output (an ONNX bundle where --from / export want the model it was made from)
+            raise ArtifactError(f"{str(path)!r} is a {other} folder, not a model folder ({FORMAT}): pass the model "
+                                f"folder it was made from")
         raise ArtifactError(f"{str(path)!r} is not a ptv2 model folder (needs {MANIFEST}, {CONFIG} and {WEIGHTS}); "
                             f"train one with 'ptv2 train'")
     try:
