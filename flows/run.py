@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("flow", nargs="?", default="pipeline", choices=list(FLOWS))
     p.add_argument("--root", default=str(ROOT), help="the project folder (default: the one holding flows/)")
     args = p.parse_args(argv)
-    root = Path(args.root).resolve()
+    root = Path(args.root).expanduser().resolve()  # a quoted "~/project" is the home folder's, not ./~
     with exit_2_on_user_error():
         check_project(root)  # first: a folder that is no project said "pass --params PATH", which run.py lacks
         cfg = load_config(root / "params.yaml")

@@ -348,11 +348,26 @@ def _empty_option(args: argparse.Namespace) -> ConfigError | None:
     return None
 
 
+PATH_OPTIONS = ("params", "out", "work", "from", "model")
+
+
+def _expand_home(args: argparse.Namespace) -> None:
+    """``~`` in a path option, as a shell leaves it when quoted ("--out '~/runs'"), is the home folder: it made a
+    folder named "~" in the working directory."""
+    for key in PATH_OPTIONS:
+        value = getattr(args, key, None)
+        if isinstance(value, list):
+            setattr(args, key, [os.path.expanduser(v) if v.startswith("~") else v for v in value])
+        elif isinstance(value, str) and value.startswith("~"):
+            setattr(args, key, os.path.expanduser(value))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if (empty := _empty_option(args)) is not None:
         print(user_line(empty), file=sys.stderr)
         return USER_ERROR_EXIT
+    _expand_home(args)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):

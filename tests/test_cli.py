@@ -123,6 +123,20 @@ def test_a_backbone_that_cannot_be_loaded_is_one_line(params, tmp_path, capsys, 
         assert f"(no such folder: {tmp_path / name.rsplit('/', 1)[-1]})" in err, err
 
 
+def test_a_quoted_home_in_an_output_path_is_the_home_folder(params, tmp_path, monkeypatch, capsys):
+    """Regression (session 31): `--out '~/runs/x'` (quoted, so the shell left the ~) made a folder named "~" in the
+    working directory."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    assert main(["baseline", "--params", str(params), "--task", "sent", "--out", "~/runs/x"]) == 0
+    assert (home / "runs/x/model/manifest.json").is_file() and not (cwd / "~").exists()
+    capsys.readouterr()
+    assert main(["evaluate", "--params", str(params), "--model", "~/runs/x/model", "--task", "sent"]) == 0
+
+
 def test_a_backbone_folder_under_home_is_found(tiny_dir, tmp_path, monkeypatch):
     """Regression (session 31): ``backbone.name: ~/models/x`` went to the hub as a repo id."""
     import shutil

@@ -99,6 +99,7 @@ def test_a_flow_from_the_command_line_checks_the_project_before_prefect(tmp_path
     for args, needle in ((["adapt", "--root", str(tmp_path)], f"data_root '{tmp_path / 'no-data'}' (params.yaml) "
                                                                "is not a folder"),
                          (["--root", str(tmp_path / "nowhere")], "nowhere is not a ptv2 project (no dvc.yaml"),
+                         (["--root", "~/nowhere", f"HOME={tmp_path}"], f"{tmp_path}/nowhere is not a ptv2 project"),
                          (["--root", str(outside / "no-dvc")], "no-dvc is not a ptv2 project (no dvc.yaml and no "
                                                                ".dvc): run from a clone of the project"),
                          (["--root", str(outside / "no-git")], "no-git is not in a git work tree"),
