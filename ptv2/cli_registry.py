@@ -44,7 +44,7 @@ def registry_table(cfg: Config, root: Path) -> str:
     headers = ["model", "version", "aliases", "metric", "score", "baseline", "p vs baseline", "champion before",
                "p vs champion", "int8 agreement", "promoted", "reason"]
     # a column no version fills (no champion before any gate) only widens a table already ~250 characters wide
-    keep = [i for i, h in enumerate(headers) if i < 3 or any(r[i] for r in rows)]
+    keep = [i for i in range(len(headers)) if any(r[i] for r in rows)]
     return markdown([headers[i] for i in keep], [[r[i] for i in keep] for r in rows])
 
 

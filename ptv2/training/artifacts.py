@@ -37,14 +37,6 @@ def save_adapter(out: str | Path, state: dict[str, torch.Tensor], spec: ModelSpe
     return out
 
 
-def is_model_dir(path: Path) -> bool:
-    """A folder whose manifest says it is a model folder (of any format version: a retrain replaces it)."""
-    try:
-        return str(json.loads((path / MANIFEST).read_text()).get("format", "")).startswith("ptv2-adapter/")
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def _format(manifest: Path) -> str | None:
     """The ``format`` a manifest names, if it is readable and names one."""
     try:
@@ -52,6 +44,11 @@ def _format(manifest: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return found if isinstance(found, str) and found else None
+
+
+def is_model_dir(path: Path) -> bool:
+    """A folder whose manifest says it is a model folder (of any format version: a retrain replaces it)."""
+    return (_format(path / MANIFEST) or "").startswith("ptv2-adapter/")
 
 
 def _manifest(path: Path) -> dict[str, Any]:
