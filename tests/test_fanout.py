@@ -57,7 +57,9 @@ def test_parallel_fanout_records_what_serial_repro_records(tmp_path, tiny_dir, p
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("PTV2_DATA_ROOT", raising=False)
     serial = _repo(tmp_path / "serial", tiny_dir)
-    reproduce(serial)
+    compared = ["adapt@sent", "adapt@pair", "baseline@pair"]
+    # `dvc repro` of the compared stages and what they need (the whole pipeline cost this test ~40 s more)
+    assert set(reproduce(serial, compared)) == {"prepare", "pretrain", *compared}
     parallel = _repo(tmp_path / "parallel", tiny_dir, task_runner="dask")
     before = _worker_task_runs()
     ran = pipeline(str(parallel))
@@ -67,10 +69,9 @@ def test_parallel_fanout_records_what_serial_repro_records(tmp_path, tiny_dir, p
     assert {"adapt@sent", "adapt@pair", "baseline@sent", "baseline@pair", "export", "report"} <= set(ran)
     for stage in ("adapt@sent", "adapt@pair", "baseline@sent", "baseline@pair"):  # these ran on the workers
         assert "INFO" in (parallel / "logs" / f"{stage}.log").read_text(), stage
-    assert _status(parallel) == _status(serial) == "Data and pipelines are up to date."
+    assert _status(parallel) == "Data and pipelines are up to date."
     a, b = _lock(serial), _lock(parallel)
-    assert a.keys() == b.keys()
-    for stage in ("adapt@sent", "adapt@pair", "baseline@pair"):  # deps and params recorded as dvc repro does
+    for stage in compared:  # deps and params recorded as dvc repro does
         assert a[stage]["cmd"] == b[stage]["cmd"] and a[stage]["params"] == b[stage]["params"]
         assert [d["md5"] for d in a[stage]["deps"] if "ptv2" in d["path"]] == \
             [d["md5"] for d in b[stage]["deps"] if "ptv2" in d["path"]]

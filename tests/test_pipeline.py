@@ -200,10 +200,9 @@ def _relabel(root: Path, how: str) -> None:
         return
     lines = path.read_text().splitlines()
     out = [lines[0]]
-    for i, line in enumerate(lines[1:]):
+    for line in lines[1:]:
         text, y = line.rsplit("\t", 1)
-        y = str(1 - int(y)) if how == "flipped" else str(i % 2)  # inverted, or noise
-        out.append(f"{text}\t{y}")
+        out.append(f"{text}\t{1 - int(y)}")  # "flipped": every label inverted
     path.write_text("\n".join(out) + "\n")
 
 
@@ -241,23 +240,11 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     cfg = yaml.safe_load((root / "params.yaml").read_text())
     cfg["pretrain"]["tasks"] = ["pair"]  # sent is held out: changing its data skips pretraining
     (root / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    _relabel(root, "noise")
-
-    first = retrain(str(root))  # trained on noise: no better than the majority class
-    p = first["promotions"][0]
-    assert "pretrain" in first["ran"] and "baseline@sent" in first["ran"] and not p["promoted"], first
-    assert "baseline" in p["reason"] and set(p["baselines"]) == {"trivial", "frozen"}
-    # refused: the frozen baseline is a candidate of its own, and on noise it is refused too
-    assert p["frozen_candidate"]["candidate"] == "frozen" and not p["frozen_candidate"]["promoted"]
-    assert first["published"] == {"published": False, "version": None, "tasks": {}, "reason": "no task has a champion yet"}
-
-    assert retrain(str(root)) == {"ran": [], "promotions": [], "published": None}  # nothing changed: no new version
-    assert [r["version"] for r in registry.list_versions(root, "ptv2-")] == ["1", "2"]
-
-    _relabel(root, "clean")  # data changed: the trained model, or else the frozen baseline, beats the trivial one
+    _relabel(root, "clean")  # the trained model, or else the frozen baseline, beats the trivial one
     better = retrain(str(root))
-    assert "pretrain" not in better["ran"] and {"adapt@sent", "baseline@sent"} <= set(better["ran"])
+    assert {"pretrain", "adapt@sent", "baseline@sent"} <= set(better["ran"])
     p = better["promotions"][0]
+    assert set(p["baselines"]) == {"trivial", "frozen"}, p
     winner = p if p["promoted"] else p["frozen_candidate"]
     assert winner["promoted"] and winner["p_vs_baseline"] < 0.05, better
     champ, tags = registry.alias_version(root, "ptv2-sent", "champion")
@@ -276,9 +263,15 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert all_tags["task.sent.version"] == champ and all_tags["task.sent.model"] == "ptv2-sent"
     assert all_tags["task.sent.served"] == "int8"  # serving.int8_min_agreement 0 here: int8 serves it
 
+    versions = [r["version"] for r in registry.list_versions(root, "ptv2-sent")]
+    assert retrain(str(root)) == {"ran": [], "promotions": [], "published": None}  # nothing changed: no new version
+    assert [r["version"] for r in registry.list_versions(root, "ptv2-sent")] == versions
+
     _relabel(root, "flipped")  # worse -> registered, not promoted (nor is a frozen head fitted on flipped labels)
     retrain_out = retrain(str(root))
+    assert "pretrain" not in retrain_out["ran"]  # sent is held out of pretraining: its data does not rerun it
     worse = retrain_out["promotions"][0]
+    assert "baseline" in worse["reason"] or "champion" in worse["reason"], worse
     assert not worse["promoted"] and worse["champion_before"] is not None
     assert not worse.get("frozen_candidate", {}).get("promoted", False)
     assert registry.alias_version(root, "ptv2-sent", "champion")[0] == champ

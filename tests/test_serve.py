@@ -56,8 +56,9 @@ def trained(tmp_path_factory, tiny_dir):
     return root, cfg
 
 
-def register(store_root: Path, cfg, model_dir: Path, task: str) -> str:
-    """Bundle ``task``'s model, log it into a run, register it and pass the gate (it becomes champion)."""
+def register(store_root: Path, cfg, model_dir: Path, task: str, passes: bool = True) -> str:
+    """Bundle ``task``'s model, log it into a run, register it and pass the gate (it becomes champion), or with
+    ``passes=False`` fail it (predictions no better than the trivial baseline's)."""
     from ptv2.export.onnx_export import write_bundle
     from ptv2.release import gate
     from ptv2.tracking import packaging, store
@@ -69,11 +70,25 @@ def register(store_root: Path, cfg, model_dir: Path, task: str) -> str:
         rid = run.id
     uri = packaging.log_bundle_model(store_root, rid, bundle, serving=cfg.serving)
     gold = [i % 2 for i in range(40)]
-    data = gate.GateData("accuracy", lambda p, g: 100.0 * sum(a == b for a, b in zip(p, g)) / len(g), gold, gold,
-                         {"trivial": [0] * 40}, lambda version: [1 - g for g in gold])
+    data = gate.GateData("accuracy", lambda p, g: 100.0 * sum(a == b for a, b in zip(p, g)) / len(g), gold,
+                         gold if passes else [0] * 40, {"trivial": [0] * 40}, lambda version: [1 - g for g in gold])
     d = gate.register_and_gate(store_root, f"ptv2-{task}", rid, uri, data, 0.05, 0.0, 2000)
-    assert d.promoted, d
+    assert d.promoted == passes, d
     return d.version
+
+
+def test_nothing_is_published_before_some_task_has_a_champion(trained, tmp_path, monkeypatch):
+    """The first run's publish stage when every challenger was refused: no multi-task model, and it says why."""
+    from ptv2.release.publish import publish
+    from ptv2.tracking import registry
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root, cfg = trained
+    cfg = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, tasks=["sent"]))
+    assert register(tmp_path, cfg, root / "sent", "sent", passes=False) == "1"  # registered, not champion
+    nothing = {"published": False, "version": None, "tasks": {}, "reason": "no task has a champion yet"}
+    assert publish(cfg, tmp_path) == nothing
+    assert registry.alias_version(tmp_path, cfg.tracking.multitask_model, "champion") is None
 
 
 @pytest.fixture()

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from scipy import stats
 
 
 def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
@@ -104,6 +103,8 @@ def compute(names: list[str], pred, gold) -> dict[str, float]:
         elif n == "pearson":
             out[n] = _corr(_pearson, np.asarray(pred, float), np.asarray(gold, float))
         elif n == "spearman":
+            from scipy import stats  # here, not at the top: scipy.stats costs every stage process ~1 s to import
+
             out[n] = _corr(lambda x, y: stats.spearmanr(x, y)[0], np.asarray(pred, float), np.asarray(gold, float))
         elif n == "entity_f1":
             out[n] = ENTITY_F1(pred, gold)
