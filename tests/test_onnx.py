@@ -810,3 +810,34 @@ def test_served_entities_are_the_chunks_the_entity_f1_counts():
         assert all(e["text"] == " ".join(words[e["start"]:e["end"]]) for e in got)
     assert entities(["Ann", "Lee", "met", "Bo"], ["B-PER", "E-PER", "O", "S-PER"]) == [
         {"type": "PER", "start": 0, "end": 2, "text": "Ann Lee"}, {"type": "PER", "start": 3, "end": 4, "text": "Bo"}]
+
+
+def test_a_bundle_answering_labels_the_task_no_longer_has_scores_them_as_wrong(trained, tiny_dir, tmp_path):
+    """Regression (session 32): after a task's labels were renamed in params.yaml and its data, the promote
+    stage scored the old champion's bundle on today's dev set and failed with "ValueError: 'yes' is not in
+    list" (a traceback, every run). A label the task no longer has now matches no gold label; one it still
+    has keeps its id, whatever its new position."""
+    import json
+
+    from ptv2.data.tasks import load_task_data
+    from ptv2.export.checks import bundle_predictions, request_rows
+
+    root, _, _, bundle = trained
+    b = Bundle(bundle)
+    renamed = {"no": "contradiction", "yes": "entailment"}
+    for labels, mapping in ((["yes", "no"], {}), (["contradiction", "entailment"], renamed),
+                            (["maybe", "no", "entailment"], {"yes": "entailment"})):
+        data = tmp_path / "-".join(labels)
+        write_all_formats(data)
+        for split in ("train", "dev"):
+            f = data / f"pair/{split}.jsonl"
+            rows = [json.loads(x) for x in f.read_text().splitlines()]
+            f.write_text("".join(json.dumps({**r, "label": mapping.get(r["label"], r["label"])}) + "\n" for r in rows))
+        params = tiny_params(data, tiny_dir, epochs={"ptv2": 1, "finetune": 1})
+        params["tasks"]["pair"] = {**params["tasks"]["pair"], "labels": labels, "metrics": ["accuracy"]}
+        td = load_task_data(config_from_dict(params), "pair")
+        pred = bundle_predictions(b, td)
+        answers = [r["label"] for r in b.predict(request_rows(td))]
+        assert pred == [labels.index(a) if a in labels else -1 for a in answers], (labels, answers, pred)
+        if not mapping:
+            assert -1 not in pred

@@ -31,7 +31,8 @@ def request_rows(td: TaskData, split: str = "dev") -> list[dict[str, Any]]:
 
 
 def bundle_predictions(bundle: Bundle, td: TaskData, split: str = "dev") -> list[Any]:
-    """The bundle's predictions on ``split``, in the form of ``gold`` (the bundle micro-batches them)."""
+    """The bundle's predictions on ``split``, in the form of ``gold`` (the bundle micro-batches them). A class the
+    task no longer has (a champion exported before ``labels`` changed) is id -1: it matches no gold label."""
     out, kind = bundle.predict(request_rows(td, split)), td.spec.type
     if kind == "token_classification":
         return [p["tags"] for p in out]
@@ -39,7 +40,8 @@ def bundle_predictions(bundle: Bundle, td: TaskData, split: str = "dev") -> list
         return [float(p["score"]) for p in out]
     if kind == "multiple_choice":
         return [int(p["choice"]) for p in out]
-    return [td.labels.index(p["label"]) for p in out]
+    ids = {label: i for i, label in enumerate(td.labels)}
+    return [ids.get(p["label"], -1) for p in out]
 
 
 def evaluate_bundle(bundle: Bundle, td: TaskData, split: str = "dev") -> dict[str, float]:

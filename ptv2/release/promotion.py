@@ -10,6 +10,7 @@ so a task with no trained model worth serving is served by what the backbone alr
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from ptv2.tracking import packaging, registry
 from ptv2.evidence import baseline
 from ptv2.release.gate import Decision, GateData, register_and_gate
 from ptv2.training.artifacts import read_spec
+
+log = logging.getLogger(__name__)
 
 
 def served_in(cfg: Config, checks: dict[str, Any]) -> str:
@@ -61,7 +64,12 @@ def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, pred: dic
 
     def champion_predictions(version: str) -> list[Any]:  # the champion's own bundle, on today's dev data
         with tempfile.TemporaryDirectory() as tmp:
-            return bundle_predictions(Bundle(registry.download_bundle(root, name, version, tmp)), td)
+            champion = Bundle(registry.download_bundle(root, name, version, tmp))
+            gone = sorted(set(champion.specs[task].get("labels") or []) - set(td.labels))
+            if gone:  # tasks.<task>.labels changed since it was trained
+                log.warning("%s v%s answers with labels params.yaml no longer lists for %s (%s): those answers "
+                            "count as wrong", name, version, task, ", ".join(gone))
+            return bundle_predictions(champion, td)
 
     bases = {"trivial": baseline(td.spec.type, train_labels_for_baseline(td), len(pred["gold"]))}
     if against_frozen is not None:
