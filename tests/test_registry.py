@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from ptv2.release import gate
@@ -183,6 +185,41 @@ def test_register_and_gate_is_per_task_and_keeps_a_champion_not_shown_worse(stor
     t = rows[("ptv2-a", "2")]["tags"]
     assert t["gate.promoted"] == "false" and t["gate.baseline_metric"] == "50.0000" and float(t["gate.p_vs_champion"]) > 0.05
     assert "paired permutation" in t["gate.test"] and "champion" in rows[("ptv2-a", "1")]["aliases"]
+
+
+def test_a_champion_that_cannot_answer_the_task_any_more_is_not_compared(store, caplog):
+    """Regression (session 32): a task that became a pair task (``text_b`` added in params.yaml) made the
+    promote stage fail on every run: its champion's bundle refused the dev rows ("this task takes one text; drop
+    'text_pair'"). Such a champion is not compared: the challenger is judged on the baselines, and says why."""
+    a1 = gate.register_and_gate(store, "ptv2-u", _run_with_model(store, "u1"), "model", _data(54), 0.05, 0.0, 2000)
+    assert a1.promoted
+
+    def unfit(version):
+        raise gate.ChampionUnfit("answers classification of one text, the task is pair_classification of a text "
+                                 "pair now")
+
+    for correct, promoted in ((31, False), (54, True)):  # at chance it still loses to the trivial baseline
+        data = dataclasses.replace(_data(correct), champion_predictions=unfit)
+        d = gate.register_and_gate(store, "ptv2-u", _run_with_model(store, f"u{correct}"), "model", data, 0.05, 0.0,
+                                   2000)
+        assert d.promoted == promoted and d.evidence.champion is None, d
+    assert d.reason.endswith("; champion v1 answers classification of one text, the task is pair_classification "
+                             "of a text pair now"), d.reason
+    assert registry.alias_version(store, "ptv2-u", "champion")[0] == d.version == "3"
+    assert "judged on the baselines alone" in caplog.text
+
+
+def test_a_changed_task_form_is_named_from_the_champions_manifest():
+    from ptv2.config import TaskSpec
+    from ptv2.release.promotion import form_change
+
+    single = {"type": "classification", "labels": ["0", "1"], "text_b": False}
+    common = {"format": "tsv", "metrics": ["accuracy"], "files": {"train": "t.tsv"}, "text_a": "{a}", "labels": ["0", "1"]}
+    pair = TaskSpec(type="pair_classification", text_b="{b}", **common)
+    assert form_change(single, pair) == ("answers classification of one text, the task is pair_classification of a "
+                                         "text pair now")
+    assert form_change({**single, "type": "pair_classification", "text_b": True}, pair) == ""
+    assert form_change({**single, "labels": ["no", "yes"]}, TaskSpec(type="classification", **common)) == ""  # scored
 
 
 def test_a_registered_model_uri_may_name_the_latest_version(store):

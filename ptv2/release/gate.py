@@ -2,10 +2,12 @@
 
 On the same dev examples, the challenger must beat (a) each of the task's baselines: the trivial one
 (majority class, train mean, all "O") and the frozen backbone's (its own pooled features with a fitted
-head; for similarity, the cosine), and (b) the current champion (re-scored on today's dev data), each by a one-sided paired permutation test at level
-``tracking.promote_alpha`` with margin ``tracking.promote_margin`` (metric points); its ONNX export must
-have passed parity (checked at export; whether int8 may serve the task is decided there too, not here). Per task: each task
-has its own registered model. Scores, the baseline, the test and its p-values are tagged on the version.
+head; for similarity, the cosine), and (b) the current champion (re-scored on today's dev data; one that cannot
+answer the task as params.yaml now defines it, ``ChampionUnfit``, is not compared), each by a one-sided paired
+permutation test at level ``tracking.promote_alpha`` with margin ``tracking.promote_margin`` (metric points); its
+ONNX export must have passed parity (checked at export; whether int8 may serve the task is decided there too, not
+here). Per task: each task has its own registered model. Scores, the baseline, the test and its p-values are tagged
+on the version.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class Evidence:
     p_champion: float | None = None
     parity_ok: bool | None = None
     test: str = ""
+    unfit: str = ""  # why the champion could not be compared (it answers another form of the task)
 
     @property
     def strongest(self) -> str:
@@ -48,6 +51,11 @@ class Evidence:
     def p_baseline(self) -> float:
         """The largest p over the baselines: the challenger must beat every one."""
         return max(p for _, p in self.baselines.values())
+
+
+class ChampionUnfit(Exception):
+    """The champion cannot answer the task as params.yaml defines it now (its type or its texts changed since it
+    was trained): there is nothing to compare, so the challenger is judged on the baselines alone."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,7 @@ def decide(e: Evidence, alpha: float) -> Decision:
                                    f"p = {p:.3f} >= {alpha}", e)
     beats = ", ".join(f"{name} {score:.2f} (p = {p:.3f})" for name, (score, p) in e.baselines.items())
     if e.champion is None:
-        return Decision(True, f"{e.challenger:.2f} beats the baselines: {beats}; no champion yet", e)
+        return Decision(True, f"{e.challenger:.2f} beats the baselines: {beats}; {e.unfit or 'no champion yet'}", e)
     if e.p_champion is not None and e.p_champion < alpha:
         return Decision(True, f"beats champion {e.champion:.2f} with {e.challenger:.2f} (p = {e.p_champion:.3f}) "
                               f"and the baselines: {beats}", e)
@@ -116,10 +124,15 @@ def register_and_gate(root: str | Path, name: str, run_id: str, artifact_path: s
                                         {"metric_name": data.metric, "metric": f"{ev.challenger:.6f}", **(tags or {})})
     champ = registry.alias_version(root, name, "champion")
     if champ is not None:
-        preds = data.champion_predictions(champ[0])  # re-scored on today's dev examples
-        _, p_champ = paired_permutation(data.score, data.gold, data.challenger, preds, margin, samples=samples,
-                                        standardize=std)
-        ev = dataclasses.replace(ev, champion=score(preds), p_champion=p_champ)
+        try:
+            preds = data.champion_predictions(champ[0])  # re-scored on today's dev examples
+        except ChampionUnfit as why:
+            ev = dataclasses.replace(ev, unfit=f"champion v{champ[0]} {why}")
+            log.warning("%s: %s; judged on the baselines alone", name, ev.unfit)
+        else:
+            _, p_champ = paired_permutation(data.score, data.gold, data.challenger, preds, margin, samples=samples,
+                                            standardize=std)
+            ev = dataclasses.replace(ev, champion=score(preds), p_champion=p_champ)
     d = decide(ev, alpha)
     registry.set_alias(root, name, "challenger", version)
     if d.promoted:

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ptv2.config import Config
+from ptv2.config import Config, TaskSpec
 from ptv2.data.tasks import TaskData, load_task_data
 from ptv2.errors import ArtifactError
 from ptv2.export.checks import bundle_predictions, train_labels_for_baseline
@@ -25,10 +25,18 @@ from ptv2.model.spec import FROZEN
 from ptv2.serving.bundle import Bundle, int8_serves
 from ptv2.tracking import packaging, registry
 from ptv2.evidence import baseline
-from ptv2.release.gate import Decision, GateData, register_and_gate
+from ptv2.release.gate import ChampionUnfit, Decision, GateData, register_and_gate
 from ptv2.training.artifacts import read_spec
 
 log = logging.getLogger(__name__)
+
+
+def form_change(was: dict[str, Any], task: TaskSpec) -> str:
+    """How a bundle's task spec ``was`` (its manifest's) answers another form of the task than params.yaml's
+    ``task`` now ("answers classification of one text, the task is pair_classification of a text pair now"), or ""."""
+    now = {"type": task.type, "text_b": bool(task.text_b)}
+    form = lambda s: f"{s['type']} of {'a text pair' if s['text_b'] else 'one text'}"  # noqa: E731
+    return "" if all(was[k] == v for k, v in now.items()) else f"answers {form(was)}, the task is {form(now)} now"
 
 
 def served_in(cfg: Config, checks: dict[str, Any]) -> str:
@@ -65,7 +73,10 @@ def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, pred: dic
     def champion_predictions(version: str) -> list[Any]:  # the champion's own bundle, on today's dev data
         with tempfile.TemporaryDirectory() as tmp:
             champion = Bundle(registry.download_bundle(root, name, version, tmp))
-            gone = sorted(set(champion.specs[task].get("labels") or []) - set(td.labels))
+            was = champion.specs[task]
+            if form_change(was, td.spec):
+                raise ChampionUnfit(form_change(was, td.spec))
+            gone = sorted(set(was.get("labels") or []) - set(td.labels))
             if gone:  # tasks.<task>.labels changed since it was trained
                 log.warning("%s v%s answers with labels params.yaml no longer lists for %s (%s): those answers "
                             "count as wrong", name, version, task, ", ".join(gone))
