@@ -74,8 +74,8 @@ def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, pred: dic
         with tempfile.TemporaryDirectory() as tmp:
             champion = Bundle(registry.download_bundle(root, name, version, tmp))
             was = champion.specs[task]
-            if form_change(was, td.spec):
-                raise ChampionUnfit(form_change(was, td.spec))
+            if change := form_change(was, td.spec):
+                raise ChampionUnfit(change)
             gone = sorted(set(was.get("labels") or []) - set(td.labels))
             if gone:  # tasks.<task>.labels changed since it was trained
                 log.warning("%s v%s answers with labels params.yaml no longer lists for %s (%s): those answers "
