@@ -841,3 +841,21 @@ def test_a_bundle_answering_labels_the_task_no_longer_has_scores_them_as_wrong(t
         assert pred == [labels.index(a) if a in labels else -1 for a in answers], (labels, answers, pred)
         if not mapping:
             assert -1 not in pred
+
+
+def test_evaluating_a_bundle_on_a_task_that_changed_form_names_the_change(trained, tiny_dir, tmp_path, capsys):
+    """Regression (session 32): `ptv2 evaluate --model <bundle>` after the task was given a second text answered
+    "row 0 (sent): this task takes one text; drop 'text_pair'", about a request the user never sent."""
+    import yaml
+
+    from ptv2.cli import main
+
+    root, _, _, bundle = trained
+    params = tiny_params(root, tiny_dir, epochs={"ptv2": 2, "finetune": 1})
+    params["tasks"]["sent"] = {**params["tasks"]["sent"], "type": "pair_classification", "text_b": "{sentence}"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main(["evaluate", "--params", str(tmp_path / "params.yaml"), "--model", str(bundle), "--task", "sent",
+                 "--split", "val"]) == 2
+    err = capsys.readouterr().err
+    assert "answers classification of one text, the task is pair_classification of a text pair now" in err, err
+    assert "Traceback" not in err and "text_pair" not in err

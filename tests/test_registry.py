@@ -211,7 +211,7 @@ def test_a_champion_that_cannot_answer_the_task_any_more_is_not_compared(store, 
 
 def test_a_changed_task_form_is_named_from_the_champions_manifest():
     from ptv2.config import TaskSpec
-    from ptv2.release.promotion import form_change
+    from ptv2.export.checks import form_change
 
     single = {"type": "classification", "labels": ["0", "1"], "text_b": False}
     common = {"format": "tsv", "metrics": ["accuracy"], "files": {"train": "t.tsv"}, "text_a": "{a}", "labels": ["0", "1"]}

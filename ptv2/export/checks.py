@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ptv2.config import TaskSpec
 from ptv2.data.tasks import TaskData
 from ptv2.errors import DataError
 from ptv2.serving.bundle import Bundle
@@ -44,11 +45,21 @@ def bundle_predictions(bundle: Bundle, td: TaskData, split: str = "dev") -> list
     return [ids.get(p["label"], -1) for p in out]
 
 
+def form_change(was: dict[str, Any], task: TaskSpec) -> str:
+    """How a bundle's task spec ``was`` (its manifest's) answers another form of the task than params.yaml's
+    ``task`` now ("answers classification of one text, the task is pair_classification of a text pair now"), or ""."""
+    now = {"type": task.type, "text_b": bool(task.text_b)}
+    form = lambda s: f"{s['type']} of {'a text pair' if s['text_b'] else 'one text'}"  # noqa: E731
+    return "" if all(was[k] == v for k, v in now.items()) else f"answers {form(was)}, the task is {form(now)} now"
+
+
 def evaluate_bundle(bundle: Bundle, td: TaskData, split: str = "dev") -> dict[str, float]:
     """Every metric of the task on ``split``, from the bundle's answers (``ptv2 evaluate`` on an export:
     the deployed artifact scored as ``evaluate_saved`` scores a model folder)."""
     if td.name not in bundle.tasks:
         raise DataError(f"{bundle.path} does not serve task {td.name!r}; it serves {sorted(bundle.tasks)}")
+    if change := form_change(bundle.specs[td.name], td.spec):  # its rows would be refused as a bad request
+        raise DataError(f"{bundle.path} {change}: evaluate a model trained on the task as params.yaml defines it")
     if td.spec.type in ("classification", "pair_classification"):
         td.check_labels(bundle.specs[td.name].get("labels") or [], f"{bundle.path} was exported")
     return compute(list(td.spec.metrics), bundle_predictions(bundle, td, split), gold(td, split))

@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ptv2.config import Config, TaskSpec
+from ptv2.config import Config
 from ptv2.data.tasks import TaskData, load_task_data
 from ptv2.errors import ArtifactError
-from ptv2.export.checks import bundle_predictions, train_labels_for_baseline
+from ptv2.export.checks import bundle_predictions, form_change, train_labels_for_baseline
 from ptv2.training.metrics import scorer
 from ptv2.export.compose import bundle_for, subset_bundle
 from ptv2.model.spec import FROZEN
@@ -29,14 +29,6 @@ from ptv2.release.gate import ChampionUnfit, Decision, GateData, register_and_ga
 from ptv2.training.artifacts import read_spec
 
 log = logging.getLogger(__name__)
-
-
-def form_change(was: dict[str, Any], task: TaskSpec) -> str:
-    """How a bundle's task spec ``was`` (its manifest's) answers another form of the task than params.yaml's
-    ``task`` now ("answers classification of one text, the task is pair_classification of a text pair now"), or ""."""
-    now = {"type": task.type, "text_b": bool(task.text_b)}
-    form = lambda s: f"{s['type']} of {'a text pair' if s['text_b'] else 'one text'}"  # noqa: E731
-    return "" if all(was[k] == v for k, v in now.items()) else f"answers {form(was)}, the task is {form(now)} now"
 
 
 def served_in(cfg: Config, checks: dict[str, Any]) -> str:
