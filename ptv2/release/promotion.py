@@ -9,11 +9,12 @@ so a task with no trained model worth serving is served by what the backbone alr
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ptv2.config import Config
 from ptv2.data.tasks import TaskData, load_task_data
@@ -48,8 +49,36 @@ def _checks(cfg: Config, task: str, kind: str, report: Path) -> tuple[dict[str, 
     return json.loads(path.read_text()), checks
 
 
+def _champion_predictions(cfg: Config, root: Path, task: str, td: TaskData) -> Callable[[str], list[Any]]:
+    """version -> the champion's own bundle's predictions on today's dev data (``GateData.champion_predictions``),
+    each version downloaded and scored once: the trained and the frozen candidates' gates both compare with it."""
+    name = cfg.tracking.task_model(task)
+
+    @functools.cache
+    def answers(version: str) -> list[Any] | str:  # its predictions, or how it answers another form of the task
+        with tempfile.TemporaryDirectory() as tmp:
+            champion = Bundle(registry.download_bundle(root, name, version, tmp))
+            was = champion.specs[task]
+            if change := form_change(was, td.spec):
+                return change
+            gone = sorted(set(was.get("labels") or []) - set(td.labels))
+            if gone:  # tasks.<task>.labels changed since it was trained
+                log.warning("%s v%s answers with labels params.yaml no longer lists for %s (%s): those answers "
+                            "count as wrong", name, version, task, ", ".join(gone))
+            return bundle_predictions(champion, td)
+
+    def predictions(version: str) -> list[Any]:
+        got = answers(version)
+        if isinstance(got, str):
+            raise ChampionUnfit(got)
+        return got
+
+    return predictions
+
+
 def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, pred: dict[str, Any],
-          checks: dict[str, Any], against_frozen: list[Any] | None) -> Decision:
+          checks: dict[str, Any], against_frozen: list[Any] | None,
+          champion_predictions: Callable[[str], list[Any]]) -> Decision:
     """Log ``kind``'s bundle into its run, register it and gate it on ``pred`` / ``checks`` (``_checks``);
     ``against_frozen``: the frozen baseline's predictions a trained challenger must also beat."""
     folder = Path(cfg.adapt.baseline_dir if kind == FROZEN else cfg.adapt.out_dir) / task
@@ -61,18 +90,6 @@ def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, pred: dic
         bundle = subset_bundle(bundle_for(bundle_root, task), [task], Path(tmp) / "bundle")
         uri = packaging.log_bundle_model(root, run_id, bundle, {"adapter": folder / "model"}, serving=cfg.serving,
                                          card=packaging.model_card(name, *card))
-
-    def champion_predictions(version: str) -> list[Any]:  # the champion's own bundle, on today's dev data
-        with tempfile.TemporaryDirectory() as tmp:
-            champion = Bundle(registry.download_bundle(root, name, version, tmp))
-            was = champion.specs[task]
-            if change := form_change(was, td.spec):
-                raise ChampionUnfit(change)
-            gone = sorted(set(was.get("labels") or []) - set(td.labels))
-            if gone:  # tasks.<task>.labels changed since it was trained
-                log.warning("%s v%s answers with labels params.yaml no longer lists for %s (%s): those answers "
-                            "count as wrong", name, version, task, ", ".join(gone))
-            return bundle_predictions(champion, td)
 
     bases = {"trivial": baseline(td.spec.type, train_labels_for_baseline(td), len(pred["gold"]))}
     if against_frozen is not None:
@@ -122,11 +139,12 @@ def promote_task(cfg: Config, root: Path, task: str, report: Path, frozen_report
     td = load_task_data(cfg, task)
     frozen_pred, frozen_checks = _checks(cfg, task, FROZEN, frozen_report)
     pred, checks = _checks(cfg, task, "trained", report)
-    d = _gate(cfg, root, task, td, "trained", pred, checks, frozen_pred["fp32"])
+    champion = _champion_predictions(cfg, root, task, td)
+    d = _gate(cfg, root, task, td, "trained", pred, checks, frozen_pred["fp32"], champion)
     out = {"task": task, **_summary(d, "trained"), "deploy_checks": checks}
     if d.promoted or _champion_is_this_frozen(cfg, root, task):
         return out
-    f = _gate(cfg, root, task, td, FROZEN, frozen_pred, frozen_checks, None)
+    f = _gate(cfg, root, task, td, FROZEN, frozen_pred, frozen_checks, None, champion)
     out["frozen_candidate"] = _summary(f, FROZEN)
     if f.promoted:
         out["served"] = f"the frozen baseline (v{f.version}): {f.reason}"
