@@ -276,7 +276,7 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert not worse.get("frozen_candidate", {}).get("promoted", False)
     assert registry.alias_version(root, "ptv2-sent", "champion")[0] == champ
     assert registry.alias_version(root, "ptv2-sent", "challenger")[0] != champ
-    assert retrain_out["published"] == {"published": False, "version": "1", "tasks": {"sent": champ},
+    assert retrain_out["published"] == {"published": False, "version": "1", "tasks": {"sent": champ}, "dropped": [],
                                         "reason": "champions and serving config unchanged"}  # no champion changed: not rebuilt
     assert os.path.isfile(root / "report/tasks.png")
     _dvc_plots_show_the_curves(root)

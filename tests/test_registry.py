@@ -354,3 +354,6 @@ def test_the_report_says_why_a_task_is_not_served_when_its_frozen_baseline_was_r
     assert "not served: no champion: the frozen baseline v2 was refused too (not better than the trivial " \
            "baseline: 60.00 vs 55.00, p = 0.281 >= 0.05)" in copa
     assert "v2, the frozen baseline" in next(line for line in text.splitlines() if line.startswith("| cb"))
+    assert "No longer" not in text
+    gone = gate_section(["cb"], tmp_path, {"tasks": {"cb": "2"}, "excluded": {}, "dropped": ["copa"]}, "ptv2-all")
+    assert "No longer served by `ptv2-all` (taken out of adapt.tasks): copa;" in gone  # session 33

@@ -86,7 +86,8 @@ def test_nothing_is_published_before_some_task_has_a_champion(trained, tmp_path,
     root, cfg = trained
     cfg = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, tasks=["sent"]))
     assert register(tmp_path, cfg, root / "sent", "sent", passes=False) == "1"  # registered, not champion
-    nothing = {"published": False, "version": None, "tasks": {}, "reason": "no task has a champion yet"}
+    nothing = {"published": False, "version": None, "tasks": {}, "dropped": [],
+               "reason": "no task of adapt.tasks has a champion yet"}
     assert publish(cfg, tmp_path) == nothing
     assert registry.alias_version(tmp_path, cfg.tracking.multitask_model, "champion") is None
 
@@ -134,6 +135,26 @@ def test_the_multitask_model_is_rebuilt_only_when_a_champion_changes(trained, pu
     policy = publish(stricter, store_root)  # which tasks int8 serves is a serving policy: applied by a rebuild
     assert policy["published"] and policy["version"] == "4"
     assert json.loads(registry.alias_version(store_root, "ptv2-all", "champion")[1]["serving"])["int8_min_agreement"] == 1.0
+
+
+
+def test_a_task_taken_out_of_adapt_tasks_is_no_longer_served_and_the_log_says_so(published, caplog):
+    """Regression (session 33): ``adapt.tasks`` [sent] -> [pair] between pipeline runs silently dropped sent from
+    the served model (its clients got 4xx); the publish stage warns and names the model that still serves it."""
+    from ptv2.release.publish import publish
+
+    store_root, cfg = published
+    fewer = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, tasks=["sent", "pair"]))
+    with caplog.at_level("WARNING", logger="ptv2.release.publish"):
+        out = publish(fewer, store_root)
+    assert out["published"] and out["version"] == "2" and out["tasks"] == {"sent": "1", "pair": "1"}, out
+    assert out["dropped"] == ["mc"]
+    assert "ptv2-all v2 no longer serves mc (not in adapt.tasks); still served by ptv2-mc@champion" in caplog.text
+    assert publish(fewer, store_root)["dropped"] == []  # said once, by the version that dropped it
+    unknown = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, tasks=["cb"]))  # no champion anywhere
+    kept = publish(unknown, store_root)  # nothing to build: the registered multi-task model keeps serving
+    assert kept == {"published": False, "version": "2", "tasks": {"sent": "1", "pair": "1"}, "dropped": [],
+                    "reason": "no task of adapt.tasks has a champion yet"}, kept
 
 
 def test_a_champion_on_a_backbone_of_another_shape_is_left_to_its_own_model(trained, tmp_path, monkeypatch):

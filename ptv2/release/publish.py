@@ -59,16 +59,31 @@ def _misfits(cfg: Config, parts: dict[str, Path], differ: list[str], tmp: Path) 
 
 
 def publish(cfg: Config, root: Path) -> dict[str, Any]:
-    """Build, check and register the multi-task model when the set of champions changed; else a no-op."""
-    name, champs = cfg.tracking.multitask_model, champions(cfg, root)
+    """Build, check and register the multi-task model when the set of champions changed; else a no-op.
+    ``dropped``: the tasks the replaced version served that are no longer in ``adapt.tasks``."""
+    name = cfg.tracking.multitask_model
     current = registry.alias_version(root, name, "champion")
+    out = _publish(cfg, root, current)
+    before = json.loads(current[1].get("tasks", "{}")) if current and out["published"] else {}
+    dropped = sorted(set(before) - set(cfg.adapt.tasks))
+    if dropped:  # its clients get 4xx from now on: say so
+        log.warning("%s v%s no longer serves %s (not in adapt.tasks); still served by %s", name, out["version"],
+                    ", ".join(dropped), ", ".join(f"{cfg.tracking.task_model(t)}@champion" for t in dropped))
+    return out | {"dropped": dropped}
+
+
+def _publish(cfg: Config, root: Path, current: tuple[str, dict[str, str]] | None) -> dict[str, Any]:
+    """``publish`` given the multi-task model's ``current`` champion (version, tags), if any."""
+    champs = champions(cfg, root)
     wanted = {t: c["version"] for t, c in champs.items()}
     serving = json.dumps(serving_settings(cfg.serving), sort_keys=True)
     if current and json.loads(current[1].get("champions", "{}")) == wanted and current[1].get("serving") == serving:
         return {"published": False, "version": current[0], "tasks": json.loads(current[1].get("tasks", "{}")),
                 "reason": "champions and serving config unchanged"}
-    if not champs:
-        return {"published": False, "version": None, "tasks": {}, "reason": "no task has a champion yet"}
+    if not champs:  # an earlier multi-task model (tasks since taken out of adapt.tasks) keeps serving
+        return {"published": False, "version": current[0] if current else None,
+                "tasks": json.loads(current[1].get("tasks", "{}")) if current else {},
+                "reason": "no task of adapt.tasks has a champion yet"}
     with tempfile.TemporaryDirectory() as tmp:
         parts, excluded = {}, {}
         for task, c in champs.items():

@@ -62,7 +62,10 @@ def gate_section(tasks: list[str], promote: Path, publish: dict, model: str) -> 
     head = (f"## Promotion gate, and what `{model}` serves\n\nA trained model is promoted only if it beats the "
             f"trivial and the frozen baselines by the one-sided paired permutation test on dev; where it does not, "
             f"the frozen baseline is a candidate of its own.\n\n")
-    return head + markdown(["task", "trained (dev)", "promoted", "the gate's reason", "served"], rows) + "\n"
+    dropped = publish.get("dropped") or []
+    gone = (f"\nNo longer served by `{model}` (taken out of adapt.tasks): {', '.join(dropped)}; each stays "
+            f"registered on its own model (`@champion`).\n" if dropped else "")
+    return head + markdown(["task", "trained (dev)", "promoted", "the gate's reason", "served"], rows) + "\n" + gone
 
 
 if __name__ == "__main__":
