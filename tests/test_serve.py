@@ -157,6 +157,24 @@ def test_a_task_taken_out_of_adapt_tasks_is_no_longer_served_and_the_log_says_so
                     "reason": "no task of adapt.tasks has a champion yet"}, kept
 
 
+def test_a_champion_of_another_encoder_and_another_form_of_its_task_is_left_to_its_own_model(trained, published):
+    """Regression (session 33): a champion exported with other encoder bytes (kept from before a change of
+    ``backbone.name``) whose task has since changed form (a pair task now of one text) made the publish stage
+    fail on every run ("row 0 (reg): 'text_pair' must be a string, got nothing"): checking its answers with the
+    shared encoder sent it today's dev rows, which are not its requests."""
+    from ptv2.release.publish import publish
+
+    store_root, cfg = published
+    cfg = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, tasks=[*TASKS, "reg"]))
+    register(store_root, cfg, trained[0] / "reg", "reg")  # trained on another backbone of the same shape
+    single = dataclasses.replace(cfg.tasks["reg"], text_b="")
+    out = publish(dataclasses.replace(cfg, tasks={**cfg.tasks, "reg": single}), store_root)
+    assert out["published"] and out["tasks"] == {"sent": "1", "pair": "1", "mc": "1"}, out
+    assert out["excluded"] == {"reg": "its champion answers regression of a text pair, the task is regression of "
+                                      "one text now: its answers with the shared encoder cannot be checked (served "
+                                      "by its own registered model)"}
+
+
 def test_a_champion_on_a_backbone_of_another_shape_is_left_to_its_own_model(trained, tmp_path, monkeypatch):
     """Regression (session 31): after a change of ``backbone.name`` to a model of another depth, a task whose
     old champion stayed made the publish stage fail ("prompt (3, ...) does not fit the encoder's prefix
