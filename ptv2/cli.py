@@ -74,7 +74,8 @@ def _local(args: argparse.Namespace) -> Iterator[tuple[str, Any, bool | None]]:
     registry into a temporary folder (gone after the command), run as it is served: with the serving
     settings it was registered with, their encoder unless --int8."""
     if not re.match(r"[a-z][a-z0-9+.-]+:/", args.model):  # a URI (models:/, runs:/ ...) goes to the registry
-        yield args.model, (_config(args).serving if Path(args.params).is_file() else None), args.int8
+        yield _task_bundle(args.model, args.task), (_config(args).serving if Path(args.params).is_file() else None), \
+            args.int8
         return
     import tempfile
 
@@ -85,6 +86,21 @@ def _local(args: argparse.Namespace) -> Iterator[tuple[str, Any, bool | None]]:
     with tempfile.TemporaryDirectory(prefix="ptv2-model-") as tmp:
         path, serving = fetch_bundle(Path(args.params).resolve().parent, args.model, tmp)
         yield str(path), serving, args.int8 or None
+
+
+def _task_bundle(model: str, task: str | None) -> str:
+    """``model``, or in an export of one bundle per task (LoRA / fine-tuned models: ``out/<task>``) the
+    bundle serving ``task`` (the only one when --task is not given)."""
+    from ptv2.serving.manifest import is_bundle
+
+    path = Path(model)
+    if not path.is_dir() or is_bundle(path) or (path / "manifest.json").exists():
+        return model
+    tasks = sorted(p.name for p in path.iterdir() if p.is_dir() and is_bundle(p))
+    if not tasks or task in tasks or (task is None and len(tasks) == 1):
+        return str(path / (task or tasks[0])) if tasks else model
+    raise Ptv2Error(f"{model} holds one bundle per task ({', '.join(tasks)}): "
+                    + ("pass --task" if task is None else f"none serves task {task!r}"))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -361,6 +361,38 @@ def test_evaluate_scores_a_bundle_as_it_scores_the_model_folder(trained, tiny_di
     assert "this bundle serves ['mc', 'ner', 'pair', 'reg', 'sent']: pass --task" in capsys.readouterr().err
 
 
+def test_the_cli_finds_a_tasks_bundle_in_an_export_of_one_bundle_per_task(trained, tiny_dir, tmp_path, capsys):
+    """Regression (session 33): `ptv2 export` of a LoRA / fine-tuned model writes ``out/<task>/`` (its own
+    encoder weights), and `ptv2 evaluate --model out --task pair` answered "'out' is not a ptv2 model folder
+    (needs manifest.json, ...)"; the CLI now takes the task's bundle from such an export."""
+    import json
+    import shutil
+
+    import yaml
+
+    from ptv2.cli import main
+    from ptv2.export.compose import subset_bundle
+
+    root, _, _, bundle = trained
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(tiny_params(root, tiny_dir, epochs={"ptv2": 2, "finetune": 1})))
+    out = tmp_path / "export"
+    for task in ("pair", "sent"):  # what an export of two merged-adapter models looks like
+        subset_bundle(bundle, [task], out / task)
+    argv = ["--params", str(params), "--model", str(out)]
+    assert main(["evaluate", *argv, "--task", "pair", "--split", "val"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"accuracy", "f1"}
+    assert main(["predict", *argv, "--task", "sent", "--text", "a fine film"]) == 0
+    assert json.loads(capsys.readouterr().out)["task"] == "sent"
+    assert main(["predict", *argv, "--text", "a fine film"]) == 2
+    assert f"{out} holds one bundle per task (pair, sent): pass --task" in capsys.readouterr().err
+    assert main(["evaluate", *argv, "--task", "reg"]) == 2
+    assert f"{out} holds one bundle per task (pair, sent): none serves task 'reg'" in capsys.readouterr().err
+    shutil.rmtree(out / "pair")
+    assert main(["predict", *argv, "--text", "a fine film"]) == 0  # the only one: no --task needed
+    assert json.loads(capsys.readouterr().out)["task"] == "sent"
+
+
 def test_cli_predicts_a_file_longer_than_a_request_may_be(trained, tiny_dir, tmp_path, capsys, monkeypatch):
     """Regression (session 24): 6,000 lines on stdin were refused with the server's "split the request"; the CLI
     now answers every line, in order, chunk by chunk, and a bad line is still named by its number."""

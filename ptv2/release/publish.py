@@ -81,9 +81,12 @@ def _publish(cfg: Config, root: Path, current: tuple[str, dict[str, str]] | None
         return {"published": False, "version": current[0], "tasks": json.loads(current[1].get("tasks", "{}")),
                 "reason": "champions and serving config unchanged"}
     if not champs:  # an earlier multi-task model (tasks since taken out of adapt.tasks) keeps serving
-        return {"published": False, "version": current[0] if current else None,
-                "tasks": json.loads(current[1].get("tasks", "{}")) if current else {},
-                "reason": "no task of adapt.tasks has a champion yet"}
+        if not current:
+            return {"published": False, "version": None, "tasks": {}, "reason": "no task has a champion yet"}
+        served = json.loads(current[1].get("tasks", "{}"))
+        return {"published": False, "version": current[0], "tasks": served,
+                "reason": f"no task of adapt.tasks has a champion yet: v{current[0]} keeps serving "
+                          f"{', '.join(sorted(served))}"}
     with tempfile.TemporaryDirectory() as tmp:
         parts, excluded = {}, {}
         for task, c in champs.items():
