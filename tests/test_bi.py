@@ -135,6 +135,12 @@ def test_frozen_baseline_is_the_backbone_with_a_fitted_head_and_bi_similarity_is
     assert run.metrics["val"]["reg"]["pearson"] == pytest.approx(metrics.compute(["pearson"], cos, gold)["pearson"],
                                                                  abs=1e-3)
     assert train(cfg, ["reg"], root / "frozen", report_splits=(), frozen=True).record == run.record  # reused
+    # regression (session 33): under pair_encoding cross the frozen head read the joint row (STS-B: 44.3 dev
+    # pearson against the cosine's 86.96), a bar a cross-trained model far below the cosine passed
+    cross = dataclasses.replace(cfg, tasks={**cfg.tasks, "reg": dataclasses.replace(cfg.tasks["reg"], pair_encoding="cross")})
+    again = train(cross, ["reg"], root / "frozen-cross", report_splits=(), frozen=True)
+    assert load_model(root / "frozen-cross/model")[2].tasks["reg"].pair_encoding == "bi"
+    assert again.metrics["val"]["reg"] == pytest.approx(run.metrics["val"]["reg"], abs=1e-6)
 
 
 def test_bi_tasks_export_serve_and_match_pytorch(root, tiny_dir):
