@@ -141,6 +141,18 @@ def test_frozen_baseline_is_the_backbone_with_a_fitted_head_and_bi_similarity_is
     again = train(cross, ["reg"], root / "frozen-cross", report_splits=(), frozen=True)
     assert load_model(root / "frozen-cross/model")[2].tasks["reg"].pair_encoding == "bi"
     assert again.metrics["val"]["reg"] == pytest.approx(run.metrics["val"]["reg"], abs=1e-6)
+    # and pooled as the backbone declares (a sentence-transformers folder's Pooling module), not as backbone.pooling
+    import json
+    import shutil
+
+    own = shutil.copytree(tiny_dir, root / "st-backbone")
+    (own / "modules.json").write_text(json.dumps([{"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (own / "1_Pooling").mkdir()
+    (own / "1_Pooling/config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    for name, want in ((own, "mean"), (tiny_dir, "cls")):  # tiny_dir declares nothing: backbone.pooling
+        cls = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, name=str(name), pooling="cls"))
+        train(cls, ["reg"], root / f"frozen-{want}", report_splits=(), frozen=True)
+        assert load_model(root / f"frozen-{want}/model")[2].pooling == want
 
 
 def test_bi_tasks_export_serve_and_match_pytorch(root, tiny_dir):

@@ -366,3 +366,28 @@ def test_same_backbone_names_one_model_however_written(tiny_dir, tmp_path, monke
     assert same_backbone("~/tiny", "tiny") and same_backbone("./tiny", str(tmp_path / "tiny"))
     assert same_backbone("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
     assert not same_backbone("tiny", str(tiny_dir)) and not same_backbone("org/a", "org/b")
+
+
+def test_the_backbones_own_pooling_is_read_from_its_sentence_transformers_modules(tmp_path):
+    """What the frozen baseline pools with (session 33): the Pooling module a sentence-transformers folder
+    declares; None (so backbone.pooling) for anything else, a malformed file included."""
+    import json
+
+    from ptv2.model.backbone import own_pooling
+
+    assert own_pooling("sentence-transformers/all-MiniLM-L6-v2") == "mean"  # the packaged copy: mean tokens
+    assert own_pooling(str(tmp_path)) is None  # no modules.json
+    modules = [{"idx": 0, "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    (tmp_path / "1_Pooling").mkdir()
+    for modes, want in (({"cls_token": True}, "cls"), ({"mean_tokens": True}, "mean"), ({"max_tokens": True}, None),
+                        ({"cls_token": True, "mean_tokens": True}, None), ({}, None)):
+        conf = {f"pooling_mode_{k}": v for k, v in modes.items()}
+        (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(conf))
+        assert own_pooling(str(tmp_path)) == want, modes
+    (tmp_path / "1_Pooling" / "config.json").write_text("{not json")
+    assert own_pooling(str(tmp_path)) is None
+    (tmp_path / "modules.json").write_text(json.dumps({"a": 1}))  # not a list of modules
+    assert own_pooling(str(tmp_path)) is None
+

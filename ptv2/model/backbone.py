@@ -70,6 +70,23 @@ def position_limit(name: str) -> int | None:
     return limit
 
 
+def own_pooling(name: str) -> str | None:
+    """The pooling a sentence-transformers folder declares for its embeddings (``modules.json`` ->
+    ``Pooling/config.json``: ``mean`` or ``cls``); None for a hub name, a plain encoder or another mode."""
+    import json
+
+    root = Path(resolve(name))
+    try:
+        modules = json.loads((root / "modules.json").read_text())
+        folder = next(m["path"] for m in modules if m.get("type", "").endswith(".Pooling"))
+        modes = json.loads((root / folder / "config.json").read_text())
+    except (OSError, ValueError, StopIteration, TypeError, KeyError, AttributeError):
+        return None
+    chosen = [m for m in ("mean", "cls", "max", "mean_sqrt_len") if modes.get(f"pooling_mode_{m}_tokens"
+                                                                         if m != "cls" else "pooling_mode_cls_token")]
+    return chosen[0] if len(chosen) == 1 and chosen[0] in ("mean", "cls") else None
+
+
 def load_backbone(name: str) -> tuple[PreTrainedModel, Any]:
     """Returns (encoder without task head, fast tokenizer)."""
     from transformers.utils import logging as hf_logging

@@ -21,7 +21,7 @@ from ptv2.data.mixture import mixture_planner, mixture_rates
 from ptv2.data.tasks import TaskData, load_task_data
 from ptv2.errors import ArtifactError, ConfigError
 from ptv2.files import check_replaceable, output_lock, write_json
-from ptv2.model.backbone import load_backbone, position_limit
+from ptv2.model.backbone import load_backbone, own_pooling, position_limit
 from ptv2.model.prompted import count_parameters
 from ptv2.model.spec import FROZEN, ModelSpec
 from ptv2.training.artifacts import is_model_dir, read_spec, weights_sha
@@ -105,12 +105,15 @@ def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = Fa
 
 def frozen_config(cfg: Config) -> Config:
     """The frozen-backbone baseline's settings: method ptv2 with a prompt of length 0 (the plain backbone),
-    heads fitted on its features (LP-FT's first step, and nothing after it). Pair tasks are bi-encoded
-    whatever ``pair_encoding`` says: the backbone's own embedding of each text (a head on [u, v, |u-v|, u*v];
-    for similarity the cosine) is the bar. Cross-encoded, STS-B's frozen head scored 44.3 dev pearson
-    against the cosine's 86.96, and a cross-trained model far below the cosine would have passed the gate."""
+    heads fitted on its features (LP-FT's first step, and nothing after it). The bar is the backbone's own
+    embedding of each text, whatever the trained models are set to: pair tasks bi-encoded (a head on
+    [u, v, |u-v|, u*v]; for similarity the cosine), pooled as the backbone says its embeddings are pooled
+    (``own_pooling``; else ``backbone.pooling``). Cross-encoded, STS-B's frozen head scored 44.3 dev pearson,
+    CLS-pooled 78.8, against the cosine of mean-pooled embeddings' 86.96: models far below it would have passed."""
     tasks = {n: dataclasses.replace(t, pair_encoding="") for n, t in cfg.tasks.items()}
-    return dataclasses.replace(cfg, tasks=tasks, backbone=dataclasses.replace(cfg.backbone, pair_encoding="bi"),
+    own = dataclasses.replace(cfg.backbone, pair_encoding="bi",
+                              pooling=own_pooling(cfg.backbone.name) or cfg.backbone.pooling)
+    return dataclasses.replace(cfg, tasks=tasks, backbone=own,
                                prompt=dataclasses.replace(cfg.prompt, length=0, reparam=False),
                                train=dataclasses.replace(cfg.train, method="ptv2", head_init="fit"))
 
