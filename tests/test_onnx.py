@@ -621,8 +621,9 @@ def test_export_records_int8_checks_that_decide_at_load(tmp_path, tiny_dir):
     write_all_formats(tmp_path)
     params = tiny_params(tmp_path, tiny_dir, head_init="random")  # a fitted head on alike texts is ~constant
     params["export"] |= {"int8_regression_tol": 0.0}
+    (tmp_path / "reg/dev.tsv").write_text((tmp_path / "reg/train.tsv").read_text())  # dev: train's rows again
     params["tasks"] = {**params["tasks"], "reg": {**params["tasks"]["reg"],
-                                                  "files": {"train": "reg/train.tsv", "dev": "reg/train.tsv"}}}
+                                                  "files": {"train": "reg/train.tsv", "dev": "reg/dev.tsv"}}}
     cfg = config_from_dict(params)
     for task in ("sent", "reg"):
         train_task(cfg, task, tmp_path / task, report_splits=())

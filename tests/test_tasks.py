@@ -61,10 +61,23 @@ def test_template_with_non_word_field_names():
 
 def test_a_task_with_its_own_val_file_keeps_it(root):
     # regression: carving replaced the user's files.val with rows of train, silently
-    spec = _spec("sent", files={"train": "sent/train.tsv", "val": "sent/dev.tsv", "dev": "sent/dev.tsv"})
+    (root / "sent/val.tsv").write_text((root / "sent/dev.tsv").read_text())
+    spec = _spec("sent", files={"train": "sent/train.tsv", "val": "sent/val.tsv", "dev": "sent/dev.tsv"})
     td = load_task("sent", spec, root, seed=0, val_fraction=0.25, val_max=1000, max_train=0)
     assert td.split("val")["text_a"] == td.split("dev")["text_a"]
     assert len(td.split("train")) == 200  # nothing carved out of train
+
+
+@pytest.mark.parametrize("fit,held,fix", [("val", "dev", "drop files.val"), ("train", "test", "point files.train"),
+                                          ("val", "test", "drop files.val"), ("train", "dev", "point files.train")])
+def test_a_split_that_is_only_reported_is_never_trained_or_selected_on(root, fit, held, fix):
+    """Regression (session 33): files.val naming the dev file (however the path is written) trained and selected
+    the model on dev; train or val naming a reported split's file is one line."""
+    files = {"train": "sent/train.tsv", fit: f"sent/../sent/{held}.tsv", held: f"sent/{held}.tsv"}
+    (root / "sent/test.tsv").write_text((root / "sent/dev.tsv").read_text())
+    with pytest.raises(DataError, match=rf"task 'sent': files.{fit} and files.{held} are the same file "
+                                        rf"\(sent/{held}.tsv\); {held} is only reported.*{fix}"):
+        load_task("sent", _spec("sent", files=files), root, seed=0, val_fraction=0.1, val_max=1000, max_train=0)
 
 
 def test_no_val_split_names_the_fix(root):

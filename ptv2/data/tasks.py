@@ -168,11 +168,24 @@ def _tag_set(rows: list[dict[str, Any]], task: str) -> list[str]:
     return (["O"] if "O" in seen else []) + rest
 
 
+def _check_held_out(name: str, spec: TaskSpec, root: Path) -> None:
+    """Training and model selection never read the file of a reported split (dev, test)."""
+    same = lambda a, b: (root / a).resolve() == (root / b).resolve()  # noqa: E731
+    for fit in ("train", "val"):
+        for held in ("dev", "test"):
+            if fit in spec.files and held in spec.files and same(spec.files[fit], spec.files[held]):
+                raise DataError(f"task {name!r}: files.{fit} and files.{held} are the same file ({spec.files[held]}); "
+                                f"{held} is only reported, never trained or selected on: "
+                                + ("drop files.val (val is carved from train)" if fit == "val"
+                                   else f"point files.{fit} at another file"))
+
+
 def load_task(name: str, spec: TaskSpec, data_root: str | Path, seed: int, val_fraction: float,
               val_max: int, max_train: int) -> TaskData:
     """Load every split of a task; carve ``val`` from train; optionally subsample train (seeded)."""
     if spec.format == "hub":
         return _load_hub(name, spec, seed, val_fraction, val_max, max_train)
+    _check_held_out(name, spec, Path(data_root))
     raw = {split: _raw_rows(spec, Path(data_root), split) for split in spec.files}
     for split, rows in raw.items():
         if not rows:
