@@ -382,12 +382,14 @@ def test_the_backbones_own_pooling_is_read_from_its_sentence_transformers_module
     (tmp_path / "modules.json").write_text(json.dumps(modules))
     (tmp_path / "1_Pooling").mkdir()
     for modes, want in (({"cls_token": True}, "cls"), ({"mean_tokens": True}, "mean"), ({"max_tokens": True}, None),
-                        ({"cls_token": True, "mean_tokens": True}, None), ({}, None)):
+                        ({"cls_token": True, "mean_tokens": True}, None), ({}, None),
+                        ({"mean_tokens": True, "weightedmean_tokens": True}, None)):
         conf = {f"pooling_mode_{k}": v for k, v in modes.items()}
         (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(conf))
         assert own_pooling(str(tmp_path)) == want, modes
-    (tmp_path / "1_Pooling" / "config.json").write_text("{not json")
-    assert own_pooling(str(tmp_path)) is None
+    for bad in ("{not json", "[1, 2]"):
+        (tmp_path / "1_Pooling" / "config.json").write_text(bad)
+        assert own_pooling(str(tmp_path)) is None
     (tmp_path / "modules.json").write_text(json.dumps({"a": 1}))  # not a list of modules
     assert own_pooling(str(tmp_path)) is None
 

@@ -76,14 +76,16 @@ def own_pooling(name: str) -> str | None:
     import json
 
     root = Path(resolve(name))
+    flags = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens",
+             "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens", "weighted": "pooling_mode_weightedmean_tokens",
+             "last": "pooling_mode_lasttoken"}
     try:
         modules = json.loads((root / "modules.json").read_text())
         folder = next(m["path"] for m in modules if m.get("type", "").endswith(".Pooling"))
         modes = json.loads((root / folder / "config.json").read_text())
+        chosen = [mode for mode, flag in flags.items() if modes.get(flag) is True]
     except (OSError, ValueError, StopIteration, TypeError, KeyError, AttributeError):
         return None
-    chosen = [m for m in ("mean", "cls", "max", "mean_sqrt_len") if modes.get(f"pooling_mode_{m}_tokens"
-                                                                         if m != "cls" else "pooling_mode_cls_token")]
     return chosen[0] if len(chosen) == 1 and chosen[0] in ("mean", "cls") else None
 
 
