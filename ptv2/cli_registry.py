@@ -38,9 +38,10 @@ def registry_table(cfg: Config, root: Path) -> str:
                      (f"{float(agree):.3f}" + (", served fp32" if t.get("served") == "fp32" else "")) if agree else "",
                      t.get("gate.promoted", ""), reason])
     if not rows:
+        from ptv2.tracking.registry import REGISTER_HINT
         from ptv2.tracking.store import tracking_uri
 
-        return f"no registered model in {tracking_uri(root)}: `dvc repro` trains, gates and registers them"
+        return f"no registered model in {tracking_uri(root)}: {REGISTER_HINT}"
     headers = ["model", "version", "aliases", "metric", "score", "baseline", "p vs baseline", "champion before",
                "p vs champion", "int8 agreement", "promoted", "reason"]
     # a column no version fills (no champion before any gate) only widens a table already ~250 characters wide

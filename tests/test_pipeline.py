@@ -298,6 +298,23 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert "p vs baseline" in listing and len([x for x in listing.splitlines() if "ptv2-sent" in x]) == n_versions
     assert f"serves sent v{champ}" in listing  # the multi-task model's row says what it serves
 
+    # regression (session 33): in a fresh store (a clone that pulled the outputs from a DVC remote, a deleted
+    # mlruns.db) `dvc repro` is up to date, nothing is registered, and forcing the promote stage failed with
+    # "Run with id=... not found": the candidates are now logged into new runs of this store and registered
+    import shutil
+    import subprocess
+    import sys
+
+    (root / "mlruns.db").rename(tmp_path / "old.db")
+    shutil.rmtree(root / "mlartifacts")
+    assert main(["registry", "--params", str(root / "params.yaml")]) == 0
+    assert "register them in this one with `dvc repro --force --downstream promote@<task>`" in capsys.readouterr().out
+    r = subprocess.run([sys.executable, "-m", "dvc", "repro", "--force", "--downstream", "promote@sent"], cwd=root,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "is not in this project's store" in r.stderr, r.stderr[-3000:]
+    assert registry.alias_version(root, "ptv2-sent", "champion") is not None
+    assert registry.alias_version(root, "ptv2-all", "champion")[1]["task.sent.model"] == "ptv2-sent"
+
 
 @pytest.mark.slow  # 83 s; its pieces (LoRA adaptation, export, gate) have fast tests in test_multitask and test_onnx
 def test_pipeline_runs_a_lora_method_end_to_end(tmp_path, tiny_dir):

@@ -24,7 +24,7 @@ from ptv2.training.metrics import scorer
 from ptv2.export.compose import bundle_for, subset_bundle
 from ptv2.model.spec import FROZEN
 from ptv2.serving.bundle import Bundle, int8_serves
-from ptv2.tracking import packaging, registry
+from ptv2.tracking import packaging, registry, store
 from ptv2.evidence import baseline
 from ptv2.release.gate import ChampionUnfit, Decision, GateData, register_and_gate
 from ptv2.training.artifacts import read_spec
@@ -76,6 +76,20 @@ def _champion_predictions(cfg: Config, root: Path, task: str, td: TaskData) -> C
     return predictions
 
 
+def _run_here(cfg: Config, root: Path, task: str, kind: str, run_id: str) -> str:
+    """``run_id`` (the candidate's training run) when this project's store holds it; else a new run to log the
+    candidate into: the store it trained into is elsewhere or gone (a clone that pulled the outputs from a
+    DVC remote, a deleted mlruns.db), and MLflow refused to log into a run it does not know."""
+    if store.has_run(root, run_id):
+        return run_id
+    tags = store.lineage_tags(root, f"promote@{task}") | {"ptv2.trained_in_run": run_id}
+    with store.start_run(root, cfg.tracking.experiment, f"promote-{kind}-{task}", {}, tags) as run:
+        new = run.id
+    log.warning("%s: the %s run %s is not in this project's store (%s): its bundle is logged into a new run %s",
+                task, "frozen baseline's" if kind == FROZEN else "training", run_id, store.tracking_uri(root), new)
+    return new
+
+
 def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, pred: dict[str, Any],
           checks: dict[str, Any], against_frozen: list[Any] | None,
           champion_predictions: Callable[[str], list[Any]]) -> Decision:
@@ -83,7 +97,8 @@ def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, pred: dic
     ``against_frozen``: the frozen baseline's predictions a trained challenger must also beat."""
     folder = Path(cfg.adapt.baseline_dir if kind == FROZEN else cfg.adapt.out_dir) / task
     bundle_root = cfg.export.frozen_dir if kind == FROZEN else cfg.export.out_dir
-    run_id = json.loads((folder / "mlflow.json").read_text())["run_id"]
+    trained_in = json.loads((folder / "mlflow.json").read_text())["run_id"]
+    run_id = _run_here(cfg, root, task, kind, trained_in)
     name = cfg.tracking.task_model(task)
     card = _card_facts(cfg, task, td, folder, pred["metric"], checks)
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,7 +114,7 @@ def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, pred: dic
     d = register_and_gate(root, name, run_id, uri, data, t.promote_alpha, t.promote_margin, t.permutation_samples,
                           parity_ok=checks.get("parity_ok"),
                           tags={"int8_agreement": str(checks.get("int8_agreement", "")),
-                                "served": served_in(cfg, checks), "candidate": kind, "run_id": run_id})
+                                "served": served_in(cfg, checks), "candidate": kind, "run_id": trained_in})
     e = d.evidence
     registry.describe_version(root, name, d.version, packaging.model_card(name, *card, evidence={
         "baselines": e.baselines, "challenger": e.challenger, "champion": e.champion, "p_champion": e.p_champion,

@@ -172,9 +172,16 @@ def resolve_model(root: str | Path, uri: str) -> tuple[str, str]:
     return name, version
 
 
+# how models get into a store, for a user who finds none: `dvc repro` is up to date in a clone that pulled the
+# outputs from a DVC remote, or after mlruns.db was deleted, though nothing is registered in this store
+REGISTER_HINT = ("`dvc repro` trains, gates and registers them (if it is up to date, they went to another store: set "
+                 "MLFLOW_TRACKING_URI to it, or register them in this one with `dvc repro --force --downstream "
+                 "promote@<task>` for each adapted task)")
+
+
 def _no_model(name: str, where: str, known: list[str]) -> ArtifactError:
     return ArtifactError(f"no registered model {name!r} in {where} (registered: {', '.join(known) or 'none'}); "
-                         f"run the pipeline (`dvc repro`) or pick one from `ptv2 registry`")
+                         + ("pick one from `ptv2 registry`" if known else REGISTER_HINT))
 
 
 def check_model_files(root: str | Path, name: str, version: str) -> str:

@@ -42,6 +42,17 @@ def has_store(root: str | Path) -> bool:
     return bool(os.environ.get("MLFLOW_TRACKING_URI")) or (repo_root(root) / STORE_DB).is_file()
 
 
+def has_run(root: str | Path, run_id: str) -> bool:
+    """Whether the project's store holds the run ``run_id`` (a store made afresh, by a clone that pulled its
+    outputs from a DVC remote or after mlruns.db was deleted, holds none of the stages' runs)."""
+    mlflow = _mlflow(root)
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+
+
 def check_tracking(root: str | Path) -> None:
     """The store this project logs to can take runs and registered models; else one TrackingError line (callers
     that log only at the end check first, not after their work)."""
