@@ -265,6 +265,27 @@ def test_the_pipeline_entry_point_ends_every_failure_in_one_line(tmp_path, tiny_
     assert "not found" in errors[0] and errors[-1].startswith("ptv2: error: dvc repro: failed to reproduce 'prepare'")
 
 
+def test_an_adapted_task_without_a_dev_split_is_refused_by_the_prepare_stage(tmp_path, tiny_dir):
+    """Regression (session 33): a task with train rows only in adapt.tasks was trained (adapt@ and baseline@
+    stages) before the export stage failed on its missing dev split; the prepare stage refuses it first."""
+    import yaml
+
+    from helpers import merged, tiny_params, write_all_formats
+    from ptv2.errors import DataError
+    from ptv2.stages.prepare import main
+
+    write_all_formats(tmp_path)
+    params = tmp_path / "params.yaml"
+    p = tiny_params(tmp_path, tiny_dir)
+    params.write_text(yaml.safe_dump(merged({"adapt": {"tasks": ["sent", "mc"]}}, p)))
+    with pytest.raises(DataError, match=r"task 'mc' is in adapt.tasks but has no dev split \(it has \['train', "
+                                        r"'val'\]\).*give it files.dev, or take it out of adapt.tasks"):
+        main(["--params", str(params), "--out", str(tmp_path / "prepare")])
+    params.write_text(yaml.safe_dump(merged({"adapt": {"tasks": ["sent"]}, "pretrain": {"tasks": ["sent", "mc"]}}, p)))
+    main(["--params", str(params), "--out", str(tmp_path / "prepare")])  # pretraining reads train and val only
+    assert (tmp_path / "prepare/tasks/mc.json").is_file()
+
+
 def test_the_pipeline_entry_point_interrupted_is_one_line(monkeypatch, capsys):
     from ptv2.orchestration import dvc_graph
 

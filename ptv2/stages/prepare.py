@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 
 from ptv2.data.tasks import load_task_data
+from ptv2.errors import DataError
 from ptv2.files import sha256, write_json
 from ptv2.stages.common import parse, run
 
@@ -16,6 +17,10 @@ def main(argv: list[str] | None = None) -> None:
     mixture = {}
     for name in dict.fromkeys(cfg.pretrain.tasks + cfg.adapt.tasks):
         td = load_task_data(cfg, name)
+        if name in cfg.adapt.tasks and "dev" not in td.splits:  # else the export stage fails after the training
+            raise DataError(f"task {name!r} is in adapt.tasks but has no dev split (it has {sorted(td.splits)}): "
+                            f"the promotion gate scores each adapted task on dev; give it files.dev, or take it out "
+                            f"of adapt.tasks")
         info = {"type": td.spec.type, "labels": td.labels, "rows": {s: len(d) for s, d in td.splits.items()},
                 "files": {s: sha256(cfg.data_path(f)) for s, f in td.spec.files.items() if s != "test"}}
         if td.spec.type in ("classification", "pair_classification"):
