@@ -64,12 +64,16 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
     name = cfg.tracking.multitask_model
     current = registry.alias_version(root, name, "champion")
     out = _publish(cfg, root, current)
-    before = json.loads(current[1].get("tasks", "{}")) if current and out["published"] else {}
-    dropped = sorted(set(before) - set(cfg.adapt.tasks))
+    dropped = sorted(set(_served(current) if out["published"] else {}) - set(cfg.adapt.tasks))
     if dropped:  # its clients get 4xx from now on: say so
         log.warning("%s v%s no longer serves %s (not in adapt.tasks); still served by %s", name, out["version"],
                     ", ".join(dropped), ", ".join(f"{cfg.tracking.task_model(t)}@champion" for t in dropped))
     return out | {"dropped": dropped}
+
+
+def _served(current: tuple[str, dict[str, str]] | None) -> dict[str, str]:
+    """task -> champion version the multi-task model's ``current`` version (version, tags) serves."""
+    return json.loads(current[1].get("tasks", "{}")) if current else {}
 
 
 def _publish(cfg: Config, root: Path, current: tuple[str, dict[str, str]] | None) -> dict[str, Any]:
@@ -78,12 +82,12 @@ def _publish(cfg: Config, root: Path, current: tuple[str, dict[str, str]] | None
     wanted = {t: c["version"] for t, c in champs.items()}
     serving = json.dumps(serving_settings(cfg.serving), sort_keys=True)
     if current and json.loads(current[1].get("champions", "{}")) == wanted and current[1].get("serving") == serving:
-        return {"published": False, "version": current[0], "tasks": json.loads(current[1].get("tasks", "{}")),
+        return {"published": False, "version": current[0], "tasks": _served(current),
                 "reason": "champions and serving config unchanged"}
     if not champs:  # an earlier multi-task model (tasks since taken out of adapt.tasks) keeps serving
         if not current:
             return {"published": False, "version": None, "tasks": {}, "reason": "no task has a champion yet"}
-        served = json.loads(current[1].get("tasks", "{}"))
+        served = _served(current)
         return {"published": False, "version": current[0], "tasks": served,
                 "reason": f"no task of adapt.tasks has a champion yet: v{current[0]} keeps serving "
                           f"{', '.join(sorted(served))}"}
