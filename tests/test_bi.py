@@ -113,6 +113,20 @@ def test_bi_tasks_train_and_step_0_is_the_bar(root, tiny_dir, task):
     assert run.metrics["val"][task] == hist[run.record["best_epoch"]]["val"][task]
 
 
+def test_no_head_l2_setting_weakens_the_frozen_bar(root, tiny_dir):
+    """Regression (session 34): the frozen heads tried train.head_l2's strengths; at [1000] CB's fell to the class
+    prior (dev 41.07 against 78.57) and a trained model under the same setting (76.79) beat that bar."""
+    from ptv2.training.driver import FROZEN_HEAD_L2, train
+
+    cfg = _cfg(root, tiny_dir)
+    weak = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, head_l2=[1000.0]))
+    for task in ("sent", "pair"):
+        bar = train(cfg, [task], root / f"bar-{task}", report_splits=(), frozen=True)
+        run = train(weak, [task], root / f"bar-{task}-l2", report_splits=(), frozen=True)
+        assert run.history[0]["fitted_heads"][task]["l2"] in FROZEN_HEAD_L2
+        assert run.metrics["val"] == bar.metrics["val"] and run.record["key"] == bar.record["key"]
+
+
 def test_frozen_baseline_is_the_backbone_with_a_fitted_head_and_bi_similarity_is_the_cosine(root, tiny_dir):
     from ptv2.training.driver import train
 
