@@ -9,8 +9,8 @@ Packages, by responsibility (arrows: may import):
 - ``experiments``: the method comparison and the transfer table; tables and plots (-> training).
 - ``export`` / ``serving``: ONNX graphs, bundles and gates; onnxruntime serving without torch.
 - ``tracking``: the only package that imports mlflow (store, registry gate, pyfunc) and runs dvc.
-- ``stages``: one thin module per DVC stage; ``cli``: the same functions for people (``cli_input``: what
-  `ptv2 predict` reads; ``cli_registry``: `ptv2 registry` and `ptv2 serve`).
+- ``stages``: one thin module per DVC stage; ``cli``: the same functions for people (the parser, the training
+  commands, evaluate / predict / export, `ptv2 registry` and `ptv2 serve`).
 """
 
 __version__ = "0.2.0"

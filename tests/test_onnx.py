@@ -409,7 +409,7 @@ def test_cli_predicts_a_file_longer_than_a_request_may_be(trained, tiny_dir, tmp
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(cfg))
     texts = [f"the movie number {i} was good" for i in range(11)]
-    monkeypatch.setattr("ptv2.cli.PREDICT_CHUNK", 3)
+    monkeypatch.setattr("ptv2.cli.use.PREDICT_CHUNK", 3)
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(texts) + "\n"))
     assert main(["predict", "--params", str(params), "--model", str(bundle), "--task", "sent"]) == 0
     captured = capsys.readouterr()

@@ -2,6 +2,7 @@
 server on one of them, each checked before it starts (a missing model, alias or port is one line)."""
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ptv2.config import Config
+from ptv2.cli.common import config_of
 from ptv2.errors import ConfigError
 
 
@@ -81,3 +83,14 @@ def serve(cfg: Config, root: Path, model: str | None, host: str, port: int, env_
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(argv[0], argv, env)  # this process becomes the server: signals reach it, no orphan
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    """The registered versions with the gate's evidence (scores, baseline, p-values, decision)."""
+    print(registry_table(config_of(args), Path(args.params).resolve().parent))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """MLflow's scoring server on a registered model, checked first (this process becomes the server)."""
+    serve(config_of(args), Path(args.params).resolve().parent, args.model, args.host, args.port, args.env_manager)

@@ -1,0 +1,94 @@
+"""The training commands: ``train``, ``baseline``, ``pretrain``, ``adapt``, ``compare``, ``transfer``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ptv2.cli.common import config_of, report
+from ptv2.config.schema import check_seed
+from ptv2.errors import ConfigError
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ptv2.training.driver import train
+
+    cfg = config_of(args)
+    task = args.task or cfg.run.task
+    out = Path(args.out or Path(cfg.run.out_dir) / task / cfg.train.method)
+    report(train(cfg, [task], out))
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from ptv2.model.spec import FROZEN
+    from ptv2.training.driver import train
+
+    cfg = config_of(args)
+    task = args.task or cfg.run.task
+    out = Path(args.out or Path(cfg.run.out_dir) / task / FROZEN)
+    report(train(cfg, [task], out, frozen=True))
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from ptv2.training.driver import pretrain
+
+    cfg = config_of(args)
+    report(pretrain(cfg, args.out, _names("--tasks", args.tasks, []) or None))
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from ptv2.training.driver import adapt
+
+    cfg = config_of(args)
+    report(adapt(cfg, args.task, getattr(args, "from"), args.out))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ptv2.experiments.compare import compare
+
+    cfg = config_of(args)
+    c = cfg.compare
+    compare(cfg, _names("--tasks", args.tasks, c.tasks), _names("--methods", args.methods, c.methods),
+            _seeds(args.seeds, c.seeds), Path(args.out or c.out), Path(args.work or c.work),
+            one_seed=tuple(_names("--one-seed", args.one_seed, c.one_seed)), track=not args.no_track)
+    return 0
+
+
+def _names(flag: str, value: str | None, default: list) -> list[str]:
+    """A comma-separated option, each name once, or the params.yaml default when it is not given."""
+    if value is None:
+        return [str(x) for x in default]
+    names = [x.strip() for x in value.split(",") if x.strip()]
+    twice = sorted({x for x in names if names.count(x) > 1})
+    if twice:
+        raise ConfigError(f"{flag} {value!r} names {twice[0]!r} twice: list each once")
+    return names
+
+
+def _seeds(value: str | None, default: list) -> list[int]:
+    """--seeds as integers: one line naming the value otherwise."""
+    names = _names("--seeds", value, default)
+    if not names or not all(x.lstrip("-").isdigit() for x in names):
+        raise ConfigError(f"--seeds {value!r} is not a comma-separated list of integers; e.g. --seeds 1,2,3")
+    if len({int(x) for x in names}) != len(names):  # 1,01
+        raise ConfigError(f"--seeds {value!r} names a seed twice: list each once")
+    for x in names:  # before any run starts (a negative seed failed at its run, after the runs before it)
+        check_seed("--seeds", int(x))
+    return [int(x) for x in names]
+
+
+DEFAULT_HELD_OUT = ("rte", "cb")  # transfer's (d) by default: the NLI pair, where a mixture could help most
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from ptv2.experiments.transfer import transfer
+
+    cfg = config_of(args)
+    tasks = _names("--tasks", args.tasks, [])
+    held_out = (_names("--held-out", args.held_out, []) if args.held_out is not None
+                else [t for t in DEFAULT_HELD_OUT if t in tasks])
+    transfer(cfg, tasks, held_out, _seeds(args.seeds, []), Path(args.out), Path(args.work))
+    return 0
