@@ -24,6 +24,9 @@ def test_rates_per_strategy():
     assert mixture_rates(sizes, "temperature", 0, 1.0, {}) == pytest.approx(p)
     u = mixture_rates(sizes, "uniform", 0, 1.0, {"a": 2.0})
     assert u == pytest.approx({"a": 0.5, "b": 0.25, "c": 0.25})
+    # regression (session 34): (w * n) ** (1/T) overflowed a float at T = 0.001, as did huge weights (a traceback)
+    assert mixture_rates(sizes, "temperature", 0, 0.001, {}) == pytest.approx({"a": 1.0, "b": 0.0, "c": 0.0})
+    assert mixture_rates(sizes, "proportional", 0, 1.0, {t: 1e308 for t in sizes}) == pytest.approx(p)
 
 
 @pytest.mark.parametrize("strategy,kw", [("proportional", {"cap": 300}), ("temperature", {"temperature": 3.0}),
@@ -98,6 +101,19 @@ def test_mixed_batch_step_equals_the_row_weighted_sum_of_its_parts(root, tiny_di
     model.train = lambda mode=True: model  # keep eval mode (dropout off) inside _run_epoch
     _run_epoch(model, NoStep(), NoStep(), Acc(), [parts], train, coll, cfg.train, 1, 1, None, False)
     assert torch.allclose(model.prompt.prefix.grad, want, atol=1e-6)
+
+
+def test_a_low_temperature_mixture_trains_and_names_the_tasks_it_starves(root, tiny_dir, caplog):
+    import logging
+
+    cfg = _cfg(root, tiny_dir, strategy="temperature", temperature=0.001, weights={"sent": 2.0})
+    with caplog.at_level(logging.WARNING, logger="ptv2"):
+        pretrain(cfg)
+    rates = read_spec(root / "pre/model").mixture["rates"]
+    assert rates["sent"] == pytest.approx(1.0)
+    for t in ("pair", "reg"):  # 12 batches x 2 epochs, none of them theirs
+        assert f"mixture: task {t} is drawn for about 0 of 24 batches in 2 epochs" in caplog.text
+    assert "task sent is drawn" not in caplog.text
 
 
 def test_pretrain_with_mixed_batches_runs_and_is_recorded(root, tiny_dir, capsys):

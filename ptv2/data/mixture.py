@@ -11,6 +11,7 @@ All randomness comes from the generator passed in.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -28,11 +29,14 @@ def mixture_rates(sizes: dict[str, int], strategy: str, cap: int, temperature: f
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r}: expected one of {list(STRATEGIES)}")
     weights = weights or {}
-    raw = {}
+    logs = {}  # log r_t: (w · n) ** (1/T) overflowed a float at T = 0.001 (a traceback for the user)
     for t, n in sizes.items():
         size = min(n, cap) if cap else n
-        w = weights.get(t, 1.0)
-        raw[t] = w if strategy == "uniform" else (w * size) ** (1.0 / temperature if strategy == "temperature" else 1.0)
+        w = math.log(weights.get(t, 1.0))
+        logs[t] = w if strategy == "uniform" else \
+            (w + math.log(size)) / (temperature if strategy == "temperature" else 1.0)
+    top = max(logs.values())
+    raw = {t: math.exp(v - top) for t, v in logs.items()}
     total = sum(raw.values())
     return {t: v / total for t, v in raw.items()}
 

@@ -253,6 +253,11 @@ def _plan(cfg: Config, train_s: dict[str, Split], mixture: bool, adapting: bool)
     n_batches = p.batches_per_epoch or max(1, capped // t.batch_size)
     log.info("mixture %s: rates %s, %d batches/epoch", list(sizes), {k: round(r, 3) for k, r in rates.items()},
              n_batches)
+    for name, r in rates.items():
+        if r * n_batches * p.epochs < 1:  # e.g. a low temperature: the largest task takes every batch
+            log.warning("mixture: task %s is drawn for about %.2g of %d batches in %d epochs (rate %.2g): the prompt "
+                        "will hardly learn it; raise pretrain.temperature or pretrain.weights.%s", name,
+                        r * n_batches * p.epochs, n_batches * p.epochs, p.epochs, r, name)
     planner = mixture_planner({name: s.lengths for name, s in train_s.items()}, t.batch_size, rates, n_batches,
                               t.length_grouping, mixed=p.batching == "mixed")
     desc = {"tasks": list(sizes), "sizes": sizes, "rates": rates, "strategy": p.strategy, "cap": p.cap,
