@@ -224,6 +224,17 @@ def test_exponent_floats_are_numbers(tmp_path):
         load_config(ROOT / "params.yaml", ["train.lr.ptv2=1e-3x"])
 
 
+@pytest.mark.parametrize("assignment,key", [("train.head_l2=[.inf]", r"train.head_l2\[0\] = inf"),
+                                            ("train.weight_decay=.nan", "train.weight_decay = nan"),
+                                            ("pretrain.temperature=1e999", "pretrain.temperature = '1e999'"),
+                                            ("pretrain.weights={cb: -.inf}", "pretrain.weights.cb = -inf")])
+def test_a_float_that_is_not_finite_is_refused(assignment, key):
+    # regression (session 34): head_l2 [.inf] reached torch ("value cannot be converted to type float without
+    # overflow", a traceback); an infinite weight decay trained NaNs in silence
+    with pytest.raises(ConfigError, match=key + " is not a finite number: give a finite value"):
+        load_config(ROOT / "params.yaml", [assignment])
+
+
 def test_compare_section_is_validated():
     with pytest.raises(ConfigError, match=r"compare.methods = 'loar' is not allowed"):
         config_from_dict(merged({"compare": {"methods": ["loar"]}}))

@@ -3,6 +3,7 @@ against the schema, unknown and missing keys refused, ``data_root`` resolved."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -42,10 +43,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
         _, vt = get_args(tp)
         return {str(k): _coerce(vt, v, f"{key}.{k}") for k, v in value.items()}
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if tp is float and (isinstance(value, (int, float)) and not isinstance(value, bool)
+                        or isinstance(value, str) and _EXPONENT.match(value)):  # YAML 1.1 reads 3e-2 as a string
+        if not math.isfinite(float(value)):  # head_l2 [.inf] reached torch as a traceback; inf weight decay, NaNs
+            raise ConfigError(f"{key} = {value!r} is not a finite number: give a finite value")
         return float(value)
-    if tp is float and isinstance(value, str) and _EXPONENT.match(value):
-        return float(value)  # YAML 1.1 reads 3e-2 (no dot, unsigned exponent) as a string
     if tp is str and isinstance(value, (str, int, float, bool)) and key.split("[")[0].endswith("labels"):
         return str(value)  # label values may be written as YAML ints/bools
     if tp in (int, str, bool) and type(value) is tp:
