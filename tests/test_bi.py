@@ -113,6 +113,23 @@ def test_bi_tasks_train_and_step_0_is_the_bar(root, tiny_dir, task):
     assert run.metrics["val"][task] == hist[run.record["best_epoch"]]["val"][task]
 
 
+def test_a_diverged_epoch_is_never_kept_and_ends_the_training(root, tiny_dir, caplog):
+    """Regression (session 34): CoSENT at scale 1e300 trained NaN weights, whose NaN cosines read val pearson
+    100.00 (p 0.001 vs step 0): the NaN model was kept and would have been exported."""
+    import logging
+
+    from ptv2.training.driver import train
+
+    cfg = _cfg(root, tiny_dir, cosent_scale=1e300, epochs={"ptv2": 3, "finetune": 1})
+    with caplog.at_level(logging.WARNING, logger="ptv2"):
+        run = train(cfg, ["reg"], root / "nan", report_splits=())
+    hist = run.history
+    assert [h["epoch"] for h in hist] == [0, 1] and hist[1]["diverged"] and hist[1]["train_loss"] is None
+    assert run.record["best_epoch"] == 0 and run.metrics["val"]["reg"] == hist[0]["val"]["reg"]
+    assert "epoch 1: training diverged (loss nan); stopped, the model kept is epoch 0" in caplog.text
+    assert all(torch.isfinite(t).all() for t in load_model(root / "nan/model")[0].state_dict().values())
+
+
 def test_no_head_l2_setting_weakens_the_frozen_bar(root, tiny_dir):
     """Regression (session 34): the frozen heads tried train.head_l2's strengths; at [1000] CB's fell to the class
     prior (dev 41.07 against 78.57) and a trained model under the same setting (76.79) beat that bar."""

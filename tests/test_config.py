@@ -233,6 +233,9 @@ def test_a_float_that_is_not_finite_is_refused(assignment, key):
     # overflow", a traceback); an infinite weight decay trained NaNs in silence
     with pytest.raises(ConfigError, match=key + " is not a finite number: give a finite value"):
         load_config(ROOT / "params.yaml", [assignment])
+    if "head_l2" in assignment:  # finite, but past float32: the fitted head's tensor overflowed (a traceback)
+        with pytest.raises(ConfigError, match=r"head_l2 = \[1e\+300\] is not allowed: expected a non-empty list"):
+            load_config(ROOT / "params.yaml", ["train.head_l2=[1e300]"])
 
 
 def test_compare_section_is_validated():

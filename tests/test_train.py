@@ -207,3 +207,15 @@ def test_classification_metrics_match_sklearn_whatever_ids_a_split_holds():
     assert compute(["f1_macro"], three, three)["f1_macro"] == compute(["f1_macro"], two, two)["f1_macro"] == 100.0
     assert compute(["f1"], two, 1 - two)["f1"] == 0.0 and compute(["mcc"], two, 1 - two)["mcc"] == -100.0
     assert compute(["mcc"], np.zeros(6, int), three)["mcc"] == 0.0  # a constant predictor: undefined, 0
+
+
+def test_a_nan_prediction_scores_no_correlation():
+    # regression (session 34): min(1.0, nan) is 1.0, so NaN predictions (a diverged model) read pearson 100.00
+    import numpy as np
+
+    from ptv2.training.metrics import compute
+
+    gold = np.linspace(0, 5, 40)
+    for pred in (np.full(40, np.nan), np.where(np.arange(40) == 3, np.nan, gold)):
+        assert compute(["pearson", "spearman"], pred, gold) == {"pearson": 0.0, "spearman": 0.0}
+    assert compute(["pearson"], gold, gold)["pearson"] == pytest.approx(100.0)

@@ -88,8 +88,8 @@ class TrainConfig:
             _check(0 < v < 1, f"lr.{m}", v, "a float in (0, 1)")
         _check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", self.warmup_ratio, "a float in [0, 1)")
         _check(0.0 <= self.val_fraction < 0.5, "val_fraction", self.val_fraction, "a float in [0, 0.5)")
-        _check(len(self.head_l2) >= 1 and all(x >= 0 for x in self.head_l2), "head_l2", self.head_l2,
-               "a non-empty list of L2 strengths >= 0")
+        _check(len(self.head_l2) >= 1 and all(0 <= x <= 1e6 for x in self.head_l2), "head_l2", self.head_l2,
+               "a non-empty list of L2 strengths in [0, 1e6]")  # 1e300 overflowed the head's float32 (a traceback)
         _check(self.cosent_scale > 0, "cosent_scale", self.cosent_scale, "a float > 0, e.g. 20")
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0")
         _check(0.0 < self.select_alpha <= 1.0, "select_alpha", self.select_alpha,

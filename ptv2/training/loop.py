@@ -138,19 +138,25 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
         val_metrics, preds = _validate(core, val, pad_id, cfg.eval_batch_size, acc.device)
         score = score_of(val_metrics, main)
         p = _p_vs_step0(state, preds, val, cfg) if len(val) == 1 else None
-        row = {"epoch": epoch, "train_loss": loss, "val_score": score, "val": val_metrics, "p_vs_step0": p}
+        diverged = not math.isfinite(loss)  # NaN weights: CoSENT at scale 1e300 read val pearson 100.00 (session 34)
+        row = {"epoch": epoch, "train_loss": None if diverged else loss, "val_score": score, "val": val_metrics,
+               "p_vs_step0": p, **({"diverged": True} if diverged else {})}
         state["history"].append(row)
         log.info("epoch %d/%d  loss %.4f  val %.2f%s", epoch, epochs, loss, score,
                  "" if p is None else f"  (p = {p:.3f} vs step 0)")
         if on_log:
             on_log(row)
-        improved = after_epoch(state, epoch, score, p, cfg.select_alpha, cfg.patience)  # the same on every rank
+        improved = after_epoch(state, epoch, score, p, cfg.select_alpha, cfg.patience, diverged)  # same on every rank
         state["seconds"] = time.perf_counter() - t0
         if acc.is_main_process:  # one writer; the others wait so a resume always finds a whole checkpoint
             if improved:
                 save_adapter(out_dir / "model", core.trainable_state(), core.spec.folded())
             _checkpoint(out_dir / "checkpoint", core, opt, sched, state, fingerprint)
         acc.wait_for_everyone()
+        if diverged:
+            log.warning("epoch %d: training diverged (loss %s); stopped, the model kept is epoch %d. Lower the "
+                        "learning rate (train.lr) or the loss's scale", epoch, loss, state["best_epoch"])
+            break
         if state["stopped"]:
             log.info("early stop: no new best val score for %d epochs", cfg.patience)
             break
@@ -219,19 +225,20 @@ def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], coll
 
 
 def after_epoch(state: dict[str, Any], epoch: int, score: float, p: float | None, alpha: float,
-                patience: int) -> bool:
+                patience: int, diverged: bool = False) -> bool:
     """Book an epoch's val ``score`` (``p``: its paired test against step 0, None for a mixture) into
     ``state``; True when it replaces the kept model. Two questions, two rules: the model kept is the best
     epoch that beats step 0 at ``alpha``; training stops after ``patience`` epochs with no new best val score
-    at all (still rising but not yet significant is still learning: SST-2's first significant epoch is the 4th)."""
-    improved = score > state["best_score"] and (p is None or p <= alpha)
+    at all (still rising but not yet significant is still learning: SST-2's first significant epoch is the 4th).
+    A ``diverged`` epoch (its training loss not finite) is never kept and ends the training."""
+    improved = not diverged and score > state["best_score"] and (p is None or p <= alpha)
     if improved:
         state.update(best_score=score, best_epoch=epoch)
     top = state.get("top_score", state["best_score"])  # a checkpoint from before top_score: its best score
     state["top_score"] = max(score, top)
     state["bad_epochs"] = 0 if score > top else state["bad_epochs"] + 1
     state["epoch"] = epoch
-    state["stopped"] = bool(patience and state["bad_epochs"] >= patience)
+    state["stopped"] = diverged or bool(patience and state["bad_epochs"] >= patience)
     return improved
 
 

@@ -1,6 +1,7 @@
 """Task metrics, in percent (x100). Pure numpy/scipy/seqeval."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -41,13 +42,13 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     times on STS-B dev."""
     xm, ym = x - x.mean(), y - y.mean()
     r = float(np.dot(xm / np.linalg.norm(xm), ym / np.linalg.norm(ym)))
-    return max(-1.0, min(1.0, r))
+    return r if math.isnan(r) else max(-1.0, min(1.0, r))  # min(1.0, nan) is 1.0: NaN predictions read 100
 
 
 def _corr(fn: Callable[[np.ndarray, np.ndarray], float], pred: np.ndarray, gold: np.ndarray) -> float:
     """A correlation in points; 0 for a constant input (np.std of equal floats can be 1e-16, not 0, so
     compare the range; scipy would answer nan)."""
-    if np.ptp(pred) == 0 or np.ptp(gold) == 0:
+    if np.ptp(pred) == 0 or np.ptp(gold) == 0 or not np.isfinite(pred).all():  # a NaN prediction: a broken model
         return 0.0
     r = float(fn(pred, gold) * 100)
     return 0.0 if np.isnan(r) else r
