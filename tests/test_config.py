@@ -33,6 +33,16 @@ def test_wrong_type_names_the_key():
         load_config(PROJECT / "params.yaml", ["tasks.sst2.text_a={s}"])
 
 
+@pytest.mark.parametrize("assignment,needle", [
+    ("tasks.stsb.labels=[a, b]", "labels = ['a', 'b'] is not allowed: expected no labels for a regression task"),
+    ("tasks.copa.labels=[x, y]", "labels = ['x', 'y'] is not allowed: expected no labels for a multiple_choice task"),
+    ("tasks.cb.choices=['{premise}', '{hypothesis}']", "expected no choices for a pair_classification task")])
+def test_a_key_the_task_type_would_ignore_is_refused(assignment, needle):
+    # regression (session 34): a regression task's labels were taken silently and recorded in its model's spec
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_config(ROOT / "params.yaml", [assignment])
+
+
 def test_impossible_value_names_key_and_allowed():
     with pytest.raises(ConfigError, match=r"prompt.length = -1 is not allowed"):
         config_from_dict(merged({"prompt": {"length": -1}}))

@@ -157,6 +157,12 @@ class TaskSpec:
         if self.type in ("classification", "pair_classification"):
             _check(len(self.labels) >= 2, "labels", self.labels, "the list of label values (>= 2)")
         _check(len(set(self.labels)) == len(self.labels), "labels", self.labels, "distinct label values")
+        if self.type in ("regression", "multiple_choice"):  # its label column is a number or a choice's index
+            _check(not self.labels, "labels", self.labels, f"no labels for a {self.type} task (they were ignored): "
+                                                           f"remove them, or set the task's type")
+        if self.type != "multiple_choice":
+            _check(not self.choices, "choices", self.choices, f"no choices for a {self.type} task (they were "
+                                                             f"ignored): remove them, or set type: multiple_choice")
         if self.pair_encoding == "bi":
             _check(bool(self.text_b) and self.type in ("pair_classification", "regression"), "pair_encoding",
                    self.pair_encoding, "'' or 'cross' for a task without text_b or of another type than "
