@@ -34,11 +34,18 @@ def test_wrong_type_names_the_key():
 
 
 @pytest.mark.parametrize("assignment,needle", [
-    ("tasks.stsb.labels=[a, b]", "labels = ['a', 'b'] is not allowed: expected no labels for a regression task"),
-    ("tasks.copa.labels=[x, y]", "labels = ['x', 'y'] is not allowed: expected no labels for a multiple_choice task"),
-    ("tasks.cb.choices=['{premise}', '{hypothesis}']", "expected no choices for a pair_classification task")])
+    ("tasks.stsb.labels=[a, b]", "labels = ['a', 'b'] is not allowed: expected nothing for a regression task"),
+    ("tasks.copa.labels=[x, y]", "labels = ['x', 'y'] is not allowed: expected nothing for a multiple_choice task"),
+    ("tasks.cb.choices=['{premise}', '{hypothesis}']", "choices = ['{premise}', '{hypothesis}'] is not allowed"),
+    ("tasks.conll2003.text_a='{tokens}'", "text_a = '{tokens}' is not allowed: expected nothing for a "
+                                          "token_classification task in format conll (it would be ignored)"),
+    ("tasks.copa.text_b='{choice1}'", "text_b = '{choice1}' is not allowed"),
+    ("tasks.sst2.columns=[a, b]", "expected nothing for a classification task in format tsv with a header"),
+    ("tasks.cb.columns=[a, b]", "expected nothing for a pair_classification task in format jsonl (it would"),
+    ("tasks.cb.hub_name=super_glue", "hub_name = 'super_glue' is not allowed")])
 def test_a_key_the_task_type_would_ignore_is_refused(assignment, needle):
-    # regression (session 34): a regression task's labels were taken silently and recorded in its model's spec
+    # regression (session 34): a regression task's labels were taken silently and recorded in its model's spec;
+    # a token task's text_a, a TSV task's hub_name, columns under a header line went unread
     with pytest.raises(ConfigError, match=re.escape(needle)):
         load_config(ROOT / "params.yaml", [assignment])
 

@@ -157,12 +157,7 @@ class TaskSpec:
         if self.type in ("classification", "pair_classification"):
             _check(len(self.labels) >= 2, "labels", self.labels, "the list of label values (>= 2)")
         _check(len(set(self.labels)) == len(self.labels), "labels", self.labels, "distinct label values")
-        if self.type in ("regression", "multiple_choice"):  # its label column is a number or a choice's index
-            _check(not self.labels, "labels", self.labels, f"no labels for a {self.type} task (they were ignored): "
-                                                           f"remove them, or set the task's type")
-        if self.type != "multiple_choice":
-            _check(not self.choices, "choices", self.choices, f"no choices for a {self.type} task (they were "
-                                                             f"ignored): remove them, or set type: multiple_choice")
+        self._check_ignored()
         if self.pair_encoding == "bi":
             _check(bool(self.text_b) and self.type in ("pair_classification", "regression"), "pair_encoding",
                    self.pair_encoding, "'' or 'cross' for a task without text_b or of another type than "
@@ -173,6 +168,21 @@ class TaskSpec:
             _check(self.quiet_margin > 0, "quiet_margin", self.quiet_margin, "a float > 0, e.g. 5 (or leave it out)")
         if self.type == "multiple_choice":
             _check(len(self.choices) >= 2, "choices", self.choices, "templates for >= 2 choices")
+
+    def _check_ignored(self) -> None:
+        """Keys this task's type or format would ignore, refused (a regression task's labels were recorded in its
+        model's spec; a token task's text_a, a hub name on a TSV task went unread)."""
+        ignored = {"labels": self.type in ("regression", "multiple_choice"),  # a number, a choice's index
+                   "choices": self.type != "multiple_choice",
+                   "text_a": self.type == "token_classification",  # it reads tokens and tags
+                   "text_b": self.type in ("token_classification", "multiple_choice"),
+                   "columns": self.format != "tsv" or self.header,  # a header line names them
+                   "hub_name": self.format != "hub", "hub_subset": self.format != "hub"}
+        for key, unread in ignored.items():
+            value = getattr(self, key)
+            header = " with a header" if key == "columns" and self.format == "tsv" else ""
+            _check(not (unread and value), key, value,
+                   f"nothing for a {self.type} task in format {self.format}{header} (it would be ignored): remove it")
 
 
 @dataclass(frozen=True)
