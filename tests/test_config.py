@@ -157,16 +157,18 @@ def test_unknown_task_lists_known():
 
 
 @pytest.mark.parametrize("name,ok", [("my_task-2", True), ("NLI", True), ("my task", False), ("a/b", False),
-                                     ("x@y", False), ("-x", False), ("über", False), ("a.b", False)])
+                                     ("x@y", False), ("-x", False), ("über", False), ("a.b", False),
+                                     ("t" * 64, True), ("t" * 65, False)])
 def test_a_task_name_must_be_a_word_dvc_and_the_registry_take(name, ok):
-    # regression (session 28): "my task" was taken, then split the adapt stage's command (--task ${item}) in two
+    # regression (session 28): "my task" was taken, then split the adapt stage's command (--task ${item}) in two;
+    # (session 34) a 300-character name failed making its output folder: "File name too long", a traceback
     base = repo_params()
     params = {**base, "tasks": {**base["tasks"], name: base["tasks"]["cb"]}}
     if ok:
         assert name in config_from_dict(params).tasks
     else:
-        with pytest.raises(ConfigError, match=rf"tasks = {name!r} is not allowed: expected a task name of letters, "
-                                              r"digits, '_' and '-'"):
+        with pytest.raises(ConfigError, match=rf"tasks = {name!r} is not allowed: expected a task name of 1 to 64 "
+                                              r"letters, digits, '_' and '-'"):
             config_from_dict(params)
 
 
@@ -174,7 +176,8 @@ def test_a_task_name_must_be_a_word_dvc_and_the_registry_take(name, ok):
     ("registry_prefix", "ptv2-", True), ("registry_prefix", "team.ptv2_", True), ("registry_prefix", "a/b-", False),
     ("registry_prefix", "x:y-", False), ("registry_prefix", "a@b-", False), ("registry_prefix", "a b-", False),
     ("multitask_model", "ptv2-all", True), ("multitask_model", "a/b", False), ("multitask_model", "m:1", False),
-    ("multitask_model", "all@prod", False)])
+    ("multitask_model", "all@prod", False), ("multitask_model", "m" * 256, True), ("multitask_model", "m" * 257, False),
+    ("registry_prefix", "p" * 192, True), ("registry_prefix", "p" * 193, False)])
 def test_registered_model_names_are_words_mlflow_and_models_uris_take(key, value, ok):
     """Regression (session 30): tracking.registry_prefix 'a/b-' was taken, and MLflow refused the name ('Names
     cannot contain '/' or ':'') only at the promote stage, after the training; an '@' made models:/NAME@ALIAS

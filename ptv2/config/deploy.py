@@ -9,7 +9,9 @@ from typing import Literal
 from ptv2.config.checks import _valid_cron, _valid_timezone
 from ptv2.errors import check_value as _check
 
-REGISTERED_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # a registered model's name: <registry_prefix><task>, multitask_model
+# a registered model's name: <registry_prefix><task> (a task name has at most 64 characters), multitask_model; at
+# most 256 characters, the length of the name column of MLflow's SQL registry
+REGISTERED_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,9 @@ class TrackingConfig:
         # MLflow refuses '/' and ':' in a registered model's name (at the promote stage, after the training), and
         # an '@' would make models:/NAME@ALIAS ambiguous: one plain word each, checked before any work
         _check(REGISTERED_NAME.fullmatch(self.multitask_model) is not None, "multitask_model", self.multitask_model,
-               "a registered model name of letters, digits, '_', '-' and '.'")
-        _check(REGISTERED_NAME.fullmatch(self.registry_prefix + "x") is not None, "registry_prefix",
-               self.registry_prefix, "letters, digits, '_', '-' and '.' (the task name follows it)")
+               "a registered model name of 1 to 256 letters, digits, '_', '-' and '.'")
+        _check(REGISTERED_NAME.fullmatch(self.registry_prefix + "x" * 64) is not None, "registry_prefix",
+               self.registry_prefix, "at most 192 letters, digits, '_', '-' and '.' (a task name of up to 64 follows it)")
 
     def task_model(self, task: str) -> str:
         """The registered model that holds ``task``'s versions."""

@@ -28,8 +28,9 @@ DATA_ROOT_ENV = "PTV2_DATA_ROOT"
 MAX_SEED = 2**32 - 1
 TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")  # a task template's placeholder: {field} or {a.b}
 # A task's name is a DVC stage key (adapt@NAME), a word on a stage's command line, a folder and part of a
-# registered model's name: letters, digits, '_' and '-' fit all four ("my task" split the stage's command)
-TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# registered model's name: letters, digits, '_' and '-' fit all four ("my task" split the stage's command); at most
+# 64 of them (a 300-character name failed as "File name too long", a traceback, making its output folder)
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def check_seed(key: str, seed: int) -> None:
@@ -280,7 +281,8 @@ class Config:
         known = sorted(self.tasks)
         for name in known:
             _check(bool(TASK_NAME.fullmatch(name)), "tasks", name,
-                   "a task name of letters, digits, '_' and '-' (it names DVC stages, folders and registered models)")
+                   "a task name of 1 to 64 letters, digits, '_' and '-' (it names DVC stages, folders and registered "
+                   "models)")
         for where, names in (("pretrain.tasks", self.pretrain.tasks), ("pretrain.weights", list(self.pretrain.weights)),
                              ("adapt.tasks", self.adapt.tasks), ("compare.tasks", self.compare.tasks)):
             for t in names:
