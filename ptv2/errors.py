@@ -1,6 +1,7 @@
 """User-facing errors: the CLI prints them and exits 2 (no traceback)."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from contextlib import contextmanager
@@ -39,11 +40,20 @@ def user_line(e: Ptv2Error) -> str:
     return f"ptv2: error: {e}"
 
 
+# OSErrors a user meets and fixes: a path option with a name over the file system's 255 bytes (`--out`, `--params`
+# of 300 characters were tracebacks), a disk that filled up while writing outputs
+_MACHINE = {errno.ENAMETOOLONG: "give a path whose every name has at most 255 bytes",
+            errno.ENOSPC: "free space there, or point the output elsewhere (--out, or the params.yaml folders)"}
+
+
 def as_user_error(e: BaseException) -> Ptv2Error | None:
     """``e`` as the user's one line, or None for a bug: a Ptv2Error, or MLflow's own error (a remote store that
     refused a request, credentials it could not read), which names the store's problem and not ptv2's."""
     if isinstance(e, Ptv2Error):
         return e
+    if isinstance(e, OSError) and e.errno in _MACHINE:  # the machine's limits, not ptv2's: a path or a full disk
+        where = f" ({str(e.filename)[:120]}{'...' if len(str(e.filename)) > 120 else ''})" if e.filename else ""
+        return Ptv2Error(f"{e.strerror}{where}: {_MACHINE[e.errno]}")
     if any(c.__name__ == "MlflowException" and c.__module__.startswith("mlflow") for c in type(e).__mro__):
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         uri = os.environ.get("MLFLOW_TRACKING_URI")

@@ -322,6 +322,9 @@ def test_an_output_path_holding_something_else_is_refused_and_kept(params, train
     (["train", "--task", "pair"], "/proc/ptv2-run", "'/proc' takes no new files"),
     (["compare", "--no-track", "--tasks", "pair", "--methods", "ptv2"], "/proc/t.md", "'/proc' takes no new files"),
     (["transfer", "--tasks", "pair", "--seeds", "1"], "/proc/t.md", "'/proc' takes no new files"),
+    # session 34: a name over the file system's 255 bytes was an OSError traceback
+    (["train", "--task", "pair"], "a" * 300, "give a path whose every name has at most 255 bytes"),
+    (["compare", "--no-track", "--tasks", "pair", "--methods", "ptv2"], "a" * 300 + ".md", "at most 255 bytes"),
 ])
 def test_an_output_path_that_cannot_be_written_is_one_line_before_any_run(params, root, capsys, argv, out, needle):
     """Regression (session 24): a file where the output's folder goes was mkdir's FileExistsError traceback;

@@ -128,6 +128,13 @@ def test_only_user_errors_become_one_line():
     line = str(as_user_error(MlflowException("RESOURCE_DOES_NOT_EXIST: no such model\nmore")))
     assert line.startswith("the ") and "refused: RESOURCE_DOES_NOT_EXIST: no such model;" in line and "more" not in line
     assert "refused: BAD_REQUEST: b" in str(as_user_error(RestException({"error_code": "BAD_REQUEST", "message": "b"})))
+    # regression (session 34): a path over the file system's limits and a full disk were tracebacks
+    import errno
+
+    full = str(as_user_error(OSError(errno.ENOSPC, "No space left on device", "outputs/cb/model")))
+    assert full == "No space left on device (outputs/cb/model): free space there, or point the output elsewhere " \
+                   "(--out, or the params.yaml folders)"
+    assert as_user_error(OSError(errno.EIO, "I/O error")) is None  # the others stay tracebacks
 
 
 @pytest.mark.parametrize("stage,args,needle", [
