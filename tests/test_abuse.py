@@ -402,6 +402,28 @@ def test_more_processes_on_a_node_than_gpus_is_one_line(params, capsys, root, mo
     check_device(load_config(params).train)
 
 
+def test_more_data_parallel_cpu_processes_than_cores_is_one_line_before_any_starts(params, capsys, monkeypatch):
+    """Regression (session 34): train.processes 64 on this 2-core machine launched 64 processes, a model copy each,
+    past its 24 GB; the stage now refuses before torchrun starts any."""
+    import os
+    import subprocess
+
+    from ptv2.config import load_config
+    from ptv2.errors import ConfigError
+    from ptv2.stages.launch import data_parallel
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail(f"launched {a}"))
+    import torch
+
+    most = max(2, len(os.sched_getaffinity(0)))  # two always: the gloo pair
+    for device in ("cpu",) + (() if torch.cuda.is_available() else ("auto",)):  # auto without CUDA: the CPU
+        cfg = load_config(params, [f"train.processes={most + 1}", f"train.device={device}"])
+        with pytest.raises(ConfigError, match=rf"{most + 1} data-parallel processes on this node but \d+ CPU "
+                                              rf"core\(s\) to run them: set train.processes to at most {most}"):
+            data_parallel(cfg, "ptv2.stages.adapt", [])
+
+
 def test_outputs_get_the_mode_the_umask_gives_not_private_temp_modes(params, trained, root, capsys):
     """Regression (session 25): outputs renamed into place kept mkstemp / mkdtemp's 0600 / 0700, so a bundle's
     folder and manifest (and a model's weights) were unreadable to a server running as another user."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -43,18 +41,6 @@ def root_of(args: argparse.Namespace) -> Path:
 def is_main_rank() -> bool:
     """True unless this process is a non-zero rank of a torchrun / accelerate group (rank 0 logs and writes)."""
     return os.environ.get("RANK", "0") == "0"
-
-
-def data_parallel(cfg: Config, module: str, argv: list[str] | None) -> None:
-    """With ``train.processes`` > 1, run this stage as that many data-parallel processes under torchrun
-    and exit with its status; inside the group (or with one process) return and train here."""
-    n = cfg.train.processes
-    if n <= 1 or "LOCAL_RANK" in os.environ:
-        return
-    args = sys.argv[1:] if argv is None else argv
-    cmd = [sys.executable, "-m", "ptv2.stages.launch", "--standalone", f"--nproc_per_node={n}", "-m", module, *args]
-    logging.getLogger(__name__).info("launching %d data-parallel processes: %s", n, " ".join(cmd))
-    raise SystemExit(subprocess.run(cmd).returncode)
 
 
 def run(main: Callable[[], None]) -> None:

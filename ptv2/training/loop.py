@@ -69,17 +69,26 @@ def make_device(cfg: TrainConfig, multi_task: bool = False):
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=multi_task)])
 
 
-def check_device(cfg: TrainConfig) -> None:
+def check_device(cfg: TrainConfig, local: int | None = None) -> None:
     """``device: cuda`` on a machine without CUDA is a config error, not a quiet CPU run; so are more
-    data-parallel processes on a node than it has GPUs (NCCL gives each process a GPU of its own)."""
+    data-parallel processes on a node (``local``; default: torchrun's LOCAL_WORLD_SIZE) than it has GPUs (NCCL
+    gives each process a GPU of its own) or, on CPU, cores (64 on these 2 cores: 64 model copies, past the memory;
+    two are always allowed)."""
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device = 'cuda' but this machine has no CUDA GPU (torch.cuda.is_available() "
                           "is False); set train.device: auto (GPU when present) or cpu")
-    local, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
-    if cfg.device != "cpu" and torch.cuda.is_available() and local > gpus:
-        raise ConfigError(f"{local} processes on this node but {gpus} CUDA GPU(s) for train.device = "
-                          f"'{cfg.device}': start at most one per GPU (torchrun --nproc_per_node={gpus}), "
-                          "or set train.device: cpu")
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if local is None else local
+    if cfg.device != "cpu" and torch.cuda.is_available():
+        gpus = torch.cuda.device_count()
+        if local > gpus:
+            raise ConfigError(f"{local} processes on this node but {gpus} CUDA GPU(s) for train.device = "
+                              f"'{cfg.device}': start at most one per GPU (torchrun --nproc_per_node={gpus}), "
+                              "or set train.device: cpu")
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if local > max(2, cores):  # two always: the gloo pair that tests data parallelism anywhere
+        raise ConfigError(f"{local} data-parallel processes on this node but {cores} CPU core(s) to run them: set "
+                          f"train.processes to at most {max(2, cores)}")
 
 
 def shard(idx: list[int], rank: int, world: int) -> tuple[list[int], float]:
