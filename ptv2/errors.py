@@ -47,8 +47,9 @@ _MACHINE = {errno.ENAMETOOLONG: "give a path whose every name has at most 255 by
 
 
 def as_user_error(e: BaseException) -> Ptv2Error | None:
-    """``e`` as the user's one line, or None for a bug: a Ptv2Error, or MLflow's own error (a remote store that
-    refused a request, credentials it could not read), which names the store's problem and not ptv2's."""
+    """``e`` as the user's one line, or None for a bug: a Ptv2Error, an OSError of the machine's limits
+    (``_MACHINE``), or MLflow's own error (a remote store that refused a request, credentials it could not read),
+    which names the store's problem and not ptv2's."""
     if isinstance(e, Ptv2Error):
         return e
     if isinstance(e, OSError) and e.errno in _MACHINE:  # the machine's limits, not ptv2's: a path or a full disk
