@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from ptv2.config import Config
 from ptv2.cli.common import config_of
+from ptv2.config import Config
 from ptv2.errors import ConfigError
 
 
