@@ -47,8 +47,8 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
 
 def _corr(fn: Callable[[np.ndarray, np.ndarray], float], pred: np.ndarray, gold: np.ndarray) -> float:
     """A correlation in points; 0 for a constant input (np.std of equal floats can be 1e-16, not 0, so
-    compare the range; scipy would answer nan)."""
-    if np.ptp(pred) == 0 or np.ptp(gold) == 0 or not np.isfinite(pred).all():  # a NaN prediction: a broken model
+    compare the range; scipy would answer nan) and for a NaN one (a diverged model)."""
+    if np.ptp(pred) == 0 or np.ptp(gold) == 0:
         return 0.0
     r = float(fn(pred, gold) * 100)
     return 0.0 if np.isnan(r) else r
