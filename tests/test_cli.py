@@ -66,6 +66,12 @@ def test_predict_with_no_texts_is_one_line(params, tmp_path, capsys, monkeypatch
     assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model")]) == 2
     err = capsys.readouterr().err
     assert "no texts to label" in err and "Traceback" not in err
+    # a blank line was skipped in silence, so answers fell out of step with the file's lines (session 35)
+    monkeypatch.setattr("sys.stdin", io.StringIO("good film\r\n\nbad film\n"))
+    assert main(["predict", "--params", str(params), "--model", str(tmp_path / "m/model")]) == 0
+    captured = capsys.readouterr()
+    assert [json.loads(r)["line"] for r in captured.out.splitlines()] == [1, 3]
+    assert "skipped 1 blank line(s) (2)" in captured.err
 
 
 @pytest.mark.parametrize("argv,needle", [

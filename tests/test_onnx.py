@@ -415,11 +415,12 @@ def test_cli_predicts_a_file_longer_than_a_request_may_be(trained, tiny_dir, tmp
     captured = capsys.readouterr()
     rows = [json.loads(x) for x in captured.out.splitlines()]
     assert len(rows) == 11 and all(r["task"] == "sent" and r["label"] in ("0", "1") for r in rows)
+    assert [r["line"] for r in rows] == list(range(1, 12))  # each names its stdin line, across chunks
     assert "labelling 11 texts" in captured.err  # four chunks behind a progress bar (session 30)
     for i in (0, 7):  # each answer is its own line's
         assert main(["predict", "--params", str(params), "--model", str(bundle), "--task", "sent",
                      "--text", texts[i]]) == 0
-        assert json.loads(capsys.readouterr().out) == pytest.approx(rows[i])
+        assert {"line": i + 1, **json.loads(capsys.readouterr().out)} == pytest.approx(rows[i])
     argv = ["predict", "--params", str(params), "--model", str(bundle), "--task", "sent"]
     assert main([*argv, *[a for t in [*texts[:5], " ", "x"] for a in ("--text", t)]]) == 2
     assert "--text 6 (sent): the text is empty" in capsys.readouterr().err
@@ -441,9 +442,10 @@ def test_cli_predicts_pairs_from_stdin_lines(trained, capsys, monkeypatch):
         monkeypatch.setattr("sys.stdin", io.StringIO(lines))
         assert main(["predict", "--model", str(model), "--task", "pair"]) == 0
         got = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert [row["line"] for row in got] == [1, 3]  # the blank line 2 skipped, with a word on stderr
         for (a, b), row in zip(pairs, got, strict=True):  # each line's answer is its pair's
             assert main(["predict", "--model", str(model), "--task", "pair", "--text", a, "--text-pair", b]) == 0
-            assert json.loads(capsys.readouterr().out) == pytest.approx(row)
+            assert {"line": row["line"], **json.loads(capsys.readouterr().out)} == pytest.approx(row)
         monkeypatch.setattr("sys.stdin", io.StringIO("a\tb\n\nno pair here\n"))
         assert main(["predict", "--model", str(model), "--task", "pair"]) == 2
         err = capsys.readouterr().err

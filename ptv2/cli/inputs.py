@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Iterable, Iterator, TextIO
 
 from ptv2.errors import Ptv2Error
 from ptv2.serving.requests import not_utf8
@@ -14,12 +14,20 @@ PAIR_SEP = "\t"  # a pair task's stdin line: text, tab, text_pair (the second te
 
 @dataclass(frozen=True)
 class Inputs:
-    """Texts as the user gave them; ``lines``: True when read from stdin (then a pair sits in its line)."""
+    """Texts as the user gave them; ``lines``: True when read from stdin (then a pair sits in its line), with
+    ``numbers`` the stdin line of each text (blank lines are skipped, so answers name their line)."""
 
     texts: list[str]
     pairs: list[str] | None
     names: list[str]
     lines: bool
+    numbers: tuple[int, ...] = ()
+
+    def tag(self, answers: Iterable[dict], start: int = 0) -> Iterator[dict]:
+        """``answers`` (to texts ``start``, ``start`` + 1, ...) with ``line``: the stdin line each answers (an
+        answer is then matched to its line even where blank lines were skipped); as they are for ``--text``."""
+        for i, answer in enumerate(answers, start):
+            yield {"line": self.numbers[i], **answer} if self.numbers else answer
 
     def rows(self, task: str, pair: bool) -> tuple[list[str], list[str] | None, list[str]]:
         """(texts, pairs or None, names) for a task that takes a pair (``pair``) or one text; else one line
@@ -74,7 +82,12 @@ def read_inputs(texts: list[str] | None, pairs: list[str] | None, stdin: TextIO 
         print("ptv2: reading texts from stdin, one per line (a pair task: text<TAB>text_pair); end with Ctrl-D",
               file=sys.stderr)
     lines = [(n, line.rstrip("\r\n")) for n, line in enumerate(stdin, 1)]
-    lines = [(n, line) for n, line in lines if line.strip()]
-    if not lines:
+    kept = [(n, line) for n, line in lines if line.strip()]
+    if not kept:
         raise Ptv2Error("no texts to label: pass --text TEXT (repeatable) or one text per line on stdin")
-    return Inputs([line for _, line in lines], None, [f"line {n}" for n, _ in lines], lines=True)
+    if len(kept) < len(lines):  # answers would otherwise fall out of step with a file's lines
+        blank = [n for n, line in lines if not line.strip()]
+        print(f"ptv2: skipped {len(blank)} blank line(s) ({', '.join(map(str, blank[:5]))}"
+              f"{', ...' if len(blank) > 5 else ''}): each answer names its line ('line')", file=sys.stderr)
+    return Inputs([line for _, line in kept], None, [f"line {n}" for n, _ in kept], lines=True,
+                  numbers=tuple(n for n, _ in kept))

@@ -112,7 +112,8 @@ def _predict(args: argparse.Namespace, model: str, serving: Any, int8: bool | No
         task = _bundle_task(bundle, args.task)
         if bundle.specs[task]["type"] == "multiple_choice" and len(args.choice or []) < 2:
             raise Ptv2Error(f"task {task!r} is multiple choice: pass --choice for each choice (at least 2)")
-        texts, pairs, names = read_inputs(args.text, args.text_pair).rows(task, bool(bundle.specs[task]["text_b"]))
+        inputs = read_inputs(args.text, args.text_pair)
+        texts, pairs, names = inputs.rows(task, bool(bundle.specs[task]["text_b"]))
         extra = {"choices": args.choice} if args.choice else {}  # multiple choice: the same choices for every text
         requests = [{"task": task, "text": t, "text_pair": p, **extra}
                     for t, p in zip(texts, pairs or [None] * len(texts))]
@@ -123,7 +124,7 @@ def _predict(args: argparse.Namespace, model: str, serving: Any, int8: bool | No
         # answers printed to a terminal show the progress themselves (and a bar would be torn by them)
         label = "" if sys.stdout.isatty() else f"labelling {len(requests)} texts"
         for i in progress_bar(chunks, label, "chunk"):
-            for row in bundle.predict(requests[i:i + PREDICT_CHUNK]):
+            for row in inputs.tag(bundle.predict(requests[i:i + PREDICT_CHUNK]), i):
                 print(json.dumps(row))
         return 0
     if args.choice or args.int8:  # a model folder runs torch fp32: neither flag could apply
@@ -133,8 +134,9 @@ def _predict(args: argparse.Namespace, model: str, serving: Any, int8: bool | No
 
     spec = read_spec(model)  # the model is checked before stdin is read: no wait for texts it cannot label
     task = model_task(spec, args.task)
-    texts, pairs, _ = read_inputs(args.text, args.text_pair).rows(task, bool(spec.tasks[task].text_b))
-    for row in predict_texts(model, texts, pairs, task, batch_size=config_of(args).train.eval_batch_size):
+    inputs = read_inputs(args.text, args.text_pair)
+    texts, pairs, _ = inputs.rows(task, bool(spec.tasks[task].text_b))
+    for row in inputs.tag(predict_texts(model, texts, pairs, task, batch_size=config_of(args).train.eval_batch_size)):
         print(json.dumps(row))
     return 0
 
