@@ -79,7 +79,12 @@ def test_predict_with_no_texts_is_one_line(params, tmp_path, capsys, monkeypatch
     (["train", "--set", "train.epochz=1"], "unknown key(s) ['epochz']"),
     (["train", "--set", "tasks.sent.files.train=missing.tsv", "--task", "sent"], "not found"),
     (["evaluate", "--model", "/nonexistent", "--task", "sent"], "'/nonexistent' does not exist: pass a ptv2 model"),
-    (["compare", "--no-track", "--tasks", ","], "name at least one of each"),
+    (["compare", "--no-track", "--tasks", ","], "--tasks ',' names nothing: give comma-separated names"),
+    # regression (session 35): "," read as the option left out, so `pretrain --tasks ,` ran the whole default
+    # mixture, and a misspelt --one-seed task ran every seed in silence
+    (["pretrain", "--tasks", " , "], "--tasks ' , ' names nothing"),
+    (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--one-seed", "snet"],
+     "--one-seed snet is not one of the tasks ['sent']: name tasks that run"),
     (["compare", "--no-track", "--tasks", ""], "--tasks '' is empty: give it a value, or leave the option out"),
     # an unset shell variable (--task "$TASK") trained the default task into the default folder (session 27)
     (["train", "--task", ""], "--task '' is empty"), (["train", "--task", "sent", "--out", " "], "--out ' ' is empty"),
@@ -89,7 +94,7 @@ def test_predict_with_no_texts_is_one_line(params, tmp_path, capsys, monkeypatch
     (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", "1,x"],
      "--seeds '1,x' is not a comma-separated list of integers"),
     (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", " ,"],
-     "--seeds ' ,' is not a comma-separated list of integers"),
+     "--seeds ' ,' names nothing"),
     # a repeat ran twice and counted twice in mean ± std, or trained a mixture on one task "twice" (session 25)
     (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", "1,1"], "names '1' twice"),
     (["compare", "--no-track", "--tasks", "sent", "--methods", "ptv2", "--seeds", "1,01"], "names a seed twice"),

@@ -51,9 +51,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     cfg = config_of(args)
     c = cfg.compare
-    compare(cfg, _names("--tasks", args.tasks, c.tasks), _names("--methods", args.methods, c.methods),
-            _seeds(args.seeds, c.seeds), Path(args.out or c.out), Path(args.work or c.work),
-            one_seed=tuple(_names("--one-seed", args.one_seed, c.one_seed)), track=not args.no_track)
+    tasks = _names("--tasks", args.tasks, c.tasks)
+    one_seed = _names("--one-seed", args.one_seed, c.one_seed)
+    stray = [t for t in one_seed if t not in tasks] if args.one_seed is not None else []
+    if stray:  # a misspelt large task would otherwise run every seed, in silence (params.yaml's list is checked)
+        raise ConfigError(f"--one-seed {','.join(stray)} is not one of the tasks {tasks}: name tasks that run")
+    compare(cfg, tasks, _names("--methods", args.methods, c.methods), _seeds(args.seeds, c.seeds),
+            Path(args.out or c.out), Path(args.work or c.work), one_seed=tuple(one_seed), track=not args.no_track)
     return 0
 
 
@@ -62,6 +66,8 @@ def _names(flag: str, value: str | None, default: list) -> list[str]:
     if value is None:
         return [str(x) for x in default]
     names = [x.strip() for x in value.split(",") if x.strip()]
+    if not names:  # "," or " , ": taken as the option left out, `pretrain --tasks ,` ran the default mixture
+        raise ConfigError(f"{flag} {value!r} names nothing: give comma-separated names, or leave the option out")
     twice = sorted({x for x in names if names.count(x) > 1})
     if twice:
         raise ConfigError(f"{flag} {value!r} names {twice[0]!r} twice: list each once")
