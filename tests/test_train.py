@@ -80,6 +80,33 @@ def test_killed_run_resumes_to_the_same_result(root, tiny_dir, monkeypatch):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("damage", ["weights truncated", "optim.pt missing", "state.json not JSON"])
+def test_a_damaged_checkpoint_is_dropped_and_the_run_starts_fresh(root, tiny_dir, monkeypatch, caplog, damage):
+    """Regression (session 35): a checkpoint was loaded unverified, so a damaged one (a truncated
+    trainable.safetensors) ended the rerun in a SafetensorError traceback; now each file's sha256 is checked first
+    and a damaged checkpoint is dropped with a warning: the run trains from the start to the same result."""
+    cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 2, "finetune": 2}))
+    ref = train_task(cfg, "sent", root / "ref", report_splits=())
+    from ptv2.training import loop as train_mod
+
+    orig = train_mod._run_epoch
+    monkeypatch.setattr(train_mod, "_run_epoch", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):  # killed in epoch 1: the checkpoint holds step 0
+        train_task(cfg, "sent", root / "part", report_splits=())
+    monkeypatch.setattr(train_mod, "_run_epoch", orig)
+    ck = root / "part/checkpoint"
+    if damage == "weights truncated":
+        (ck / "trainable.safetensors").write_bytes((ck / "trainable.safetensors").read_bytes()[:100])
+    elif damage == "optim.pt missing":
+        (ck / "optim.pt").unlink()
+    else:
+        (ck / "state.json").write_text("{not json")
+    with caplog.at_level("WARNING", logger="ptv2.training.checkpoint"):
+        again = train_task(cfg, "sent", root / "part", report_splits=())
+    assert f"checkpoint {ck} is damaged" in caplog.text
+    assert [h["val_score"] for h in again.history] == pytest.approx([h["val_score"] for h in ref.history])
+
+
 def test_finetune_method_runs_same_loop(root, tiny_dir):
     cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1}, method="finetune"))
     run = train_task(cfg, "sent", root / "ft", report_splits=())

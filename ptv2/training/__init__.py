@@ -1,4 +1,4 @@
 """Training: the one driver (single task, mixture pretraining, adaptation), the loop (accelerate),
 heads fitted on frozen features (``probe``: LP-FT's step 0, the frozen-backbone baseline), evaluation and
-metrics, model folders (safetensors + ModelSpec + manifest), run keys, and inference on a
-saved folder. Imports config, data and model; never mlflow, prefect or dvc."""
+metrics, model folders (safetensors + ModelSpec + manifest), checkpoints (verified before a resume), run keys,
+and inference on a saved folder. Imports config, data and model; never mlflow, prefect or dvc."""

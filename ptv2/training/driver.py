@@ -29,7 +29,8 @@ from ptv2.training.build import check_pretrained, head_spec, init_from_pretraine
     reusable_backbone, spec_from_config
 from ptv2.training.evaluate import evaluate
 from ptv2.training.fingerprint import run_key
-from ptv2.training.loop import check_device, fit, is_checkpoint, single_task_planner
+from ptv2.training.checkpoint import is_checkpoint
+from ptv2.training.loop import check_device, fit, single_task_planner
 from ptv2.training.splits import Split, encode
 
 log = logging.getLogger(__name__)

@@ -8,18 +8,15 @@ checkpoint lets a killed run resume to the same result.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ptv2.config import TrainConfig
@@ -27,9 +24,9 @@ from ptv2.data.collate import Collator, length_grouped_batches
 from ptv2.data.mixture import Plan
 from ptv2.errors import ConfigError
 from ptv2.evidence import paired_permutation, scale_free
-from ptv2.files import atomic_dir
 from ptv2.model.prompted import PromptedModel
 from ptv2.training.artifacts import save_adapter
+from ptv2.training.checkpoint import resume, save_checkpoint
 from ptv2.training.evaluate import labelled, predictions
 from ptv2.training.metrics import compute, scorer
 from ptv2.training.fingerprint import learning_rate
@@ -130,7 +127,7 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     model, opt = acc.prepare(model, opt)
     core = acc.unwrap_model(model)  # attributes and state dict names live on the unwrapped module (DDP wraps it)
     _log_processes(acc, cfg.batch_size)
-    state = _resume(out_dir / "checkpoint", core, opt, sched, fingerprint)
+    state = resume(out_dir / "checkpoint", core, opt, sched, fingerprint)
     collators = {t: Collator(pad_id, core.task_types[t]) for t in train}
     bf16 = _precision(cfg, acc, core, on_log) if epochs > state["epoch"] and not state.get("stopped") else False
     main = {t: s.metrics[0] for t, s in val.items()}
@@ -160,7 +157,7 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
         if acc.is_main_process:  # one writer; the others wait so a resume always finds a whole checkpoint
             if improved:
                 save_adapter(out_dir / "model", core.trainable_state(), core.spec.folded())
-            _checkpoint(out_dir / "checkpoint", core, opt, sched, state, fingerprint)
+            save_checkpoint(out_dir / "checkpoint", core, opt, sched, state, fingerprint)
         acc.wait_for_everyone()
         if diverged:
             log.warning("epoch %d: training diverged (loss %s); stopped, the model kept is epoch %d. Lower the "
@@ -271,7 +268,7 @@ def _step0(core: PromptedModel, train: dict[str, Split], val: dict[str, Split], 
         on_log(row)
     if acc.is_main_process:
         save_adapter(out_dir / "model", core.trainable_state(), core.spec.folded())
-        _checkpoint(out_dir / "checkpoint", core, opt, sched, state, fingerprint)
+        save_checkpoint(out_dir / "checkpoint", core, opt, sched, state, fingerprint)
     acc.wait_for_everyone()
 
 
@@ -307,35 +304,4 @@ def _drop_unused_head_grads(core: PromptedModel, used: set[str]) -> None:
         if task not in used:
             for prm in head.parameters():
                 prm.grad = None
-
-
-def is_checkpoint(path: Path) -> bool:
-    """A folder ``_checkpoint`` wrote (what a rerun may replace)."""
-    return (path / "state.json").is_file()
-
-
-def _checkpoint(ck: Path, model: PromptedModel, opt, sched, state: dict[str, Any], fingerprint: str) -> None:
-    with atomic_dir(ck, is_checkpoint, "a training checkpoint") as tmp:
-        trainable = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state(fold=False).items()}
-        save_file(trainable, str(tmp / "trainable.safetensors"))
-        torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, tmp / "optim.pt")
-        (tmp / "state.json").write_text(json.dumps({"state": state, "fingerprint": fingerprint}))
-
-
-def _resume(ck: Path, model, opt, sched, fingerprint: str) -> dict[str, Any]:
-    fresh = {"epoch": 0, "best_score": -math.inf, "top_score": -math.inf, "best_epoch": 0, "bad_epochs": 0,
-             "history": [], "seconds": 0.0}
-    if not is_checkpoint(ck):
-        return fresh
-    saved = json.loads((ck / "state.json").read_text())
-    if saved.get("fingerprint") != fingerprint:
-        log.warning("checkpoint %s is from a different config; starting fresh", ck)
-        shutil.rmtree(ck, ignore_errors=True)
-        return fresh
-    model.load_state_dict(load_file(str(ck / "trainable.safetensors")), strict=False)
-    optim = torch.load(ck / "optim.pt", weights_only=True)
-    opt.load_state_dict(optim["opt"])
-    sched.load_state_dict(optim["sched"])
-    log.info("resumed from %s after epoch %d", ck, saved["state"]["epoch"])
-    return saved["state"]
 
