@@ -80,6 +80,24 @@ def test_killed_run_resumes_to_the_same_result(root, tiny_dir, monkeypatch):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("record", ["{not json", "[1, 2]", "null"])
+def test_a_finished_run_is_reused_unless_its_record_is_damaged(root, tiny_dir, caplog, record):
+    """A finished run is reused (its model untouched); regression (session 35): a damaged metrics.json beside it
+    was a JSONDecodeError / AttributeError traceback on the rerun; now the run is trained again and rewrites it."""
+    cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1}))
+    first = train_task(cfg, "sent", root / "out", report_splits=())
+    weights = root / "out/model/adapter.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert train_task(cfg, "sent", root / "out", report_splits=()).record == first.record
+    assert weights.stat().st_mtime_ns == stamp  # reused: not trained again
+    (root / "out/metrics.json").write_text(record)
+    with caplog.at_level("WARNING", logger="ptv2.training.driver"):
+        again = train_task(cfg, "sent", root / "out", report_splits=())
+    assert "metrics.json" in caplog.text and "the run is trained again" in caplog.text
+    assert again.record["key"] == first.record["key"]
+    assert json.loads((root / "out/metrics.json").read_text())["key"] == first.record["key"]
+
+
 @pytest.mark.parametrize("damage", ["weights truncated", "optim.pt missing", "state.json not JSON"])
 def test_a_damaged_checkpoint_is_dropped_and_the_run_starts_fresh(root, tiny_dir, monkeypatch, caplog, damage):
     """Regression (session 35): a checkpoint was loaded unverified, so a damaged one (a truncated

@@ -69,13 +69,20 @@ class TrainRun:
 
 
 def finished(out_dir: str | Path, key: str) -> dict[str, Any] | None:
-    """The metrics record of a finished run with this key in ``out_dir``, else None."""
+    """The metrics record of a finished run with this key in ``out_dir``, else None (also for a record that
+    cannot be read: the run is trained again and rewrites it, where a damaged one was a JSONDecodeError)."""
     path = Path(out_dir) / RECORD
-    if path.is_file() and (Path(out_dir) / "model").is_dir():
+    if not (path.is_file() and (Path(out_dir) / "model").is_dir()):
+        return None
+    try:
         record = json.loads(path.read_text())
-        if record.get("key") == key:
-            return record
-    return None
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
+        log.warning("%s cannot be read (%s): the run is trained again", path, e)
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+        log.warning("%s is not a run's record: the run is trained again", path)
+        return None
+    return record if record.get("key") == key else None
 
 
 def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = False,
