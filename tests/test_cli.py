@@ -246,7 +246,7 @@ def test_registry_of_a_fresh_project_says_where_it_looked_and_what_fills_it(para
     assert "\n" not in err and not (params.parent / "mlruns.db").exists()
 
 
-def test_registry_marks_a_version_its_gate_never_decided(params, tmp_path, capsys, monkeypatch):
+def test_registry_marks_a_version_its_gate_never_decided(params, tmp_path, capsys, monkeypatch, caplog):
     """Regression (session 27): a version registered by a promote stage that then failed showed a blank row,
     like one still being gated."""
     from ptv2.tracking import registry, store
@@ -264,6 +264,18 @@ def test_registry_marks_a_version_its_gate_never_decided(params, tmp_path, capsy
     # regression (session 31): columns no version fills were printed empty, widening a ~250-character table
     headers = [h.strip() for h in out[0].strip("|").split("|")]
     assert headers == ["model", "version", "aliases", "int8 agreement", "reason"], headers
+    # regression (session 35): tags edited in MLflow's UI (anyone may) were a JSONDecodeError / ValueError
+    # traceback here and in the publish stage; they read as empty, with a warning naming the tag
+    registry.register_version(params.parent, "ptv2-all", run.id, "model",
+                              {"tasks": "{sent: 1", "excluded": "[1]", "int8_agreement": "high"})
+    with caplog.at_level("WARNING", logger="ptv2.tracking.registry"):
+        assert main(["registry", "--params", str(params)]) == 0
+    [row] = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ptv2-all")]
+    assert "| high " in row and "serves " in row, row
+    assert "tag tasks = '{sent: 1' is not what ptv2 wrote there" in caplog.text
+    from ptv2.release.publish import _served
+
+    assert _served(("1", {"tasks": "null"})) == {} and _served(("1", {"tasks": '{"sent": "3"}'})) == {"sent": "3"}
 
 
 def test_version_has_one_home(capsys):

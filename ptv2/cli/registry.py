@@ -3,7 +3,6 @@ server on one of them, each checked before it starts (a missing model, alias or 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -19,7 +18,7 @@ def registry_table(cfg: Config, root: Path) -> str:
     """The project's registered versions with the gate's evidence (scores, baseline, p-values, decision), as a
     markdown table; or where the registry looked and what fills it."""
     from ptv2.experiments.tables import markdown
-    from ptv2.tracking.registry import list_versions
+    from ptv2.tracking.registry import json_tag, list_versions
 
     rows = []
     tr = cfg.tracking
@@ -29,15 +28,15 @@ def registry_table(cfg: Config, root: Path) -> str:
         reason = t.get("gate.reason", "not gated: its promote stage stopped before deciding; `dvc repro` reruns it")
         if "tasks" in t:  # the multi-task model: what it serves, and what it left out
             served = ", ".join(f"{k} v{n}" + (" (fp32)" if t.get(f"task.{k}.served") == "fp32" else "")
-                               for k, n in sorted(json.loads(t["tasks"]).items()))
-            left = json.loads(t.get("excluded") or "{}")
+                               for k, n in sorted(json_tag(t, "tasks").items()))
+            left = json_tag(t, "excluded")
             reason = f"serves {served}" + (f"; left out: {', '.join(sorted(left))}" if left else "")
         agree = t.get("int8_agreement", "")
         rows.append([v["name"], v["version"], ",".join(v["aliases"]) or "-", t.get("gate.metric", ""),
                      t.get("gate.challenger_metric", ""), t.get("gate.baseline_metric", ""),
                      t.get("gate.p_vs_baseline", ""), t.get("gate.champion_metric", ""),
                      t.get("gate.p_vs_champion", ""),
-                     (f"{float(agree):.3f}" + (", served fp32" if t.get("served") == "fp32" else "")) if agree else "",
+                     _agreement(agree) + (", served fp32" if t.get("served") == "fp32" else "") if agree else "",
                      t.get("gate.promoted", ""), reason])
     if not rows:
         from ptv2.tracking.registry import REGISTER_HINT
@@ -49,6 +48,14 @@ def registry_table(cfg: Config, root: Path) -> str:
     # a column no version fills (no champion before any gate) only widens a table already ~250 characters wide
     keep = [i for i in range(len(headers)) if any(r[i] for r in rows)]
     return markdown([headers[i] for i in keep], [[r[i] for i in keep] for r in rows])
+
+
+def _agreement(tag: str) -> str:
+    """The int8 agreement tag as the table shows it; as written where it is not a number (edited by hand)."""
+    try:
+        return f"{float(tag):.3f}"
+    except ValueError:
+        return tag
 
 
 def check_port(host: str, port: int) -> None:

@@ -73,7 +73,7 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
 
 def _served(current: tuple[str, dict[str, str]] | None) -> dict[str, str]:
     """task -> champion version the multi-task model's ``current`` version (version, tags) serves."""
-    return json.loads(current[1].get("tasks", "{}")) if current else {}
+    return registry.json_tag(current[1], "tasks") if current else {}
 
 
 def _publish(cfg: Config, root: Path, current: tuple[str, dict[str, str]] | None) -> dict[str, Any]:
@@ -81,7 +81,7 @@ def _publish(cfg: Config, root: Path, current: tuple[str, dict[str, str]] | None
     champs = champions(cfg, root)
     wanted = {t: c["version"] for t, c in champs.items()}
     serving = json.dumps(serving_settings(cfg.serving), sort_keys=True)
-    if current and json.loads(current[1].get("champions", "{}")) == wanted and current[1].get("serving") == serving:
+    if current and registry.json_tag(current[1], "champions") == wanted and current[1].get("serving") == serving:
         return {"published": False, "version": current[0], "tasks": _served(current),
                 "reason": "champions and serving config unchanged"}
     if not champs:  # an earlier multi-task model (tasks since taken out of adapt.tasks) keeps serving

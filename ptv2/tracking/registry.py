@@ -29,6 +29,25 @@ def register_version(root: str | Path, model_name: str, run_id: str, artifact_pa
     return str(v.version)
 
 
+def json_tag(tags: dict[str, str], key: str) -> dict[str, Any]:
+    """The JSON object ptv2 wrote in tag ``key`` ({} when there is none). Anyone may edit a tag in MLflow's UI:
+    one that no longer holds a JSON object reads as {} with a warning (what depends on it is then rebuilt or
+    shown without it), where it was a JSONDecodeError traceback in the publish stage and ``ptv2 registry``."""
+    import json
+
+    raw = tags.get(key)
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        log.warning("tag %s = %r is not what ptv2 wrote there (a JSON object): read as empty", key, raw[:80])
+        return {}
+    return value
+
+
 def alias_version(root: str | Path, model_name: str, alias: str) -> tuple[str, dict[str, str]] | None:
     """(version, tags) holding ``alias``, or None."""
     if not has_store(root):
