@@ -163,7 +163,7 @@ def test_a_backbone_folder_under_home_is_found(tiny_dir, tmp_path, monkeypatch):
 @pytest.mark.parametrize("argv,needle", [
     (["--tasks", "sent", "--held-out", "zz"], "unknown task 'zz'"),
     (["--tasks", "sent,zz"], "unknown task 'zz'"),
-    (["--tasks", ","], "name at least one of each"), (["--tasks", ""], "--tasks '' is empty"),
+    (["--tasks", ","], "--tasks ',' names nothing"), (["--tasks", ""], "--tasks '' is empty"),
     (["--tasks", "sent", "--seeds", "a"], "--seeds 'a' is not a comma-separated list of integers"),
     # regression (session 26): a held-out task outside --tasks cost a pretraining no row used
     (["--tasks", "sent", "--held-out", "pair"], "--held-out pair is not one of --tasks ['sent']: (d) adapts each "
