@@ -272,6 +272,31 @@ def test_the_pipeline_entry_point_ends_every_failure_in_one_line(tmp_path, tiny_
     assert "not found" in errors[0] and errors[-1].startswith("ptv2: error: dvc repro: failed to reproduce 'prepare'")
 
 
+@pytest.mark.parametrize("name,damage,needle", [
+    ("dvc.lock", "stages: [oops\n", "dvc.lock cannot be read (line 2, column 1: expected ',' or ']'"),
+    ("dvc.lock", "\udcff", "dvc.lock cannot be read ('utf-8' codec can't decode byte 0xff"),
+    ("dvc.yaml", "  prepare:\n    bogus: 1\n", "dvc.yaml cannot be read (extra keys not allowed"),
+])
+def test_a_dvc_file_that_cannot_be_read_is_one_line_exit_2(tmp_path, tiny_dir, name, damage, needle):
+    """Regression (session 35): a damaged dvc.lock or dvc.yaml ended `scripts/run.sh` in DVC's parser context over
+    eight lines, "its output is above" (there was none), exit 1, as if a stage had failed."""
+    from pipeline_repo import make_repo, pipeline_env
+
+    root = make_repo(tmp_path / "repo", tiny_dir)
+    if name == "dvc.yaml":  # a key DVC's schema does not have, in the first stage
+        text = (root / name).read_text()
+        (root / name).write_text(text.replace("  prepare:\n", damage, 1))
+    else:
+        (root / name).write_bytes(damage.encode("utf-8", "surrogateescape"))
+    r = subprocess.run([sys.executable, "-m", "ptv2.orchestration"], cwd=root, env=pipeline_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    [line] = [x for x in r.stderr.splitlines() if x.startswith("ptv2: error:")]
+    assert needle in line and ("remove it: dvc repro then runs every stage again" in line if name == "dvc.lock"
+                               else "git checkout -- dvc.yaml" in line), line
+    assert not (root / "outputs").exists()  # nothing ran
+
+
 def test_an_adapted_task_without_a_dev_split_is_refused_by_the_prepare_stage(tmp_path, tiny_dir):
     """Regression (session 33): a task with train rows only in adapt.tasks was trained (adapt@ and baseline@
     stages) before the export stage failed on its missing dev split; the prepare stage refuses it first."""

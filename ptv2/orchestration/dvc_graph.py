@@ -131,6 +131,10 @@ def main(argv: list[str]) -> int:
         try:
             reproduce(".", argv or None)
         except DvcException as e:
+            damaged = _damaged_file(e)
+            if damaged:  # not a stage that failed: a file of the project's that DVC cannot read (nothing ran)
+                print(f"ptv2: error: {damaged}", file=sys.stderr)
+                return 2
             cause = f" ({e.__cause__})" if e.__cause__ else ""
             print(f"ptv2: error: dvc repro: {e}{cause}; its output is above. Fix it and rerun: finished stages are "
                   f"kept", file=sys.stderr)
@@ -140,6 +144,27 @@ def main(argv: list[str]) -> int:
                   "rerun the same command to go on", file=sys.stderr)
             return 130
     return 0
+
+
+def _damaged_file(e: Exception) -> str | None:
+    """One line naming a DVC file that cannot be read (``dvc.yaml``, ``dvc.lock``: not YAML, not UTF-8, not
+    DVC's schema) and its fix, for ``main``; None for any other DVC error. DVC's own message spans lines (the
+    YAML parser's context), which ended in "its output is above" with no output above, exit 1."""
+    from dvc.utils.serialize import ParseError
+    from dvc.utils.strictyaml import YAMLValidationError
+
+    if not isinstance(e, (ParseError, YAMLValidationError)):
+        return None
+    path = str(getattr(e, "path", "") or "a DVC file")
+    parser = e.__cause__  # the YAML parser's error: where and what
+    mark = getattr(parser, "problem_mark", None)
+    if mark is not None:
+        why = f"line {mark.line + 1}, column {mark.column + 1}: {getattr(parser, 'problem', None) or 'not YAML'}"
+    else:  # not UTF-8, or not DVC's schema: DVC's first line says what
+        why = (str(getattr(e, "exc", None) or parser or e).strip().splitlines() or [type(e).__name__])[0]
+    fix = ("restore it, or remove it: dvc repro then runs every stage again (finished training runs are reused)"
+           if Path(path).name == "dvc.lock" else "restore it (git checkout -- dvc.yaml) or fix what is named")
+    return f"{path} cannot be read ({why}): {fix}"
 
 
 def fails_again(e: BaseException) -> bool:
