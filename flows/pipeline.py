@@ -16,11 +16,26 @@ from prefect import flow, get_run_logger, task
 
 from ptv2.config import Config, FlowsConfig, load_config
 from ptv2.errors import ConfigError
-from ptv2.orchestration.dvc_graph import (check_remote, fails_again, pipeline_lock, promotions, published, record,
-                                          reproduce, run_stage, stage_log, stale)
+from ptv2.orchestration.dvc_graph import (check_remote, pipeline_lock, promotions, published, record, reproduce,
+                                          run_stage, stage_log, stale)
+from ptv2.orchestration.failures import StageFailed, explained, fails_again
 from ptv2.tracking.store import tracking_server
 
 ROOT = Path(os.environ.get("PTV2_ROOT", Path(__file__).resolve().parents[1]))
+
+
+class _UserErrorsWithoutTraceback(logging.Filter):
+    """Prefect logs a failed flow's exception with its traceback; a failure ``explained`` without one (a user
+    error: a bad value, a damaged dvc.lock; a stage that failed, whose own output says why) keeps its message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and explained(record.exc_info[1]):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+for _name in ("prefect.flow_runs", "prefect.task_runs"):
+    logging.getLogger(_name).addFilter(_UserErrorsWithoutTraceback())
 
 
 @task
@@ -108,8 +123,9 @@ def _fan_out(root: str, cfg: Config, tasks: list[str]) -> list[str]:
     record(root, done)
     logger.info("fan-out: %d stage(s) recorded %s, %d failed %s", len(done), done, len(failed), sorted(failed))
     if failed:
-        raise RuntimeError(f"{sorted(failed)} failed (the others are recorded; rerun to retry only these): "
-                           + "; ".join(f"{s}: {m[-300:]}" for s, m in failed.items()))
+        raise StageFailed(f"{sorted(failed)} failed (the others are recorded; rerun to retry only these; each one's "
+                          f"output: {stage_log(root, '<stage>')})\n"
+                          + "\n".join(f"{s}: {m[-300:]}" for s, m in failed.items()))
     return done
 
 

@@ -17,6 +17,7 @@ from flows.pipeline import ROOT, configured_adapt, pipeline, pretrain, retrain, 
 from ptv2.config import load_config  # noqa: E402
 from ptv2.errors import exit_2_on_user_error  # noqa: E402
 from ptv2.orchestration.dvc_graph import check_data_root, check_project, check_remote  # noqa: E402
+from ptv2.orchestration.failures import entry_point  # noqa: E402
 
 FLOWS = {"pipeline": pipeline, "adapt": configured_adapt, "pretrain": pretrain, "retrain": retrain}
 
@@ -35,8 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             task_runner(cfg.flows)
         if args.flow == "retrain":
             check_remote(root, cfg.flows.dvc_remote)
-        FLOWS[args.flow](str(root))
-    return 0
+    return entry_point(lambda: FLOWS[args.flow](str(root)))  # a failure is one line, as scripts/run.sh gives it
 
 
 if __name__ == "__main__":

@@ -258,7 +258,7 @@ def test_a_user_error_is_not_retried_a_machine_failure_is(tmp_path, tiny_dir, pr
 
     import flows.pipeline as fp
     from ptv2.errors import ConfigError, RunError
-    from ptv2.orchestration.dvc_graph import fails_again
+    from ptv2.orchestration.failures import fails_again
 
     for k, v in pipeline_env().items():
         monkeypatch.setenv(k, v)

@@ -270,6 +270,14 @@ def test_the_pipeline_entry_point_ends_every_failure_in_one_line(tmp_path, tiny_
     errors = [x for x in r.stderr.splitlines() if x.startswith("ptv2: error:")]
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert "not found" in errors[0] and errors[-1].startswith("ptv2: error: dvc repro: failed to reproduce 'prepare'")
+    # regression (session 35): the same under a Prefect flow ended in DVC's ReproductionError traceback (and
+    # Prefect's own) after the stage's line, exit 1
+    r = subprocess.run([sys.executable, str(PROJECT / "flows/run.py"), "pretrain", "--root", str(root)],
+                       env=pipeline_env(), capture_output=True, text=True, timeout=300)
+    errors = [x for x in r.stderr.splitlines() if x.startswith("ptv2: error:")]
+    assert r.returncode == 1 and "Traceback" not in r.stderr + r.stdout, r.stderr[-3000:]
+    assert "not found" in errors[0] and errors[-1].startswith("ptv2: error: dvc repro: failed to reproduce 'prepare'")
+    assert "Retrying" not in r.stderr + r.stdout  # a user error: not retried
 
 
 @pytest.mark.parametrize("name,damage,needle", [
@@ -295,6 +303,11 @@ def test_a_dvc_file_that_cannot_be_read_is_one_line_exit_2(tmp_path, tiny_dir, n
     assert needle in line and ("remove it: dvc repro then runs every stage again" in line if name == "dvc.lock"
                                else "git checkout -- dvc.yaml" in line), line
     assert not (root / "outputs").exists()  # nothing ran
+    if "oops" in damage:  # a flow says the same, and does not retry it (flows.retries)
+        r = subprocess.run([sys.executable, str(PROJECT / "flows/run.py"), "pretrain", "--root", str(root)],
+                           env=pipeline_env(), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and needle in r.stderr, r.stderr[-3000:]
+        assert "Retrying" not in r.stderr + r.stdout and not (root / "outputs").exists()
 
 
 def test_an_adapted_task_without_a_dev_split_is_refused_by_the_prepare_stage(tmp_path, tiny_dir):

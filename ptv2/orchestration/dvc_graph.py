@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ptv2.errors import USER_ERROR_EXIT, ConfigError, Ptv2Error, RunError
+from ptv2.errors import USER_ERROR_EXIT, ConfigError, RunError
+from ptv2.orchestration.failures import StageFailed, damaged_file, entry_point
 from ptv2.procenv import path_with_this_python
 
 log = logging.getLogger(__name__)
@@ -115,77 +116,36 @@ def check_data_root(root: Path, data_root: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m ptv2.orchestration [STAGE ...]`` (what scripts/run.sh runs): ``reproduce``, a user error as one
-    line (exit 2), a failed stage as one line after the stage's own output (exit 1), never a traceback."""
-    from dvc.exceptions import DvcException
-
-    from ptv2.errors import exit_2_on_user_error
-
+    """``python -m ptv2.orchestration [STAGE ...]`` (what scripts/run.sh runs): ``reproduce`` as an
+    ``entry_point``."""
     ours = logging.getLogger("ptv2")
     if not ours.handlers:  # ptv2's own lines; DVC logs its stages itself (a root handler doubled them)
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         ours.addHandler(handler)
         ours.setLevel(logging.INFO)
-    with exit_2_on_user_error():
-        try:
-            reproduce(".", argv or None)
-        except DvcException as e:
-            damaged = _damaged_file(e)
-            if damaged:  # not a stage that failed: a file of the project's that DVC cannot read (nothing ran)
-                print(f"ptv2: error: {damaged}", file=sys.stderr)
-                return 2
-            cause = f" ({e.__cause__})" if e.__cause__ else ""
-            print(f"ptv2: error: dvc repro: {e}{cause}; its output is above. Fix it and rerun: finished stages are "
-                  f"kept", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("ptv2: interrupted; finished stages are kept (a stopped training resumes from its checkpoint): "
-                  "rerun the same command to go on", file=sys.stderr)
-            return 130
-    return 0
+    return entry_point(lambda: reproduce(".", argv or None))
 
 
-def _damaged_file(e: Exception) -> str | None:
-    """One line naming a DVC file that cannot be read (``dvc.yaml``, ``dvc.lock``: not YAML, not UTF-8, not
-    DVC's schema) and its fix, for ``main``; None for any other DVC error. DVC's own message spans lines (the
-    YAML parser's context), which ended in "its output is above" with no output above, exit 1."""
-    from dvc.utils.serialize import ParseError
-    from dvc.utils.strictyaml import YAMLValidationError
+@contextlib.contextmanager
+def _repo(root: str | Path) -> Iterator[Any]:
+    """The project's DVC repo, open; a DVC file it cannot read (``damaged_file``) is a ConfigError, so the CLI,
+    the stages' callers and the flows alike give its one line (and a flow does not retry it)."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
 
-    if not isinstance(e, (ParseError, YAMLValidationError)):
-        return None
-    path = str(getattr(e, "path", "") or "a DVC file")
-    parser = e.__cause__  # the YAML parser's error: where and what
-    mark = getattr(parser, "problem_mark", None)
-    if mark is not None:
-        why = f"line {mark.line + 1}, column {mark.column + 1}: {getattr(parser, 'problem', None) or 'not YAML'}"
-    else:  # not UTF-8, or not DVC's schema: DVC's first line says what
-        why = (str(getattr(e, "exc", None) or parser or e).strip().splitlines() or [type(e).__name__])[0]
-    fix = ("restore it, or remove it: dvc repro then runs every stage again (finished training runs are reused)"
-           if Path(path).name == "dvc.lock" else "restore it (git checkout -- dvc.yaml) or fix what is named")
-    return f"{path} cannot be read ({why}): {fix}"
-
-
-def fails_again(e: BaseException) -> bool:
-    """Whether ``e`` is a user error, which a retry meets again: a Ptv2Error raised here or by a stage on a
-    worker (``run_stage``), or a stage that DVC ran in-process and that exited 2 (DVC keeps only the message)."""
-    from dvc.stage.exceptions import StageCmdFailedError
-
-    seen: BaseException | None = e
-    while seen is not None:
-        if isinstance(seen, Ptv2Error):
-            return True
-        if isinstance(seen, StageCmdFailedError) and str(seen).endswith(f"exited with {USER_ERROR_EXIT}"):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    try:
+        with Repo(str(root)) as repo:
+            yield repo
+    except DvcException as e:
+        damaged = damaged_file(e)
+        if damaged:
+            raise ConfigError(damaged) from None
+        raise
 
 
 def reproduce(root: str | Path, targets: list[str] | None = None) -> list[str]:
     """``dvc repro`` in-process; returns the names of the stages that actually ran."""
-    from dvc.repo import Repo
-
     from ptv2.tracking import store as tracking
     from ptv2.config import load_config
 
@@ -196,7 +156,7 @@ def reproduce(root: str | Path, targets: list[str] | None = None) -> list[str]:
     tracking.init_store(root, cfg.tracking.experiment)  # create the DB before any stage runs
     os.environ["PATH"] = path_with_this_python()  # the stages' `python` is ours, activated or not
     with pipeline_lock(root), contextlib.chdir(root):  # DVC resolves targets against the cwd
-        with Repo(str(root)) as repo:
+        with _repo(root) as repo:
             stages = repo.reproduce(targets=targets or None)
     ran = [s.addressing for s in stages]
     log.info("dvc repro ran %d stage(s): %s", len(ran), ran or "nothing (up to date)")
@@ -208,9 +168,7 @@ def stage_metrics(root: str | Path, stages: list[str]) -> dict[str, list[dict[st
     own); one DVC repo opened for all."""
     if not stages:
         return {}
-    from dvc.repo import Repo
-
-    with contextlib.chdir(root), Repo(str(root)) as repo:
+    with contextlib.chdir(root), _repo(root) as repo:
         paths = {name: [o.fs_path for o in repo.stage.collect(name)[0].outs if o.metric] for name in stages}
     return {name: [json.loads(Path(p).read_text()) for p in ps] for name, ps in paths.items()}
 
@@ -228,9 +186,7 @@ def published(root: str | Path, ran: list[str]) -> dict[str, Any] | None:
 
 def stale(root: str | Path, stages: list[str]) -> list[str]:
     """The ``stages`` whose deps, params or outs differ from dvc.lock (what ``dvc repro`` would run)."""
-    from dvc.repo import Repo
-
-    with contextlib.chdir(root), Repo(str(root)) as repo:  # DVC resolves targets against the cwd
+    with contextlib.chdir(root), _repo(root) as repo:  # DVC resolves targets against the cwd
         changed = repo.status(targets=stages)
     return [s for s in stages if s in changed]
 
@@ -240,10 +196,8 @@ def stage_command(root: str | Path, stage: str) -> str:
     thread runner calls this from several threads of one process at once, and one thread's ``chdir`` back
     made another's DVC look for dvc.yaml in the wrong folder ("Stage 'baseline@sent' not found"); and one
     thread at a time (``_DVC_IN_PROCESS``)."""
-    from dvc.repo import Repo
-
     root = Path(root).resolve()
-    with _DVC_IN_PROCESS, Repo(str(root)) as repo:
+    with _DVC_IN_PROCESS, _repo(root) as repo:
         (st,) = repo.stage.collect(f"{root / 'dvc.yaml'}:{stage}")  # an absolute target: no cwd involved
         return st.cmd
 
@@ -269,18 +223,16 @@ def run_stage(root: str | Path, stage: str, threads: int = 0, env: dict[str, str
         r = subprocess.run(cmd, shell=True, cwd=root, env=e, stdout=f, stderr=subprocess.STDOUT)
     if r.returncode != 0:
         tail = out.read_text(errors="replace").replace("\r", "\n").strip()[-2000:]
-        error = RunError if r.returncode == USER_ERROR_EXIT else RuntimeError  # exit 2: the user's to fix
-        raise error(f"stage {stage} failed (exit {r.returncode}; whole output: {out}): {tail}")
+        error = RunError if r.returncode == USER_ERROR_EXIT else StageFailed  # exit 2: the user's to fix
+        raise error(f"stage {stage} failed (exit {r.returncode}; whole output: {out}):\n{tail}")
     log.info("%s finished in %.0f s", stage, time.monotonic() - t0)
     return stage
 
 
 def record(root: str | Path, stages: list[str]) -> None:
     """Have DVC record finished stages in dvc.lock (and its cache), one at a time under the pipeline lock."""
-    from dvc.repo import Repo
-
     root = Path(root).resolve()
-    with pipeline_lock(root), contextlib.chdir(root), Repo(str(root)) as repo:
+    with pipeline_lock(root), contextlib.chdir(root), _repo(root) as repo:
         for stage in stages:
             repo.commit(stage, force=True)
             log.info("recorded %s in dvc.lock", stage)
@@ -291,9 +243,7 @@ def check_remote(root: str | Path, remote: str) -> None:
     at its very end, when it pushed, after every stage had run."""
     if not remote:
         return
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
+    with _repo(root) as repo:
         known = sorted(repo.config["remote"])
     if remote not in known:
         raise ConfigError(f"flows.dvc_remote = {remote!r} is not a DVC remote of this project (its remotes: "
@@ -303,15 +253,11 @@ def check_remote(root: str | Path, remote: str) -> None:
 
 def push(root: str | Path, remote: str) -> None:
     """Upload the cached stage outputs to a DVC remote (where workers on other machines pull them)."""
-    from dvc.repo import Repo
-
-    with contextlib.chdir(root), Repo(str(root)) as repo:
+    with contextlib.chdir(root), _repo(root) as repo:
         repo.push(remote=remote)
 
 
 def pull(root: str | Path, remote: str, targets: list[str] | None = None) -> None:
     """Fetch what ``targets`` (default: every stage) need from a DVC remote and check it out."""
-    from dvc.repo import Repo
-
-    with contextlib.chdir(root), Repo(str(root)) as repo:
+    with contextlib.chdir(root), _repo(root) as repo:
         repo.pull(targets=targets, remote=remote, with_deps=bool(targets))
