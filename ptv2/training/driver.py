@@ -27,9 +27,9 @@ from ptv2.model.spec import FROZEN, ModelSpec
 from ptv2.training.artifacts import is_model_dir, read_spec, weights_sha
 from ptv2.training.build import check_pretrained, head_spec, init_from_pretrained, load_model, model_from_spec, \
     reusable_backbone, spec_from_config
+from ptv2.training.checkpoint import is_checkpoint
 from ptv2.training.evaluate import evaluate
 from ptv2.training.fingerprint import run_key
-from ptv2.training.checkpoint import is_checkpoint
 from ptv2.training.loop import check_device, fit, single_task_planner
 from ptv2.training.splits import Split, encode
 
