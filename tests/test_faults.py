@@ -303,11 +303,13 @@ def test_a_dvc_file_that_cannot_be_read_is_one_line_exit_2(tmp_path, tiny_dir, n
     assert needle in line and ("remove it: dvc repro then runs every stage again" in line if name == "dvc.lock"
                                else "git checkout -- dvc.yaml" in line), line
     assert not (root / "outputs").exists()  # nothing ran
-    if "oops" in damage:  # a flow says the same, and does not retry it (flows.retries)
-        r = subprocess.run([sys.executable, str(PROJECT / "flows/run.py"), "pretrain", "--root", str(root)],
-                           env=pipeline_env(), capture_output=True, text=True, timeout=300)
-        assert r.returncode == 2 and "Traceback" not in r.stderr and needle in r.stderr, r.stderr[-3000:]
-        assert "Retrying" not in r.stderr + r.stdout and not (root / "outputs").exists()
+    from ptv2.errors import ConfigError
+    from ptv2.orchestration.dvc_graph import stale
+    from ptv2.orchestration.failures import fails_again
+
+    with pytest.raises(ConfigError) as caught:  # what a flow meets (any DVC call): a user error, never retried
+        stale(root, ["prepare"])
+    assert needle in str(caught.value) and fails_again(caught.value)
 
 
 def test_an_adapted_task_without_a_dev_split_is_refused_by_the_prepare_stage(tmp_path, tiny_dir):
