@@ -80,6 +80,15 @@ def test_a_split_that_is_only_reported_is_never_trained_or_selected_on(root, fit
         load_task("sent", _spec("sent", files=files), root, seed=0, val_fraction=0.1, val_max=1000, max_train=0)
 
 
+def test_a_val_file_that_is_the_train_file_is_refused(root):
+    """Regression (session 35): `--set tasks.cb.files.val=CB/train.jsonl` selected on the rows it trained on: the
+    frozen bar's head read val 100.00 and took the weakest L2 (1e-5, val loss 0.0006)."""
+    files = {"train": "sent/train.tsv", "val": "./sent/train.tsv", "dev": "sent/dev.tsv"}
+    with pytest.raises(DataError, match=r"task 'sent': files.val and files.train are the same file \(./sent/train.tsv\);"
+                                        r" model selection would score the rows it trains on: drop files.val"):
+        load_task("sent", _spec("sent", files=files), root, seed=0, val_fraction=0.1, val_max=1000, max_train=0)
+
+
 def test_no_val_split_names_the_fix(root):
     td = load_task("sent", _spec("sent"), root, seed=0, val_fraction=0.0, val_max=1000, max_train=0)
     with pytest.raises(DataError, match=r"no split 'val'.*train.val_fraction > 0.*files.val"):

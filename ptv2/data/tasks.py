@@ -169,8 +169,13 @@ def _tag_set(rows: list[dict[str, Any]], task: str) -> list[str]:
 
 
 def _check_held_out(name: str, spec: TaskSpec, root: Path) -> None:
-    """Training and model selection never read the file of a reported split (dev, test)."""
+    """Training and model selection never read the file of a reported split (dev, test), and selection never
+    scores the rows trained on (a files.val that is the train file read val 100.00 and chose the weakest L2)."""
     same = lambda a, b: (root / a).resolve() == (root / b).resolve()  # noqa: E731
+    if "val" in spec.files and "train" in spec.files and same(spec.files["val"], spec.files["train"]):
+        raise DataError(f"task {name!r}: files.val and files.train are the same file ({spec.files['val']}); model "
+                        f"selection would score the rows it trains on: drop files.val (val is carved from train) or "
+                        f"point it at rows kept out of training")
     for fit in ("train", "val"):
         for held in ("dev", "test"):
             if fit in spec.files and held in spec.files and same(spec.files[fit], spec.files[held]):
