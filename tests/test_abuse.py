@@ -292,6 +292,13 @@ def test_an_output_path_holding_something_else_is_refused_and_kept(params, train
     assert (mine / "notes.txt").read_text() == "keep me" and (root / "a_file").read_text() == "keep me too"
     # session 31: a folder that takes no new files was a traceback once the models were loaded
     _one_line_exit_2(capsys, [*export, "--out", "/proc/ptv2-bundle"], "'/proc' takes no new files")
+    # regression (session 35): an output inside a model folder or a bundle was written there, and the artifact
+    # then failed its own manifest check ("files ['bundle/...'] are not what a model folder holds")
+    for argv, home, what in (([*export, "--out", str(trained / "bundle")], trained, "a model folder"),
+                             (["train", "--params", str(params), "--task", "pair", "--out", str(bundle / "runs/x")],
+                              bundle, "a bundle")):
+        _one_line_exit_2(capsys, argv, f"is inside {what} ({home}): files written there break its manifest check")
+    assert not (trained / "bundle").exists() and not (bundle / "runs").exists()
     assert main(["evaluate", "--params", str(params), "--model", str(trained), "--task", "pair"]) == 0  # intact
     assert main([*export, "--out", str(bundle)]) == 0  # an earlier export is replaced, as before
     capsys.readouterr()

@@ -5,6 +5,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from ptv2 import __version__
 from ptv2.cli.common import config_of
@@ -107,12 +108,32 @@ def _expand_home(args: argparse.Namespace) -> None:
             setattr(args, key, os.path.expanduser(value))
 
 
+def _inside_an_artifact(args: argparse.Namespace) -> ConfigError | None:
+    """An output path (``--out``, ``--work``) inside a model folder or a bundle: what ptv2 wrote there made the
+    artifact fail its own check ("files [...] are not what a model folder holds"), so it could no longer load."""
+    for key in ("out", "work"):
+        value = getattr(args, key, None)
+        if not isinstance(value, str):
+            continue
+        from ptv2.serving.manifest import is_bundle
+        from ptv2.training.artifacts import is_model_dir
+
+        home = next((p for p in Path(value).resolve().parents if is_model_dir(p) or is_bundle(p)), None)
+        if home is not None:
+            return ConfigError(f"--{key} {value!r} is inside {'a model folder' if is_model_dir(home) else 'a bundle'} "
+                               f"({home}): files written there break its manifest check; pick a path outside it")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if (empty := _empty_option(args)) is not None:
         print(user_line(empty), file=sys.stderr)
         return USER_ERROR_EXIT
     _expand_home(args)
+    if (inside := _inside_an_artifact(args)) is not None:
+        print(user_line(inside), file=sys.stderr)
+        return USER_ERROR_EXIT
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
