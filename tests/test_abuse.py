@@ -294,11 +294,12 @@ def test_an_output_path_holding_something_else_is_refused_and_kept(params, train
     _one_line_exit_2(capsys, [*export, "--out", "/proc/ptv2-bundle"], "'/proc' takes no new files")
     # regression (session 35): an output inside a model folder or a bundle was written there, and the artifact
     # then failed its own manifest check ("files ['bundle/...'] are not what a model folder holds")
-    for argv, home, what in (([*export, "--out", str(trained / "bundle")], trained, "a model folder"),
-                             (["train", "--params", str(params), "--task", "pair", "--out", str(bundle / "runs/x")],
-                              bundle, "a bundle")):
-        _one_line_exit_2(capsys, argv, f"is inside {what} ({home}): files written there break its manifest check")
-    assert not (trained / "bundle").exists() and not (bundle / "runs").exists()
+    train = ["train", "--params", str(params), "--task", "pair", "--out"]
+    for argv, needle in (([*export, "--out", str(trained / "bundle")], f"is inside a model folder ({trained})"),
+                         ([*train, str(bundle / "runs/x")], f"is inside a bundle ({bundle})"),
+                         ([*train, str(trained)], "is a model folder"), ([*train, str(bundle)], "is a bundle")):
+        _one_line_exit_2(capsys, argv, f"{needle}: files written there break its manifest check")
+    assert not (trained / "bundle").exists() and not (bundle / "runs").exists() and not (trained / "model").exists()
     assert main(["evaluate", "--params", str(params), "--model", str(trained), "--task", "pair"]) == 0  # intact
     assert main([*export, "--out", str(bundle)]) == 0  # an earlier export is replaced, as before
     capsys.readouterr()

@@ -118,11 +118,25 @@ def _inside_an_artifact(args: argparse.Namespace) -> ConfigError | None:
         from ptv2.serving.manifest import is_bundle
         from ptv2.training.artifacts import is_model_dir
 
-        home = next((p for p in Path(value).resolve().parents if is_model_dir(p) or is_bundle(p)), None)
+        path = Path(value).resolve()
+        # a run folder (train's --out) or a work folder holds new files itself; export's --out replaces a bundle
+        around = [*([] if args.command == "export" and key == "out" else [path]), *path.parents]
+        home = next((p for p in around if _is_artifact(p, is_model_dir, is_bundle)), None)
         if home is not None:
-            return ConfigError(f"--{key} {value!r} is inside {'a model folder' if is_model_dir(home) else 'a bundle'} "
-                               f"({home}): files written there break its manifest check; pick a path outside it")
+            what = "a model folder" if is_model_dir(home) else "a bundle"
+            where = f"is {what}" if home == path else f"is inside {what} ({home})"
+            return ConfigError(f"--{key} {value!r} {where}: files written there break its manifest check; pick a "
+                               f"path outside it")
     return None
+
+
+def _is_artifact(path: Path, *kinds) -> bool:
+    """Whether ``path`` is one of ``kinds``; a path the system cannot look at (a name over 255 bytes) is not, and
+    the command's own check names it."""
+    try:
+        return any(kind(path) for kind in kinds)
+    except OSError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
