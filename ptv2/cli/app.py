@@ -115,28 +115,27 @@ def _inside_an_artifact(args: argparse.Namespace) -> ConfigError | None:
         value = getattr(args, key, None)
         if not isinstance(value, str):
             continue
-        from ptv2.serving.manifest import is_bundle
-        from ptv2.training.artifacts import is_model_dir
-
         path = Path(value).resolve()
         # a run folder (train's --out) or a work folder holds new files itself; export's --out replaces a bundle
         around = [*([] if args.command == "export" and key == "out" else [path]), *path.parents]
-        home = next((p for p in around if _is_artifact(p, is_model_dir, is_bundle)), None)
+        home, what = next(((p, w) for p in around if (w := _artifact(p))), (None, None))
         if home is not None:
-            what = "a model folder" if is_model_dir(home) else "a bundle"
             where = f"is {what}" if home == path else f"is inside {what} ({home})"
             return ConfigError(f"--{key} {value!r} {where}: files written there break its manifest check; pick a "
                                f"path outside it")
     return None
 
 
-def _is_artifact(path: Path, *kinds) -> bool:
-    """Whether ``path`` is one of ``kinds``; a path the system cannot look at (a name over 255 bytes) is not, and
-    the command's own check names it."""
+def _artifact(path: Path) -> str | None:
+    """What ptv2 artifact ``path`` is ("a model folder", "a bundle"), or None; a path the system cannot look at
+    (a name over 255 bytes) is none, and the command's own check names it."""
+    from ptv2.serving.manifest import is_bundle
+    from ptv2.training.artifacts import is_model_dir
+
     try:
-        return any(kind(path) for kind in kinds)
+        return "a model folder" if is_model_dir(path) else "a bundle" if is_bundle(path) else None
     except OSError:
-        return False
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

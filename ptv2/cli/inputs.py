@@ -14,14 +14,18 @@ PAIR_SEP = "\t"  # a pair task's stdin line: text, tab, text_pair (the second te
 
 @dataclass(frozen=True)
 class Inputs:
-    """Texts as the user gave them; ``lines``: True when read from stdin (then a pair sits in its line), with
-    ``numbers`` the stdin line of each text (blank lines are skipped, so answers name their line)."""
+    """Texts as the user gave them; ``numbers``: the stdin line of each text when read from stdin (blank lines
+    are skipped, so answers name their line), empty for ``--text``."""
 
     texts: list[str]
     pairs: list[str] | None
     names: list[str]
-    lines: bool
     numbers: tuple[int, ...] = ()
+
+    @property
+    def lines(self) -> bool:
+        """Read from stdin: a pair task's pair then sits in its line."""
+        return bool(self.numbers)
 
     def tag(self, answers: Iterable[dict], start: int = 0) -> Iterator[dict]:
         """``answers`` (to texts ``start``, ``start`` + 1, ...) with ``line``: the stdin line each answers (an
@@ -74,7 +78,7 @@ def read_inputs(texts: list[str] | None, pairs: list[str] | None, stdin: TextIO 
     if texts:
         if pairs and len(pairs) != len(texts):
             raise Ptv2Error(f"{len(texts)} --text but {len(pairs)} --text-pair values: pass one pair per text")
-        return Inputs(texts, pairs or None, [f"--text {i}" for i in range(1, len(texts) + 1)], lines=False)
+        return Inputs(texts, pairs or None, [f"--text {i}" for i in range(1, len(texts) + 1)])
     if pairs:
         raise Ptv2Error("--text-pair needs a --text for each pair; on stdin, write 'text<TAB>text_pair' lines")
     stdin = stdin or sys.stdin
@@ -89,5 +93,4 @@ def read_inputs(texts: list[str] | None, pairs: list[str] | None, stdin: TextIO 
         blank = [n for n, line in lines if not line.strip()]
         print(f"ptv2: skipped {len(blank)} blank line(s) ({', '.join(map(str, blank[:5]))}"
               f"{', ...' if len(blank) > 5 else ''}): each answer names its line ('line')", file=sys.stderr)
-    return Inputs([line for _, line in kept], None, [f"line {n}" for n, _ in kept], lines=True,
-                  numbers=tuple(n for n, _ in kept))
+    return Inputs([line for _, line in kept], None, [f"line {n}" for n, _ in kept], tuple(n for n, _ in kept))

@@ -2,10 +2,10 @@
 Aliases and tags only: the stages API is deprecated since MLflow 2.9. The store it talks to: ``store``."""
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
-
-import logging
 
 from ptv2.errors import ArtifactError, ConfigError
 from ptv2.procenv import path_with_this_python
@@ -33,8 +33,6 @@ def json_tag(tags: dict[str, str], key: str) -> dict[str, Any]:
     """The JSON object ptv2 wrote in tag ``key`` ({} when there is none). Anyone may edit a tag in MLflow's UI:
     one that no longer holds a JSON object reads as {} with a warning (what depends on it is then rebuilt or
     shown without it), where it was a JSONDecodeError traceback in the publish stage and ``ptv2 registry``."""
-    import json
-
     raw = tags.get(key)
     if raw is None:
         return {}
