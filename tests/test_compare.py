@@ -136,3 +136,14 @@ def test_a_run_held_by_another_process_is_skipped_then_reused(cfg, tmp_path):
     fcntl.flock(lock, fcntl.LOCK_UN)
     t.join(timeout=120)
     assert [r["seed"] for r in done[0] if r["method"] == "ptv2"] == [2, 1]
+
+
+@pytest.mark.parametrize("argv0", ["/venv/bin/ptv2", "/repo/ptv2/__main__.py"])
+def test_a_report_names_the_command_with_its_overrides(monkeypatch, argv0):
+    # `python -m ptv2 compare --set ...` wrote "Command: `ptv2 compare`": the --set the table measured was lost
+    from ptv2.experiments.tables import command_line
+
+    monkeypatch.setattr("sys.argv", [argv0, "-v", "compare", "--tasks", "cb", "--set", "tasks.cb.epochs={ptv2: 1}"])
+    assert command_line("compare") == "ptv2 -v compare --tasks cb --set 'tasks.cb.epochs={ptv2: 1}'"
+    monkeypatch.setattr("sys.argv", ["/venv/bin/pytest", "-k", "compare"])  # not a ptv2 command: the verb alone
+    assert command_line("compare") == "ptv2 compare"

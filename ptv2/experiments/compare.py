@@ -97,7 +97,7 @@ def write_report(results: list[dict[str, Any]], cfg: Config, tasks: list[str], m
           f"gradients, optimizer state), *peak − loaded* what training added to the loaded model. "
           f"*s/epoch (all tasks)* sums one epoch of every task.\n\nCommand: `{command}`"
           + (f" with the budget of `compare.overrides` in params.yaml: {', '.join(f'`{o}`' for o in cfg.compare.overrides)}"
-             if cfg.compare.overrides else "") + "\n\n"
+             " (the command's own `--set`s come after them)" if cfg.compare.overrides else "") + "\n\n"
           + table(rows, cfg, tasks, {t: 1 if t in one_seed else len(seeds) for t in tasks})
           + f"\n![comparison]({out_md.with_suffix('.png').name})\n")
     atomic_write_text(out_md, md)

@@ -39,8 +39,12 @@ def count_range(values: list[int]) -> str:
 
 
 def command_line(verb: str) -> str:
-    """The command line that made a report, quoted so it can be pasted back into a shell."""
-    return "ptv2 " + shlex.join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("ptv2") else f"ptv2 {verb}"
+    """The command line that made a report, quoted so it can be pasted back into a shell: the ``ptv2`` script's
+    and ``python -m ptv2``'s alike (their ``--set`` overrides are part of what the table measured)."""
+    prog = Path(sys.argv[0]) if sys.argv else Path()
+    args = sys.argv[1:]
+    ran = prog.name == "ptv2" or (prog.name == "__main__.py" and prog.parent.name == "ptv2")
+    return "ptv2 " + shlex.join(args) if ran and verb in args else f"ptv2 {verb}"
 
 
 def check_table_target(out_md: Path) -> None:
