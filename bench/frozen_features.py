@@ -15,6 +15,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
+from ptv2.cli.common import seed_list
 from ptv2.config import load_config
 from ptv2.data.tasks import load_task_data
 from ptv2.model.backbone import load_backbone
@@ -59,12 +60,14 @@ def probe(feats: dict[str, dict[str, np.ndarray]], kind: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", default="rte,cb,mrpc"); ap.add_argument("--seeds", default="42,1,2")
+    ap.add_argument("--tasks", default="rte,cb,mrpc"); ap.add_argument("--seeds", type=seed_list, default="42,1,2")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds, tasks = args.seeds, args.tasks.split(",")
+    for task in tasks:  # an unknown task: its one line before the table's head, not under it
+        load_config(args.params).task(task)
     print("| task | features | dev acc, mean ± std | per seed |\n|---|---|---|---|")
-    for task in args.tasks.split(","):
+    for task in tasks:
         scores: dict[str, list[float]] = {k: [] for k in KINDS}
         for seed in seeds:
             cfg = load_config(args.params, [f"seed={seed}"])

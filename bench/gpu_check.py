@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ptv2.model.inject import encode  # noqa: E402
+from ptv2.cli.common import count, non_negative  # noqa: E402
 from ptv2.files import atomic_write_text  # noqa: E402
 from ptv2.model.prompted import MethodInputs, PromptedModel  # noqa: E402
 from ptv2.model.spec import HeadSpec, ModelSpec  # noqa: E402
@@ -232,11 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--sizes", default="minilm-l6,bert-base,bert-large", help=f"comma list of {sorted(SIZES)}")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--prompt-length", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--peak-tflops", type=float, default=0.0, help="bf16 dense peak; 0 = from the GPU's name")
+    ap.add_argument("--batch", type=count, default=64)
+    ap.add_argument("--seq", type=count, default=128)
+    ap.add_argument("--prompt-length", type=count, default=16)
+    ap.add_argument("--steps", type=count, default=10)
+    ap.add_argument("--peak-tflops", type=non_negative, default=0.0, help="bf16 dense peak; 0 = from the GPU's name")
     ap.add_argument("--out", default="reports/gpu_check", help="writes <out>.md and <out>.json")
     a = ap.parse_args(argv)
     sizes = [s for s in a.sizes.split(",") if s]

@@ -14,15 +14,16 @@ import time
 
 import torch
 
+from ptv2.cli.common import count
 from ptv2.model.backbone import load_backbone
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="sentence-transformers/all-MiniLM-L6-v2")
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--length", type=int, default=40)
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batch", type=count, default=32)
+    ap.add_argument("--length", type=count, default=40)
+    ap.add_argument("--steps", type=count, default=10)
     a = ap.parse_args()
     torch.manual_seed(0)
     model, _ = load_backbone(a.backbone)

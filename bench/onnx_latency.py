@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from ptv2.cli.common import count  # noqa: E402
 from ptv2.files import atomic_write_text  # noqa: E402
 TASKS = ["sst2", "mrpc", "cola", "stsb", "rte", "cb", "wsc", "conll2003", "copa"]
 SHAPES = [(1, 128), (32, 128), (1, 24), (32, 24)]
@@ -231,14 +232,11 @@ NAMES = ["ptv2 torch eager", "ptv2 ORT fp32", "ptv2 ORT int8", "ptv2 ORT int8, f
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--reps", type=count, default=20)
     ap.add_argument("--out", default="reports/bench_onnx.md")
     a = ap.parse_args()
     paths = build(Path(tempfile.mkdtemp(prefix="ptv2-bench-")))
     tables = [_table(paths, a.reps, spin) for spin in (False, True)]
-    from ptv2.config import load_config
-
-    cfg = load_config(ROOT / "params.yaml")
     diff = fused_parity(paths)
     bundle = paths["bundle"]
     one, many, single = memory(bundle, "one"), memory(bundle, "many"), memory(bundle, "single")

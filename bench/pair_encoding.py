@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from ptv2.cli.common import count  # noqa: E402
 
 
 def build(cfg, tasks: list[str], encoding: str, out: Path):
@@ -71,8 +72,8 @@ def served(cfg, **limits: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", default="stsb,mrpc,rte")
-    ap.add_argument("--rows", type=int, default=512, help="dev pairs per task in the request mix")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rows", type=count, default=512, help="dev pairs per task in the request mix")
+    ap.add_argument("--repeats", type=count, default=3)
     ap.add_argument("--out", default="reports/bench_pair_encoding.md")
     a = ap.parse_args()
     from ptv2.config import load_config

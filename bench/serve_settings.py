@@ -17,14 +17,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from ptv2.cli.common import count, counts  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--setting", choices=["micro_batch", "release_rows"], default="micro_batch")
-    ap.add_argument("--values", default="8,16,32")
+    ap.add_argument("--values", type=counts, default="8,16,32")
     ap.add_argument("--tasks", default="stsb,mrpc,rte")
-    ap.add_argument("--rows", type=int, default=128, help="dev pairs per task in the request mix")
+    ap.add_argument("--rows", type=count, default=128, help="dev pairs per task in the request mix")
     a = ap.parse_args()
     from pair_encoding import build, rate, request_mix, served
 
@@ -38,7 +39,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = {enc: build(cfg, tasks, enc, Path(tmp) / enc) for enc in ("cross", "bi")}
         for int8 in (True, False):
-            for v in (int(x) for x in a.values.split(",")):
+            for v in a.values:
                 got = {enc: rate(Bundle.from_serving(p, served(cfg, **{a.setting: v}), int8=int8), rows, 3)
                        for enc, p in paths.items()}
                 print(f"| {'int8' if int8 else 'fp32'} | {v} | {got['cross']:.1f} | {got['bi']:.1f} | "

@@ -15,7 +15,6 @@ epoch, peak RSS of the process.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from child import in_child, write_report  # noqa: E402
+from ptv2.cli.common import count  # noqa: E402
 
 BATCH = 32
 
@@ -111,7 +111,7 @@ def _run(kind: str, **kw: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", default="mrpc")
-    ap.add_argument("--examples", type=int, default=1280)
+    ap.add_argument("--examples", type=count, default=1280)
     ap.add_argument("--encodings", default="bi,cross")
     ap.add_argument("--settings", default="train.compile=true",
                     help="';'-separated ptv2 settings to time beside fp32 eager, e.g. 'train.precision=auto;train.compile=true'")

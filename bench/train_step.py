@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from ptv2.cli.common import count  # noqa: E402
 
 
 def _rss_kb(field: str) -> int:
@@ -87,8 +89,8 @@ def main() -> None:
     from ptv2.files import atomic_write_text
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--task", default="mrpc"); ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=20); ap.add_argument("--epoch-examples", type=int, default=1000)
+    ap.add_argument("--task", default="mrpc"); ap.add_argument("--batch-size", type=count, default=32)
+    ap.add_argument("--steps", type=count, default=20); ap.add_argument("--epoch-examples", type=count, default=1000)
     ap.add_argument("--out", default="reports/bench_train.md")
     a = ap.parse_args()
     kw = dict(task=a.task, batch_size=a.batch_size, steps=a.steps, pad_to=0, epoch=False)

@@ -16,6 +16,7 @@ import json
 import re
 from pathlib import Path
 
+from ptv2.cli.common import seed_list
 from ptv2.config import load_config
 from ptv2.data.tasks import load_task_data
 from ptv2.errors import Ptv2Error
@@ -60,17 +61,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, required=True)
     ap.add_argument("--tasks", required=True)
-    ap.add_argument("--seeds", required=True)
+    ap.add_argument("--seeds", type=seed_list, required=True)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--preds", type=Path)
     a = ap.parse_args()
     if not a.root.is_dir():
         ap.error(f"--root {str(a.root)!r} is not a folder: pass the folder holding the runs")
-    try:
-        seeds = [int(x) for x in a.seeds.split(",")]
-    except ValueError:
-        ap.error(f"--seeds {a.seeds!r}: comma-separated integers, e.g. 42,1,2")
+    seeds = a.seeds
     if a.preds is not None:
         a.preds.mkdir(parents=True, exist_ok=True)
     res = {}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import TASKS, tiny_params, train_task, write_all_formats
+from helpers import TASKS, tiny_params, train_task
 from ptv2.config import config_from_dict
 from ptv2.data.collate import Collator, encode_split
 from ptv2.data.tasks import load_task_data

@@ -727,7 +727,6 @@ def test_one_way_to_open_a_bundle_with_the_serving_settings(trained, root, tiny_
     plain = Bundle.from_serving(trained[3], None)
     assert not plain.int8 and plain.limits.max_rows > 10**6
     import re as _re
-    from pathlib import Path
 
     from helpers import PROJECT
 

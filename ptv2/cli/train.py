@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ptv2.cli.common import config_of, report
-from ptv2.config.schema import check_seed
+from ptv2.cli.common import config_of, names as _names, report, seeds as _seeds
 from ptv2.errors import ConfigError
 
 
@@ -59,31 +58,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     compare(cfg, tasks, _names("--methods", args.methods, c.methods), _seeds(args.seeds, c.seeds),
             Path(args.out or c.out), Path(args.work or c.work), one_seed=tuple(one_seed), track=not args.no_track)
     return 0
-
-
-def _names(flag: str, value: str | None, default: list) -> list[str]:
-    """A comma-separated option, each name once, or the params.yaml default when it is not given."""
-    if value is None:
-        return [str(x) for x in default]
-    names = [x.strip() for x in value.split(",") if x.strip()]
-    if not names:  # "," or " , ": taken as the option left out, `pretrain --tasks ,` ran the default mixture
-        raise ConfigError(f"{flag} {value!r} names nothing: give comma-separated names, or leave the option out")
-    twice = sorted({x for x in names if names.count(x) > 1})
-    if twice:
-        raise ConfigError(f"{flag} {value!r} names {twice[0]!r} twice: list each once")
-    return names
-
-
-def _seeds(value: str | None, default: list) -> list[int]:
-    """--seeds as integers: one line naming the value otherwise."""
-    names = _names("--seeds", value, default)
-    if not names or not all(x.lstrip("-").isdigit() for x in names):
-        raise ConfigError(f"--seeds {value!r} is not a comma-separated list of integers; e.g. --seeds 1,2,3")
-    if len({int(x) for x in names}) != len(names):  # 1,01
-        raise ConfigError(f"--seeds {value!r} names a seed twice: list each once")
-    for x in names:  # before any run starts (a negative seed failed at its run, after the runs before it)
-        check_seed("--seeds", int(x))
-    return [int(x) for x in names]
 
 
 DEFAULT_HELD_OUT = ("rte", "cb")  # transfer's (d) by default: the NLI pair, where a mixture could help most
