@@ -24,7 +24,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from child import in_child, write_report  # noqa: E402
-from ptv2.cli.common import count  # noqa: E402
+from ptv2.cli.common import count, names  # noqa: E402
+from ptv2.errors import ConfigError  # noqa: E402
 
 BATCH = 32
 
@@ -108,6 +109,30 @@ def _run(kind: str, **kw: Any) -> dict[str, Any]:
     return in_child("train_speed", f"child_{kind}", **kw)
 
 
+PEERS = ("finetune", "lora", "finetune-bf16", "lora-bf16")
+
+
+def _planned(a: argparse.Namespace) -> tuple[list[tuple[str, str, list[str]]], list[str]]:
+    """The ptv2 runs (encoding, extra setting, --sets) and Trainer peers asked for, each config checked before the
+    first run (a bad --settings or --peers was found after minutes of the runs before it)."""
+    from ptv2.config import load_config
+
+    load_config(ROOT / "params.yaml").task(a.task)  # an unknown task's own line
+    runs = []
+    for pe in names("--encodings", a.encodings, []):
+        for extra in [""] + [s for s in a.settings.split(";") if s]:
+            sets = [f"backbone.pair_encoding={pe}", "train.precision=fp32"] + ([extra] if extra else [])
+            if "precision" in extra:
+                sets.remove("train.precision=fp32")
+            _cfg(a.task, a.examples, sets)
+            runs.append((pe, extra, sets))
+    peers = [p.strip() for p in a.peers.split(",") if p.strip()]
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise ConfigError(f"--peers {a.peers!r}: {unknown[0]!r} is not a peer; give some of {list(PEERS)}, or ''")
+    return runs, peers
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", default="mrpc")
@@ -119,17 +144,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="Trainer peers: finetune,lora,finetune-bf16,lora-bf16 (-bf16: Trainer's bf16=True) ('' = none)")
     ap.add_argument("--out", default="reports/bench_speed.md")
     a = ap.parse_args(argv)
+    runs, peers = _planned(a)
     rows: list[tuple[str, dict[str, Any]]] = []
-    for pe in [e for e in a.encodings.split(",") if e]:
-        for extra in [""] + [s for s in a.settings.split(";") if s]:
-            sets = [f"backbone.pair_encoding={pe}", "train.precision=fp32"] + ([extra] if extra else [])
-            if "precision" in extra:
-                sets.remove("train.precision=fp32")
-            r = _run("ptv2", task=a.task, examples=a.examples, sets=sets)
-            rows.append((f"ptv2 {pe}, " + (extra or "fp32 eager") + (" (chose bf16)" if "auto" in extra and
-                                                                      r["precision"] == "bf16" else ""), r))
-            print(rows[-1][0], rows[-1][1], flush=True)
-    for peer in [p for p in a.peers.split(",") if p]:
+    for pe, extra, sets in runs:
+        r = _run("ptv2", task=a.task, examples=a.examples, sets=sets)
+        rows.append((f"ptv2 {pe}, " + (extra or "fp32 eager") + (" (chose bf16)" if "auto" in extra and
+                                                                  r["precision"] == "bf16" else ""), r))
+        print(rows[-1][0], rows[-1][1], flush=True)
+    for peer in peers:
         kind, _, prec = peer.partition("-")
         rows.append((f"Trainer + {'LoRA' if kind == 'lora' else 'full fine-tuning'}" + (", bf16" if prec else ""),
                      _run("trainer", task=a.task, examples=a.examples, lora=kind == "lora", bf16=prec == "bf16")))

@@ -9,15 +9,15 @@ increase over the process's RSS after loading the model.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from child import in_child  # noqa: E402
 from ptv2.cli.common import count  # noqa: E402
 
 
@@ -78,11 +78,7 @@ def child(method: str, task: str, batch_size: int, steps: int, pad_to: int, epoc
 
 
 def run(method: str, **kw) -> dict:
-    code = f"import sys, json; sys.path.insert(0, {str(ROOT / 'bench')!r}); import train_step as t; " \
-           f"print('RESULT' + json.dumps(t.child({method!r}, **{kw!r})))"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    return json.loads(out.split("RESULT", 1)[1])
+    return in_child("train_step", "child", method=method, **kw)
 
 
 def main() -> None:

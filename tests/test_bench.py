@@ -97,3 +97,15 @@ def test_a_bench_count_or_seed_list_that_cannot_be_is_refused_by_its_parser(tmp_
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert sorted(r.stdout.split()) == sorted([s for s in BAD_COUNTS] + ["2"] * len(BAD_COUNTS)), r.stderr[-2000:]
     assert "Traceback" not in r.stderr and r.stderr.count("error: argument") == len(BAD_COUNTS), r.stderr[-2000:]
+
+
+def test_a_speed_bench_checks_what_it_will_run_before_the_first_run():
+    """Regression (session 36): `train_speed.py --peers nope` (or a bad `--settings` key) was refused only after
+    the ptv2 rows had run for minutes; `train_step.py --task nope` ended in its child's CalledProcessError."""
+    bench = ROOT / "bench"
+    for argv, needle in (([bench / "train_speed.py", "--peers", "lora,nope"], "'nope' is not a peer"),
+                         ([bench / "train_speed.py", "--settings", "train.nope=1"], "unknown key(s) ['nope'] in train"),
+                         ([bench / "train_step.py", "--task", "nope"], "unknown task 'nope'")):
+        r = subprocess.run([sys.executable, *map(str, argv), "--out", "/nonexistent/x.md"], capture_output=True,
+                           text=True, timeout=120)
+        assert needle in _one_line_exit_2(r)
