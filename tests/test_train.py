@@ -98,6 +98,29 @@ def test_a_finished_run_is_reused_unless_its_record_is_damaged(root, tiny_dir, c
     assert json.loads((root / "out/metrics.json").read_text())["key"] == first.record["key"]
 
 
+@pytest.mark.parametrize("damage", ["adapter.safetensors", "adapter_config.json", "manifest.json"])
+def test_a_finished_run_whose_model_is_damaged_is_trained_again_to_the_same_model(root, tiny_dir, caplog, damage):
+    """Regression (session 36): a finished run's damaged model folder was reused as it was (`ptv2 transfer` adapted
+    from it: "checksum mismatch ...; retrain or restore it", naming no way to retrain), and training it again
+    resumed the finished checkpoint, whose end reads the damaged folder back. Both now check the folder."""
+    cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 2, "finetune": 2}))
+    first = train_task(cfg, "sent", root / "out", report_splits=())
+    weights = root / "out/model/adapter.safetensors"
+    good = weights.read_bytes()
+    target = root / "out/model" / damage
+    if damage == "manifest.json":  # still a ptv2 model folder's manifest (so the rerun may replace it), wrong sum
+        target.write_text(target.read_text().replace(json.loads(target.read_text())["files"]["adapter.safetensors"],
+                                                     "0" * 64))
+    else:
+        target.write_bytes(target.read_bytes()[:50])
+    with caplog.at_level("WARNING"):
+        again = train_task(cfg, "sent", root / "out", report_splits=())
+    assert "holds a damaged model" in caplog.text and "the run is trained again" in caplog.text
+    assert f"checkpoint {root / 'out/checkpoint'} continues a model folder that is damaged" in caplog.text
+    assert again.record["key"] == first.record["key"] and weights.read_bytes() == good
+    read_adapter(root / "out/model")  # whole again
+
+
 @pytest.mark.parametrize("damage", ["weights truncated", "optim.pt missing", "state.json not JSON"])
 def test_a_damaged_checkpoint_is_dropped_and_the_run_starts_fresh(root, tiny_dir, monkeypatch, caplog, damage):
     """Regression (session 35): a checkpoint was loaded unverified, so a damaged one (a truncated

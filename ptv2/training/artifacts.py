@@ -101,6 +101,13 @@ def weights_sha(path: str | Path) -> str:
     return _manifest(Path(path))["files"][WEIGHTS]
 
 
+def verify_model_dir(path: str | Path) -> None:
+    """A model folder whose every file matches its manifest, or ArtifactError naming what does not."""
+    manifest = _manifest(Path(path))
+    for name in manifest["files"]:
+        _check(Path(path), name, manifest)
+
+
 def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelSpec]:
     """(state, spec); a missing, foreign or tampered folder raises ArtifactError."""
     from safetensors.torch import load_file

@@ -4,7 +4,9 @@ A checkpoint holds the trainable tensors (``trainable.safetensors``), the optimi
 (``optim.pt``, read with ``weights_only=True``) and ``state.json``: the loop's state, the run key it belongs to
 and the sha256 of both files. It is written atomically and verified before any of it is loaded. One from
 another config, or damaged (a file changed, truncated or missing, its state unreadable), is dropped with a
-warning and the run starts fresh: a checkpoint only saves time, it never decides a result.
+warning and the run starts fresh: a checkpoint only saves time, it never decides a result. So is one whose
+model folder beside it (``<out>/model``, the best epoch so far, which the checkpoint does not hold) is missing
+or fails its manifest.
 """
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ptv2.errors import ArtifactError
 from ptv2.files import atomic_dir, sha256
 from ptv2.model.prompted import PromptedModel
+from ptv2.training.artifacts import verify_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -82,4 +86,9 @@ def _verified(ck: Path, fingerprint: str) -> tuple[dict[str, Any] | None, str]:
             return None, f"is damaged ({name} is missing)"
         if sha256(path) != digest:
             return None, f"is damaged ({name} does not match its sha256)"
+    if saved["state"].get("history"):  # an epoch was kept: the weights of the best one are the model folder's
+        try:
+            verify_model_dir(ck.parent / "model")
+        except ArtifactError as e:  # resumed, the run ended by reading it back: the checksum error for good
+            return None, f"continues a model folder that is damaged ({e})"
     return saved, ""

@@ -24,7 +24,7 @@ from ptv2.files import check_replaceable, output_lock, write_json
 from ptv2.model.backbone import load_backbone, own_pooling, position_limit
 from ptv2.model.prompted import count_parameters
 from ptv2.model.spec import FROZEN, ModelSpec
-from ptv2.training.artifacts import is_model_dir, read_spec, weights_sha
+from ptv2.training.artifacts import is_model_dir, read_spec, verify_model_dir, weights_sha
 from ptv2.training.build import check_pretrained, head_spec, init_from_pretrained, load_model, model_from_spec, \
     reusable_backbone, spec_from_config
 from ptv2.training.checkpoint import is_checkpoint
@@ -70,7 +70,8 @@ class TrainRun:
 
 def finished(out_dir: str | Path, key: str) -> dict[str, Any] | None:
     """The metrics record of a finished run with this key in ``out_dir``, else None (also for a record that
-    cannot be read: the run is trained again and rewrites it, where a damaged one was a JSONDecodeError)."""
+    cannot be read, or a model folder that fails its manifest: the run is trained again and rewrites them,
+    where a damaged record was a JSONDecodeError)."""
     path = Path(out_dir) / RECORD
     if not (path.is_file() and (Path(out_dir) / "model").is_dir()):
         return None
@@ -82,7 +83,14 @@ def finished(out_dir: str | Path, key: str) -> dict[str, Any] | None:
     if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
         log.warning("%s is not a run's record: the run is trained again", path)
         return None
-    return record if record.get("key") == key else None
+    if record.get("key") != key:
+        return None
+    try:  # its model is what a reuse hands on (an adaptation's start, a table's artifact): damaged, it was an
+        verify_model_dir(Path(out_dir) / "model")  # adaptation's checksum error, "retrain" with no way named
+    except ArtifactError as e:
+        log.warning("%s holds a damaged model (%s): the run is trained again", out_dir, str(e).split("; ")[0])
+        return None
+    return record
 
 
 def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = False,
