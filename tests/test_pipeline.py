@@ -277,6 +277,7 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert registry.alias_version(root, "ptv2-sent", "champion")[0] == champ
     assert registry.alias_version(root, "ptv2-sent", "challenger")[0] != champ
     assert retrain_out["published"] == {"published": False, "version": "1", "tasks": {"sent": champ}, "dropped": [],
+                                        "candidates": {"sent": winner["candidate"]},
                                         "reason": "champions and serving config unchanged"}  # no champion changed: not rebuilt
     assert os.path.isfile(root / "report/tasks.png")
     _dvc_plots_show_the_curves(root)
@@ -287,7 +288,8 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert rows[0][-1] == "started from" and [r[-1] for r in rows if r[0] == "sent"] == [start]
     # the report says what the gate decided and what is served (session 25: only the logs and `ptv2 registry` did)
     [gate_row] = [[c.strip() for c in r.strip("|").split("|")] for r in gate_md.splitlines() if r.startswith("| sent")]
-    assert gate_row[2] == "no" and gate_row[3] == worse["reason"] and gate_row[4] == f"v{champ}, an earlier champion"
+    kind = "the frozen baseline (an earlier champion)" if winner["candidate"] == "frozen" else "an earlier champion"
+    assert gate_row[2] == "no" and gate_row[3] == worse["reason"] and gate_row[4] == f"v{champ}, {kind}"
     n_versions = len(registry.list_versions(root, "ptv2-sent"))
 
     from ptv2.cli import main

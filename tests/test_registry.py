@@ -357,3 +357,19 @@ def test_the_report_says_why_a_task_is_not_served_when_its_frozen_baseline_was_r
     assert "No longer" not in text
     gone = gate_section(["cb"], tmp_path, {"tasks": {"cb": "2"}, "excluded": {}, "dropped": ["copa"]}, "ptv2-all")
     assert "No longer served by `ptv2-all` (taken out of adapt.tasks): copa;" in gone  # session 33
+
+
+def test_the_report_names_an_earlier_frozen_champion_as_the_frozen_baseline(tmp_path):
+    """Regression (session 36): a rerun whose trained CB model was refused again (the frozen v2 still serving,
+    registered by an earlier run) said "v2, an earlier champion": what is served, the frozen baseline, was gone."""
+    import json
+
+    from ptv2.stages.report import gate_section
+
+    (tmp_path / "cb.json").write_text(json.dumps({"challenger": 76.8, "version": "3", "promoted": False,
+                                                  "reason": "not better than the frozen baseline"}))
+    row = lambda publish: next(line for line in gate_section(["cb"], tmp_path, publish, "ptv2-all").splitlines()  # noqa: E731
+                               if line.startswith("| cb"))
+    assert "v2, the frozen baseline (an earlier champion)" in row({"tasks": {"cb": "2"}, "candidates": {"cb": "frozen"}})
+    assert "v2, an earlier champion" in row({"tasks": {"cb": "2"}, "candidates": {"cb": "trained"}})
+    assert "v2, an earlier champion" in row({"tasks": {"cb": "2"}})  # a publish.json from before candidates

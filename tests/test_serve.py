@@ -87,7 +87,8 @@ def test_nothing_is_published_before_some_task_has_a_champion(trained, tmp_path,
     root, cfg = trained
     cfg = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, tasks=["sent"]))
     assert register(tmp_path, cfg, root / "sent", "sent", passes=False) == "1"  # registered, not champion
-    nothing = {"published": False, "version": None, "tasks": {}, "dropped": [], "reason": "no task has a champion yet"}
+    nothing = {"published": False, "version": None, "tasks": {}, "dropped": [], "candidates": {},
+               "reason": "no task has a champion yet"}
     assert publish(cfg, tmp_path) == nothing
     assert registry.alias_version(tmp_path, cfg.tracking.multitask_model, "champion") is None
 
@@ -154,6 +155,7 @@ def test_a_task_taken_out_of_adapt_tasks_is_no_longer_served_and_the_log_says_so
     unknown = dataclasses.replace(cfg, adapt=dataclasses.replace(cfg.adapt, tasks=["cb"]))  # no champion anywhere
     kept = publish(unknown, store_root)  # nothing to build: the registered multi-task model keeps serving
     assert kept == {"published": False, "version": "2", "tasks": {"sent": "1", "pair": "1"}, "dropped": [],
+                    "candidates": {},
                     "reason": "no task of adapt.tasks has a champion yet: v2 keeps serving pair, sent"}, kept
 
 

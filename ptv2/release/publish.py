@@ -24,14 +24,15 @@ log = logging.getLogger(__name__)
 
 
 def champions(cfg: Config, root: Path) -> dict[str, dict[str, str]]:
-    """task -> {"version", "run_id", metric tags} of each adapted task's champion (tasks without one left out)."""
+    """task -> {"version", metric tags, "candidate": trained | frozen} of each adapted task's champion (tasks
+    without one left out)."""
     out = {}
     for task in cfg.adapt.tasks:
         found = registry.alias_version(root, cfg.tracking.task_model(task), "champion")
         if found:
             version, tags = found
             out[task] = {"version": version, "metric": tags.get("gate.metric", ""),
-                         "value": tags.get("gate.challenger_metric", "")}
+                         "value": tags.get("gate.challenger_metric", ""), "candidate": tags.get("candidate", "")}
     return out
 
 
@@ -60,7 +61,8 @@ def _misfits(cfg: Config, parts: dict[str, Path], differ: list[str], tmp: Path) 
 
 def publish(cfg: Config, root: Path) -> dict[str, Any]:
     """Build, check and register the multi-task model when the set of champions changed; else a no-op.
-    ``dropped``: the tasks the replaced version served that are no longer in ``adapt.tasks``."""
+    ``dropped``: the tasks the replaced version served that are no longer in ``adapt.tasks``; ``candidates``:
+    what each task served is (trained, or the frozen baseline), for the report."""
     name = cfg.tracking.multitask_model
     current = registry.alias_version(root, name, "champion")
     out = _publish(cfg, root, current)
@@ -68,7 +70,8 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
     if dropped:  # its clients get 4xx from now on: say so
         log.warning("%s v%s no longer serves %s (not in adapt.tasks); still served by %s", name, out["version"],
                     ", ".join(dropped), ", ".join(f"{cfg.tracking.task_model(t)}@champion" for t in dropped))
-    return out | {"dropped": dropped}
+    kinds = {t: c["candidate"] for t, c in champions(cfg, root).items() if out["tasks"].get(t) == c["version"]}
+    return out | {"dropped": dropped, "candidates": kinds}
 
 
 def _served(current: tuple[str, dict[str, str]] | None) -> dict[str, str]:

@@ -55,6 +55,8 @@ def gate_section(tasks: list[str], promote: Path, publish: dict, model: str) -> 
             what = f"v{served}, the trained model"
         elif served == frozen.get("version"):
             what = f"v{served}, the frozen baseline"
+        elif publish.get("candidates", {}).get(task) == "frozen":  # this run's gate kept it: say what it is
+            what = f"v{served}, the frozen baseline (an earlier champion)"
         else:
             what = f"v{served}, an earlier champion"
         rows.append([task, f"{d['challenger']:.2f} (v{d['version']})", "yes" if d["promoted"] else "no", d["reason"],
