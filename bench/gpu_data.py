@@ -20,6 +20,8 @@ def main() -> None:
     ap.add_argument("dst", type=Path)
     ap.add_argument("--params", default="params.yaml")
     a = ap.parse_args()
+    if a.dst.exists() and not a.dst.is_dir():
+        ap.error(f"{a.dst} is a file: give the folder to copy the data files into")
     cfg = load_config(a.params, [])
     for t in cfg.pretrain.tasks:
         spec = cfg.task(t)

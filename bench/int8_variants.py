@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from ptv2.cli.common import folder  # noqa: E402
 from ptv2.files import atomic_write_text  # noqa: E402
 LAYERS = range(6)
 
@@ -99,7 +100,7 @@ def latency_ms(bundle, reps: int = 50) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--root", default=".")
+    ap.add_argument("--root", type=folder, default=".")
     ap.add_argument("--out", default="reports/bench_int8.md")
     a = ap.parse_args()
     out = Path(a.out).resolve()

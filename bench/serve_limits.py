@@ -39,6 +39,8 @@ def child(bundle: str, task: str, extra_rows: int) -> dict:
     s = load_config(ROOT / "params.yaml").serving
     b = Bundle(bundle, int8=s.int8, limits=Limits(**s.limits()), fallback_margin=s.int8_fallback_margin,
                int8_min_agreement=s.int8_min_agreement)
+    if task not in b.specs:
+        raise BundleError(f"--task {task!r}: this bundle serves {sorted(b.specs)}; pass one of them")
     L = b.specs[task]["max_length"]
     text = " ".join(WORDS[i % len(WORDS)] for i in range(L))  # >= L tokens: cut to L, counts L in the bound
     per_row_tokens = L

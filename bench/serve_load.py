@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from ptv2.cli.common import count, positive  # noqa: E402
+from ptv2.cli.common import count, folder, positive  # noqa: E402
 from ptv2.files import atomic_write_text  # noqa: E402
 
 
@@ -169,7 +169,7 @@ def memory(root: Path, cfg, served: list[str], rows: dict[str, list[dict]]) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--root", default=".")
+    ap.add_argument("--root", type=folder, default=".")
     ap.add_argument("--clients", type=count, nargs="+", default=[1, 4, 16])
     ap.add_argument("--duration", type=positive, default=30)
     ap.add_argument("--big", type=count, default=2000)

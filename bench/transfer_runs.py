@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from ptv2.cli.common import seed_list
+from ptv2.cli.common import folder, seed_list
 from ptv2.config import load_config
 from ptv2.data.tasks import load_task_data
 from ptv2.errors import Ptv2Error
@@ -59,15 +59,13 @@ def score_runs(root: Path, task: str, seed: int, params: str, preds_dir: Path | 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", type=Path, required=True)
+    ap.add_argument("--root", type=folder, required=True, help="the folder holding the runs")
     ap.add_argument("--tasks", required=True)
     ap.add_argument("--seeds", type=seed_list, required=True)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--preds", type=Path)
     a = ap.parse_args()
-    if not a.root.is_dir():
-        ap.error(f"--root {str(a.root)!r} is not a folder: pass the folder holding the runs")
     seeds = a.seeds
     if a.preds is not None:
         a.preds.mkdir(parents=True, exist_ok=True)

@@ -72,31 +72,34 @@ def test_every_bench_script_ends_a_user_error_as_its_one_line():
         assert any("exit_2_on_user_error" in ast.unparse(w.items[0].context_expr) for w in withs), path.name
 
 
-BAD_COUNTS = {  # a count of 0, a non-number, a list item that is none: each once per script that takes it
-    "gpu_check.py": ["--device", "cpu", "--steps", "0"], "matmul_precision.py": ["--batch", "0"],
-    "onnx_latency.py": ["--reps", "0"], "pair_encoding.py": ["--repeats", "-1"],
-    "serve_load.py": ["--duration", "nan"], "serve_settings.py": ["--values", "8,x"],
-    "train_speed.py": ["--examples", "0"], "train_step.py": ["--batch-size", "0"],
-    "frozen_features.py": ["--seeds", "1,x"], "transfer_runs.py": ["--root", ".", "--tasks", "cb", "--seeds", "-1",
-                                                                  "--out", "x.json"]}
+BAD_ARGS = [  # a count of 0, a non-number, a list item that is none, a missing folder
+    ("gpu_check.py", ["--device", "cpu", "--steps", "0"]), ("matmul_precision.py", ["--batch", "0"]),
+    ("onnx_latency.py", ["--reps", "0"]), ("pair_encoding.py", ["--repeats", "-1"]),
+    ("serve_load.py", ["--duration", "nan"]), ("serve_settings.py", ["--values", "8,x"]),
+    ("train_speed.py", ["--examples", "0"]), ("train_step.py", ["--batch-size", "0"]),
+    ("frozen_features.py", ["--seeds", "1,x"]),
+    ("transfer_runs.py", ["--root", ".", "--tasks", "cb", "--seeds", "-1", "--out", "x.json"]),
+    ("transfer_runs.py", ["--root", "missing", "--tasks", "cb", "--seeds", "1", "--out", "x.json"]),
+    ("int8_variants.py", ["--root", "missing"]), ("serve_load.py", ["--root", "missing"])]
 
 
 def test_a_bench_count_or_seed_list_that_cannot_be_is_refused_by_its_parser(tmp_path):
     """Regression (session 36): `bench/onnx_latency.py --reps 0` ended in ZeroDivisionError, `train_step.py --steps
     0` and `matmul_precision.py --batch 0` in tracebacks after loading the backbone, `frozen_features.py --seeds x`
-    in a ValueError: counts, durations and seed lists are read by ptv2.cli.common's argparse types (exit 2)."""
+    in a ValueError, `int8_variants.py --root missing` in FileNotFoundError: counts, durations, seed lists and
+    folders are read by ptv2.cli.common's argparse types (exit 2)."""
     import ast
 
     for path in sorted((ROOT / "bench").glob("*.py")):  # no option read as a bare int or float any more
         for call in (n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Call)):
             kinds = [ast.unparse(k.value) for k in call.keywords if k.arg == "type"]
             assert not set(kinds) & {"int", "float"}, (path.name, ast.unparse(call))
-    code = ("import runpy, sys\nfor script, argv in %r.items():\n    sys.argv = [script, *argv]\n    try:\n"
+    code = ("import runpy, sys\nfor script, argv in %r:\n    sys.argv = [script, *argv]\n    try:\n"
             "        runpy.run_path(%r + '/' + script, run_name='__main__')\n        print(script, 'ran')\n"
-            "    except SystemExit as e:\n        print(script, e.code)\n") % (BAD_COUNTS, str(ROOT / "bench"))
+            "    except SystemExit as e:\n        print(script, e.code)\n") % (BAD_ARGS, str(ROOT / "bench"))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert sorted(r.stdout.split()) == sorted([s for s in BAD_COUNTS] + ["2"] * len(BAD_COUNTS)), r.stderr[-2000:]
-    assert "Traceback" not in r.stderr and r.stderr.count("error: argument") == len(BAD_COUNTS), r.stderr[-2000:]
+    assert sorted(r.stdout.split()) == sorted([s for s, _ in BAD_ARGS] + ["2"] * len(BAD_ARGS)), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and r.stderr.count("error: argument") == len(BAD_ARGS), r.stderr[-2000:]
 
 
 def test_a_speed_bench_checks_what_it_will_run_before_the_first_run():

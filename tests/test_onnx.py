@@ -894,3 +894,15 @@ def test_evaluating_a_bundle_on_a_task_that_changed_form_names_the_change(traine
     err = capsys.readouterr().err
     assert "answers classification of one text, the task is pair_classification of a text pair now" in err, err
     assert "Traceback" not in err and "text_pair" not in err
+
+
+def test_the_limits_bench_names_the_tasks_a_bundle_serves(trained, monkeypatch):
+    """Regression (session 36): `bench/serve_limits.py --task nope` ended in KeyError: 'nope'."""
+    from helpers import PROJECT
+    from ptv2.serving.bundle import BundleError
+
+    monkeypatch.syspath_prepend(str(PROJECT / "bench"))
+    import serve_limits
+
+    with pytest.raises(BundleError, match=r"--task 'nope': this bundle serves \['mc', 'ner', 'pair', 'reg', 'sent'\]"):
+        serve_limits.child(str(trained[3]), "nope", 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 from ptv2.config.schema import check_seed
 from ptv2.errors import ConfigError
@@ -82,6 +83,14 @@ def counts(value: str) -> list[int]:
     except ConfigError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return [count(x) for x in given]
+
+
+def folder(value: str) -> Path:
+    """An argparse type: a folder that exists (a project, or the runs a script reads), ``~`` expanded."""
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a folder: give an existing one")
+    return path
 
 
 def positive(value: str) -> float:
