@@ -86,7 +86,7 @@ def _verified(ck: Path, fingerprint: str) -> tuple[dict[str, Any] | None, str]:
             return None, f"is damaged ({name} is missing)"
         if sha256(path) != digest:
             return None, f"is damaged ({name} does not match its sha256)"
-    if saved["state"].get("history"):  # an epoch was kept: the weights of the best one are the model folder's
+    if saved["state"].get("best_score", -math.inf) > -math.inf:  # an epoch was kept: its weights are the model folder's
         try:
             verify_model_dir(ck.parent / "model")
         except ArtifactError as e:  # resumed, the run ended by reading it back: the checksum error for good
