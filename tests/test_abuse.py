@@ -196,6 +196,22 @@ def test_tampered_model_folder(params, trained, capsys, case):
     _mutated_pair_prediction(capsys, params, trained, *MODEL_CASES[case])
 
 
+def test_a_model_folder_whose_backbone_is_gone_names_its_fix(root, tiny_dir, capsys):
+    """Regression (session 36): a model folder trained on a local backbone folder that has since moved (another
+    host, a cleaned /tmp) failed with "set backbone.name to a local model folder", which cannot help: the folder
+    names its own backbone (`--set backbone.name=<a copy>` gave the same line). The line now says what can."""
+    bb = root / "bb"
+    shutil.copytree(tiny_dir, bb)
+    p = root / "moved.yaml"
+    p.write_text(yaml.safe_dump(tiny_params(root, bb, epochs={"ptv2": 1, "finetune": 1})))
+    assert main(["train", "--params", str(p), "--task", "sent", "--out", str(root / "m")]) == 0
+    shutil.rmtree(bb)
+    capsys.readouterr()
+    err = _one_line_exit_2(capsys, ["predict", "--params", str(p), "--set", f"backbone.name={tiny_dir}", "--model",
+                                    str(root / "m/model"), "--text", "good film"], "its backbone")
+    assert f"no such folder: {bb}" in err and "put that backbone at that path, or serve the model's ONNX bundle" in err
+
+
 @pytest.fixture()
 def bundle(params, trained, root, capsys):
     assert main(["export", "--params", str(params), "--model", str(trained), "--out", str(root / "b"),

@@ -44,15 +44,23 @@ def same_backbone(a: str, b: str) -> bool:
     return key(a) == key(b)
 
 
-def _unloadable(name: str, e: Exception) -> ConfigError:
+class BackboneUnavailable(ConfigError):
+    """A backbone transformers cannot load; ``reason``: why, in one line (a saved model names its fix apart)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"backbone {name!r} cannot be loaded ({reason}); set backbone.name to a local model folder, "
+                         f"one of the packaged names {sorted(PACKAGED)}, or a hub name with internet access "
+                         f"(HF_HUB_OFFLINE unset)")
+        self.reason = reason
+
+
+def _unloadable(name: str, e: Exception) -> BackboneUnavailable:
     """One line for a backbone transformers cannot load (a folder without a model, an unknown hub name, no
     internet): the reason's first line and what a name may be."""
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
     if _path_like(name) and not Path(resolve(name)).exists():  # transformers' reason reads "Repo id must be ..."
         reason = f"no such folder: {Path(resolve(name)).absolute()}"
-    return ConfigError(f"backbone {name!r} cannot be loaded ({reason}); set backbone.name to a local model folder, "
-                       f"one of the packaged names {sorted(PACKAGED)}, or a hub name with internet access "
-                       f"(HF_HUB_OFFLINE unset)")
+    return BackboneUnavailable(name, reason)
 
 
 def position_limit(name: str) -> int | None:

@@ -11,7 +11,7 @@ from ptv2.config import Config
 from ptv2.data.collate import pad_rows
 from ptv2.data.tasks import TaskData
 from ptv2.errors import ArtifactError, ConfigError
-from ptv2.model.backbone import load_backbone
+from ptv2.model.backbone import BackboneUnavailable, load_backbone
 from ptv2.model.prompted import ADAPTERS, DEEP, MethodInputs, PromptedModel, ptuning_template
 from ptv2.model.spec import HeadSpec, ModelSpec
 from ptv2.training.artifacts import read_adapter
@@ -124,7 +124,13 @@ def reusable_backbone(model: PromptedModel):
 def load_model(path: str | Path, backbone=None, tokenizer=None):
     """Rebuild (model, tokenizer, spec) from a saved folder; weights must match exactly."""
     state, spec = read_adapter(path)
-    model, tokenizer = model_from_spec(spec, backbone, tokenizer)
+    try:
+        model, tokenizer = model_from_spec(spec, backbone, tokenizer)
+    except BackboneUnavailable as e:  # "set backbone.name" cannot help: the folder names its own backbone
+        raise ArtifactError(f"{path}: its backbone {spec.backbone!r} cannot be loaded here ({e.reason}); a model "
+                            f"folder holds only its prompt and heads: put that backbone at that path, or serve the "
+                            f"model's ONNX bundle (`ptv2 export` where the backbone is; a bundle carries its "
+                            f"encoder)") from None
     own, expected = model.state_dict(), set(model.trainable_state())
     unexpected = sorted(set(state) - set(own))
     bad_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(expected & set(state))
