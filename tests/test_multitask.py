@@ -302,6 +302,12 @@ def test_transfer_holds_each_task_out_in_turn(root, tiny_dir):
     transfer(small, ["pair"], ["pair"], [1], root / "t2.md", root / "w2")
     assert not (root / "w2/pretrain_without_pair").exists()
     assert json.loads((root / "t2.json").read_text())["pair"]["d"] == []
+    # regression (session 36): the mixture's only task held out left (d) nothing to pretrain on, found after
+    # pretrain_all had run ("no task to train: name one (--task)"); refused before any run
+    alone = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, tasks=["sent"]))
+    with pytest.raises(ConfigError, match=r"--held-out sent: pretrain.tasks \['sent'\] without it leaves no mixture"):
+        transfer(alone, ["sent"], ["sent"], [1], root / "t3.md", root / "w3")
+    assert not (root / "w3").exists()
 
 
 def test_task_factors_pretrain_fold_into_the_adapted_prompt(root, tiny_dir, tiny):

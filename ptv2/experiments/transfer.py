@@ -34,9 +34,12 @@ def transfer(cfg: Config, tasks: list[str], held_out: list[str], seeds: list[int
     if stray:  # its pretraining without it would run, and no row would use it
         raise ConfigError(f"--held-out {','.join(stray)} is not one of --tasks {tasks}: (d) adapts each held-out "
                           f"task itself; add it to --tasks or leave it out of --held-out")
+    full = list(cfg.pretrain.tasks)
+    if [h for h in held_out if full == [h]]:  # its mixture without it is empty: found after pretrain_all ran
+        raise ConfigError(f"--held-out {full[0]}: pretrain.tasks {full} without it leaves no mixture to pretrain "
+                          f"(d) on; add tasks to pretrain.tasks, or leave {full[0]} out of --held-out")
     check_table_target(out_md)
     check_writable(work)
-    full = list(cfg.pretrain.tasks)
     pre_all = run_or_reuse(cfg, full, work / "pretrain_all", mixture=True)
     without: dict[str, list[str]] = {}
     for h in held_out:
