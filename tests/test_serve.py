@@ -397,3 +397,28 @@ def test_loading_the_served_models_code_prints_no_type_hint_warning():
         warnings.simplefilter("always")
         runpy.run_path(pyfunc.__file__)  # as models-from-code loads it: the class is defined again
     assert not [w for w in caught if "type hints" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_a_registered_bundle_damaged_in_the_store_is_one_line_naming_the_model(published, capsys, monkeypatch):
+    """Regression (session 36): a registered bundle whose file was changed in the artifact store started `ptv2
+    serve`, whose server then died in ~95 lines of two tracebacks (the bundle's sha256 check inside uvicorn), and
+    `ptv2 predict --model models:/…` named its download's temp folder with "re-export the bundle". Both now say
+    which registered version fails, why, and what to do, before any server starts."""
+    import yaml
+
+    from ptv2.cli import main
+
+    store_root, cfg = published
+    (store_root / "params.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    [encoder] = [p for p in (store_root / "mlartifacts").rglob("encoder.onnx")
+                 if len(list(p.parent.glob("tasks/*.json"))) == len(TASKS)]  # the multi-task model's
+    encoder.write_bytes(encoder.read_bytes()[:1000])
+    params = ["--params", str(store_root / "params.yaml")]
+    monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("the server started"))
+    for argv in (["serve", *params, "--port", str(_free_port())],
+                 ["predict", *params, "--model", "models:/ptv2-all@champion", "--task", "sent", "--text", "good"]):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = [x for x in capsys.readouterr().err.replace("\r", "\n").splitlines() if x.strip() and "it/s]" not in x]
+        assert len(err) == 1 and "(ptv2-all v1): its registered bundle fails its check (encoder.onnx fails its " \
+               "sha256 check" in err[0] and "use another version (`ptv2 registry` lists them)" in err[0], err

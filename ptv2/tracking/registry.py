@@ -226,9 +226,18 @@ def check_model_files(root: str | Path, name: str, version: str) -> str:
 def fetch_bundle(root: str | Path, uri: str, dst: str | Path) -> tuple[Path, dict[str, Any] | None]:
     """A registered model (``models:/NAME@ALIAS`` or ``/VERSION``) downloaded into ``dst``: its ONNX bundle
     and the serving settings it was registered with, what `mlflow models serve` would load."""
+    from ptv2.serving.manifest import BundleError, verify
+
     name, version = resolve_model(root, uri)
     path = download_version(root, name, version, dst)
     rel, config = _bundle_flavor(path, name, version)
+    try:  # named as registered: its download's temp path and "re-export the bundle" were no way to fix it
+        verify(path / rel)
+    except BundleError as e:
+        reason = str(e).removeprefix(f"{path / rel}: ").removeprefix(f"{path / rel}/").split("; ")[0]
+        raise ArtifactError(f"{uri} ({name} v{version}): its registered bundle fails its check ({reason}): its files "
+                            f"in the artifact store changed after registration; restore them, or use another "
+                            f"version (`ptv2 registry` lists them)") from None
     return path / rel, config
 
 
