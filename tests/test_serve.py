@@ -422,3 +422,38 @@ def test_a_registered_bundle_damaged_in_the_store_is_one_line_naming_the_model(p
         err = [x for x in capsys.readouterr().err.replace("\r", "\n").splitlines() if x.strip() and "it/s]" not in x]
         assert len(err) == 1 and "(ptv2-all v1): its registered bundle fails its check (encoder.onnx fails its " \
                "sha256 check" in err[0] and "use another version (`ptv2 registry` lists them)" in err[0], err
+
+
+
+def _stored(store_root: Path, name: str, version: str) -> Path:
+    """The artifact store's own folder of a registered version (where a damaged file would sit)."""
+    import urllib.parse
+
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    from ptv2.tracking import registry
+
+    registry._mlflow(store_root)  # the store's tracking URI, as the registry's own calls set it
+    return Path(urllib.parse.urlparse(ModelsArtifactRepository.get_underlying_uri(f"models:/{name}/{version}")).path)
+
+
+def test_a_champion_damaged_in_the_store_is_not_compared_and_publishing_it_is_one_line(trained, published, tmp_path):
+    """Regression (session 36): the promote stage scored the champion from its registered bundle; one damaged in
+    the artifact store failed every later promote stage of the task on a temp path ("re-export the bundle"), so
+    no challenger could replace it. It is now not compared (the challenger is judged on the baselines, as for a
+    champion of another form), and publishing it names the version and the fix."""
+    from ptv2.data.tasks import load_task_data
+    from ptv2.errors import ArtifactError
+    from ptv2.release.gate import ChampionUnfit
+    from ptv2.release.promotion import _champion_predictions
+    from ptv2.release.publish import publish
+
+    store_root, cfg = published
+    new = register(store_root, cfg, trained[0] / "sent", "sent")  # a new champion: ptv2-all is to be rebuilt
+    [encoder] = _stored(store_root, "ptv2-sent", new).rglob("encoder.onnx")
+    encoder.write_bytes(encoder.read_bytes()[:1000])
+    with pytest.raises(ChampionUnfit, match=r"is damaged in the artifact store \(encoder.onnx fails its sha256"):
+        _champion_predictions(cfg, store_root, "sent", load_task_data(cfg, "sent"))(new)
+    with pytest.raises(ArtifactError, match=rf"models:/ptv2-sent/{new}: its registered bundle fails its check "
+                                            r"\(encoder.onnx fails its sha256 check.*restore them"):
+        publish(cfg, store_root)

@@ -55,9 +55,12 @@ def _champion_predictions(cfg: Config, root: Path, task: str, td: TaskData) -> C
     name = cfg.tracking.task_model(task)
 
     @functools.cache
-    def answers(version: str) -> list[Any] | str:  # its predictions, or how it answers another form of the task
+    def answers(version: str) -> list[Any] | str:  # its predictions, or why it cannot be compared (a form, damage)
         with tempfile.TemporaryDirectory() as tmp:
-            champion = Bundle(registry.download_bundle(root, name, version, tmp))
+            try:
+                champion = Bundle(registry.download_bundle(root, name, version, tmp))
+            except registry.DamagedBundle as e:  # it cannot be scored: the challenger may replace it on the baselines
+                return f"is damaged in the artifact store ({e.reason})"
             was = champion.specs[task]
             if change := form_change(was, td.spec):
                 return change

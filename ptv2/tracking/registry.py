@@ -114,9 +114,11 @@ def download_version(root: str | Path, model_name: str, version: str, dst: str |
 
 
 def download_bundle(root: str | Path, model_name: str, version: str, dst: str | Path) -> Path:
-    """Download a registered pyfunc version; returns its bundle folder (as its MLmodel names it)."""
+    """Download a registered pyfunc version; returns its bundle folder (as its MLmodel names it), checked."""
     path = download_version(root, model_name, version, dst)
-    return path / _bundle_flavor(path, model_name, version)[0]
+    bundle = path / _bundle_flavor(path, model_name, version)[0]
+    _check_bundle(bundle, f"models:/{model_name}/{version}")
+    return bundle
 
 
 def _bundle_flavor(path: Path, model_name: str, version: str) -> tuple[str, dict[str, Any] | None]:
@@ -225,20 +227,35 @@ def check_model_files(root: str | Path, name: str, version: str) -> str:
 
 def fetch_bundle(root: str | Path, uri: str, dst: str | Path) -> tuple[Path, dict[str, Any] | None]:
     """A registered model (``models:/NAME@ALIAS`` or ``/VERSION``) downloaded into ``dst``: its ONNX bundle
-    and the serving settings it was registered with, what `mlflow models serve` would load."""
-    from ptv2.serving.manifest import BundleError, verify
-
+    (checked, ``DamagedBundle``) and the serving settings it was registered with, what `mlflow models serve` loads."""
     name, version = resolve_model(root, uri)
     path = download_version(root, name, version, dst)
     rel, config = _bundle_flavor(path, name, version)
-    try:  # named as registered: its download's temp path and "re-export the bundle" were no way to fix it
-        verify(path / rel)
-    except BundleError as e:
-        reason = str(e).removeprefix(f"{path / rel}: ").removeprefix(f"{path / rel}/").split("; ")[0]
-        raise ArtifactError(f"{uri} ({name} v{version}): its registered bundle fails its check ({reason}): its files "
-                            f"in the artifact store changed after registration; restore them, or use another "
-                            f"version (`ptv2 registry` lists them)") from None
+    _check_bundle(path / rel, f"{uri} ({name} v{version})")
     return path / rel, config
+
+
+class DamagedBundle(ArtifactError):
+    """A registered version whose bundle fails its manifest check (files changed in the artifact store);
+    ``reason``: the check's own words."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _check_bundle(bundle: Path, what: str) -> None:
+    """``bundle`` passes its manifest, or DamagedBundle naming ``what`` (the registered version): its download's
+    temp path and "re-export the bundle" were no way to fix it."""
+    from ptv2.serving.manifest import BundleError, verify
+
+    try:
+        verify(bundle)
+    except BundleError as e:
+        reason = str(e).removeprefix(f"{bundle}: ").removeprefix(f"{bundle}/").split("; ")[0]
+        raise DamagedBundle(f"{what}: its registered bundle fails its check ({reason}): its files in the artifact "
+                            f"store changed after registration; restore them, or use another version (`ptv2 "
+                            f"registry` lists them)", reason) from None
 
 
 def check_env_manager(env_manager: str) -> None:
