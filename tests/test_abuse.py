@@ -212,6 +212,20 @@ def test_a_model_folder_whose_backbone_is_gone_names_its_fix(root, tiny_dir, cap
     assert f"no such folder: {bb}" in err and "put that backbone at that path, or serve the model's ONNX bundle" in err
 
 
+def test_the_test_split_warning_comes_with_test_scores_only(params, trained, root, capsys, caplog):
+    """Regression (session 36): `ptv2 evaluate --split test` on a task without a test file printed the "labelled
+    TEST split" warning above its one-line error; the warning now comes with the scores it is about."""
+    with caplog.at_level("WARNING", logger="ptv2"):
+        _one_line_exit_2(capsys, ["evaluate", "--params", str(params), "--model", str(trained), "--task", "pair",
+                                  "--split", "test"], "has no split 'test'")
+    assert "TEST split" not in caplog.text
+    shutil.copy(root / "pair/dev.jsonl", root / "pair/test.jsonl")
+    with caplog.at_level("WARNING", logger="ptv2"):
+        assert main(["evaluate", "--params", str(params), "--model", str(trained), "--task", "pair", "--split",
+                     "test", "--set", "tasks.pair.files.test=pair/test.jsonl"]) == 0
+    assert "scored on the labelled TEST split" in caplog.text and json.loads(capsys.readouterr().out)["accuracy"] >= 0
+
+
 @pytest.fixture()
 def bundle(params, trained, root, capsys):
     assert main(["export", "--params", str(params), "--model", str(trained), "--out", str(root / "b"),
