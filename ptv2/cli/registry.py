@@ -78,20 +78,13 @@ def serve(cfg: Config, root: Path, model: str | None, host: str, port: int, env_
     """MLflow's scoring server on a registered ``model`` (default: the multi-task model's champion), once the
     registry shows it is there (MLflow's own answer to a missing model or alias is a traceback after ~15 s);
     this process becomes the server."""
-    import tempfile
-    from unittest import mock
-
-    from ptv2.tracking.registry import check_env_manager, check_model_files, fetch_bundle, resolve_model, \
-        serve_command
+    from ptv2.tracking.registry import check_env_manager, check_model_files, resolve_model, serve_command
 
     uri = model or f"models:/{cfg.tracking.multitask_model}@champion"
     check_port(host, port)
     check_env_manager(env_manager)
     name, version = resolve_model(root, uri)
-    files = check_model_files(root, name, version)
-    quiet = mock.patch.dict("os.environ", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")  # the server shows its own
-    with tempfile.TemporaryDirectory(prefix="ptv2-serve-") as tmp, quiet:  # checked as the server will load it: a
-        fetch_bundle(root, uri, tmp)  # damaged bundle was ~95 lines of two tracebacks once the server started
+    files = check_model_files(root, uri, name, version)
     argv, env = serve_command(root, files, host, port, env_manager)
     logging.getLogger("ptv2").info("serving %s (%s v%s) on http://%s:%d/invocations", uri, name, version, host, port)
     sys.stdout.flush()

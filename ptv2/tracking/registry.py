@@ -203,16 +203,17 @@ def _no_model(name: str, where: str, known: list[str]) -> ArtifactError:
                          + ("pick one from `ptv2 registry`" if known else REGISTER_HINT))
 
 
-def check_model_files(root: str | Path, name: str, version: str) -> str:
-    """A registered version's files are where the registry says, or in this project's moved store
-    (``version_files``, returned); MLflow's answer to a moved or cleaned artifact store is a traceback once the
-    server starts. Its MLmodel is fetched, nothing more."""
+def check_model_files(root: str | Path, uri: str, name: str, version: str) -> str:
+    """A registered version (``uri``, resolved to ``name`` v``version``) has its files where the registry says, or
+    in this project's moved store (``version_files``, returned), and its bundle passes its manifest
+    (``fetch_bundle``): MLflow's answer to a moved or cleaned artifact store was a traceback once the server
+    started, to a damaged bundle ~95 lines of two. Downloaded without MLflow's bar (the server shows its own)."""
     import tempfile
     from unittest import mock
 
     mlflow, files = _mlflow(root), version_files(root, name, version)
-    quiet = mock.patch.dict("os.environ", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")  # one small file: no bar
-    with tempfile.TemporaryDirectory() as tmp, quiet:
+    quiet = mock.patch.dict("os.environ", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    with tempfile.TemporaryDirectory(prefix="ptv2-serve-") as tmp, quiet:
         try:
             mlflow.artifacts.download_artifacts(artifact_uri=f"{files}/MLmodel", dst_path=tmp)
         except (mlflow.exceptions.MlflowException, OSError) as e:
@@ -222,6 +223,7 @@ def check_model_files(root: str | Path, name: str, version: str) -> str:
                                 f"are not at {where} (no MLmodel there): the artifact store was moved or cleaned; "
                                 f"restore it, or run the pipeline again (dvc repro) to register a new version") \
                 from None
+        fetch_bundle(root, uri, Path(tmp) / "version")
     return files
 
 
