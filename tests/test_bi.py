@@ -144,6 +144,21 @@ def test_no_head_l2_setting_weakens_the_frozen_bar(root, tiny_dir):
         assert run.metrics["val"] == bar.metrics["val"] and run.record["key"] == bar.record["key"]
 
 
+def test_a_project_that_trains_another_method_alone_still_gets_its_frozen_bar(root, tiny_dir):
+    """Regression (session 37): the bar's settings set method ptv2, whose rate and epochs the train section of a
+    project training LoRA alone lacks: its `ptv2 baseline` (and the pipeline's baseline stage, so its gate) failed
+    with "epochs = {'lora': 2} is not allowed: expected an epoch count for method 'ptv2'"."""
+    from ptv2.training.driver import train
+
+    cfg = _cfg(root, tiny_dir)
+    lora = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, method="lora", lr={"lora": 1e-3},
+                                                                epochs={"lora": 2}))
+    bar = train(cfg, ["pair"], root / "bar", report_splits=(), frozen=True)
+    run = train(lora, ["pair"], root / "bar-lora", report_splits=(), frozen=True)
+    assert run.record["method"] == "frozen" and run.record["epochs_run"] == 0
+    assert run.metrics["val"] == bar.metrics["val"] and run.record["key"] == bar.record["key"]
+
+
 def test_frozen_baseline_is_the_backbone_with_a_fitted_head_and_bi_similarity_is_the_cosine(root, tiny_dir):
     from ptv2.training.driver import train
 

@@ -62,6 +62,15 @@ def test_compare_rejects_unknown_method(cfg, tmp_path):
         compare(cfg, ["sent"], ["loar"], [1], tmp_path / "c.md", tmp_path / "w")
 
 
+def test_a_method_without_its_epochs_is_refused_before_any_run(cfg, tmp_path):
+    """Regression (session 37): `--methods ptv2,adalora` with no adalora in train.epochs trained every ptv2 run first,
+    then ended in "epochs = {...} is not allowed", a key without its section or the fix."""
+    with pytest.raises(ConfigError, match=r"^train\.epochs = .*an epoch count for method 'adalora'; add 'adalora' to "
+                                          r"train\.lr and train\.epochs"):
+        compare(cfg, ["sent"], ["ptv2", "adalora"], [1], tmp_path / "c.md", tmp_path / "w")
+    assert not (tmp_path / "w" / "sent").exists()
+
+
 def test_compare_logs_a_parent_run_with_a_child_per_method_and_task(cfg, tmp_path, monkeypatch):
     import mlflow
 

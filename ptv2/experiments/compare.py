@@ -30,8 +30,18 @@ def run_one(cfg: Config, task: str, method: str, seed: int, work: Path, isolate:
     if method == FROZEN:
         c = dataclasses.replace(cfg, seed=seed)
         return run_or_reuse(c, [task], work / task / FROZEN / f"seed{seed}", isolate=isolate, wait=wait, frozen=True)
-    c = dataclasses.replace(cfg, seed=seed, train=dataclasses.replace(cfg.train, method=method))
+    c = dataclasses.replace(with_method(cfg, method), seed=seed)
     return run_or_reuse(c, [task], work / task / method / f"seed{seed}", isolate=isolate, wait=wait)
+
+
+def with_method(cfg: Config, method: str) -> Config:
+    """``cfg`` training ``method``; a method without its learning rate or epoch count in ``train`` is one line
+    naming the key (it was 'epochs = {...}' without its section, after the runs of the methods before it)."""
+    try:
+        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, method=method))
+    except ConfigError as e:
+        raise ConfigError(f"train.{e}; add '{method}' to train.lr and train.epochs in params.yaml (or --set "
+                          f"'train.epochs={{..., {method}: N}}') to compare it") from None
 
 
 def summarize(results: list[dict[str, Any]], cfg: Config, tasks: list[str], methods: list[str]) -> list[dict[str, Any]]:
@@ -126,6 +136,8 @@ def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int],
         if m not in get_args(Method) and m != FROZEN:
             raise ConfigError(f"compare: unknown method {m!r}; expected some of {list(get_args(Method))}")
         check_method_runs_here(m)  # not after the runs before it (qlora on a CPU machine)
+        if m != FROZEN:
+            with_method(cfg, m)  # its rate and epochs: not after the runs before it either
     results: list[dict[str, Any]] = []
     command = command_line("compare")
     methods = [FROZEN] + [m for m in methods if m != FROZEN]

@@ -41,6 +41,10 @@ RECORD = "metrics.json"  # a run's record, beside its model/ folder: what finish
 # Not wider: its L2 is chosen on val loss, and the class prior's (CB val loss 0.92) wins over 1e-2's (0.98).
 FROZEN_HEAD_L2 = (1e-5, 1e-4, 1e-3, 1e-2)
 
+# The frozen baseline trains no epoch: its rate and epoch count are placeholders, fixed so that a project that
+# trains another method alone (train.epochs without 'ptv2') still gets its bar, and no rate moves its run key
+_NO_TRAINING = {"lr": {"ptv2": 1e-3}, "epochs": {"ptv2": 1}}
+
 
 @dataclass
 class TrainRun:
@@ -138,7 +142,8 @@ def frozen_config(cfg: Config) -> Config:
     return dataclasses.replace(cfg, tasks=tasks, backbone=own,
                                prompt=dataclasses.replace(cfg.prompt, length=0, reparam=False),
                                train=dataclasses.replace(cfg.train, method="ptv2", head_init="fit",
-                                                         head_l2=list(FROZEN_HEAD_L2)))
+                                                         head_l2=list(FROZEN_HEAD_L2), **_NO_TRAINING))
+
 
 
 def _train(cfg: Config, data: dict[str, TaskData], out_dir: Path, mixture: bool, init_from: str | Path | None,
