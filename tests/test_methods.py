@@ -105,3 +105,18 @@ def test_majority_vote_and_mean_prob_on_crafted_logits():
     assert combine(logits, "mean_prob").tolist() == [0, 1]  # member 1's confidence wins row 0
     with pytest.raises(ValueError):
         combine(logits, "max")
+
+
+@pytest.mark.parametrize("method", ["lora", "adalora"])
+def test_wrapping_a_backbone_in_lora_warns_of_nothing(tiny, method):
+    """Regression (session 37): every LoRA run's log carried transformers' FutureWarning "`is_gradient_checkpointing`
+    is deprecated", raised by peft reading that property while wrapping the backbone."""
+    import warnings
+
+    from ptv2.model.lora import wrap
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        wrapped = wrap(tiny[0], method, r=2, alpha=4, dropout=0.0, targets=["query", "value"], total_steps=20)
+    assert any("lora_" in n for n, p in wrapped.named_parameters() if p.requires_grad)
+    assert not [str(w.message) for w in seen if issubclass(w.category, FutureWarning)]

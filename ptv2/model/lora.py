@@ -1,6 +1,7 @@
 """LoRA / AdaLoRA through peft (a well-kept implementation; not rewritten here)."""
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from torch import nn
@@ -17,5 +18,8 @@ def wrap(backbone: nn.Module, method: str, r: int, alpha: int, dropout: float, t
                                  tinit=max(1, total_steps // 10), tfinal=max(1, total_steps // 5))
     else:
         cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
-    return get_peft_model(backbone, cfg)
+    with warnings.catch_warnings():
+        # peft reads transformers' deprecated `is_gradient_checkpointing`: a FutureWarning in every LoRA run's log
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        return get_peft_model(backbone, cfg)
 
