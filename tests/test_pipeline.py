@@ -286,6 +286,7 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     metrics_md, gate_md = (root / "report/metrics.md").read_text().split("## Promotion gate")
     rows = [[c.strip() for c in r.strip("|").split("|")] for r in metrics_md.splitlines() if r.startswith("|")]
     assert rows[0][-1] == "started from" and [r[-1] for r in rows if r[0] == "sent"] == [start]
+    assert rows[0][2] == "method" and [r[2] for r in rows if r[0] == "sent"] == ["ptv2"]
     # the report says what the gate decided and what is served (session 25: only the logs and `ptv2 registry` did)
     [gate_row] = [[c.strip() for c in r.strip("|").split("|")] for r in gate_md.splitlines() if r.startswith("| sent")]
     kind = "the frozen baseline (an earlier champion)" if winner["candidate"] == "frozen" else "an earlier champion"
@@ -345,6 +346,9 @@ def test_pipeline_runs_a_lora_method_end_to_end(tmp_path, tiny_dir):
         meta = json.loads((root / f"outputs/adapt/{task}/model/adapter_config.json").read_text())
         assert meta["method"] == "lora" and meta["adapted_from"]["weights_sha256"]
         assert json.loads((root / f"outputs/adapt/{task}/metrics.json").read_text())["start"] == "pretrained"
+    report = (root / "report/metrics.md").read_text().split("## Promotion gate")[0]
+    rows = [[c.strip() for c in r.strip("|").split("|")] for r in report.splitlines() if r.startswith("|")]
+    assert rows[0][2] == "method" and sorted(r[2] for r in rows if r[0] in ("sent", "pair")) == ["lora", "lora"]
 
 
 def test_a_killed_dvc_repro_resumes_adaptation_from_its_checkpoint(tmp_path, tiny_dir):

@@ -19,21 +19,22 @@ def main(argv: list[str] | None = None) -> None:
         metric = cfg.task(task).metrics[0]
         no_adapt = pre.get("dev", {}).get(task, {}).get(metric)
         frozen = json.loads((args.baselines / f"{task}.json").read_text())["dev"][metric]
-        rows.append((task, metric, m["metrics"]["dev"][task][metric], no_adapt, frozen, m["best_epoch"],
-                     m["train_seconds"], m.get("start", "pretrained")))
+        rows.append((task, metric, m["method"], m["metrics"]["dev"][task][metric], no_adapt, frozen,
+                     m["best_epoch"], m["train_seconds"], m.get("start", "pretrained")))
         curves[task] = m["history"]
-    table = markdown(["task", "metric", "adapted (dev)", "pretrained, no adaptation (dev)",
+    # the method says which of the family this project trained (`dvc exp run -S train.method=lora` ran the same graph)
+    table = markdown(["task", "metric", "method", "adapted (dev)", "pretrained, no adaptation (dev)",
                       "frozen backbone + fitted head (dev)", "best epoch (0 = fitted head only)", "train s",
                       "started from"],
-                     [[t, metric, f"{dev:.1f}", "—" if na is None else f"{na:.1f}", f"{fz:.1f}", be, f"{secs:.0f}", st]
-                      for t, metric, dev, na, fz, be, secs, st in rows])
+                     [[t, metric, meth, f"{dev:.1f}", "—" if na is None else f"{na:.1f}", f"{fz:.1f}", be,
+                       f"{secs:.0f}", st] for t, metric, meth, dev, na, fz, be, secs, st in rows])
     out = args.out
     gate = gate_section(cfg.adapt.tasks, args.promote, json.loads(args.publish.read_text()),
                         cfg.tracking.multitask_model)
     atomic_write_text(out / "metrics.md", "# Pipeline metrics (dev)\n\n" + table + "\n\n" + gate)
-    plot_curves(curves, out / "curves.png", kept={t: be for t, _, _, _, _, be, *_ in rows})
+    plot_curves(curves, out / "curves.png", kept={t: be for t, _, _, _, _, _, be, *_ in rows})
     write_curve_tables(curves, out / "curves")
-    plot_tasks({t: {"frozen backbone": fz, "adapted": dev, "no adaptation": na} for t, _, dev, na, fz, *_ in rows},
+    plot_tasks({t: {"frozen backbone": fz, "adapted": dev, "no adaptation": na} for t, _, _, dev, na, fz, *_ in rows},
                out / "tasks.png")
     print(table + "\n\n" + gate)
 
