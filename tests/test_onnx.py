@@ -225,13 +225,34 @@ def test_adapters_merge_into_the_same_onnx_path(tmp_path, tiny_dir, method):
         write_bundle({"sent": merged, "other": merged}, tok, tmp_path / "b2")
 
 
-def test_input_prompt_methods_are_refused_by_export(tmp_path, tiny_dir):
+@pytest.mark.parametrize("method,prompt", [("prompt_tuning", {}),
+                                           ("ptuning_v1", {"template": "[v] what [v]", "reparam_hidden": 16})])
+def test_input_prompt_methods_export_with_their_prompt_in_the_graph(tmp_path, tiny_dir, method, prompt):
+    """Regression (session 37): Prompt Tuning and P-Tuning v1 were refused by the export ("puts its prompt into the
+    input embeddings"), so `train.method: prompt_tuning` trained through the pipeline and failed at its export stage.
+    Their trained prompt is now a constant of a graph of their own; parity with PyTorch as for every method."""
+    from ptv2.export.compose import bundle_for
+    from ptv2.export.deploy import export_and_check
+
     write_all_formats(tmp_path)
-    cfg = config_from_dict(tiny_params(tmp_path, tiny_dir, method="prompt_tuning", epochs={"prompt_tuning": 1}))
+    d = tiny_params(tmp_path, tiny_dir, method=method, epochs={method: 1}, lr={method: 5e-2})
+    d["prompt"].update({"length": 3, **prompt})
+    cfg = config_from_dict(d)
     train_task(cfg, "sent", tmp_path / "m", report_splits=())
-    model, tok, meta = load_model(tmp_path / "m" / "model")
-    with pytest.raises(ValueError, match="input embeddings"):
-        write_bundle({"sent": model}, tok, tmp_path / "bundle")
+    report = export_and_check(cfg, {"sent": tmp_path / "m" / "model"}, tmp_path / "bundle")
+    assert report["sent"]["parity_ok"] and report["sent"]["parity_max_abs_diff"] <= 1e-4, report["sent"]
+    b = Bundle(bundle_for(tmp_path / "bundle", "sent"))
+    assert not b.prefixed and b.tasks["sent"].prompt is None
+    model, tok, _ = load_model(tmp_path / "m" / "model")
+    assert model.input_prompt is not None
+    texts = ["the movie was good", "bad", "the plot was fine and the cat sat on the mat"]
+    with torch.no_grad():  # the bundle's scores are the trained model's, the prompt included
+        enc = tok(texts, padding=True, return_tensors="pt")
+        probs = torch.softmax(model({k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}, "sent"), -1)
+    got = b.predict([{"task": "sent", "text": t} for t in texts])
+    labels = cfg.task("sent").labels
+    for row, p in zip(got, probs, strict=True):
+        assert row["label"] == labels[int(p.argmax())] and row["score"] == pytest.approx(float(p.max()), abs=1e-4)
 
 
 def test_export_refuses_a_model_trained_on_another_backbone(trained, tmp_path, tiny_dir):

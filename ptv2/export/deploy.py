@@ -23,7 +23,6 @@ from ptv2.training.build import load_model
 from ptv2.data.tasks import load_task_data
 
 log = logging.getLogger(__name__)
-SERVABLE = ("ptv2", "lora", "adalora", "finetune")  # prefix_tuning is saved folded, as ptv2
 
 
 def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path,
@@ -44,12 +43,8 @@ def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path,
                                 f"{cfg.backbone.name!r}; export it with --set backbone.name={spec.backbone}")
     backbone, tok = load_backbone(cfg.backbone.name)
     models: dict[str, PromptedModel] = {}
-    for task, d in model_dirs.items():
-        method = specs[task].method
-        if method not in SERVABLE:
-            raise ArtifactError(f"{d}: method {method!r} puts its prompt into the input embeddings; "
-                                f"the bundle serves {', '.join(SERVABLE)} models")
-        models[task] = load_model(d, backbone=backbone if method == "ptv2" else None, tokenizer=tok)[0]
+    for task, d in model_dirs.items():  # every method (prefix_tuning is saved folded, as ptv2)
+        models[task] = load_model(d, backbone=backbone if specs[task].method == "ptv2" else None, tokenizer=tok)[0]
     # adapters are merged into the backbone weights for the graph; parity compares against the unmerged model
     merged = {t: m.merged() for t, m in models.items()}
     with atomic_dir(Path(out), is_export, "an export (a bundle, or one per task)") as tmp:  # checked, then swapped in

@@ -4,6 +4,8 @@
   ``prefix`` (L, 2, B, H, P, D) -> last hidden state (B, T, h). One graph serves every task,
   and rows of one batch may carry different tasks' prompts (mixed-task batches).
   Without a prefix (merged LoRA/AdaLoRA, fine-tuned) the graph has no ``prefix`` input.
+- ``InputPromptEncoder``: Prompt Tuning / P-Tuning v1: the trained input-layer prompt as a constant before
+  the word embeddings -> the real tokens' last hidden state (B, T, h); a graph of its own per task.
 - ``BakedTaskModel``: one task's prompt and head folded in as constants -> logits.
 """
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ptv2.model.inject import encode
+from ptv2.model.inject import encode, encode_with_input_prompt
 from ptv2.prefix import BATCH_AXIS, task_layout
 from ptv2.model.prompted import PromptedModel
 
@@ -29,6 +31,24 @@ class PromptInputEncoder(nn.Module):
         adapters, fine-tuned: the weights carry what was trained) -> (B, T, h)."""
         kv = None if prefix is None else [(prefix[i, 0], prefix[i, 1]) for i in range(prefix.shape[0])]
         hidden, _ = encode(self.backbone, input_ids, attention_mask, token_type_ids, kv)
+        return hidden
+
+
+class InputPromptEncoder(nn.Module):
+    """The frozen backbone behind a trained input-layer prompt, held as a constant: the same virtual tokens go
+    before every row (P-Tuning v1's encoder runs once here, as at inference), so the graph's inputs are the plain
+    ids and its output is shaped as ``PromptInputEncoder``'s."""
+
+    def __init__(self, model: PromptedModel) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+        with torch.no_grad():
+            self.register_buffer("virtual", model.input_prompt(1).detach().clone())  # (1, k, h)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids/attention_mask/token_type_ids (B, T) -> (B, T, h), the real tokens' states only."""
+        virtual = self.virtual.expand(input_ids.shape[0], -1, -1)
+        hidden, _ = encode_with_input_prompt(self.backbone, input_ids, attention_mask, token_type_ids, virtual)
         return hidden
 
 

@@ -2,7 +2,8 @@
 
 Bundle layout (every file's sha256 in ``manifest.json``, verified on load):
   encoder.onnx           frozen backbone, deep prompt as input ``prefix`` (L, 2, B, H, P, D);
-                         for merged LoRA/AdaLoRA or fine-tuned models: the task's own weights, no prefix
+                         for merged LoRA/AdaLoRA or fine-tuned models: the task's own weights, no prefix;
+                         for Prompt Tuning / P-Tuning v1: the task's input prompt as a constant, no prefix
   encoder.int8.onnx      the same, dynamic int8 weights
   tokenizer/             tokenizer files (served with the ``tokenizers`` library, no torch)
   tasks/<task>.safetensors  prompt (L, 2, H, P, D; deep-prompt bundles) + head weight/bias (numpy-readable)
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from ptv2.files import atomic_dir
-from ptv2.export.graph import BakedTaskModel, PromptInputEncoder, batch_prefix, prompt_tensor
+from ptv2.export.graph import BakedTaskModel, InputPromptEncoder, PromptInputEncoder, batch_prefix, prompt_tensor
 from ptv2.model.inject import attention
 from ptv2.model.prompted import PromptedModel
 from ptv2.model.spec import HeadSpec
@@ -56,10 +57,10 @@ def _export(wrapper: torch.nn.Module, backbone: torch.nn.Module, extra: dict[str
 
 def export_encoder(model: PromptedModel, path: str | Path) -> Path:
     """One graph for every task: prompt as input, dynamic batch, sequence and prefix length. A model
-    without a deep prompt (merged adapters, fine-tuned) gets a graph without the ``prefix`` input."""
-    if model.input_prompt is not None:
-        raise ValueError(f"method {model.method!r} puts its prompt into the input embeddings; the bundle serves "
-                         f"deep prompts (ptv2, prefix_tuning), merged adapters (lora, adalora) and finetune")
+    without a deep prompt (merged adapters, fine-tuned, an input prompt) gets a graph of its own without the
+    ``prefix`` input."""
+    if model.input_prompt is not None:  # its prompt is a constant of the graph: one task's own encoder
+        return _export(InputPromptEncoder(model.eval()), model.backbone, {}, "hidden", {0: "batch", 1: "seq"}, path)
     if model.prompt is None:
         merged = model.merged()
         return _export(PromptInputEncoder(merged), merged.backbone, {}, "hidden", {0: "batch", 1: "seq"}, path)
@@ -136,7 +137,7 @@ def write_bundle(models: dict[str, PromptedModel], tokenizer: Any, out: str | Pa
     """``models``: task -> model with that task's head. All must share one backbone and one prompt shape;
     the encoder graph is exported once, or copied from the bundle ``encoder_from``, which the caller wrote from
     the same backbone (deep-prompt bundles only). Merged adapters and fine-tuned models change the encoder's
-    weights, so their bundle holds one task."""
+    weights, an input prompt is a constant of its graph: their bundle holds one task."""
     out = Path(out)
     first = next(iter(models.values()))
     for task, model in models.items():  # refused here, before the export, not served differently later
@@ -145,7 +146,8 @@ def write_bundle(models: dict[str, PromptedModel], tokenizer: Any, out: str | Pa
                               f"{list(SERVED_POOLING)} pooling of the encoder's hidden states (the ONNX graph has "
                               f"no pooler layer): retrain it with backbone.pooling cls or mean")
     if first.prompt is None and len(models) > 1:
-        raise ValueError(f"tasks {sorted(models)}: a {first.method} model carries its own encoder weights; "
+        raise ValueError(f"tasks {sorted(models)}: a {first.method} model carries its own encoder (its weights, or "
+                         f"an input prompt in its graph); "
                          f"export one bundle per task (only deep-prompt tasks share one encoder)")
     with atomic_dir(out, is_bundle, "an ONNX bundle") as tmp:
         if encoder_from is not None and first.prompt is not None:

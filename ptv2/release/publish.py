@@ -101,7 +101,7 @@ def _publish(cfg: Config, root: Path, current: tuple[str, dict[str, str]] | None
             if has_prompt(path, task):
                 parts[task] = path
             else:
-                excluded[task] = "its model carries its own encoder weights (served by its own registered model)"
+                excluded[task] = "its model carries its own encoder (served by its own registered model)"
         if not parts:
             return {"published": False, "version": None, "tasks": {}, "excluded": excluded,
                     "reason": "no champion is a deep-prompt model that can share an encoder"}

@@ -124,7 +124,7 @@ class Bundle:
         ``release``: shrink the session's arena after the run (the last micro-batch of a large request)."""
         session = session or self.session
         opts = self._shrink if release else None
-        if not self.prefixed:  # merged adapters / fine-tuned: the weights are the task
+        if not self.prefixed:  # merged adapters / fine-tuned / an input prompt: the graph is the task
             return session.run(["hidden"], feed, opts)[0]
         prefix = np.stack([self.tasks[t].prompt for t in tasks], axis=BATCH_AXIS)  # (L, 2, B, H, P, D)
         return session.run(["hidden"], {**feed, "prefix": prefix.astype(np.float32, copy=False)}, opts)[0]
