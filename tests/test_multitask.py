@@ -388,3 +388,24 @@ def test_a_normalised_mixture_is_adapted_normalised(root, tiny_dir):
         adapt(config_from_dict(raw), "sent", root / "pre_norm/model", root / "raw")
     adapt(config_from_dict(d), "sent", root / "pre_norm/model", root / "unit")
     assert read_spec(root / "unit/model").normalize is True
+
+
+def test_the_pipeline_refuses_prefix_tuning_before_pretraining(root, tiny_dir):
+    """Regression (session 37): `train.method: prefix_tuning` through `dvc repro` pretrained the mixture, then every
+    adapt stage refused the folded prompt ("pretrained with method 'ptv2', this run uses 'prefix_tuning'"). The
+    pretrain stage now refuses it first; `ptv2 pretrain` alone still pretrains it (adapted as ptv2)."""
+    import yaml
+
+    from ptv2.stages.pretrain import main
+
+    d = tiny_params(root, tiny_dir, method="prefix_tuning", epochs={"prefix_tuning": 1}, lr={"prefix_tuning": 1e-2})
+    d["prompt"]["reparam_hidden"] = 8
+    d["pretrain"] = {**d["pretrain"], "epochs": 1, "batches_per_epoch": 2, "out_dir": str(root / "pre")}
+    (root / "params.yaml").write_text(yaml.safe_dump(d))
+    with pytest.raises(ConfigError, match=r"^train\.method = 'prefix_tuning': the pipeline adapts .* run the pipeline "
+                                          r"with train\.method ptv2"):
+        main(["--params", str(root / "params.yaml"), "--metrics", str(root / "m.json")])
+    assert not (root / "pre").exists() and not (root / "m.json").exists()
+    pretrain(config_from_dict(d))  # on its own: what the adapt stages could not continue
+    with pytest.raises(ArtifactError, match="pretrained with method 'ptv2', this run uses 'prefix_tuning'"):
+        adapt(config_from_dict(d), "sent", root / "pre/model", root / "a")
