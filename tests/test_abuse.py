@@ -336,11 +336,18 @@ def test_an_output_path_holding_something_else_is_refused_and_kept(params, train
     # the same task in two models: the later replaced the earlier, silently (session 24)
     _one_line_exit_2(capsys, [*export, "--model", str(trained), "--out", str(root / "b2")],
                      "task 'pair' is in two models")
-    (mine / "model").mkdir()  # a run folder whose model/ is the user's own: refused before training
-    (mine / "model" / "w.bin").write_text("x")
-    _one_line_exit_2(capsys, ["train", "--params", str(params), "--task", "pair", "--out", str(mine)],
-                     f"{str(mine / 'model')!r} exists and is not a ptv2 model folder")
-    assert (mine / "model" / "w.bin").read_text() == "x" and not (mine / "metrics.json").exists()
+    own = root / "own"
+    (own / "model").mkdir(parents=True)  # a run folder whose model/ is the user's own: refused before training
+    (own / "model" / "w.bin").write_text("x")
+    _one_line_exit_2(capsys, ["train", "--params", str(params), "--task", "pair", "--out", str(own)],
+                     f"{str(own / 'model')!r} exists and is not a ptv2 model folder")
+    assert (own / "model" / "w.bin").read_text() == "x" and not (own / "metrics.json").exists()
+    # regression (session 37): a folder of other files took the run's model/, checkpoint/ and metrics.json among
+    # them: `--out .` in a project, `--out data`, `--out /` (as root), a folder of the user's own
+    for out in (mine, root):
+        _one_line_exit_2(capsys, [*train, str(out)], f"run folder {str(out)!r} holds other files (")
+        assert not any((out / name).exists() for name in ("model", "checkpoint", "metrics.json"))
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 
 
 @pytest.mark.parametrize("argv,out,needle", [

@@ -106,7 +106,7 @@ def test_bi_tasks_train_and_step_0_is_the_bar(root, tiny_dir, task):
     """Epoch 0 is the fitted head on the untrained features; a run whose training never beats it on val
     keeps it (best epoch 0) and reports its numbers."""
     cfg = _cfg(root, tiny_dir, epochs={"ptv2": 2, "finetune": 1}, lr={"ptv2": 1e-7, "finetune": 1e-3})
-    run = train_task(cfg, task, root / task, report_splits=("dev",) if task == "pair" else ())
+    run = train_task(cfg, task, root / "runs" / task, report_splits=("dev",) if task == "pair" else ())
     hist = run.history
     assert [h["epoch"] for h in hist] == [0, 1, 2] and hist[0]["train_loss"] is None
     assert run.record["best_epoch"] == max(range(3), key=lambda e: (hist[e]["val_score"], -e))
@@ -211,8 +211,8 @@ def test_bi_tasks_export_serve_and_match_pytorch(root, tiny_dir):
     cfg = _cfg(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1})
     models = {}
     for task in ("sent", "pair", "reg"):
-        train_task(cfg, task, root / task, report_splits=())
-        models[task], tok, _ = load_model(root / task / "model")
+        train_task(cfg, task, root / "runs" / task, report_splits=())
+        models[task], tok, _ = load_model(root / "runs" / task / "model")
     bundle = write_bundle(models, tok, root / "bundle", int8=False)
     b = Bundle(bundle)
     for task in ("pair", "reg"):
@@ -256,9 +256,9 @@ def test_a_frozen_baseline_shares_a_bundle_with_prompted_tasks(root, tiny_dir):
 
     cfg = _cfg(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1})
     train(cfg, ["reg"], root / "frozen", report_splits=(), frozen=True)
-    train_task(cfg, "sent", root / "sent", report_splits=())
+    train_task(cfg, "sent", root / "runs" / "sent", report_splits=())
     frozen, tok, _ = load_model(root / "frozen/model")
-    sent, _, _ = load_model(root / "sent/model")
+    sent, _, _ = load_model(root / "runs" / "sent/model")
     for name, models in (("alone", {"reg": frozen}), ("mixed", {"reg": frozen, "sent": sent})):
         b = Bundle(write_bundle(models, tok, root / name, int8=False))
         assert b.tasks["reg"].prompt.shape[3] == 0
@@ -285,8 +285,8 @@ def test_step_0_val_from_the_fitted_heads_equals_scoring_the_saved_model_on_val(
 
     _vary_lengths(root)  # equal lengths would leave the length-sorted batches in input order
     cfg = _cfg(root, tiny_dir)
-    run = train(cfg, [task], root / task, report_splits=(), frozen=True)
-    model, tok, spec = load_model(root / task / "model")
+    run = train(cfg, [task], root / "runs" / task, report_splits=(), frozen=True)
+    model, tok, spec = load_model(root / "runs" / task / "model")
     td = load_task_data(cfg, task)
     val = encode(td, "val", tok, spec.max_length, spec.tasks[task].pair_encoding)
     pred, ref = predictions(model, task, val.feats, val.ds, val.labels, tok.pad_token_id, 16)

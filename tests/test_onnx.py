@@ -23,8 +23,8 @@ def trained(tmp_path_factory, tiny_dir):
                                        lr={"ptv2": 3e-2, "finetune": 1e-3}, head_init="random"))
     models = {}
     for task in ("sent", "pair", "reg", "ner", "mc"):
-        train_task(cfg, task, root / task, report_splits=())
-        model, tok, _ = load_model(root / task / "model")
+        train_task(cfg, task, root / "runs" / task, report_splits=())
+        model, tok, _ = load_model(root / "runs" / task / "model")
         models[task] = model
     bundle = write_bundle(models, tok, root / "bundle")
     return root, models, tok, bundle
@@ -271,7 +271,7 @@ def test_export_refuses_a_model_trained_on_another_backbone(trained, tmp_path, t
     cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, name=str(other)))
     with pytest.raises(ArtifactError, match=rf"trained on backbone '{re.escape(str(tiny_dir))}', but backbone.name "
                                             rf"is '{re.escape(str(other))}'; export it with --set backbone.name="):
-        export_and_check(cfg, {"sent": root / "sent" / "model"}, tmp_path / "bundle")
+        export_and_check(cfg, {"sent": root / "runs" / "sent" / "model"}, tmp_path / "bundle")
     assert not (tmp_path / "bundle").exists()
 
 
@@ -370,7 +370,7 @@ def test_evaluate_scores_a_bundle_as_it_scores_the_model_folder(trained, tiny_di
     params.write_text(yaml.safe_dump(tiny_params(root, tiny_dir, epochs={"ptv2": 2, "finetune": 1})))
     for task in ("sent", "pair", "reg", "ner", "mc"):
         got = []
-        for model in (bundle, root / task / "model"):
+        for model in (bundle, root / "runs" / task / "model"):
             assert main(["evaluate", "--params", str(params), "--model", str(model), "--task", task,
                          "--split", "val"]) == 0
             got.append(json.loads(capsys.readouterr().out))
@@ -459,7 +459,7 @@ def test_cli_predicts_pairs_from_stdin_lines(trained, capsys, monkeypatch):
     root, _, _, bundle = trained
     pairs = [("the cat sat", "a cat was sitting"), ("it rains", "the sun\tshines")]
     lines = "\n\n".join(f"{a}\t{b}" for a, b in pairs) + "\r\n"  # blank lines and a CRLF end
-    for model in (bundle, root / "pair" / "model"):
+    for model in (bundle, root / "runs" / "pair" / "model"):
         monkeypatch.setattr("sys.stdin", io.StringIO(lines))
         assert main(["predict", "--model", str(model), "--task", "pair"]) == 0
         got = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
@@ -480,7 +480,7 @@ def test_cli_predicts_pairs_from_stdin_lines(trained, capsys, monkeypatch):
     assert json.loads(capsys.readouterr().out)["task"] == "sent"
     # regression (session 26): a Latin-1 line on stdin (its byte kept as a lone surrogate) was the tokenizer's
     # TypeError traceback, on a bundle and on a model folder alike
-    for model in (bundle, root / "pair" / "model"):
+    for model in (bundle, root / "runs" / "pair" / "model"):
         latin1 = io.TextIOWrapper(io.BytesIO(b"ok\tfine\ncaf\xe9 good\tx\n"), encoding="utf-8",
                                   errors="surrogateescape")  # how Python reads stdin
         monkeypatch.setattr("sys.stdin", latin1)
@@ -499,7 +499,7 @@ def test_a_model_folder_answers_a_token_task_as_the_bundle_does(trained, capsys)
 
     root, _, _, bundle = trained
     got = []
-    for model in (root / "ner" / "model", bundle):
+    for model in (root / "runs" / "ner" / "model", bundle):
         assert main(["predict", "--model", str(model), "--task", "ner", "--text", "john lives in paris"]) == 0
         got.append(json.loads(capsys.readouterr().out))
     folder, served = got
@@ -649,9 +649,9 @@ def test_export_records_int8_checks_that_decide_at_load(tmp_path, tiny_dir):
                                                   "files": {"train": "reg/train.tsv", "dev": "reg/dev.tsv"}}}
     cfg = config_from_dict(params)
     for task in ("sent", "reg"):
-        train_task(cfg, task, tmp_path / task, report_splits=())
+        train_task(cfg, task, tmp_path / "runs" / task, report_splits=())
     out = tmp_path / "bundle"
-    report = export_and_check(cfg, {t: tmp_path / t / "model" for t in ("sent", "reg")}, out)
+    report = export_and_check(cfg, {t: tmp_path / "runs" / t / "model" for t in ("sent", "reg")}, out)
     assert report["reg"]["int8_agreement"] < 0.99
     for task in ("sent", "reg"):
         spec = json.loads((out / "tasks" / f"{task}.json").read_text())

@@ -30,7 +30,7 @@ def test_train_tiny_end_to_end_learns_and_saves(root, tiny_dir):
 @pytest.mark.parametrize("task", ["pair", "reg", "mc", "ner"])
 def test_each_task_type_trains_and_evaluates(root, tiny_dir, task):
     cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1}))
-    run = train_task(cfg, task, root / task, report_splits=())
+    run = train_task(cfg, task, root / "runs" / task, report_splits=())
     assert set(run.metrics["val"][task]) == set(cfg.task(task).metrics)
 
 

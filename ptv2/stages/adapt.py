@@ -7,7 +7,7 @@ from ptv2.files import write_json
 from ptv2.stages.common import is_main_rank, parse, root_of, run
 from ptv2.stages.launch import data_parallel
 from ptv2.tracking.store import tracked
-from ptv2.training.driver import adapt
+from ptv2.training.driver import RUN_ID, adapt
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
         run.log_artifacts(out / "model", "model")
         run.log_artifacts(out / "metrics.json")
         run_id = run.id
-    write_json(out / "mlflow.json", {"run_id": run_id})
+    write_json(out / RUN_ID, {"run_id": run_id})
     write_json(args.metrics, {"task": args.task, "trainable_params": res.record["trainable_params"],
                                                      **{s: m[args.task] for s, m in res.metrics.items()}})
 

@@ -10,7 +10,7 @@ from ptv2.files import write_json
 from ptv2.stages.common import parse, root_of, run
 from ptv2.tracking.store import tracked
 from ptv2.model.spec import FROZEN
-from ptv2.training.driver import train
+from ptv2.training.driver import RUN_ID, train
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
             run.log_metrics({f"{split}/{k}": v for k, v in by_task[args.task].items()})
         run.log_artifacts(out / "model", "model")
         run_id = run.id
-    write_json(out / "mlflow.json", {"run_id": run_id})  # the frozen candidate's registered model is logged here
+    write_json(out / RUN_ID, {"run_id": run_id})  # the frozen candidate's registered model is logged here
     write_json(args.metrics, {"task": args.task, "method": FROZEN,
                                                        **{s: m[args.task] for s, m in res.metrics.items()}})
 

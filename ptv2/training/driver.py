@@ -35,6 +35,8 @@ from ptv2.training.splits import Split, encode
 
 log = logging.getLogger(__name__)
 RECORD = "metrics.json"  # a run's record, beside its model/ folder: what finished runs and kept epochs are read from
+RUN_ID = "mlflow.json"  # the pipeline's stages add the MLflow run a model was logged in (promote registers from it)
+RUN_ENTRIES = ("model", "checkpoint", RECORD, RUN_ID)  # all a run folder holds, besides hidden temp folders
 # The frozen baseline's L2 grid for its fitted heads, fixed so that no setting weakens the bar: with
 # train.head_l2 [1000] its CB head fell to the class prior (dev 41.07 against 78.57), while a trained model under the
 # same setting, its head then trained by gradient, reached 76.79 and beat the crippled bar by the paired test.
@@ -120,12 +122,25 @@ def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = Fa
         log.info("%s is already trained with this config (key %s): nothing to do", out_dir, key)
         return TrainRun(done, out_dir / "model")
     check_positions(cfg)
+    check_run_folder(out_dir)
     check_replaceable(out_dir / "model", is_model_dir, "a ptv2 model folder")  # before training, not after
     check_replaceable(out_dir / "checkpoint", is_checkpoint, "a training checkpoint")
     # one writer per output folder; under torchrun rank 0 holds it for the group (the others only read)
     with output_lock(out_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
         data = {t: load_task_data(cfg, t) for t in tasks}  # bad data fails here, before the model loads
         return _train(cfg, data, out_dir, mixture, init_from, report_splits, on_log, key, frozen)
+
+
+def check_run_folder(out_dir: Path) -> None:
+    """``out_dir`` is new, empty or a run folder, else one ConfigError: `--out .`, `--out data` or `--out /` wrote
+    model/, checkpoint/ and metrics.json among a project's, a data folder's or the system's own files."""
+    if not out_dir.is_dir():  # new (a file there is check_replaceable's to name)
+        return
+    other = sorted(p.name for p in out_dir.iterdir() if p.name not in RUN_ENTRIES and not p.name.startswith("."))
+    if other:
+        shown = ", ".join(other[:4]) + (f" and {len(other) - 4} more" if len(other) > 4 else "")
+        raise ConfigError(f"run folder {str(out_dir)!r} holds other files ({shown}): a run writes its "
+                          f"{', '.join(RUN_ENTRIES)} there; pass a new or empty folder (--out)")
 
 
 def frozen_config(cfg: Config) -> Config:
