@@ -402,8 +402,8 @@ def test_the_pipeline_refuses_prefix_tuning_before_pretraining(root, tiny_dir):
     d["prompt"]["reparam_hidden"] = 8
     d["pretrain"] = {**d["pretrain"], "epochs": 1, "batches_per_epoch": 2, "out_dir": str(root / "pre")}
     (root / "params.yaml").write_text(yaml.safe_dump(d))
-    with pytest.raises(ConfigError, match=r"^train\.method = 'prefix_tuning': the pipeline adapts .* run the pipeline "
-                                          r"with train\.method ptv2"):
+    with pytest.raises(ConfigError, match=r"^train\.method = 'prefix_tuning': the pipeline adapts .* set train\.method "
+                                          r"ptv2 with prompt\.reparam true"):
         main(["--params", str(root / "params.yaml"), "--metrics", str(root / "m.json")])
     assert not (root / "pre").exists() and not (root / "m.json").exists()
     pretrain(config_from_dict(d))  # on its own: what the adapt stages could not continue

@@ -1,3 +1,4 @@
+import logging
 import re
 import subprocess
 import sys
@@ -227,7 +228,7 @@ def test_adapters_merge_into_the_same_onnx_path(tmp_path, tiny_dir, method):
 
 @pytest.mark.parametrize("method,prompt", [("prompt_tuning", {}),
                                            ("ptuning_v1", {"template": "[v] what [v]", "reparam_hidden": 16})])
-def test_input_prompt_methods_export_with_their_prompt_in_the_graph(tmp_path, tiny_dir, method, prompt):
+def test_input_prompt_methods_export_with_their_prompt_in_the_graph(tmp_path, tiny_dir, method, prompt, caplog):
     """Regression (session 37): Prompt Tuning and P-Tuning v1 were refused by the export ("puts its prompt into the
     input embeddings"), so `train.method: prompt_tuning` trained through the pipeline and failed at its export stage.
     Their trained prompt is now a constant of a graph of their own; parity with PyTorch as for every method."""
@@ -239,8 +240,12 @@ def test_input_prompt_methods_export_with_their_prompt_in_the_graph(tmp_path, ti
     d["prompt"].update({"length": 3, **prompt})
     cfg = config_from_dict(d)
     train_task(cfg, "sent", tmp_path / "m", report_splits=())
-    report = export_and_check(cfg, {"sent": tmp_path / "m" / "model"}, tmp_path / "bundle")
+    with caplog.at_level(logging.INFO, logger="ptv2.export"):
+        report = export_and_check(cfg, {"sent": tmp_path / "m" / "model"}, tmp_path / "bundle")
     assert report["sent"]["parity_ok"] and report["sent"]["parity_max_abs_diff"] <= 1e-4, report["sent"]
+    # the line names the model it checked (the export stage checks a trained and a frozen model of each task: two
+    # lines "sent: parity ..." told them apart only by their order)
+    assert f"sent ({tmp_path / 'm' / 'model'}): parity " in caplog.text
     b = Bundle(bundle_for(tmp_path / "bundle", "sent"))
     assert not b.prefixed and b.tasks["sent"].prompt is None
     model, tok, _ = load_model(tmp_path / "m" / "model")

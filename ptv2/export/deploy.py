@@ -53,7 +53,8 @@ def export_and_check(cfg: Config, model_dirs: dict[str, Path], out: str | Path,
         else:
             for t, m in merged.items():
                 write_bundle({t: m}, tok, tmp / t, int8=cfg.export.int8)
-        report = {task: _check(cfg, task, model, bundle_for(tmp, task), checks_dir) for task, model in models.items()}
+        report = {task: _check(cfg, task, model, bundle_for(tmp, task), checks_dir, model_dirs[task])
+                  for task, model in models.items()}
         if cfg.export.int8:
             record_int8_checks(tmp, {t: {"int8_agreement": float(r["int8_agreement"]),
                                          "int8_not_worse": bool(r["int8_not_worse"])} for t, r in report.items()})
@@ -70,8 +71,10 @@ def record_int8_checks(out: Path, checks: dict[str, dict[str, Any]]) -> None:
         write_manifest(bundle)
 
 
-def _check(cfg: Config, task: str, model: PromptedModel, bundle_dir: Path, checks_dir: Path) -> dict[str, Any]:
-    """One task's checks on its bundle: parity against the PyTorch model; dev predictions of fp32 and int8,
+def _check(cfg: Config, task: str, model: PromptedModel, bundle_dir: Path, checks_dir: Path,
+           source: Path) -> dict[str, Any]:
+    """One task's checks on its bundle: parity against the PyTorch model (from the folder ``source``, named in the
+    log line: the export stage checks a trained and a frozen model of each task); dev predictions of fp32 and int8,
     their agreement and a paired test (is int8 significantly worse?). The fp32 predictions and gold labels
     go to ``checks_dir/<task>.json`` for the promotion gate."""
     e, t = cfg.export, cfg.tracking
@@ -92,7 +95,7 @@ def _check(cfg: Config, task: str, model: PromptedModel, bundle_dir: Path, check
         row.update(dev_int8=score(p8, g), int8_agreement=agree, int8_p_worse=p_worse,
                    int8_not_worse=p_worse >= t.promote_alpha)  # recorded in the bundle: serving.int8_min_agreement decides
     write_json(checks_dir / f"{task}.json", {"task": task, "metric": metric, "gold": g, "fp32": p32})
-    log.info("%s: parity %.2e, dev %s fp32 %.2f%s", task, par["max_abs_diff"], metric, row["dev_fp32"],
+    log.info("%s (%s): parity %.2e, dev %s fp32 %.2f%s", task, source, par["max_abs_diff"], metric, row["dev_fp32"],
              f", int8 {row['dev_int8']:.2f} (agreement {row['int8_agreement']:.3f}, not worse: {row['int8_not_worse']})"
              if "dev_int8" in row else "")
     return row

@@ -19,8 +19,8 @@ def check_adaptable(cfg: Config) -> None:
     if cfg.train.method == "prefix_tuning":
         raise ConfigError("train.method = 'prefix_tuning': the pipeline adapts its pretrained prompt per task, and "
                           "Prefix-Tuning saves that prompt folded (its MLP dropped), so no adapt stage could continue "
-                          "it; run the pipeline with train.method ptv2 (the folded prompt's form), and compare "
-                          "prefix_tuning with `ptv2 compare --methods prefix_tuning`")
+                          "it; for Prefix-Tuning through the pipeline set train.method ptv2 with prompt.reparam true (the same "
+                          "MLP-made prefixes, saved unfolded so that adaptation continues them)")
 
 
 def main(argv: list[str] | None = None) -> None:
