@@ -1,6 +1,7 @@
 """Pair encoding ``bi`` (each text its own encoder row), fitted heads (LP-FT's step 0) and the frozen-backbone
 baseline, on the tiny model: training, evaluation, export parity and serving."""
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
@@ -144,7 +145,7 @@ def test_no_head_l2_setting_weakens_the_frozen_bar(root, tiny_dir):
         assert run.metrics["val"] == bar.metrics["val"] and run.record["key"] == bar.record["key"]
 
 
-def test_a_project_that_trains_another_method_alone_still_gets_its_frozen_bar(root, tiny_dir):
+def test_a_project_that_trains_another_method_alone_still_gets_its_frozen_bar(root, tiny_dir, caplog):
     """Regression (session 37): the bar's settings set method ptv2, whose rate and epochs the train section of a
     project training LoRA alone lacks: its `ptv2 baseline` (and the pipeline's baseline stage, so its gate) failed
     with "epochs = {'lora': 2} is not allowed: expected an epoch count for method 'ptv2'"."""
@@ -154,7 +155,10 @@ def test_a_project_that_trains_another_method_alone_still_gets_its_frozen_bar(ro
     lora = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, method="lora", lr={"lora": 1e-3},
                                                                 epochs={"lora": 2}))
     bar = train(cfg, ["pair"], root / "bar", report_splits=(), frozen=True)
-    run = train(lora, ["pair"], root / "bar-lora", report_splits=(), frozen=True)
+    with caplog.at_level(logging.INFO, logger="ptv2.training.driver"):
+        run = train(lora, ["pair"], root / "bar-lora", report_splits=(), frozen=True)
+    # and its log line says what it is (it read "ptv2 on ['pair']: ...", as if a prompt trained)
+    assert "the frozen baseline (heads only) on ['pair']:" in caplog.text and "lora on" not in caplog.text
     assert run.record["method"] == "frozen" and run.record["epochs_run"] == 0
     assert run.metrics["val"] == bar.metrics["val"] and run.record["key"] == bar.record["key"]
 

@@ -251,6 +251,38 @@ def test_the_gate_refuses_a_challenger_that_beats_the_trivial_baseline_but_not_t
                                       gate.GateData(**better), 0.05, 0.0, 2000).promoted
 
 
+def test_the_gate_says_when_the_version_it_judged_is_the_frozen_baseline(store, caplog):
+    """Regression (session 37): the promote stage logged "ptv2-sent v2: promoted to champion (...)" for the frozen
+    baseline as for a trained model: a reader took the served baseline for a trained model that had won."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="ptv2.release.gate"):
+        gate.register_and_gate(store, "ptv2-z", _run_with_model(store, "t"), "model", _data(50), 0.05, 0.0, 200,
+                               tags={"candidate": "trained"})
+        gate.register_and_gate(store, "ptv2-z", _run_with_model(store, "f"), "model", _data(40), 0.05, 0.0, 200,
+                               tags={"candidate": "frozen"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "ptv2.release.gate"]
+    assert lines[0].startswith("ptv2-z v1: promoted to champion (") and "frozen" not in lines[0]
+    assert lines[1].startswith("ptv2-z v2 (the frozen baseline): promoted to champion ("), lines
+
+
+def test_mlflow_info_lines_stay_out_of_the_logs():
+    """Regression (session 37): every promote and publish stage logged MLflow's INFO lines ("Validating input
+    example against model signature", "Creating initial MLflow database tables...") among its own."""
+    import logging
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_LOGGING_LEVEL"}
+    code = "import logging, ptv2.tracking.store, mlflow; print(logging.getLogger('mlflow').getEffectiveLevel())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert int(out) == logging.WARNING
+    env["MLFLOW_LOGGING_LEVEL"] = "DEBUG"  # a level the user set is kept
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert int(out) == logging.DEBUG
+
+
 def test_two_projects_in_one_process_keep_their_own_stores(tmp_path, monkeypatch):
     """Regression: MLflow 3's set_tracking_uri exports MLFLOW_TRACKING_URI, so the second project used in
     one process (and every stage it spawned) logged into the first project's registry."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ptv2.model.spec import FROZEN
 from ptv2.tracking import registry
 from ptv2.evidence import paired_permutation, scale_free
 
@@ -138,5 +139,7 @@ def register_and_gate(root: str | Path, name: str, run_id: str, artifact_path: s
     if d.promoted:
         registry.set_alias(root, name, "champion", version)
     registry.tag_version(root, name, version, d.tags())
-    log.info("%s v%s: %s (%s)", name, version, "promoted to champion" if d.promoted else "not promoted", d.reason)
+    what = " (the frozen baseline)" if (tags or {}).get("candidate") == FROZEN else ""  # else read as a trained one
+    log.info("%s v%s%s: %s (%s)", name, version, what, "promoted to champion" if d.promoted else "not promoted",
+             d.reason)
     return Decision(d.promoted, d.reason, ev, version)

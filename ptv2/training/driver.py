@@ -189,7 +189,8 @@ def _train(cfg: Config, data: dict[str, TaskData], out_dir: Path, mixture: bool,
     fit_tasks = [t for t in tasks if not any(k.startswith(f"heads.{t}.") for k in copied)]  # a copied head stays
     trainable, total = count_parameters(model)
     loaded_mb = rss_mb()
-    log.info("%s on %s: %s train rows; %d of %d params trainable (%.3f%%)", cfg.train.method, tasks,
+    log.info("%s on %s: %s train rows; %d of %d params trainable (%.3f%%)",
+             "the frozen baseline (heads only)" if frozen else cfg.train.method, tasks,
              {t: len(s.feats) for t, s in train_s.items()}, trainable, total, 100 * trainable / total)
     # a mixture fits its heads on at most its cap of each task's rows: 3.2 of its 8.5 minutes went to fitting on
     # every train row (reports/pipeline_run_s8.md), several times what an epoch samples
