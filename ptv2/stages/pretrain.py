@@ -19,8 +19,8 @@ def check_adaptable(cfg: Config) -> None:
     if cfg.train.method == "prefix_tuning":
         raise ConfigError("train.method = 'prefix_tuning': the pipeline adapts its pretrained prompt per task, and "
                           "Prefix-Tuning saves that prompt folded (its MLP dropped), so no adapt stage could continue "
-                          "it; for Prefix-Tuning through the pipeline set train.method ptv2 with prompt.reparam true (the same "
-                          "MLP-made prefixes, saved unfolded so that adaptation continues them)")
+                          "it; for Prefix-Tuning through the pipeline set train.method ptv2 with prompt.reparam true "
+                          "(the same MLP-made prefixes, saved unfolded so that adaptation continues them)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -160,7 +160,6 @@ def frozen_config(cfg: Config) -> Config:
                                                          head_l2=list(FROZEN_HEAD_L2), **_NO_TRAINING))
 
 
-
 def _train(cfg: Config, data: dict[str, TaskData], out_dir: Path, mixture: bool, init_from: str | Path | None,
            report_splits: tuple[str, ...], on_log: Callable[[dict[str, Any]], None] | None, key: str,
            frozen: bool = False) -> TrainRun:
