@@ -262,6 +262,12 @@ def test_transfer_table_on_tiny(root, tiny_dir):
     md = out.read_text()
     rows = [[c.strip() for c in line.split("|")[1:3]] for line in md.splitlines() if line.startswith("|")]
     assert ["sent", "accuracy"] in rows and ["pair", "accuracy"] in rows and "average (b) − (a)" in md
+    # the header names the method (session 37: a table of train.method lora read "prompt length 4" and no method)
+    assert f"Backbone `{tiny_dir}`, method `ptv2`, prompt length 4, seeds [1, 2]" in md
+    from ptv2.experiments.transfer import trained_with
+
+    lora = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, method="lora", epochs={"lora": 1}))
+    assert trained_with(lora) == "method `lora`"
     # the table's plot (session 30: transfer wrote tables only), linked from it
     assert "![transfer](multitask.png)" in md and out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     import json

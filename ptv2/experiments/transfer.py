@@ -18,10 +18,18 @@ from ptv2.experiments.plots import plot_tasks
 from ptv2.experiments.runs import dev_value, run_or_reuse
 from ptv2.experiments.tables import TRANSFER_TITLE, check_table_target, command_line, markdown, mean_std
 from ptv2.files import atomic_write_text, check_writable, write_json
+from ptv2.model.prompted import DEEP, INPUT
 
 log = logging.getLogger(__name__)
 COLUMNS = {"f": "frozen backbone + fitted head", "a": "(a) single-task", "b": "(b) multi-task → adapted",
            "c": "(c) multi-task, no adaptation", "d": "(d) held out → adapted"}
+
+
+def trained_with(cfg: Config) -> str:
+    """What every run of the table trains, for its header (a table of `train.method: lora` read "prompt length 16"
+    and no method): the method, and the prompt length where the method has a prompt."""
+    m = cfg.train.method
+    return f"method `{m}`" + (f", prompt length {cfg.prompt.length}" if m in DEEP + INPUT else "")
 
 
 def transfer(cfg: Config, tasks: list[str], held_out: list[str], seeds: list[int], out_md: Path, work: Path) -> None:
@@ -79,8 +87,7 @@ def _write(res: dict[str, dict[str, list[float]]], cfg: Config, tasks: list[str]
     if diffs:
         rows.append(["**average (b) − (a)**", "", *[""] * len(COLUMNS), f"{statistics.mean(diffs):+.1f}"])
     ho = "; ".join(f"without {h}: {rest}" for h, rest in without.items()) or "none"
-    md = (f"{TRANSFER_TITLE} (dev)\n\nBackbone `{cfg.backbone.name}`, prompt length "
-          f"{cfg.prompt.length}, seeds {seeds} (mean ± std). Mixture (b, c): {full}, strategy "
+    md = (f"{TRANSFER_TITLE} (dev)\n\nBackbone `{cfg.backbone.name}`, {trained_with(cfg)}, seeds {seeds} (mean ± std). Mixture (b, c): {full}, strategy "
           f"{cfg.pretrain.strategy}, cap {cfg.pretrain.cap}, {cfg.pretrain.epochs} epochs, "
           f"{cfg.pretrain.batching} batches. (d), each task held out in turn: {ho}. Tasks outside the mixture "
           f"have no (c), and their (b) is itself a transfer to an unseen task. "
