@@ -87,7 +87,8 @@ def _write(res: dict[str, dict[str, list[float]]], cfg: Config, tasks: list[str]
     if diffs:
         rows.append(["**average (b) − (a)**", "", *[""] * len(COLUMNS), f"{statistics.mean(diffs):+.1f}"])
     ho = "; ".join(f"without {h}: {rest}" for h, rest in without.items()) or "none"
-    md = (f"{TRANSFER_TITLE} (dev)\n\nBackbone `{cfg.backbone.name}`, {trained_with(cfg)}, seeds {seeds} (mean ± std). Mixture (b, c): {full}, strategy "
+    md = (f"{TRANSFER_TITLE} (dev)\n\nBackbone `{cfg.backbone.name}`, {trained_with(cfg)}, seeds {seeds} "
+          f"(mean ± std). Mixture (b, c): {full}, strategy "
           f"{cfg.pretrain.strategy}, cap {cfg.pretrain.cap}, {cfg.pretrain.epochs} epochs, "
           f"{cfg.pretrain.batching} batches. (d), each task held out in turn: {ho}. Tasks outside the mixture "
           f"have no (c), and their (b) is itself a transfer to an unseen task. "

@@ -20,6 +20,7 @@ from ptv2.config import Config
 from ptv2.data.tasks import TaskData, load_task_data
 from ptv2.errors import ArtifactError
 from ptv2.export.checks import bundle_predictions, form_change, train_labels_for_baseline
+from ptv2.training import RUN_ID
 from ptv2.training.metrics import scorer
 from ptv2.export.compose import bundle_for, subset_bundle
 from ptv2.model.spec import FROZEN
@@ -100,7 +101,7 @@ def _gate(cfg: Config, root: Path, task: str, td: TaskData, kind: str, pred: dic
     ``against_frozen``: the frozen baseline's predictions a trained challenger must also beat."""
     folder = Path(cfg.adapt.baseline_dir if kind == FROZEN else cfg.adapt.out_dir) / task
     bundle_root = cfg.export.frozen_dir if kind == FROZEN else cfg.export.out_dir
-    trained_in = json.loads((folder / "mlflow.json").read_text())["run_id"]
+    trained_in = json.loads((folder / RUN_ID).read_text())["run_id"]
     run_id = _run_here(cfg, root, task, kind, trained_in)
     name = cfg.tracking.task_model(task)
     card = _card_facts(cfg, task, td, folder, pred["metric"], checks)
@@ -175,5 +176,5 @@ def _champion_is_this_frozen(cfg: Config, root: Path, task: str) -> bool:
     champ = registry.alias_version(root, cfg.tracking.task_model(task), "champion")
     if champ is None or champ[1].get("candidate") != FROZEN:
         return False
-    run_id = json.loads((Path(cfg.adapt.baseline_dir) / task / "mlflow.json").read_text())["run_id"]
+    run_id = json.loads((Path(cfg.adapt.baseline_dir) / task / RUN_ID).read_text())["run_id"]
     return champ[1].get("run_id") == run_id

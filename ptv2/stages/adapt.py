@@ -7,7 +7,8 @@ from ptv2.files import write_json
 from ptv2.stages.common import is_main_rank, parse, root_of, run
 from ptv2.stages.launch import data_parallel
 from ptv2.tracking.store import tracked
-from ptv2.training.driver import RUN_ID, adapt
+from ptv2.training import RUN_ID
+from ptv2.training.driver import adapt
 
 
 def main(argv: list[str] | None = None) -> None:

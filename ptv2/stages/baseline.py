@@ -10,7 +10,8 @@ from ptv2.files import write_json
 from ptv2.stages.common import parse, root_of, run
 from ptv2.tracking.store import tracked
 from ptv2.model.spec import FROZEN
-from ptv2.training.driver import RUN_ID, train
+from ptv2.training import RUN_ID
+from ptv2.training.driver import train
 
 
 def main(argv: list[str] | None = None) -> None:

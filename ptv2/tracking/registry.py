@@ -115,10 +115,17 @@ def download_version(root: str | Path, model_name: str, version: str, dst: str |
 
 def download_bundle(root: str | Path, model_name: str, version: str, dst: str | Path) -> Path:
     """Download a registered pyfunc version; returns its bundle folder (as its MLmodel names it), checked."""
-    path = download_version(root, model_name, version, dst)
-    bundle = path / _bundle_flavor(path, model_name, version)[0]
-    _check_bundle(bundle, f"models:/{model_name}/{version}")
-    return bundle
+    return _checked_download(root, model_name, version, dst, f"models:/{model_name}/{version}")[0]
+
+
+def _checked_download(root: str | Path, name: str, version: str, dst: str | Path,
+                      what: str) -> tuple[Path, dict[str, Any] | None]:
+    """``name`` v``version`` downloaded into ``dst``: its bundle folder, checked against its manifest
+    (``DamagedBundle`` naming ``what``), and the serving settings it was registered with."""
+    path = download_version(root, name, version, dst)
+    rel, config = _bundle_flavor(path, name, version)
+    _check_bundle(path / rel, what)
+    return path / rel, config
 
 
 def _bundle_flavor(path: Path, model_name: str, version: str) -> tuple[str, dict[str, Any] | None]:
@@ -206,7 +213,7 @@ def _no_model(name: str, where: str, known: list[str]) -> ArtifactError:
 def check_model_files(root: str | Path, uri: str, name: str, version: str) -> str:
     """A registered version (``uri``, resolved to ``name`` v``version``) has its files where the registry says, or
     in this project's moved store (``version_files``, returned), and its bundle passes its manifest
-    (``fetch_bundle``): MLflow's answer to a moved or cleaned artifact store was a traceback once the server
+    (``_checked_download``, as ``fetch_bundle``'s): MLflow's answer to a moved or cleaned artifact store was a traceback once the server
     started, to a damaged bundle ~95 lines of two. Downloaded without MLflow's bar (the server shows its own)."""
     import tempfile
     from unittest import mock
@@ -223,7 +230,7 @@ def check_model_files(root: str | Path, uri: str, name: str, version: str) -> st
                                 f"are not at {where} (no MLmodel there): the artifact store was moved or cleaned; "
                                 f"restore it, or run the pipeline again (dvc repro) to register a new version") \
                 from None
-        fetch_bundle(root, uri, Path(tmp) / "version")
+        _checked_download(root, name, version, Path(tmp) / "version", f"{uri} ({name} v{version})")
     return files
 
 
@@ -231,10 +238,7 @@ def fetch_bundle(root: str | Path, uri: str, dst: str | Path) -> tuple[Path, dic
     """A registered model (``models:/NAME@ALIAS`` or ``/VERSION``) downloaded into ``dst``: its ONNX bundle
     (checked, ``DamagedBundle``) and the serving settings it was registered with, what `mlflow models serve` loads."""
     name, version = resolve_model(root, uri)
-    path = download_version(root, name, version, dst)
-    rel, config = _bundle_flavor(path, name, version)
-    _check_bundle(path / rel, f"{uri} ({name} v{version})")
-    return path / rel, config
+    return _checked_download(root, name, version, dst, f"{uri} ({name} v{version})")
 
 
 class DamagedBundle(ArtifactError):

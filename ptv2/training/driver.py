@@ -24,6 +24,7 @@ from ptv2.files import check_replaceable, output_lock, write_json
 from ptv2.model.backbone import load_backbone, own_pooling, position_limit
 from ptv2.model.prompted import count_parameters
 from ptv2.model.spec import FROZEN, ModelSpec
+from ptv2.training import RUN_ID
 from ptv2.training.artifacts import is_model_dir, read_spec, verify_model_dir, weights_sha
 from ptv2.training.build import check_pretrained, head_spec, init_from_pretrained, load_model, model_from_spec, \
     reusable_backbone, spec_from_config
@@ -35,7 +36,6 @@ from ptv2.training.splits import Split, encode
 
 log = logging.getLogger(__name__)
 RECORD = "metrics.json"  # a run's record, beside its model/ folder: what finished runs and kept epochs are read from
-RUN_ID = "mlflow.json"  # the pipeline's stages add the MLflow run a model was logged in (promote registers from it)
 RUN_ENTRIES = ("model", "checkpoint", RECORD, RUN_ID)  # all a run folder holds, besides hidden temp folders
 # The frozen baseline's L2 grid for its fitted heads, fixed so that no setting weakens the bar: with
 # train.head_l2 [1000] its CB head fell to the class prior (dev 41.07 against 78.57), while a trained model under the
