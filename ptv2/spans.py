@@ -12,6 +12,13 @@ from typing import Any
 _OUTSIDE = ("O", ".")  # seqeval's tags that never end or start a chunk by a change of type
 
 
+def is_chunk_tag(tag: str) -> bool:
+    """'O', or B-/I-/E-/S- and an entity type ('B-PER'): the tags these rules read as chunks. Others (tag ids '0',
+    bare 'PER', BILOU's 'L-'/'U-') are read into chunks of nonsense types, so the entity F1 and the served entities
+    of a model trained on them mean nothing."""
+    return tag == "O" or (len(tag) > 2 and tag[0] in "BIES" and tag[1] == "-")
+
+
 def _ends(prev: str, tag: str, prev_type: str, typ: str) -> bool:
     """Whether a chunk ended between the previous word and this one."""
     return (prev in ("E", "S") or (prev in ("B", "I") and tag in ("B", "S", "O"))

@@ -202,6 +202,29 @@ def test_a_jsonl_token_task_needs_tokens_and_tags_of_one_length(root, row, ok):
             load_task("ner", spec, root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
 
 
+@pytest.mark.parametrize("tags,labels,message", [
+    ([3, 0, 0, 5], [], r"row 0 has tags \[3, 0, 0, 5\]; tags are names such as 'B-PER' and 'O', not ids"),
+    (["1", "0", "0", "2"], [], r"tags \['0', '1', '2'\] are not entity tags"),  # ids as text: chunks of type '_'
+    (["PER", "O", "O", "LOC"], [], r"tags \['LOC', 'PER'\] are not entity tags"),
+    (["U-PER", "O", "O", "U-LOC"], [], r"tags \['U-LOC', 'U-PER'\] are not entity tags"),  # BILOU
+    (["B-PER", "O", "O", "B-LOC"], ["O", "B-PER", "B-LOC", "PER"], r"tags \['PER'\] are not entity tags"),
+    (["S-PER", "O", "O", "E-LOC"], [], None),  # IOBES, as seqeval reads it
+])
+def test_a_token_task_needs_entity_tags(root, tags, labels, message):
+    # regression (session 38): integer tag ids (a hub export's ner_tags) were a TypeError traceback from the tag set,
+    # and tags without B-/I-/E-/S- trained a model whose entity F1 and served entities chunk them into nonsense
+    import json
+
+    row = {"tokens": ["john", "lives", "in", "paris"], "tags": tags}
+    (root / "ner/train.jsonl").write_text("\n".join(json.dumps(row) for _ in range(10)) + "\n")
+    spec = _spec("ner", format="jsonl", files={"train": "ner/train.jsonl"}, **({"labels": labels} if labels else {}))
+    if message is None:
+        assert load_task("ner", spec, root, seed=0, val_fraction=0.2, val_max=1000, max_train=0).split("train")["tags"]
+        return
+    with pytest.raises(DataError, match=r"task 'ner'.*" + message):
+        load_task("ner", spec, root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
+
+
 def test_a_classifier_whose_train_rows_hold_one_label_is_refused(root, caplog):
     # regression (session 28): train rows all 'a' trained a model that read 100.00 on val and chance on dev,
     # with no word of why

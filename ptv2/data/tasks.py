@@ -24,6 +24,7 @@ import datasets
 from ptv2.config import TEMPLATE_FIELD, Config, TaskSpec
 from ptv2.data.readers import conll_rows, join_labels, jsonl_rows, tsv_rows
 from ptv2.errors import DataError
+from ptv2.spans import is_chunk_tag
 
 log = logging.getLogger(__name__)
 datasets.disable_progress_bars()
@@ -130,6 +131,18 @@ def _check_token_rows(rows: list[dict[str, Any]], task: str, split: str) -> None
             raise DataError(f"task {task!r}, split {split!r}: row {i} is {json.dumps(r)[:120]}; a "
                             f"token_classification row needs 'tokens' (a list of words) and 'tags' (one tag per word, "
                             f"as many as tokens): rename the fields in the data or use format: conll")
+        if not all(isinstance(x, str) for x in tags):  # tag ids (a hub export's ner_tags) were a TypeError traceback
+            raise DataError(f"task {task!r}, split {split!r}: row {i} has tags {json.dumps(tags)[:80]}; tags are "
+                            f"names such as 'B-PER' and 'O', not ids: write each tag's name in the data")
+
+
+def check_tag_scheme(tags: list[str], task: str) -> None:
+    """A token task's tags must be IOB / IOBES chunk tags: its metric (entity F1) and served answers are entities."""
+    bad = [t for t in tags if not is_chunk_tag(t)]
+    if bad:
+        raise DataError(f"task {task!r}: tags {bad[:5]} are not entity tags ('O', or B-/I-/E-/S- and a type such as "
+                        f"'B-PER'); a token task is scored and served as entities (entity_f1): write the tags in "
+                        f"IOB or IOBES form in the data")
 
 
 def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], task: str, split: str) -> dict[str, list]:
@@ -205,7 +218,9 @@ def load_task(name: str, spec: TaskSpec, data_root: str | Path, seed: int, val_f
 def _checked(td: TaskData) -> TaskData:
     """A classifier's train rows must hold at least two of its labels: trained on one, it was "100.00" on val and
     chance on dev, with no word of why. Labels with no train row at all are warned about. A regression task's
-    train targets must vary, for the same reason."""
+    train targets must vary, for the same reason. A token task's tags must be entity tags (``check_tag_scheme``)."""
+    if td.spec.type == "token_classification":
+        check_tag_scheme(td.labels, td.name)
     if td.spec.type not in ("classification", "pair_classification", "regression"):
         return td
     train = td.split("train")["label"]
