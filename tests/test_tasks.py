@@ -48,6 +48,19 @@ def test_tsv_quirks_extra_columns_and_quotes(root):
     assert '"cat"' in td.split("train")[0]["text_a"]
 
 
+def test_a_tsv_header_naming_a_column_twice_is_refused(root):
+    # regression (session 38): the row kept the last of two 'sentence' columns, so the template read it silently
+    path = root / "sent/train.tsv"
+    lines = path.read_text().splitlines()
+    header = lines[0].split("\t")
+    path.write_text("\n".join(["\t".join(header + [" sentence "])] + [f"{r}\tother" for r in lines[1:]]) + "\n")
+    with pytest.raises(DataError, match=r"train.tsv: the header line names column\(s\) \['sentence'\] more than once"):
+        load_task("sent", _spec("sent"), root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
+    path.write_text("\n".join(["\t".join(header + ["", ""])] + [f"{r}\t\t" for r in lines[1:]]) + "\n")
+    assert len(load_task("sent", _spec("sent"), root, seed=0, val_fraction=0.0, val_max=1000, max_train=0)
+               .split("train")) == len(lines) - 1  # empty trailing column names are no column
+
+
 def test_template_with_non_word_field_names():
     # regression: MRPC's columns are '#1 String' / '#2 String'
     assert fill("{#1 String} / {t.x}", {"#1 String": "a b", "t": {"x": 1}}, "mrpc") == "a b / 1"

@@ -39,7 +39,11 @@ def tsv_rows(path: Path, header: bool, columns: list[str]) -> Iterator[dict[str,
     if header:
         if not lines:
             return
-        names, lines = lines[0].split("\t"), lines[1:]
+        names, lines = [n.strip() for n in lines[0].split("\t")], lines[1:]
+        twice = sorted({n for n in names if n and names.count(n) > 1})
+        if twice:  # a row dict keeps the last of two same-named columns: a template read the wrong one silently
+            raise DataError(f"{path}: the header line names column(s) {twice} more than once; give each column its "
+                            f"own name in the file")
     else:
         names = list(columns)
     for i, line in enumerate(lines):
