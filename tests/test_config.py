@@ -71,6 +71,13 @@ def test_impossible_value_names_key_and_allowed():
     ({"prompt": {"lora_dropout": -1.0}}, r"prompt.lora_dropout = -1.0 is not allowed: expected a float in \[0, 1\)"),
     ({"prompt": {"lora_alpha": -16}}, r"prompt.lora_alpha = -16 is not allowed: expected an integer > 0"),
     ({"adapt": {"epochs": -1}}, r"adapt.epochs = -1 is not allowed: expected an integer >= 0"),
+    # session 38: a method-keyed rate or epoch count under a misspelt method was never read; a task's 0 epochs
+    # trained none (its step 0 reported as the trained model)
+    ({"train": {"epochs": {"lroa": 3}}}, r"train.epochs.lroa = 3 is not allowed: expected a method's name as its key"),
+    ({"train": {"lr": {"Ptv2": 0.01}}}, r"train.lr.Ptv2 = 0.01 is not allowed: expected a method's name as its key"),
+    ({"tasks": {"cb": {**repo_params()["tasks"]["cb"], "epochs": {"ptv_2": 5}}}}, r"tasks.cb.epochs.ptv_2 = 5 is not"),
+    ({"tasks": {"cb": {**repo_params()["tasks"]["cb"], "epochs": {"ptv2": 0}}}},
+     r"tasks.cb.epochs.ptv2 = 0 is not allowed: expected an integer >= 1"),
 ])
 def test_values_the_training_would_crash_on_are_refused_at_load(override, message):
     with pytest.raises(ConfigError, match=message):

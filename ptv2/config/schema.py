@@ -33,6 +33,13 @@ TEMPLATE_FIELD = re.compile(r"\{([^{}]+)\}")  # a task template's placeholder: {
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
+def check_per_method(key: str, values: dict[str, Any]) -> None:
+    """The keys of a per-method mapping (train.lr, train.epochs, a task's epochs) name methods: a typo ('lroa: 3')
+    or a method's rate under a task was accepted and never read."""
+    for m, v in values.items():
+        _check(m in get_args(Method), f"{key}.{m}", v, f"a method's name as its key, one of {list(get_args(Method))}")
+
+
 def check_seed(key: str, seed: int) -> None:
     """A seed numpy and torch both take, or one ConfigError naming ``key``."""
     # numpy's seeding (data carve, transformers.set_seed) takes only non-negative 32-bit seeds
@@ -79,6 +86,8 @@ class TrainConfig:
     processes: int  # data-parallel processes the DVC stages launch per node (torchrun); 1 = one process
 
     def __post_init__(self) -> None:
+        check_per_method("epochs", self.epochs)
+        check_per_method("lr", self.lr)
         _check(self.method in self.epochs, "epochs", self.epochs, f"an epoch count for method {self.method!r}")
         for m, v in self.epochs.items():
             _check(v >= 1, f"epochs.{m}", v, "an integer >= 1")
@@ -163,6 +172,9 @@ class TaskSpec:
             _check(bool(self.text_b) and self.type in ("pair_classification", "regression"), "pair_encoding",
                    self.pair_encoding, "'' or 'cross' for a task without text_b or of another type than "
                    "pair_classification / regression")
+        check_per_method("epochs", self.epochs)
+        for m, v in self.epochs.items():  # 0 or -1 ran no epoch: step 0 alone, reported as the trained model
+            _check(v >= 1, f"epochs.{m}", v, "an integer >= 1 (or leave the method out: train.epochs)")
         if self.max_train_examples is not None:
             _check(self.max_train_examples >= 0, "max_train_examples", self.max_train_examples, ">= 0 (0 = all)")
         if self.quiet_margin is not None:
