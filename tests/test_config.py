@@ -78,6 +78,7 @@ def test_impossible_value_names_key_and_allowed():
     ({"tasks": {"cb": {**repo_params()["tasks"]["cb"], "epochs": {"ptv_2": 5}}}}, r"tasks.cb.epochs.ptv_2 = 5 is not"),
     ({"tasks": {"cb": {**repo_params()["tasks"]["cb"], "epochs": {"ptv2": 0}}}},
      r"tasks.cb.epochs.ptv2 = 0 is not allowed: expected an integer >= 1"),
+    ({"pretrain": {"weights": {"wsc": 2.0}}}, r"pretrain.weights = 'wsc' is not allowed: expected a task of pretrain.tasks"),
 ])
 def test_values_the_training_would_crash_on_are_refused_at_load(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -302,6 +302,8 @@ class Config:
         for where, names in (("pretrain.tasks", self.pretrain.tasks), ("adapt.tasks", self.adapt.tasks)):
             _check(len(names) >= 1 and len(set(names)) == len(names), where, names,
                    f"a non-empty list of distinct tasks from 'tasks:' ({known})")
+        for t in self.pretrain.weights:  # a weight of a task outside the mixture was never read
+            _check(t in self.pretrain.tasks, "pretrain.weights", t, f"a task of pretrain.tasks {self.pretrain.tasks}")
         t = self.tracking
         clash = [n for n in known if t.task_model(n) == t.multitask_model]
         _check(not clash, "tracking.multitask_model", t.multitask_model,
