@@ -79,6 +79,17 @@ def test_impossible_value_names_key_and_allowed():
     ({"tasks": {"cb": {**repo_params()["tasks"]["cb"], "epochs": {"ptv2": 0}}}},
      r"tasks.cb.epochs.ptv2 = 0 is not allowed: expected an integer >= 1"),
     ({"pretrain": {"weights": {"wsc": 2.0}}}, r"pretrain.weights = 'wsc' is not allowed: expected a task of pretrain.tasks"),
+    # session 38: an empty list passed the export's parity gate with no case checked
+    ({"export": {"parity_batch_sizes": []}}, r"export.parity_batch_sizes = \[\] is not allowed: expected a non-empty"),
+    ({"export": {"parity_batch_sizes": [8, 0]}}, r"export.parity_batch_sizes = \[8, 0\] is not allowed"),
+    ({"export": {"parity_lengths": []}}, r"export.parity_lengths = \[\] is not allowed"),
+    ({"export": {"parity_lengths": [40, -1]}}, r"export.parity_lengths = \[40, -1\] is not allowed"),
+    # session 38: export.frozen_dir = export.out_dir passed DVC; the trained bundle, written last, was registered as the frozen baseline too
+    ({"export": {"frozen_dir": "./outputs/bundle/"}}, r"export.frozen_dir = './outputs/bundle/' is not allowed: expected "
+                                                       r"a folder apart from export.out_dir \('outputs/bundle'\)"),
+    ({"export": {"checks_dir": "outputs/bundle/checks"}}, r"export.checks_dir = .* apart from export.out_dir"),
+    ({"pretrain": {"out_dir": "outputs"}}, r"adapt.out_dir = 'outputs/adapt' .* apart from pretrain.out_dir"),
+    ({"adapt": {"baseline_dir": "."}}, r"adapt.baseline_dir = '.' is not allowed: expected a folder of its own"),
 ])
 def test_values_the_training_would_crash_on_are_refused_at_load(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -1,5 +1,10 @@
-"""Config value validators that need a parser (cron, timezone); the value rule is ``ptv2.errors.check_value``."""
+"""Config value validators that need a parser (cron, timezone) or read several sections (the pipeline's output
+folders); the value rule is ``ptv2.errors.check_value``."""
 from __future__ import annotations
+
+import posixpath
+
+from ptv2.errors import check_value
 
 
 def _valid_cron(expr: str) -> bool:
@@ -27,3 +32,18 @@ def _valid_timezone(name: str) -> bool:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+def check_output_folders(folders: dict[str, str]) -> None:
+    """The pipeline's output folders ({key: path}) must be apart: export.frozen_dir = export.out_dir passed DVC, the
+    trained bundle replaced the frozen one and was registered as "the frozen baseline" too; nested ones
+    (pretrain.out_dir = adapt.out_dir) failed in DVC's words, naming `dvc remove` as the fix."""
+    seen: dict[str, str] = {}
+    for key, path in folders.items():
+        norm = posixpath.normpath(path.replace("\\", "/"))
+        check_value(norm not in ("", "."), key, path, "a folder of its own under the project, such as 'outputs/x'")
+        for other, onorm in seen.items():
+            inside = norm == onorm or norm.startswith(onorm.rstrip("/") + "/") or onorm.startswith(norm.rstrip("/") + "/")
+            check_value(not inside, key, path, f"a folder apart from {other} ({folders[other]!r}): each of the "
+                                               f"pipeline's outputs is a folder of its own")
+        seen[key] = norm

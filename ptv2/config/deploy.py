@@ -81,6 +81,12 @@ class ExportConfig:
     def __post_init__(self) -> None:
         _check(self.parity_tol > 0, "parity_tol", self.parity_tol, "a float > 0")
         _check(self.int8_regression_tol >= 0, "int8_regression_tol", self.int8_regression_tol, "a float >= 0")
+        # an empty list checked no case and passed the parity gate; a 0 checked an empty batch, a negative was a
+        # traceback from torch
+        _check(len(self.parity_batch_sizes) >= 1 and all(1 <= b <= 1024 for b in self.parity_batch_sizes),
+               "parity_batch_sizes", self.parity_batch_sizes, "a non-empty list of batch sizes in [1, 1024]")
+        _check(len(self.parity_lengths) >= 1 and all(t >= 0 for t in self.parity_lengths), "parity_lengths",
+               self.parity_lengths, "a non-empty list of token counts >= 1 (0 = backbone.max_length)")
 
 
 @dataclass(frozen=True)

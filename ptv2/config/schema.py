@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from ptv2.config.checks import check_output_folders
 from ptv2.config.deploy import ExportConfig, FlowsConfig, ServingConfig, TrackingConfig
 from ptv2.errors import ConfigError
 from ptv2.errors import check_value as _check  # one rule for a value error, shared with ptv2.prompt
@@ -302,6 +303,9 @@ class Config:
         for where, names in (("pretrain.tasks", self.pretrain.tasks), ("adapt.tasks", self.adapt.tasks)):
             _check(len(names) >= 1 and len(set(names)) == len(names), where, names,
                    f"a non-empty list of distinct tasks from 'tasks:' ({known})")
+        check_output_folders({"pretrain.out_dir": self.pretrain.out_dir, "adapt.out_dir": self.adapt.out_dir,
+                              "adapt.baseline_dir": self.adapt.baseline_dir, "export.out_dir": self.export.out_dir,
+                              "export.frozen_dir": self.export.frozen_dir, "export.checks_dir": self.export.checks_dir})
         for t in self.pretrain.weights:  # a weight of a task outside the mixture was never read
             _check(t in self.pretrain.tasks, "pretrain.weights", t, f"a task of pretrain.tasks {self.pretrain.tasks}")
         t = self.tracking
