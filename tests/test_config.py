@@ -78,15 +78,16 @@ def test_impossible_value_names_key_and_allowed():
     ({"tasks": {"cb": {**repo_params()["tasks"]["cb"], "epochs": {"ptv_2": 5}}}}, r"tasks.cb.epochs.ptv_2 = 5 is not"),
     ({"tasks": {"cb": {**repo_params()["tasks"]["cb"], "epochs": {"ptv2": 0}}}},
      r"tasks.cb.epochs.ptv2 = 0 is not allowed: expected an integer >= 1"),
-    ({"pretrain": {"weights": {"wsc": 2.0}}}, r"pretrain.weights = 'wsc' is not allowed: expected a task of pretrain.tasks"),
+    ({"pretrain": {"weights": {"wsc": 2.0}}}, r"pretrain.weights = 'wsc' is not allowed: expected a task of pretrain"),
     # session 38: an empty list passed the export's parity gate with no case checked
     ({"export": {"parity_batch_sizes": []}}, r"export.parity_batch_sizes = \[\] is not allowed: expected a non-empty"),
     ({"export": {"parity_batch_sizes": [8, 0]}}, r"export.parity_batch_sizes = \[8, 0\] is not allowed"),
     ({"export": {"parity_lengths": []}}, r"export.parity_lengths = \[\] is not allowed"),
     ({"export": {"parity_lengths": [40, -1]}}, r"export.parity_lengths = \[40, -1\] is not allowed"),
-    # session 38: export.frozen_dir = export.out_dir passed DVC; the trained bundle, written last, was registered as the frozen baseline too
-    ({"export": {"frozen_dir": "./outputs/bundle/"}}, r"export.frozen_dir = './outputs/bundle/' is not allowed: expected "
-                                                       r"a folder apart from export.out_dir \('outputs/bundle'\)"),
+    # session 38: export.frozen_dir = export.out_dir passed DVC; the trained bundle, written last, was registered
+    # as the frozen baseline too
+    ({"export": {"frozen_dir": "./outputs/bundle/"}},
+     r"export.frozen_dir = './outputs/bundle/' is not allowed: expected a folder apart from export.out_dir \('outputs/bundle'\)"),
     ({"export": {"checks_dir": "outputs/bundle/checks"}}, r"export.checks_dir = .* apart from export.out_dir"),
     ({"pretrain": {"out_dir": "outputs"}}, r"adapt.out_dir = 'outputs/adapt' .* apart from pretrain.out_dir"),
     ({"adapt": {"baseline_dir": "."}}, r"adapt.baseline_dir = '.' is not allowed: expected a folder of its own"),

@@ -43,7 +43,7 @@ def check_output_folders(folders: dict[str, str]) -> None:
         norm = posixpath.normpath(path.replace("\\", "/"))
         check_value(norm not in ("", "."), key, path, "a folder of its own under the project, such as 'outputs/x'")
         for other, onorm in seen.items():
-            inside = norm == onorm or norm.startswith(onorm.rstrip("/") + "/") or onorm.startswith(norm.rstrip("/") + "/")
+            inside = f"{norm}/".startswith(f"{onorm}/") or f"{onorm}/".startswith(f"{norm}/")  # equal or nested
             check_value(not inside, key, path, f"a folder apart from {other} ({folders[other]!r}): each of the "
                                                f"pipeline's outputs is a folder of its own")
         seen[key] = norm
