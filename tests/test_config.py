@@ -300,6 +300,10 @@ def test_comparison_budget_applies_to_comparison_runs_only(tmp_path):
     assert cmp.train.epochs["lora"] == 4 and cmp.task("cb").epochs["finetune"] == 6
     # the command line still wins over the budget
     assert comparison_config(p, ["tasks.rte.max_train_examples=50"]).task("rte").max_train_examples == 50
+    # session 38: a bad budget line read "unknown key(s) ['bogus'] in train", sending users to params.yaml's train
+    with pytest.raises(ConfigError, match=r"^compare.overrides in .*params.yaml \(the comparison's budget\) made it "
+                                          r"invalid: unknown key\(s\) \['bogus'\] in train"):
+        comparison_config(p, ["compare.overrides=[train.bogus=1]"])
 
 
 @pytest.mark.parametrize("expr,ok", [("0 3 * * *", True), ("*/15 9-17 * * 1-5", True), ("0 0 1 * *", True),

@@ -214,7 +214,10 @@ def comparison_config(path: str | Path = "params.yaml", overrides: list[str] | t
     base = load_config(path, overrides)
     if not base.compare.overrides:
         return base
-    return load_config(path, [*base.compare.overrides, *overrides])
+    try:
+        return load_config(path, [*base.compare.overrides, *overrides])
+    except ConfigError as e:  # the file was valid without them: "unknown key(s) ['bogus'] in train" sent users there
+        raise ConfigError(f"compare.overrides in {path} (the comparison's budget) made it invalid: {e}") from None
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
