@@ -102,6 +102,20 @@ def test_fit_linear_recovers_a_separable_rule_and_a_linear_map():
     assert w[0, 2] == pytest.approx(3.0, abs=1e-3) and b[0] == pytest.approx(1.5, abs=1e-3) and v < 1e-5
 
 
+@pytest.mark.parametrize("scale,offset", [(1.0, 0.0), (1e6, 5e8), (1e-4, -3.0)])
+def test_a_fitted_regression_head_does_not_depend_on_the_labels_units(scale, offset):
+    # regression (session 38): labels near 5e8 (a price, a count) stalled L-BFGS at their mean: step 0 and the
+    # frozen baseline scored pearson 0.00 where the same labels in units of 1e6 scored 99.98
+    g = torch.Generator().manual_seed(0)
+    X = 0.05 * torch.randn(400, 8, generator=g)  # pooled features are small numbers
+    t = (X[:, 2] - 0.5 * X[:, 5] + 0.01 * torch.randn(400, generator=g)) * scale + offset
+    w, b, l2, v = fit_linear("regression", (X[:300], t[:300]), (X[300:], t[300:]), (1, 8), [1e-5, 1e-2])
+    pred = (X[300:] @ w.T + b).squeeze(-1)
+    r = torch.corrcoef(torch.stack([pred.double(), t[300:].double()]))[0, 1]
+    assert r > 0.95 and l2 == 1e-5, (r, l2)
+    assert v == pytest.approx(float(((pred - t[300:]) ** 2).mean()), rel=1e-3)  # its val loss in label units
+
+
 @pytest.mark.parametrize("task", ["pair", "reg"])
 def test_bi_tasks_train_and_step_0_is_the_bar(root, tiny_dir, task):
     """Epoch 0 is the fitted head on the untrained features; a run whose training never beats it on val

@@ -66,14 +66,17 @@ def _loss(task_type: str, X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: 
 def fit_linear(task_type: str, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
                shape: tuple[int, int], l2_grid: Sequence[float], iters: int = 200) -> tuple[torch.Tensor, torch.Tensor, float, float]:
     """(weight (out, d), bias (out,), chosen L2, its val loss): minimise the task loss on ``train`` plus
-    l2 * |W|^2 by L-BFGS for each strength of ``l2_grid``; keep the one with the lowest ``val`` loss."""
+    l2 * |W|^2 by L-BFGS for each strength of ``l2_grid``; keep the one with the lowest ``val`` loss. Regression
+    is fitted on standardised labels (the L2 in those units) and returned in label units."""
     best: tuple[torch.Tensor, torch.Tensor, float, float] | None = None
     X, y = train
+    mu, sd = 0.0, 1.0
+    if task_type == "regression":  # fitted in standard units: labels near 5e8 stalled L-BFGS at their mean (pearson 0)
+        mu, sd = float(y.float().mean()), float(y.float().std()) or 1.0
+        y, val = (y.float() - mu) / sd, (val[0], (val[1].float() - mu) / sd)
     for l2 in l2_grid:
         w = torch.zeros(shape, requires_grad=True)
         b = torch.zeros(shape[0], requires_grad=True)
-        if task_type == "regression":  # start at the mean label: a flat loss surface otherwise
-            b.data.fill_(float(y.float().mean()))
         opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=iters, line_search_fn="strong_wolfe")
 
         def closure() -> torch.Tensor:
@@ -88,7 +91,8 @@ def fit_linear(task_type: str, train: tuple[torch.Tensor, torch.Tensor], val: tu
         if best is None or v < best[3]:
             best = (w.detach(), b.detach(), float(l2), v)
     assert best is not None
-    return best
+    w, b, l2, v = best
+    return w * sd, b * sd + mu, l2, v * sd * sd  # back in label units
 
 
 def fit_heads(model: PromptedModel, tasks: Sequence[str], train: dict[str, Any], val: dict[str, Any], pad_id: int,
