@@ -219,6 +219,40 @@ def test_frozen_baseline_is_the_backbone_with_a_fitted_head_and_bi_similarity_is
         assert load_model(root / f"frozen-{want}/model")[2].pooling == want
 
 
+def test_labels_that_fall_as_the_cosine_rises_get_the_same_bar_and_train_toward_them(root, tiny_dir):
+    # regression (session 38): the bi head's map was forced increasing, so a distance-like label (high = unlike)
+    # got a frozen bar of -r pearson where the fitted map gives +r, and CoSENT trained the cosine against it
+    import random
+
+    from ptv2.training.driver import train
+
+    rng, words = random.Random(0), "cat dog sat mat ran sun red big old new".split()
+    rows = []
+    for i in range(120):
+        a = rng.sample(words, 4)
+        b = a[:rng.randint(0, 4)] + rng.sample(words, 4)
+        overlap = len(set(a) & set(b)) / len(set(a) | set(b))
+        rows.append((" ".join(a), " ".join(b), overlap))
+    task = {"type": "regression", "format": "tsv", "header": False, "columns": ["a", "b", "y"], "text_a": "{a}",
+            "text_b": "{b}", "label": "y", "metrics": ["pearson"], "files": {"train": "sim/train.tsv"},
+            "pair_encoding": "bi"}
+    (root / "sim").mkdir()
+    runs = {}
+    for sign in (1, -1):
+        (root / "sim/train.tsv").write_text("".join(f"{a}\t{b}\t{sign * y:.4f}\n" for a, b, y in rows))
+        cfg = config_from_dict({**tiny_params(root, tiny_dir, epochs={"ptv2": 1}), "tasks": {**BI_TASKS, "sim": task}})
+        runs[sign] = train(cfg, ["sim"], root / f"frozen{sign}", report_splits=(), frozen=True).metrics["val"]["sim"]
+    assert runs[1]["pearson"] > 20, runs  # the tiny model's cosine follows word overlap
+    assert runs[-1]["pearson"] == pytest.approx(runs[1]["pearson"], abs=1e-3), runs
+    model, _, _ = load_model(root / "frozen-1/model")
+    head = model.heads["sim"]
+    assert float(head.linear.weight) < 0  # the fitted map falls, and CoSENT ranks along it
+    cos = torch.tensor([0.9, 0.1, 0.5])
+    logits = head.linear.weight.reshape(()) * cos + head.linear.bias.reshape(())
+    along, against = torch.tensor([-0.9, -0.1, -0.5]), torch.tensor([0.9, 0.1, 0.5])
+    assert head.loss(logits, along, 5.0) < head.loss(logits, against, 5.0)
+
+
 def test_bi_tasks_export_serve_and_match_pytorch(root, tiny_dir):
     """A bundle with bi pair tasks beside cross ones: parity per pair, a served pair equals the PyTorch
     model's answer, a pair counts two encoder rows against max_rows, a mixed request equals single rows."""

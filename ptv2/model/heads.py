@@ -80,10 +80,11 @@ class Head(nn.Module):
         return y
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor, cosent_scale: float) -> torch.Tensor:
-        """The task's loss; a bi regression head trains the cosine's ranking (CoSENT) through its fixed map."""
+        """The task's loss; a bi regression head trains the cosine's ranking (CoSENT) through its fixed map: the
+        cosine itself, or its negative where the labels fall as it rises (a distance): the fitted map's sign."""
         if self.bi and self.task_type == "regression":
             w, b = self.linear.weight.reshape(()), self.linear.bias.reshape(())
-            return cosent((logits.float() - b) / w, labels.float(), cosent_scale)
+            return cosent((logits.float() - b) / w.abs(), labels.float(), cosent_scale)
         return task_loss(self.task_type, logits, labels)
 
 
