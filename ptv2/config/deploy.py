@@ -86,7 +86,7 @@ class ExportConfig:
         _check(len(self.parity_batch_sizes) >= 1 and all(1 <= b <= 1024 for b in self.parity_batch_sizes),
                "parity_batch_sizes", self.parity_batch_sizes, "a non-empty list of batch sizes in [1, 1024]")
         _check(len(self.parity_lengths) >= 1 and all(t >= 0 for t in self.parity_lengths), "parity_lengths",
-               self.parity_lengths, "a non-empty list of token counts >= 1 (0 = backbone.max_length)")
+               self.parity_lengths, "a non-empty list of token counts >= 0 (0 = backbone.max_length)")
 
 
 @dataclass(frozen=True)

@@ -113,8 +113,8 @@ def fit_heads(model: PromptedModel, tasks: Sequence[str], train: dict[str, Any],
         lin = head.linear
         grid = [0.0] if head.bi and head.task_type == "regression" else l2_grid  # 2 numbers: nothing to shrink
         w, b, l2, v = fit_linear(model.task_types[t], tr, va, tuple(lin.weight.shape), grid)
-        if head.bi and head.task_type == "regression" and abs(float(w.reshape(-1)[0])) < 1e-6:
-            w, b = torch.ones_like(w), torch.zeros_like(b)  # a flat map ranks nothing: the cosine itself
+        if head.bi and head.task_type == "regression" and float(w.reshape(-1)[0]) == 0.0:
+            w, b = torch.ones_like(w), torch.zeros_like(b)  # a flat map ranks nothing (the loss divides by |w|)
         with torch.no_grad():
             lin.weight.copy_(w.to(lin.weight.device))
             lin.bias.copy_(b.to(lin.bias.device))
