@@ -74,6 +74,7 @@ def test_mixed_batch_step_equals_the_row_weighted_sum_of_its_parts(root, tiny_di
     from ptv2.training.splits import encode
     from ptv2.training.build import head_spec
     from ptv2.model.heads import task_loss
+    from ptv2.training.units import label_sd
 
     cfg = _cfg(root, tiny_dir)
     data = {t: load_task_data(cfg, t) for t in ("sent", "reg")}
@@ -83,9 +84,11 @@ def test_mixed_batch_step_equals_the_row_weighted_sum_of_its_parts(root, tiny_di
     parts = [("sent", [0, 1, 2]), ("reg", [0])]
     coll = {t: Collator(tok.pad_token_id, model.task_types[t]) for t in train}
     expected = 0.0
+    sd = label_sd(model, train)  # a regression MSE counts in units of its labels' variance
+    assert sd["sent"] == 1.0 and sd["reg"] > 0.1
     for t, idx in parts:
         b = coll[t]([train[t].feats[j] for j in idx])
-        expected = expected + task_loss(model.task_types[t], model(b, t), b["labels"]) * len(idx) / 4
+        expected = expected + task_loss(model.task_types[t], model(b, t), b["labels"]) / sd[t] ** 2 * len(idx) / 4
     expected.backward()
     want = model.prompt.prefix.grad.clone()
     model.zero_grad()

@@ -2,7 +2,8 @@
 
 ``fit`` takes encoded splits per task and a *planner* that lists an epoch's batches as
 (task, row indices): single-task runs plan length-grouped batches of one task, multi-task runs
-plan a sampled mixture (ptv2.data.mixture). Only parameters with ``requires_grad`` reach AdamW.
+plan a sampled mixture (ptv2.data.mixture). Only parameters with ``requires_grad`` reach AdamW (a regression
+head's on its labels' scale: ptv2.training.units).
 Each epoch ends with an evaluation on the carved ``val`` split, the best model is saved, and a
 checkpoint lets a killed run resume to the same result.
 """
@@ -32,6 +33,7 @@ from ptv2.training.metrics import compute, scorer
 from ptv2.training.fingerprint import learning_rate
 from ptv2.training.probe import fit_heads
 from ptv2.training.splits import Split
+from ptv2.training.units import label_sd, param_groups
 from ptv2.training.speed import autocast, bf16_attention, bf16_speedup, compiled, use_bf16
 
 log = logging.getLogger(__name__)
@@ -120,8 +122,7 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     acc = make_device(cfg, multi_task=len(train) > 1)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate(cfg),
-                            weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, label_sd(model, train), learning_rate(cfg), cfg.weight_decay))
     steps_per_epoch = math.ceil(len(planner(torch.Generator().manual_seed(seed))) / cfg.grad_accum)
     sched = _schedule(opt, steps_per_epoch * epochs, cfg.warmup_ratio)
     model, opt = acc.prepare(model, opt)
@@ -198,6 +199,7 @@ def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], coll
                disable=not acc.is_main_process)
     core = acc.unwrap_model(model)
     rank, world = acc.process_index, acc.num_processes
+    var = {t: sd * sd for t, sd in label_sd(core, train).items()}  # an MSE in units of its labels' variance
     used: set[str] = set()  # tasks whose heads took part since the last optimizer step
     for i, parts in enumerate(bar):
         used |= {task for task, _ in parts}
@@ -209,7 +211,7 @@ def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], coll
             with autocast(acc.device, bf16):
                 logits = model(batch, task)
             # the row-weighted mean over the *global* batch: DDP averages gradients over ranks, hence * world
-            loss = core.loss(task, logits, batch["labels"], cfg.cosent_scale) * (n_mine / rows) * world
+            loss = core.loss(task, logits, batch["labels"], cfg.cosent_scale) / var[task] * (n_mine / rows) * world
             acc.backward(loss / cfg.grad_accum)
             loss_value += loss.item() / world
         if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(plan):
