@@ -168,7 +168,8 @@ def test_optimizer_uses_the_configured_methods_rate_even_when_the_model_trains_a
                                        lr={"lora": 0.5, "qlora": 0.0123}))
     seen = []
     real = torch.optim.AdamW
-    monkeypatch.setattr(loop.torch.optim, "AdamW", lambda groups, **kw: seen.append(groups[0]["lr"]) or real(groups, **kw))
+    monkeypatch.setattr(loop.torch.optim, "AdamW",
+                        lambda groups, **kw: seen.append(groups[0]["lr"]) or real(groups, **kw))
     as_qlora = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, method="qlora"))
     # what build.model_from_spec does for qlora off a GPU-less test: a LoRA model under the qlora config
     monkeypatch.setattr("ptv2.training.driver.check_device", lambda c: None)
@@ -192,7 +193,8 @@ def test_regression_training_does_not_depend_on_the_labels_scale(root, tiny_dir)
     import random
 
     rng = random.Random(0)
-    rows = [(k, " ".join(["good"] * k + ["the"] * (5 - k)), rng.random()) for k in (rng.randint(0, 5) for _ in range(150))]
+    rows = [(k, " ".join(["good"] * k + ["the"] * (5 - k)), rng.random())
+            for k in (rng.randint(0, 5) for _ in range(150))]
     task = {"type": "regression", "format": "tsv", "header": False, "columns": ["text", "y"], "text_a": "{text}",
             "label": "y", "metrics": ["pearson"], "files": {"train": "num/train.tsv"}}
     (root / "num").mkdir()
