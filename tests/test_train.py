@@ -148,6 +148,26 @@ def test_a_damaged_checkpoint_is_dropped_and_the_run_starts_fresh(root, tiny_dir
     assert [h["val_score"] for h in again.history] == pytest.approx([h["val_score"] for h in ref.history])
 
 
+def test_a_checkpoint_whose_optimizer_groups_do_not_fit_starts_fresh(root, tiny_dir, monkeypatch, caplog):
+    # regression (session 38): a regression head's parameters got AdamW groups of their own; a checkpoint saved
+    # with other groups (another version's) ended the resumed run in optimizer.load_state_dict's ValueError
+    from ptv2.training import loop as train_mod
+
+    cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 2, "finetune": 2}))
+    ref = train_task(cfg, "reg", root / "ref", report_splits=())
+    orig = train_mod._run_epoch
+    monkeypatch.setattr(train_mod, "_run_epoch", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):  # killed in epoch 1: the checkpoint holds step 0 and three groups
+        train_task(cfg, "reg", root / "part", report_splits=())
+    monkeypatch.setattr(train_mod, "_run_epoch", orig)
+    real = train_mod.param_groups
+    monkeypatch.setattr(train_mod, "param_groups", lambda core, sd, lr, wd: real(core, dict.fromkeys(sd, 1.0), lr, wd))
+    with caplog.at_level("WARNING", logger="ptv2.training.checkpoint"):
+        again = train_task(cfg, "reg", root / "part", report_splits=())
+    assert f"checkpoint {root / 'part/checkpoint'} does not fit this run's optimizer" in caplog.text
+    assert len(again.history) == len(ref.history) == 3
+
+
 def test_finetune_method_runs_same_loop(root, tiny_dir):
     cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1}, method="finetune"))
     run = train_task(cfg, "sent", root / "ft", report_splits=())

@@ -61,9 +61,14 @@ def resume(ck: Path, model: PromptedModel, opt, sched, fingerprint: str) -> dict
         log.warning("checkpoint %s %s; starting fresh", ck, why)
         shutil.rmtree(ck, ignore_errors=True)
         return fresh_state()
-    model.load_state_dict(load_file(str(ck / WEIGHTS)), strict=False)
     optim = torch.load(ck / OPTIM, weights_only=True)
-    opt.load_state_dict(optim["opt"])
+    try:  # before the model: a checkpoint that does not fit leaves nothing half-loaded
+        opt.load_state_dict(optim["opt"])
+    except ValueError as e:  # its parameter groups are another version's (a regression head's own group, session 38)
+        log.warning("checkpoint %s does not fit this run's optimizer (%s); starting fresh", ck, e)
+        shutil.rmtree(ck, ignore_errors=True)
+        return fresh_state()
+    model.load_state_dict(load_file(str(ck / WEIGHTS)), strict=False)
     sched.load_state_dict(optim["sched"])
     log.info("resumed from %s after epoch %d", ck, saved["state"]["epoch"])
     return saved["state"]
