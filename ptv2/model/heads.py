@@ -67,6 +67,11 @@ class Head(nn.Module):
             nn.init.zeros_(self.linear.bias)
             self.linear.requires_grad_(False)
 
+    @property
+    def mse(self) -> bool:
+        """Whether this head trains by MSE in label units (regression, not a bi head's CoSENT)."""
+        return self.task_type == "regression" and not self.bi
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """What the linear layer reads: x itself, or the pair features of a bi head ((2B, h) -> (B, d))."""
         return pair_features(x, self.task_type == "regression") if self.bi else x

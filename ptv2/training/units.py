@@ -22,8 +22,7 @@ def label_sd(core: PromptedModel, train: dict[str, Any]) -> dict[str, float]:
     ``train``: task -> an encoded split (``.ds``, the normalised rows)."""
     out = dict.fromkeys(train, 1.0)
     for t, split in train.items():
-        head = core.heads[t]
-        if head.task_type == "regression" and not head.bi and len(split.ds) > 1:
+        if core.heads[t].mse and len(split.ds) > 1:
             sd = float(torch.tensor(split.ds["label"], dtype=torch.float64).std())
             out[t] = sd if sd > 0 else 1.0
     return out
