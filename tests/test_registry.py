@@ -251,6 +251,38 @@ def test_the_gate_refuses_a_challenger_that_beats_the_trivial_baseline_but_not_t
                                       gate.GateData(**better), 0.05, 0.0, 2000).promoted
 
 
+def test_a_champion_promoted_by_another_pipeline_while_the_gate_compares_is_the_one_it_must_beat(store, caplog):
+    """Regression (session 39): two pipelines on one store (`dvc exp run --queue -j 2`, two clones on one tracking
+    server) each compared with the champion they read first; the last to finish took the alias, here from a better
+    model promoted while the gate ran (50 of 60 right replaced 60 of 60)."""
+    import fcntl
+    import logging
+
+    gold = [i % 2 for i in range(60)]
+    wrong = lambda k: [g if i < k else 1 - g for i, g in enumerate(gold)]  # noqa: E731
+    gate.register_and_gate(store, "ptv2-r", _run_with_model(store, "1"), "model", _data(45), 0.05, 0.0, 2000)
+    held = []
+
+    def champion_predictions(version):  # meanwhile, another pipeline's better model is promoted
+        lock = registry.gate_lock_path(store)
+        with open(lock, "a+") as f:  # this gate holds the store's lock while it compares: a local gate would wait
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not held:
+            held.append(registry.register_version(store, "ptv2-r", _run_with_model(store, "3"), "model", {}))
+            registry.set_alias(store, "ptv2-r", "champion", held[0])
+        return wrong(60) if version == held[0] else wrong(45)
+
+    data = dataclasses.replace(_data(50), champion_predictions=champion_predictions)
+    with caplog.at_level(logging.WARNING, logger="ptv2.release.gate"):
+        d = gate.register_and_gate(store, "ptv2-r", _run_with_model(store, "2"), "model", data, 0.05, 0.0, 2000)
+    assert not d.promoted and d.evidence.champion == 100.0, d.reason
+    assert registry.alias_version(store, "ptv2-r", "champion")[0] == held[0] == "3"
+    assert "the champion moved from v1 to v3 while this gate compared" in caplog.text
+    with open(registry.gate_lock_path(store), "a+") as f:  # released after the gate
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 def test_the_gate_says_when_the_version_it_judged_is_the_frozen_baseline(store, caplog):
     """Regression (session 37): the promote stage logged "ptv2-sent v2: promoted to champion (...)" for the frozen
     baseline as for a trained model: a reader took the served baseline for a trained model that had won."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ptv2.errors import TrackingError
 from ptv2.model.spec import FROZEN
 from ptv2.tracking import registry
 from ptv2.evidence import paired_permutation, scale_free
@@ -121,25 +122,46 @@ def register_and_gate(root: str | Path, name: str, run_id: str, artifact_path: s
                                                     standardize=std)[1])
              for name, pred in data.baselines.items()}
     ev = Evidence(data.metric, score(data.challenger), bases, parity_ok=parity_ok, test=test)
-    version = registry.register_version(root, name, run_id, artifact_path,
-                                        {"metric_name": data.metric, "metric": f"{ev.challenger:.6f}", **(tags or {})})
-    champ = registry.alias_version(root, name, "champion")
-    if champ is not None:
-        try:
-            preds = data.champion_predictions(champ[0])  # re-scored on today's dev examples
-        except ChampionUnfit as why:
-            ev = dataclasses.replace(ev, unfit=f"champion v{champ[0]} {why}")
-            log.warning("%s: %s; judged on the baselines alone", name, ev.unfit)
-        else:
-            _, p_champ = paired_permutation(data.score, data.gold, data.challenger, preds, margin, samples=samples,
-                                            standardize=std)
-            ev = dataclasses.replace(ev, champion=score(preds), p_champion=p_champ)
-    d = decide(ev, alpha)
-    registry.set_alias(root, name, "challenger", version)
-    if d.promoted:
-        registry.set_alias(root, name, "champion", version)
+    with registry.gate_lock(root):  # another pipeline's gate on this store waits (see _versus_champion)
+        version = registry.register_version(root, name, run_id, artifact_path,
+                                            {"metric_name": data.metric, "metric": f"{ev.challenger:.6f}", **(tags or {})})
+        ev = _versus_champion(root, name, data, ev, margin, samples)
+        d = decide(ev, alpha)
+        registry.set_alias(root, name, "challenger", version)
+        if d.promoted:
+            registry.set_alias(root, name, "champion", version)
     registry.tag_version(root, name, version, d.tags())
     what = " (the frozen baseline)" if (tags or {}).get("candidate") == FROZEN else ""  # else read as a trained one
     log.info("%s v%s%s: %s (%s)", name, version, what, "promoted to champion" if d.promoted else "not promoted",
              d.reason)
     return Decision(d.promoted, d.reason, ev, version)
+
+
+def _versus_champion(root: str | Path, name: str, data: GateData, ev: Evidence, margin: float,
+                     samples: int) -> Evidence:
+    """``ev`` with the champion's score and the p-value of "the challenger beats it" (unchanged: no champion). The
+    champion is read again after the comparison: on a tracking server, which no lock here covers, another
+    pipeline's gate may have moved it meanwhile, and the challenger is then compared with the new one."""
+    std = scale_free(data.metric)  # correlations: each model's predictions standardized before swapping
+    champ = registry.alias_version(root, name, "champion")
+    for _ in range(5):
+        if champ is None:
+            return ev
+        try:
+            preds = data.champion_predictions(champ[0])  # re-scored on today's dev examples
+        except ChampionUnfit as why:
+            scored = dataclasses.replace(ev, unfit=f"champion v{champ[0]} {why}")
+        else:
+            _, p_champ = paired_permutation(data.score, data.gold, data.challenger, preds, margin, samples=samples,
+                                            standardize=std)
+            scored = dataclasses.replace(ev, champion=data.score(preds, data.gold), p_champion=p_champ)
+        now = registry.alias_version(root, name, "champion")
+        if now is not None and now[0] == champ[0]:
+            if scored.unfit:
+                log.warning("%s: %s; judged on the baselines alone", name, scored.unfit)
+            return scored
+        log.warning("%s: the champion moved from v%s to %s while this gate compared (another pipeline on this "
+                    "store); comparing again", name, champ[0], f"v{now[0]}" if now else "none")
+        champ = now
+    raise TrackingError(f"{name}: the champion kept moving while this gate compared (other pipelines promoting on "
+                        f"this store); rerun the promote stage once they are done")

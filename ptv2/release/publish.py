@@ -64,8 +64,9 @@ def publish(cfg: Config, root: Path) -> dict[str, Any]:
     ``dropped``: the tasks the replaced version served that are no longer in ``adapt.tasks``; ``candidates``:
     what each task served is (trained, or the frozen baseline), for the report."""
     name = cfg.tracking.multitask_model
-    current = registry.alias_version(root, name, "champion")
-    out = _publish(cfg, root, current)
+    with registry.gate_lock(root):  # champions read and the alias moved with no other gate in between
+        current = registry.alias_version(root, name, "champion")
+        out = _publish(cfg, root, current)
     dropped = sorted(set(_served(current) if out["published"] else {}) - set(cfg.adapt.tasks))
     if dropped:  # its clients get 4xx from now on: say so
         log.warning("%s v%s no longer serves %s (not in adapt.tasks); still served by %s", name, out["version"],

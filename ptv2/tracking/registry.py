@@ -2,10 +2,12 @@
 Aliases and tags only: the stages API is deprecated since MLflow 2.9. The store it talks to: ``store``."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ptv2.errors import ArtifactError, ConfigError
 from ptv2.procenv import path_with_this_python
@@ -56,6 +58,41 @@ def alias_version(root: str | Path, model_name: str, alias: str) -> tuple[str, d
     except mlflow.exceptions.MlflowException:
         return None
     return str(v.version), dict(v.tags)
+
+
+def gate_lock_path(root: str | Path) -> Path | None:
+    """The lock file a gate holds on this project's store: beside a sqlite database (the default ``mlruns.db``, or
+    ``MLFLOW_TRACKING_URI=sqlite:///…``); None for a server or database no file here can lock."""
+    uri = tracking_uri(root)
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///"):])
+    return db.with_name(f"{db.name}.gate.lock")
+
+
+@contextlib.contextmanager
+def gate_lock(root: str | Path) -> Iterator[None]:
+    """Held while a gate reads the champion, compares and moves the aliases. Two pipelines on one store (`dvc exp
+    run --queue` with several jobs, two clones of a project) each compared with the same champion, and the last to
+    finish took the alias, even from a better model promoted meanwhile. On a server the gate re-reads the champion
+    before moving it instead (``release.gate``)."""
+    path = gate_lock_path(root)
+    if path is None:
+        yield
+        return
+    try:
+        f = open(path, "a+")
+    except OSError as e:
+        log.debug("no gate lock at %s (%s): the champion is re-read before it moves", path, e)
+        yield
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another gate on this store is deciding; waiting for it (%s)", path)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def set_alias(root: str | Path, model_name: str, alias: str, version: str) -> None:
