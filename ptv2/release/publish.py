@@ -150,7 +150,8 @@ def _register(cfg: Config, root: Path, bundle: Path, champs: dict[str, dict[str,
     uri = packaging.log_bundle_model(root, run_id, bundle, serving=cfg.serving)
     version = registry.register_version(root, name, run_id, uri, tags)
     registry.set_alias(root, name, "champion", version)
-    log.info("%s v%s: serves %s%s", name, version, ", ".join(f"{t} v{c['version']}" for t, c in used.items()),
-             f" (left out: {excluded})" if excluded else "")
+    log.info("%s v%s: serves %s%s; a server started from %s@champion answers with the version it found at "
+             "start until it is restarted", name, version, ", ".join(f"{t} v{c['version']}" for t, c in used.items()),
+             f" (left out: {excluded})" if excluded else "", name)
     return {"published": True, "version": version, "tasks": {t: c["version"] for t, c in used.items()},
             "excluded": excluded, "reason": "a champion or the serving config changed"}
