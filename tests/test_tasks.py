@@ -306,3 +306,27 @@ def test_a_row_with_a_null_or_missing_label_names_the_row_and_the_fix(root, bad)
     with pytest.raises(DataError, match=r"task 'pair', split 'train': row 7 has no label \('label' is missing or null; "
                                         r"1 such row\(s\)\): label every row of the split, or set tasks.pair.label"):
         load_task("pair", _spec("pair"), root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
+
+
+@pytest.mark.parametrize("name, label, values", [("pair", "meta.answer", ["yes", "no"]), ("reg", "meta.score", [1.5, 4]),
+                                                 ("mc", "meta.gold", [0, 1])])
+def test_a_label_in_a_nested_field_is_read_as_template_fields_are(tmp_path, name, label, values):
+    """Regression (session 39): templates read nested JSON fields (`{target.span1_text}`) but `label: meta.answer`
+    refused every row ("row 0 has no label ('meta.answer' is missing or null)", a fix already made). A key that
+    holds the dot itself still wins."""
+    import json
+
+    rows = [{"q": {"a": f"text {i % 2}", "b": "other"}, "c1": "x", "c2": "y", "meta": {label.split(".")[1]: values[i % 2]}}
+            for i in range(12)]
+    rows[0] = {**rows[0], label: values[0], "meta": {label.split(".")[1]: values[1]}}  # the dotted key itself
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    templates = {"choices": ["{c1}", "{c2}"]} if name == "mc" else {"text_b": "{q.b}"}
+    spec = _spec(name, format="jsonl", files={"train": "t.jsonl"}, text_a="{q.a}", label=label, **templates,
+                 **({"header": True, "columns": []} if name == "reg" else {}))
+    td = load_task(name, spec, tmp_path, seed=0, val_fraction=0.25, val_max=1000, max_train=0)
+    got = sorted(list(td.split("train")["label"]) + list(td.split("val")["label"]))
+    if name == "pair":  # labels ["no", "yes"]: ids
+        want = sorted([spec.labels.index(values[i % 2]) for i in range(12)])
+    else:
+        want = sorted(float(values[i % 2]) if name == "reg" else values[i % 2] for i in range(12))
+    assert got == want

@@ -53,18 +53,32 @@ class TaskData:
                             f"evaluate with the labels it was trained on")
 
 
+_MISSING = object()
+
+
+def field_value(row: dict[str, Any], path: str, missing: Any = None) -> Any:
+    """The value of field ``path`` in a row: the key itself where the row has it, else ``a.b`` read as nested
+    fields (SuperGLUE's ``target.span1_text``); ``missing`` where there is none."""
+    if path in row:
+        return row[path]
+    node: Any = row
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return missing
+        node = node[part]
+    return node
+
+
 def fill(template: str, row: dict[str, Any], task: str) -> str:
     """Fill ``{field}`` / ``{a.b}`` placeholders from a row."""
 
     def lookup(m: re.Match[str]) -> str:
-        node: Any = row
-        for part in m.group(1).split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise DataError(
-                    f"task {task!r}: template {template!r} names field {m.group(1)!r}, "
-                    f"but rows have fields {sorted(row)}; fix the template in params.yaml"
-                )
-            node = node[part]
+        node = field_value(row, m.group(1), _MISSING)
+        if node is _MISSING:
+            raise DataError(
+                f"task {task!r}: template {template!r} names field {m.group(1)!r}, "
+                f"but rows have fields {sorted(row)}; fix the template in params.yaml"
+            )
         if node is None or isinstance(node, (dict, list)):  # str() would train on "None" or "{'x': 1}"
             raise DataError(f"task {task!r}: field {m.group(1)!r} is {json.dumps(node)[:60]} in row "
                             f"{json.dumps(row)[:120]}; template fields must be text or numbers: fix the data")
@@ -159,17 +173,18 @@ def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], tas
         out["choices"] = [[fill(c, r, task) for c in spec.choices] for r in rows]
     else:
         out["text_b"] = [fill(spec.text_b, r, task) if spec.text_b else "" for r in rows]
-    missing = [i for i, r in enumerate(rows) if r.get(spec.label) is None]  # a null label read as the label 'None'
+    raw = [field_value(r, spec.label) for r in rows]  # `label: meta.label` reads a nested field, as templates do
+    missing = [i for i, y in enumerate(raw) if y is None]  # a null label read as the label 'None'
     if missing:
         raise DataError(f"task {task!r}, split {split!r}: row {missing[0]} has no label ({spec.label!r} is missing or "
                         f"null; {len(missing)} such row(s)): label every row of the split, or set tasks.{task}.label "
                         f"to the field that holds it")
     if t == "regression":
-        out["label"] = [_number(r[spec.label], i, task, split) for i, r in enumerate(rows)]
+        out["label"] = [_number(y, i, task, split) for i, y in enumerate(raw)]
     elif t == "multiple_choice":
-        out["label"] = [_choice(r[spec.label], i, len(spec.choices), task, split) for i, r in enumerate(rows)]
+        out["label"] = [_choice(y, i, len(spec.choices), task, split) for i, y in enumerate(raw)]
     else:
-        out["label"] = [_label_id(r[spec.label], labels, task, split) for r in rows]
+        out["label"] = [_label_id(y, labels, task, split) for y in raw]
     return out
 
 
