@@ -330,3 +330,18 @@ def test_a_label_in_a_nested_field_is_read_as_template_fields_are(tmp_path, name
     else:
         want = sorted(float(values[i % 2]) if name == "reg" else values[i % 2] for i in range(12))
     assert got == want
+
+
+def test_a_template_reads_a_list_item_by_its_index(tmp_path):
+    """A multiple-choice row that keeps its choices in a list (HellaSwag's `endings`): `{endings.1}` is its second
+    item; an index past the end names the field as any missing one does."""
+    import json
+
+    rows = [{"ctx": "the man", "endings": [f"end {i}", f"other {i}"], "label": i % 2} for i in range(8)]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = _spec("mc", files={"train": "t.jsonl"}, text_a="{ctx}", choices=["{endings.0}", "{endings.1}"])
+    td = load_task("mc", spec, tmp_path, seed=0, val_fraction=0.25, val_max=1000, max_train=0)
+    got = {tuple(c) for c in list(td.split("train")["choices"]) + list(td.split("val")["choices"])}
+    assert got == {(f"end {i}", f"other {i}") for i in range(8)}
+    with pytest.raises(DataError, match="names field 'endings.2'"):
+        fill("{endings.2}", rows[0], "mc")

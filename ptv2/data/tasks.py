@@ -58,14 +58,18 @@ _MISSING = object()
 
 def field_value(row: dict[str, Any], path: str, missing: Any = None) -> Any:
     """The value of field ``path`` in a row: the key itself where the row has it, else ``a.b`` read as nested
-    fields (SuperGLUE's ``target.span1_text``); ``missing`` where there is none."""
+    fields (SuperGLUE's ``target.span1_text``) and ``a.0`` as a list's first item (HellaSwag's ``endings.0``);
+    ``missing`` where there is none."""
     if path in row:
         return row[path]
     node: Any = row
     for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
             return missing
-        node = node[part]
     return node
 
 
