@@ -333,6 +333,20 @@ def test_an_adapted_task_without_a_dev_split_is_refused_by_the_prepare_stage(tmp
     assert (tmp_path / "prepare/tasks/mc.json").is_file()
 
 
+@pytest.mark.parametrize("where", ["import ptv2.stages.export", "import ptv2.stages; import torch"])
+def test_a_stage_interrupted_is_one_line(where):
+    """Regression (session 39): Ctrl-C in `dvc repro` reaches the running stage, which printed the traceback of
+    wherever it was (here, torch's import: "File .../torch/__init__.py ... KeyboardInterrupt"). It still fails, so
+    DVC stops there; other errors keep their traceback."""
+    code = f"{where}; raise KeyboardInterrupt"
+    r = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0, r.stderr
+    assert r.stderr.startswith("ptv2: stage interrupted (Ctrl-C)") and "Traceback" not in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-c", "import ptv2.stages; raise ValueError('kept')"], cwd=PROJECT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" in r.stderr and "ValueError: kept" in r.stderr
+
+
 def test_the_pipeline_entry_point_interrupted_is_one_line(monkeypatch, capsys):
     from ptv2.orchestration import dvc_graph
 

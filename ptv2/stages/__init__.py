@@ -1,1 +1,18 @@
 """One thin module per DVC stage (``python -m ptv2.stages.<name>``): parse, call the library, write outputs."""
+
+import sys
+
+_default_hook = sys.excepthook
+
+
+def _interrupted(kind, value, tb) -> None:  # noqa: ANN001 - sys.excepthook's signature
+    """Ctrl-C in `dvc repro` reaches every stage process: one line instead of the traceback of wherever it was
+    (an import, an epoch). The process still fails (by SIGINT, or exit 1), so DVC stops at that stage."""
+    if issubclass(kind, KeyboardInterrupt):
+        print("ptv2: stage interrupted (Ctrl-C); rerun `dvc repro` to go on: finished stages are kept and a "
+              "stopped training resumes from its checkpoint", file=sys.stderr)
+        return
+    _default_hook(kind, value, tb)
+
+
+sys.excepthook = _interrupted
