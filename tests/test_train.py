@@ -80,6 +80,30 @@ def test_killed_run_resumes_to_the_same_result(root, tiny_dir, monkeypatch):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
 
 
+def test_a_model_whose_backbone_files_changed_since_training_is_refused(root, tiny_dir, tmp_path):
+    """Regression (session 39): a model folder names its backbone and holds only its prompt and heads; weights
+    replaced behind that name (a backbone folder retrained in place, an upgraded package) loaded silently under
+    the old prompt, answering wrongly, and a finished run was reused as if trained on them. The spec records the
+    backbone files' sha256; loading checks it, and the run key holds it."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    bb = tmp_path / "backbone"
+    shutil.copytree(tiny_dir, bb)
+    cfg = config_from_dict(tiny_params(root, bb, epochs={"ptv2": 1, "finetune": 1}))
+    first = train_task(cfg, "sent", root / "out", report_splits=())
+    load_model(root / "out/model")  # unchanged: loads
+    weights = load_file(str(bb / "model.safetensors"))
+    name = sorted(weights)[0]
+    save_file({**weights, name: weights[name] + 0.5}, str(bb / "model.safetensors"))
+    with pytest.raises(ArtifactError, match=r"out/model: trained on backbone .*whose files have changed since"):
+        load_model(root / "out/model")
+    again = train_task(cfg, "sent", root / "out", report_splits=())  # not reused: trained on these weights
+    assert again.record["key"] != first.record["key"]
+    load_model(root / "out/model")
+
+
 @pytest.mark.parametrize("record", ["{not json", "[1, 2]", "null"])
 def test_a_finished_run_is_reused_unless_its_record_is_damaged(root, tiny_dir, caplog, record):
     """A finished run is reused (its model untouched); regression (session 35): a damaged metrics.json beside it

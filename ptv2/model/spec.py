@@ -53,6 +53,7 @@ class ModelSpec:
     trained_as: str = ""  # prefix_tuning is stored folded, as method ptv2
     mixture: dict[str, Any] = field(default_factory=dict)  # the pretraining mixture's description
     adapted_from: dict[str, str] = field(default_factory=dict)  # path + weights_sha256 of the start prompt
+    backbone_sha: str = ""  # sha256 of the backbone folder's files it was trained on ("" for a hub name)
 
     def with_tasks(self, tasks: dict[str, HeadSpec]) -> "ModelSpec":
         return dataclasses.replace(self, tasks=tasks)

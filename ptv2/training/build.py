@@ -15,6 +15,7 @@ from ptv2.model.backbone import BackboneUnavailable, load_backbone
 from ptv2.model.prompted import ADAPTERS, DEEP, MethodInputs, PromptedModel, ptuning_template
 from ptv2.model.spec import HeadSpec, ModelSpec
 from ptv2.training.artifacts import read_adapter
+from ptv2.training.fingerprint import backbone_sha
 
 
 def head_spec(cfg: Config, td: TaskData) -> HeadSpec:
@@ -29,7 +30,18 @@ def spec_from_config(cfg: Config, tasks: dict[str, HeadSpec], task_rank: int = 0
     return ModelSpec(method=cfg.train.method, backbone=b.name, pooling=b.pooling, normalize=b.normalize,
                      max_length=b.max_length,
                      head_dropout=cfg.train.head_dropout, prompt=cfg.prompt_for(list(tasks)), tasks=tasks,
-                     task_rank=task_rank)
+                     task_rank=task_rank, backbone_sha=backbone_sha(b.name))
+
+
+def check_backbone_files(spec: ModelSpec, path: str | Path) -> None:
+    """The backbone folder a saved model names still holds the files it was trained on; else one ArtifactError
+    (a prompt and heads trained on other weights answer wrongly, with nothing to show it). Not checked: a model
+    saved before this was recorded, or on a hub name."""
+    now = backbone_sha(spec.backbone) if spec.backbone_sha else ""
+    if now and now != spec.backbone_sha:
+        raise ArtifactError(f"{path}: trained on backbone {spec.backbone!r}, whose files have changed since (sha256 "
+                            f"{spec.backbone_sha[:12]} then, {now[:12]} now); retrain it on these weights "
+                            f"(`dvc repro --force`, or `ptv2 train`), or put the original backbone back")
 
 
 def method_inputs(spec: ModelSpec, tokenizer: Any, seed: int, total_steps: int,
@@ -124,6 +136,7 @@ def reusable_backbone(model: PromptedModel):
 def load_model(path: str | Path, backbone=None, tokenizer=None):
     """Rebuild (model, tokenizer, spec) from a saved folder; weights must match exactly."""
     state, spec = read_adapter(path)
+    check_backbone_files(spec, path)
     try:
         model, tokenizer = model_from_spec(spec, backbone, tokenizer)
     except BackboneUnavailable as e:  # "set backbone.name" cannot help: the folder names its own backbone
@@ -148,6 +161,7 @@ def check_pretrained(spec: ModelSpec, pre: ModelSpec, path: str | Path) -> None:
     method and prompt settings; else one ArtifactError naming the difference."""
     if pre.backbone != spec.backbone:
         raise ArtifactError(f"{path}: pretrained on backbone {pre.backbone!r}, but this run uses {spec.backbone!r}")
+    check_backbone_files(pre, path)
     if pre.method != spec.method:
         hint = " (a Prefix-Tuning prompt is stored folded: adapt it with method ptv2)" \
             if pre.trained_as == "prefix_tuning" else ""
@@ -187,7 +201,7 @@ def init_from_pretrained(model: PromptedModel, path: str | Path, task: str, init
 def _prompt_settings(spec: ModelSpec) -> dict[str, Any]:
     """The settings a pretrained prompt and its adaptation must share (not the heads, lineage or sequence length)."""
     skip = ("tasks", "task_rank", "trained_as", "mixture", "adapted_from", "head_dropout", "pooling", "max_length",
-            "prompt")
+            "prompt", "backbone_sha")  # the backbone's files: check_backbone_files
     top = {k: v for k, v in spec.to_dict().items() if k not in skip}
     # quiet_margin only shapes a start, which the pretrained weights replace
     return {**top, **{f"prompt.{k}": v for k, v in dataclasses.asdict(spec.prompt).items() if k != "quiet_margin"}}
