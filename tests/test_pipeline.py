@@ -334,6 +334,32 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert listing.returncode == 0 and "1" in versions <= {"1", "2"}, listing.stdout + listing.stderr  # the new store
 
 
+def test_backbone_weights_replaced_behind_the_same_name_retrain_what_was_trained_on_them(tmp_path, tiny_dir,
+                                                                                        monkeypatch, caplog):
+    """Regression (session 39): the backbone's files were no DVC dependency, so after weights were replaced
+    behind the same `backbone.name` (a folder retrained in place, an upgraded package) `dvc repro` found every
+    stage up to date. The prepare stage records the files' sha256 (outputs/prepare/backbone.json, a dep of the
+    training stages) and the pipeline's entry point reruns it when they changed."""
+    from safetensors.torch import load_file, save_file
+
+    from ptv2.orchestration.dvc_graph import reproduce
+
+    for k, v in pipeline_env().items():
+        monkeypatch.setenv(k, v)
+    bb = tmp_path / "backbone"
+    shutil.copytree(tiny_dir, bb)
+    root = make_repo(tmp_path / "repo", bb)
+    assert set(reproduce(root, ["pretrain"])) == {"prepare", "pretrain"}
+    assert reproduce(root, ["pretrain"]) == []  # nothing changed: nothing runs, the backbone hashed or not
+    weights = load_file(str(bb / "model.safetensors"))
+    name = sorted(weights)[0]
+    save_file({**weights, name: weights[name] + 0.5}, str(bb / "model.safetensors"))
+    with caplog.at_level("WARNING", logger="ptv2.orchestration.dvc_graph"):
+        assert set(reproduce(root, ["pretrain"])) == {"prepare", "pretrain"}
+    assert "its files changed since the last run" in caplog.text
+    assert reproduce(root, ["pretrain"]) == []
+
+
 @pytest.mark.slow  # 83 s; its pieces (LoRA adaptation, export, gate) have fast tests in test_multitask and test_onnx
 def test_pipeline_runs_a_lora_method_end_to_end(tmp_path, tiny_dir):
     """`train.method: lora` through the same DVC graph: a shared LoRA pretrained on the mixture, adapted

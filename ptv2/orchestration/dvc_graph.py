@@ -157,10 +157,30 @@ def reproduce(root: str | Path, targets: list[str] | None = None) -> list[str]:
     os.environ["PATH"] = path_with_this_python()  # the stages' `python` is ours, activated or not
     with pipeline_lock(root), contextlib.chdir(root):  # DVC resolves targets against the cwd
         with _repo(root) as repo:
-            stages = repo.reproduce(targets=targets or None)
-    ran = [s.addressing for s in stages]
+            stages = repo.reproduce(targets=["prepare"], force=True) if _backbone_changed(repo, cfg) else []
+            stages += repo.reproduce(targets=targets or None)
+    ran = list(dict.fromkeys(s.addressing for s in stages))
     log.info("dvc repro ran %d stage(s): %s", len(ran), ran or "nothing (up to date)")
     return ran
+
+
+def _backbone_changed(repo: Any, cfg: Any) -> bool:
+    """Whether the backbone's files differ from those the prepare stage last recorded (weights replaced behind
+    the same ``backbone.name``): no DVC dependency sees them, so the prepare stage is rerun first and the training
+    stages, which depend on its record, follow. False before any prepare (DVC runs it anyway)."""
+    from ptv2.backbone_files import BACKBONE_RECORD, backbone_sha
+
+    record = Path(repo.stage.collect("prepare")[0].outs[0].fs_path) / BACKBONE_RECORD
+    try:
+        then = json.loads(record.read_text())["files_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    now = backbone_sha(cfg.backbone.name)
+    if then == now:
+        return False
+    log.warning("backbone %r: its files changed since the last run (sha256 %s then, %s now); the prepare stage "
+                "reruns, then every stage trained on it", cfg.backbone.name, str(then)[:12], now[:12])
+    return True
 
 
 def stage_metrics(root: str | Path, stages: list[str]) -> dict[str, list[dict[str, Any]]]:

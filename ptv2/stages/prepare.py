@@ -1,11 +1,14 @@
 """DVC stage `prepare`: load and validate every task the pipeline uses; fail early on bad data.
 
 Writes one fingerprint file per task (row counts, label counts, sha256 of its files), so a change
-in one task's data reruns only the stages that depend on that task."""
+in one task's data reruns only the stages that depend on that task, and one of the backbone's files
+(``BACKBONE_RECORD``), which the training stages depend on: weights replaced behind the same name retrain them
+once this stage reruns (``orchestration.dvc_graph.reproduce`` reruns it when they changed)."""
 from __future__ import annotations
 
 import collections
 
+from ptv2.backbone_files import BACKBONE_RECORD, backbone_sha
 from ptv2.data.tasks import load_task_data
 from ptv2.errors import DataError
 from ptv2.files import sha256, write_json
@@ -29,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         if name in cfg.pretrain.tasks:
             mixture[name] = info["files"]
     write_json(args.out / "mixture.json", mixture)
+    write_json(args.out / BACKBONE_RECORD, {"name": cfg.backbone.name, "files_sha256": backbone_sha(cfg.backbone.name)})
 
 
 if __name__ == "__main__":

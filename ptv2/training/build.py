@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ptv2.backbone_files import backbone_sha
 from ptv2.config import Config
 from ptv2.data.collate import pad_rows
 from ptv2.data.tasks import TaskData
@@ -15,7 +16,6 @@ from ptv2.model.backbone import BackboneUnavailable, load_backbone
 from ptv2.model.prompted import ADAPTERS, DEEP, MethodInputs, PromptedModel, ptuning_template
 from ptv2.model.spec import HeadSpec, ModelSpec
 from ptv2.training.artifacts import read_adapter
-from ptv2.training.fingerprint import backbone_sha
 
 
 def head_spec(cfg: Config, td: TaskData) -> HeadSpec:

@@ -1,8 +1,8 @@
 """Run keys: what a training run depends on, so a finished run is reused and a stale one is not.
 
 A key covers the seed, data root, backbone (its settings and its files' bytes: ``backbone_sha``), prompt, the
-train settings of the run's own method
-(another method's learning rate does not invalidate it), the task specs and their files' bytes, the
+train settings of the run's own method (another method's learning rate does not invalidate it), the task specs
+and their files' bytes, the
 training code, the epochs this run trains, the mixture for pretraining, and for adaptation the start
 prompt's *weights* checksum (not its path: re-pretraining invalidates what was adapted from it).
 """
@@ -14,15 +14,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ptv2.backbone_files import backbone_sha
 from ptv2.config import Config, TrainConfig
 from ptv2.files import sha256
-from ptv2.model.backbone import resolve
 from ptv2.training.artifacts import weights_sha
-
-# what transformers reads from a backbone folder: config, weights (one file or shards), tokenizer and the
-# sentence-transformers module list; other files (README, ONNX or TF copies) do not change the model
-_READ = ("*.json", "*.txt", "*.model", "*.safetensors", "pytorch_model*.bin")
-_FILE_SHA: dict[tuple[str, int, int], str] = {}  # (path, size, mtime): one hash per file per process
 
 
 @functools.lru_cache(maxsize=1)
@@ -34,22 +29,6 @@ def code_sha() -> str:
         for f in sorted((root / pkg).glob("*.py")):
             h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:16]
-
-
-def backbone_sha(name: str) -> str:
-    """The sha256 of the files a backbone folder is loaded from (``backbone.name``, packaged names resolved), so
-    weights replaced behind the same name are told apart; "" for a hub name (its cache is the hub's business)."""
-    folder = Path(resolve(name))
-    if not folder.is_dir():
-        return ""
-    h = hashlib.sha256()
-    for f in sorted({f for pattern in _READ for f in folder.glob(pattern) if f.is_file()}):
-        st = f.stat()
-        key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
-        if key not in _FILE_SHA:
-            _FILE_SHA[key] = sha256(f)
-        h.update(f.name.encode() + _FILE_SHA[key].encode())
-    return h.hexdigest()
 
 
 def data_sha(cfg: Config, task: str) -> str:
