@@ -40,8 +40,9 @@ def check_backbone_files(spec: ModelSpec, path: str | Path) -> None:
     now = backbone_sha(spec.backbone) if spec.backbone_sha else ""
     if now and now != spec.backbone_sha:
         raise ArtifactError(f"{path}: trained on backbone {spec.backbone!r}, whose files have changed since (sha256 "
-                            f"{spec.backbone_sha[:12]} then, {now[:12]} now); retrain it on these weights "
-                            f"(`dvc repro --force`, or `ptv2 train`), or put the original backbone back")
+                            f"{spec.backbone_sha[:12]} then, {now[:12]} now); retrain it on these weights (the "
+                            f"pipeline's models: ./scripts/run.sh; your own: ptv2 train), or put the original "
+                            f"backbone back")
 
 
 def method_inputs(spec: ModelSpec, tokenizer: Any, seed: int, total_steps: int,
