@@ -102,7 +102,8 @@ def test_mixed_batch_step_equals_the_row_weighted_sum_of_its_parts(root, tiny_di
         def step(self): pass
         def zero_grad(self, set_to_none=True): pass
     model.train = lambda mode=True: model  # keep eval mode (dropout off) inside _run_epoch
-    _run_epoch(model, NoStep(), NoStep(), Acc(), [parts], train, coll, cfg.train, 1, 1, None, False)
+    _run_epoch(model, NoStep(), NoStep(), Acc(), [parts], train, coll, cfg.train, 1, 1, None, False,
+               {t: s * s for t, s in sd.items()})
     assert torch.allclose(model.prompt.prefix.grad, want, atol=1e-6)
 
 

@@ -20,6 +20,12 @@ _CHECKED: set[str] = set()
 REGISTRY_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks", "databricks-uc")
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file a ``sqlite:///…`` tracking URI names (relative to the working folder unless absolute);
+    None for any other store."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 def check_store(uri: str) -> None:
     """Fail fast, in one line, on a store MLflow would retry for minutes or answer with a raw traceback: an
     http(s) server that does not answer its health check within 3 s, or a sqlite file that is not a sound
@@ -41,8 +47,8 @@ def check_store(uri: str) -> None:
         except (urllib.error.URLError, OSError) as e:
             raise TrackingError(f"MLflow tracking server {uri} does not answer ({getattr(e, 'reason', e)}); start it, "
                                 f"or unset MLFLOW_TRACKING_URI to use the project's own store") from None
-    elif uri.startswith("sqlite:///"):
-        _check_sqlite(Path(uri[len("sqlite:///"):]))
+    elif (db := sqlite_file(uri)) is not None:
+        _check_sqlite(db)
     elif scheme.startswith("databricks"):
         _check_databricks(uri)
     elif scheme in ("postgresql", "mysql", "mssql"):

@@ -3,14 +3,16 @@ Aliases and tags only: the stages API is deprecated since MLflow 2.9. The store 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
 from ptv2.errors import ArtifactError, ConfigError
+from ptv2.files import file_lock
 from ptv2.procenv import path_with_this_python
+from ptv2.tracking.health import sqlite_file
 from ptv2.tracking.store import STORE_FOLDER, _mlflow, has_store, repo_root, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -63,11 +65,8 @@ def alias_version(root: str | Path, model_name: str, alias: str) -> tuple[str, d
 def gate_lock_path(root: str | Path) -> Path | None:
     """The lock file a gate holds on this project's store: beside a sqlite database (the default ``mlruns.db``, or
     ``MLFLOW_TRACKING_URI=sqlite:///…``); None for a server or database no file here can lock."""
-    uri = tracking_uri(root)
-    if not uri.startswith("sqlite:///"):
-        return None
-    db = Path(uri[len("sqlite:///"):])
-    return db.with_name(f"{db.name}.gate.lock")
+    db = sqlite_file(tracking_uri(root))
+    return None if db is None else db.with_name(f"{db.name}.gate.lock")
 
 
 @contextlib.contextmanager
@@ -77,21 +76,15 @@ def gate_lock(root: str | Path) -> Iterator[None]:
     finish took the alias, even from a better model promoted meanwhile. On a server the gate re-reads the champion
     before moving it instead (``release.gate``)."""
     path = gate_lock_path(root)
-    if path is None:
+    if path is None or not os.access(path.parent, os.W_OK):
         yield
         return
-    try:
-        f = open(path, "a+")
-    except OSError as e:
-        log.debug("no gate lock at %s (%s): the champion is re-read before it moves", path, e)
-        yield
-        return
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("another gate on this store is deciding; waiting for it (%s)", path)
-            fcntl.flock(f, fcntl.LOCK_EX)
+    with file_lock(path, wait=False) as mine:
+        if mine:
+            yield
+            return
+    log.info("another gate on this store is deciding; waiting for it (%s)", path)
+    with file_lock(path):
         yield
 
 

@@ -2,9 +2,8 @@
 
 A key covers the seed, data root, backbone (its settings and its files' bytes: ``backbone_sha``), prompt, the
 train settings of the run's own method (another method's learning rate does not invalidate it), the task specs
-and their files' bytes, the
-training code, the epochs this run trains, the mixture for pretraining, and for adaptation the start
-prompt's *weights* checksum (not its path: re-pretraining invalidates what was adapted from it).
+and their files' bytes, the training code, the epochs this run trains, the mixture for pretraining, and for
+adaptation the start prompt's *weights* checksum (not its path: re-pretraining invalidates what was adapted from it).
 """
 from __future__ import annotations
 

@@ -122,7 +122,8 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     acc = make_device(cfg, multi_task=len(train) > 1)
-    opt = torch.optim.AdamW(param_groups(model, label_sd(model, train), learning_rate(cfg), cfg.weight_decay))
+    sd = label_sd(model, train)
+    opt = torch.optim.AdamW(param_groups(model, sd, learning_rate(cfg), cfg.weight_decay))
     steps_per_epoch = math.ceil(len(planner(torch.Generator().manual_seed(seed))) / cfg.grad_accum)
     sched = _schedule(opt, steps_per_epoch * epochs, cfg.warmup_ratio)
     model, opt = acc.prepare(model, opt)
@@ -141,7 +142,8 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
         g = torch.Generator().manual_seed(seed * 1000 + epoch)
         torch.manual_seed(seed * 1000 + epoch)  # dropout: same stream after a resume
         with compiled(core.backbone, cfg.compile), bf16_attention(core.backbone, acc.device, bf16):
-            loss = _run_epoch(model, opt, sched, acc, planner(g), train, collators, cfg, epoch, epochs, on_log, bf16)
+            loss = _run_epoch(model, opt, sched, acc, planner(g), train, collators, cfg, epoch, epochs, on_log, bf16,
+                              {t: s * s for t, s in sd.items()})
         val_metrics, preds = _validate(core, val, pad_id, cfg.eval_batch_size, acc.device)
         score = score_of(val_metrics, main)
         p = _p_vs_step0(state, preds, val, cfg) if len(val) == 1 else None
@@ -192,14 +194,15 @@ def _log_processes(acc: Any, batch_size: int) -> None:
 
 
 def _run_epoch(model, opt, sched, acc, plan: Plan, train: dict[str, Split], collators, cfg: TrainConfig,
-               epoch: int, epochs: int, on_log, bf16: bool) -> float:
+               epoch: int, epochs: int, on_log, bf16: bool, var: dict[str, float]) -> float:
+    """One epoch of ``plan``; ``var``: task -> the variance its loss is divided by (an MSE in units of its labels'
+    variance, ``training.units``; 1 for the scale-free losses)."""
     model.train()
     total, n = 0.0, 0
     bar = tqdm(plan, desc=f"epoch {epoch}/{epochs}", leave=False, mininterval=1.0, dynamic_ncols=True,
                disable=not acc.is_main_process)
     core = acc.unwrap_model(model)
     rank, world = acc.process_index, acc.num_processes
-    var = {t: sd * sd for t, sd in label_sd(core, train).items()}  # an MSE in units of its labels' variance
     used: set[str] = set()  # tasks whose heads took part since the last optimizer step
     for i, parts in enumerate(bar):
         used |= {task for task, _ in parts}
