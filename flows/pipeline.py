@@ -111,7 +111,8 @@ def _fan_out(root: str, cfg: Config, tasks: list[str]) -> list[str]:
     f = cfg.flows
     service = tracking_server(root, cfg.tracking.experiment) if len(todo) > 1 else contextlib.nullcontext(None)
     with service as uri:
-        env = {"MLFLOW_TRACKING_URI": uri} if uri else {}
+        # the stages' store (and registry: a user's MLFLOW_REGISTRY_URI, if any, named the same store) is the server
+        env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri} if uri else {}
         one = _retrying(root, stage_on_worker)
         futures = {s: one.submit(root, s, f.threads_per_worker, env) for s in todo}
         done, failed = [], {}

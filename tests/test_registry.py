@@ -324,9 +324,37 @@ def test_two_projects_in_one_process_keep_their_own_stores(tmp_path, monkeypatch
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     tracking.init_store(a, "t")
-    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
     tracking.init_store(b, "t")
     assert (a / "mlruns.db").is_file() and (b / "mlruns.db").is_file()
+
+
+def test_mlflows_environment_cannot_take_the_runs_or_models_elsewhere(store, monkeypatch, caplog):
+    """Regression: with MLFLOW_REGISTRY_URI set (say, another project's store) `ptv2 registry` read, and the gate
+    registered into, that store (creating it) while the runs went to this one; with MLFLOW_RUN_ID set (a user's
+    run, or `mlflow run`'s) every stage resumed that run, the second refused with "Changing param values"."""
+    import mlflow
+
+    from ptv2.errors import TrackingError
+
+    first = _run_with_model(store, "a")
+    monkeypatch.setenv("MLFLOW_RUN_ID", first)
+    with caplog.at_level("WARNING"):
+        second = _run_with_model(store, "b")
+    assert second != first and f"MLFLOW_RUN_ID={first} is ignored" in caplog.text
+    other = store / "other.db"
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{other}")
+    with pytest.raises(TrackingError, match="MLFLOW_REGISTRY_URI .*other.db.* is not the tracking store"):
+        registry.register_version(store, "m", second, "model", {})
+    with pytest.raises(TrackingError, match="unset MLFLOW_REGISTRY_URI"):
+        tracking.check_tracking(store)  # what stages check before their work
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", tracking.tracking_uri(store))  # the same store: fine
+    assert registry.register_version(store, "m", second, "model", {}) == "1"
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI")
+    mlflow.set_registry_uri(f"sqlite:///{other}")  # another library in this process (MLflow exports it too)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI")
+    assert registry.register_version(store, "m", second, "model", {}) == "2"
+    assert not other.exists()
 
 
 def test_a_constant_regression_baseline_scores_zero_not_nan():

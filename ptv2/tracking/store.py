@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ptv2.errors import TrackingError
 from ptv2.tracking.health import check_store
 
 STORE_DB = "mlruns.db"  # the project's own tracking store (sqlite), in its folder
 STORE_FOLDER = "mlartifacts"  # the project's own artifact store, beside STORE_DB
+log = logging.getLogger(__name__)
 _FOLLOWED: set[str] = set()  # projects whose store was checked for a move (``_follow_move``)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -57,21 +60,41 @@ def check_tracking(root: str | Path) -> None:
     """The store this project logs to can take runs and registered models; else one TrackingError line (callers
     that log only at the end check first, not after their work)."""
     check_store(tracking_uri(root))
+    _check_environment(tracking_uri(root))
+
+
+def _check_environment(uri: str) -> None:
+    """MLflow reads two more variables than the tracking URI that would take ptv2's runs and models elsewhere:
+    ``MLFLOW_REGISTRY_URI`` (models registered, and champions read, in another store than the runs the gate
+    compares: one line naming the fix) and ``MLFLOW_RUN_ID`` (a user's or ``mlflow run``'s run, which every stage
+    would resume and log into: ignored with a warning, each stage logs a run of its own)."""
+    registry = os.environ.get("MLFLOW_REGISTRY_URI")
+    if registry and registry != uri:
+        raise TrackingError(f"MLFLOW_REGISTRY_URI {registry!r} is not the tracking store {uri!r}: ptv2 registers and "
+                            f"gates models in the store that holds their runs; unset MLFLOW_REGISTRY_URI, or point "
+                            f"MLFLOW_TRACKING_URI at that store too")
+    if run_id := os.environ.pop("MLFLOW_RUN_ID", None):
+        log.warning("MLFLOW_RUN_ID=%s is ignored: ptv2 logs each stage and command in a run of its own", run_id)
 
 
 def _mlflow(root: str | Path):
     import mlflow
 
-    user = os.environ.get("MLFLOW_TRACKING_URI")
-    check_store(tracking_uri(root))
-    mlflow.set_tracking_uri(tracking_uri(root))
-    # MLflow 3 exports the URI to the environment; a later call for another project (or a stage it
+    uri = tracking_uri(root)
+    user = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    check_store(uri)
+    _check_environment(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # not a registry URI another library set in this process
+    # MLflow 3 exports both URIs to the environment; a later call for another project (or a stage it
     # spawns) would then silently log into this one's store. Keep the environment as the user set it.
-    if user is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    for k, v in user.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    if user["MLFLOW_TRACKING_URI"] is None:
         _follow_move(root)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = user
     return mlflow
 
 
@@ -137,7 +160,6 @@ def _follow_move(root: str | Path) -> None:
     the old folder: new runs and logged models would write there (recreating a moved folder, or into the
     original of a copy). Point them at this project's own store (the registry reads older versions' files from
     here too: ``registry.version_files``). Once per process and project."""
-    import logging
     import sqlite3
 
     here, db = (repo_root(root) / STORE_FOLDER).as_uri(), repo_root(root) / STORE_DB
@@ -154,8 +176,8 @@ def _follow_move(root: str | Path) -> None:
     except sqlite3.OperationalError:  # a store MLflow has not created its tables in yet
         return
     if old:
-        logging.getLogger(__name__).warning("the project's store logged artifacts to %s (the project was moved or "
-                                            "copied); from now on to %s", ", ".join(sorted(set(old))), here)
+        log.warning("the project's store logged artifacts to %s (the project was moved or copied); from now on "
+                    "to %s", ", ".join(sorted(set(old))), here)
 
 
 def lineage_tags(root: str | Path, stage: str) -> dict[str, str]:
