@@ -345,3 +345,22 @@ def test_a_template_reads_a_list_item_by_its_index(tmp_path):
     assert got == {(f"end {i}", f"other {i}") for i in range(8)}
     with pytest.raises(DataError, match="names field 'endings.2'"):
         fill("{endings.2}", rows[0], "mc")
+
+
+@pytest.mark.parametrize("labels", [["false", "true"], ["False", "True"], [False, True]])
+def test_json_boolean_labels_match_labels_spelled_as_the_file_or_as_python_does(tmp_path, labels):
+    """Regression: a JSONL file labelled `true` / `false` (SuperGLUE's WSC, BoolQ) read as 'True' / 'False', so
+    `labels: ["false", "true"]`, spelt as the file spells them, refused every row ("unknown label 'True'; known
+    labels ['false', 'true']"); the Python spelling (as params.yaml's wsc) and YAML booleans still work."""
+    import json
+
+    rows = [{"a": f"text {i}", "b": "other", "label": i % 3 == 0} for i in range(12)]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = _spec("pair", format="jsonl", files={"train": "t.jsonl"}, text_a="{a}", text_b="{b}", labels=labels)
+    td = load_task("pair", spec, tmp_path, seed=0, val_fraction=0.25, val_max=1000, max_train=0)
+    got = sorted(list(td.split("train")["label"]) + list(td.split("val")["label"]))
+    assert got == sorted(int(i % 3 == 0) for i in range(12))
+    rows[5]["label"] = "yes"  # a string that is no boolean is still unknown
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"unknown label 'yes'"):
+        load_task("pair", spec, tmp_path, seed=0, val_fraction=0.25, val_max=1000, max_train=0)

@@ -106,6 +106,8 @@ def _raw_rows(spec: TaskSpec, root: Path, split: str) -> list[dict[str, Any]]:
 
 def _label_id(value: Any, labels: list[str], task: str, split: str) -> int:
     key = str(value)
+    if isinstance(value, bool) and key not in labels:  # a JSON true / false: labels may spell it as the file does
+        key = key.lower()
     if key not in labels:
         raise DataError(
             f"task {task!r}, split {split!r}: unknown label {key!r}; known labels {labels}. "
