@@ -94,11 +94,24 @@ def adapt(root: str = str(ROOT), tasks: list[str] | None = None) -> list[str]:
     record the finished ones in dvc.lock. With several workers MLflow goes through a tracking server. A
     failed stage leaves the others recorded and is the only one rerun next time."""
     cfg = load_config(Path(root) / "params.yaml")
+    tasks = adapted_tasks(cfg, tasks)
     ran = _retrying(root)(root, ["pretrain"])
     # held from the stale check to the last record: a `dvc repro` started meanwhile ran the same stages into the
     # same folders (the second writer refused, its run failed); it now waits, as for another pipeline run
     with pipeline_lock(root):
-        return ran + _fan_out(root, cfg, tasks or cfg.adapt.tasks)
+        return ran + _fan_out(root, cfg, tasks)
+
+
+def adapted_tasks(cfg: Config, tasks: list[str] | None) -> list[str]:
+    """The adapt flow's ``tasks`` parameter (a deployment's, the Prefect UI's, a caller's), each once; none: all of
+    ``adapt.tasks``. Another name was DVC's NoOutputOrStageError traceback (only adapted tasks have stages)."""
+    if not tasks:
+        return cfg.adapt.tasks
+    unknown = [t for t in tasks if t not in cfg.adapt.tasks]
+    if unknown:
+        raise ConfigError(f"the adapt flow's tasks {unknown} are not adapted tasks: name tasks of params.yaml's "
+                          f"adapt.tasks {cfg.adapt.tasks}, or add them there")
+    return list(dict.fromkeys(tasks))  # twice: both stages would run at once into one folder
 
 
 def _fan_out(root: str, cfg: Config, tasks: list[str]) -> list[str]:

@@ -460,3 +460,25 @@ def test_a_local_ray_reports_to_the_flows_server(prefect_harness, monkeypatch):
     with temporary_settings(restore_defaults={PREFECT_API_URL}), task_runner(flows):
         seen = ray.get(ray.remote(lambda: os.environ.get("PREFECT_API_URL")).remote())
     assert seen == SubprocessASGIServer().api_url
+
+
+def test_the_adapt_flows_tasks_parameter_names_adapted_tasks(tmp_path, tiny_dir):
+    """Regression: the adapt flow started with a task that is not adapted (a deployment's parameter, typed in the
+    Prefect UI) ended in DVC's NoOutputOrStageError traceback ('adapt@nope' does not exist); a task named twice
+    was run twice at once, into one folder."""
+    import pytest
+
+    from flows.pipeline import adapt
+    from ptv2.config import load_config
+    from ptv2.errors import ConfigError
+
+    root = _repo(tmp_path / "p", tiny_dir)
+    with pytest.raises(ConfigError, match=r"the adapt flow's tasks \['nope'\] are not adapted tasks: name tasks of "
+                                          r"params.yaml's adapt.tasks \['sent', 'pair'\]"):
+        adapt.fn(str(root), ["sent", "nope"])  # before any stage runs
+    assert not (root / "outputs").exists()
+    from flows.pipeline import adapted_tasks
+
+    cfg = load_config(root / "params.yaml")
+    assert adapted_tasks(cfg, ["pair", "sent", "pair"]) == ["pair", "sent"]
+    assert adapted_tasks(cfg, None) == adapted_tasks(cfg, []) == ["sent", "pair"]
