@@ -161,6 +161,23 @@ def _check_scheduler(address: str) -> None:
                           f"cluster") from None
 
 
+def check_prefect_api(url: str, fix: str) -> None:
+    """The Prefect API at ``url`` (PREFECT_API_URL, from the environment or a Prefect profile) answers, else one
+    ConfigError naming ``fix``: an unreachable one was httpx's ConnectError traceback (flows/serve.py) or
+    Prefect's "Failed to reach API" traceback (flows/run.py). Any HTTP answer counts (Prefect Cloud asks for its
+    key)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url.rstrip("/") + "/health", timeout=10).close()
+    except urllib.error.HTTPError:
+        return
+    except (OSError, ValueError) as e:
+        why = getattr(e, "reason", None) or e
+        raise ConfigError(f"no Prefect server answers at PREFECT_API_URL = {url!r} ({why}): {fix}") from None
+
+
 def flow_api_url() -> str | None:
     """The Prefect API the running flow reports to: PREFECT_API_URL, else the temporary server Prefect started
     for it (None before one started)."""

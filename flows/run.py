@@ -13,7 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.pipeline import ROOT, configured_adapt, pipeline, pretrain, retrain, task_runner  # noqa: E402
+from prefect.settings import PREFECT_API_URL  # noqa: E402
+
+from flows.pipeline import (ROOT, check_prefect_api, configured_adapt, pipeline, pretrain, retrain,  # noqa: E402
+                            task_runner)
 from ptv2.config import load_config  # noqa: E402
 from ptv2.errors import exit_2_on_user_error  # noqa: E402
 from ptv2.orchestration.dvc_graph import check_data_root, check_project, check_remote  # noqa: E402
@@ -36,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
             task_runner(cfg.flows)
         if args.flow == "retrain":
             check_remote(root, cfg.flows.dvc_remote)
+        if url := PREFECT_API_URL.value():  # a server of the user's (else Prefect starts a temporary one)
+            check_prefect_api(url, "start it (prefect server start), fix the URL, or unset PREFECT_API_URL to run "
+                                   "on a temporary local server")
     return entry_point(lambda: FLOWS[args.flow](str(root)))  # a failure is one line, as scripts/run.sh gives it
 
 

@@ -15,7 +15,7 @@ from prefect import serve  # noqa: E402
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy  # noqa: E402
 from prefect.schedules import Cron  # noqa: E402
 
-from flows.pipeline import ROOT, retrain  # noqa: E402
+from flows.pipeline import ROOT, check_prefect_api, retrain  # noqa: E402
 from ptv2.config import load_config  # noqa: E402
 from ptv2.errors import ConfigError, exit_2_on_user_error  # noqa: E402
 from ptv2.orchestration.dvc_graph import check_remote  # noqa: E402
@@ -48,23 +48,12 @@ def retrain_deployment(root: Path = ROOT, cron: str | None = None):
 
 def check_prefect_server(url: str | None) -> None:
     """A schedule needs a Prefect server of its own at ``url`` (PREFECT_API_URL) that answers: without one
-    Prefect starts a temporary server that runs no scheduler (the cron never fires, silently); an unreachable
-    one was httpx's ConnectError traceback. Any HTTP answer counts (a Prefect Cloud URL asks for its key)."""
-    import urllib.error
-    import urllib.request
-
+    Prefect starts a temporary server that runs no scheduler (the cron never fires, silently)."""
     if not url:
         raise ConfigError("a schedule needs a Prefect server: run `prefect server start` and export "
                           "PREFECT_API_URL=http://127.0.0.1:4200/api (without it Prefect starts a temporary server "
                           "that runs no scheduler, so the cron would never fire)")
-    try:
-        urllib.request.urlopen(url.rstrip("/") + "/health", timeout=10).close()
-    except urllib.error.HTTPError:
-        return
-    except (OSError, ValueError) as e:
-        why = getattr(e, "reason", None) or e
-        raise ConfigError(f"no Prefect server answers at PREFECT_API_URL = {url!r} ({why}): start it (prefect "
-                          f"server start) or fix the URL") from None
+    check_prefect_api(url, "start it (prefect server start) or fix the URL")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,11 @@ def test_a_flow_from_the_command_line_checks_the_project_before_prefect(tmp_path
                          (["--root", str(outside / "no-git")], "no-git is not in a git work tree"),
                          (["train"], "invalid choice: 'train'"),
                          (["--root", str(tmp_path / "ok"), "PTV2_CLUSTER=tcp://127.0.0.1:1"],
-                          "no Dask scheduler answers at $PTV2_CLUSTER = 'tcp://127.0.0.1:1' (Connection refused)")):
+                          "no Dask scheduler answers at $PTV2_CLUSTER = 'tcp://127.0.0.1:1' (Connection refused)"),
+                         # a Prefect server of the user's that is down: Prefect's "Failed to reach API" traceback
+                         (["pretrain", "--root", str(tmp_path / "ok"), "PREFECT_API_URL=http://127.0.0.1:1/api"],
+                          "no Prefect server answers at PREFECT_API_URL = 'http://127.0.0.1:1/api' ([Errno 111] "
+                          "Connection refused): start it (prefect server start), fix the URL, or unset")):
         extra = dict(a.split("=", 1) for a in args if "=" in a)
         r = subprocess.run([sys.executable, str(PROJECT / "flows/run.py"), *[a for a in args if "=" not in a]],
                            capture_output=True, text=True, env={**env, **extra}, timeout=120)
