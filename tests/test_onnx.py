@@ -130,6 +130,34 @@ def test_int8_bundle_runs_and_is_close(trained):
     assert r["max_abs_diff"] < 1.0  # int8 drifts; its real check is dev accuracy
 
 
+def test_int8_on_a_cpu_whose_int8_products_saturate_runs_exact_products(trained, monkeypatch):
+    """x86 CPUs without VNNI clamp the int8 encoder's pair sums to 16 bits (onnxruntime's U8S8 kernels): a bundle
+    whose int8 was checked at export on a VNNI CPU answered otherwise there, unchecked. Those hosts now get
+    onnxruntime's exact U8U8 products, which change no answer (here: the same scores)."""
+    from ptv2.serving import bundle as mod
+
+    flags = "flags : fpu sse4_1 avx2 avx512f avx512bw"
+    assert mod.saturating_int8("x86_64", flags) and mod.saturating_int8("AMD64", "")
+    assert not mod.saturating_int8("x86_64", flags + " avx512_vnni") and not mod.saturating_int8("x86_64", "avx_vnni")
+    assert not mod.saturating_int8("x86_64", "amx_int8") and not mod.saturating_int8("aarch64", flags)
+    rows = [{"task": "sent", "text": t} for t in ("good film", "the plot was awful", "a movie")]
+    rows += [{"task": "reg", "text": "the cat", "text_pair": "a dog"}]
+    def option(b):
+        try:
+            return b.session.get_session_options().get_session_config_entry("session.x64quantprecision")
+        except RuntimeError:  # onnxruntime: no such entry
+            return None
+
+    monkeypatch.setattr(mod, "saturating_int8", lambda: False)
+    plain = Bundle(trained[3], int8=True)
+    monkeypatch.setattr(mod, "saturating_int8", lambda: True)
+    exact, fp32 = Bundle(trained[3], int8=True), Bundle(trained[3])
+    assert option(exact) == "1" and option(plain) is None
+    assert option(fp32) is None  # no int8 product to fix
+    got, want = exact.predict(rows), plain.predict(rows)
+    assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], abs=1e-6)
+
+
 def test_tampered_or_truncated_bundle_is_refused(trained, tmp_path):
     import shutil
 
