@@ -379,7 +379,7 @@ def test_a_registered_version_whose_artifacts_are_gone_is_one_clear_error(store,
     v = registry.register_version(store, "ptv2-gone", _run_with_model(store, "1"), "model", {})
     assert (registry.download_version(store, "ptv2-gone", v, tmp_path / "ok") / "w.txt").read_text() == "1"
     shutil.rmtree(store / "mlartifacts")  # the artifact store lost the files; the registry still lists them
-    with pytest.raises(ArtifactError, match=r"models:/ptv2-gone/1 cannot be downloaded .*dvc repro promote"):
+    with pytest.raises(ArtifactError, match=r"models:/ptv2-gone/1 cannot be downloaded .*dvc repro --force promote@"):
         registry.download_version(store, "ptv2-gone", v, tmp_path / "again")
 
 

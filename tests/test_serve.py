@@ -457,3 +457,32 @@ def test_a_champion_damaged_in_the_store_is_not_compared_and_publishing_it_is_on
     with pytest.raises(ArtifactError, match=rf"models:/ptv2-sent/{new}: its registered bundle fails its check "
                                             r"\(encoder.onnx fails its sha256 check.*restore them"):
         publish(cfg, store_root)
+
+
+def test_a_champion_whose_files_are_gone_or_that_is_no_ptv2_model_is_not_compared(trained, published, tmp_path):
+    """Regression: a champion whose files were deleted from the artifact store, or a model registered by hand and
+    given @champion in MLflow's UI, stopped every later promote stage of the task ("cannot be downloaded …;
+    register the task again (`dvc repro promote@<task>`)", which met the same line again). As a damaged one, it is
+    now not compared: the challenger is judged on the baselines."""
+    import shutil
+
+    from ptv2.data.tasks import load_task_data
+    from ptv2.release.gate import ChampionUnfit
+    from ptv2.release.promotion import _champion_predictions
+    from ptv2.tracking import registry
+
+    store_root, cfg = published
+    td = load_task_data(cfg, "sent")
+    gone = register(store_root, cfg, trained[0] / "sent", "sent")
+    shutil.rmtree(_stored(store_root, "ptv2-sent", gone))
+    with pytest.raises(ChampionUnfit, match=r"cannot be downloaded \(its artifact folder is gone or empty\)"):
+        _champion_predictions(cfg, store_root, "sent", td)(gone)
+    mlflow = registry._mlflow(store_root)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "weights.txt").write_text("not a ptv2 model")
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(tmp_path / "m"), "model")
+    foreign = mlflow.MlflowClient().create_model_version("ptv2-sent", f"{run.info.artifact_uri}/model",
+                                                         run.info.run_id).version
+    with pytest.raises(ChampionUnfit, match=r"is not a ptv2 bundle model \(its MLmodel names no 'bundle' artifact\)"):
+        _champion_predictions(cfg, store_root, "sent", td)(str(foreign))

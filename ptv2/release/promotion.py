@@ -60,8 +60,8 @@ def _champion_predictions(cfg: Config, root: Path, task: str, td: TaskData) -> C
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 champion = Bundle(registry.download_bundle(root, name, version, tmp))
-            except registry.DamagedBundle as e:  # it cannot be scored: the challenger may replace it on the baselines
-                return f"is damaged in the artifact store ({e.reason})"
+            except registry.UnreadableVersion as e:  # it cannot be scored: the challenger may replace it on the
+                return e.why                               # baselines (damaged, files gone, registered by hand)
             was = champion.specs[task]
             if change := form_change(was, td.spec):
                 return change

@@ -139,8 +139,8 @@ def download_version(root: str | Path, model_name: str, version: str, dst: str |
             return got
     except (mlflow.exceptions.MlflowException, OSError) as e:  # a deleted version or artifact folder
         why = str(e).splitlines()[0][:200]
-    raise ArtifactError(f"models:/{model_name}/{version} cannot be downloaded ({why}); register the task "
-                        f"again (`dvc repro promote@<task>`)")
+    raise UnreadableVersion(f"models:/{model_name}/{version} cannot be downloaded ({why}); register the task "
+                            f"again (`dvc repro --force promote@<task>`)", f"cannot be downloaded ({why})")
 
 
 def download_bundle(root: str | Path, model_name: str, version: str, dst: str | Path) -> Path:
@@ -169,8 +169,9 @@ def _bundle_flavor(path: Path, model_name: str, version: str) -> tuple[str, dict
         flavor = yaml.safe_load((path / "MLmodel").read_text())["flavors"]["python_function"]
         return flavor["artifacts"][BUNDLE]["path"], flavor.get(MODEL_CONFIG)
     except (OSError, KeyError, TypeError, yaml.YAMLError):
-        raise ArtifactError(f"{model_name} v{version}: not a ptv2 bundle model (its MLmodel names no {BUNDLE!r} "
-                            f"artifact); register models with the promote stage") from None
+        raise UnreadableVersion(f"{model_name} v{version}: not a ptv2 bundle model (its MLmodel names no {BUNDLE!r} "
+                                f"artifact); register models with the promote stage",
+                                f"is not a ptv2 bundle model (its MLmodel names no {BUNDLE!r} artifact)") from None
 
 
 def list_versions(root: str | Path, prefix: str = "") -> list[dict[str, Any]]:
@@ -271,13 +272,18 @@ def fetch_bundle(root: str | Path, uri: str, dst: str | Path) -> tuple[Path, dic
     return _checked_download(root, name, version, dst, f"{uri} ({name} v{version})")
 
 
-class DamagedBundle(ArtifactError):
-    """A registered version whose bundle fails its manifest check (files changed in the artifact store);
-    ``reason``: the check's own words."""
+class UnreadableVersion(ArtifactError):
+    """A registered version that cannot be served as registered: its files gone from the artifact store, no ptv2
+    bundle (registered by hand), or a bundle that fails its manifest (``DamagedBundle``); ``why``: that, as a
+    phrase ("is damaged in the artifact store (…)")."""
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, why: str) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.why = why
+
+
+class DamagedBundle(UnreadableVersion):
+    """A registered version whose bundle fails its manifest check (files changed in the artifact store)."""
 
 
 def _check_bundle(bundle: Path, what: str) -> None:
@@ -291,7 +297,7 @@ def _check_bundle(bundle: Path, what: str) -> None:
         reason = str(e).removeprefix(f"{bundle}: ").removeprefix(f"{bundle}/").split("; ")[0]
         raise DamagedBundle(f"{what}: its registered bundle fails its check ({reason}): its files in the artifact "
                             f"store changed after registration; restore them, or use another version (`ptv2 "
-                            f"registry` lists them)", reason) from None
+                            f"registry` lists them)", f"is damaged in the artifact store ({reason})") from None
 
 
 def check_env_manager(env_manager: str) -> None:
