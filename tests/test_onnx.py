@@ -135,11 +135,12 @@ def test_int8_on_a_cpu_whose_int8_products_saturate_runs_exact_products(trained,
     whose int8 was checked at export on a VNNI CPU answered otherwise there, unchecked. Those hosts now get
     onnxruntime's exact U8U8 products, which change no answer (here: the same scores)."""
     from ptv2.serving import bundle as mod
+    from ptv2.serving.host import saturating_int8
 
     flags = "flags : fpu sse4_1 avx2 avx512f avx512bw"
-    assert mod.saturating_int8("x86_64", flags) and mod.saturating_int8("AMD64", "")
-    assert not mod.saturating_int8("x86_64", flags + " avx512_vnni") and not mod.saturating_int8("x86_64", "avx_vnni")
-    assert not mod.saturating_int8("x86_64", "amx_int8") and not mod.saturating_int8("aarch64", flags)
+    assert saturating_int8("x86_64", flags) and saturating_int8("AMD64", "")
+    assert not saturating_int8("x86_64", flags + " avx512_vnni") and not saturating_int8("x86_64", "avx_vnni")
+    assert not saturating_int8("x86_64", "amx_int8") and not saturating_int8("aarch64", flags)
     rows = [{"task": "sent", "text": t} for t in ("good film", "the plot was awful", "a movie")]
     rows += [{"task": "reg", "text": "the cat", "text_pair": "a dog"}]
     def option(b):
@@ -156,6 +157,39 @@ def test_int8_on_a_cpu_whose_int8_products_saturate_runs_exact_products(trained,
     assert option(fp32) is None  # no int8 product to fix
     got, want = exact.predict(rows), plain.predict(rows)
     assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], abs=1e-6)
+
+
+def test_a_cpu_quota_sizes_the_sessions_thread_pool(trained, tmp_path, monkeypatch):
+    """Regression: onnxruntime sizes its pool to the cores it sees, blind to a cgroup's CPU quota (`docker run
+    --cpus 2`, a Kubernetes CPU limit), so a server on a many-core host ran a pool the quota throttles. The quota
+    is read along the process's cgroup path (v2 cpu.max, v1 cfs quota over period), the tightest wins, and it
+    sizes the pool only when it pays for fewer CPUs than the process may use; ORT_INTRA_OP_NUM_THREADS wins."""
+    from ptv2.serving import bundle as mod
+    from ptv2.serving.host import cpu_quota, intra_op_threads
+
+    v2 = tmp_path / "v2"
+    (v2 / "kubepods/pod1/c1").mkdir(parents=True)
+    (v2 / "kubepods/pod1/cpu.max").write_text("250000 100000\n")  # the pod's limit: 2.5 CPUs
+    (v2 / "kubepods/pod1/c1/cpu.max").write_text("max 100000\n")  # the container: none of its own
+    assert cpu_quota("0::/kubepods/pod1/c1\n", v2) == 2.5
+    assert cpu_quota("0::/\n", v2) is None and cpu_quota("0::/elsewhere\n", v2) is None
+    v1 = tmp_path / "v1"
+    (v1 / "cpu,cpuacct").mkdir(parents=True)  # inside a container: the mount is its own, the path the host's
+    (v1 / "cpu,cpuacct/cpu.cfs_quota_us").write_text("150000\n")
+    (v1 / "cpu,cpuacct/cpu.cfs_period_us").write_text("100000\n")
+    assert cpu_quota("4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n", v1) == 1.5
+    (v1 / "cpu,cpuacct/cpu.cfs_quota_us").write_text("-1\n")
+    assert cpu_quota("3:cpu,cpuacct:/docker/abc\n", v1) is None
+    assert cpu_quota("garbage\n1:name=systemd:/\n", v1) is None
+    monkeypatch.delenv("ORT_INTRA_OP_NUM_THREADS", raising=False)
+    assert intra_op_threads(2.5, 64) == 2 and intra_op_threads(0.5, 64) == 1
+    assert intra_op_threads(None, 64) is None and intra_op_threads(8.0, 4) is None  # no quota, or more than the cores
+    monkeypatch.setattr(mod, "intra_op_threads", lambda: 1)
+    b = Bundle(trained[3])
+    assert b.session.get_session_options().intra_op_num_threads == 1
+    assert b.predict([{"task": "sent", "text": "good film"}])[0]["label"] in b.specs["sent"]["labels"]
+    monkeypatch.setenv("ORT_INTRA_OP_NUM_THREADS", "3")
+    assert intra_op_threads(0.5, 64) is None  # onnxruntime reads it itself
 
 
 def test_tampered_or_truncated_bundle_is_refused(trained, tmp_path):

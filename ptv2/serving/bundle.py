@@ -14,29 +14,12 @@ from typing import Any
 import numpy as np
 
 from ptv2.prefix import BATCH_AXIS
+from ptv2.serving.host import intra_op_threads, saturating_int8
 from ptv2.serving.manifest import BundleError, check_task, task_names, verify
 from ptv2.serving.requests import UNBOUNDED, Limits, check_deadline, check_rows, expand, serving_settings
 from ptv2.spans import entities
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def saturating_int8(machine: str | None = None, cpuinfo: str | None = None) -> bool:
-    """Whether this CPU's int8 products saturate: x86 without VNNI (or AMX) sums neighbouring uint8 x int8
-    products in 16 bits (PMADDUBSW) and clamps them, so the int8 encoder would answer otherwise than where the
-    export checked it. Such hosts get onnxruntime's exact uint8 x uint8 products (``session.x64quantprecision``):
-    the same answers, slower. Where the flags cannot be read (no /proc/cpuinfo), an x86 CPU counts as one."""
-    import platform
-    import re
-
-    if (machine or platform.machine()).lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return False  # ARM's int8 dot products sum in 32 bits
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return True
-    return re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", cpuinfo) is None
 
 
 @dataclass
@@ -82,6 +65,8 @@ class Bundle:
         so.enable_mem_pattern = False
         if int8 and saturating_int8():  # measured on a VNNI CPU: the same scores, 1.6x the time, so only here
             so.add_session_config_entry("session.x64quantprecision", "1")
+        if threads := intra_op_threads():  # a CPU quota onnxruntime does not see: its pool, sized to the cores,
+            so.intra_op_num_threads = threads  # would be throttled
         self.limits = limits or UNBOUNDED
         name = "encoder.int8.onnx" if int8 else "encoder.onnx"
         if not (self.path / name).is_file():
