@@ -357,6 +357,21 @@ def test_mlflows_environment_cannot_take_the_runs_or_models_elsewhere(store, mon
     assert not other.exists()
 
 
+def test_the_registry_is_read_past_mlflows_first_page(store):
+    """Regression: the registry was listed from MLflow's first page of registered models (100): on a store that
+    holds more (a team's server, other projects' models first in name order) `ptv2 registry` missed this one's."""
+    client = registry._mlflow(store).MlflowClient()
+    for i in range(101):
+        client.create_registered_model(f"a-other-{i:03d}")
+    run = _run_with_model(store, "x")
+    registry.register_version(store, "zz-ptv2-sent", run, "model", {})
+    registry.register_version(store, "zz-ptv2-sent", run, "model", {})
+    assert [(r["name"], r["version"]) for r in registry.list_versions(store, "zz-ptv2-")] == [("zz-ptv2-sent", "1"),
+                                                                                           ("zz-ptv2-sent", "2")]
+    assert len(registry.list_versions(store)) == 2  # every page, without a prefix too
+    assert registry.resolve_model(store, "models:/zz-ptv2-sent/latest") == ("zz-ptv2-sent", "2")
+
+
 def test_a_constant_regression_baseline_scores_zero_not_nan():
     """Regression: the train-mean baseline of STS-B scored nan (np.std of equal floats was 1e-16), so the
     registry tagged baseline 'nan' and every comparison with it was False."""

@@ -22,7 +22,10 @@ def registry_table(cfg: Config, root: Path) -> str:
 
     rows = []
     tr = cfg.tracking
-    for v in [v for v in list_versions(root) if v["name"].startswith(tr.registry_prefix) or v["name"] == tr.multitask_model]:
+    found = list_versions(root, tr.registry_prefix)
+    if not tr.multitask_model.startswith(tr.registry_prefix):
+        found += [v for v in list_versions(root, tr.multitask_model) if v["name"] == tr.multitask_model]
+    for v in found:
         t = v["tags"]
         # no gate tags: registered, then its promote stage stopped (killed, failed) before the gate decided
         reason = t.get("gate.reason", "not gated: its promote stage stopped before deciding; `dvc repro` reruns it")

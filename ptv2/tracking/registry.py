@@ -7,7 +7,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ptv2.errors import ArtifactError, ConfigError
 from ptv2.files import file_lock
@@ -175,21 +175,34 @@ def _bundle_flavor(path: Path, model_name: str, version: str) -> tuple[str, dict
 
 
 def list_versions(root: str | Path, prefix: str = "") -> list[dict[str, Any]]:
-    """Every registered version: name, version, aliases, tags."""
+    """Every registered version of the models named ``prefix``…: name, version, aliases, tags."""
     if not has_store(root):
         return []
     client = _mlflow(root).MlflowClient()
     rows = []
-    for rm in client.search_registered_models():
-        if not rm.name.startswith(prefix):
+    like = f"name LIKE '{prefix}%'" if prefix else None  # names are letters, digits, '_', '-', '.' (no quote)
+    for rm in _every(client.search_registered_models, filter_string=like):
+        if not rm.name.startswith(prefix):  # LIKE reads '_' as any character
             continue
         aliases: dict[str, list[str]] = {}
         for a, v in (rm.aliases or {}).items():
             aliases.setdefault(str(v), []).append(a)
-        for mv in client.search_model_versions(f"name='{rm.name}'"):
+        for mv in _every(client.search_model_versions, filter_string=f"name='{rm.name}'"):
             rows.append({"name": rm.name, "version": str(mv.version), "aliases": aliases.get(str(mv.version), []),
                          "tags": dict(mv.tags)})
     return sorted(rows, key=lambda r: (r["name"], int(r["version"])))
+
+
+def _every(search: Callable[..., Any], **kwargs: Any) -> Iterator[Any]:
+    """Every result of an MLflow search, page after page: one page holds 100 registered models, so on a store
+    with more (a team's server) the others were missed."""
+    token = None
+    while True:
+        page = search(page_token=token, **kwargs)
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 def resolve_model(root: str | Path, uri: str) -> tuple[str, str]:
@@ -218,7 +231,7 @@ def resolve_model(root: str | Path, uri: str) -> tuple[str, str]:
                                 f"no version has been promoted to it")
         return name, str(rm.aliases[alias])
     if version == "latest":  # as MLflow reads it: the highest version number (a registered model has one)
-        numbers = [int(v.version) for v in client.search_model_versions(f"name='{name}'")]
+        numbers = [int(v.version) for v in _every(client.search_model_versions, filter_string=f"name='{name}'")]
         if not numbers:
             raise ArtifactError(f"model {name!r} in {where} has no version (`ptv2 registry` lists them)")
         return name, str(max(numbers))
