@@ -372,6 +372,32 @@ def test_the_registry_is_read_past_mlflows_first_page(store):
     assert registry.resolve_model(store, "models:/zz-ptv2-sent/latest") == ("zz-ptv2-sent", "2")
 
 
+def test_a_users_sqlite_store_is_read_in_the_project_and_keeps_its_artifacts_beside_it(tmp_path, monkeypatch):
+    """Regression: MLFLOW_TRACKING_URI=sqlite:///mlruns.db (relative, as MLflow's docs write it) was read in the
+    working folder, which under `dvc exp run --temp` is a temporary copy of the project: the experiment logged and
+    registered into a store of its own there, deleted with the copy (live: "ptv2-sent v1" where the project's store
+    held 15 versions). And a user's sqlite store put artifacts in ./mlruns of wherever its experiment was created."""
+    project = tmp_path / "proj"
+    temp = project / ".dvc/tmp/exps/tmpabc"  # where `dvc exp run --temp` runs the stages
+    temp.mkdir(parents=True)
+    monkeypatch.chdir(temp)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlruns.db")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "sqlite:///mlruns.db")  # the same store, written the same way
+    assert tracking.tracking_uri(temp) == f"sqlite:///{project / 'mlruns.db'}"
+    tracking.check_tracking(temp)
+    exp = tracking.init_store(temp, "t")
+    where = registry._mlflow(temp).MlflowClient().get_experiment(exp).artifact_location
+    assert where == (project / "mlartifacts").as_uri()
+    assert (project / "mlruns.db").is_file() and not (temp / "mlruns.db").exists()
+    team = tmp_path / "team" / "store.db"  # an absolute one elsewhere: its artifacts beside it, not in ./mlruns
+    team.parent.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{team}")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI")
+    exp = tracking.init_store(temp, "t")
+    assert registry._mlflow(temp).MlflowClient().get_experiment(exp).artifact_location == (team.parent / "mlartifacts").as_uri()
+    assert not (temp / "mlruns").exists()
+
+
 def test_a_constant_regression_baseline_scores_zero_not_nan():
     """Regression: the train-mean baseline of STS-B scored nan (np.std of equal floats was 1e-16), so the
     registry tagged baseline 'nan' and every comparison with it was False."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ptv2.errors import TrackingError
-from ptv2.tracking.health import check_store
+from ptv2.tracking.health import check_store, sqlite_file
 
 STORE_DB = "mlruns.db"  # the project's own tracking store (sqlite), in its folder
 STORE_FOLDER = "mlartifacts"  # the project's own artifact store, beside STORE_DB
@@ -36,7 +36,17 @@ def repo_root(start: str | Path) -> Path:
 
 
 def tracking_uri(root: str | Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root(root) / STORE_DB}"
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return _in_project(uri, root) if uri else f"sqlite:///{repo_root(root) / STORE_DB}"
+
+
+def _in_project(uri: str, root: str | Path) -> str:
+    """``uri``, a relative ``sqlite:///`` path (MLflow's docs' ``sqlite:///mlflow.db``) read in the project's folder.
+    MLflow reads it in the working folder, which under ``dvc exp run --temp`` is a temporary copy of the project:
+    each experiment logged and registered into a store of its own, gone with the copy (live: "ptv2-sent v1" in a
+    project whose store held 15 versions)."""
+    db = sqlite_file(uri)
+    return f"sqlite:///{repo_root(root) / db}" if db is not None and not db.is_absolute() else uri
 
 
 def has_store(root: str | Path) -> bool:
@@ -60,16 +70,16 @@ def check_tracking(root: str | Path) -> None:
     """The store this project logs to can take runs and registered models; else one TrackingError line (callers
     that log only at the end check first, not after their work)."""
     check_store(tracking_uri(root))
-    _check_environment(tracking_uri(root))
+    _check_environment(tracking_uri(root), root)
 
 
-def _check_environment(uri: str) -> None:
+def _check_environment(uri: str, root: str | Path) -> None:
     """MLflow reads two more variables than the tracking URI that would take ptv2's runs and models elsewhere:
     ``MLFLOW_REGISTRY_URI`` (models registered, and champions read, in another store than the runs the gate
     compares: one line naming the fix) and ``MLFLOW_RUN_ID`` (a user's or ``mlflow run``'s run, which every stage
     would resume and log into: ignored with a warning, each stage logs a run of its own)."""
     registry = os.environ.get("MLFLOW_REGISTRY_URI")
-    if registry and registry != uri:
+    if registry and _in_project(registry, root) != uri:
         raise TrackingError(f"MLFLOW_REGISTRY_URI {registry!r} is not the tracking store {uri!r}: ptv2 registers and "
                             f"gates models in the store that holds their runs; unset MLFLOW_REGISTRY_URI, or point "
                             f"MLFLOW_TRACKING_URI at that store too")
@@ -83,7 +93,7 @@ def _mlflow(root: str | Path):
     uri = tracking_uri(root)
     user = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     check_store(uri)
-    _check_environment(uri)
+    _check_environment(uri, root)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)  # not a registry URI another library set in this process
     # MLflow 3 exports both URIs to the environment; a later call for another project (or a stage it
@@ -109,7 +119,7 @@ def tracking_server(root: str | Path, experiment: str, timeout_s: float = 120.0)
     import urllib.request
 
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        yield os.environ["MLFLOW_TRACKING_URI"]
+        yield tracking_uri(root)
         return
     init_store(root, experiment)  # create the schema once, before the server and its clients
     with socket.socket() as sock:
@@ -151,7 +161,10 @@ def init_store(root: str | Path, experiment: str) -> str:
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
         return exp.experiment_id
-    art = (repo_root(root) / STORE_FOLDER).as_uri() if "MLFLOW_TRACKING_URI" not in os.environ else None
+    # a sqlite store keeps its artifacts beside it; MLflow's default, ./mlruns of the working folder, put them under
+    # the temporary copy of `dvc exp run --temp` (lost with it) or wherever the first command ran
+    db = sqlite_file(tracking_uri(root))
+    art = (db.parent / STORE_FOLDER).as_uri() if db is not None else None
     return client.create_experiment(experiment, artifact_location=art)
 
 
