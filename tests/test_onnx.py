@@ -135,7 +135,7 @@ def test_int8_on_a_cpu_whose_int8_products_saturate_runs_exact_products(trained,
     whose int8 was checked at export on a VNNI CPU answered otherwise there, unchecked. Those hosts now get
     onnxruntime's exact U8U8 products, which change no answer (here: the same scores)."""
     from ptv2.serving import bundle as mod
-    from ptv2.serving.host import saturating_int8
+    from ptv2.host import saturating_int8
 
     flags = "flags : fpu sse4_1 avx2 avx512f avx512bw"
     assert saturating_int8("x86_64", flags) and saturating_int8("AMD64", "")
@@ -165,7 +165,7 @@ def test_a_cpu_quota_sizes_the_sessions_thread_pool(trained, tmp_path, monkeypat
     is read along the process's cgroup path (v2 cpu.max, v1 cfs quota over period), the tightest wins, and it
     sizes the pool only when it pays for fewer CPUs than the process may use; ORT_INTRA_OP_NUM_THREADS wins."""
     from ptv2.serving import bundle as mod
-    from ptv2.serving.host import cpu_quota, intra_op_threads
+    from ptv2.host import cpu_quota, intra_op_threads
 
     v2 = tmp_path / "v2"
     (v2 / "kubepods/pod1/c1").mkdir(parents=True)

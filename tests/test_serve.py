@@ -274,8 +274,9 @@ def test_registered_models_carry_their_code_signature_example_and_card(published
     assert {c["name"] for c in json.loads(sig["outputs"])} == {"task", "label", "score", "choice", "entities"}
     local = Path(mlflow.artifacts.download_artifacts("models:/ptv2-all@champion"))
     code = sorted(str(p.relative_to(local / "code")) for p in (local / "code").rglob("*.py"))
-    assert code == ["ptv2/__init__.py", "ptv2/errors.py", "ptv2/files.py", "ptv2/prefix.py", "ptv2/serving/__init__.py",
-                    "ptv2/serving/bundle.py", "ptv2/serving/manifest.py", "ptv2/serving/requests.py", "ptv2/spans.py"]
+    assert code == ["ptv2/__init__.py", "ptv2/errors.py", "ptv2/files.py", "ptv2/host.py", "ptv2/prefix.py",
+                    "ptv2/serving/__init__.py", "ptv2/serving/bundle.py", "ptv2/serving/manifest.py",
+                    "ptv2/serving/requests.py", "ptv2/spans.py"]
     import re
 
     assert not [f for f in code if re.search(r"^\s*(import|from) (torch|transformers)\b", (local / "code" / f).read_text(), re.M)]

@@ -130,7 +130,7 @@ def direct_packages(pkg: str, root=PROJECT) -> dict[str, set[str]]:
     """file -> the ptv2 packages its import statements name (function-local imports included)."""
 
     leaves = {"errors", "files", "strict", "prefix", "spans", "evidence", "prompt", "procenv", "progress",
-              "backbone_files"}
+              "backbone_files", "host"}
     out = {}
     for f in sorted((root / "ptv2" / pkg).glob("*.py")):
         names = {n.split(".")[1] for n in imported(f) if n.count(".") >= 1}

@@ -192,6 +192,28 @@ def test_a_checkpoint_whose_optimizer_groups_do_not_fit_starts_fresh(root, tiny_
     assert len(again.history) == len(ref.history) == 3
 
 
+@pytest.mark.parametrize("omp, num_threads, want", [(None, 0, 1), ("3", 0, None), (None, 2, 2)])
+def test_training_threads_follow_a_cpu_quota_unless_told(root, tiny_dir, monkeypatch, omp, num_threads, want):
+    """Regression: torch sizes its pool to the cores, blind to a cgroup's CPU quota (a container's --cpus, a
+    Kubernetes limit), so training there ran more threads than the quota pays for. With train.num_threads 0 and no
+    OMP_NUM_THREADS, a quota of fewer CPUs sets torch's threads; either setting wins over it."""
+    from ptv2.training import loop
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(loop, "quota_threads", lambda: 1)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    try:
+        torch.set_num_threads(4)
+        cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1}, num_threads=num_threads))
+        train_task(cfg, "sent", root / f"threads-{omp}-{num_threads}", report_splits=())
+        assert torch.get_num_threads() == (4 if want is None else want)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_finetune_method_runs_same_loop(root, tiny_dir):
     cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1}, method="finetune"))
     run = train_task(cfg, "sent", root / "ft", report_splits=())

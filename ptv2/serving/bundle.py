@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ptv2.prefix import BATCH_AXIS
-from ptv2.serving.host import intra_op_threads, saturating_int8
+from ptv2.host import intra_op_threads, saturating_int8
 from ptv2.serving.manifest import BundleError, check_task, task_names, verify
 from ptv2.serving.requests import UNBOUNDED, Limits, check_deadline, check_rows, expand, serving_settings
 from ptv2.spans import entities

@@ -14,7 +14,7 @@ from ptv2.tracking.store import _mlflow
 
 PYFUNC_REQUIREMENTS = ["onnxruntime", "tokenizers", "safetensors", "numpy", "pandas"]
 # what the served model imports from the project (torch-free), copied into the model as its code
-SERVING_CODE = ("__init__.py", "errors.py", "files.py", "prefix.py", "spans.py", "serving")
+SERVING_CODE = ("__init__.py", "errors.py", "files.py", "host.py", "prefix.py", "spans.py", "serving")
 
 
 def serving_code(dst: Path) -> Path:

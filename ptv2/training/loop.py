@@ -25,6 +25,7 @@ from ptv2.data.collate import Collator, length_grouped_batches
 from ptv2.data.mixture import Plan
 from ptv2.errors import ConfigError
 from ptv2.evidence import paired_permutation, scale_free
+from ptv2.host import quota_threads
 from ptv2.model.prompted import PromptedModel
 from ptv2.training.artifacts import save_adapter
 from ptv2.training.checkpoint import resume, save_checkpoint
@@ -121,6 +122,10 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     out_dir = Path(out_dir)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    elif not os.environ.get("OMP_NUM_THREADS") and (n := quota_threads()) and n < torch.get_num_threads():
+        log.info("torch threads %d -> %d: this process's CPU quota pays for %d CPU(s) (train.num_threads overrides)",
+                 torch.get_num_threads(), n, n)  # a quota torch does not see (a container's --cpus, a Kubernetes limit)
+        torch.set_num_threads(n)
     acc = make_device(cfg, multi_task=len(train) > 1)
     sd = label_sd(model, train)
     opt = torch.optim.AdamW(param_groups(model, sd, learning_rate(cfg), cfg.weight_decay))

@@ -1,5 +1,5 @@
-"""What the serving host allows, read once per session: whether its int8 products saturate, and how many
-threads its CPU quota pays for. Standard library only (the registered model carries this code)."""
+"""What the host allows: whether its int8 products saturate, and how many threads its CPU quota pays for (read by
+the serving sessions and the training loop). Standard library only (the registered model carries this code)."""
 from __future__ import annotations
 
 import os
@@ -72,16 +72,21 @@ def _quota(folder: Path, v2: bool) -> float | None:
 _READ: Any = object()  # read this host's
 
 
-def intra_op_threads(quota: float | None = _READ, cpus: int | None = None) -> int | None:
-    """onnxruntime's intra-op pool for a session here: None (its own choice, the cores of this process's affinity
-    mask) unless a CPU quota pays for fewer, then the quota's whole CPUs (at least 1); onnxruntime does not read
-    quotas, and a pool of a many-core host's size under `--cpus 2` is throttled. $ORT_INTRA_OP_NUM_THREADS, read
-    by onnxruntime itself, wins."""
-    if os.environ.get("ORT_INTRA_OP_NUM_THREADS"):
-        return None
+def quota_threads(quota: float | None = _READ, cpus: int | None = None) -> int | None:
+    """The whole CPUs a CPU quota pays for (at least 1) where that is fewer than the CPUs this process may use (its
+    affinity mask, which thread pools already follow); None otherwise. onnxruntime and torch size their pools to
+    the cores, blind to quotas: a pool of a many-core host's size under `--cpus 2` is throttled."""
     quota = cpu_quota() if quota is _READ else quota
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if quota is None or quota >= cpus:
         return None
     return max(1, int(quota))
+
+
+def intra_op_threads(quota: float | None = _READ, cpus: int | None = None) -> int | None:
+    """onnxruntime's intra-op pool for a session here: ``quota_threads``, unless $ORT_INTRA_OP_NUM_THREADS is set
+    (onnxruntime reads it itself); None: onnxruntime's own choice."""
+    if os.environ.get("ORT_INTRA_OP_NUM_THREADS"):
+        return None
+    return quota_threads(quota, cpus)
