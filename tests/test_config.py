@@ -62,6 +62,12 @@ def test_impossible_value_names_key_and_allowed():
     ({"seed": 2**32}, r"seed = 4294967296 is not allowed"),
     ({"compare": {"seeds": [1, -3]}}, r"seeds = -3 is not allowed"),
     ({"train": {"num_threads": -1}}, r"num_threads = -1 is not allowed"),
+    # a test that cannot reach its level: no trained epoch could replace step 0, no model could be promoted
+    ({"train": {"select_alpha": 0.05, "select_samples": 10}}, r"train.select_samples = 10 is not allowed: expected "
+                                                              r"at least 19 swaps"),
+    ({"tracking": {"promote_alpha": 0.001, "permutation_samples": 500}},
+     r"tracking.permutation_samples = 500 is not allowed: expected at least 1000 swaps: with fewer, no p-value falls "
+     r"below promote_alpha = 0.001 and the gate could never promote a model"),
     ({"train": {"weight_decay": -0.1}}, r"weight_decay = -0.1 is not allowed"),
     ({"train": {"head_dropout": 1.0}}, r"head_dropout = 1.0 is not allowed"),
     ({"train": {"val_max": 0}}, r"val_max = 0 is not allowed"),

@@ -2,6 +2,7 @@
 flows, the ONNX export checks, serving limits (``schema.Config`` holds them; same rules: no defaults)."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -26,6 +27,10 @@ class TrackingConfig:
     def __post_init__(self) -> None:
         _check(0 < self.promote_alpha < 0.5, "promote_alpha", self.promote_alpha, "a level in (0, 0.5), e.g. 0.05")
         _check(self.permutation_samples >= 100, "permutation_samples", self.permutation_samples, "an integer >= 100")
+        need = math.floor(1 / self.promote_alpha + 1e-9)  # the gate's smallest p is 1 / (samples + 1), below alpha
+        _check(self.permutation_samples >= need, "permutation_samples", self.permutation_samples,
+               f"at least {need} swaps: with fewer, no p-value falls below promote_alpha = {self.promote_alpha} and "
+               f"the gate could never promote a model (or raise promote_alpha)")
         _check(self.promote_margin >= 0, "promote_margin", self.promote_margin, "a float >= 0 (metric points)")
         _check(0 < len(self.experiment.strip()) and len(self.experiment) <= 500, "experiment", self.experiment,
                "an MLflow experiment name of 1 to 500 characters")  # MLflow's own limit, met at the first run

@@ -3,6 +3,7 @@ one source of values; task blocks have optional keys). Each checks its values wh
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,10 @@ class TrainConfig:
         _check(0.0 < self.select_alpha <= 1.0, "select_alpha", self.select_alpha,
                "a test level in (0, 1]; 1 = any higher val score replaces step 0")
         _check(self.select_samples >= 1, "select_samples", self.select_samples, "an integer >= 1, e.g. 1000")
+        need = math.ceil(1 / self.select_alpha - 1 - 1e-9)  # the test's smallest p is 1 / (samples + 1)
+        _check(self.select_samples >= need, "select_samples", self.select_samples,
+               f"at least {need} swaps: with fewer, no p-value reaches select_alpha = {self.select_alpha} and no "
+               f"trained epoch could ever replace step 0 (or raise select_alpha)")
         _check(self.max_train_examples >= 0, "max_train_examples", self.max_train_examples, ">= 0")
         _check(self.processes >= 1, "processes", self.processes, "an integer >= 1 (data-parallel processes per node)")
         _check(self.num_threads >= 0, "num_threads", self.num_threads, "an integer >= 0 (0 = torch's default)")
