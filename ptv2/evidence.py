@@ -88,6 +88,15 @@ def paired_permutation(metric: Callable[[Sequence[Any], Sequence[Any]], float], 
     return delta, (hits + 1) / (samples + 1)
 
 
+def too_few(n: int, alpha: float) -> str | None:
+    """Why no paired test on ``n`` examples reaches ``alpha``, or None: the test swaps each example's pair, so its
+    p-value is about 1/2^n at least (the observed assignment is one of 2^n, each as likely under the null)."""
+    floor = 0.5 ** n if n < 1075 else 0.0
+    if floor <= alpha:
+        return None
+    return f"{n} example(s): no paired test on them reaches p <= {alpha} (its smallest is about 1/2^{n} = {floor:.3g})"
+
+
 def _swapped_counts(metric: Any, gold: Sequence[Any], a: Sequence[Any], b: Sequence[Any], observed: float,
                     samples: int, rng: np.random.Generator) -> float:
     """The paired test's p for a metric of summed per-example counts (``metrics.Decomposed``): the same swaps as

@@ -234,6 +234,22 @@ def test_a_registered_model_uri_may_name_the_latest_version(store):
         registry.resolve_model(store, "models:/ptv2-none/latest")
 
 
+def test_a_dev_set_too_small_for_the_paired_test_is_said(store, caplog):
+    """Regression: on a dev set of 4 examples no paired test reaches p < 0.05 (its smallest is about 1/16), so
+    every challenger and the frozen baseline were refused, run after run, each time for a p-value: now the gate
+    says no model can be promoted on it and what to do."""
+    from ptv2.evidence import too_few
+
+    assert too_few(4, 0.05) == "4 example(s): no paired test on them reaches p <= 0.05 (its smallest is about 1/2^4 = 0.0625)"
+    assert too_few(5, 0.05) is None and too_few(2000, 0.05) is None and too_few(3, 0.2) is None
+    with caplog.at_level("WARNING"):
+        d = gate.register_and_gate(store, "ptv2-tiny", _run_with_model(store, "t"), "model", _data(4, n=4), 0.05, 0.0,
+                                   2000)
+    assert not d.promoted
+    assert "ptv2-tiny: dev has 4 example(s): no paired test on them reaches p <= 0.05" in caplog.text
+    assert "no model can be promoted on it: give the task more dev rows" in caplog.text
+
+
 def test_the_gate_refuses_a_challenger_that_beats_the_trivial_baseline_but_not_the_frozen_one(store):
     n = 200
     gold = [i % 2 for i in range(n)]

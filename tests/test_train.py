@@ -214,6 +214,22 @@ def test_training_threads_follow_a_cpu_quota_unless_told(root, tiny_dir, monkeyp
         torch.set_num_threads(threads)
 
 
+def test_a_val_split_too_small_for_the_paired_test_is_said(root, tiny_dir, caplog):
+    """Regression: with 3 val rows no paired test reaches select_alpha 0.1 (its smallest p is about 1/8), so step 0
+    was kept whatever the training did, silently; the run now says so and what to change."""
+    cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1}, val_max=3))
+    with caplog.at_level("WARNING"):
+        run = train_task(cfg, "sent", root / "tiny-val", report_splits=())
+    assert run.record["best_epoch"] == 0
+    assert ("val has 3 example(s): no paired test on them reaches p <= 0.1 (its smallest is about 1/2^3 = 0.125), so "
+            "step 0 stays the model whatever the training does") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        train_task(config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1})), "sent",
+                   root / "enough-val", report_splits=())
+    assert "no paired test" not in caplog.text
+
+
 def test_finetune_method_runs_same_loop(root, tiny_dir):
     cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1}, method="finetune"))
     run = train_task(cfg, "sent", root / "ft", report_splits=())

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 from ptv2.errors import TrackingError
 from ptv2.model.spec import FROZEN
 from ptv2.tracking import registry
-from ptv2.evidence import paired_permutation, scale_free
+from ptv2.evidence import paired_permutation, scale_free, too_few
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,8 @@ def register_and_gate(root: str | Path, name: str, run_id: str, artifact_path: s
                                                     standardize=std)[1])
              for name, pred in data.baselines.items()}
     ev = Evidence(data.metric, score(data.challenger), bases, parity_ok=parity_ok, test=test)
+    if why := too_few(len(data.gold), alpha):
+        log.warning("%s: dev has %s, so no model can be promoted on it: give the task more dev rows", name, why)
     with registry.gate_lock(root):  # another pipeline's gate on this store waits (see _versus_champion)
         version = registry.register_version(root, name, run_id, artifact_path,
                                             {"metric_name": data.metric, "metric": f"{ev.challenger:.6f}", **(tags or {})})

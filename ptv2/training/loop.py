@@ -24,7 +24,7 @@ from ptv2.config import TrainConfig
 from ptv2.data.collate import Collator, length_grouped_batches
 from ptv2.data.mixture import Plan
 from ptv2.errors import ConfigError
-from ptv2.evidence import paired_permutation, scale_free
+from ptv2.evidence import paired_permutation, scale_free, too_few
 from ptv2.host import quota_threads
 from ptv2.model.prompted import PromptedModel
 from ptv2.training.artifacts import save_adapter
@@ -142,6 +142,9 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     if cfg.head_init == "fit" and fit_tasks is not None and not state["history"]:
         _step0(core, train, val, fit_tasks, cfg, pad_id, acc, out_dir, state, main, fingerprint, opt, sched, on_log,
                fit_rows, seed)
+    if len(val) == 1 and epochs > 0 and (why := too_few(len(next(iter(val.values())).feats), cfg.select_alpha)):
+        log.warning("val has %s, so step 0 stays the model whatever the training does: give it more rows "
+                    "(train.val_fraction, train.val_max, or the task's files.val), or set train.select_alpha: 1", why)
     # an early-stopped run is finished: rerunning it must not train another epoch
     for epoch in range(epochs + 1 if state.get("stopped") else state["epoch"] + 1, epochs + 1):
         g = torch.Generator().manual_seed(seed * 1000 + epoch)
