@@ -364,7 +364,7 @@ def test_mlflows_environment_cannot_take_the_runs_or_models_elsewhere(store, mon
         registry.register_version(store, "m", second, "model", {})
     with pytest.raises(TrackingError, match="unset MLFLOW_REGISTRY_URI"):
         tracking.check_tracking(store)  # what stages check before their work
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", tracking.tracking_uri(store))  # the same store: fine
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", tracking.tracking_uri(store) + "/")  # the same store: fine
     assert registry.register_version(store, "m", second, "model", {}) == "1"
     monkeypatch.delenv("MLFLOW_REGISTRY_URI")
     mlflow.set_registry_uri(f"sqlite:///{other}")  # another library in this process (MLflow exports it too)

@@ -79,7 +79,7 @@ def _check_environment(uri: str, root: str | Path) -> None:
     compares: one line naming the fix) and ``MLFLOW_RUN_ID`` (a user's or ``mlflow run``'s run, which every stage
     would resume and log into: ignored with a warning, each stage logs a run of its own)."""
     registry = os.environ.get("MLFLOW_REGISTRY_URI")
-    if registry and _in_project(registry, root) != uri:
+    if registry and _in_project(registry, root).rstrip("/") != uri.rstrip("/"):  # http://host:5000/ is the same
         raise TrackingError(f"MLFLOW_REGISTRY_URI {registry!r} is not the tracking store {uri!r}: ptv2 registers and "
                             f"gates models in the store that holds their runs; unset MLFLOW_REGISTRY_URI, or point "
                             f"MLFLOW_TRACKING_URI at that store too")
