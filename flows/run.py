@@ -13,10 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prefect.settings import PREFECT_API_URL  # noqa: E402
-
 from flows.pipeline import (ROOT, check_prefect_api, configured_adapt, pipeline, pretrain, retrain,  # noqa: E402
-                            task_runner)
+                            task_runner)  # first: the flows package sets Prefect's environment before Prefect loads
+from prefect.settings import PREFECT_API_URL  # noqa: E402
 from ptv2.config import load_config  # noqa: E402
 from ptv2.errors import exit_2_on_user_error  # noqa: E402
 from ptv2.orchestration.dvc_graph import check_data_root, check_project, check_remote  # noqa: E402

@@ -128,6 +128,19 @@ def test_a_flow_from_the_command_line_checks_the_project_before_prefect(tmp_path
     assert run.main(["retrain", "--root", f"{tmp_path}/."]) == 0 and ran == [str(tmp_path)]
 
 
+def test_a_flow_started_from_another_folder_keeps_the_projects_prefect_settings(tmp_path):
+    """Regression: prefect.toml (no analytics from the temporary server, 120 s for it to start) is read only in the
+    project's folder: `python /path/flows/run.py` from elsewhere, without scripts/env.sh, ran with Prefect's
+    analytics on and a 20 s start-up limit (the server takes 10-19 s here). The flows package sets both first."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_SERVER_") and k != "DO_NOT_TRACK"}
+    show = ("from prefect.settings import get_current_settings as g; s = g().server; "
+            "print(s.ephemeral.startup_timeout_seconds, s.analytics_enabled)")
+    for first in ("import flows.pipeline", f"import runpy; runpy.run_path({str(PROJECT / 'flows/run.py')!r})"):
+        r = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(PROJECT)!r}); {first}; {show}"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and r.stdout.split() == ["120", "False"], (first, r.stdout, r.stderr[-1500:])
+
+
 def test_the_schedule_is_served_only_on_a_prefect_server_that_answers():
     """Regression (session 26): `python flows/serve.py` without PREFECT_API_URL served the deployment on the
     temporary server Prefect starts, which runs no scheduler: the cron never fired, and nothing said so; an
