@@ -141,6 +141,15 @@ def test_a_flow_started_from_another_folder_keeps_the_projects_prefect_settings(
         assert r.returncode == 0 and r.stdout.split() == ["120", "False"], (first, r.stdout, r.stderr[-1500:])
 
 
+def test_dvc_in_the_project_sends_no_analytics_without_scripts_env():
+    """Regression: a plain `dvc repro` (or `dvc exp show`) in the project, without scripts/env.sh's DVC_NO_ANALYTICS,
+    had DVC's usage analytics on; the project's own .dvc/config turns them off for every clone."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DVC_NO_ANALYTICS", "DVC_TEST")}
+    r = subprocess.run([sys.executable, "-c", "from dvc.analytics import is_enabled; print(is_enabled())"],
+                       cwd=PROJECT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "False", r.stderr[-1000:]
+
+
 def test_the_schedule_is_served_only_on_a_prefect_server_that_answers():
     """Regression (session 26): `python flows/serve.py` without PREFECT_API_URL served the deployment on the
     temporary server Prefect starts, which runs no scheduler: the cron never fired, and nothing said so; an
