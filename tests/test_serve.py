@@ -139,6 +139,21 @@ def test_the_multitask_model_is_rebuilt_only_when_a_champion_changes(trained, pu
 
 
 
+def test_a_task_model_deleted_and_registered_again_is_a_new_champion(trained, published):
+    """Regression: the multi-task model recorded the champions it serves by version number only; a task's
+    registered model deleted (MLflow's UI) and registered again numbers its versions from 1 anew, so the new
+    champion v1 read as unchanged and ptv2-all went on serving the deleted model's bundle."""
+    from ptv2.release.publish import publish
+    from ptv2.tracking import registry
+
+    store_root, cfg = published
+    registry._mlflow(store_root).MlflowClient().delete_registered_model("ptv2-sent")
+    assert register(store_root, cfg, trained[0] / "sent", "sent") == "1"  # the same number, another version
+    again = publish(cfg, store_root)
+    assert again["published"] and again["version"] == "2" and again["tasks"]["sent"] == "1", again
+    assert not publish(cfg, store_root)["published"]  # and unchanged from then on
+
+
 def test_a_task_taken_out_of_adapt_tasks_is_no_longer_served_and_the_log_says_so(published, caplog):
     """Regression (session 33): ``adapt.tasks`` [sent] -> [pair] between pipeline runs silently dropped sent from
     the served model (its clients got 4xx); the publish stage warns and names the model that still serves it."""

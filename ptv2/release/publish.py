@@ -32,7 +32,8 @@ def champions(cfg: Config, root: Path) -> dict[str, dict[str, str]]:
         if found:
             version, tags = found
             out[task] = {"version": version, "metric": tags.get("gate.metric", ""),
-                         "value": tags.get("gate.challenger_metric", ""), "candidate": tags.get("candidate", "")}
+                         "value": tags.get("gate.challenger_metric", ""), "candidate": tags.get("candidate", ""),
+                         "key": registry.version_key(root, cfg.tracking.task_model(task), version)}
     return out
 
 
@@ -83,9 +84,9 @@ def _served(current: tuple[str, dict[str, str]] | None) -> dict[str, str]:
 def _publish(cfg: Config, root: Path, current: tuple[str, dict[str, str]] | None) -> dict[str, Any]:
     """``publish`` given the multi-task model's ``current`` champion (version, tags), if any."""
     champs = champions(cfg, root)
-    wanted = {t: c["version"] for t, c in champs.items()}
+    wanted = {t: c["key"] for t, c in champs.items()}  # a version number alone may name another model by now
     serving = json.dumps(serving_settings(cfg.serving), sort_keys=True)
-    if current and registry.json_tag(current[1], "champions") == wanted and current[1].get("serving") == serving:
+    if current and registry.json_tag(current[1], "champion_keys") == wanted and current[1].get("serving") == serving:
         return {"published": False, "version": current[0], "tasks": _served(current),
                 "reason": "champions and serving config unchanged"}
     if not champs:  # an earlier multi-task model (tasks since taken out of adapt.tasks) keeps serving
@@ -139,6 +140,7 @@ def _register(cfg: Config, root: Path, bundle: Path, champs: dict[str, dict[str,
     name = cfg.tracking.multitask_model
     tags = {"tasks": json.dumps({t: c["version"] for t, c in used.items()}, sort_keys=True),
             "champions": json.dumps({t: c["version"] for t, c in champs.items()}, sort_keys=True),
+            "champion_keys": json.dumps({t: c["key"] for t, c in champs.items()}, sort_keys=True),
             "serving": json.dumps(serving_settings(cfg.serving), sort_keys=True),
             "excluded": json.dumps(excluded, sort_keys=True)}
     for t, c in used.items():

@@ -62,6 +62,13 @@ def alias_version(root: str | Path, model_name: str, alias: str) -> tuple[str, d
     return str(v.version), dict(v.tags)
 
 
+def version_key(root: str | Path, model_name: str, version: str) -> str:
+    """``version`` and when it was registered: a registered model deleted and registered again numbers its
+    versions from 1 anew, so a number alone may name another model than it did."""
+    v = _mlflow(root).MlflowClient().get_model_version(model_name, version)
+    return f"{v.version}@{v.creation_timestamp}"
+
+
 def gate_lock_path(root: str | Path) -> Path | None:
     """The lock file a gate holds on this project's store: beside a sqlite database (the default ``mlruns.db``, or
     ``MLFLOW_TRACKING_URI=sqlite:///…``); None for a server or database no file here can lock."""
