@@ -72,13 +72,17 @@ def _quota(folder: Path, v2: bool) -> float | None:
 _READ: Any = object()  # read this host's
 
 
+def affinity_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: taskset, a container's cpuset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def quota_threads(quota: float | None = _READ, cpus: int | None = None) -> int | None:
     """The whole CPUs a CPU quota pays for (at least 1) where that is fewer than the CPUs this process may use (its
     affinity mask, which thread pools already follow); None otherwise. onnxruntime and torch size their pools to
     the cores, blind to quotas: a pool of a many-core host's size under `--cpus 2` is throttled."""
     quota = cpu_quota() if quota is _READ else quota
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = affinity_cpus() if cpus is None else cpus
     if quota is None or quota >= cpus:
         return None
     return max(1, int(quota))

@@ -193,10 +193,12 @@ def test_a_checkpoint_whose_optimizer_groups_do_not_fit_starts_fresh(root, tiny_
 
 
 @pytest.mark.parametrize("omp, num_threads, want", [(None, 0, 1), ("3", 0, None), (None, 2, 2)])
-def test_training_threads_follow_a_cpu_quota_unless_told(root, tiny_dir, monkeypatch, omp, num_threads, want):
+def test_training_threads_follow_a_cpu_quota_unless_told(root, tiny_dir, monkeypatch, caplog, omp, num_threads,
+                                                          want):
     """Regression: torch sizes its pool to the cores, blind to a cgroup's CPU quota (a container's --cpus, a
     Kubernetes limit), so training there ran more threads than the quota pays for. With train.num_threads 0 and no
-    OMP_NUM_THREADS, a quota of fewer CPUs sets torch's threads; either setting wins over it."""
+    OMP_NUM_THREADS, a quota of fewer CPUs sets torch's threads; either setting wins over it (an OMP_NUM_THREADS
+    above the process's CPUs is said)."""
     from ptv2.training import loop
 
     threads = torch.get_num_threads()
@@ -208,8 +210,11 @@ def test_training_threads_follow_a_cpu_quota_unless_told(root, tiny_dir, monkeyp
     try:
         torch.set_num_threads(4)
         cfg = config_from_dict(tiny_params(root, tiny_dir, epochs={"ptv2": 1, "finetune": 1}, num_threads=num_threads))
-        train_task(cfg, "sent", root / f"threads-{omp}-{num_threads}", report_splits=())
+        with caplog.at_level("WARNING"):
+            train_task(cfg, "sent", root / f"threads-{omp}-{num_threads}", report_splits=())
         assert torch.get_num_threads() == (4 if want is None else want)
+        said = "OMP_NUM_THREADS=3 runs more torch threads than the 1 CPU(s) this process has" in caplog.text
+        assert said == (omp == "3")
     finally:
         torch.set_num_threads(threads)
 

@@ -25,7 +25,7 @@ from ptv2.data.collate import Collator, length_grouped_batches
 from ptv2.data.mixture import Plan
 from ptv2.errors import ConfigError
 from ptv2.evidence import paired_permutation, scale_free, too_few
-from ptv2.host import quota_threads
+from ptv2.host import affinity_cpus, quota_threads
 from ptv2.model.prompted import PromptedModel
 from ptv2.training.artifacts import save_adapter
 from ptv2.training.checkpoint import resume, save_checkpoint
@@ -91,6 +91,24 @@ def check_device(cfg: TrainConfig, local: int | None = None) -> None:
                           f"train.processes to at most {max(2, cores)}")
 
 
+def _set_threads(num_threads: int) -> None:
+    """torch's CPU threads: ``train.num_threads``; else, where torch (blind to CPU quotas: a container's --cpus, a
+    Kubernetes limit) would run more than a quota pays for, the quota's whole CPUs. An OMP_NUM_THREADS above the
+    CPUs this process has (a setting from another machine) is said: its threads would wait on each other."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+        return
+    omp, quota = os.environ.get("OMP_NUM_THREADS", ""), quota_threads()
+    cpus = quota or affinity_cpus()
+    if omp.isdigit() and int(omp) > cpus:
+        log.warning("OMP_NUM_THREADS=%s runs more torch threads than the %d CPU(s) this process has: unset it, or "
+                    "set train.num_threads", omp, cpus)
+    elif not omp and quota and quota < torch.get_num_threads():
+        log.info("torch threads %d -> %d: this process's CPU quota pays for %d CPU(s) (train.num_threads overrides)",
+                 torch.get_num_threads(), quota, quota)
+        torch.set_num_threads(quota)
+
+
 def shard(idx: list[int], rank: int, world: int) -> tuple[list[int], float]:
     """This rank's rows of a planned batch part and the weight of its loss. Rows are dealt round-robin,
     so N processes see the same global batch as one; a rank left without rows runs the first row with
@@ -120,12 +138,7 @@ def fit(model: PromptedModel, train: dict[str, Split], val: dict[str, Split], pl
     epoch 0 of the history and the one to beat (``epochs`` 0: it is the result, the frozen baseline);
     ``fit_rows`` > 0: on at most that many train rows per task."""
     out_dir = Path(out_dir)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    elif not os.environ.get("OMP_NUM_THREADS") and (n := quota_threads()) and n < torch.get_num_threads():
-        log.info("torch threads %d -> %d: this process's CPU quota pays for %d CPU(s) (train.num_threads overrides)",
-                 torch.get_num_threads(), n, n)  # a quota torch does not see (a container's --cpus, a Kubernetes limit)
-        torch.set_num_threads(n)
+    _set_threads(cfg.num_threads)
     acc = make_device(cfg, multi_task=len(train) > 1)
     sd = label_sd(model, train)
     opt = torch.optim.AdamW(param_groups(model, sd, learning_rate(cfg), cfg.weight_decay))
