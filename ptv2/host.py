@@ -8,6 +8,8 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ptv2.errors import ConfigError
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -91,6 +93,9 @@ def quota_threads(quota: float | None = _READ, cpus: int | None = None) -> int |
 def intra_op_threads(quota: float | None = _READ, cpus: int | None = None) -> int | None:
     """onnxruntime's intra-op pool for a session here: ``quota_threads``, unless $ORT_INTRA_OP_NUM_THREADS is set
     (onnxruntime reads it itself); None: onnxruntime's own choice."""
-    if os.environ.get("ORT_INTRA_OP_NUM_THREADS"):
+    if own := os.environ.get("ORT_INTRA_OP_NUM_THREADS", "").strip():
+        if not own.isdigit():  # onnxruntime's own answer was a C++ parse error's traceback at load
+            raise ConfigError(f"ORT_INTRA_OP_NUM_THREADS = {own!r} is not a thread count: set a whole number (0: "
+                              f"onnxruntime's own choice), or unset it")
         return None
     return quota_threads(quota, cpus)

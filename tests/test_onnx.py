@@ -164,8 +164,9 @@ def test_a_cpu_quota_sizes_the_sessions_thread_pool(trained, tmp_path, monkeypat
     --cpus 2`, a Kubernetes CPU limit), so a server on a many-core host ran a pool the quota throttles. The quota
     is read along the process's cgroup path (v2 cpu.max, v1 cfs quota over period), the tightest wins, and it
     sizes the pool only when it pays for fewer CPUs than the process may use; ORT_INTRA_OP_NUM_THREADS wins."""
-    from ptv2.serving import bundle as mod
+    from ptv2.errors import ConfigError
     from ptv2.host import cpu_quota, intra_op_threads
+    from ptv2.serving import bundle as mod
 
     v2 = tmp_path / "v2"
     (v2 / "kubepods/pod1/c1").mkdir(parents=True)
@@ -190,6 +191,10 @@ def test_a_cpu_quota_sizes_the_sessions_thread_pool(trained, tmp_path, monkeypat
     assert b.predict([{"task": "sent", "text": "good film"}])[0]["label"] in b.specs["sent"]["labels"]
     monkeypatch.setenv("ORT_INTRA_OP_NUM_THREADS", "3")
     assert intra_op_threads(0.5, 64) is None  # onnxruntime reads it itself
+    monkeypatch.setenv("ORT_INTRA_OP_NUM_THREADS", "four")  # onnxruntime's answer: a C++ parse error's traceback
+    monkeypatch.setattr(mod, "intra_op_threads", intra_op_threads)
+    with pytest.raises(ConfigError, match=r"ORT_INTRA_OP_NUM_THREADS = 'four' is not a thread count"):
+        Bundle(trained[3])
 
 
 def test_tampered_or_truncated_bundle_is_refused(trained, tmp_path):
