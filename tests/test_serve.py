@@ -154,6 +154,21 @@ def test_a_task_model_deleted_and_registered_again_is_a_new_champion(trained, pu
     assert not publish(cfg, store_root)["published"]  # and unchanged from then on
 
 
+def test_a_champion_the_gate_did_not_promote_is_served_with_a_warning(trained, published, caplog):
+    """A version moved to @champion by hand (MLflow's UI) though its gate refused it: the multi-task model serves
+    it, as asked, and says so; it was served silently, though models are promoted only on evidence."""
+    from ptv2.release.publish import publish
+    from ptv2.tracking import registry
+
+    store_root, cfg = published
+    refused = register(store_root, cfg, trained[0] / "sent", "sent", passes=False)
+    registry.set_alias(store_root, "ptv2-sent", "champion", refused)
+    with caplog.at_level("WARNING"):
+        out = publish(cfg, store_root)
+    assert out["published"] and out["tasks"]["sent"] == refused
+    assert f"ptv2-sent v{refused} holds @champion but its gate did not promote it (not better than" in caplog.text
+
+
 def test_a_task_taken_out_of_adapt_tasks_is_no_longer_served_and_the_log_says_so(published, caplog):
     """Regression (session 33): ``adapt.tasks`` [sent] -> [pair] between pipeline runs silently dropped sent from
     the served model (its clients got 4xx); the publish stage warns and names the model that still serves it."""

@@ -31,6 +31,10 @@ def champions(cfg: Config, root: Path) -> dict[str, dict[str, str]]:
         found = registry.alias_version(root, cfg.tracking.task_model(task), "champion")
         if found:
             version, tags = found
+            if tags.get("gate.promoted") != "true":  # @champion moved by hand (MLflow's UI, a client): served as asked
+                log.warning("%s v%s holds @champion but its gate did not promote it (%s): it is served as the "
+                            "task's champion all the same", cfg.tracking.task_model(task), version,
+                            tags.get("gate.reason", "no gate decision recorded"))
             out[task] = {"version": version, "metric": tags.get("gate.metric", ""),
                          "value": tags.get("gate.challenger_metric", ""), "candidate": tags.get("candidate", ""),
                          "key": registry.version_key(root, cfg.tracking.task_model(task), version)}
