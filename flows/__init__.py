@@ -4,8 +4,6 @@ Importing this package, before Prefect, sets what ``prefect.toml`` sets for runs
 flow started from any other folder too (``python /path/flows/run.py``, a deployment, ``python -c "from
 flows.pipeline import …"``): no analytics from the temporary server (it was on there), and 120 s for that server
 to start (Prefect's 20 s is short of the 10–19 s it takes here). A user's own settings win."""
-import os
+from ptv2.procenv import set_quiet_defaults
 
-for _k, _v in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-               "DO_NOT_TRACK": "true", "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
-    os.environ.setdefault(_k, _v)
+set_quiet_defaults(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")

@@ -5,11 +5,9 @@ config, missing file, unknown label, ...) prints one clear line, exit code 2. ``
 ``common``: the command's config; ``train``: the training commands; ``use``: evaluate, predict, export;
 ``inputs``: what `ptv2 predict` reads; ``registry``: `ptv2 registry` and `ptv2 serve`.
 """
-import os
+from ptv2.procenv import set_quiet_defaults
 
-for _k, _v in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1",
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}.items():
-    os.environ.setdefault(_k, _v)
+set_quiet_defaults()
 
 from ptv2.cli.app import main, parser  # noqa: E402 - the defaults above come first
 

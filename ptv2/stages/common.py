@@ -10,10 +10,9 @@ from typing import Callable
 
 from ptv2.config import Config, load_config
 from ptv2.errors import exit_2_on_user_error
+from ptv2.procenv import set_quiet_defaults
 
-for _k, _v in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false",
-               "HF_HUB_OFFLINE": "1"}.items():
-    os.environ.setdefault(_k, _v)
+set_quiet_defaults(HF_HUB_OFFLINE="1")
 
 
 def parse(argv: list[str] | None, task: bool = False, paths: tuple[str, ...] = ()) -> tuple[Config, argparse.Namespace]:
