@@ -95,9 +95,10 @@ def atomic_file(path: str | Path, suffix: str = "") -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Temp file + fsync + rename: readers never see half a file."""
+    """Temp file + fsync + rename: readers never see half a file. UTF-8 whatever the locale: reports hold
+    '—', '±' and '→', which an ASCII or cp1252 locale cannot encode, and outputs travel between hosts."""
     with atomic_file(path) as tmp:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -179,10 +180,10 @@ def output_lock(out: str | Path) -> Iterator[None]:
     check_writable(lock.parent)  # the first write next to ``out``: /proc or another user's folder is one line
     with file_lock(lock, wait=False) as mine:
         if not mine:
-            holder = lock.read_text().strip() or "another process"
+            holder = lock.read_text(encoding="utf-8", errors="replace").strip() or "another process"
             raise OutputBusy(f"{out} is being written by {holder}; wait for it to finish or pass another --out")
         lock.write_text(f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]}) since "
-                        f"{time.strftime('%H:%M:%S')}")
+                        f"{time.strftime('%H:%M:%S')}", encoding="utf-8")
         for stale in out.glob(".*.tmp*") if out.is_dir() else []:
             shutil.rmtree(stale, ignore_errors=True)
         try:

@@ -491,3 +491,21 @@ def test_outputs_get_the_mode_the_umask_gives_not_private_temp_modes(params, tra
         assert stat.S_IMODE((root / "private.txt").stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_outputs_are_written_in_utf8_whatever_the_locale(root):
+    """Regression (session 41): atomic_write_text wrote in the locale's encoding, so under an ASCII locale (or a
+    cp1252 one) the report stage's '—' for a missing cell, and the experiments' '±' and '→', ended in a
+    UnicodeEncodeError traceback, and files moved between hosts read otherwise."""
+    import os
+    import subprocess
+    import sys
+
+    out = root / "report.md"
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    code = ("import locale, sys; from ptv2.files import atomic_write_text; "
+            "assert locale.getpreferredencoding(False).lower() in ('ascii', 'ansi_x3.4-1968'), locale.getpreferredencoding(False); "
+            "atomic_write_text(sys.argv[1], '\\u2014 \\u00b1 \\u2192')")  # escaped: the command line is ASCII too
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.read_bytes().decode("utf-8") == "— ± →"

@@ -162,7 +162,7 @@ def compare(cfg: Config, tasks: list[str], methods: list[str], seeds: list[int],
                                          {t: cfg.task(t).metrics[0] for t in tasks},
                                          [out_md, out_md.with_suffix(".json"), out_md.with_suffix(".png")])
         log.info("logged to MLflow: parent run %s with %d child runs", run_id, len({(r["method"], r["tasks"][0]) for r in results}))
-    print(out_md.read_text())
+    print(out_md.read_text(encoding="utf-8"))
     return results
 
 

@@ -72,7 +72,7 @@ def transfer(cfg: Config, tasks: list[str], held_out: list[str], seeds: list[int
                 res[t][col].append(dev_value(rec, t, metric))
             res[t]["f"].append(dev_value(run_or_reuse(c, [t], work / t / f"frozen_seed{s}", frozen=True), t, metric))
             _write(res, cfg, tasks, full, without, seeds, command, out_md)
-    print(out_md.read_text())
+    print(out_md.read_text(encoding="utf-8"))
 
 
 def _write(res: dict[str, dict[str, list[float]]], cfg: Config, tasks: list[str], full: list[str],

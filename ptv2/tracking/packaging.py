@@ -75,7 +75,7 @@ def log_bundle_model(root: str | Path, run_id: str, bundle_dir: str | Path, extr
     artifacts = {BUNDLE_ARTIFACT: str(bundle_dir), **{k: str(v) for k, v in (extra or {}).items()}}
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         if card:
-            (Path(tmp) / "model_card.md").write_text(card)
+            (Path(tmp) / "model_card.md").write_text(card, encoding="utf-8")  # paths, labels: any script
             artifacts["card"] = str(Path(tmp) / "model_card.md")
         info = mlflow.pyfunc.log_model(name=name, python_model=str(code), artifacts=artifacts,
                                        code_paths=[str(serving_code(Path(tmp) / "code"))],
