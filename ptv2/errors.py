@@ -43,7 +43,16 @@ def user_line(e: Ptv2Error) -> str:
 # OSErrors a user meets and fixes: a path option with a name over the file system's 255 bytes (`--out`, `--params`
 # of 300 characters were tracebacks), a disk that filled up while writing outputs
 _MACHINE = {errno.ENAMETOOLONG: "give a path whose every name has at most 255 bytes",
-            errno.ENOSPC: "free space there, or point the output elsewhere (--out, or the params.yaml folders)"}
+            errno.ENOSPC: "free space there, or point the output elsewhere (--out, or the params.yaml folders)",
+            errno.EDQUOT: "free space within your quota there, or point the output elsewhere (--out, or the "
+                          "params.yaml folders)"}
+
+
+def machine_error(code: int, filename: object = None) -> Ptv2Error:
+    """The one line for an OSError ``code`` of ``_MACHINE`` at ``filename``."""
+    name = str(filename or "")
+    where = f" ({name[:120]}{'...' if len(name) > 120 else ''})" if name else ""
+    return Ptv2Error(f"{os.strerror(code)}{where}: {_MACHINE[code]}")
 
 
 def as_user_error(e: BaseException) -> Ptv2Error | None:
@@ -53,8 +62,7 @@ def as_user_error(e: BaseException) -> Ptv2Error | None:
     if isinstance(e, Ptv2Error):
         return e
     if isinstance(e, OSError) and e.errno in _MACHINE:  # the machine's limits, not ptv2's: a path or a full disk
-        where = f" ({str(e.filename)[:120]}{'...' if len(str(e.filename)) > 120 else ''})" if e.filename else ""
-        return Ptv2Error(f"{e.strerror}{where}: {_MACHINE[e.errno]}")
+        return machine_error(e.errno, e.filename)
     if any(c.__name__ == "MlflowException" and c.__module__.startswith("mlflow") for c in type(e).__mro__):
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         uri = os.environ.get("MLFLOW_TRACKING_URI")

@@ -6,6 +6,7 @@ same directory and renamed into place, so a killed run never leaves half an arti
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -15,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ptv2.errors import ArtifactError, Ptv2Error
+from ptv2.errors import ArtifactError, Ptv2Error, machine_error
 
 
 def sha256(path: str | Path) -> str:
@@ -77,6 +78,32 @@ def check_file_target(path: Path) -> None:
         raise ArtifactError(f"cannot write {str(path)!r}: it is a folder; pass a file path such as reports/table.md")
 
 
+def _out_of_space(folder: Path) -> bool:
+    """The file system holding ``folder`` has (next to) no free blocks or no free inodes left: what a failed write
+    meant whose library hid the OSError (safetensors: "I/O error: ... (os error 28)", torch.save: "unexpected pos
+    576 vs 534"). Root may write into the blocks a file system reserves, so its count includes them."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    root = os.geteuid() == 0
+    blocks, inodes = (st.f_bfree, st.f_ffree) if root else (st.f_bavail, st.f_favail)
+    return blocks * st.f_frsize < (1 << 20) or (st.f_files > 0 and inodes == 0)
+
+
+@contextlib.contextmanager
+def _full_disk_is_one_line(target: Path) -> Iterator[None]:
+    """A write into ``target`` that failed on a full disk is the user's one line (``errors._MACHINE``), naming the
+    folder to free space in (``target`` may be a temp name), whatever the library that wrote it raised; checked
+    before the temp output is removed (which frees the space)."""
+    try:
+        yield
+    except Exception as e:
+        if not isinstance(e, Ptv2Error) and _out_of_space(target.parent):
+            raise machine_error(errno.ENOSPC, target.parent) from e
+        raise
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yields a temp path next to ``path``; renamed onto ``path`` when the block succeeds, removed if not."""
@@ -86,7 +113,8 @@ def atomic_file(path: str | Path, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
-        yield Path(tmp)
+        with _full_disk_is_one_line(path):
+            yield Path(tmp)
         _as_created(Path(tmp))
         os.replace(tmp, path)
     finally:
@@ -138,7 +166,8 @@ def atomic_dir(target: str | Path, owned: Callable[[Path], bool], what: str) -> 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp"))
     try:
-        yield tmp
+        with _full_disk_is_one_line(target):
+            yield tmp
         _as_created(tmp)
         replace_dir(tmp, target)
     finally:

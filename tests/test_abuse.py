@@ -509,3 +509,30 @@ def test_outputs_are_written_in_utf8_whatever_the_locale(root):
     proc = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.read_bytes().decode("utf-8") == "— ± →"
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs, filled up to 16 KiB short of full (root with CAP_SYS_ADMIN only: skipped elsewhere)."""
+    where = tmp_path / "small"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        (where / "fill").write_bytes(b"\0" * (2048 - 16) * 1024)
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_for_training_and_export(params, root, capsys, small_disk):
+    """Regression (session 41): on a full disk `ptv2 train` ended in safetensors' 'I/O error: No space left on
+    device (os error 28)' traceback (a checkpoint), `ptv2 export` in onnx's 'DecodeError: Wire format was corrupt'
+    (a truncated file read back); each is one line naming the folder now, nothing half-written left."""
+    _one_line_exit_2(capsys, ["train", "--params", str(params), "--task", "pair", "--out", str(small_disk / "run")],
+                     f"No space left on device ({small_disk}")
+    assert main(["train", "--params", str(params), "--task", "pair", "--out", str(root / "run")]) == 0
+    capsys.readouterr()
+    _one_line_exit_2(capsys, ["export", "--params", str(params), "--model", str(root / "run" / "model"),
+                              "--out", str(small_disk / "bundle")], f"No space left on device ({small_disk}")
+    assert not [p for p in small_disk.iterdir() if p.name.startswith(".") and "tmp" in p.name]

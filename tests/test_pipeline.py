@@ -141,6 +141,26 @@ def test_a_flow_started_from_another_folder_keeps_the_projects_prefect_settings(
         assert r.returncode == 0 and r.stdout.split() == ["120", "False"], (first, r.stdout, r.stderr[-1500:])
 
 
+def test_the_temporary_servers_library_tracebacks_stay_out_of_a_flows_output(tmp_path):
+    """Regression (session 41): Prefect's temporary server, stopped at a flow's end, logged SQLAlchemy's "Exception
+    during reset or similar" with a CancelledError traceback after the flow's one-line error (Prefect #16504; met
+    in test_faults' entry point test). Processes the flows start that set up Prefect's logging (the server, local
+    workers) keep libraries' root-level lines to CRITICAL; the flow's own process and Prefect's loggers are as
+    they were."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_LOGGING_ROOT_LEVEL"}
+    child = ("import logging; from prefect.logging.configuration import setup_logging; setup_logging(); "
+             "logging.getLogger('sqlalchemy.pool.impl.AsyncAdaptedQueuePool').error('Exception during reset'); "
+             "logging.getLogger('prefect.server').error('the server speaks')")
+    flow = (f"import sys, logging, subprocess; sys.path.insert(0, {str(PROJECT)!r}); import flows.pipeline; "
+            "logging.getLogger('mlflow.x').warning('the flow process keeps library warnings'); "
+            f"subprocess.run([sys.executable, '-c', {child!r}])")
+    r = subprocess.run([sys.executable, "-c", flow], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert "the server speaks" in r.stderr and "the flow process keeps library warnings" in r.stderr, r.stderr
+    assert "Exception during reset" not in r.stderr, r.stderr
+
+
 def test_dvc_in_the_project_sends_no_analytics_without_scripts_env():
     """Regression: a plain `dvc repro` (or `dvc exp show`) in the project, without scripts/env.sh's DVC_NO_ANALYTICS,
     had DVC's usage analytics on; the project's own .dvc/config turns them off for every clone."""
