@@ -428,6 +428,58 @@ def test_rerunning_a_finished_early_stopped_run_is_a_no_op(params, root, capsys)
     assert not [p for p in root.glob(".es*tmp*")] and not [p for p in (root / "es").glob(".*tmp*")]
 
 
+def test_a_run_stopped_midway_leaves_no_record_that_another_config_reuses(params, root, capsys, monkeypatch):
+    """Regression (session 41): a run stopped midway (Ctrl-C, SIGTERM) left the folder's earlier record (another
+    config's finished run) beside its own half-trained model; rerunning that other config answered "already trained
+    with this config: nothing to do" and handed on the stopped run's model (here its prompt of length 8)."""
+    from ptv2.training import loop
+
+    out = root / "stopped"
+    argv = ["train", "--params", str(params), "--task", "sent", "--out", str(out)]
+    assert main(argv) == 0
+    spec = json.loads((out / "model/adapter_config.json").read_text())
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # after step 0 saved its model, as a kill between epochs
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "_run_epoch", stopped)
+        assert main(argv + ["--set", "prompt.length=8"]) == 130
+    assert json.loads((out / "model/adapter_config.json").read_text()) != spec  # the stopped run's model is there
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "nothing to do" not in capsys.readouterr().err
+    assert json.loads((out / "model/adapter_config.json").read_text()) == spec
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(params, root):
+    """Regression (session 41): SIGTERM (docker stop, Slurm's time limit, `timeout`) ended `ptv2 train` (and a DVC
+    stage) on the spot: no word, its MLflow run left RUNNING. It now takes Ctrl-C's path: the one line, exit 130,
+    nothing half-written left, and the same command resumes from the checkpoint."""
+    import os
+    import signal
+    import time
+
+    out = root / "termed"
+    argv = [sys.executable, "-m", "ptv2", "train", "--params", str(params), "--task", "sent", "--out", str(out),
+            "--set", "train.epochs.ptv2=100000"]
+    def term_after(needle: str) -> str:
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                                env={**os.environ, "TQDM_DISABLE": "1"})
+        seen, deadline = "", time.monotonic() + 240
+        while needle not in seen and time.monotonic() < deadline and proc.poll() is None:
+            seen += proc.stderr.readline()
+        proc.send_signal(signal.SIGTERM)
+        err = seen + proc.stderr.read()
+        assert proc.wait(timeout=60) == 130, err[-2000:]
+        assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("ptv2: interrupted"), err[-2000:]
+        return err
+
+    term_after("epoch 2/")  # a checkpoint is on disk
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "model"]
+    assert "resumed from" in term_after("resumed from")  # the same command goes on where it stopped
+
+
 def test_more_processes_on_a_node_than_gpus_is_one_line(params, capsys, root, monkeypatch):
     """Regression (found on a lent 1-GPU H200): two torchrun processes with a CUDA device ended in a torchrun
     traceback (rank 1 had no GPU of its own). Now each process says why in one line, exit 2, before any work."""
@@ -536,3 +588,19 @@ def test_a_full_disk_is_one_line_for_training_and_export(params, root, capsys, s
     _one_line_exit_2(capsys, ["export", "--params", str(params), "--model", str(root / "run" / "model"),
                               "--out", str(small_disk / "bundle")], f"No space left on device ({small_disk}")
     assert not [p for p in small_disk.iterdir() if p.name.startswith(".") and "tmp" in p.name]
+
+
+def test_sigterm_is_an_interrupt_only_inside_the_block():
+    """The CLI also runs inside other processes (these tests): SIGTERM's handler is theirs again after it."""
+    import os
+    import signal
+    import time
+
+    from ptv2.procenv import sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs before this ends
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -381,7 +381,7 @@ def test_a_stage_interrupted_is_one_line(where):
     code = f"{where}; raise KeyboardInterrupt"
     r = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0, r.stderr
-    assert r.stderr.startswith("ptv2: stage interrupted (Ctrl-C)") and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("ptv2: stage interrupted (Ctrl-C or SIGTERM)") and "Traceback" not in r.stderr, r.stderr
     r = subprocess.run([sys.executable, "-c", "import ptv2.stages; raise ValueError('kept')"], cwd=PROJECT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "Traceback" in r.stderr and "ValueError: kept" in r.stderr

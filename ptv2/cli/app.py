@@ -14,6 +14,7 @@ from ptv2.cli.train import cmd_adapt, cmd_baseline, cmd_compare, cmd_pretrain, c
 from ptv2.cli.use import cmd_evaluate, cmd_export, cmd_predict
 from ptv2.config import SPLITS
 from ptv2.errors import USER_ERROR_EXIT, ConfigError, as_user_error, user_line
+from ptv2.procenv import sigterm_as_interrupt
 
 
 def parser() -> argparse.ArgumentParser:
@@ -152,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        if args.command != "predict":  # predict reads params.yaml only for a bundle, and only if it is there
-            config_of(args)
-        return args.fn(args)
+        with sigterm_as_interrupt():  # docker stop, Slurm, `timeout`: as Ctrl-C
+            if args.command != "predict":  # predict reads params.yaml only for a bundle, and only if it is there
+                config_of(args)
+            return args.fn(args)
     except KeyboardInterrupt:
         print("ptv2: interrupted; finished epochs are checkpointed, rerun the same command to resume", file=sys.stderr)
         return 130

@@ -9,7 +9,7 @@ def _interrupted(kind, value, tb) -> None:  # noqa: ANN001 - sys.excepthook's si
     """Ctrl-C in `dvc repro` reaches every stage process: one line instead of the traceback of wherever it was
     (an import, an epoch). The process still fails (by SIGINT, or exit 1), so DVC stops at that stage."""
     if issubclass(kind, KeyboardInterrupt):
-        print("ptv2: stage interrupted (Ctrl-C); rerun `dvc repro` to go on: finished stages are kept and a "
+        print("ptv2: stage interrupted (Ctrl-C or SIGTERM); rerun `dvc repro` to go on: finished stages are kept and a "
               "stopped training resumes from its checkpoint", file=sys.stderr)
         return
     _default_hook(kind, value, tb)

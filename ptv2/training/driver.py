@@ -127,8 +127,19 @@ def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = Fa
     check_replaceable(out_dir / "checkpoint", is_checkpoint, "a training checkpoint")
     # one writer per output folder; under torchrun rank 0 holds it for the group (the others only read)
     with output_lock(out_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
+        if os.environ.get("RANK", "0") == "0":
+            _drop_stale_record(out_dir)
         data = {t: load_task_data(cfg, t) for t in tasks}  # bad data fails here, before the model loads
         return _train(cfg, data, out_dir, mixture, init_from, report_splits, on_log, key, frozen)
+
+
+def _drop_stale_record(out_dir: Path) -> None:
+    """A run about to replace ``out_dir``'s model makes the record there (another config's, or a damaged one)
+    stale: removed before any write, so a run stopped midway (Ctrl-C, SIGTERM, a crash) leaves no record. Kept,
+    a later run of the record's config found it and took the stopped run's model for its own: "already trained
+    with this config: nothing to do" over a model with a prompt of another length (session 41)."""
+    with contextlib.suppress(FileNotFoundError):
+        (out_dir / RECORD).unlink()
 
 
 def check_run_folder(out_dir: Path) -> None:
