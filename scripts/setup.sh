@@ -8,8 +8,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+too_old() {  # ptv2 needs Python 3.11+ (pyproject.toml); an older one failed deep in pip, after a torch download
+  ! "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
+}
 if [ ! -x .venv/bin/python ]; then
+  if too_old "$PY"; then
+    echo "setup: $PY is not Python 3.11 or newer: run with PYTHON=python3.11 (or newer) ./scripts/setup.sh" >&2
+    exit 2
+  fi
   "$PY" -m venv .venv
+elif too_old .venv/bin/python; then
+  echo "setup: .venv holds Python $(.venv/bin/python -V 2>&1 | cut -d' ' -f2), older than 3.11: remove .venv and run" \
+       "again with PYTHON=python3.11 (or newer)" >&2
+  exit 2
 fi
 
 uv_args() {  # pip's index settings as uv flags, one per line

@@ -1,6 +1,7 @@
 """The house rules, as tests: stage deps are complete, every params.yaml key is read, one source of
 values, and each package imports only what it may."""
 import dataclasses
+import os
 import subprocess
 import sys
 import typing
@@ -297,3 +298,27 @@ def test_the_readmes_serving_example_asks_only_for_tasks_the_default_pipeline_se
     tasks = {row["task"] for row in json.loads(body)["dataframe_records"]}
     served = set(yaml.safe_load((PROJECT / "params.yaml").read_text())["adapt"]["tasks"])
     assert tasks and tasks <= served, sorted(tasks - served)
+
+
+def test_setup_refuses_a_python_older_than_311_before_any_install(tmp_path):
+    """Regression (session 41): `./scripts/setup.sh` with an older python3 (Ubuntu 22.04's 3.10) made its venv and
+    failed deep in pip ("requires a different Python"), after fetching a torch for it; and an old .venv likewise.
+    A stand-in interpreter that reports 3.10 is refused in one line, exit 2, and no .venv is made."""
+    import shutil
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(PROJECT / "scripts" / "setup.sh", repo / "scripts" / "setup.sh")
+    old = tmp_path / "python3.10"
+    old.write_text("#!/bin/sh\n# answers as a Python 3.10 would: sys.version_info < (3, 11)\nexit 1\n")
+    old.chmod(0o755)
+    r = subprocess.run(["bash", str(repo / "scripts" / "setup.sh")], env={**os.environ, "PYTHON": str(old)},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"setup: {old} is not Python 3.11 or newer: run with PYTHON=python3.11 (or newer) ./scripts/setup.sh"], r.stderr
+    assert not (repo / ".venv").exists()
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    (repo / ".venv" / "bin" / "python").symlink_to(old)
+    r = subprocess.run(["bash", str(repo / "scripts" / "setup.sh")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "older than 3.11: remove .venv" in r.stderr, r.stderr
