@@ -313,6 +313,12 @@ def test_registered_models_carry_their_code_signature_example_and_card(published
     example = json.loads((local / "serving_input_example.json").read_text())["dataframe_split"]
     tasks = [r[example["columns"].index("task")] for r in example["data"]]
     assert sorted(tasks) == sorted(TASKS)
+    # regression (session 41): unpinned, an environment built for the model got whatever onnxruntime and tokenizers
+    # were newest at deploy time, not the ones its parity and int8 checks ran on
+    from importlib.metadata import version
+
+    reqs = (local / "requirements.txt").read_text().split()
+    assert f"onnxruntime=={version('onnxruntime')}" in reqs and f"tokenizers=={version('tokenizers')}" in reqs, reqs
 
 
 def test_the_cli_predicts_and_evaluates_with_a_registered_model(published, monkeypatch):

@@ -12,7 +12,18 @@ from typing import Any
 from ptv2.serving.requests import BUNDLE_ARTIFACT, serving_settings
 from ptv2.tracking.store import _mlflow
 
-PYFUNC_REQUIREMENTS = ["onnxruntime", "tokenizers", "safetensors", "numpy", "pandas"]
+# onnxruntime and tokenizers decide a served model's answers (the export checked parity and int8 agreement on these
+# versions): pinned, so an environment MLflow builds for it (--env-manager uv / virtualenv) gets them, and MLflow
+# warns where another version loads it; the rest only carry arrays and tables
+PINNED_REQUIREMENTS = ("onnxruntime", "tokenizers")
+FREE_REQUIREMENTS = ("safetensors", "numpy", "pandas")
+
+
+def pyfunc_requirements() -> list[str]:
+    """The served model's pip requirements: ``PINNED_REQUIREMENTS`` at this environment's versions, the rest free."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in PINNED_REQUIREMENTS] + list(FREE_REQUIREMENTS)
 # what the served model imports from the project (torch-free), copied into the model as its code
 SERVING_CODE = ("__init__.py", "errors.py", "files.py", "host.py", "prefix.py", "spans.py", "serving")
 
@@ -80,7 +91,7 @@ def log_bundle_model(root: str | Path, run_id: str, bundle_dir: str | Path, extr
         info = mlflow.pyfunc.log_model(name=name, python_model=str(code), artifacts=artifacts,
                                        code_paths=[str(serving_code(Path(tmp) / "code"))],
                                        signature=signature(), input_example=input_example(bundle_dir),
-                                       pip_requirements=PYFUNC_REQUIREMENTS,  # explicit: inferring costs ~3 s
+                                       pip_requirements=pyfunc_requirements(),  # explicit: inferring costs ~3 s
                                        model_config=serving_settings(serving))
     return info.model_uri
 
