@@ -604,3 +604,34 @@ def test_sigterm_is_an_interrupt_only_inside_the_block():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler runs before this ends
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("what", ["model", "bundle"])
+def test_a_reader_that_leaves_early_ends_predict_quietly(params, bundle, root, what):
+    """Regression (session 41): `ptv2 predict … | head -1` ended in a BrokenPipeError traceback (print, then the
+    interpreter's own flush). Like Unix tools it now stops quietly: nothing on stderr but the progress, exit 141."""
+    import threading
+
+    model = root / "m/model" if what == "model" else bundle
+    proc = subprocess.Popen([sys.executable, "-m", "ptv2", "predict", "--params", str(params), "--model", str(model)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    feed = threading.Thread(target=lambda: (proc.stdin.write("a\tb\n" * 4000), proc.stdin.close()))
+    feed.start()
+    assert json.loads(proc.stdout.readline())["line"] == 1
+    proc.stdout.close()  # the reader leaves, as `head -1` does
+    err = proc.stderr.read()
+    feed.join()
+    assert proc.wait(timeout=120) == 141, err[-2000:]
+    assert "Traceback" not in err and "Error" not in err, err[-2000:]
+
+
+def test_a_broken_pipe_that_is_not_stdouts_stays_an_error(params, monkeypatch):
+    """An EPIPE from a socket (a tracking server that hung up) is not the reader leaving: it is not hidden."""
+    import ptv2.cli.app as app
+
+    def hung_up(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(app, "cmd_registry", hung_up)
+    with pytest.raises(BrokenPipeError):
+        main(["registry", "--params", str(params)])

@@ -139,6 +139,18 @@ def _artifact(path: Path) -> str | None:
         return None
 
 
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll reports POLLERR on its write end)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no real file behind stdout (a test's capture)
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if (empty := _empty_option(args)) is not None:
@@ -160,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ptv2: interrupted; finished epochs are checkpointed, rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_gone():  # a socket's EPIPE (a tracking server's) is not the reader leaving: a bug stays one
+            raise
+        # the reader left (`ptv2 predict … | head`): stop quietly, as Unix tools do (SIGPIPE's 128 + 13); stdout now
+        # goes nowhere, so the interpreter's last flush does not fail again ("Exception ignored … BrokenPipeError")
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as e:  # noqa: BLE001 - a user error is one line; anything else is re-raised as it was
         err = as_user_error(e)
         if err is None:
