@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -181,6 +182,28 @@ def check_prefect_api(url: str, fix: str) -> None:
     except (OSError, ValueError) as e:
         why = getattr(e, "reason", None) or e
         raise ConfigError(f"no Prefect server answers at PREFECT_API_URL = {url!r} ({why}): {fix}") from None
+
+
+def check_temporary_server_home() -> None:
+    """Prefect's temporary server keeps its sqlite database where PREFECT_HOME says (~/.prefect): a folder that is not
+    there or takes no files (a container's absent or read-only HOME) failed the server's start with a traceback every
+    few seconds for the 120 s start-up limit, then "RuntimeError: Timed out while attempting to connect to ephemeral
+    Prefect API server". One ConfigError instead, before the flow."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().server.database.connection_url
+    url = url.get_secret_value() if url is not None else ""
+    if not url.startswith("sqlite") or ":memory:" in url or "///" not in url:
+        return  # a database server (postgresql://…) is its own to check
+    folder = Path(url.split("///", 1)[1].split("?", 1)[0]).parent
+    try:
+        if not folder.is_dir():
+            raise OSError(f"{folder} is not a folder")
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise ConfigError(f"Prefect's temporary server cannot keep its database in {str(folder)!r} "
+                          f"({getattr(e, 'strerror', None) or e}): set PREFECT_HOME to a writable folder (export "
+                          f"PREFECT_HOME=$PWD/.prefect), or point PREFECT_API_URL at a running Prefect server") from None
 
 
 def flow_api_url() -> str | None:

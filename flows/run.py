@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.pipeline import (ROOT, check_prefect_api, configured_adapt, pipeline, pretrain, retrain,  # noqa: E402
-                            task_runner)  # first: the flows package sets Prefect's environment before Prefect loads
+from flows.pipeline import (ROOT, check_prefect_api, check_temporary_server_home, configured_adapt,  # noqa: E402
+                            pipeline, pretrain, retrain, task_runner)  # first: the flows package sets Prefect's environment before Prefect loads
 from prefect.settings import PREFECT_API_URL  # noqa: E402
 from ptv2.config import load_config  # noqa: E402
 from ptv2.errors import exit_2_on_user_error  # noqa: E402
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         if url := PREFECT_API_URL.value():  # a server of the user's (else Prefect starts a temporary one)
             check_prefect_api(url, "start it (prefect server start), fix the URL, or unset PREFECT_API_URL to run "
                                    "on a temporary local server")
+        else:
+            check_temporary_server_home()
     return entry_point(lambda: FLOWS[args.flow](str(root)))  # a failure is one line, as scripts/run.sh gives it
 
 

@@ -109,7 +109,10 @@ def test_a_flow_from_the_command_line_checks_the_project_before_prefect(tmp_path
                          # a Prefect server of the user's that is down: Prefect's "Failed to reach API" traceback
                          (["pretrain", "--root", str(tmp_path / "ok"), "PREFECT_API_URL=http://127.0.0.1:1/api"],
                           "no Prefect server answers at PREFECT_API_URL = 'http://127.0.0.1:1/api' ([Errno 111] "
-                          "Connection refused): start it (prefect server start), fix the URL, or unset")):
+                          "Connection refused): start it (prefect server start), fix the URL, or unset"),
+                         # session 41: a home Prefect cannot make (a container's absent HOME): 120 s of tracebacks
+                         (["pretrain", "--root", str(tmp_path / "ok"), f"PREFECT_HOME={tmp_path}/gone/.prefect"],
+                          f"Prefect's temporary server cannot keep its database in '{tmp_path}/gone/.prefect' (")):
         extra = dict(a.split("=", 1) for a in args if "=" in a)
         r = subprocess.run([sys.executable, str(PROJECT / "flows/run.py"), *[a for a in args if "=" not in a]],
                            capture_output=True, text=True, env={**env, **extra}, timeout=120)
