@@ -635,3 +635,19 @@ def test_a_broken_pipe_that_is_not_stdouts_stays_an_error(params, monkeypatch):
     monkeypatch.setattr(app, "cmd_registry", hung_up)
     with pytest.raises(BrokenPipeError):
         main(["registry", "--params", str(params)])
+
+
+@pytest.mark.parametrize("redirect,needle", [
+    ("<&-", "no texts to label: stdin is closed; pass --text TEXT"),  # was AttributeError: 'NoneType' … 'isatty'
+    (">&-", "stdout is closed, so `ptv2 predict`'s answers would be lost"),  # was exit 0, every answer dropped
+])
+def test_predict_with_stdin_or_stdout_closed_is_one_line(params, trained, redirect, needle):
+    """Regression (session 41): started with stdin closed (`<&-`, some supervisors) `ptv2 predict` was an
+    AttributeError traceback; with stdout closed it printed its answers nowhere and exited 0."""
+    import shlex
+
+    cmd = shlex.join([sys.executable, "-m", "ptv2", "predict", "--params", str(params), "--model", str(trained)])
+    feed = "" if redirect == "<&-" else "echo 'a\tb' | "
+    r = subprocess.run(["bash", "-c", f"{feed}{cmd} {redirect}"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith(f"ptv2: error: {needle}"), r.stderr[-2000:]

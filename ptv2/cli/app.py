@@ -13,7 +13,7 @@ from ptv2.cli.registry import cmd_registry, cmd_serve
 from ptv2.cli.train import cmd_adapt, cmd_baseline, cmd_compare, cmd_pretrain, cmd_train, cmd_transfer
 from ptv2.cli.use import cmd_evaluate, cmd_export, cmd_predict
 from ptv2.config import SPLITS
-from ptv2.errors import USER_ERROR_EXIT, ConfigError, as_user_error, user_line
+from ptv2.errors import USER_ERROR_EXIT, ConfigError, Ptv2Error, as_user_error, user_line
 from ptv2.procenv import sigterm_as_interrupt
 
 
@@ -159,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     _expand_home(args)
     if (inside := _inside_an_artifact(args)) is not None:
         print(user_line(inside), file=sys.stderr)
+        return USER_ERROR_EXIT
+    if sys.stdout is None and args.command in ("predict", "evaluate", "registry"):  # started with stdout closed
+        # (`>&-`): print() drops everything silently, and the command's answers are all it gives
+        print(user_line(Ptv2Error(f"stdout is closed, so `ptv2 {args.command}`'s answers would be lost: run it "
+                                  f"with stdout open (e.g. > answers.jsonl)")), file=sys.stderr)
         return USER_ERROR_EXIT
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

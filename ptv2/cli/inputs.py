@@ -82,6 +82,9 @@ def read_inputs(texts: list[str] | None, pairs: list[str] | None, stdin: TextIO 
     if pairs:
         raise Ptv2Error("--text-pair needs a --text for each pair; on stdin, write 'text<TAB>text_pair' lines")
     stdin = stdin or sys.stdin
+    if stdin is None:  # started with stdin closed (`<&-`, some supervisors): AttributeError on isatty otherwise
+        raise Ptv2Error("no texts to label: stdin is closed; pass --text TEXT (repeatable) or one text per line on "
+                        "stdin")
     if stdin.isatty():  # a user who typed only the command would otherwise face a silent wait
         print("ptv2: reading texts from stdin, one per line (a pair task: text<TAB>text_pair); end with Ctrl-D",
               file=sys.stderr)
