@@ -171,12 +171,20 @@ def check_prefect_api(url: str, fix: str) -> None:
     """The Prefect API at ``url`` (PREFECT_API_URL, from the environment or a Prefect profile) answers, else one
     ConfigError naming ``fix``: an unreachable one was httpx's ConnectError traceback (flows/serve.py) or
     Prefect's "Failed to reach API" traceback (flows/run.py). Any HTTP answer counts (Prefect Cloud asks for its
-    key)."""
+    key). Asked with Prefect's own TLS settings (PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY): a
+    server behind its own CA, which Prefect reaches, was refused as "self-signed certificate"."""
+    import ssl
     import urllib.error
     import urllib.request
 
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api
+    tls = ssl.create_default_context(cafile=api.ssl_cert_file or None)
+    if api.tls_insecure_skip_verify:
+        tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
     try:
-        urllib.request.urlopen(url.rstrip("/") + "/health", timeout=10).close()
+        urllib.request.urlopen(url.rstrip("/") + "/health", timeout=10, context=tls).close()
     except urllib.error.HTTPError:
         return
     except (OSError, ValueError) as e:

@@ -55,6 +55,30 @@ def test_an_unreachable_tracking_server_is_one_line_in_seconds(project):
     print(f"unreachable server: {took:.1f} s")
 
 
+def test_a_tls_server_is_checked_with_mlflows_own_tls_settings(tls_health_server, monkeypatch):
+    """Regression (session 41): the health check was a plain urllib request, blind to MLflow's TLS settings: a
+    server with its own CA, which MLflow reaches with MLFLOW_TRACKING_SERVER_CERT_PATH (or
+    MLFLOW_TRACKING_INSECURE_TLS), was refused as "does not answer (... self-signed certificate)" before any work."""
+    from ptv2.errors import TrackingError
+    from ptv2.tracking import health
+
+    uri, cert = tls_health_server
+    for k in ("MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_TRACKING_INSECURE_TLS", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(health, "_CHECKED", set())
+    with pytest.raises(TrackingError, match="self-signed certificate.*trust its certificate .MLFLOW_TRACKING_SERVER"):
+        health.check_store(uri)
+    for k, v in (("MLFLOW_TRACKING_SERVER_CERT_PATH", str(cert)), ("MLFLOW_TRACKING_INSECURE_TLS", "true")):
+        with monkeypatch.context() as m:
+            m.setenv(k, v)
+            m.setattr(health, "_CHECKED", set())
+            health.check_store(uri)  # answers: no error
+    monkeypatch.setattr(health, "_CHECKED", set())
+    with pytest.raises(TrackingError, match=r"HTTP 404 at /health: is it an MLflow server\?"):
+        monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
+        health.check_store(uri + "/elsewhere")
+
+
 @pytest.mark.parametrize("uri,needle", [
     ("foo://bar", "is not a store ptv2 can register models in"),
     ("file:///tmp/mlruns", "is not a store ptv2 can register models in"),  # MLflow's file store: no registry

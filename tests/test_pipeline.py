@@ -213,6 +213,24 @@ def test_the_schedule_is_served_only_on_a_prefect_server_that_answers():
         check_prefect_server("not a url")
 
 
+def test_a_prefect_server_behind_its_own_ca_is_checked_with_prefects_tls_settings(tls_health_server):
+    """Regression (session 41): the Prefect API check was a plain urllib request, blind to Prefect's TLS settings: a
+    server behind its own CA, which Prefect reaches with PREFECT_API_SSL_CERT_FILE (or
+    PREFECT_API_TLS_INSECURE_SKIP_VERIFY), was refused as "self-signed certificate" before the flow."""
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY, temporary_settings
+
+    from flows.pipeline import check_prefect_api
+    from ptv2.errors import ConfigError
+
+    uri, cert = tls_health_server
+    with pytest.raises(ConfigError, match="self-signed certificate"):
+        check_prefect_api(uri, "fix it")
+    with temporary_settings({PREFECT_API_SSL_CERT_FILE: str(cert)}):
+        check_prefect_api(uri, "fix it")
+    with temporary_settings({PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}):
+        check_prefect_api(uri, "fix it")
+
+
 def test_a_dvc_remote_the_project_lacks_is_one_line_before_any_work(tmp_path, tiny_dir):
     """Regression (session 26): flows.dvc_remote naming no remote of the project failed the retraining flow at
     its very end (DVC's error when it pushed), after every stage had run; now before any work."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 from ptv2.errors import TrackingError
@@ -38,15 +39,7 @@ def check_store(uri: str) -> None:
                             f"server (http://HOST:5000) or a database (sqlite:////abs/path/mlflow.db, "
                             f"postgresql://…, mysql://…), or unset it to use the project's own store")
     if uri.startswith(("http://", "https://")):
-        import urllib.error
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=3):
-                pass
-        except (urllib.error.URLError, OSError) as e:
-            raise TrackingError(f"MLflow tracking server {uri} does not answer ({getattr(e, 'reason', e)}); start it, "
-                                f"or unset MLFLOW_TRACKING_URI to use the project's own store") from None
+        _check_server(uri)
     elif (db := sqlite_file(uri)) is not None:
         _check_sqlite(db)
     elif scheme.startswith("databricks"):
@@ -60,6 +53,31 @@ def check_store(uri: str) -> None:
             raise TrackingError(f"MLFLOW_TRACKING_URI {uri!r}: the {scheme} store needs its driver ({e}); install it "
                                 f"(e.g. pip install psycopg2-binary / pymysql, and name it: mysql+pymysql://…)") from None
     _CHECKED.add(uri)
+
+
+def _check_server(uri: str) -> None:
+    """The server's /health answers 200 within 3 s, asked the way MLflow asks it: with its TLS settings
+    (MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH, a client certificate) and credentials. A plain
+    urllib request refused a server MLflow itself reached ("self-signed certificate")."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    fix = "start it, or unset MLFLOW_TRACKING_URI to use the project's own store"
+    try:
+        r = http_request(get_default_host_creds(uri), "/health", "GET", max_retries=0, timeout=3,
+                         raise_on_status=False)
+    except MlflowException as e:
+        why = str(e).split("Caused by ", 1)[-1].strip()  # urllib3's chain: keep the OS's or the TLS layer's words
+        found = re.search(r"\[Errno [^\]]+\][^'\")]*|\[SSL[^'\"]*|[^'\"(]*timed out[^'\")]*", why)
+        why = (found.group(0) if found else why.rstrip(")"))[:200].strip()
+        if "SSL" in why:
+            fix = ("trust its certificate (MLFLOW_TRACKING_SERVER_CERT_PATH=its CA's .pem, or "
+                   "MLFLOW_TRACKING_INSECURE_TLS=true), or unset MLFLOW_TRACKING_URI to use the project's own store")
+        raise TrackingError(f"MLflow tracking server {uri} does not answer ({why}); {fix}") from None
+    if r.status_code != 200:
+        raise TrackingError(f"MLflow tracking server {uri} does not answer its health check (HTTP {r.status_code} at "
+                            f"/health: is it an MLflow server?); {fix}")
 
 
 def _databricks_host(uri: str) -> str | None:
