@@ -211,7 +211,8 @@ def check_temporary_server_home() -> None:
     except OSError as e:
         raise ConfigError(f"Prefect's temporary server cannot keep its database in {str(folder)!r} "
                           f"({getattr(e, 'strerror', None) or e}): set PREFECT_HOME to a writable folder (export "
-                          f"PREFECT_HOME=$PWD/.prefect), or point PREFECT_API_URL at a running Prefect server") from None
+                          f"PREFECT_HOME=$PWD/.prefect), or point PREFECT_API_URL at a running Prefect server"
+                          ) from None
 
 
 def flow_api_url() -> str | None:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# first: the flows package sets Prefect's environment before Prefect loads
 from flows.pipeline import (ROOT, check_prefect_api, check_temporary_server_home, configured_adapt,  # noqa: E402
-                            pipeline, pretrain, retrain, task_runner)  # first: the flows package sets Prefect's environment before Prefect loads
+                            pipeline, pretrain, retrain, task_runner)
 from prefect.settings import PREFECT_API_URL  # noqa: E402
 from ptv2.config import load_config  # noqa: E402
 from ptv2.errors import exit_2_on_user_error  # noqa: E402

@@ -24,6 +24,8 @@ def pyfunc_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{p}=={version(p)}" for p in PINNED_REQUIREMENTS] + list(FREE_REQUIREMENTS)
+
+
 # what the served model imports from the project (torch-free), copied into the model as its code
 SERVING_CODE = ("__init__.py", "errors.py", "files.py", "host.py", "prefix.py", "spans.py", "serving")
 
