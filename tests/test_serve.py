@@ -321,6 +321,28 @@ def test_registered_models_carry_their_code_signature_example_and_card(published
     assert f"onnxruntime=={version('onnxruntime')}" in reqs and f"tokenizers=={version('tokenizers')}" in reqs, reqs
 
 
+def test_the_pinned_runtime_is_found_when_another_distribution_provides_it(monkeypatch):
+    """onnxruntime-gpu (a GPU host's) provides the onnxruntime module under another distribution name: looking up
+    'onnxruntime' alone would have failed the promote stage there with PackageNotFoundError."""
+    import importlib.metadata as md
+
+    from ptv2.tracking import packaging
+
+    real = md.version
+
+    def version(dist):
+        if dist == "onnxruntime":
+            raise md.PackageNotFoundError(dist)
+        return "9.8.7" if dist == "onnxruntime-gpu" else real(dist)
+
+    monkeypatch.setattr(md, "version", version)
+    monkeypatch.setattr(md, "packages_distributions", lambda: {"onnxruntime": ["onnxruntime-gpu"]})
+    reqs = packaging.pyfunc_requirements()
+    assert reqs[0] == "onnxruntime==9.8.7" and reqs[1].startswith("tokenizers==")
+    monkeypatch.setattr(md, "packages_distributions", lambda: {})
+    assert packaging.pyfunc_requirements()[0] == "onnxruntime"  # unknown: unpinned, as before
+
+
 def test_the_cli_predicts_and_evaluates_with_a_registered_model(published, monkeypatch):
     """Regression (session 26): `ptv2 predict --model models:/ptv2-all@champion` said it was "not a ptv2 model
     folder ...; train one with 'ptv2 train'". A registered model is fetched from the project's registry and

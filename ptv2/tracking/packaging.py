@@ -21,9 +21,21 @@ FREE_REQUIREMENTS = ("safetensors", "numpy", "pandas")
 
 def pyfunc_requirements() -> list[str]:
     """The served model's pip requirements: ``PINNED_REQUIREMENTS`` at this environment's versions, the rest free."""
-    from importlib.metadata import version
+    return [f"{p}=={v}" if (v := _installed_version(p)) else p for p in PINNED_REQUIREMENTS] + list(FREE_REQUIREMENTS)
 
-    return [f"{p}=={version(p)}" for p in PINNED_REQUIREMENTS] + list(FREE_REQUIREMENTS)
+
+def _installed_version(module: str) -> str | None:
+    """The version of the distribution that provides ``module`` here: onnxruntime may come as onnxruntime-gpu (or
+    -openvino, -directml) on a GPU host, whose versions follow onnxruntime's; the served model asks for the CPU
+    package (it serves on onnxruntime's CPU provider). None if no distribution says it provides it."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+
+    for dist in [module, *packages_distributions().get(module, [])]:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 # what the served model imports from the project (torch-free), copied into the model as its code
