@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
 from ptv2.config import Config, FlowsConfig, load_config
-from ptv2.errors import ConfigError
+from ptv2.errors import ArtifactError, ConfigError
+from ptv2.files import check_writable
 from ptv2.orchestration.dvc_graph import (check_remote, pipeline_lock, promotions, published, record, reproduce,
                                           run_stage, stage_log, stale)
 from ptv2.orchestration.failures import StageFailed, explained, fails_again
@@ -205,14 +205,14 @@ def check_temporary_server_home() -> None:
         return  # a database server (postgresql://…) is its own to check
     folder = Path(url.split("///", 1)[1].split("?", 1)[0]).parent
     try:
-        if not folder.is_dir():
-            raise OSError(f"{folder} is not a folder")
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as e:
-        raise ConfigError(f"Prefect's temporary server cannot keep its database in {str(folder)!r} "
-                          f"({getattr(e, 'strerror', None) or e}): set PREFECT_HOME to a writable folder (export "
-                          f"PREFECT_HOME=$PWD/.prefect), or point PREFECT_API_URL at a running Prefect server"
-                          ) from None
+        if not folder.is_dir():  # Prefect makes it without its parents: check_writable would probe a parent
+            raise ArtifactError(f"{folder} is not a folder")
+        check_writable(folder)
+    except ArtifactError as e:
+        why = str(e).split("; ")[0]  # check_writable's own fix names --out, not PREFECT_HOME
+        raise ConfigError(f"Prefect's temporary server cannot keep its database in {str(folder)!r} ({why}): set "
+                          f"PREFECT_HOME to a writable folder (export PREFECT_HOME=$PWD/.prefect), or point "
+                          f"PREFECT_API_URL at a running Prefect server") from None
 
 
 def flow_api_url() -> str | None:

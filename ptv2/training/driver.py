@@ -126,8 +126,9 @@ def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = Fa
     check_replaceable(out_dir / "model", is_model_dir, "a ptv2 model folder")  # before training, not after
     check_replaceable(out_dir / "checkpoint", is_checkpoint, "a training checkpoint")
     # one writer per output folder; under torchrun rank 0 holds it for the group (the others only read)
-    with output_lock(out_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
-        if os.environ.get("RANK", "0") == "0":
+    main = os.environ.get("RANK", "0") == "0"
+    with output_lock(out_dir) if main else contextlib.nullcontext():
+        if main:
             _drop_stale_record(out_dir)
         data = {t: load_task_data(cfg, t) for t in tasks}  # bad data fails here, before the model loads
         return _train(cfg, data, out_dir, mixture, init_from, report_splits, on_log, key, frozen)
