@@ -41,8 +41,13 @@ def user_line(e: Ptv2Error) -> str:
 
 
 # OSErrors a user meets and fixes: a path option with a name over the file system's 255 bytes (`--out`, `--params`
-# of 300 characters were tracebacks), a disk that filled up while writing outputs
+# of 300 characters were tracebacks), a disk that filled up while writing outputs, a file or folder this user may
+# not read or write (a data file or params.yaml another user owns with mode 600 was a PermissionError traceback)
+_ACCESS = "give this user access to it (read for inputs, write for output folders), or point ptv2 at another path"
 _MACHINE = {errno.ENAMETOOLONG: "give a path whose every name has at most 255 bytes",
+            errno.EACCES: _ACCESS,
+            errno.EPERM: _ACCESS,
+            errno.EROFS: "point the output at a writable file system (--out, or the params.yaml folders)",
             errno.ENOSPC: "free space there, or point the output elsewhere (--out, or the params.yaml folders)",
             errno.EDQUOT: "free space within your quota there, or point the output elsewhere (--out, or the "
                           "params.yaml folders)"}
@@ -55,6 +60,9 @@ def machine_error(code: int, filename: object = None) -> Ptv2Error:
     return Ptv2Error(f"{os.strerror(code)}{where}: {_MACHINE[code]}")
 
 
+_SQLALCHEMY_HINTS = ("(raised as a result of", "(Background on this error")
+
+
 def as_user_error(e: BaseException) -> Ptv2Error | None:
     """``e`` as the user's one line, or None for a bug: a Ptv2Error, an OSError of the machine's limits
     (``_MACHINE``), or MLflow's own error (a remote store that refused a request, credentials it could not read),
@@ -64,7 +72,10 @@ def as_user_error(e: BaseException) -> Ptv2Error | None:
     if isinstance(e, OSError) and e.errno in _MACHINE:  # the machine's limits, not ptv2's: a path or a full disk
         return machine_error(e.errno, e.filename)
     if any(c.__name__ == "MlflowException" and c.__module__.startswith("mlflow") for c in type(e).__mro__):
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        # SQLAlchemy's errors open with its hints ("(raised as a result of Query-invoked autoflush; ...)"), not the
+        # database's own words ("(sqlite3.OperationalError) database is locked"), which come next
+        lines = [x for x in str(e).strip().splitlines() if not x.startswith(_SQLALCHEMY_HINTS)]
+        first = (lines or [type(e).__name__])[0][:300]
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         store = f"the MLflow store at MLFLOW_TRACKING_URI {uri!r}" if uri else "the project's MLflow store"
         fix = "check it and its credentials, or unset it to use the project's own store" if uri else \

@@ -651,3 +651,36 @@ def test_predict_with_stdin_or_stdout_closed_is_one_line(params, trained, redire
     r = subprocess.run(["bash", "-c", f"{feed}{cmd} {redirect}"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1].startswith(f"ptv2: error: {needle}"), r.stderr[-2000:]
+
+
+def _without_root_powers(cmd: list[str], tmp_path) -> list[str]:
+    """``cmd`` run so that file modes hold for it: as is for a user, under capsh without root's read-anything
+    capabilities for root; skipped where neither can be had."""
+    import os
+    import shlex
+
+    if os.geteuid() != 0:
+        return cmd
+    probe = tmp_path / "probe"
+    probe.write_text("x")
+    probe.chmod(0)
+    drop = ["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--", "-c"]
+    if not shutil.which("capsh") or not subprocess.run([*drop, f"! cat {shlex.quote(str(probe))}"],
+                                                       capture_output=True).returncode == 0:
+        pytest.skip("running as root without capsh's dropped capabilities: file modes do not apply")
+    return [*drop, shlex.join(cmd)]
+
+
+@pytest.mark.parametrize("what", ["data", "params"])
+def test_a_file_this_user_may_not_read_is_one_line(params, root, tmp_path, what):
+    """Regression (session 42): a data file or params.yaml this user may not read (another user's, mode 600) was a
+    PermissionError traceback; it is one line naming the file and the fix now."""
+    target = root / "sent/train.tsv" if what == "data" else params
+    cmd = _without_root_powers([sys.executable, "-m", "ptv2", "train", "--params", str(params), "--task", "sent",
+                                "--out", str(root / "run")], tmp_path)
+    target.chmod(0)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == (f"ptv2: error: Permission denied ({target}): give this user access to "
+                                                 f"it (read for inputs, write for output folders), or point ptv2 at "
+                                                 f"another path"), r.stderr[-2000:]

@@ -426,3 +426,43 @@ def test_the_pipeline_entry_point_interrupted_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(dvc_graph, "reproduce", interrupted)
     assert dvc_graph.main([]) == 130
     assert capsys.readouterr().err.startswith("ptv2: interrupted; finished stages are kept")
+
+
+def test_a_store_that_cannot_be_written_is_one_line_before_any_run(tmp_path, monkeypatch):
+    """Regression (session 42): a stage logging into a read-only mlruns.db (a read-only mount, another user's file)
+    was MLflow's logged SQLAlchemy traceback and a line quoting SQLAlchemy's autoflush hint; now one line naming the
+    store and the fix, before the run. Reading it (the registry) still works."""
+    from ptv2.errors import TrackingError
+    from ptv2.tracking import registry, store
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    made, where = tmp_path / "rw", tmp_path / "ro"
+    made.mkdir()
+    where.mkdir()
+    store.init_store(made, "ptv2")  # a store with its schema and experiment, as a pipeline left it
+    # the same folder, mounted read-only (root with CAP_SYS_ADMIN only: skipped elsewhere)
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(made), str(where)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount a folder here (needs root)")
+    try:
+        with pytest.raises(TrackingError, match=r"the MLflow store .*mlruns\.db cannot be written by this user "
+                                                r"\(its folder .* takes no new files\).*point MLFLOW_TRACKING_URI"):
+            with store.start_run(where, "ptv2", "baseline-sent", {}, {}):
+                pass
+        assert registry.list_versions(where) == []  # a reader is not refused
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_a_store_error_is_told_in_the_databases_words_not_sqlalchemys_hint(monkeypatch):
+    """Regression (session 42): SQLAlchemy's errors open with a hint line; the user's one line quoted it ("(raised as
+    a result of Query-invoked autoflush; consider using a session.no_autoflush block ...)") and not the cause."""
+    from mlflow.exceptions import MlflowException
+
+    from ptv2.errors import as_user_error
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    e = MlflowException("(raised as a result of Query-invoked autoflush; consider using a session.no_autoflush block "
+                        "if this flush is occurring prematurely)\n(sqlite3.OperationalError) database is locked\n"
+                        "[SQL: INSERT INTO runs ...]\n(Background on this error at: https://sqlalche.me/e/21/e3q8)")
+    line = str(as_user_error(e))
+    assert line.startswith("the project's MLflow store refused: (sqlite3.OperationalError) database is locked;"), line

@@ -131,6 +131,34 @@ def _check_databricks(uri: str) -> None:
         log.setLevel(level)
 
 
+def check_sqlite_writable(uri: str) -> None:
+    """A sqlite store that a stage is about to log a run into can be written by this user: its file and its folder
+    (SQLite writes its journal beside the file). A read-only one was MLflow's logged SQLAlchemy traceback ("attempt
+    to write a readonly database") and a line quoting SQLAlchemy's autoflush hint. Readers (the registry, predict,
+    serving from a read-only mount) are not checked."""
+    from ptv2.errors import Ptv2Error
+    from ptv2.files import check_writable
+
+    db = sqlite_file(uri)
+    if db is None:
+        return
+    why = None
+    try:
+        check_writable(db.parent)
+    except Ptv2Error:
+        why = f"its folder {db.parent} takes no new files"
+    try:
+        if why is None and db.is_file():
+            with open(db, "r+b"):  # opened for writing, nothing written
+                pass
+    except OSError as e:
+        why = e.strerror or str(e)
+    if why is not None:
+        raise TrackingError(f"the MLflow store {db} cannot be written by this user ({why}): every stage logs its run "
+                            f"there; give this user write access to the file and its folder, or point "
+                            f"MLFLOW_TRACKING_URI at a store it can write") from None
+
+
 def _check_sqlite(db: Path) -> None:
     import sqlite3
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ptv2.errors import TrackingError
-from ptv2.tracking.health import check_store, sqlite_file
+from ptv2.tracking.health import check_sqlite_writable, check_store, sqlite_file
 
 STORE_DB = "mlruns.db"  # the project's own tracking store (sqlite), in its folder
 STORE_FOLDER = "mlartifacts"  # the project's own artifact store, beside STORE_DB
@@ -70,6 +70,7 @@ def check_tracking(root: str | Path) -> None:
     """The store this project logs to can take runs and registered models; else one TrackingError line (callers
     that log only at the end check first, not after their work)."""
     check_store(tracking_uri(root))
+    check_sqlite_writable(tracking_uri(root))
     _check_environment(tracking_uri(root), root)
 
 
@@ -157,6 +158,7 @@ def tracking_server(root: str | Path, experiment: str, timeout_s: float = 120.0)
 def init_store(root: str | Path, experiment: str) -> str:
     """Create the database and experiment once, before anything runs in parallel. Returns its id."""
     mlflow = _mlflow(root)
+    check_sqlite_writable(tracking_uri(root))  # every writer comes here first
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
