@@ -3,6 +3,7 @@ line on stderr and exit code 2, in seconds (the issue measured tracebacks and 2-
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -269,12 +270,38 @@ def test_an_env_manager_without_its_tool_is_one_line(project):
 
 
 def test_serve_builds_mlflows_command_for_the_resolved_version(project):
-    from ptv2.tracking.registry import serve_command
+    from ptv2.tracking.scoring import serve_command
 
     argv, env = serve_command(project, "models:/ptv2-all/3", "0.0.0.0", 8080, "virtualenv")
     assert argv[1:] == ["models", "serve", "-m", "models:/ptv2-all/3", "-h", "0.0.0.0", "-p", "8080",
                         "--env-manager", "virtualenv"]
     assert os.path.exists(argv[0]) and env["MLFLOW_TRACKING_URI"] == f"sqlite:///{project / 'mlruns.db'}"
+
+
+@pytest.mark.parametrize("where,char", [("proj #2", "#"), ("proj ?1", "?"), ("proj 100%41", "%")])
+def test_serving_from_a_path_mlflows_server_misreads_is_one_line(project, where, char):
+    """Regression (session 42): MLflow's scoring server loads a version kept in a local artifact store from its
+    folder, reading the path as a URI again: in a project at '/tmp/proj #2' `ptv2 serve` started and died in
+    "MlflowException: No such artifact: 'MLmodel'" (a traceback); now one line naming the path and the fix, for a
+    registered version and for the files of a moved project alike."""
+    import mlflow
+
+    from ptv2.errors import ConfigError
+    from ptv2.tracking import registry
+    from ptv2.tracking.scoring import serve_command
+
+    files = project / where / "model"
+    uri = f"sqlite:///{project / 'mlruns.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("ptv2-all")
+    client.create_model_version("ptv2-all", source=files.as_uri(), run_id=None)
+    registry._mlflow(project)
+    needle = f"cannot load a model from a path holding {char!r} ({files}): move or copy the project"
+    for given in ("models:/ptv2-all/1", files.as_uri()):
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            serve_command(project, given, "127.0.0.1", 8080, "local")
+    assert serve_command(project, (project / "plain" / "model").as_uri(), "127.0.0.1", 8080, "local")[0][4] == \
+        (project / "plain" / "model").as_uri()
 
 
 _WRITER = """

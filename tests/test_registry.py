@@ -414,6 +414,31 @@ def test_a_users_sqlite_store_is_read_in_the_project_and_keeps_its_artifacts_bes
     assert not (temp / "mlruns").exists()
 
 
+def test_a_project_whose_path_holds_url_characters_keeps_its_store_in_it(tmp_path, monkeypatch):
+    """Regression (session 42): the store's URI was 'sqlite:///' + the path, which SQLAlchemy reads as a URL: in a
+    project at '/tmp/run 100%41' every stage failed after MLflow's 100 s of retries ('unable to open database
+    file': '%41' read as 'A'), and at '/data/q?1' the store was a database at '/data/q'."""
+    from pathlib import Path
+
+    from ptv2.tracking import health
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    project = tmp_path / "run 100%41 #x" / "q?1=2"
+    project.mkdir(parents=True)
+    assert health.sqlite_file(tracking.tracking_uri(project)) == project / "mlruns.db"
+    with tracking.start_run(project, "t", "r", {"a": 1}, {}) as run:
+        run.log_metrics({"m": 1.0})
+    monkeypatch.setattr(health, "_CHECKED", set())  # checked when the store did not exist yet: again, now it does
+    tracking.check_tracking(project)  # the damaged-store check reads this file too (an SQLite URI of its own)
+    assert (project / "mlruns.db").is_file()
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == [str(Path("run 100%41 #x/q?1=2/mlruns.db"))], files  # no database at 'run 100A …' or '…/q'
+    exp = tracking.init_store(project, "t")
+    assert registry._mlflow(project).MlflowClient().get_experiment(exp).artifact_location == \
+        (project / "mlartifacts").as_uri()
+    assert registry.list_versions(project) == []
+
+
 def test_a_constant_regression_baseline_scores_zero_not_nan():
     """Regression: the train-mean baseline of STS-B scored nan (np.std of equal floats was 1e-16), so the
     registry tagged baseline 'nan' and every comparison with it was False."""

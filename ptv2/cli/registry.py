@@ -81,7 +81,8 @@ def serve(cfg: Config, root: Path, model: str | None, host: str, port: int, env_
     """MLflow's scoring server on a registered ``model`` (default: the multi-task model's champion), once the
     registry shows it is there (MLflow's own answer to a missing model or alias is a traceback after ~15 s);
     this process becomes the server."""
-    from ptv2.tracking.registry import check_env_manager, check_model_files, resolve_model, serve_command
+    from ptv2.tracking.registry import check_model_files, resolve_model
+    from ptv2.tracking.scoring import check_env_manager, serve_command
 
     uri = model or f"models:/{cfg.tracking.multitask_model}@champion"
     check_port(host, port)

@@ -1,7 +1,8 @@
 """Tracking: the only code that talks to MLflow. ``store`` (the store, runs, artifacts), ``registry``
 (model versions, aliases, tags, downloads), ``health``
 (a tracking store that is down or damaged: one line, bounded retries), ``pyfunc`` (the model MLflow
-serves) and ``packaging`` (its code, signature, input example and model card)."""
+serves), ``packaging`` (its code, signature, input example and model card) and ``scoring`` (MLflow's scoring
+server on a registered version)."""
 import os
 
 # MLflow sets its loggers' level from this when first imported (here, before any of the modules below imports it):

@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from ptv2.errors import TrackingError
 
@@ -22,9 +23,19 @@ REGISTRY_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "
 
 
 def sqlite_file(uri: str) -> Path | None:
-    """The database file a ``sqlite:///…`` tracking URI names (relative to the working folder unless absolute);
-    None for any other store."""
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    """The database file a ``sqlite:///…`` tracking URI names (relative to the working folder unless absolute), read
+    as SQLAlchemy reads it (up to a query, percent-escapes decoded); None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(unquote(uri[len("sqlite:///"):].split("?", 1)[0]))
+
+
+def sqlite_uri(db: Path) -> str:
+    """The ``sqlite:///…`` URI of the database file ``db``: SQLAlchemy decodes percent-escapes and ends the path at
+    '?', so a project in '/tmp/run 100%41' or '/data/q?1' was a store at another path ('unable to open database
+    file' after MLflow's 100 s of retries, or a database at '/data/q'). MLflow makes the parent folder of the
+    undecoded path (``_make_parent_dirs_if_sqlite``): with '%' or '?' in the path, an empty folder beside it."""
+    return "sqlite:///" + str(db).replace("%", "%25").replace("?", "%3F")
 
 
 def check_store(uri: str) -> None:
@@ -167,7 +178,8 @@ def _check_sqlite(db: Path) -> None:
     try:
         # Read-write (never create): a writer killed mid-transaction leaves a hot journal that SQLite rolls
         # back on open, which a read-only connection cannot do ("attempt to write a readonly database").
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=rw", uri=True)) as con:
+        # an SQLite URI: '%XX', '?' and '#' in the path quoted, or it named (and made) another file
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(db))}?mode=rw", uri=True)) as con:
             ok = con.execute("PRAGMA quick_check").fetchone()[0] == "ok"
     except sqlite3.DatabaseError as e:
         ok, why = False, str(e)

@@ -9,9 +9,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ptv2.errors import ArtifactError, ConfigError
+from ptv2.errors import ArtifactError
 from ptv2.files import file_lock
-from ptv2.procenv import path_with_this_python
 from ptv2.tracking.health import sqlite_file
 from ptv2.tracking.store import STORE_FOLDER, _mlflow, has_store, repo_root, tracking_uri
 
@@ -318,37 +317,3 @@ def _check_bundle(bundle: Path, what: str) -> None:
         raise DamagedBundle(f"{what}: its registered bundle fails its check ({reason}): its files in the artifact "
                             f"store changed after registration; restore them, or use another version (`ptv2 "
                             f"registry` lists them)", f"is damaged in the artifact store ({reason})") from None
-
-
-def check_env_manager(env_manager: str) -> None:
-    """The tool MLflow needs to build the model's environment is there (without it MLflow's answer is a
-    traceback once the model is downloaded): conda (or $MLFLOW_CONDA_HOME/bin/conda), pyenv for virtualenv, uv."""
-    import os
-    import shutil
-
-    needs = {"conda": "conda", "virtualenv": "pyenv", "uv": "uv"}.get(env_manager)
-    if needs is None:
-        return
-    where = path_with_this_python()
-    home = os.environ.get("MLFLOW_CONDA_HOME")
-    if env_manager == "conda" and home:
-        where = os.path.join(home, "bin")
-    if shutil.which(needs, path=where) is None:
-        place = f"$MLFLOW_CONDA_HOME/bin ({where})" if env_manager == "conda" and home else "PATH"
-        raise ConfigError(f"--env-manager {env_manager} needs {needs}, which is not on {place}: install it, or "
-                          f"serve with --env-manager local (this environment)")
-
-
-def serve_command(root: str | Path, files: str, host: str, port: int,
-                  env_manager: str) -> tuple[list[str], dict[str, str]]:
-    """(argv, environment) of MLflow's scoring server on one registered version of this project's store, whose
-    files are at ``files`` (``check_model_files``)."""
-    import os
-    import sys
-
-    from ptv2.tracking.store import tracking_uri
-
-    mlflow_cli = str(Path(sys.executable).with_name("mlflow"))
-    argv = [mlflow_cli, "models", "serve", "-m", files, "-h", host, "-p", str(port),
-            "--env-manager", env_manager]
-    return argv, {**os.environ, "PATH": path_with_this_python(), "MLFLOW_TRACKING_URI": tracking_uri(root)}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ptv2.errors import TrackingError
-from ptv2.tracking.health import check_sqlite_writable, check_store, sqlite_file
+from ptv2.tracking.health import check_sqlite_writable, check_store, sqlite_file, sqlite_uri
 
 STORE_DB = "mlruns.db"  # the project's own tracking store (sqlite), in its folder
 STORE_FOLDER = "mlartifacts"  # the project's own artifact store, beside STORE_DB
@@ -37,7 +37,7 @@ def repo_root(start: str | Path) -> Path:
 
 def tracking_uri(root: str | Path) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
-    return _in_project(uri, root) if uri else f"sqlite:///{repo_root(root) / STORE_DB}"
+    return _in_project(uri, root) if uri else sqlite_uri(repo_root(root) / STORE_DB)
 
 
 def _in_project(uri: str, root: str | Path) -> str:
@@ -46,7 +46,7 @@ def _in_project(uri: str, root: str | Path) -> str:
     each experiment logged and registered into a store of its own, gone with the copy (live: "ptv2-sent v1" in a
     project whose store held 15 versions)."""
     db = sqlite_file(uri)
-    return f"sqlite:///{repo_root(root) / db}" if db is not None and not db.is_absolute() else uri
+    return sqlite_uri(repo_root(root) / db) if db is not None and not db.is_absolute() else uri
 
 
 def has_store(root: str | Path) -> bool:
