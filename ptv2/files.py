@@ -99,8 +99,15 @@ def _full_disk_is_one_line(target: Path) -> Iterator[None]:
     try:
         yield
     except Exception as e:
-        if not isinstance(e, Ptv2Error) and _out_of_space(target.parent):
+        if isinstance(e, Ptv2Error):
+            raise
+        if _out_of_space(target.parent):
             raise machine_error(errno.ENOSPC, target.parent) from e
+        # libraries write beside the output in the temporary folder too (onnxruntime's quantizer: a full TMPDIR on
+        # another file system was onnx's "DecodeError: Wire format was corrupt" reading back its truncated file)
+        if _out_of_space(Path(tempfile.gettempdir())):
+            raise Ptv2Error(f"{os.strerror(errno.ENOSPC)} ({tempfile.gettempdir()}, the temporary folder): free "
+                            f"space there, or point TMPDIR at a folder with room") from e
         raise
 
 

@@ -590,6 +590,22 @@ def test_a_full_disk_is_one_line_for_training_and_export(params, root, capsys, s
     assert not [p for p in small_disk.iterdir() if p.name.startswith(".") and "tmp" in p.name]
 
 
+def test_a_full_temporary_folder_is_one_line_naming_it(params, root, capsys, small_disk, monkeypatch):
+    """Regression (session 42): onnxruntime's quantizer and tempfile write in the temporary folder, not beside the
+    output: with TMPDIR full on another file system `ptv2 export` said "No space left on device: free space there"
+    (where?) or, on the real backbone, onnx's "DecodeError: Wire format was corrupt"; now one line naming TMPDIR."""
+    import tempfile
+
+    assert main(["train", "--params", str(params), "--task", "pair", "--out", str(root / "run")]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(tempfile, "tempdir", str(small_disk))  # what TMPDIR=<small_disk> gives a new process
+    _one_line_exit_2(capsys, ["export", "--params", str(params), "--model", str(root / "run" / "model"),
+                              "--out", str(root / "bundle")],
+                     f"No space left on device ({small_disk}, the temporary folder): free space there, or point "
+                     f"TMPDIR at a folder with room")
+    assert not (root / "bundle").exists()
+
+
 def test_sigterm_is_an_interrupt_only_inside_the_block():
     """The CLI also runs inside other processes (these tests): SIGTERM's handler is theirs again after it."""
     import os
