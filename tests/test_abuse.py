@@ -74,6 +74,12 @@ SET_CASES = {
     "zero micro-batch": ("serving.micro_batch=0", "serving.micro_batch = 0"),
     "int8 agreement policy above 1": ("serving.int8_min_agreement=1.5", "serving.int8_min_agreement = 1.5"),
     "a key that moved": ("export.min_int8_agreement=0.9", "export.min_int8_agreement is now serving.int8_min_agreement"),
+    # regression (session 42): each swap of a paired test is a metric call in a Python loop: 1e8 of them (or an
+    # alpha needing them) ran for hours before the first epoch's decision, with no word
+    "swaps beyond the most": ("train.select_samples=100000000", "expected an integer in [1, 1000000]"),
+    "gate swaps beyond the most": ("tracking.permutation_samples=2000000", "expected an integer in [100, 1000000]"),
+    "alpha needing too many swaps": ("train.select_alpha=1e-7", "a smaller one needs over 1000000 swaps"),
+    "gate alpha needing too many swaps": ("tracking.promote_alpha=1e-7", "a smaller one needs over 1000000 swaps"),
 }
 
 

@@ -13,6 +13,9 @@ from ptv2.errors import check_value as _check
 # a registered model's name: <registry_prefix><task> (a task name has at most 64 characters), multitask_model; at
 # most 256 characters, the length of the name column of MLflow's SQL registry
 REGISTERED_NAME = re.compile(r"[A-Za-z0-9_.-]{1,256}")
+# the most random swaps of a paired permutation test (``train.select_samples``, ``tracking.permutation_samples``): a
+# p-value resolution of 1e-6, ~26 s per test on 1,000 rows; each swap is a metric call, so 1e9 looked like a hang (7 h)
+MAX_SWAPS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,11 @@ class TrackingConfig:
 
     def __post_init__(self) -> None:
         _check(0 < self.promote_alpha < 0.5, "promote_alpha", self.promote_alpha, "a level in (0, 0.5), e.g. 0.05")
-        _check(self.permutation_samples >= 100, "permutation_samples", self.permutation_samples, "an integer >= 100")
+        _check(100 <= self.permutation_samples <= MAX_SWAPS, "permutation_samples", self.permutation_samples,
+               f"an integer in [100, {MAX_SWAPS}]")
         need = math.floor(1 / self.promote_alpha + 1e-9)  # the gate's smallest p is 1 / (samples + 1), below alpha
+        _check(need <= MAX_SWAPS, "promote_alpha", self.promote_alpha,
+               f"a level above {1 / (MAX_SWAPS + 1):.6g}: a smaller one needs over {MAX_SWAPS} swaps")
         _check(self.permutation_samples >= need, "permutation_samples", self.permutation_samples,
                f"at least {need} swaps: with fewer, no p-value falls below promote_alpha = {self.promote_alpha} and "
                f"the gate could never promote a model (or raise promote_alpha)")

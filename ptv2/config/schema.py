@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from ptv2.config.checks import check_output_folders
-from ptv2.config.deploy import ExportConfig, FlowsConfig, ServingConfig, TrackingConfig
+from ptv2.config.deploy import MAX_SWAPS, ExportConfig, FlowsConfig, ServingConfig, TrackingConfig
 from ptv2.errors import ConfigError
 from ptv2.errors import check_value as _check  # one rule for a value error, shared with ptv2.prompt
 from ptv2.prompt import PromptConfig
@@ -106,8 +106,11 @@ class TrainConfig:
         _check(self.patience >= 0, "patience", self.patience, "an integer >= 0")
         _check(0.0 < self.select_alpha <= 1.0, "select_alpha", self.select_alpha,
                "a test level in (0, 1]; 1 = any higher val score replaces step 0")
-        _check(self.select_samples >= 1, "select_samples", self.select_samples, "an integer >= 1, e.g. 1000")
+        _check(1 <= self.select_samples <= MAX_SWAPS, "select_samples", self.select_samples,
+               f"an integer in [1, {MAX_SWAPS}], e.g. 1000")
         need = math.ceil(1 / self.select_alpha - 1 - 1e-9)  # the test's smallest p is 1 / (samples + 1)
+        _check(need <= MAX_SWAPS, "select_alpha", self.select_alpha,
+               f"a level of at least {1 / (MAX_SWAPS + 1):.6g}: a smaller one needs over {MAX_SWAPS} swaps")
         _check(self.select_samples >= need, "select_samples", self.select_samples,
                f"at least {need} swaps: with fewer, no p-value reaches select_alpha = {self.select_alpha} and no "
                f"trained epoch could ever replace step 0 (or raise select_alpha)")
