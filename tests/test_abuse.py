@@ -2,6 +2,7 @@
 Every case must end in one line naming the value or file and the fix, exit 2, no traceback, nothing
 finished lost."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -114,6 +115,9 @@ DATA_CASES = {
     "jsonl not utf-8": ("pair/train.jsonl", lambda b: b"\xff\xfe" + b, "not UTF-8"),
     "jsonl missing field": ("pair/train.jsonl", lambda b: b + b'{"premise": "x", "label": "yes"}\n', "hypothesis"),
     "missing file": ("sent/train.tsv", None, "not found"),
+    # regression (session 42): a folder, a named pipe or a device was "not found" (it is there)
+    "a folder": ("sent/train.tsv", "folder", "is not a regular file (a folder, pipe or device)"),
+    "a named pipe": ("sent/train.tsv", "fifo", "is not a regular file (a folder, pipe or device)"),
 }
 
 
@@ -123,6 +127,12 @@ def test_corrupt_data(params, capsys, root, case):
     f = root / rel
     if mutate is None:
         f.unlink()
+    elif mutate == "folder":
+        f.unlink()
+        f.mkdir()
+    elif mutate == "fifo":
+        f.unlink()
+        os.mkfifo(f)
     else:
         f.write_bytes(mutate(f.read_bytes()))
     task = rel.split("/")[0]
@@ -462,7 +472,6 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(params, root):
     """Regression (session 41): SIGTERM (docker stop, Slurm's time limit, `timeout`) ended `ptv2 train` (and a DVC
     stage) on the spot: no word, its MLflow run left RUNNING. It now takes Ctrl-C's path: the one line, exit 130,
     nothing half-written left, and the same command resumes from the checkpoint."""
-    import os
     import signal
     import time
 
@@ -508,7 +517,6 @@ def test_more_processes_on_a_node_than_gpus_is_one_line(params, capsys, root, mo
 def test_more_data_parallel_cpu_processes_than_cores_is_one_line_before_any_starts(params, capsys, monkeypatch):
     """Regression (session 34): train.processes 64 on this 2-core machine launched 64 processes, a model copy each,
     past its 24 GB; the stage now refuses before torchrun starts any."""
-    import os
     import subprocess
 
     from ptv2.config import load_config
@@ -530,7 +538,6 @@ def test_more_data_parallel_cpu_processes_than_cores_is_one_line_before_any_star
 def test_outputs_get_the_mode_the_umask_gives_not_private_temp_modes(params, trained, root, capsys):
     """Regression (session 25): outputs renamed into place kept mkstemp / mkdtemp's 0600 / 0700, so a bundle's
     folder and manifest (and a model's weights) were unreadable to a server running as another user."""
-    import os
     import stat
 
     from ptv2.files import atomic_write_text
@@ -555,7 +562,6 @@ def test_outputs_are_written_in_utf8_whatever_the_locale(root):
     """Regression (session 41): atomic_write_text wrote in the locale's encoding, so under an ASCII locale (or a
     cp1252 one) the report stage's '—' for a missing cell, and the experiments' '±' and '→', ended in a
     UnicodeEncodeError traceback, and files moved between hosts read otherwise."""
-    import os
     import subprocess
     import sys
 
@@ -614,7 +620,6 @@ def test_a_full_temporary_folder_is_one_line_naming_it(params, root, capsys, sma
 
 def test_sigterm_is_an_interrupt_only_inside_the_block():
     """The CLI also runs inside other processes (these tests): SIGTERM's handler is theirs again after it."""
-    import os
     import signal
     import time
 
@@ -678,7 +683,6 @@ def test_predict_with_stdin_or_stdout_closed_is_one_line(params, trained, redire
 def _without_root_powers(cmd: list[str], tmp_path) -> list[str]:
     """``cmd`` run so that file modes hold for it: as is for a user, under capsh without root's read-anything
     capabilities for root; skipped where neither can be had."""
-    import os
     import shlex
 
     if os.geteuid() != 0:

@@ -18,6 +18,9 @@ _LINE_END = re.compile(r"\r\n|\r|\n")
 
 def read_lines(path: Path) -> list[str]:
     """The file's lines (no newline characters); DataError when missing or not UTF-8."""
+    if path.exists() and not path.is_file():  # a folder, a named pipe, /dev/zero: read_bytes would block or never end
+        raise DataError(f"data file {str(path)!r} is not a regular file (a folder, pipe or device); point the task's "
+                        f"files at a file")
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} not found; check data_root in params.yaml (or $PTV2_DATA_ROOT) "
                         f"and the task's files")
