@@ -76,6 +76,10 @@ def check_file_target(path: Path) -> None:
     _check_parents(path)
     if path.is_dir():
         raise ArtifactError(f"cannot write {str(path)!r}: it is a folder; pass a file path such as reports/table.md")
+    if path.exists() and not path.is_file():  # /dev/stdout, a pipe: the atomic rename replaced the link or node
+        # itself with a file of ours (as root, /dev/stdout became a regular file in /dev)
+        raise ArtifactError(f"cannot write {str(path)!r}: it is a device or pipe, not a file; pass a file path such "
+                            f"as reports/table.md and read it from there")
 
 
 def _out_of_space(folder: Path) -> bool:

@@ -575,6 +575,23 @@ def test_outputs_are_written_in_utf8_whatever_the_locale(root):
     assert out.read_bytes().decode("utf-8") == "— ± →"
 
 
+def test_an_output_that_is_a_device_or_pipe_is_refused_and_left_as_it_is(tmp_path):
+    """Regression (session 42): the atomic writers renamed their temp file onto the output path, so `--out
+    /dev/stdout` (a bench table, a metrics file) replaced the link itself with a file of ours (as root, /dev/stdout
+    became a regular file in /dev); a link to /dev/null or a named pipe likewise. Refused in one line now."""
+    from ptv2.errors import ArtifactError
+    from ptv2.files import atomic_write_text
+
+    link, pipe = tmp_path / "out.md", tmp_path / "pipe.md"
+    link.symlink_to(os.devnull)
+    os.mkfifo(pipe)
+    for path in (link, pipe):
+        with pytest.raises(ArtifactError, match="it is a device or pipe, not a file; pass a file path"):
+            atomic_write_text(path, "x")
+    assert link.is_symlink() and os.readlink(link) == os.devnull and pipe.is_fifo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.md", "pipe.md"]  # no temp file left
+
+
 @pytest.fixture()
 def small_disk(tmp_path):
     """A 2 MiB tmpfs, filled up to 16 KiB short of full (root with CAP_SYS_ADMIN only: skipped elsewhere)."""
