@@ -401,6 +401,26 @@ def test_retrain_flow_registers_and_gates(tmp_path, tiny_dir, prefect_harness, m
     assert listing.returncode == 0 and "1" in versions <= {"1", "2"}, listing.stdout + listing.stderr  # the new store
 
 
+def test_outputs_linked_out_of_the_project_are_one_line_before_any_stage(tmp_path, tiny_dir, monkeypatch):
+    """Regression (session 42): with `outputs` a link to a larger disk, the prepare stage ran and wrote there, then
+    DVC failed the next stage ("'…/outputs/pretrain' is outside of git repository", exit 1); now one line naming
+    the link and the fix before any stage runs."""
+    from ptv2.errors import ConfigError
+    from ptv2.orchestration.dvc_graph import reproduce
+
+    for k, v in pipeline_env().items():
+        monkeypatch.setenv(k, v)
+    root = make_repo(tmp_path / "repo", tiny_dir)
+    elsewhere = tmp_path / "big" / "outputs"
+    elsewhere.mkdir(parents=True)
+    (root / "outputs").symlink_to(elsewhere)
+    with pytest.raises(ConfigError, match=r"outputs/prepare resolves to .*big/outputs/prepare, outside the project: "
+                                          r"DVC keeps only outputs inside its git repository \(outputs is a link out "
+                                          r"of it\); .*dvc cache dir PATH"):
+        reproduce(root)
+    assert not any(elsewhere.iterdir())  # no stage ran
+
+
 def test_backbone_weights_replaced_behind_the_same_name_retrain_what_was_trained_on_them(tmp_path, tiny_dir,
                                                                                         monkeypatch, caplog):
     """Regression (session 39): the backbone's files were no DVC dependency, so after weights were replaced

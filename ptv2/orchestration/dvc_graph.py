@@ -157,11 +157,25 @@ def reproduce(root: str | Path, targets: list[str] | None = None) -> list[str]:
     os.environ["PATH"] = path_with_this_python()  # the stages' `python` is ours, activated or not
     with pipeline_lock(root), contextlib.chdir(root):  # DVC resolves targets against the cwd
         with _repo(root) as repo:
+            _check_outputs_inside(root, [Path(o.fs_path) for o in repo.index.outs])
             stages = repo.reproduce(targets=["prepare"], force=True) if _backbone_changed(repo, cfg) else []
             stages += repo.reproduce(targets=targets or None)
     ran = list(dict.fromkeys(s.addressing for s in stages))
     log.info("dvc repro ran %d stage(s): %s", len(ran), ran or "nothing (up to date)")
     return ran
+
+
+def _check_outputs_inside(root: Path, outs: list[Path]) -> None:
+    """Every stage output resolves inside the project: DVC refuses one outside its git repository only after the
+    stages before it ran ("failed to reproduce 'pretrain' (… is outside of git repository …)", exit 1), as when
+    ``outputs`` is a link to a larger disk."""
+    for out in outs:
+        if not out.resolve().is_relative_to(root):
+            link = next((p for p in [*reversed(out.parents), out] if p.is_symlink()), out)
+            raise ConfigError(f"{out.relative_to(root)} resolves to {out.resolve()}, outside the project: DVC keeps "
+                              f"only outputs inside its git repository ({link.relative_to(root)} is a link out of "
+                              f"it); keep the outputs in the project, and put DVC's cache on the other disk instead "
+                              f"(dvc cache dir PATH)")
 
 
 def _backbone_changed(repo: Any, cfg: Any) -> bool:
