@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 def path_with_this_python() -> str:
@@ -36,17 +36,60 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+STOP_GRACE_S = 10.0  # after SIGTERM, how long the interrupt may take to end the block (docker stop's own grace)
+
+
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt(grace_s: float = STOP_GRACE_S) -> Iterator[None]:
     """While in the block, SIGTERM (docker stop, a Kubernetes eviction, Slurm's time limit, ``timeout``) stops the
     process as Ctrl-C does, through the same paths: the one line, the MLflow run ended FAILED, temp outputs removed,
     the output lock released. Python's default ended it on the spot: no word, the run left RUNNING in MLflow.
+    Python runs a handler only between bytecodes, so a process blocked inside a library (a rank waiting for its
+    peers in torch's TCPStore, up to 30 min) did not stop at all: a watchdog thread, woken by the signal through
+    ``signal.set_wakeup_fd``, ends it ``grace_s`` later with one line and exit 143 if the block has not ended.
     The previous handler is back after the block (the CLI also runs inside test processes). Main thread only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     before = signal.signal(signal.SIGTERM, _interrupt)
+    done = threading.Event()
+    watch = _watchdog(done, grace_s)
     try:
         yield
     finally:
+        done.set()
+        if watch is not None:
+            watch()
         signal.signal(signal.SIGTERM, before)
+
+
+def _watchdog(done: threading.Event, grace_s: float) -> Callable[[], None] | None:
+    """Start the SIGTERM watchdog; returns what stops it, or None where the wakeup fd is another's (asyncio's)."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+    if previous != -1:  # someone else's (an event loop's): theirs stays, no watchdog
+        signal.set_wakeup_fd(previous)
+        os.close(r)
+        os.close(w)
+        return None
+
+    def watch() -> None:
+        try:
+            while data := os.read(r, 64):  # blocks without the GIL; each signal with a Python handler writes its number
+                if signal.SIGTERM in data and not done.wait(grace_s):
+                    os.write(2, f"ptv2: stopped by SIGTERM: the process was blocked inside a library and did not "
+                                f"stop within {grace_s:g} s\n".encode())
+                    os._exit(128 + signal.SIGTERM)
+        finally:
+            os.close(r)
+
+    threading.Thread(target=watch, name="ptv2-sigterm-watchdog", daemon=True).start()
+
+    def stop() -> None:
+        current = signal.set_wakeup_fd(-1)
+        if current != w:  # an event loop started in the block set its own: it keeps it
+            signal.set_wakeup_fd(current)
+        os.close(w)  # the thread's read sees the end of the pipe, and the thread ends
+
+    return stop

@@ -495,6 +495,40 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(params, root):
     assert "resumed from" in term_after("resumed from")  # the same command goes on where it stopped
 
 
+_BLOCKED = """
+import datetime, sys
+import torch.distributed as dist
+from ptv2.procenv import sigterm_as_interrupt
+with sigterm_as_interrupt(grace_s=2):
+    print("waiting", flush=True)
+    # rank 0 of 2 waits for its peer inside torch (C++), where Python runs no signal handler
+    dist.TCPStore("127.0.0.1", 0, 2, True, timeout=datetime.timedelta(seconds=120), wait_for_workers=True)
+"""
+
+
+def test_sigterm_stops_a_process_blocked_inside_a_library(params):
+    """Regression (session 42): SIGTERM as Ctrl-C ran only between bytecodes, so `ptv2 train` as rank 0 of 2 with
+    no peer (WORLD_SIZE=2 by hand, a node that never came up), blocked in torch's TCPStore, ignored `timeout` and
+    `docker stop`'s SIGTERM for the store's 30 minutes. A watchdog ends it after the grace with one line, 143."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _BLOCKED], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "waiting"
+        time.sleep(1)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)  # the store's own timeout is 120 s
+    finally:
+        proc.kill()
+    took, err = time.monotonic() - t0, proc.stderr.read()
+    assert code == 143 and took < 30, (code, took, err[-2000:])
+    assert err.strip().splitlines()[-1] == ("ptv2: stopped by SIGTERM: the process was blocked inside a library and "
+                                            "did not stop within 2 s"), err[-2000:]
+
+
 def test_more_processes_on_a_node_than_gpus_is_one_line(params, capsys, root, monkeypatch):
     """Regression (found on a lent 1-GPU H200): two torchrun processes with a CUDA device ended in a torchrun
     traceback (rank 1 had no GPU of its own). Now each process says why in one line, exit 2, before any work."""
