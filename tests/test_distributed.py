@@ -59,6 +59,7 @@ def test_two_processes_train_the_same_model_as_one(root, tiny_dir, device):
     _run(1, "train", "--params", str(p), "--task", "sent", "--out", str(root / "one"))
     err = _run(2, "train", "--params", str(p), "--task", "sent", "--out", str(root / "two"))
     assert "training on 2 data-parallel processes" in err
+    assert "rank 0 of 2: joining the group at " in err  # said before the rendezvous, which waits for every rank
     m = _same(root / "one", root / "two")
     assert [h["epoch"] for h in m["history"]] == [0, 1, 2, 3]  # epoch 0: heads fitted (LP-FT), same on each rank
 

@@ -65,6 +65,9 @@ def make_device(cfg: TrainConfig, multi_task: bool = False):
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the rendezvous waits for every rank, silent (up to 30 min)
+        log.info("rank %s of %s: joining the group at %s:%s (waits for the other ranks)", os.environ.get("RANK", "?"),
+                 os.environ["WORLD_SIZE"], os.environ.get("MASTER_ADDR", "?"), os.environ.get("MASTER_PORT", "?"))
     return Accelerator(cpu=cpu, mixed_precision="no",
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=multi_task)])
 
