@@ -426,6 +426,11 @@ def test_a_project_whose_path_holds_url_characters_keeps_its_store_in_it(tmp_pat
     project = tmp_path / "run 100%41 #x" / "q?1=2"
     project.mkdir(parents=True)
     assert health.sqlite_file(tracking.tracking_uri(project)) == project / "mlruns.db"
+    # a user's relative store is read in the project, quoted, its query kept
+    assert tracking._in_project("sqlite:///team%2541.db?timeout=30", project) == \
+        f"sqlite:///{str(project).replace('%', '%25').replace('?', '%3F')}/team%2541.db?timeout=30"
+    assert health.sqlite_file(tracking._in_project("sqlite:///team%2541.db?timeout=30", project)) == \
+        project / "team%41.db"
     with tracking.start_run(project, "t", "r", {"a": 1}, {}) as run:
         run.log_metrics({"m": 1.0})
     monkeypatch.setattr(health, "_CHECKED", set())  # checked when the store did not exist yet: again, now it does

@@ -171,11 +171,12 @@ def _check_outputs_inside(root: Path, outs: list[Path]) -> None:
     ``outputs`` is a link to a larger disk."""
     for out in outs:
         if not out.resolve().is_relative_to(root):
-            link = next((p for p in [*reversed(out.parents), out] if p.is_symlink()), out)
-            raise ConfigError(f"{out.relative_to(root)} resolves to {out.resolve()}, outside the project: DVC keeps "
-                              f"only outputs inside its git repository ({link.relative_to(root)} is a link out of "
-                              f"it); keep the outputs in the project, and put DVC's cache on the other disk instead "
-                              f"(dvc cache dir PATH)")
+            inside = [p for p in [*reversed(out.parents), out] if p != root and p.is_relative_to(root)]
+            link = next((p for p in inside if p.is_symlink()), out)
+            raise ConfigError(f"{os.path.relpath(out, root)} resolves to {out.resolve()}, outside the project: DVC "
+                              f"keeps only outputs inside its git repository ({os.path.relpath(link, root)} is a link "
+                              f"out of it); keep the outputs in the project, and put DVC's cache on the other disk "
+                              f"instead (dvc cache dir PATH)")
 
 
 def _backbone_changed(repo: Any, cfg: Any) -> bool:

@@ -158,12 +158,12 @@ def check_sqlite_writable(uri: str) -> None:
         check_writable(db.parent)
     except Ptv2Error:
         why = f"its folder {db.parent} takes no new files"
-    try:
-        if why is None and db.is_file():
+    if why is None and db.is_file():
+        try:
             with open(db, "r+b"):  # opened for writing, nothing written
                 pass
-    except OSError as e:
-        why = e.strerror or str(e)
+        except OSError as e:
+            why = e.strerror or str(e)
     if why is not None:
         raise TrackingError(f"the MLflow store {db} cannot be written by this user ({why}): every stage logs its run "
                             f"there; give this user write access to the file and its folder, or point "

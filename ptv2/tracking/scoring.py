@@ -63,4 +63,4 @@ def _check_loadable_path(files: str) -> None:
     if bad := sorted({c for c in path if c in _URI_CHARACTERS}):
         raise ConfigError(f"MLflow's scoring server cannot load a model from a path holding "
                           f"{', '.join(repr(c) for c in bad)} ({path[:200]}): move or copy the project to a path "
-                          f"without them and serve from there (`ptv2 predict --model {files}` works here)")
+                          f"without them and serve from there (`ptv2 predict` with the same --model works here)")

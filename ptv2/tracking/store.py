@@ -46,7 +46,10 @@ def _in_project(uri: str, root: str | Path) -> str:
     each experiment logged and registered into a store of its own, gone with the copy (live: "ptv2-sent v1" in a
     project whose store held 15 versions)."""
     db = sqlite_file(uri)
-    return sqlite_uri(repo_root(root) / db) if db is not None and not db.is_absolute() else uri
+    if db is None or db.is_absolute():
+        return uri
+    query = uri.partition("?")[2]  # a user's ?mode=… goes on with the path
+    return sqlite_uri(repo_root(root) / db) + (f"?{query}" if query else "")
 
 
 def has_store(root: str | Path) -> bool:

@@ -65,7 +65,8 @@ def make_device(cfg: TrainConfig, multi_task: bool = False):
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the rendezvous waits for every rank, silent (up to 30 min)
+    # the rendezvous waits for every rank without a word (up to 30 min where a peer never comes)
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1"):
         log.info("rank %s of %s: joining the group at %s:%s (waits for the other ranks)", os.environ.get("RANK", "?"),
                  os.environ["WORLD_SIZE"], os.environ.get("MASTER_ADDR", "?"), os.environ.get("MASTER_PORT", "?"))
     return Accelerator(cpu=cpu, mixed_precision="no",
