@@ -552,3 +552,21 @@ def test_the_report_names_an_earlier_frozen_champion_as_the_frozen_baseline(tmp_
     assert "v2, the frozen baseline (an earlier champion)" in row({"tasks": {"cb": "2"}, "candidates": {"cb": "frozen"}})
     assert "v2, an earlier champion" in row({"tasks": {"cb": "2"}, "candidates": {"cb": "trained"}})
     assert "v2, an earlier champion" in row({"tasks": {"cb": "2"}})  # a publish.json from before candidates
+
+
+def test_an_artifact_store_this_user_may_not_read_names_access_not_registering_again(tmp_path, monkeypatch):
+    """Regression (session 42): with mlartifacts/ unreadable to this user (mode 000, another user's), `ptv2 predict
+    --model models:/…` told them to register the task again, which would not help; the fix named is access."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    def denied(**_: object) -> str:  # what MLflow's local artifact repository raised, live under capsh
+        raise PermissionError(13, "Permission denied", str(tmp_path / "mlartifacts"))
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", denied)
+    monkeypatch.setattr(registry, "version_files", lambda root, name, version: f"models:/{name}/{version}")
+    with pytest.raises(registry.UnreadableVersion, match=r"models:/ptv2-all/1 cannot be downloaded \(\[Errno 13\] "
+                                                         r"Permission denied: .*\); give this user read access to the "
+                                                         r"artifact store$"):
+        registry.download_version(tmp_path, "ptv2-all", "1", tmp_path / "dst")

@@ -137,7 +137,7 @@ def version_files(root: str | Path, name: str, version: str) -> str:
 def download_version(root: str | Path, model_name: str, version: str, dst: str | Path) -> Path:
     mlflow = _mlflow(root)
     Path(dst).mkdir(parents=True, exist_ok=True)
-    why = "its artifact folder is gone or empty"
+    why, fix = "its artifact folder is gone or empty", "register the task again (`dvc repro --force promote@<task>`)"
     try:
         got = Path(mlflow.artifacts.download_artifacts(artifact_uri=version_files(root, model_name, version),
                                                        dst_path=str(dst)))
@@ -145,8 +145,10 @@ def download_version(root: str | Path, model_name: str, version: str, dst: str |
             return got
     except (mlflow.exceptions.MlflowException, OSError) as e:  # a deleted version or artifact folder
         why = str(e).splitlines()[0][:200]
-    raise UnreadableVersion(f"models:/{model_name}/{version} cannot be downloaded ({why}); register the task "
-                            f"again (`dvc repro --force promote@<task>`)", f"cannot be downloaded ({why})")
+        if isinstance(e, PermissionError):  # the files are there: registering again would not help
+            fix = "give this user read access to the artifact store"
+    raise UnreadableVersion(f"models:/{model_name}/{version} cannot be downloaded ({why}); {fix}",
+                            f"cannot be downloaded ({why})")
 
 
 def download_bundle(root: str | Path, model_name: str, version: str, dst: str | Path) -> Path:
