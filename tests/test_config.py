@@ -341,3 +341,26 @@ def test_a_params_path_that_is_no_params_file_says_what_it_is(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['key0', .*'key15'\] and 12 more in top level") as e:
         load_config(other)  # (sorted as text)
     assert "key9" not in str(e.value)
+
+
+def test_a_params_file_linked_to_a_shared_config_belongs_to_the_project_it_is_in(tmp_path, capsys, monkeypatch):
+    """Regression (session 42): the project folder was the params file's resolved parent, so a params.yaml linked
+    to a shared config made the config's folder the project: its relative data_root read there, and `ptv2
+    registry` / the stages used an MLflow store there (one store for every project linking it)."""
+    from ptv2.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("PTV2_DATA_ROOT", raising=False)
+    shared, project = tmp_path / "shared", tmp_path / "project"
+    shared.mkdir()
+    project.mkdir()
+    (shared / "params.yaml").write_text((PROJECT / "params.yaml").read_text().replace(
+        "data_root: ../shared/data", "data_root: data", 1))
+    link = project / "params.yaml"
+    link.symlink_to(shared / "params.yaml")
+    assert load_config(link).data_root == str((project / "data").resolve())
+    assert main(["registry", "--params", str(link)]) == 0
+    assert f"no registered model in sqlite:///{project.resolve() / 'mlruns.db'}" in capsys.readouterr().out
+    from ptv2.config import params_folder  # the one home of that rule (the stages' and commands' root)
+
+    assert params_folder(link) == project.resolve()

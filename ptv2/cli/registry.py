@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ptv2.cli.common import config_of
-from ptv2.config import Config
+from ptv2.config import Config, params_folder
 from ptv2.errors import ConfigError
 
 
@@ -98,10 +98,10 @@ def serve(cfg: Config, root: Path, model: str | None, host: str, port: int, env_
 
 def cmd_registry(args: argparse.Namespace) -> int:
     """The registered versions with the gate's evidence (scores, baseline, p-values, decision)."""
-    print(registry_table(config_of(args), Path(args.params).resolve().parent))
+    print(registry_table(config_of(args), params_folder(args.params)))
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """MLflow's scoring server on a registered model, checked first (this process becomes the server)."""
-    serve(config_of(args), Path(args.params).resolve().parent, args.model, args.host, args.port, args.env_manager)
+    serve(config_of(args), params_folder(args.params), args.model, args.host, args.port, args.env_manager)

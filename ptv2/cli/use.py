@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ptv2.cli.common import config_of
+from ptv2.config import params_folder
 from ptv2.errors import Ptv2Error
 
 
@@ -33,7 +34,7 @@ def _local(args: argparse.Namespace) -> Iterator[tuple[str, Any, bool | None]]:
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         config_of(args)  # the registry is the project's: its params.yaml must be there (not a new empty store here)
     with tempfile.TemporaryDirectory(prefix="ptv2-model-") as tmp:
-        path, serving = fetch_bundle(Path(args.params).resolve().parent, args.model, tmp)
+        path, serving = fetch_bundle(params_folder(args.params), args.model, tmp)
         yield str(path), serving, args.int8 or None
 
 

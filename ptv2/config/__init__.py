@@ -6,7 +6,7 @@
 duplicate keys, YAML errors, wrong types and impossible values with one line naming the key and the fix.
 """
 from ptv2.config.loader import (apply_override, comparison_config, config_from_dict, file_data_root, load_config,
-                                read_yaml)
+                                params_folder, read_yaml)
 from ptv2.config.deploy import ExportConfig, FlowsConfig, ServingConfig, TrackingConfig
 from ptv2.config.schema import (METRICS, SPLITS, TEMPLATE_FIELD, AdaptConfig, BackboneConfig, CompareConfig, Config,
                                 Method, PretrainConfig, PromptConfig, RunConfig, TaskSpec, TaskType, TrainConfig)
@@ -14,4 +14,4 @@ from ptv2.config.schema import (METRICS, SPLITS, TEMPLATE_FIELD, AdaptConfig, Ba
 __all__ = ["METRICS", "SPLITS", "TEMPLATE_FIELD", "AdaptConfig", "BackboneConfig", "CompareConfig", "Config",
            "ExportConfig", "FlowsConfig", "Method", "PretrainConfig", "PromptConfig", "RunConfig", "ServingConfig",
            "TaskSpec", "TaskType", "TrackingConfig", "TrainConfig", "apply_override", "comparison_config",
-           "config_from_dict", "file_data_root", "load_config", "read_yaml"]
+           "config_from_dict", "file_data_root", "load_config", "params_folder", "read_yaml"]

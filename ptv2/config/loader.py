@@ -191,6 +191,13 @@ def _read(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, 
     return data
 
 
+def params_folder(params: str | Path) -> Path:
+    """The project folder of a params file: the folder the file is in, not its link target's. Resolving the file
+    took a params.yaml linked to a shared config for a project in the config's folder: its MLflow store, registry
+    and relative data_root there, one store for every project linking it."""
+    return Path(params).absolute().parent.resolve()
+
+
 def _resolve(root: str, params: Path, key: str = "data_root") -> str:
     """A data root as an absolute path: relative ones against the params file's folder. A leading ``~`` is
     refused: DVC takes it as a folder named ``~`` (its ``${data_root}`` dependency), so ptv2 does too."""
@@ -198,7 +205,7 @@ def _resolve(root: str, params: Path, key: str = "data_root") -> str:
         home = os.path.expanduser(root)
         raise ConfigError(f"{key} = {root!r} starts with '~', which is not expanded here (nor by DVC): write the "
                           f"absolute path{f' ({home!r})' if home != root else ''} or one relative to params.yaml")
-    return str((Path(root) if Path(root).is_absolute() else params.resolve().parent / root).resolve())
+    return str((Path(root) if Path(root).is_absolute() else params_folder(params) / root).resolve())
 
 
 def file_data_root(path: str | Path = "params.yaml") -> str:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from ptv2.config import Config, load_config
+from ptv2.config import Config, load_config, params_folder
 from ptv2.errors import exit_2_on_user_error
 from ptv2.procenv import set_quiet_defaults, sigterm_as_interrupt
 
@@ -34,7 +34,7 @@ def parse(argv: list[str] | None, task: bool = False, paths: tuple[str, ...] = (
 
 
 def root_of(args: argparse.Namespace) -> Path:
-    return Path(args.params).resolve().parent
+    return params_folder(args.params)
 
 
 def is_main_rank() -> bool:
