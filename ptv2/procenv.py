@@ -32,6 +32,11 @@ def set_quiet_defaults(**extra: str) -> None:
         os.environ.setdefault(k, v)
 
 
+def is_main_rank() -> bool:
+    """True unless this process is a non-zero rank of a torchrun / accelerate group (rank 0 logs and writes)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ptv2.files import write_json
-from ptv2.stages.common import is_main_rank, parse, root_of, run
+from ptv2.procenv import is_main_rank
+from ptv2.stages.common import parse, root_of, run
 from ptv2.stages.launch import data_parallel
 from ptv2.tracking.store import tracked
 from ptv2.training import RUN_ID

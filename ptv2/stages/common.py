@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -35,11 +34,6 @@ def parse(argv: list[str] | None, task: bool = False, paths: tuple[str, ...] = (
 
 def root_of(args: argparse.Namespace) -> Path:
     return params_folder(args.params)
-
-
-def is_main_rank() -> bool:
-    """True unless this process is a non-zero rank of a torchrun / accelerate group (rank 0 logs and writes)."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 def run(main: Callable[[], None]) -> None:

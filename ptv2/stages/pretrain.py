@@ -6,7 +6,8 @@ from pathlib import Path
 from ptv2.config import Config
 from ptv2.errors import ConfigError
 from ptv2.files import write_json
-from ptv2.stages.common import is_main_rank, parse, root_of, run
+from ptv2.procenv import is_main_rank
+from ptv2.stages.common import parse, root_of, run
 from ptv2.stages.launch import data_parallel
 from ptv2.tracking.store import tracked
 from ptv2.training.driver import pretrain

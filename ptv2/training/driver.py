@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +23,7 @@ from ptv2.files import check_replaceable, output_lock, write_json
 from ptv2.model.backbone import load_backbone, own_pooling, position_limit
 from ptv2.model.prompted import count_parameters
 from ptv2.model.spec import FROZEN, ModelSpec
+from ptv2.procenv import is_main_rank
 from ptv2.training import RUN_ID
 from ptv2.training.artifacts import is_model_dir, read_spec, verify_model_dir, weights_sha
 from ptv2.training.build import check_pretrained, head_spec, init_from_pretrained, load_model, model_from_spec, \
@@ -126,7 +126,7 @@ def train(cfg: Config, tasks: list[str], out_dir: str | Path, mixture: bool = Fa
     check_replaceable(out_dir / "model", is_model_dir, "a ptv2 model folder")  # before training, not after
     check_replaceable(out_dir / "checkpoint", is_checkpoint, "a training checkpoint")
     # one writer per output folder; under torchrun rank 0 holds it for the group (the others only read)
-    main = os.environ.get("RANK", "0") == "0"
+    main = is_main_rank()
     with output_lock(out_dir) if main else contextlib.nullcontext():
         if main:
             _drop_stale_record(out_dir)
