@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -62,10 +63,33 @@ def machine_error(code: int, filename: object = None) -> Ptv2Error:
 
 _SQLALCHEMY_HINTS = ("(raised as a result of", "(Background on this error")
 
+# A run that needs more memory than the host gives (a batch or max_length too large for it; a job under `ulimit -v`,
+# as batch schedulers set) failed in torch's allocator with a traceback from deep in the backbone's forward
+_OOM_WORDS = ("can't allocate memory", "CUDA out of memory", "Failed to allocate memory")
+_OOM_FIX = ("lower train.batch_size, train.eval_batch_size or backbone.max_length (params.yaml, or --set KEY=VALUE), "
+            "or run where more memory is free")
+
+
+def _out_of_memory(e: BaseException) -> Ptv2Error | None:
+    """The one line for an allocation that failed (Python's MemoryError, torch's CPU or CUDA allocator,
+    onnxruntime's), or None."""
+    words = str(e)
+    # onnxruntime's RuntimeException is no RuntimeError: its words are what it shares with torch's
+    oom = isinstance(e, MemoryError) or any(c.__name__ == "OutOfMemoryError" for c in type(e).__mro__) or any(
+        w in words for w in _OOM_WORDS)
+    if not oom:
+        return None
+    size = re.search(r"[Tt]ried to allocate ([0-9]+ bytes|[0-9.]+ ?[KMGT]i?B)", words)
+    what = size.group(1) if size else ""
+    if what.endswith(" bytes"):  # torch's CPU allocator counts bytes
+        what = f"{int(what.split()[0]) / 2**20:.1f} MiB"
+    detail = f": an allocation of {what} failed" if what else ""
+    return Ptv2Error(f"out of memory{detail}; {_OOM_FIX}")
+
 
 def as_user_error(e: BaseException) -> Ptv2Error | None:
     """``e`` as the user's one line, or None for a bug: a Ptv2Error, an OSError of the machine's limits
-    (``_MACHINE``), or MLflow's own error (a remote store that refused a request, credentials it could not read),
+    (``_MACHINE``), an allocation the host's memory could not give, or MLflow's own error (a remote store that refused a request, credentials it could not read),
     which names the store's problem and not ptv2's."""
     if isinstance(e, Ptv2Error):
         return e
@@ -81,7 +105,7 @@ def as_user_error(e: BaseException) -> Ptv2Error | None:
         fix = "check it and its credentials, or unset it to use the project's own store" if uri else \
             "check the project's mlruns.db and mlartifacts/"
         return TrackingError(f"{store} refused: {first}; {fix}")
-    return None
+    return _out_of_memory(e)
 
 
 @contextmanager

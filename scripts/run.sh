@@ -3,7 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+# before the install: a copy outside git fails here, not after minutes of set-up; `.git` is a file in a
+# `git worktree` (or a submodule), so git itself answers
+git rev-parse --is-inside-work-tree >/dev/null 2>&1 || { echo "run from a git clone (dvc needs git)" >&2; exit 2; }
 ./scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-[ -d .git ] || { echo "run from a git clone (dvc needs git)" >&2; exit 2; }
 exec python -m ptv2.orchestration "$@"   # dvc repro: a bad value or a failed stage ends in one line

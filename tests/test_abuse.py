@@ -669,6 +669,22 @@ def test_a_full_temporary_folder_is_one_line_naming_it(params, root, capsys, sma
     assert not (root / "bundle").exists()
 
 
+def test_a_run_out_of_memory_is_one_line_naming_the_knobs(params, root, capsys, monkeypatch):
+    """Regression (session 43): a batch or max_length too large for the host (or a job under `ulimit -v`, as batch
+    schedulers set) ended `ptv2 train` in torch's "RuntimeError: [enforce fail at alloc_cpu.cpp:127] ...
+    DefaultCPUAllocator: can't allocate memory" traceback from the backbone's embeddings; now one line, exit 2."""
+    import torch
+    from transformers.models.bert import modeling_bert
+
+    def huge(self, *args, **kwargs):  # the allocator's own failure, where the real one happened
+        return torch.empty(2**62, dtype=torch.uint8)
+
+    monkeypatch.setattr(modeling_bert.BertEmbeddings, "forward", huge)
+    err = _one_line_exit_2(capsys, ["train", "--params", str(params), "--task", "pair", "--out", str(root / "run")],
+                           "out of memory: an allocation of 4398046511104.0 MiB failed; lower train.batch_size")
+    assert "backbone.max_length" in err and not (root / "run" / "model").exists()
+
+
 def test_sigterm_is_an_interrupt_only_inside_the_block():
     """The CLI also runs inside other processes (these tests): SIGTERM's handler is theirs again after it."""
     import signal

@@ -162,6 +162,16 @@ def test_only_user_errors_become_one_line():
     assert as_user_error(OSError(errno.EIO, "I/O error")) is None  # the others stay tracebacks
     quota = str(as_user_error(OSError(errno.EDQUOT, "Disk quota exceeded", "outputs/cb/model")))
     assert quota.startswith("Disk quota exceeded (outputs/cb/model): free space within your quota there")
+    # regression (session 43): an allocation the host could not give was a traceback (torch's CPU allocator under
+    # `ulimit -v`, CUDA's, onnxruntime's, Python's own)
+    for e, size in ((MemoryError(), ""), (RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0)"),
+                                          ": an allocation of 20.00 MiB failed"),
+                    (Exception("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for requested "
+                               "buffer of size 123"), "")):
+        assert str(as_user_error(e)) == f"out of memory{size}; lower train.batch_size, train.eval_batch_size or " \
+                                        "backbone.max_length (params.yaml, or --set KEY=VALUE), or run where more " \
+                                        "memory is free", e
+    assert as_user_error(RuntimeError("shape mismatch")) is None
 
 
 _STATVFS = os.statvfs

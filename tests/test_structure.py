@@ -322,3 +322,31 @@ def test_setup_refuses_a_python_older_than_311_before_any_install(tmp_path):
     (repo / ".venv" / "bin" / "python").symlink_to(old)
     r = subprocess.run(["bash", str(repo / "scripts" / "setup.sh")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "older than 3.11: remove .venv" in r.stderr, r.stderr
+
+
+def test_run_sh_takes_a_git_worktree_and_refuses_a_copy_outside_git_before_the_install(tmp_path):
+    """Regression (session 43): scripts/run.sh asked for a `.git` folder, after the install: in a `git worktree`
+    (`.git` is a file there) it refused "run from a git clone" although DVC runs there; a copy outside git learnt
+    it only after minutes of set-up. git answers now, before the install (PYTHON=false stops set-up at once)."""
+    import shutil
+
+    def run(folder):
+        env = {**os.environ, "PYTHON": "false"}
+        return subprocess.run(["bash", str(folder / "scripts/run.sh")], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    for name in ("run.sh", "env.sh", "setup.sh"):
+        shutil.copy(PROJECT / "scripts" / name, repo / "scripts" / name)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"], ["worktree", "add", "-q", str(tmp_path / "wt")]):
+        subprocess.run([*git, *cmd], cwd=repo, check=True, capture_output=True)
+    assert (tmp_path / "wt" / ".git").is_file()
+    r = run(tmp_path / "wt")
+    assert r.returncode == 2 and "setup: false is not Python 3.11" in r.stderr, r.stderr  # past the git check
+    shutil.rmtree(repo / ".git")
+    shutil.rmtree(tmp_path / "wt")
+    r = run(repo)
+    assert r.returncode == 2 and r.stderr.strip() == "run from a git clone (dvc needs git)", r.stderr
+    assert not (repo / ".venv").exists()  # refused before the install
