@@ -685,6 +685,17 @@ def test_a_run_out_of_memory_is_one_line_naming_the_knobs(params, root, capsys, 
     assert "backbone.max_length" in err and not (root / "run" / "model").exists()
 
 
+def test_python_oo_is_one_line_naming_pythonoptimize(params, root):
+    """Regression (session 43): under PYTHONOPTIMIZE=2 (-OO: docstrings stripped, which transformers builds its model
+    classes from) `ptv2 train` printed transformers' "[ERROR] ... not documented" lines and "backbone ... cannot be
+    loaded (No `Args` or `Parameters` section ...); set backbone.name to a local model folder", a wrong fix."""
+    r = subprocess.run([sys.executable, "-OO", "-m", "ptv2", "train", "--params", str(params), "--task", "pair",
+                        "--out", str(root / "run")], cwd=root, capture_output=True, text=True, timeout=300)
+    lines = [x for x in r.stderr.replace("\r", "\n").splitlines() if x.strip() and "it/s]" not in x]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+    assert "cannot be loaded under PYTHONOPTIMIZE=2 (python -OO)" in lines[0] and "unset PYTHONOPTIMIZE" in lines[0]
+
+
 def test_sigterm_is_an_interrupt_only_inside_the_block():
     """The CLI also runs inside other processes (these tests): SIGTERM's handler is theirs again after it."""
     import signal

