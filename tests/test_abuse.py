@@ -696,6 +696,24 @@ def test_python_oo_is_one_line_naming_pythonoptimize(params, root):
     assert "cannot be loaded under PYTHONOPTIMIZE=2 (python -OO)" in lines[0] and "unset PYTHONOPTIMIZE" in lines[0]
 
 
+def test_a_backbone_folder_with_another_models_tokenizer_is_one_line(root, tiny_dir, capsys):
+    """Regression (session 43): a backbone folder whose tokenizer files came from another model (more tokens than
+    the model's embedding rows) ended `ptv2 train` in "IndexError: index out of range in self" from the
+    embeddings' first forward; now one line naming both sizes."""
+    from transformers import BertTokenizerFast
+
+    mixed = root / "mixed"
+    shutil.copytree(tiny_dir, mixed)
+    vocab = json.loads((tiny_dir / "tokenizer.json").read_text())["model"]["vocab"]
+    more = {**vocab, **{f"extra{i}": len(vocab) + i for i in range(50)}}
+    BertTokenizerFast(vocab=more, do_lower_case=True).save_pretrained(mixed)
+    p = root / "params.yaml"
+    p.write_text(yaml.safe_dump(tiny_params(root, mixed, epochs={"ptv2": 1, "finetune": 1})))
+    _one_line_exit_2(capsys, ["train", "--params", str(p), "--task", "pair", "--out", str(root / "run")],
+                     f"backbone {str(mixed)!r}: its tokenizer has {len(more)} tokens, more than the model's "
+                     f"{len(vocab)} embeddings (a tokenizer from another model?)")
+
+
 def test_sigterm_is_an_interrupt_only_inside_the_block():
     """The CLI also runs inside other processes (these tests): SIGTERM's handler is theirs again after it."""
     import signal

@@ -110,4 +110,9 @@ def load_backbone(name: str) -> tuple[PreTrainedModel, Any]:
             f"{list(SUPPORTED_TYPES)} (encoders whose self-attention reads a key/value cache); set backbone.name "
             f"to a model of one of those types"
         )
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:  # its ids past the table failed the first forward: "IndexError: index out of range"
+        raise ConfigError(f"backbone {name!r}: its tokenizer has {len(tokenizer)} tokens, more than the model's {rows} "
+                          f"embeddings (a tokenizer from another model?): put the model's own tokenizer files in "
+                          f"{path}, or set backbone.name to a folder that holds both")
     return model, tokenizer
