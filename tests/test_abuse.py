@@ -714,6 +714,38 @@ def test_a_backbone_folder_with_another_models_tokenizer_is_one_line(root, tiny_
                      f"{len(vocab)} embeddings (a tokenizer from another model?)")
 
 
+def _config_change(**change):
+    def apply(folder):
+        c = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**c, **change}))
+    return apply
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (_config_change(num_hidden_layers=3), "16 weights its config.json asks for are not in its weights file (they "
+                                          "would start random), e.g. encoder.layer.2."),
+    (_config_change(num_hidden_layers=1), "16 weights its config.json does not ask for are in its weights file (the "
+                                          "model would be cut short), e.g. encoder.layer.1."),
+    (_config_change(hidden_size=64), "cannot be loaded (its weights have other sizes than its config.json gives)"),
+    (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:3000]),
+     "cannot be loaded (its weights file is damaged: Error while deserializing header"),
+    (lambda f: (f / "tokenizer.json").unlink(), "its tokenizer holds only its 5 special tokens (every word would read "
+                                                 "[UNK]): put the model's tokenizer files"),
+], ids=["more-layers", "fewer-layers", "other-sizes", "cut-weights", "no-tokenizer"])
+def test_a_backbone_folder_whose_files_disagree_is_one_line(root, tiny_dir, capsys, damage, needle):
+    """Regression (session 43): a config.json that asks for more layers than the weights hold, or fewer, trained
+    silently (the missing layers random, a frozen backbone of noise; or the model cut short), a backbone without
+    its tokenizer files trained on [UNK] alone (transformers builds a tokenizer of special tokens), and weights of
+    other sizes or cut short were tracebacks (RuntimeError, SafetensorError); each is one line now."""
+    folder = root / "bb"
+    shutil.copytree(tiny_dir, folder)
+    damage(folder)
+    p = root / "params.yaml"
+    p.write_text(yaml.safe_dump(tiny_params(root, folder, epochs={"ptv2": 1, "finetune": 1})))
+    _one_line_exit_2(capsys, ["train", "--params", str(p), "--task", "pair", "--out", str(root / "run")], needle)
+    assert not (root / "run" / "model").exists()
+
+
 def test_sigterm_is_an_interrupt_only_inside_the_block():
     """The CLI also runs inside other processes (these tests): SIGTERM's handler is theirs again after it."""
     import signal

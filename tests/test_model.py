@@ -354,6 +354,29 @@ def test_loading_a_backbone_draws_no_progress_bar(tiny_dir, capfd):
     assert "Loading weights" not in err, err
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_backbone_saved_in_half_precision_loads_as_float32_and_takes_the_prompt(tiny_dir, tmp_path, dtype):
+    """Regression (session 43): transformers keeps a checkpoint's fp16/bf16 (its config's dtype), and the
+    half-precision encoder met the float32 deep prompt in attention: `ptv2 train` ended in "Expected query, key,
+    and value to have the same dtype" (many hub models are stored in half precision)."""
+    from transformers import AutoModel
+
+    from ptv2.model.backbone import load_backbone
+
+    AutoModel.from_pretrained(tiny_dir).to(dtype).save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((tiny_dir / name).read_bytes())
+    backbone, tok = load_backbone(str(tmp_path))
+    assert {p.dtype for p in backbone.parameters()} == {torch.float32}
+    full, _ = load_backbone(str(tiny_dir))
+    model = prompted(backbone, {"t": ("classification", 2)}, prompt_length=4).eval()
+    logits = model(_batch(tok, ["good movie", "the cat sat"]), "t")
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    # the weights as stored, widened: within half precision's rounding of the float32 original
+    torch.testing.assert_close(backbone.embeddings.word_embeddings.weight, full.embeddings.word_embeddings.weight,
+                               atol=1e-2, rtol=1e-2)
+
+
 def test_same_backbone_names_one_model_however_written(tiny_dir, tmp_path, monkeypatch):
     """What `ptv2 export` compares a model's backbone with backbone.name by (session 31)."""
     import shutil

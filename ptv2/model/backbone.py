@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
 from ptv2.backbone_files import PACKAGED, resolve
@@ -94,25 +95,57 @@ def own_pooling(name: str) -> str | None:
 
 def load_backbone(name: str) -> tuple[PreTrainedModel, Any]:
     """Returns (encoder without task head, fast tokenizer)."""
+    from safetensors import SafetensorError
     from transformers.utils import logging as hf_logging
 
     _check_docstrings(name)
     path = resolve(name)
     hf_logging.disable_progress_bar()  # its "Loading weights 103/103" on every load (a CLI call, a stage) is noise
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its load report's table: what it says, _check_loaded says in one line
     try:
-        model = AutoModel.from_pretrained(path)
+        # float32 whatever the weights file holds: transformers keeps a checkpoint's fp16/bf16 (config "dtype"),
+        # and a half-precision encoder met float32 prompts in attention ("Expected query, key, and value to have
+        # the same dtype"); training chooses its own precision (train.precision), export checks fp32 parity
+        model, info = AutoModel.from_pretrained(path, output_loading_info=True, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise _unloadable(name, e) from None
+    except SafetensorError as e:  # a weights file cut short or overwritten
+        raise _unloadable(name, ValueError(f"its weights file is damaged: {e}")) from None
+    except RuntimeError as e:  # transformers refuses weights of other shapes than config.json gives
+        if "ignore_mismatched_sizes" not in str(e):
+            raise
+        raise _unloadable(name, ValueError("its weights have other sizes than its config.json gives")) from None
+    finally:
+        hf_logging.set_verbosity(level)
+    _check_loaded(name, path, model, tokenizer, info)
+    return model, tokenizer
+
+
+def _check_loaded(name: str, path: str, model: PreTrainedModel, tokenizer: Any, info: dict[str, Any]) -> None:
+    """What transformers loads without a word but ptv2 cannot use: another model type, weights config.json asks for
+    that the weights file lacks (they start random: a frozen backbone of noise) or holds beyond it (a truncated
+    model), a tokenizer without vocabulary (every word [UNK]) or with ids past the embedding table."""
     if model.config.model_type not in SUPPORTED_TYPES:
         raise ConfigError(
             f"backbone {name!r} is a {model.config.model_type!r} model; deep prompts are supported for "
             f"{list(SUPPORTED_TYPES)} (encoders whose self-attention reads a key/value cache); set backbone.name "
             f"to a model of one of those types"
         )
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith("pooler."))  # the pooler is never read
+    extra = sorted(k for k in info["unexpected_keys"] if k.startswith(("embeddings.", "encoder.")))
+    for keys, what in ((missing, "asks for are not in its weights file (they would start random)"),
+                       (extra, "does not ask for are in its weights file (the model would be cut short)")):
+        if keys:
+            raise ConfigError(f"backbone {name!r}: {len(keys)} weights its config.json {what}, e.g. {keys[0]}: "
+                              f"put the config.json saved with these weights in {path}")
+    special = len(set(tokenizer.all_special_ids))
+    if len(tokenizer) <= special:  # transformers builds a tokenizer of special tokens only when its files are gone
+        raise ConfigError(f"backbone {name!r}: its tokenizer holds only its {special} special tokens (every word "
+                          f"would read [UNK]): put the model's tokenizer files (tokenizer.json or vocab.txt) in {path}")
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:  # its ids past the table failed the first forward: "IndexError: index out of range"
         raise ConfigError(f"backbone {name!r}: its tokenizer has {len(tokenizer)} tokens, more than the model's {rows} "
                           f"embeddings (a tokenizer from another model?): put the model's own tokenizer files in "
                           f"{path}, or set backbone.name to a folder that holds both")
-    return model, tokenizer
