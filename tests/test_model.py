@@ -416,3 +416,35 @@ def test_the_backbones_own_pooling_is_read_from_its_sentence_transformers_module
     (tmp_path / "modules.json").write_text(json.dumps({"a": 1}))  # not a list of modules
     assert own_pooling(str(tmp_path)) is None
 
+
+
+def test_a_sentence_transformers_folder_of_the_older_layout_loads_its_encoder_module(tiny_dir, tmp_path):
+    """Regression (session 43): a sentence-transformers folder that keeps its encoder in `0_Transformer/` (the
+    older layout: modules.json names it; no config.json at the top) was refused as "Unrecognized model ... Should
+    have a `model_type` key in its config.json"; the encoder module's folder is loaded now, its files fingerprinted
+    (weights replaced there retrain what was trained on them) and the top's Pooling module read."""
+    import json
+    import shutil
+
+    from ptv2.backbone_files import backbone_sha, model_folder
+    from ptv2.model.backbone import load_backbone, own_pooling, position_limit
+
+    top = tmp_path / "st"
+    shutil.copytree(tiny_dir, top / "0_Transformer")
+    (top / "1_Pooling").mkdir()
+    (top / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    (top / "modules.json").write_text(json.dumps([
+        {"idx": 0, "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    assert model_folder(str(top)) == str(top / "0_Transformer") and model_folder(str(tiny_dir)) == str(tiny_dir)
+    backbone, tok = load_backbone(str(top))
+    flat, _ = load_backbone(str(tiny_dir))
+    b = _batch(tok, ["good movie"])
+    torch.testing.assert_close(backbone(**b).last_hidden_state, flat(**b).last_hidden_state)
+    assert position_limit(str(top)) == 64 and own_pooling(str(top)) == "cls"
+    before = backbone_sha(str(top))
+    weights = top / "0_Transformer" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes() + b" ")
+    assert backbone_sha(str(top)) != before  # the encoder's weights are part of the fingerprint
+    (top / "modules.json").write_text(json.dumps([{"path": "../elsewhere", "type": "x.Transformer"}]))
+    assert model_folder(str(top)) == str(top)  # a module path out of the folder is not followed

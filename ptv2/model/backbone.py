@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
-from ptv2.backbone_files import PACKAGED, resolve
+from ptv2.backbone_files import PACKAGED, model_folder, resolve
 from ptv2.errors import ConfigError
 
 SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
@@ -65,7 +65,7 @@ def position_limit(name: str) -> int | None:
 
     _check_docstrings(name)
     try:
-        c = AutoConfig.from_pretrained(resolve(name))
+        c = AutoConfig.from_pretrained(model_folder(name))
     except (OSError, ValueError) as e:
         raise _unloadable(name, e) from None
     limit = getattr(c, "max_position_embeddings", None)
@@ -99,7 +99,7 @@ def load_backbone(name: str) -> tuple[PreTrainedModel, Any]:
     from transformers.utils import logging as hf_logging
 
     _check_docstrings(name)
-    path = resolve(name)
+    path = model_folder(name)
     hf_logging.disable_progress_bar()  # its "Loading weights 103/103" on every load (a CLI call, a stage) is noise
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its load report's table: what it says, _check_loaded says in one line

@@ -121,10 +121,10 @@ def _qlora_backbone(spec: ModelSpec):
         raise ConfigError("method 'qlora' needs bitsandbytes: pip install bitsandbytes") from None
     from peft import prepare_model_for_kbit_training
 
-    from ptv2.model.backbone import resolve
+    from ptv2.backbone_files import model_folder
 
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-    return prepare_model_for_kbit_training(AutoModel.from_pretrained(resolve(spec.backbone),
+    return prepare_model_for_kbit_training(AutoModel.from_pretrained(model_folder(spec.backbone),
                                                                      quantization_config=q, device_map={"": 0}))
 
 
