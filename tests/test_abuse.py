@@ -746,6 +746,21 @@ def test_a_backbone_folder_whose_files_disagree_is_one_line(root, tiny_dir, caps
     assert not (root / "run" / "model").exists()
 
 
+@pytest.mark.parametrize("named", ["config.json", "model.safetensors", "."])
+def test_a_backbone_name_that_is_a_file_or_a_folder_without_a_model_is_one_line(params, root, tiny_dir, capsys,
+                                                                                 monkeypatch, named):
+    """Regression (session 43): backbone.name naming the model's config.json (relative, as a user types it) ended
+    `ptv2 train` in torch.load's UnpicklingError traceback (transformers reads a config file as a config, then
+    unpickles it as weights); its weights file or a folder without a model were one line in transformers' words
+    ("Repo id must be in the form ...", "Unrecognized model ... `model_type` key"). Each names what to pass now."""
+    monkeypatch.chdir(tiny_dir.parent)
+    name = f"{tiny_dir.name}/{named}" if named != "." else str(root)
+    why = f"{name} is a file; backbone.name names the model's folder" if named != "." else \
+        f"{root} holds no config.json"
+    _one_line_exit_2(capsys, ["train", "--params", str(params), "--set", f"backbone.name={name}", "--task", "pair",
+                              "--out", str(root / "run")], f"backbone {name!r} cannot be loaded ({why}")
+
+
 def test_sigterm_is_an_interrupt_only_inside_the_block():
     """The CLI also runs inside other processes (these tests): SIGTERM's handler is theirs again after it."""
     import signal

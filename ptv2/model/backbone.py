@@ -44,15 +44,23 @@ def _unloadable(name: str, e: Exception) -> BackboneUnavailable:
     """One line for a backbone transformers cannot load (a folder without a model, an unknown hub name, no
     internet): the reason's first line and what a name may be."""
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    if _path_like(name) and not Path(resolve(name)).exists():  # transformers' reason reads "Repo id must be ..."
-        reason = f"no such folder: {Path(resolve(name)).absolute()}"
+    path = Path(model_folder(name))
+    if _path_like(name) and not path.exists():  # transformers' reason reads "Repo id must be ..."
+        reason = f"no such folder: {path.absolute()}"
+    elif path.exists() and not path.is_dir():  # "Repo id must be ...", or "the config file ... is not valid JSON"
+        reason = f"{path} is a file; backbone.name names the model's folder, the one holding config.json"
+    elif path.is_dir() and not (path / "config.json").exists():  # "Unrecognized model ... `model_type` key"
+        reason = f"{path} holds no config.json (nor names an encoder module that does in a modules.json)"
     return BackboneUnavailable(name, reason)
 
 
-def _check_docstrings(name: str) -> None:
-    """transformers builds its model classes from their docstrings, which -OO strips: under PYTHONOPTIMIZE=2 its
-    "[ERROR] ... not documented" lines and "No `Args` or `Parameters` section is found in the docstring" read as a
-    bad backbone.name. (Bundles serve under -OO: they need no transformers model.)"""
+def _check_loadable(name: str) -> None:
+    """What transformers would misread before loading: a file named as the backbone (it takes a config.json as
+    a config, then unpickles it as weights: an UnpicklingError traceback), and PYTHONOPTIMIZE=2 (-OO strips the
+    docstrings transformers builds its model classes from: its "[ERROR] ... not documented" lines and "No `Args`
+    or `Parameters` section is found in the docstring" read as a bad backbone.name; bundles serve under -OO)."""
+    if Path(model_folder(name)).is_file():
+        raise _unloadable(name, ValueError("a file"))
     if sys.flags.optimize >= 2:
         raise ConfigError(f"backbone {name!r} cannot be loaded under PYTHONOPTIMIZE=2 (python -OO), which strips the "
                           "docstrings transformers builds its models from: unset PYTHONOPTIMIZE, or set it to 1")
@@ -63,7 +71,7 @@ def position_limit(name: str) -> int | None:
     ``pad_token_id + 1``); None when the config does not say. Reads the config only, not the weights."""
     from transformers import AutoConfig
 
-    _check_docstrings(name)
+    _check_loadable(name)
     try:
         c = AutoConfig.from_pretrained(model_folder(name))
     except (OSError, ValueError) as e:
@@ -98,7 +106,7 @@ def load_backbone(name: str) -> tuple[PreTrainedModel, Any]:
     from safetensors import SafetensorError
     from transformers.utils import logging as hf_logging
 
-    _check_docstrings(name)
+    _check_loadable(name)
     path = model_folder(name)
     hf_logging.disable_progress_bar()  # its "Loading weights 103/103" on every load (a CLI call, a stage) is noise
     level = hf_logging.get_verbosity()
