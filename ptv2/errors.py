@@ -66,7 +66,7 @@ _SQLALCHEMY_HINTS = ("(raised as a result of", "(Background on this error")
 # A run that needs more memory than the host gives (a batch or max_length too large for it; a job under `ulimit -v`,
 # as batch schedulers set) failed in torch's allocator with a traceback from deep in the backbone's forward
 _OOM_WORDS = ("can't allocate memory", "CUDA out of memory", "Failed to allocate memory")
-_OOM_FIX = ("lower train.batch_size, train.eval_batch_size or backbone.max_length (params.yaml, or --set KEY=VALUE), "
+OOM_FIX = ("lower train.batch_size, train.eval_batch_size or backbone.max_length (params.yaml, or --set KEY=VALUE), "
             "or run where more memory is free")
 
 
@@ -84,7 +84,7 @@ def _out_of_memory(e: BaseException) -> Ptv2Error | None:
     if what.endswith(" bytes"):  # torch's CPU allocator counts bytes
         what = f"{int(what.split()[0]) / 2**20:.1f} MiB"
     detail = f": an allocation of {what} failed" if what else ""
-    return Ptv2Error(f"out of memory{detail}; {_OOM_FIX}")
+    return Ptv2Error(f"out of memory{detail}; {OOM_FIX}")
 
 
 def as_user_error(e: BaseException) -> Ptv2Error | None:

@@ -381,6 +381,34 @@ def test_the_pipeline_entry_point_ends_every_failure_in_one_line(tmp_path, tiny_
     assert "Retrying" not in r.stderr + r.stdout  # a user error: not retried
 
 
+def test_a_stage_killed_from_outside_says_so_and_names_the_likely_cause(tmp_path, tiny_dir):
+    """Regression (session 43): a stage killed by SIGKILL (the kernel's out-of-memory killer, a container's memory
+    limit) prints nothing of its own; the pipeline said "exited with -9; its output is above" with none above. Now
+    the signal and its most likely cause, by `dvc repro` (exit 1, one line) and by a fan-out worker's run."""
+    import pytest
+
+    from pipeline_repo import make_repo, pipeline_env
+    from ptv2.orchestration.dvc_graph import run_stage
+    from ptv2.orchestration.failures import StageFailed, exit_note
+
+    assert exit_note(-9) == exit_note(137) and exit_note(-9).startswith(" (SIGKILL: killed from outside, most often")
+    assert exit_note(-11) == " (SIGSEGV)" and exit_note(143) == " (SIGTERM)"
+    assert exit_note(1) == exit_note(2) == exit_note(0) == exit_note(200) == ""
+    root = make_repo(tmp_path / "repo", tiny_dir)
+    text = (root / "dvc.yaml").read_text()
+    cmd = next(x for x in text.splitlines() if "ptv2.stages.prepare" in x).split("cmd:", 1)[1].strip()
+    kill = "python -c 'import os, signal; os.kill(os.getpid(), signal.SIGKILL)'"
+    (root / "dvc.yaml").write_text(text.replace(cmd, kill, 1))
+    r = subprocess.run([sys.executable, "-m", "ptv2.orchestration", "prepare"], cwd=root, env=pipeline_env(),
+                       capture_output=True, text=True, timeout=300)
+    errors = [x for x in r.stderr.splitlines() if x.startswith("ptv2: error:")]
+    assert r.returncode == 1 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "exited with -9) (SIGKILL: killed from outside, most often by the kernel's out-of-memory killer" in \
+        errors[0] and "lower train.batch_size" in errors[0], errors[0]
+    with pytest.raises(StageFailed, match=r"stage prepare failed \(exit (-9|137) \(SIGKILL: killed from outside"):
+        run_stage(root, "prepare", env=pipeline_env())
+
+
 @pytest.mark.parametrize("name,damage,needle", [
     ("dvc.lock", "stages: [oops\n", "dvc.lock cannot be read (line 2, column 1: expected ',' or ']'"),
     ("dvc.lock", "\udcff", "dvc.lock cannot be read ('utf-8' codec can't decode byte 0xff"),

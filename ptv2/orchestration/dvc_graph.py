@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ptv2.errors import USER_ERROR_EXIT, ConfigError, RunError
-from ptv2.orchestration.failures import StageFailed, damaged_file, entry_point
+from ptv2.orchestration.failures import StageFailed, damaged_file, entry_point, exit_note
 from ptv2.procenv import path_with_this_python
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,8 @@ def run_stage(root: str | Path, stage: str, threads: int = 0, env: dict[str, str
     if r.returncode != 0:
         tail = out.read_text(errors="replace").replace("\r", "\n").strip()[-2000:]
         error = RunError if r.returncode == USER_ERROR_EXIT else StageFailed  # exit 2: the user's to fix
-        raise error(f"stage {stage} failed (exit {r.returncode}; whole output: {out}):\n{tail}")
+        code = f"{r.returncode}{exit_note(r.returncode)}"
+        raise error(f"stage {stage} failed (exit {code}; whole output: {out}):\n{tail}")
     log.info("%s finished in %.0f s", stage, time.monotonic() - t0)
     return stage
 
