@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import signal
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -85,6 +86,21 @@ def _out_of_memory(e: BaseException) -> Ptv2Error | None:
         what = f"{int(what.split()[0]) / 2**20:.1f} MiB"
     detail = f": an allocation of {what} failed" if what else ""
     return Ptv2Error(f"out of memory{detail}; {OOM_FIX}")
+
+
+def exit_note(code: int) -> str:
+    """What a stage's exit ``code`` says beyond its number: the signal that ended it (-N from Python, 128 + N from
+    a shell). A stage killed by SIGKILL prints nothing of its own, and "exited with -9; its output is above" left
+    a user with no output and no cause: the kernel's out-of-memory killer (or a container's limit) most often."""
+    sig = -code if code < 0 else code - 128 if 128 < code < 160 else 0
+    try:
+        name = signal.Signals(sig).name if sig else ""
+    except ValueError:
+        return ""
+    if name == "SIGKILL":
+        return (" (SIGKILL: killed from outside, most often by the kernel's out-of-memory killer or a container's "
+                f"memory limit, see `dmesg`; {OOM_FIX})")
+    return f" ({name})" if name else ""
 
 
 def as_user_error(e: BaseException) -> Ptv2Error | None:

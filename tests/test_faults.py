@@ -389,7 +389,8 @@ def test_a_stage_killed_from_outside_says_so_and_names_the_likely_cause(tmp_path
 
     from pipeline_repo import make_repo, pipeline_env
     from ptv2.orchestration.dvc_graph import run_stage
-    from ptv2.orchestration.failures import StageFailed, exit_note
+    from ptv2.errors import exit_note
+    from ptv2.orchestration.failures import StageFailed
 
     assert exit_note(-9) == exit_note(137) and exit_note(-9).startswith(" (SIGKILL: killed from outside, most often")
     assert exit_note(-11) == " (SIGSEGV)" and exit_note(143) == " (SIGTERM)"
@@ -407,6 +408,27 @@ def test_a_stage_killed_from_outside_says_so_and_names_the_likely_cause(tmp_path
         errors[0] and "lower train.batch_size" in errors[0], errors[0]
     with pytest.raises(StageFailed, match=r"stage prepare failed \(exit (-9|137) \(SIGKILL: killed from outside"):
         run_stage(root, "prepare", env=pipeline_env())
+
+
+def test_an_experiment_run_killed_from_outside_says_so(tmp_path, tiny_dir, monkeypatch):
+    """Regression (session 43): a `ptv2 compare` / `transfer` run in its own process killed by SIGKILL said only
+    "failed (exit code -9); its log is above", with nothing in the log; now the signal and its likely cause."""
+    import pytest
+    import yaml
+
+    import helpers
+    from helpers import tiny_params, write_all_formats
+    from ptv2.config import load_config
+    from ptv2.errors import RunError
+    from ptv2.experiments import runs
+
+    write_all_formats(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(tmp_path, tiny_dir)))
+    cfg = load_config(tmp_path / "params.yaml")
+    monkeypatch.setattr(runs, "_train_in_child", helpers.killed_by_sigkill)
+    with pytest.raises(RunError, match=r"run failed \(exit code -9 \(SIGKILL: killed from outside, most often by "
+                                       r"the kernel's out-of-memory killer"):
+        runs.run_or_reuse(cfg, ["sent"], tmp_path / "run", isolate=True)
 
 
 @pytest.mark.parametrize("name,damage,needle", [

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ptv2.config import Config
-from ptv2.errors import RunError, exit_2_on_user_error
+from ptv2.errors import RunError, exit_2_on_user_error, exit_note
 from ptv2.files import file_lock
 from ptv2.training.driver import finished, frozen_config, train
 from ptv2.training.fingerprint import run_key
@@ -46,8 +46,9 @@ def run_or_reuse(cfg: Config, tasks: list[str], out: Path, mixture: bool = False
         proc.join()
         done = finished(out, key)
         if proc.exitcode != 0 or done is None:
-            raise RunError(f"{out} failed (exit code {proc.exitcode}); its log is above. Rerun the same "
-                           f"command to resume: finished runs are kept")
+            code = proc.exitcode  # -N: killed by signal N (SIGKILL: the out-of-memory killer, most often)
+            why = f"failed (exit code {code}{exit_note(code)})" if code else "ended without a finished record (exit 0)"
+            raise RunError(f"{out} {why}; its log is above. Rerun the same command to resume: finished runs are kept")
         return done
 
 

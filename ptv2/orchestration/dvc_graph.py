@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ptv2.errors import USER_ERROR_EXIT, ConfigError, RunError
-from ptv2.orchestration.failures import StageFailed, damaged_file, entry_point, exit_note
+from ptv2.errors import USER_ERROR_EXIT, ConfigError, RunError, exit_note
+from ptv2.orchestration.failures import StageFailed, damaged_file, entry_point
 from ptv2.procenv import path_with_this_python
 
 log = logging.getLogger(__name__)

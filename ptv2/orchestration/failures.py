@@ -4,32 +4,16 @@ which a user understands without a traceback (``explained``), a DVC file DVC can
 from __future__ import annotations
 
 import re
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from ptv2.errors import OOM_FIX, USER_ERROR_EXIT, Ptv2Error
+from ptv2.errors import USER_ERROR_EXIT, Ptv2Error, exit_note
 
 
 class StageFailed(RuntimeError):
     """A stage that failed other than by a user error: its own output (on the console, or its log on a worker)
     says why; the first line of the message names the stage(s) and where that output is."""
-
-
-def exit_note(code: int) -> str:
-    """What a stage's exit ``code`` says beyond its number: the signal that ended it (-N from Python, 128 + N from
-    a shell). A stage killed by SIGKILL prints nothing of its own, and "exited with -9; its output is above" left
-    a user with no output and no cause: the kernel's out-of-memory killer (or a container's limit) most often."""
-    sig = -code if code < 0 else code - 128 if 128 < code < 160 else 0
-    try:
-        name = signal.Signals(sig).name if sig else ""
-    except ValueError:
-        return ""
-    if name == "SIGKILL":
-        return (" (SIGKILL: killed from outside, most often by the kernel's out-of-memory killer or a container's "
-                f"memory limit, see `dmesg`; {OOM_FIX})")
-    return f" ({name})" if name else ""
 
 
 def explained(e: BaseException) -> bool:
