@@ -26,6 +26,17 @@ QUIET = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANA
          "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"}
 
 
+def missing_package(e: BaseException) -> str | None:
+    """The one line for a package this Python lacks (a stage that `.venv/bin/dvc repro` started with the `python`
+    first on PATH, outside the project's venv; `python -m ptv2` under another Python), or None: not a missing
+    third-party package."""
+    name = getattr(e, "name", None) if isinstance(e, ModuleNotFoundError) else None
+    if not name or name.split(".")[0] == "ptv2":
+        return None
+    return (f"ptv2: error: {sys.executable} lacks the package {name.split('.')[0]!r}, so it is not the project's "
+            f"Python: run ./scripts/run.sh, or activate the project's venv first (source .venv/bin/activate)")
+
+
 def set_quiet_defaults(**extra: str) -> None:
     """``QUIET`` and ``extra`` into the environment where the user set nothing (their own settings win)."""
     for k, v in (QUIET | extra).items():

@@ -431,6 +431,24 @@ def test_an_experiment_run_killed_from_outside_says_so(tmp_path, tiny_dir, monke
         runs.run_or_reuse(cfg, ["sent"], tmp_path / "run", isolate=True)
 
 
+def test_a_stage_or_the_cli_under_a_python_without_the_packages_is_one_line(tmp_path, tiny_dir):
+    """Regression (session 43): the README's `.venv/bin/dvc repro` (venv not activated) ran each stage with the
+    `python` first on PATH, and `python -m ptv2` under another Python: "ModuleNotFoundError: No module named
+    'datasets'" tracebacks; now one line naming that Python and the fix."""
+    from pipeline_repo import make_repo, pipeline_env
+
+    root = make_repo(tmp_path / "repo", tiny_dir)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    bare = tmp_path / "bare" / "bin" / "python"
+    for argv in (["-m", "ptv2.stages.prepare", "--out", "outputs/prepare"], ["-m", "ptv2", "train", "--task", "sent"]):
+        r = subprocess.run([str(bare), *argv], cwd=root, env=pipeline_env(), capture_output=True, text=True,
+                           timeout=120)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode in (1, 2) and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert lines[0].startswith(f"ptv2: error: {bare} lacks the package '") and \
+            "activate the project's venv first (source .venv/bin/activate)" in lines[0], lines[0]
+
+
 @pytest.mark.parametrize("name,damage,needle", [
     ("dvc.lock", "stages: [oops\n", "dvc.lock cannot be read (line 2, column 1: expected ',' or ']'"),
     ("dvc.lock", "\udcff", "dvc.lock cannot be read ('utf-8' codec can't decode byte 0xff"),

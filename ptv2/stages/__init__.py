@@ -8,6 +8,12 @@ _default_hook = sys.excepthook
 def _interrupted(kind, value, tb) -> None:  # noqa: ANN001 - sys.excepthook's signature
     """Ctrl-C in `dvc repro` reaches every stage process: one line instead of the traceback of wherever it was
     (an import, an epoch). The process still fails (by SIGINT, or exit 1), so DVC stops at that stage."""
+    from ptv2.procenv import missing_package
+
+    missing = missing_package(value)
+    if missing:  # DVC ran this stage with a Python outside the venv: "ModuleNotFoundError: No module named ..."
+        print(missing, file=sys.stderr)
+        return
     if issubclass(kind, KeyboardInterrupt):
         print("ptv2: stage interrupted (Ctrl-C or SIGTERM); rerun `dvc repro` to go on: finished stages are kept and a "
               "stopped training resumes from its checkpoint", file=sys.stderr)
