@@ -13,14 +13,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# first: the flows package sets Prefect's environment before Prefect loads
-from flows.pipeline import (ROOT, check_prefect_api, check_temporary_server_home, configured_adapt,  # noqa: E402
-                            pipeline, pretrain, retrain, task_runner)
-from prefect.settings import PREFECT_API_URL  # noqa: E402
-from ptv2.config import load_config  # noqa: E402
-from ptv2.errors import exit_2_on_user_error  # noqa: E402
-from ptv2.orchestration.dvc_graph import check_data_root, check_project, check_remote  # noqa: E402
-from ptv2.orchestration.failures import entry_point  # noqa: E402
+from ptv2.procenv import exit_2_on_missing_package  # noqa: E402
+
+with exit_2_on_missing_package():  # run by a Python outside the project's venv: one line, not a traceback
+    # first: the flows package sets Prefect's environment before Prefect loads
+    from flows.pipeline import (ROOT, check_prefect_api, check_temporary_server_home, configured_adapt,
+                                pipeline, pretrain, retrain, task_runner)
+    from prefect.settings import PREFECT_API_URL
+    from ptv2.config import load_config
+    from ptv2.errors import exit_2_on_user_error
+    from ptv2.orchestration.dvc_graph import check_data_root, check_project, check_remote
+    from ptv2.orchestration.failures import entry_point
 
 FLOWS = {"pipeline": pipeline, "adapt": configured_adapt, "pretrain": pretrain, "retrain": retrain}
 

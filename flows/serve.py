@@ -11,13 +11,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.pipeline import ROOT, check_prefect_api, retrain  # noqa: E402  (first: it sets Prefect's environment)
-from prefect import serve  # noqa: E402
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy  # noqa: E402
-from prefect.schedules import Cron  # noqa: E402
-from ptv2.config import load_config  # noqa: E402
-from ptv2.errors import ConfigError, exit_2_on_user_error  # noqa: E402
-from ptv2.orchestration.dvc_graph import check_remote  # noqa: E402
+from ptv2.procenv import exit_2_on_missing_package  # noqa: E402
+
+with exit_2_on_missing_package():  # run by a Python outside the project's venv: one line, not a traceback
+    from flows.pipeline import ROOT, check_prefect_api, retrain  # (first: it sets Prefect's environment)
+    from prefect import serve
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.schedules import Cron
+    from ptv2.config import load_config
+    from ptv2.errors import ConfigError, exit_2_on_user_error
+    from ptv2.orchestration.dvc_graph import check_remote
 
 
 def deployment_name(root: Path) -> str:

@@ -1,14 +1,7 @@
-import sys
+from ptv2.procenv import exit_2_on_missing_package
 
-try:
+with exit_2_on_missing_package():  # `python -m ptv2` under a Python without ptv2's packages: one line
     from ptv2.cli import main
 
     code = main()
-except ModuleNotFoundError as e:  # `python -m ptv2` under a Python without ptv2's packages: one line, not a traceback
-    from ptv2.procenv import missing_package
-
-    if missing_package(e) is None:
-        raise
-    print(missing_package(e), file=sys.stderr)
-    code = 2
 raise SystemExit(code)

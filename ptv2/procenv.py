@@ -37,6 +37,20 @@ def missing_package(e: BaseException) -> str | None:
             f"Python: run ./scripts/run.sh, or activate the project's venv first (source .venv/bin/activate)")
 
 
+@contextlib.contextmanager
+def exit_2_on_missing_package() -> Iterator[None]:
+    """A command's imports (``python -m ptv2``, ``python flows/run.py``): a package this Python lacks ends the
+    process in ``missing_package``'s line, exit 2."""
+    try:
+        yield
+    except ModuleNotFoundError as e:
+        line = missing_package(e)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def set_quiet_defaults(**extra: str) -> None:
     """``QUIET`` and ``extra`` into the environment where the user set nothing (their own settings win)."""
     for k, v in (QUIET | extra).items():

@@ -440,7 +440,9 @@ def test_a_stage_or_the_cli_under_a_python_without_the_packages_is_one_line(tmp_
     root = make_repo(tmp_path / "repo", tiny_dir)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
     bare = tmp_path / "bare" / "bin" / "python"
-    for argv in (["-m", "ptv2.stages.prepare", "--out", "outputs/prepare"], ["-m", "ptv2", "train", "--task", "sent"]):
+    shutil.copytree(PROJECT / "flows", root / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    for argv in (["-m", "ptv2.stages.prepare", "--out", "outputs/prepare"], ["-m", "ptv2", "train", "--task", "sent"],
+                 ["flows/run.py"], ["flows/serve.py"]):
         r = subprocess.run([str(bare), *argv], cwd=root, env=pipeline_env(), capture_output=True, text=True,
                            timeout=120)
         lines = r.stderr.strip().splitlines()
