@@ -27,6 +27,26 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"  # what a clone without git-lfs holds for a big file
+
+
+def lfs_pointer(path: str | Path) -> str | None:
+    """The one line for a Git LFS pointer standing where a file should be (a model or data repository cloned
+    without git-lfs: its weights and data are ~130-byte text stubs), else None."""
+    p = Path(path)
+    try:
+        if not p.is_file() or p.stat().st_size > 1024:
+            return None
+        with open(p, "rb") as f:
+            head = f.read(len(LFS_POINTER))
+    except OSError:
+        return None
+    if head != LFS_POINTER:
+        return None
+    return (f"{p} is a Git LFS pointer, not the file itself (cloned without git-lfs): fetch it with "
+            f"`git lfs install && git lfs pull` in its repository, or download the file")
+
+
 def _umask() -> int:
     """The process umask, read without changing it (os.umask sets it too, racing other threads' files)."""
     with contextlib.suppress(OSError, ValueError):

@@ -714,6 +714,19 @@ def test_a_backbone_folder_with_another_models_tokenizer_is_one_line(root, tiny_
                      f"{len(vocab)} embeddings (a tokenizer from another model?)")
 
 
+_LFS = "version https://git-lfs.github.com/spec/v1\noid sha256:" + "ab" * 32 + "\nsize 90867\n"
+
+
+def test_a_data_file_that_is_a_git_lfs_pointer_is_one_line(params, root, capsys):
+    """Regression (session 43): a data repository cloned without git-lfs holds ~130-byte pointers where its files
+    should be; ptv2 read the pointer's "version https://git-lfs..." line as a header and said "fix the template in
+    params.yaml" (the wrong fix). Now one line naming the pointer and `git lfs pull`."""
+    (root / "sent" / "train.tsv").write_text(_LFS)
+    _one_line_exit_2(capsys, ["train", "--params", str(params), "--task", "sent", "--out", str(root / "run")],
+                     f"{root / 'sent' / 'train.tsv'} is a Git LFS pointer, not the file itself (cloned without "
+                     f"git-lfs): fetch it with `git lfs install && git lfs pull` in its repository")
+
+
 def _config_change(**change):
     def apply(folder):
         c = json.loads((folder / "config.json").read_text())
@@ -731,12 +744,15 @@ def _config_change(**change):
      "cannot be loaded (its weights file is damaged: Error while deserializing header"),
     (lambda f: (f / "tokenizer.json").unlink(), "its tokenizer holds only its 5 special tokens (every word would read "
                                                  "[UNK]): put the model's tokenizer files"),
-], ids=["more-layers", "fewer-layers", "other-sizes", "cut-weights", "no-tokenizer"])
+    (lambda f: (f / "model.safetensors").write_text(_LFS), "model.safetensors is a Git LFS pointer, not the file itself "
+                                                           "(cloned without git-lfs): fetch it with `git lfs install"),
+], ids=["more-layers", "fewer-layers", "other-sizes", "cut-weights", "no-tokenizer", "lfs-pointer"])
 def test_a_backbone_folder_whose_files_disagree_is_one_line(root, tiny_dir, capsys, damage, needle):
     """Regression (session 43): a config.json that asks for more layers than the weights hold, or fewer, trained
     silently (the missing layers random, a frozen backbone of noise; or the model cut short), a backbone without
     its tokenizer files trained on [UNK] alone (transformers builds a tokenizer of special tokens), and weights of
-    other sizes or cut short were tracebacks (RuntimeError, SafetensorError); each is one line now."""
+    other sizes, cut short or a Git LFS pointer (a hub repository cloned without git-lfs) were tracebacks
+    (RuntimeError, SafetensorError); each is one line now."""
     folder = root / "bb"
     shutil.copytree(tiny_dir, folder)
     damage(folder)

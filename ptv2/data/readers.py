@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ptv2.errors import DataError
+from ptv2.files import LFS_POINTER, lfs_pointer
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -25,6 +26,9 @@ def read_lines(path: Path) -> list[str]:
         raise DataError(f"data file {str(path)!r} not found; check data_root in params.yaml (or $PTV2_DATA_ROOT) "
                         f"and the task's files")
     raw = path.read_bytes()
+    pointer = lfs_pointer(path) if raw.startswith(LFS_POINTER) else None
+    if pointer:  # its "version https://git-lfs..." line read as a header, then "missing column"
+        raise DataError(pointer)
     try:
         text = raw.decode("utf-8-sig")  # MRPC starts with a byte-order mark
     except UnicodeDecodeError as e:

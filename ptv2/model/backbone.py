@@ -11,6 +11,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
 from ptv2.backbone_files import PACKAGED, model_folder, resolve
 from ptv2.errors import ConfigError
+from ptv2.files import lfs_pointer
 
 SUPPORTED_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 
@@ -59,11 +60,16 @@ def _unloadable(name: str, e: Exception) -> BackboneUnavailable:
 
 def _check_loadable(name: str) -> None:
     """What transformers would misread before loading: a file named as the backbone (it takes a config.json as
-    a config, then unpickles it as weights: an UnpicklingError traceback), and PYTHONOPTIMIZE=2 (-OO strips the
+    a config, then unpickles it as weights: an UnpicklingError traceback), Git LFS pointers in place of its files,
+    and PYTHONOPTIMIZE=2 (-OO strips the
     docstrings transformers builds its model classes from: its "[ERROR] ... not documented" lines and "No `Args`
     or `Parameters` section is found in the docstring" read as a bad backbone.name; bundles serve under -OO)."""
-    if Path(model_folder(name)).is_file():
+    folder = Path(model_folder(name))
+    if folder.is_file():
         raise _unloadable(name, ValueError("a file"))
+    pointers = [lfs_pointer(f) for f in sorted(folder.iterdir())] if folder.is_dir() else []
+    if any(pointers):  # a hub repository cloned without git-lfs: SafetensorError "invalid header length"
+        raise ConfigError(f"backbone {name!r}: {next(p for p in pointers if p)}")
     if sys.flags.optimize >= 2:
         raise ConfigError(f"backbone {name!r} cannot be loaded under PYTHONOPTIMIZE=2 (python -OO), which strips the "
                           "docstrings transformers builds its models from: unset PYTHONOPTIMIZE, or set it to 1")
