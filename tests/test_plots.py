@@ -81,3 +81,22 @@ def test_the_task_bars_legend_covers_no_bar():
     assert len(bars) == 5 and not any(_overlap(legend, b) for b in bars)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["frozen backbone", "adapted", "no adaptation"]
     plt.close(fig)
+
+
+def test_the_plots_are_drawn_whatever_backend_the_environment_names(tmp_path):
+    """Regression (session 43): matplotlib validates MPLBACKEND on import, so a name this matplotlib lacks (a shell
+    or notebook of the user's) ended the report stage in "ValueError: Key backend: 'nonsense' is not a valid value
+    for backend"; the plots always draw with Agg into files, whatever it names."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from ptv2.experiments.plots import plot_curves; "
+            "plot_curves({'t': [{'epoch': 0, 'train_loss': None, 'val_score': 50.0}, "
+            "{'epoch': 1, 'train_loss': 0.4, 'val_score': 60.0}]}, Path(sys.argv[1]))")
+    for backend in ("nonsense", "TkAgg"):
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{backend}.png")],
+                           env={**os.environ, "MPLBACKEND": backend, "DISPLAY": ""}, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert (tmp_path / f"{backend}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

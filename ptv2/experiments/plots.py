@@ -2,10 +2,24 @@
 as CSV for DVC's plots. Atomic writes."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from ptv2.files import atomic_file, atomic_write_text
+
+
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (image files, no display). A user's MPLBACKEND is not read: matplotlib
+    validates it on import, so a name this matplotlib lacks ended the report stage in "ValueError: Key backend:
+    'x' is not a valid value for backend" (and a notebook's inline backend is no file writer either)."""
+    os.environ.pop("MPLBACKEND", None)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -16,8 +30,7 @@ def _save(fig: Any, path: Path) -> None:
 def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path, kept: dict[str, int] | None = None) -> None:
     """One panel per task: train loss and validation score per epoch; ``kept``: the epoch each task's model is
     (selection on val; 0 = the fitted heads before training), marked."""
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig = curves_figure(histories, kept)
     _save(fig, path)
     plt.close(fig)
@@ -26,11 +39,7 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path, kept: di
 def curves_figure(histories: dict[str, list[dict[str, Any]]], kept: dict[str, int] | None = None) -> Any:
     """``plot_curves``' figure. Constrained layout: each panel's second y axis (val score) and its label get their
     room, where a fixed grid drew them over the next panel's train-loss axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     n = max(1, len(histories))
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.4), squeeze=False, layout="constrained")
     for ax, (task, hist) in zip(axes[0], histories.items()):
@@ -67,8 +76,7 @@ def write_curve_tables(histories: dict[str, list[dict[str, Any]]], folder: Path)
 
 def plot_tasks(scores: dict[str, dict[str, float | None]], path: Path, title: str = "Dev metric per task") -> None:
     """Grouped bars: task x series (e.g. method or with/without adaptation)."""
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig = tasks_figure(scores, title)
     _save(fig, path)
     plt.close(fig)
@@ -77,11 +85,7 @@ def plot_tasks(scores: dict[str, dict[str, float | None]], path: Path, title: st
 def tasks_figure(scores: dict[str, dict[str, float | None]], title: str) -> Any:
     """``plot_tasks``' figure. The legend sits right of the bars: inside, it covered some (the report's
     tasks.png: SST-2's)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     tasks = list(scores)
     series = list(dict.fromkeys(k for v in scores.values() for k in v))
     width = 0.8 / max(1, len(series))
@@ -100,8 +104,7 @@ def tasks_figure(scores: dict[str, dict[str, float | None]], title: str) -> Any:
 
 def plot_comparison(rows: list[dict[str, Any]], tasks: list[str], metrics: dict[str, str], path: Path) -> None:
     """Three panels: dev metric per task and method; average vs % trainable (log x); cost per method."""
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     if not rows:
         return
     fig = comparison_figure(rows, tasks, metrics)
@@ -111,11 +114,7 @@ def plot_comparison(rows: list[dict[str, Any]], tasks: list[str], metrics: dict[
 
 def comparison_figure(rows: list[dict[str, Any]], tasks: list[str], metrics: dict[str, str]) -> Any:
     """``plot_comparison``'s figure (``rows``: the comparison's, at least one)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(17, 4.4), gridspec_kw={"width_ratios": [2.2, 1, 1.2]})
     width = 0.8 / len(rows)
     top = 0.0
