@@ -68,7 +68,7 @@ _SQLALCHEMY_HINTS = ("(raised as a result of", "(Background on this error")
 # as batch schedulers set) failed in torch's allocator with a traceback from deep in the backbone's forward
 _OOM_WORDS = ("can't allocate memory", "CUDA out of memory", "Failed to allocate memory")
 OOM_FIX = ("lower train.batch_size, train.eval_batch_size or backbone.max_length (params.yaml, or --set KEY=VALUE), "
-            "or run where more memory is free")
+           "or run where more memory is free")
 
 
 def _out_of_memory(e: BaseException) -> Ptv2Error | None:
@@ -105,8 +105,8 @@ def exit_note(code: int) -> str:
 
 def as_user_error(e: BaseException) -> Ptv2Error | None:
     """``e`` as the user's one line, or None for a bug: a Ptv2Error, an OSError of the machine's limits
-    (``_MACHINE``), an allocation the host's memory could not give, or MLflow's own error (a remote store that refused a request, credentials it could not read),
-    which names the store's problem and not ptv2's."""
+    (``_MACHINE``), an allocation the host's memory could not give, or MLflow's own error (a remote store that
+    refused a request, credentials it could not read), which names the store's problem and not ptv2's."""
     if isinstance(e, Ptv2Error):
         return e
     if isinstance(e, OSError) and e.errno in _MACHINE:  # the machine's limits, not ptv2's: a path or a full disk

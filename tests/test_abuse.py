@@ -194,6 +194,13 @@ MODEL_CASES = {
     "config not json": (lambda m: ((m / "adapter_config.json").write_text("{oops"), _rehash(m)), "adapter_config.json"),
     "manifest not json": (lambda m: (m / "manifest.json").write_text("nope"), "not valid JSON"),
     "manifest missing": (lambda m: (m / "manifest.json").unlink(), "not a ptv2 model folder"),
+    # regression (session 43): both said "retrain the model with this version of ptv2", a fix only for the first
+    "manifest of an older ptv2": (lambda m: (m / "manifest.json").write_text(json.dumps(
+        {**json.loads((m / "manifest.json").read_text()), "format": "ptv2-adapter/1"})),
+        "format 'ptv2-adapter/1', expected 'ptv2-adapter/2'; retrain the model with this version of ptv2"),
+    "manifest replaced by other JSON": (lambda m: (m / "manifest.json").write_text(
+        (m / "adapter_config.json").read_text()), "format None, expected 'ptv2-adapter/2'; it is not a ptv2 model's "
+                                                  "manifest (replaced or damaged): restore the folder"),
     "extra file": (lambda m: (m / "evil.safetensors").write_bytes(b"x"), "evil.safetensors"),
     "unknown spec key": (lambda m: ((m / "adapter_config.json").write_text(json.dumps(
         {**json.loads((m / "adapter_config.json").read_text()), "evil": 1})), _rehash(m)), "unknown keys ['evil']"),

@@ -67,9 +67,13 @@ def _manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads((path / MANIFEST).read_text())
     except (ValueError, UnicodeDecodeError):
         raise ArtifactError(f"{path / MANIFEST}: not valid JSON; retrain the model or restore the folder") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
-        raise ArtifactError(f"{path / MANIFEST}: format {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
-                            f"expected {FORMAT!r}; retrain the model with this version of ptv2")
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    if fmt != FORMAT or not isinstance(manifest.get("files"), dict):
+        # an older ptv2's folder is retrained; anything else (another JSON copied over it) was told the same
+        older = isinstance(fmt, str) and fmt.startswith("ptv2-adapter/") and fmt != FORMAT
+        fix = "retrain the model with this version of ptv2" if older else \
+            "it is not a ptv2 model's manifest (replaced or damaged): restore the folder, or retrain the model"
+        raise ArtifactError(f"{path / MANIFEST}: format {fmt!r}, expected {FORMAT!r}; {fix}")
     extra = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()
                    and str(p.relative_to(path)) not in (MANIFEST, *manifest["files"]))
     if extra or set(manifest["files"]) != {WEIGHTS, CONFIG}:
