@@ -33,8 +33,11 @@ def missing_package(e: BaseException) -> str | None:
     name = getattr(e, "name", None) if isinstance(e, ModuleNotFoundError) else None
     if not name or name.split(".")[0] == "ptv2":
         return None
-    return (f"ptv2: error: {sys.executable} lacks the package {name.split('.')[0]!r}, so it is not the project's "
-            f"Python: run ./scripts/run.sh, or activate the project's venv first (source .venv/bin/activate)")
+    package = name.split(".")[0]
+    if Path(sys.prefix).name == ".venv":  # the project's venv itself, half installed: set-up installs what it lacks
+        return f"ptv2: error: {sys.prefix} lacks the package {package!r}: run ./scripts/setup.sh to install it"
+    return (f"ptv2: error: {sys.executable} lacks the package {package!r}, so it is not the project's Python: run "
+            f"./scripts/run.sh, or activate the project's venv first (source .venv/bin/activate)")
 
 
 @contextlib.contextmanager

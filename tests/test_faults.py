@@ -440,6 +440,14 @@ def test_a_stage_or_the_cli_under_a_python_without_the_packages_is_one_line(tmp_
     root = make_repo(tmp_path / "repo", tiny_dir)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
     bare = tmp_path / "bare" / "bin" / "python"
+    # the project's own venv, half installed: set-up installs what it lacks
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / ".venv")], check=True)
+    r = subprocess.run([str(root / ".venv/bin/python"), "-m", "ptv2", "train"], cwd=root, env=pipeline_env(),
+                       capture_output=True, text=True, timeout=120)
+    line = r.stderr.strip()
+    assert r.returncode == 2 and len(line.splitlines()) == 1, r.stderr[-2000:]
+    assert line.startswith(f"ptv2: error: {root / '.venv'} lacks the package '") and \
+        line.endswith("': run ./scripts/setup.sh to install it"), line
     shutil.copytree(PROJECT / "flows", root / "flows", ignore=shutil.ignore_patterns("__pycache__"))
     for argv in (["-m", "ptv2.stages.prepare", "--out", "outputs/prepare"], ["-m", "ptv2", "train", "--task", "sent"],
                  ["flows/run.py"], ["flows/serve.py"]):
