@@ -784,6 +784,27 @@ def test_a_backbone_name_that_is_a_file_or_a_folder_without_a_model_is_one_line(
                               "--out", str(root / "run")], f"backbone {name!r} cannot be loaded ({why}")
 
 
+def test_a_backbone_without_pooler_weights_is_not_pooled_by_a_random_layer(root, tiny_dir, capsys):
+    """Regression (session 43): a checkpoint without pooler weights (an MLM checkpoint's, as roberta-base's) got a
+    random pooler from transformers, and `backbone.pooling: pooler` trained on it silently (the frozen baseline
+    too); with no pooler at all (ELECTRA) the same setting was a ValueError traceback. load_backbone drops the
+    random layer; 'pooler' pooling is one line naming the fix, and mean pooling trains as before."""
+    from safetensors.torch import load_file, save_file
+
+    folder = root / "bb"
+    shutil.copytree(tiny_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("pooler.")}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    p = root / "params.yaml"
+    p.write_text(yaml.safe_dump(tiny_params(root, folder, epochs={"ptv2": 1, "finetune": 1})))
+    _one_line_exit_2(capsys, ["train", "--params", str(p), "--set", "backbone.pooling=pooler", "--task", "sent",
+                              "--out", str(root / "pooler")],
+                     "backbone.pooling = 'pooler' needs a backbone with a trained pooler layer, and this one has none")
+    assert main(["train", "--params", str(p), "--set", "backbone.pooling=mean", "--task", "sent", "--out",
+                 str(root / "mean")]) == 0
+
+
 def test_sigterm_is_an_interrupt_only_inside_the_block():
     """The CLI also runs inside other processes (these tests): SIGTERM's handler is theirs again after it."""
     import signal

@@ -61,9 +61,9 @@ def _unloadable(name: str, e: Exception) -> BackboneUnavailable:
 def _check_loadable(name: str) -> None:
     """What transformers would misread before loading: a file named as the backbone (it takes a config.json as
     a config, then unpickles it as weights: an UnpicklingError traceback), Git LFS pointers in place of its files,
-    and PYTHONOPTIMIZE=2 (-OO strips the
-    docstrings transformers builds its model classes from: its "[ERROR] ... not documented" lines and "No `Args`
-    or `Parameters` section is found in the docstring" read as a bad backbone.name; bundles serve under -OO)."""
+    and PYTHONOPTIMIZE=2 (-OO strips the docstrings transformers builds its model classes from: its "[ERROR] ...
+    not documented" lines and "No `Args` or `Parameters` section is found in the docstring" read as a bad
+    backbone.name; bundles serve under -OO)."""
     folder = Path(model_folder(name))
     if folder.is_file():
         raise _unloadable(name, ValueError("a file"))
@@ -150,7 +150,9 @@ def _check_loaded(name: str, path: str, model: PreTrainedModel, tokenizer: Any, 
             f"{list(SUPPORTED_TYPES)} (encoders whose self-attention reads a key/value cache); set backbone.name "
             f"to a model of one of those types"
         )
-    missing = sorted(k for k in info["missing_keys"] if not k.startswith("pooler."))  # the pooler is never read
+    if any(k.startswith("pooler.") for k in info["missing_keys"]) and getattr(model, "pooler", None) is not None:
+        model.pooler = None  # an MLM checkpoint's (roberta-base): a random layer, not the backbone's pooler
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith("pooler."))
     extra = sorted(k for k in info["unexpected_keys"] if k.startswith(("embeddings.", "encoder.")))
     for keys, what in ((missing, "asks for are not in its weights file (they would start random)"),
                        (extra, "does not ask for are in its weights file (the model would be cut short)")):

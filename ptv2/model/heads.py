@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ptv2.errors import ConfigError
+
 HEAD_KIND = {
     "classification": "sequence", "pair_classification": "sequence", "regression": "sequence",
     "multiple_choice": "choice", "token_classification": "token",
@@ -29,8 +31,9 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str, pooled: torch.Tenso
         m = mask.unsqueeze(-1).to(hidden.dtype)
         x = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
     elif how == "pooler":
-        if pooled is None:
-            raise ValueError("pooling 'pooler' needs a backbone with a pooler layer; use 'cls' or 'mean'")
+        if pooled is None:  # ELECTRA's, or a checkpoint without pooler weights (load_backbone drops its random one)
+            raise ConfigError("backbone.pooling = 'pooler' needs a backbone with a trained pooler layer, and this "
+                              "one has none (or its weights file lacks it): set backbone.pooling to 'cls' or 'mean'")
         x = pooled
     else:
         raise ValueError(f"pooling {how!r}: expected 'cls', 'mean' or 'pooler'")
