@@ -121,6 +121,26 @@ def test_task_spec_validation():
                                           "text_a": "{s}", "metrics": ["bleu"]}}}))
 
 
+@pytest.mark.parametrize("key, path", [("files", "/elsewhere/train.tsv"), ("files", "../train.tsv"),
+                                       ("files", "SST-2/../../train.tsv"), ("files", "~/train.tsv"),
+                                       ("label_files", "/elsewhere/train.gold.txt")])
+def test_task_files_must_lie_under_data_root_which_dvc_tracks(key, path):
+    """Regression (session 43): a task file outside data_root (an absolute path, or one climbing out with '..')
+    trained, but DVC tracks data_root only (the prepare stage's dependency): after the file changed, `dvc repro`
+    said "nothing (up to date)" and the old model stayed served. Refused now, naming the fix."""
+    task = {"type": "classification", "format": "tsv", "files": {"train": "x/train.tsv"}, "text_a": "{s}",
+            "labels": ["0", "1"], "metrics": ["accuracy"]}
+    if key == "label_files":
+        task["label_files"] = {"train": path}
+    else:
+        task["files"] = {"train": path}
+    with pytest.raises(ConfigError, match=rf"tasks\.x\.{key}\.train = {re.escape(repr(path))} is not allowed: "
+                                          r"expected a path under data_root \(DVC tracks data_root only"):
+        config_from_dict(merged({"tasks": {"x": task}}))
+    for inside in ("x/train.tsv", "x/../x/train.tsv"):  # a '..' that stays under data_root is fine
+        config_from_dict(merged({"tasks": {"x": {**task, "files": {"train": inside}, "label_files": {}}}}))
+
+
 def test_overrides_and_env_data_root(tmp_path, monkeypatch):
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump(merged({"data_root": "data", "train": {"epochs": {"ptv2": 2}}})))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,14 @@ class TaskSpec:
         _check(set(self.files) <= set(SPLITS), "files", sorted(self.files), f"splits among {list(SPLITS)}")
         for split in self.label_files:
             _check(split in self.files, "label_files", self.label_files, f"splits that files: lists ({sorted(self.files)})")
+        for key, paths in (("files", self.files), ("label_files", self.label_files)):
+            for split, f in paths.items():  # DVC tracks data_root (the prepare stage's dependency), nothing else:
+                # a file elsewhere changed and `dvc repro` said "up to date", the old model still served
+                inside = os.path.normpath(f)  # 'sent/../sent/dev.tsv' stays inside; '../x', 'a/../../x' leave it
+                _check(not os.path.isabs(inside) and inside.split(os.sep)[0] != ".." and not f.startswith("~"),
+                       f"{key}.{split}", f, "a path under data_root (DVC tracks data_root only, so data elsewhere "
+                       "would change without retraining): move the file under data_root, or set data_root to a "
+                       "folder that holds it")
         if self.format == "tsv" and not self.header:
             _check(bool(self.columns), "columns", self.columns, "column names when header: false")
         if self.type != "token_classification":
