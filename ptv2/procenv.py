@@ -31,9 +31,9 @@ def missing_package(e: BaseException) -> str | None:
     first on PATH, outside the project's venv; `python -m ptv2` under another Python), or None: not a missing
     third-party package."""
     name = getattr(e, "name", None) if isinstance(e, ModuleNotFoundError) else None
-    if not name or name.split(".")[0] == "ptv2":
+    package = (name or "").split(".")[0]
+    if not package or package == "ptv2":
         return None
-    package = name.split(".")[0]
     if Path(sys.prefix).name == ".venv":  # the project's venv itself, half installed: set-up installs what it lacks
         return f"ptv2: error: {sys.prefix} lacks the package {package!r}: run ./scripts/setup.sh to install it"
     return (f"ptv2: error: {sys.executable} lacks the package {package!r}, so it is not the project's Python: run "

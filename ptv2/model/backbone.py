@@ -58,12 +58,12 @@ def _unloadable(name: str, e: Exception) -> BackboneUnavailable:
     return BackboneUnavailable(name, reason)
 
 
-def _check_loadable(name: str) -> None:
+def _check_loadable(name: str) -> str:
     """What transformers would misread before loading: a file named as the backbone (it takes a config.json as
     a config, then unpickles it as weights: an UnpicklingError traceback), Git LFS pointers in place of its files,
     and PYTHONOPTIMIZE=2 (-OO strips the docstrings transformers builds its model classes from: its "[ERROR] ...
     not documented" lines and "No `Args` or `Parameters` section is found in the docstring" read as a bad
-    backbone.name; bundles serve under -OO)."""
+    backbone.name; bundles serve under -OO). Returns the folder transformers loads (``model_folder``)."""
     folder = Path(model_folder(name))
     if folder.is_file():
         raise _unloadable(name, ValueError("a file"))
@@ -73,6 +73,7 @@ def _check_loadable(name: str) -> None:
     if sys.flags.optimize >= 2:
         raise ConfigError(f"backbone {name!r} cannot be loaded under PYTHONOPTIMIZE=2 (python -OO), which strips the "
                           "docstrings transformers builds its models from: unset PYTHONOPTIMIZE, or set it to 1")
+    return str(folder)
 
 
 def position_limit(name: str) -> int | None:
@@ -80,9 +81,9 @@ def position_limit(name: str) -> int | None:
     ``pad_token_id + 1``); None when the config does not say. Reads the config only, not the weights."""
     from transformers import AutoConfig
 
-    _check_loadable(name)
+    folder = _check_loadable(name)
     try:
-        c = AutoConfig.from_pretrained(model_folder(name))
+        c = AutoConfig.from_pretrained(folder)
     except (OSError, ValueError) as e:
         raise _unloadable(name, e) from None
     limit = getattr(c, "max_position_embeddings", None)
@@ -115,8 +116,7 @@ def load_backbone(name: str) -> tuple[PreTrainedModel, Any]:
     from safetensors import SafetensorError
     from transformers.utils import logging as hf_logging
 
-    _check_loadable(name)
-    path = model_folder(name)
+    path = _check_loadable(name)
     hf_logging.disable_progress_bar()  # its "Loading weights 103/103" on every load (a CLI call, a stage) is noise
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its load report's table: what it says, _check_loaded says in one line
