@@ -59,9 +59,16 @@ def check_prefect_server(url: str | None) -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+
     from prefect.settings import PREFECT_API_URL
 
+    p = argparse.ArgumentParser(prog="python flows/serve.py", description="Serve the scheduled retraining "
+                                "deployment (dvc repro + the promotion gate) on the Prefect server at PREFECT_API_URL.")
+    p.add_argument("cron", nargs="?", help="a 5-field cron string, e.g. '0 3 * * *' (default: params.yaml "
+                   "flows.retrain_cron)")
+    cron = p.parse_args().cron  # `--help` was read as the cron ("flows.retrain_cron = '--help' is not allowed")
     with exit_2_on_user_error():
-        deployment = retrain_deployment(cron=sys.argv[1] if len(sys.argv) > 1 else None)
+        deployment = retrain_deployment(cron=cron)
         check_prefect_server(PREFECT_API_URL.value())
     serve(deployment)

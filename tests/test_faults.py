@@ -381,6 +381,30 @@ def test_the_pipeline_entry_point_ends_every_failure_in_one_line(tmp_path, tiny_
     assert "Retrying" not in r.stderr + r.stdout  # a user error: not retried
 
 
+def test_the_pipeline_commands_options_and_unknown_stages_are_one_line(tmp_path, tiny_dir):
+    """Regression (session 44): `scripts/run.sh --help` (or --force) was taken for a stage name, and a stage that
+    is not in dvc.yaml ended in "Stage 'x' not found inside 'dvc.yaml' file; its output is above" (exit 1) with
+    nothing above. Now argparse's help and usage (exit 0 / 2), and one line naming the stages (exit 2)."""
+    from pipeline_repo import make_repo, pipeline_env
+
+    root = make_repo(tmp_path / "repo", tiny_dir)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ptv2.orchestration", *args], cwd=root, env=pipeline_env(),
+                              capture_output=True, text=True, timeout=300)
+
+    r = run("--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: scripts/run.sh [-h] [STAGE ...]"), r.stdout + r.stderr
+    r = run("--force")
+    assert r.returncode == 2 and "unrecognized arguments: --force" in r.stderr and "Traceback" not in r.stderr
+    for target in ("nosuch", "adapt@nosuch", "elsewhere/dvc.yaml:prepare"):
+        r = run(target)
+        errors = [x for x in r.stderr.splitlines() if x.startswith("ptv2: error:")]
+        assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert "no such stage; the stages are prepare, pretrain, adapt@" in errors[0] and "above" not in errors[0]
+    assert not (root / "outputs" / "prepare").exists()  # nothing ran
+
+
 def test_a_stage_killed_from_outside_says_so_and_names_the_likely_cause(tmp_path, tiny_dir):
     """Regression (session 43): a stage killed by SIGKILL (the kernel's out-of-memory killer, a container's memory
     limit) prints nothing of its own; the pipeline said "exited with -9; its output is above" with none above. Now
@@ -530,7 +554,7 @@ def test_a_stage_interrupted_is_one_line(where):
 def test_the_pipeline_entry_point_interrupted_is_one_line(monkeypatch, capsys):
     import logging
 
-    from ptv2.orchestration import dvc_graph
+    from ptv2.orchestration import cli
 
     ours = logging.getLogger("ptv2")  # main() adds its handler on capsys' stderr: later tests' lines met it closed
     monkeypatch.setattr(ours, "handlers", [])
@@ -539,8 +563,8 @@ def test_the_pipeline_entry_point_interrupted_is_one_line(monkeypatch, capsys):
     def interrupted(*_):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(dvc_graph, "reproduce", interrupted)
-    assert dvc_graph.main([]) == 130
+    monkeypatch.setattr(cli, "reproduce", interrupted)
+    assert cli.main([]) == 130
     assert capsys.readouterr().err.startswith("ptv2: interrupted; finished stages are kept")
 
 

@@ -74,6 +74,13 @@ def test_a_bad_cron_on_the_command_line_is_one_line():
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip() == ("ptv2: error: flows.retrain_cron = '61 * * * *' is not allowed: expected a 5-field "
                                 "cron string Prefect accepts, e.g. '0 3 * * *' (minute 0-59, hour 0-23)"), r.stderr
+    # session 44: `--help` was read as the cron; now argparse's help, and an unknown option its usage (exit 2)
+    r = subprocess.run([sys.executable, str(PROJECT / "flows/serve.py"), "--help"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("usage: python flows/serve.py [-h] [cron]"), r.stdout + r.stderr
+    r = subprocess.run([sys.executable, str(PROJECT / "flows/serve.py"), "--now"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "unrecognized arguments: --now" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_a_flow_from_the_command_line_checks_the_project_before_prefect(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ptv2.errors import USER_ERROR_EXIT, ConfigError, RunError, exit_note
-from ptv2.orchestration.failures import StageFailed, damaged_file, entry_point
+from ptv2.orchestration.failures import StageFailed, damaged_file
 from ptv2.procenv import path_with_this_python
 
 log = logging.getLogger(__name__)
@@ -115,18 +115,6 @@ def check_data_root(root: Path, data_root: str) -> None:
                           f"holds the task data (see its SOURCES.md), e.g. dvc exp run -S data_root=PATH")
 
 
-def main(argv: list[str]) -> int:
-    """``python -m ptv2.orchestration [STAGE ...]`` (what scripts/run.sh runs): ``reproduce`` as an
-    ``entry_point``."""
-    ours = logging.getLogger("ptv2")
-    if not ours.handlers:  # ptv2's own lines; DVC logs its stages itself (a root handler doubled them)
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        ours.addHandler(handler)
-        ours.setLevel(logging.INFO)
-    return entry_point(lambda: reproduce(".", argv or None))
-
-
 @contextlib.contextmanager
 def _repo(root: str | Path) -> Iterator[Any]:
     """The project's DVC repo, open; a DVC file it cannot read (``damaged_file``) is a ConfigError, so the CLI,
@@ -159,10 +147,24 @@ def reproduce(root: str | Path, targets: list[str] | None = None) -> list[str]:
         with _repo(root) as repo:
             _check_outputs_inside(root, [Path(o.fs_path) for o in repo.index.outs])
             stages = repo.reproduce(targets=["prepare"], force=True) if _backbone_changed(repo, cfg) else []
-            stages += repo.reproduce(targets=targets or None)
+            stages += _reproduce_targets(repo, targets)
     ran = list(dict.fromkeys(s.addressing for s in stages))
     log.info("dvc repro ran %d stage(s): %s", len(ran), ran or "nothing (up to date)")
     return ran
+
+
+def _reproduce_targets(repo: Any, targets: list[str] | None) -> list[Any]:
+    """``repo.reproduce(targets)``; a target that names no stage is a ConfigError naming the stages (DVC's
+    "Stage 'x' not found inside 'dvc.yaml' file" ended in "its output is above", with nothing above)."""
+    from dvc.exceptions import NoOutputOrStageError
+    from dvc.stage.exceptions import StageFileDoesNotExistError, StageNotFound
+
+    try:
+        return repo.reproduce(targets=targets or None)
+    except (StageNotFound, StageFileDoesNotExistError, NoOutputOrStageError) as e:
+        names = list(dict.fromkeys(s.addressing for s in repo.index.stages))
+        raise ConfigError(f"{e}: no such stage; the stages are {', '.join(names)} (a foreach stage's name alone, "
+                          f"e.g. adapt, runs it for every task); name none to run the whole pipeline") from None
 
 
 def _check_outputs_inside(root: Path, outs: list[Path]) -> None:
