@@ -196,6 +196,23 @@ def test_python_dash_m_entry_point():
     assert r.returncode == 0 and "train" in r.stdout
 
 
+def test_every_command_and_option_says_what_it_is():
+    """Regression (session 44): `ptv2 registry -h` (every subcommand's help) had no description, and --task,
+    --out, --work, --tasks, -v showed no help text."""
+    import argparse
+
+    from ptv2.cli.app import parser
+
+    p = parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) >= {"train", "adapt", "registry", "serve", "compare"}
+    for name, sp in [("ptv2", p), *sub.choices.items()]:
+        assert sp.description, name
+        for a in sp._actions:
+            if not isinstance(a, argparse._SubParsersAction):
+                assert a.help, (name, a.option_strings)
+
+
 def test_compare_reads_its_defaults_and_budget_from_params(params, tmp_path, capsys):
     d = yaml.safe_load(params.read_text())
     d["compare"] = {**d["compare"], "tasks": ["sent"], "methods": ["ptv2"], "seeds": [3], "out": str(tmp_path / "c.md"),

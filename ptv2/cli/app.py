@@ -17,27 +17,33 @@ from ptv2.errors import USER_ERROR_EXIT, ConfigError, Ptv2Error, as_user_error, 
 from ptv2.procenv import sigterm_as_interrupt
 
 
+TASK_HELP = "a task of params.yaml tasks: (default: run.task)"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ptv2", description="P-Tuning v2 deep prompts on frozen encoders")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("--version", action="version", version=f"ptv2 {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn, help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help)
+        sp = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")  # `ptv2 X -h` said none
         sp.add_argument("--params", default="params.yaml", help="config file (default: params.yaml)")
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=3")
         sp.set_defaults(fn=fn)
         return sp
 
     t = add("train", cmd_train, "train one task (method from train.method)")
-    t.add_argument("--task"); t.add_argument("--out")
+    t.add_argument("--task", help=TASK_HELP)
+    t.add_argument("--out", help="model folder (default: run.out_dir/TASK/METHOD)")
     b = add("baseline", cmd_baseline, "the frozen-backbone baseline of a task: no prompt, head fitted on its features")
-    b.add_argument("--task"); b.add_argument("--out")
+    b.add_argument("--task", help=TASK_HELP)
+    b.add_argument("--out", help="model folder (default: run.out_dir/TASK/frozen)")
     e = add("evaluate", cmd_evaluate, "evaluate a saved model on a task split")
     e.add_argument("--model", required=True, help="model folder, exported bundle, or registered models:/NAME@ALIAS "
-                   "(or /VERSION, /latest) of the project's registry"); e.add_argument("--task")
-    e.add_argument("--split", default="dev", choices=SPLITS)
+                   "(or /VERSION, /latest) of the project's registry")
+    e.add_argument("--task", help="task to score (default: the model's only task)")
+    e.add_argument("--split", default="dev", choices=SPLITS, help="(default: dev)")
     e.add_argument("--int8", action="store_true",
                    help="bundle only: score the int8 encoder (a registered model: as it is served unless set)")
     pr = add("predict", cmd_predict, "label texts with a saved model (texts from --text or stdin)")
@@ -54,26 +60,34 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--model", action="append", required=True, help="model folder (repeat for more tasks)")
     ex.add_argument("--out", help="bundle folder (default: export.out_dir)")
     pt = add("pretrain", cmd_pretrain, "multi-task prompt pretraining on the pretrain.tasks mixture")
-    pt.add_argument("--tasks", help="comma-separated mixture (default: pretrain.tasks)"); pt.add_argument("--out")
+    pt.add_argument("--tasks", help="comma-separated mixture (default: pretrain.tasks)")
+    pt.add_argument("--out", help="model folder (default: pretrain.out_dir)")
     ad = add("adapt", cmd_adapt, "tune one task starting from a pretrained prompt")
-    ad.add_argument("--task", required=True); ad.add_argument("--from", help="pretrained model folder")
-    ad.add_argument("--out")
+    ad.add_argument("--task", required=True, help="a task of params.yaml tasks:")
+    ad.add_argument("--from", help="pretrained model folder (default: pretrain.out_dir/model)")
+    ad.add_argument("--out", help="model folder (default: adapt.out_dir/TASK)")
     c = add("compare", cmd_compare, "train methods x tasks x seeds; one results table (defaults: params.yaml compare)")
-    c.add_argument("--tasks"); c.add_argument("--methods"); c.add_argument("--seeds")
+    c.add_argument("--tasks", help="comma-separated (default: compare.tasks)")
+    c.add_argument("--methods", help="comma-separated train.method values (default: compare.methods)")
+    c.add_argument("--seeds", help="comma-separated (default: compare.seeds)")
     c.add_argument("--one-seed", help="tasks run with the first seed only (large ones)")
-    c.add_argument("--out"); c.add_argument("--work")
+    c.add_argument("--out", help="results table (default: compare.out)")
+    c.add_argument("--work", help="runs' folder, reused across calls (default: compare.work)")
     c.add_argument("--no-track", action="store_true", help="do not log the comparison to MLflow")
     tr = add("transfer", cmd_transfer, "multi-task table: (a) single-task, (b) adapted, (c) no adaptation, (d) held out")
-    tr.add_argument("--tasks", required=True)
+    tr.add_argument("--tasks", required=True, help="comma-separated: the mixture and the tasks scored")
     tr.add_argument("--held-out", help="tasks of --tasks to run (d) for: adapted from a mixture pretrained without "
                     "them (default: rte and cb, those of them in --tasks)")
-    tr.add_argument("--seeds", default="1,2,3"); tr.add_argument("--out", default="reports/multitask.md")
-    tr.add_argument("--work", default="outputs/transfer")
+    tr.add_argument("--seeds", default="1,2,3", help="comma-separated (default: %(default)s)")
+    tr.add_argument("--out", default="reports/multitask.md", help="results table (default: %(default)s)")
+    tr.add_argument("--work", default="outputs/transfer",
+                    help="runs' folder, reused across calls (default: %(default)s)")
     add("registry", cmd_registry, "list the registered model versions with the promotion gate's evidence")
     sv = add("serve", cmd_serve, "serve a registered model over HTTP (mlflow models serve), checked first")
     sv.add_argument("--model", help="models:/NAME@ALIAS, models:/NAME/VERSION or /latest (default: the multi-task "
                                     "model's @champion)")
-    sv.add_argument("--host", default="127.0.0.1"); sv.add_argument("--port", type=int, default=5000)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    sv.add_argument("--port", type=int, default=5000, help="(default: %(default)s)")
     sv.add_argument("--env-manager", default="local", choices=["local", "virtualenv", "uv", "conda"],
                     help="local: this environment; the others build one from the model's requirements")
     return p
