@@ -12,11 +12,19 @@ too_old() {  # ptv2 needs Python 3.11+ (pyproject.toml); an older one failed dee
   ! "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 }
 if [ ! -x .venv/bin/python ]; then
+  if ! command -v "$PY" >/dev/null 2>&1; then  # was "is not Python 3.11 or newer", of a name that runs nothing
+    echo "setup: $PY not found: install Python 3.11 or newer, or name one with PYTHON=python3.11 ./scripts/setup.sh" >&2
+    exit 2
+  fi
   if too_old "$PY"; then
     echo "setup: $PY is not Python 3.11 or newer: run with PYTHON=python3.11 (or newer) ./scripts/setup.sh" >&2
     exit 2
   fi
-  "$PY" -m venv .venv
+  if ! "$PY" -m venv .venv; then
+    rm -rf .venv  # half made (Debian's python3 without ensurepip): the next run took it and failed on its pip
+    echo "setup: $PY could not make a venv (its words are above; on Debian/Ubuntu: apt install python3-venv)" >&2
+    exit 2
+  fi
 elif too_old .venv/bin/python; then
   echo "setup: .venv holds Python $(.venv/bin/python -V 2>&1 | cut -d' ' -f2), older than 3.11: remove .venv and run" \
        "again with PYTHON=python3.11 (or newer)" >&2
@@ -61,6 +69,10 @@ install_pip() {
 }
 
 if [ ! -f .venv/.ptv2-installed ] || [ pyproject.toml -nt .venv/.ptv2-installed ]; then
+  if [ ! -x .venv/bin/pip ]; then  # `python -m venv --without-pip`, or half made: ".venv/bin/pip: No such file"
+    echo "setup: .venv has no pip: remove .venv and run again" >&2
+    exit 2
+  fi
   .venv/bin/pip install -q --upgrade pip
   if [ "${PTV2_PIP:-0}" = "1" ]; then
     install_pip

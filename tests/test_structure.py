@@ -318,6 +318,30 @@ def test_setup_refuses_a_python_older_than_311_before_any_install(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         f"setup: {old} is not Python 3.11 or newer: run with PYTHON=python3.11 (or newer) ./scripts/setup.sh"], r.stderr
     assert not (repo / ".venv").exists()
+    for missing in (str(tmp_path / "nowhere" / "python3"), "python3.99-nonexistent"):  # session 44: was "not 3.11"
+        r = subprocess.run(["bash", str(repo / "scripts" / "setup.sh")], env={**os.environ, "PYTHON": missing},
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+            f"setup: {missing} not found: install Python 3.11 or newer, or name one with PYTHON=python3.11 "
+            f"./scripts/setup.sh"], r.stderr
+    assert not (repo / ".venv").exists()
+    # session 44: a python3 without ensurepip (Debian's, python3-venv not installed) leaves a venv without pip;
+    # the next run took it and ended in ".venv/bin/pip: No such file or directory"
+    noensurepip = tmp_path / "python3.12"
+    noensurepip.write_text('#!/bin/sh\n[ "$1" = "-m" ] || exit 0\nmkdir -p "$3/bin" && ln -s /bin/true "$3/bin/python"\n'
+                           'echo "ensurepip is not available" >&2\nexit 1\n')
+    noensurepip.chmod(0o755)
+    r = subprocess.run(["bash", str(repo / "scripts" / "setup.sh")], env={**os.environ, "PYTHON": str(noensurepip)},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        f"setup: {noensurepip} could not make a venv (its words are above; on Debian/Ubuntu: apt install "
+        f"python3-venv)"), r.stderr
+    assert not (repo / ".venv").exists()
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    (repo / ".venv" / "bin" / "python").symlink_to(sys.executable)  # a venv made --without-pip
+    r = subprocess.run(["bash", str(repo / "scripts" / "setup.sh")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip() == "setup: .venv has no pip: remove .venv and run again", r.stderr
+    shutil.rmtree(repo / ".venv")
     (repo / ".venv" / "bin").mkdir(parents=True)
     (repo / ".venv" / "bin" / "python").symlink_to(old)
     r = subprocess.run(["bash", str(repo / "scripts" / "setup.sh")], capture_output=True, text=True, timeout=60)
