@@ -384,8 +384,11 @@ def test_the_pipeline_entry_point_ends_every_failure_in_one_line(tmp_path, tiny_
 def test_the_pipeline_commands_options_and_unknown_stages_are_one_line(tmp_path, tiny_dir):
     """Regression (session 44): `scripts/run.sh --help` (or --force) was taken for a stage name, and a stage that
     is not in dvc.yaml ended in "Stage 'x' not found inside 'dvc.yaml' file; its output is above" (exit 1) with
-    nothing above. Now argparse's help and usage (exit 0 / 2), and one line naming the stages (exit 2)."""
+    nothing above. Now argparse's help and usage (exit 0 / 2), and one line naming the stages (exit 2). An empty
+    stage name (an unset variable) ran every dvc.yaml below the project: the hours-long comparison too."""
     from pipeline_repo import make_repo, pipeline_env
+    from ptv2.errors import ConfigError
+    from ptv2.orchestration.dvc_graph import reproduce
 
     root = make_repo(tmp_path / "repo", tiny_dir)
 
@@ -397,6 +400,17 @@ def test_the_pipeline_commands_options_and_unknown_stages_are_one_line(tmp_path,
     assert r.returncode == 0 and r.stdout.startswith("usage: scripts/run.sh [-h] [STAGE ...]"), r.stdout + r.stderr
     r = run("--force")
     assert r.returncode == 2 and "unrecognized arguments: --force" in r.stderr and "Traceback" not in r.stderr
+    # `./scripts/run.sh "$STAGE"` with STAGE unset: DVC took '' for every dvc.yaml below, comparison/ too
+    (root / "elsewhere").mkdir()
+    (root / "elsewhere" / "dvc.yaml").write_text("stages:\n  other:\n    cmd: touch ran\n")
+    for empty in ("", " "):
+        r = run("prepare", empty)
+        errors = [x for x in r.stderr.splitlines() if x.startswith("ptv2: error:")]
+        assert r.returncode == 2 and errors == [f"ptv2: error: stage {empty!r} is empty (an unset variable?): name a "
+                                                f"stage of dvc.yaml, or none for the whole pipeline"], r.stderr[-2000:]
+        assert not (root / "elsewhere" / "ran").exists()
+    with pytest.raises(ConfigError, match="stage '' is empty"):  # the Prefect flow's targets parameter too
+        reproduce(root, [""])
     for target in ("nosuch", "adapt@nosuch", "elsewhere/dvc.yaml:prepare"):
         r = run(target)
         errors = [x for x in r.stderr.splitlines() if x.startswith("ptv2: error:")]
