@@ -281,6 +281,14 @@ def test_registry_marks_a_version_its_gate_never_decided(params, tmp_path, capsy
     # regression (session 31): columns no version fills were printed empty, widening a ~250-character table
     headers = [h.strip() for h in out[0].strip("|").split("|")]
     assert headers == ["model", "version", "aliases", "int8 agreement", "reason"], headers
+    # session 44: which versions are the frozen baseline itself (gated against the trivial one) was not shown
+    registry.register_version(params.parent, "ptv2-sent", run.id, "model", {"candidate": "frozen"})
+    registry.register_version(params.parent, "ptv2-sent", run.id, "model", {"candidate": "trained"})
+    assert main(["registry", "--params", str(params)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [h.strip() for h in out[0].strip("|").split("|")][3] == "candidate"
+    assert [[c.strip() for c in r.strip("|").split("|")][1:4:2] for r in out if r.startswith("| ptv2-sent")] == [
+        ["1", ""], ["2", "frozen baseline"], ["3", "trained"]]
     # regression (session 35): tags edited in MLflow's UI (anyone may) were a JSONDecodeError / ValueError
     # traceback here and in the publish stage; they read as empty, with a warning naming the tag
     registry.register_version(params.parent, "ptv2-all", run.id, "model",

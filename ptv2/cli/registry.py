@@ -18,6 +18,7 @@ def registry_table(cfg: Config, root: Path) -> str:
     """The project's registered versions with the gate's evidence (scores, baseline, p-values, decision), as a
     markdown table; or where the registry looked and what fills it."""
     from ptv2.experiments.tables import markdown
+    from ptv2.model.spec import FROZEN
     from ptv2.tracking.registry import json_tag, list_versions
 
     rows = []
@@ -35,7 +36,9 @@ def registry_table(cfg: Config, root: Path) -> str:
             left = json_tag(t, "excluded")
             reason = f"serves {served}" + (f"; left out: {', '.join(sorted(left))}" if left else "")
         agree = t.get("int8_agreement", "")
-        rows.append([v["name"], v["version"], ",".join(v["aliases"]) or "-", t.get("gate.metric", ""),
+        # which versions are the frozen baseline itself (gated against the trivial one): the table did not say
+        kind = {FROZEN: "frozen baseline"}.get(t.get("candidate", ""), t.get("candidate", ""))
+        rows.append([v["name"], v["version"], ",".join(v["aliases"]) or "-", kind, t.get("gate.metric", ""),
                      t.get("gate.challenger_metric", ""), t.get("gate.baseline_metric", ""),
                      t.get("gate.p_vs_baseline", ""), t.get("gate.champion_metric", ""),
                      t.get("gate.p_vs_champion", ""),
@@ -46,7 +49,7 @@ def registry_table(cfg: Config, root: Path) -> str:
         from ptv2.tracking.store import tracking_uri
 
         return f"no registered model in {tracking_uri(root)}: {REGISTER_HINT}"
-    headers = ["model", "version", "aliases", "metric", "score", "baseline", "p vs baseline", "champion before",
+    headers = ["model", "version", "aliases", "candidate", "metric", "score", "baseline", "p vs baseline", "champion before",
                "p vs champion", "int8 agreement", "promoted", "reason"]
     # a column no version fills (no champion before any gate) only widens a table already ~250 characters wide
     keep = [i for i in range(len(headers)) if any(r[i] for r in rows)]
