@@ -97,6 +97,10 @@ def test_impossible_value_names_key_and_allowed():
     ({"export": {"checks_dir": "outputs/bundle/checks"}}, r"export.checks_dir = .* apart from export.out_dir"),
     ({"pretrain": {"out_dir": "outputs"}}, r"adapt.out_dir = 'outputs/adapt' .* apart from pretrain.out_dir"),
     ({"adapt": {"baseline_dir": "."}}, r"adapt.baseline_dir = '.' is not allowed: expected a folder of its own"),
+    # session 44: `dvc exp run -S train.epochs=1` (epochs are per method) said only "must be a mapping, got 1"
+    ({"train": {"epochs": 1}}, r"^train.epochs must be a mapping, got 1: set one of its keys \(e.g. "
+                               r"train.epochs.<name>=1\), or write it as a mapping in params.yaml$"),
+    ({"export": 3}, r"^export must be a mapping, got 3: set one of its keys \(e.g. export.out_dir=3\)"),
 ])
 def test_values_the_training_would_crash_on_are_refused_at_load(override, message):
     with pytest.raises(ConfigError, match=message):

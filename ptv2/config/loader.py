@@ -17,12 +17,19 @@ from ptv2.config.schema import DATA_ROOT_ENV, Config
 from ptv2.errors import ConfigError
 from ptv2.strict import key_problems
 
+
+def _not_a_mapping(key: str, value: Any, sub: str) -> ConfigError:
+    """A section or per-name table given one value (`dvc exp run -S train.epochs=1`: epochs are per method)."""
+    return ConfigError(f"{key} must be a mapping, got {value!r}: set one of its keys (e.g. {key}.{sub}={value!r}), "
+                       f"or write it as a mapping in params.yaml")
+
+
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     """Check ``value`` against type hint ``tp`` (recursing into dataclasses)."""
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+            raise _not_a_mapping(key, value, dataclasses.fields(tp)[0].name)
         return _build(tp, value, key)
     if origin is Literal:
         if value not in get_args(tp):
@@ -40,7 +47,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+            raise _not_a_mapping(key, value, "<name>")
         _, vt = get_args(tp)
         return {str(k): _coerce(vt, v, f"{key}.{k}") for k, v in value.items()}
     if tp is float and (isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -15,8 +15,9 @@ def main(argv: list[str]) -> int:
     names ("Stage '--help' not found inside 'dvc.yaml' file; its output is above", exit 1)."""
     p = argparse.ArgumentParser(prog="scripts/run.sh", description="Set up, then `dvc repro`: the whole pipeline "
                                 "on params.yaml, or the STAGEs named and the stages they need.",
-                                epilog="DVC's own options (--force, --downstream, --dry, ...): `dvc repro` in the "
-                                "activated venv (. .venv/bin/activate).")
+                                epilog="Values: params.yaml, or `dvc exp run -S KEY=VALUE` for one run. DVC's own "
+                                "options (--force, --downstream, --dry, ...): `dvc repro` in the activated venv "
+                                "(. .venv/bin/activate).")
     p.add_argument("stages", nargs="*", metavar="STAGE", help="a stage of dvc.yaml: prepare, adapt (every task), "
                    "adapt@TASK, ... (`dvc stage list` lists them)")
     targets = p.parse_args(argv).stages
