@@ -364,6 +364,7 @@ def test_the_cli_predicts_and_evaluates_with_a_registered_model(published, monke
     texts = ["good film", "bad plot", "ok"]
     r = cli("predict", "--model", "models:/ptv2-all@champion", "--task", "sent", *[a for t in texts for a in ("--text", t)])
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "Downloading artifacts" not in r.stderr  # session 44: MLflow's bar, each update, into a pipe or log
     got = [json.loads(line) for line in r.stdout.splitlines()]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri(store_root))
     served = mlflow.pyfunc.load_model("models:/ptv2-all@champion").predict(

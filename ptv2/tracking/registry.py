@@ -6,8 +6,10 @@ import contextlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from unittest import mock
 
 from ptv2.errors import ArtifactError
 from ptv2.files import file_lock
@@ -138,9 +140,12 @@ def download_version(root: str | Path, model_name: str, version: str, dst: str |
     mlflow = _mlflow(root)
     Path(dst).mkdir(parents=True, exist_ok=True)
     why, fix = "its artifact folder is gone or empty", "register the task again (`dvc repro --force promote@<task>`)"
+    # MLflow's bar only on a terminal: a log or a pipe got each of its \r updates, per `ptv2 predict`
+    quiet = {} if sys.stderr.isatty() else {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     try:
-        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=version_files(root, model_name, version),
-                                                       dst_path=str(dst)))
+        with mock.patch.dict("os.environ", quiet):
+            got = Path(mlflow.artifacts.download_artifacts(artifact_uri=version_files(root, model_name, version),
+                                                           dst_path=str(dst)))
         if got.is_dir() and any(got.iterdir()):  # a deleted local source downloads as an empty folder
             return got
     except (mlflow.exceptions.MlflowException, OSError) as e:  # a deleted version or artifact folder
@@ -268,7 +273,6 @@ def check_model_files(root: str | Path, uri: str, name: str, version: str) -> st
     (``_checked_download``, as ``fetch_bundle``'s): MLflow's answer to a moved or cleaned artifact store was a traceback once the server
     started, to a damaged bundle ~95 lines of two. Downloaded without MLflow's bar (the server shows its own)."""
     import tempfile
-    from unittest import mock
 
     mlflow, files = _mlflow(root), version_files(root, name, version)
     quiet = mock.patch.dict("os.environ", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
