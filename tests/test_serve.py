@@ -365,6 +365,11 @@ def test_the_cli_predicts_and_evaluates_with_a_registered_model(published, monke
     r = cli("predict", "--model", "models:/ptv2-all@champion", "--task", "sent", *[a for t in texts for a in ("--text", t)])
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "Downloading artifacts" not in r.stderr  # session 44: MLflow's bar, each update, into a pipe or log
+    # session 44: started with standard error closed (`2>&-`), MLflow's bar wrote to None: exit 1, no answer
+    closed = subprocess.run([sys.executable, "-m", "ptv2", "predict", "--model", "models:/ptv2-all@champion", "--task",
+                             "sent", "--text", texts[0], "--params", str(store_root / "params.yaml")],
+                            stdout=subprocess.PIPE, text=True, env=env, timeout=300, preexec_fn=lambda: os.close(2))
+    assert closed.returncode == 0 and json.loads(closed.stdout)["task"] == "sent", closed
     got = [json.loads(line) for line in r.stdout.splitlines()]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri(store_root))
     served = mlflow.pyfunc.load_model("models:/ptv2-all@champion").predict(

@@ -49,8 +49,8 @@ def registry_table(cfg: Config, root: Path) -> str:
         from ptv2.tracking.store import tracking_uri
 
         return f"no registered model in {tracking_uri(root)}: {REGISTER_HINT}"
-    headers = ["model", "version", "aliases", "candidate", "metric", "score", "baseline", "p vs baseline", "champion before",
-               "p vs champion", "int8 agreement", "promoted", "reason"]
+    headers = ["model", "version", "aliases", "candidate", "metric", "score", "baseline", "p vs baseline",
+               "champion before", "p vs champion", "int8 agreement", "promoted", "reason"]
     # a column no version fills (no champion before any gate) only widens a table already ~250 characters wide
     keep = [i for i in range(len(headers)) if any(r[i] for r in rows)]
     return markdown([headers[i] for i in keep], [[r[i] for i in keep] for r in rows])

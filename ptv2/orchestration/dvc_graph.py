@@ -138,9 +138,10 @@ def reproduce(root: str | Path, targets: list[str] | None = None) -> list[str]:
     from ptv2.config import load_config
 
     root = Path(root).resolve()
-    if any(not str(t).strip() for t in targets or []):  # DVC read '' as every dvc.yaml below: comparison/'s too
-        raise ConfigError(f"stage {next(t for t in targets or [] if not str(t).strip())!r} is empty (an unset "
-                          f"variable?): name a stage of dvc.yaml, or none for the whole pipeline")
+    blank = [t for t in targets or [] if not str(t).strip()]
+    if blank:  # DVC read '' as every dvc.yaml below the project: comparison/'s hours-long stage too
+        raise ConfigError(f"stage {blank[0]!r} is empty (an unset variable?): name a stage of dvc.yaml, or none "
+                          f"for the whole pipeline")
     cfg = load_config(root / "params.yaml")
     check_project(root)
     check_data_root(root, cfg.data_root)

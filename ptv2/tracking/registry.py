@@ -141,7 +141,8 @@ def download_version(root: str | Path, model_name: str, version: str, dst: str |
     Path(dst).mkdir(parents=True, exist_ok=True)
     why, fix = "its artifact folder is gone or empty", "register the task again (`dvc repro --force promote@<task>`)"
     # MLflow's bar only on a terminal: a log or a pipe got each of its \r updates, per `ptv2 predict`
-    quiet = {} if sys.stderr.isatty() else {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    terminal = sys.stderr is not None and not sys.stderr.closed and sys.stderr.isatty()  # None: started `2>&-`
+    quiet = {} if terminal else {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     try:
         with mock.patch.dict("os.environ", quiet):
             got = Path(mlflow.artifacts.download_artifacts(artifact_uri=version_files(root, model_name, version),
