@@ -54,6 +54,20 @@ def exit_2_on_missing_package() -> Iterator[None]:
         raise SystemExit(2) from None
 
 
+def reopen_closed_stderr() -> None:
+    """Started with standard error closed (``2>&-``, as some supervisors start a job), Python's ``sys.stderr`` is
+    None and the first progress bar or warning failed on it (MLflow's, DVC's: exit 1, no answer). Standard error
+    goes to /dev/null instead, for this process and the stages it starts (they inherit descriptor 2)."""
+    if sys.stderr is not None:
+        return
+    fd = os.open(os.devnull, os.O_WRONLY)  # the lowest free descriptor: 2 itself where only it was closed
+    if fd != 2:
+        os.dup2(fd, 2)
+        os.close(fd)
+    os.set_inheritable(2, True)  # os.open's descriptors are not: the stages would start with it closed again
+    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - the process's own stream, open until it exits
+
+
 def set_quiet_defaults(**extra: str) -> None:
     """``QUIET`` and ``extra`` into the environment where the user set nothing (their own settings win)."""
     for k, v in (QUIET | extra).items():

@@ -417,6 +417,16 @@ def test_the_pipeline_commands_options_and_unknown_stages_are_one_line(tmp_path,
         assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
         assert "no such stage; the stages are prepare, pretrain, adapt@" in errors[0] and "above" not in errors[0]
     assert not (root / "outputs" / "prepare").exists()  # nothing ran
+    # session 44: started with standard error closed (`2>&-`), DVC's lock bar wrote to None: exit 1 whatever was
+    # asked; the stages it starts inherited the closed descriptor too
+    closed = subprocess.run([sys.executable, "-m", "ptv2.orchestration", "nosuch"], cwd=root, env=pipeline_env(),
+                            stdout=subprocess.PIPE, text=True, timeout=300, preexec_fn=lambda: os.close(2))
+    assert closed.returncode == 2, closed
+    probe = ("from ptv2.procenv import reopen_closed_stderr; reopen_closed_stderr(); import subprocess, sys; "
+             "print(sys.stderr.write('x'), subprocess.run(['sh', '-c', 'echo y >&2']).returncode)")
+    closed = subprocess.run([sys.executable, "-c", probe], stdout=subprocess.PIPE, text=True, timeout=60,
+                            preexec_fn=lambda: os.close(2))
+    assert closed.returncode == 0 and closed.stdout.split() == ["1", "0"], closed
 
 
 def test_a_stage_killed_from_outside_says_so_and_names_the_likely_cause(tmp_path, tiny_dir):

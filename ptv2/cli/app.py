@@ -14,7 +14,7 @@ from ptv2.cli.train import cmd_adapt, cmd_baseline, cmd_compare, cmd_pretrain, c
 from ptv2.cli.use import cmd_evaluate, cmd_export, cmd_predict
 from ptv2.config import SPLITS
 from ptv2.errors import USER_ERROR_EXIT, ConfigError, Ptv2Error, as_user_error, user_line
-from ptv2.procenv import sigterm_as_interrupt
+from ptv2.procenv import reopen_closed_stderr, sigterm_as_interrupt
 
 
 TASK_HELP = "a task of params.yaml tasks: (default: run.task)"
@@ -166,6 +166,7 @@ def _stdout_gone() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    reopen_closed_stderr()
     args = parser().parse_args(argv)
     if (empty := _empty_option(args)) is not None:
         print(user_line(empty), file=sys.stderr)
