@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ptv2.procenv import exit_2_on_missing_package, reopen_closed_stderr  # noqa: E402
+from ptv2.procenv import exit_2_on_missing_package, reopen_closed_streams  # noqa: E402
 
 with exit_2_on_missing_package():  # run by a Python outside the project's venv: one line, not a traceback
     # first: the flows package sets Prefect's environment before Prefect loads
@@ -29,7 +29,7 @@ FLOWS = {"pipeline": pipeline, "adapt": configured_adapt, "pretrain": pretrain, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    reopen_closed_stderr()  # Prefect's and DVC's output failed on a closed one
+    reopen_closed_streams()  # Prefect's and DVC's output failed on closed ones
     p = argparse.ArgumentParser(prog="python flows/run.py", description="run one ptv2 Prefect flow")
     p.add_argument("flow", nargs="?", default="pipeline", choices=list(FLOWS))
     p.add_argument("--root", default=str(ROOT), help="the project folder (default: the one holding flows/)")

@@ -57,15 +57,27 @@ def exit_2_on_missing_package() -> Iterator[None]:
 def reopen_closed_stderr() -> None:
     """Started with standard error closed (``2>&-``, as some supervisors start a job), Python's ``sys.stderr`` is
     None and the first progress bar or warning failed on it (MLflow's, DVC's: exit 1, no answer). Standard error
-    goes to /dev/null instead, for this process and the stages it starts (they inherit descriptor 2)."""
-    if sys.stderr is not None:
+    goes to /dev/null instead, for this process and the processes it starts (they inherit descriptor 2)."""
+    _to_devnull(2, "stderr")
+
+
+def reopen_closed_streams() -> None:
+    """``reopen_closed_stderr``, and standard output too (``>&-``): the pipeline's stages inherited a descriptor 1
+    that DVC had meanwhile opened for reading, and the report stage's print failed on it (EBADF)."""
+    _to_devnull(1, "stdout")  # first: the lowest free descriptor is 1 when both are closed
+    _to_devnull(2, "stderr")
+
+
+def _to_devnull(fd: int, name: str) -> None:
+    """``sys.<name>`` (on descriptor ``fd``), None when started closed, written to /dev/null instead."""
+    if getattr(sys, name) is not None:
         return
-    fd = os.open(os.devnull, os.O_WRONLY)  # the lowest free descriptor: 2 itself where only it was closed
-    if fd != 2:
-        os.dup2(fd, 2)
-        os.close(fd)
-    os.set_inheritable(2, True)  # os.open's descriptors are not: the stages would start with it closed again
-    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - the process's own stream, open until it exits
+    new = os.open(os.devnull, os.O_WRONLY)  # the lowest free descriptor: ``fd`` itself where only it was closed
+    if new != fd:
+        os.dup2(new, fd)
+        os.close(new)
+    os.set_inheritable(fd, True)  # os.open's descriptors are not: the stages would start with it closed again
+    setattr(sys, name, open(fd, "w", closefd=False))  # noqa: SIM115 - the process's own stream, open until exit
 
 
 def set_quiet_defaults(**extra: str) -> None:

@@ -427,6 +427,12 @@ def test_the_pipeline_commands_options_and_unknown_stages_are_one_line(tmp_path,
     closed = subprocess.run([sys.executable, "-c", probe], stdout=subprocess.PIPE, text=True, timeout=60,
                             preexec_fn=lambda: os.close(2))
     assert closed.returncode == 0 and closed.stdout.split() == ["1", "0"], closed
+    # and standard output (`>&-`): the report stage's print met a descriptor 1 DVC had opened for reading (EBADF)
+    probe = ("from ptv2.procenv import reopen_closed_streams; reopen_closed_streams(); import subprocess, sys; "
+             "child = 'import os; os.write(1, b\"y\"); os.write(2, b\"z\")'; print('x'); "
+             "sys.exit(subprocess.run([sys.executable, '-c', child]).returncode)")
+    both = subprocess.run([sys.executable, "-c", probe], timeout=60, preexec_fn=lambda: (os.close(1), os.close(2)))
+    assert both.returncode == 0, both
 
 
 def test_a_stage_killed_from_outside_says_so_and_names_the_likely_cause(tmp_path, tiny_dir):

@@ -7,14 +7,14 @@ import logging
 
 from ptv2.orchestration.dvc_graph import reproduce
 from ptv2.orchestration.failures import entry_point
-from ptv2.procenv import reopen_closed_stderr
+from ptv2.procenv import reopen_closed_streams
 
 
 def main(argv: list[str]) -> int:
     """``python -m ptv2.orchestration [STAGE ...]`` (what scripts/run.sh runs): ``reproduce`` as an
     ``entry_point``. Options are argparse's (``--help``; an unknown one exits 2): they were taken for stage
     names ("Stage '--help' not found inside 'dvc.yaml' file; its output is above", exit 1)."""
-    reopen_closed_stderr()  # DVC's progress bars (and the stages it starts) failed on a closed one
+    reopen_closed_streams()  # DVC's progress bars (and the stages it starts) failed on closed ones
     p = argparse.ArgumentParser(prog="scripts/run.sh", description="Set up, then `dvc repro`: the whole pipeline "
                                 "on params.yaml, or the STAGEs named and the stages they need.",
                                 epilog="Values: params.yaml, or `dvc exp run -S KEY=VALUE` for one run. DVC's own "
