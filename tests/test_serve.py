@@ -93,6 +93,20 @@ def test_nothing_is_published_before_some_task_has_a_champion(trained, tmp_path,
     assert registry.alias_version(tmp_path, cfg.tracking.multitask_model, "champion") is None
 
 
+def test_logging_a_model_into_a_log_or_pipe_draws_no_download_bar(trained, tmp_path, monkeypatch, capfd):
+    """Session 45: ``log_model``'s own downloads (validating the input example) drew MLflow's "Downloading
+    artifacts" bar, each \\r update, into the promote and publish stages' logs (3 bars per logged model). Off the
+    terminal it is off; a user's own MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR stands (the control: the bar is seen)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    root, cfg = trained
+    register(tmp_path / "quiet", cfg, root / "sent", "sent")
+    assert "Downloading artifacts" not in capfd.readouterr().err
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "true")
+    register(tmp_path / "asked", cfg, root / "sent", "sent")
+    assert "Downloading artifacts" in capfd.readouterr().err
+
+
 @pytest.fixture()
 def published(trained, tmp_path, monkeypatch):
     from ptv2.release.publish import publish

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ptv2.serving.requests import BUNDLE_ARTIFACT, serving_settings
-from ptv2.tracking.store import _mlflow
+from ptv2.tracking.store import _mlflow, artifact_bar
 
 # onnxruntime and tokenizers decide a served model's answers (the export checked parity and int8 agreement on these
 # versions): pinned, so an environment MLflow builds for it (--env-manager uv / virtualenv) gets them, and MLflow
@@ -98,7 +98,7 @@ def log_bundle_model(root: str | Path, run_id: str, bundle_dir: str | Path, extr
     mlflow = _mlflow(root)
     code = Path(__file__).with_name("pyfunc.py")
     artifacts = {BUNDLE_ARTIFACT: str(bundle_dir), **{k: str(v) for k, v in (extra or {}).items()}}
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id), artifact_bar():
         if card:
             (Path(tmp) / "model_card.md").write_text(card, encoding="utf-8")  # paths, labels: any script
             artifacts["card"] = str(Path(tmp) / "model_card.md")

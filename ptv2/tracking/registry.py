@@ -6,15 +6,13 @@ import contextlib
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from unittest import mock
 
 from ptv2.errors import ArtifactError
 from ptv2.files import file_lock
 from ptv2.tracking.health import sqlite_file
-from ptv2.tracking.store import STORE_FOLDER, _mlflow, has_store, repo_root, tracking_uri
+from ptv2.tracking.store import STORE_FOLDER, _mlflow, artifact_bar, has_store, repo_root, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +138,8 @@ def download_version(root: str | Path, model_name: str, version: str, dst: str |
     mlflow = _mlflow(root)
     Path(dst).mkdir(parents=True, exist_ok=True)
     why, fix = "its artifact folder is gone or empty", "register the task again (`dvc repro --force promote@<task>`)"
-    # MLflow's bar only on a terminal: a log or a pipe got each of its \r updates, per `ptv2 predict`
-    terminal = sys.stderr is not None and not sys.stderr.closed and sys.stderr.isatty()  # None: started `2>&-`
-    quiet = {} if terminal else {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     try:
-        with mock.patch.dict("os.environ", quiet):
+        with artifact_bar():
             got = Path(mlflow.artifacts.download_artifacts(artifact_uri=version_files(root, model_name, version),
                                                            dst_path=str(dst)))
         if got.is_dir() and any(got.iterdir()):  # a deleted local source downloads as an empty folder
@@ -276,8 +271,7 @@ def check_model_files(root: str | Path, uri: str, name: str, version: str) -> st
     import tempfile
 
     mlflow, files = _mlflow(root), version_files(root, name, version)
-    quiet = mock.patch.dict("os.environ", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
-    with tempfile.TemporaryDirectory(prefix="ptv2-serve-") as tmp, quiet:
+    with tempfile.TemporaryDirectory(prefix="ptv2-serve-") as tmp, artifact_bar(show=False):
         try:
             mlflow.artifacts.download_artifacts(artifact_uri=f"{files}/MLmodel", dst_path=tmp)
         except (mlflow.exceptions.MlflowException, OSError) as e:

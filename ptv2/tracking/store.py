@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -110,6 +111,19 @@ def _mlflow(root: str | Path):
     if user["MLFLOW_TRACKING_URI"] is None:
         _follow_move(root)
     return mlflow
+
+
+def artifact_bar(show: bool = True) -> contextlib.AbstractContextManager:
+    """MLflow's "Downloading artifacts" bar only where someone sees it: on a terminal, and when ``show``. A log or a
+    pipe got each of its \\r updates, from downloads and from ``log_model``'s own (3 bars per logged model, in the
+    promote and publish stages' logs); ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` set by the user stands."""
+    from unittest import mock
+
+    err = sys.stderr  # None when started with `2>&-`
+    terminal = err is not None and not err.closed and err.isatty()
+    if (show and terminal) or "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" in os.environ:
+        return contextlib.nullcontext()
+    return mock.patch.dict("os.environ", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
 
 
 @contextlib.contextmanager
