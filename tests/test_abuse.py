@@ -867,6 +867,27 @@ def test_predict_with_stdin_or_stdout_closed_is_one_line(params, trained, redire
     assert r.stderr.strip().splitlines()[-1].startswith(f"ptv2: error: {needle}"), r.stderr[-2000:]
 
 
+def test_predict_refuses_a_stdin_line_beyond_its_bound(params, trained, tmp_path):
+    """Regression (session 45): `ptv2 predict < /dev/zero` (or a binary file without a line break) read one endless
+    line until the host ran out of memory (11.8 GB in 40 s); a 50 MB line took 100 s and 7.4 GB for one answer.
+    A stdin line is at most MAX_LINE_CHARS characters (a line break, \\r\\n too, not counted) now."""
+    import io
+    import shlex
+
+    from ptv2.cli.inputs import MAX_LINE_CHARS, read_inputs
+
+    cmd = shlex.join([sys.executable, "-m", "ptv2", "predict", "--params", str(params), "--model", str(trained)])
+    long = tmp_path / "long.tsv"
+    long.write_text("a\tb\n" + "x" * (MAX_LINE_CHARS + 1) + "\tb\n")
+    for feed, n in (("/dev/zero", 1), (str(long), 2)):
+        r = subprocess.run(["bash", "-c", f"{cmd} < {shlex.quote(feed)}"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert r.stderr.strip().splitlines()[-1].startswith(
+            f"ptv2: error: line {n} on stdin is over {MAX_LINE_CHARS:,} characters"), r.stderr[-2000:]
+    got = read_inputs(None, None, io.StringIO("y" * MAX_LINE_CHARS + "\r\nz\n"))  # at the bound: read whole
+    assert got.numbers == (1, 2) and len(got.texts[0]) == MAX_LINE_CHARS and got.texts[1] == "z"
+
+
 def _without_root_powers(cmd: list[str], tmp_path) -> list[str]:
     """``cmd`` run so that file modes hold for it: as is for a user, under capsh without root's read-anything
     capabilities for root; skipped where neither can be had."""

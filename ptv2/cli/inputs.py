@@ -10,6 +10,10 @@ from ptv2.errors import Ptv2Error
 from ptv2.serving.requests import not_utf8
 
 PAIR_SEP = "\t"  # a pair task's stdin line: text, tab, text_pair (the second text may hold more tabs)
+# The longest stdin line read: ~400x what a 512-position encoder sees of a text (it is truncated to that),
+# while `< /dev/zero` (or a binary file with no line break) was read until the host ran out of memory (11.8 GB
+# in 40 s), and tokenizing a 50 MB line took 100 s and 7.4 GB for one answer.
+MAX_LINE_CHARS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ def read_inputs(texts: list[str] | None, pairs: list[str] | None, stdin: TextIO 
     if stdin.isatty():  # a user who typed only the command would otherwise face a silent wait
         print("ptv2: reading texts from stdin, one per line (a pair task: text<TAB>text_pair); end with Ctrl-D",
               file=sys.stderr)
-    lines = [(n, line.rstrip("\r\n")) for n, line in enumerate(stdin, 1)]
+    lines = [(n, line.rstrip("\r\n")) for n, line in enumerate(_bounded_lines(stdin), 1)]
     kept = [(n, line) for n, line in lines if line.strip()]
     if not kept:
         raise Ptv2Error("no texts to label: pass --text TEXT (repeatable) or one text per line on stdin")
@@ -97,3 +101,15 @@ def read_inputs(texts: list[str] | None, pairs: list[str] | None, stdin: TextIO 
         print(f"ptv2: skipped {len(blank)} blank line(s) ({', '.join(map(str, blank[:5]))}"
               f"{', ...' if len(blank) > 5 else ''}): each answer names its line ('line')", file=sys.stderr)
     return Inputs([line for _, line in kept], None, [f"line {n}" for n, _ in kept], tuple(n for n, _ in kept))
+
+
+def _bounded_lines(stdin: TextIO) -> Iterator[str]:
+    """The lines of ``stdin``, each at most ``MAX_LINE_CHARS`` characters; else one line naming it and the fix."""
+    n = 0
+    while line := stdin.readline(MAX_LINE_CHARS + 2):  # + '\r\n'
+        n += 1
+        if len(line.rstrip("\r\n")) > MAX_LINE_CHARS:
+            raise Ptv2Error(f"line {n} on stdin is over {MAX_LINE_CHARS:,} characters (binary data, e.g. /dev/zero, or "
+                            f"a file without line breaks?): ptv2 predict labels one text per line and reads only the "
+                            f"first backbone.max_length tokens of each; cut the line")
+        yield line
