@@ -6,6 +6,7 @@ and the stages take SIGTERM."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -78,6 +79,61 @@ def _to_devnull(fd: int, name: str) -> None:
         os.close(new)
     os.set_inheritable(fd, True)  # os.open's descriptors are not: the stages would start with it closed again
     setattr(sys, name, open(fd, "w", closefd=False))  # noqa: SIM115 - the process's own stream, open until exit
+
+
+@contextlib.contextmanager
+def stdout_written() -> Iterator[None]:
+    """The block's standard output reaches its file, or one line (a Ptv2Error) names it: `ptv2 predict >
+    answers.jsonl` on a full disk failed only at the interpreter's last flush ("Exception ignored in: <_io.TextIOWrapper
+    name='<stdout>'> OSError", exit 120), or mid-run as "No space left on device: free space there" naming no file.
+    Flushed at the block's end; an error that stdout's own flush repeats is stdout's (others are raised as they are)."""
+    from ptv2.errors import Ptv2Error
+
+    try:
+        yield
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError as e:
+        target = _stdout_target()
+        if isinstance(e, BrokenPipeError) or e.filename is not None or not _stdout_fails(e, target):
+            raise  # the reader left (the CLI's own case), or another file's error
+        discard_stdout()  # what stays buffered would fail again at exit ("Exception ignored ...")
+        space = "free space there, or " if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        raise Ptv2Error(f"writing standard output ({target}) failed: {os.strerror(e.errno or errno.EIO)}; {space}"
+                        f"send the output elsewhere") from None
+
+
+def _stdout_fails(e: OSError, target: str) -> bool:
+    """Whether ``e`` is stdout's: its own flush fails too (what stays buffered), or, unbuffered (``python -u``,
+    PYTHONUNBUFFERED), ``e`` is a full disk and stdout's file is on a full file system."""
+    from ptv2.files import _out_of_space
+
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError:
+        return True
+    return e.errno in (errno.ENOSPC, errno.EDQUOT) and target.startswith("/") and _out_of_space(Path(target).parent)
+
+
+def _stdout_target() -> str:
+    """Where descriptor 1 writes (a file's path, /dev/full), or 'stdout'."""
+    try:
+        return os.readlink(f"/proc/self/fd/{sys.stdout.fileno()}")
+    except (AttributeError, OSError, ValueError):
+        return "stdout"
+
+
+def discard_stdout() -> None:
+    """Standard output goes to /dev/null from here on: what Python still holds for it (a reader that left, a full
+    disk) would otherwise fail again at the interpreter's last flush."""
+    try:
+        fd = sys.stdout.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    except (AttributeError, OSError, ValueError):  # no real file behind stdout (a test's capture)
+        pass
 
 
 def set_quiet_defaults(**extra: str) -> None:

@@ -867,6 +867,21 @@ def test_predict_with_stdin_or_stdout_closed_is_one_line(params, trained, redire
     assert r.stderr.strip().splitlines()[-1].startswith(f"ptv2: error: {needle}"), r.stderr[-2000:]
 
 
+def test_answers_written_to_a_full_disk_are_one_line(params, trained):
+    """Regression (session 45): `ptv2 predict > answers.jsonl` on a full disk failed only at the interpreter's last
+    flush: "Exception ignored in: <_io.TextIOWrapper name='<stdout>'> OSError: [Errno 28]", exit 120 (Python's
+    default buffering; /dev/full stands in for the full disk). Now one line naming standard output, exit 2."""
+    import shlex
+
+    cmd = shlex.join([sys.executable, "-m", "ptv2", "predict", "--params", str(params), "--model", str(trained),
+                      "--text", "a", "--text-pair", "b"])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as a user's shell has it
+    r = subprocess.run(["bash", "-c", f"{cmd} > /dev/full"], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2 and "Exception ignored" not in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == ("ptv2: error: writing standard output (/dev/full) failed: No space "
+                                                 "left on device; free space there, or send the output elsewhere")
+
+
 def test_predict_refuses_a_stdin_line_beyond_its_bound(params, trained, tmp_path):
     """Regression (session 45): `ptv2 predict < /dev/zero` (or a binary file without a line break) read one endless
     line until the host ran out of memory (11.8 GB in 40 s); a 50 MB line took 100 s and 7.4 GB for one answer.

@@ -14,7 +14,7 @@ from ptv2.cli.train import cmd_adapt, cmd_baseline, cmd_compare, cmd_pretrain, c
 from ptv2.cli.use import cmd_evaluate, cmd_export, cmd_predict
 from ptv2.config import SPLITS
 from ptv2.errors import USER_ERROR_EXIT, ConfigError, Ptv2Error, as_user_error, user_line
-from ptv2.procenv import reopen_closed_stderr, sigterm_as_interrupt
+from ptv2.procenv import discard_stdout, reopen_closed_stderr, sigterm_as_interrupt, stdout_written
 
 
 TASK_HELP = "a task of params.yaml tasks: (default: run.task)"
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        with sigterm_as_interrupt():  # docker stop, Slurm, `timeout`: as Ctrl-C
+        with sigterm_as_interrupt(), stdout_written():  # docker stop, Slurm, `timeout`: as Ctrl-C
             if args.command != "predict":  # predict reads params.yaml only for a bundle, and only if it is there
                 config_of(args)
             return args.fn(args)
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         # the reader left (`ptv2 predict … | head`): stop quietly, as Unix tools do (SIGPIPE's 128 + 13); stdout now
         # goes nowhere, so the interpreter's last flush does not fail again ("Exception ignored … BrokenPipeError")
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        discard_stdout()
         return 141
     except Exception as e:  # noqa: BLE001 - a user error is one line; anything else is re-raised as it was
         err = as_user_error(e)

@@ -9,7 +9,7 @@ from typing import Callable
 
 from ptv2.config import Config, load_config, params_folder
 from ptv2.errors import exit_2_on_user_error
-from ptv2.procenv import reopen_closed_streams, set_quiet_defaults, sigterm_as_interrupt
+from ptv2.procenv import reopen_closed_streams, set_quiet_defaults, sigterm_as_interrupt, stdout_written
 
 set_quiet_defaults(HF_HUB_OFFLINE="1")
 
@@ -40,5 +40,5 @@ def run(main: Callable[[], None]) -> None:
     """A stage's entry point: a user error (config, data, artifact, tracking store) is one line on stderr
     and exit code 2, which ``dvc repro`` reports as the failed stage, never a traceback."""
     reopen_closed_streams()
-    with exit_2_on_user_error(), sigterm_as_interrupt():
+    with exit_2_on_user_error(), sigterm_as_interrupt(), stdout_written():
         main()
