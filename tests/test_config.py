@@ -101,6 +101,11 @@ def test_impossible_value_names_key_and_allowed():
     ({"train": {"epochs": 1}}, r"^train.epochs must be a mapping, got 1: set one of its keys \(e.g. "
                                r"train.epochs.<name>=1\), or write it as a mapping in params.yaml$"),
     ({"export": 3}, r"^export must be a mapping, got 3: set one of its keys \(e.g. export.out_dir=3\)"),
+    # session 45: a section or task left empty (`backbone:` alone, `--set tasks.cb=null`) got the example
+    # "e.g. backbone.name=None"
+    ({"backbone": None}, r"^backbone is empty \(null\): write its keys under it in params.yaml \(e.g. backbone.name\), "
+                         r"or set them with --set backbone.name=VALUE$"),
+    ({"tasks": {"cb": None}}, r"^tasks.cb is empty \(null\): .*--set tasks.cb.type=VALUE$"),
 ])
 def test_values_the_training_would_crash_on_are_refused_at_load(override, message):
     with pytest.raises(ConfigError, match=message):

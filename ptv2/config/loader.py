@@ -19,7 +19,11 @@ from ptv2.strict import key_problems
 
 
 def _not_a_mapping(key: str, value: Any, sub: str) -> ConfigError:
-    """A section or per-name table given one value (`dvc exp run -S train.epochs=1`: epochs are per method)."""
+    """A section or per-name table given one value (`dvc exp run -S train.epochs=1`: epochs are per method), or
+    none (``backbone:`` with nothing under it, `--set tasks.cb=null`: the example read "tasks.cb.type=None")."""
+    if value is None:
+        return ConfigError(f"{key} is empty (null): write its keys under it in params.yaml (e.g. {key}.{sub}), or "
+                           f"set them with --set {key}.{sub}=VALUE")
     return ConfigError(f"{key} must be a mapping, got {value!r}: set one of its keys (e.g. {key}.{sub}={value!r}), "
                        f"or write it as a mapping in params.yaml")
 
