@@ -851,6 +851,25 @@ def test_a_broken_pipe_that_is_not_stdouts_stays_an_error(params, monkeypatch):
         main(["registry", "--params", str(params)])
 
 
+@pytest.mark.parametrize("command,fn", [("predict", "cmd_predict"), ("registry", "cmd_registry"),
+                                        ("train", "cmd_train")])
+def test_ctrl_c_promises_a_resume_only_where_there_is_one(params, monkeypatch, capsys, command, fn):
+    """Regression (session 45): Ctrl-C in `ptv2 predict` (reading stdin, labelling a file), `evaluate` or
+    `registry` said "finished epochs are checkpointed, rerun the same command to resume": they have no epochs."""
+    import ptv2.cli.app as app
+
+    def stopped(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(app, fn, stopped)
+    argv = [command, "--params", str(params)] + (["--model", "m"] if command == "predict" else [])
+    assert main(argv) == 130
+    resumes = app.RESUME in capsys.readouterr().err
+    assert resumes == (command == "train"), command
+    commands = set(app.parser()._subparsers._group_actions[0].choices)
+    assert app.TRAINING <= commands and {"predict", "evaluate", "registry", "serve", "export"} <= commands - app.TRAINING
+
+
 @pytest.mark.parametrize("redirect,needle", [
     ("<&-", "no texts to label: stdin is closed; pass --text TEXT"),  # was AttributeError: 'NoneType' … 'isatty'
     (">&-", "stdout is closed, so `ptv2 predict`'s answers would be lost"),  # was exit 0, every answer dropped

@@ -165,6 +165,11 @@ def _stdout_gone() -> bool:
         return False
 
 
+# the commands that train (their runs checkpoint each epoch); predict, evaluate, export... have nothing to resume
+TRAINING = frozenset({"train", "baseline", "pretrain", "adapt", "compare", "transfer"})
+RESUME = "; finished epochs are checkpointed, rerun the same command to resume"
+
+
 def main(argv: list[str] | None = None) -> int:
     reopen_closed_stderr()
     args = parser().parse_args(argv)
@@ -190,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 config_of(args)
             return args.fn(args)
     except KeyboardInterrupt:
-        print("ptv2: interrupted; finished epochs are checkpointed, rerun the same command to resume", file=sys.stderr)
+        print(f"ptv2: interrupted{RESUME if args.command in TRAINING else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         if not _stdout_gone():  # a socket's EPIPE (a tracking server's) is not the reader leaving: a bug stays one
