@@ -136,6 +136,22 @@ def discard_stdout() -> None:
         pass
 
 
+def check_compile_cache() -> None:
+    """``TORCHINDUCTOR_CACHE_DIR`` names a folder torch creates when transformers imports it (``torch._dynamo``): one
+    that cannot be created (under /proc, below a file) ended every command that loads a backbone in a
+    FileNotFoundError traceback, and an unwritable one named no variable. Checked, and made, first."""
+    from ptv2.errors import Ptv2Error
+
+    where = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not where:
+        return
+    try:
+        os.makedirs(where, exist_ok=True)
+    except OSError as e:
+        raise Ptv2Error(f"TORCHINDUCTOR_CACHE_DIR = {where!r} cannot be created ({e.strerror or e}): point it at a "
+                        f"folder this user may write, or unset it") from None
+
+
 def set_quiet_defaults(**extra: str) -> None:
     """``QUIET`` and ``extra`` into the environment where the user set nothing (their own settings win)."""
     for k, v in (QUIET | extra).items():

@@ -851,6 +851,25 @@ def test_a_broken_pipe_that_is_not_stdouts_stays_an_error(params, monkeypatch):
         main(["registry", "--params", str(params)])
 
 
+@pytest.mark.parametrize("entry", ["cli", "stage"])
+def test_a_compile_cache_folder_torch_cannot_create_is_one_line(params, tmp_path, entry):
+    """Regression (session 45): TORCHINDUCTOR_CACHE_DIR naming a folder that cannot be created (below a file, under
+    /proc) ended every command that loads a backbone, and every DVC stage, in torch's FileNotFoundError /
+    NotADirectoryError traceback at import (transformers imports torch._dynamo, which makes the folder)."""
+    (tmp_path / "a-file").write_text("x")
+    where = tmp_path / "a-file" / "cache"
+    cmd = ([sys.executable, "-m", "ptv2", "train", "--params", str(params), "--task", "sent", "--out",
+            str(tmp_path / "run")] if entry == "cli" else
+           [sys.executable, "-m", "ptv2.stages.baseline", "--task", "sent", "--metrics", str(tmp_path / "m.json")])
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=params.parent,
+                       env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(where)})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == (f"ptv2: error: TORCHINDUCTOR_CACHE_DIR = '{where}' cannot be created "
+                                                 f"(Not a directory): point it at a folder this user may write, or "
+                                                 f"unset it"), r.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("command,fn", [("predict", "cmd_predict"), ("registry", "cmd_registry"),
                                         ("train", "cmd_train")])
 def test_ctrl_c_promises_a_resume_only_where_there_is_one(params, monkeypatch, capsys, command, fn):

@@ -14,7 +14,8 @@ from ptv2.cli.train import cmd_adapt, cmd_baseline, cmd_compare, cmd_pretrain, c
 from ptv2.cli.use import cmd_evaluate, cmd_export, cmd_predict
 from ptv2.config import SPLITS
 from ptv2.errors import USER_ERROR_EXIT, ConfigError, Ptv2Error, as_user_error, user_line
-from ptv2.procenv import discard_stdout, reopen_closed_stderr, sigterm_as_interrupt, stdout_written
+from ptv2.procenv import (check_compile_cache, discard_stdout, reopen_closed_stderr, sigterm_as_interrupt,
+                          stdout_written)
 
 
 TASK_HELP = "a task of params.yaml tasks: (default: run.task)"
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         with sigterm_as_interrupt(), stdout_written():  # docker stop, Slurm, `timeout`: as Ctrl-C
+            check_compile_cache()
             if args.command != "predict":  # predict reads params.yaml only for a bundle, and only if it is there
                 config_of(args)
             return args.fn(args)

@@ -22,3 +22,18 @@ def _interrupted(kind, value, tb) -> None:  # noqa: ANN001 - sys.excepthook's si
 
 
 sys.excepthook = _interrupted
+
+
+def _check_compile_cache() -> None:
+    """Before a stage module imports torch (at its top): a TORCHINDUCTOR_CACHE_DIR torch cannot create is one line."""
+    from ptv2.errors import Ptv2Error, user_line
+    from ptv2.procenv import check_compile_cache
+
+    try:
+        check_compile_cache()
+    except Ptv2Error as e:
+        print(user_line(e), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+_check_compile_cache()
