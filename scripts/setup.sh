@@ -11,6 +11,14 @@ PY=${PYTHON:-python3}
 too_old() {  # ptv2 needs Python 3.11+ (pyproject.toml); an older one failed deep in pip, after a torch download
   ! "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 }
+runs=0
+[ -d .venv ] && { [ -L .venv/bin/python ] || [ -e .venv/bin/python ]; } && { .venv/bin/python -c '' 2>/dev/null || runs=$?; }
+if [ "$runs" = 126 ] || [ "$runs" = 127 ]; then
+  # the Python .venv was made with is gone (upgraded or removed: a dangling link): `python -m venv` then failed on
+  # the leftovers ("No such file or directory: .venv/bin/python3"), and the line blamed a missing venv module
+  echo "setup: .venv/bin/python cannot run (the Python .venv was made with is gone?): making .venv again" >&2
+  rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
   if ! command -v "$PY" >/dev/null 2>&1; then  # was "is not Python 3.11 or newer", of a name that runs nothing
     echo "setup: $PY not found: install Python 3.11 or newer, or name one with PYTHON=python3.11 ./scripts/setup.sh" >&2

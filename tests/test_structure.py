@@ -346,6 +346,18 @@ def test_setup_refuses_a_python_older_than_311_before_any_install(tmp_path):
     (repo / ".venv" / "bin" / "python").symlink_to(old)
     r = subprocess.run(["bash", str(repo / "scripts" / "setup.sh")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "older than 3.11: remove .venv" in r.stderr, r.stderr
+    # session 45: .venv's own Python gone (a dangling link after an upgrade): `python -m venv` failed on the leftovers
+    # and the line blamed a missing venv module. It is made again (here with the stand-in that has no venv module)
+    shutil.rmtree(repo / ".venv")
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    (repo / ".venv" / "bin" / "python").symlink_to(tmp_path / "python3.99-gone")
+    (repo / ".venv" / ".ptv2-installed").touch()
+    r = subprocess.run(["bash", str(repo / "scripts" / "setup.sh")], env={**os.environ, "PYTHON": str(noensurepip)},
+                       capture_output=True, text=True, timeout=60)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and lines[0] == ("setup: .venv/bin/python cannot run (the Python .venv was made with is "
+                                              "gone?): making .venv again"), r.stderr
+    assert "ensurepip is not available" in r.stderr  # the stand-in was asked for a new venv
 
 
 def test_run_sh_takes_a_git_worktree_and_refuses_a_copy_outside_git_before_the_install(tmp_path):
