@@ -386,3 +386,12 @@ def test_run_sh_takes_a_git_worktree_and_refuses_a_copy_outside_git_before_the_i
     r = run(repo)
     assert r.returncode == 2 and r.stderr.strip() == "run from a git clone (dvc needs git)", r.stderr
     assert not (repo / ".venv").exists()  # refused before the install
+    # session 45: a host without git was told "run from a git clone" (in a clone)
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for tool in ("bash", "dirname"):
+        (bin_ / tool).symlink_to(shutil.which(tool))
+    r = subprocess.run([str(bin_ / "bash"), str(repo / "scripts/run.sh")], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "PATH": str(bin_), "PYTHON": "false"})
+    assert r.returncode == 2 and r.stderr.strip() == ("git not found: install git (DVC keeps the pipeline in a git "
+                                                      "clone)"), r.stderr
