@@ -1,8 +1,9 @@
 """The environment of the commands ptv2 starts (DVC stages, MLflow's scoring server): their ``python``,
 ``mlflow`` and ``uvicorn`` are this interpreter's, found on PATH even where the virtual environment that runs
 ptv2 was never activated (``.venv/bin/python flows/run.py``, ``.venv/bin/ptv2 serve``); and the quiet, offline
-defaults every entry point (the CLI, the stages, the flows) sets before the tools it drives load; and how the CLI
-and the stages take SIGTERM."""
+defaults every entry point (the CLI, the stages, the flows) sets before the tools it drives load; how the CLI
+and the stages take SIGTERM; and what a process meets first: closed or failing standard streams, a compile cache
+folder torch cannot make."""
 from __future__ import annotations
 
 import contextlib
