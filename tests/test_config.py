@@ -31,6 +31,13 @@ def test_wrong_type_names_the_key():
     # an unquoted {field} on the command line is a YAML mapping: the line says to quote it (session 24)
     with pytest.raises(ConfigError, match=r"text_a = \{'s': None\} has the wrong type: expected str \(YAML read"):
         load_config(PROJECT / "params.yaml", ["tasks.sst2.text_a={s}"])
+    # session 45: `--set tracking.registry_prefix=` (meaning an empty prefix) said only "= None has the wrong type"
+    with pytest.raises(ConfigError, match=r"^tracking.registry_prefix = None has the wrong type: expected str \(an empty "
+                                          r"value is YAML's null: give a value; an empty string is written ''\)$"):
+        load_config(PROJECT / "params.yaml", ["tracking.registry_prefix="])
+    with pytest.raises(ConfigError, match=r"^train.batch_size = None has the wrong type: expected int \(an empty value "
+                                          r"is YAML's null: give a value\)$"):
+        load_config(PROJECT / "params.yaml", ["train.batch_size="])
 
 
 @pytest.mark.parametrize("assignment,needle", [

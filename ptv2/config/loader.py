@@ -66,6 +66,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     # YAML reads an unquoted {a} as a mapping and [a] as a list: a template or a label then needs quotes
     hint = " (YAML read the braces or brackets as structure: quote the value, e.g. key='\"{a}\"')" \
         if tp is str and isinstance(value, (dict, list)) else ""
+    if value is None:  # `--set key=` and `key:` are YAML's null; an empty string is written ''
+        hint = " (an empty value is YAML's null: give a value" + ("; an empty string is written ''" if tp is str else "") + ")"
     raise ConfigError(f"{key} = {value!r} has the wrong type: expected {getattr(tp, '__name__', tp)}{hint}")
 
 
