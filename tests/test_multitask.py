@@ -234,8 +234,16 @@ def test_adapt_refuses_a_different_prompt_shape(root, tiny_dir):
     pretrain(cfg)
     d = tiny_params(root, tiny_dir)
     other = config_from_dict({**d, "prompt": {**d["prompt"], "length": 6}})
-    with pytest.raises(ArtifactError, match="other prompt settings"):
+    with pytest.raises(ArtifactError, match=f"other prompt settings \\(prompt.length {d['prompt']['length']} there, 6 "
+                                            f"here\\)"):
         adapt(other, "sent", root / "pre/model", root / "x")
+    # session 45: a frozen baseline's model (P = 0) as the start said "other prompt settings (['prompt.length'])"
+    from ptv2.training.driver import train
+
+    train(cfg, ["sent"], root / "frozen", frozen=True)
+    with pytest.raises(ArtifactError, match=r"frozen baseline \(no prompt\), not a pretrained prompt: adapt from a "
+                                            r"pretrained model"):
+        adapt(cfg, "sent", root / "frozen/model", root / "y")
 
 
 def test_pretrain_needs_tasks_and_known_names(root, tiny_dir):
@@ -394,7 +402,9 @@ def test_a_normalised_mixture_is_adapted_normalised(root, tiny_dir):
     pretrain(config_from_dict(d))
     assert read_spec(root / "pre_norm/model").normalize is True
     raw = {**d, "backbone": {**d["backbone"], "normalize": False}}
-    with pytest.raises(ArtifactError, match=r"pretrained with other prompt settings \(\['normalize'\]\)"):
+    # session 45: the line names the values ("(['normalize'])" named the key alone)
+    with pytest.raises(ArtifactError, match=r"pretrained with other prompt settings \(normalize True there, False "
+                                            r"here\); adapt with the same settings in params.yaml$"):
         adapt(config_from_dict(raw), "sent", root / "pre_norm/model", root / "raw")
     adapt(config_from_dict(d), "sent", root / "pre_norm/model", root / "unit")
     assert read_spec(root / "unit/model").normalize is True

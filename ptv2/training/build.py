@@ -168,9 +168,14 @@ def check_pretrained(spec: ModelSpec, pre: ModelSpec, path: str | Path) -> None:
             if pre.trained_as == "prefix_tuning" else ""
         raise ArtifactError(f"{path}: pretrained with method {pre.method!r}, this run uses {spec.method!r}; "
                             f"adapt with the pretrained method{hint}")
-    diff = sorted(k for k, v in _prompt_settings(pre).items() if _prompt_settings(spec)[k] != v)
+    theirs, ours = _prompt_settings(pre), _prompt_settings(spec)
+    diff = sorted(k for k, v in theirs.items() if ours[k] != v)
+    if pre.method == "ptv2" and pre.prompt.length == 0:  # "other prompt settings (['prompt.length'])" said no more
+        raise ArtifactError(f"{path}: a frozen baseline (no prompt), not a pretrained prompt: adapt from a "
+                            f"pretrained model (ptv2 pretrain's, pretrain.out_dir/model)")
     if diff:
-        raise ArtifactError(f"{path}: pretrained with other prompt settings ({diff}); adapt with the same "
+        what = ", ".join(f"{k} {theirs[k]!r} there, {ours[k]!r} here" for k in diff)
+        raise ArtifactError(f"{path}: pretrained with other prompt settings ({what}); adapt with the same "
                             f"settings in params.yaml")
 
 
