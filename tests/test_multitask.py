@@ -241,8 +241,8 @@ def test_adapt_refuses_a_different_prompt_shape(root, tiny_dir):
     from ptv2.training.driver import train
 
     train(cfg, ["sent"], root / "frozen", frozen=True)
-    with pytest.raises(ArtifactError, match=r"frozen baseline \(no prompt\), not a pretrained prompt: adapt from a "
-                                            r"pretrained model"):
+    with pytest.raises(ArtifactError, match=r"has no prompt to start from \(prompt.length 0 there, 4 here: a frozen "
+                                            r"baseline\?\): adapt from a pretrained prompt"):
         adapt(cfg, "sent", root / "frozen/model", root / "y")
 
 

@@ -170,9 +170,10 @@ def check_pretrained(spec: ModelSpec, pre: ModelSpec, path: str | Path) -> None:
                             f"adapt with the pretrained method{hint}")
     theirs, ours = _prompt_settings(pre), _prompt_settings(spec)
     diff = sorted(k for k, v in theirs.items() if ours[k] != v)
-    if pre.method == "ptv2" and pre.prompt.length == 0:  # "other prompt settings (['prompt.length'])" said no more
-        raise ArtifactError(f"{path}: a frozen baseline (no prompt), not a pretrained prompt: adapt from a "
-                            f"pretrained model (ptv2 pretrain's, pretrain.out_dir/model)")
+    if "prompt.length" in diff and pre.prompt.length == 0:  # "other prompt settings (['prompt.length'])" said no more
+        raise ArtifactError(f"{path} has no prompt to start from (prompt.length 0 there, {ours['prompt.length']} "
+                            f"here: a frozen baseline?): adapt from a pretrained prompt (ptv2 pretrain's model, "
+                            f"pretrain.out_dir/model)")
     if diff:
         what = ", ".join(f"{k} {theirs[k]!r} there, {ours[k]!r} here" for k in diff)
         raise ArtifactError(f"{path}: pretrained with other prompt settings ({what}); adapt with the same "
