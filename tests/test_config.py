@@ -108,6 +108,9 @@ def test_impossible_value_names_key_and_allowed():
     ({"train": {"epochs": 1}}, r"^train.epochs must be a mapping, got 1: set one of its keys \(e.g. "
                                r"train.epochs.<name>=1\), or write it as a mapping in params.yaml$"),
     ({"export": 3}, r"^export must be a mapping, got 3: set one of its keys \(e.g. export.out_dir=3\)"),
+    # session 45: a metric named twice was taken (labels named twice were refused)
+    ({"tasks": {"cb": {**repo_params()["tasks"]["cb"], "metrics": ["accuracy", "accuracy"]}}},
+     r"tasks.cb.metrics = \['accuracy', 'accuracy'\] is not allowed: expected each metric once"),
     # session 45: a section or task left empty (`backbone:` alone, `--set tasks.cb=null`) got the example
     # "e.g. backbone.name=None"
     ({"backbone": None}, r"^backbone is empty \(null\): write its keys under it in params.yaml \(e.g. backbone.name\), "

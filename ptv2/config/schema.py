@@ -156,6 +156,7 @@ class TaskSpec:
             _check(n_classes == 2, "metrics", "f1", f"f1_macro for {n_classes} classes (f1 is the second "
                                                     f"class's binary F1, for two)")
         _check(len(self.metrics) >= 1, "metrics", self.metrics, "at least one metric (the first selects)")
+        _check(len(set(self.metrics)) == len(self.metrics), "metrics", self.metrics, "each metric once")
         if self.format == "hub":
             _check(bool(self.hub_name), "hub_name", self.hub_name, "a dataset name for format: hub")
             _check(not Path(self.hub_name).exists(), "hub_name", self.hub_name,
