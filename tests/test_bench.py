@@ -80,7 +80,8 @@ BAD_ARGS = [  # a count of 0, a non-number, a list item that is none, a missing 
     ("frozen_features.py", ["--seeds", "1,x"]),
     ("transfer_runs.py", ["--root", ".", "--tasks", "cb", "--seeds", "-1", "--out", "x.json"]),
     ("transfer_runs.py", ["--root", "missing", "--tasks", "cb", "--seeds", "1", "--out", "x.json"]),
-    ("int8_variants.py", ["--root", "missing"]), ("serve_load.py", ["--root", "missing"])]
+    ("int8_variants.py", ["--root", "missing"]), ("serve_load.py", ["--root", "missing"]),
+    ("int8_host.py", ["--reps", "0"])]
 
 
 def test_a_bench_count_or_seed_list_that_cannot_be_is_refused_by_its_parser(tmp_path):
