@@ -102,7 +102,7 @@ def check_file_target(path: Path) -> None:
                             f"as reports/table.md and read it from there")
 
 
-def _out_of_space(folder: Path) -> bool:
+def out_of_space(folder: Path) -> bool:
     """The file system holding ``folder`` has (next to) no free blocks or no free inodes left: what a failed write
     meant whose library hid the OSError (safetensors: "I/O error: ... (os error 28)", torch.save: "unexpected pos
     576 vs 534"). Root may write into the blocks a file system reserves, so its count includes them."""
@@ -125,11 +125,11 @@ def _full_disk_is_one_line(target: Path) -> Iterator[None]:
     except Exception as e:
         if isinstance(e, Ptv2Error):
             raise
-        if _out_of_space(target.parent):
+        if out_of_space(target.parent):
             raise machine_error(errno.ENOSPC, target.parent) from e
         # libraries write beside the output in the temporary folder too (onnxruntime's quantizer: a full TMPDIR on
         # another file system was onnx's "DecodeError: Wire format was corrupt" reading back its truncated file)
-        if _out_of_space(Path(tempfile.gettempdir())):
+        if out_of_space(Path(tempfile.gettempdir())):
             raise Ptv2Error(f"{os.strerror(errno.ENOSPC)} ({tempfile.gettempdir()}, the temporary folder): free "
                             f"space there, or point TMPDIR at a folder with room") from e
         raise

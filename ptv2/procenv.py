@@ -107,14 +107,14 @@ def stdout_written() -> Iterator[None]:
 def _stdout_fails(e: OSError, target: str) -> bool:
     """Whether ``e`` is stdout's: its own flush fails too (what stays buffered), or, unbuffered (``python -u``,
     PYTHONUNBUFFERED), ``e`` is a full disk and stdout's file is on a full file system."""
-    from ptv2.files import _out_of_space
+    from ptv2.files import out_of_space
 
     try:
         if sys.stdout is not None:
             sys.stdout.flush()
     except OSError:
         return True
-    return e.errno in (errno.ENOSPC, errno.EDQUOT) and target.startswith("/") and _out_of_space(Path(target).parent)
+    return e.errno in (errno.ENOSPC, errno.EDQUOT) and target.startswith("/") and out_of_space(Path(target).parent)
 
 
 def _stdout_target() -> str:
