@@ -328,3 +328,20 @@ def test_transfer_holds_out_by_default_only_the_tasks_it_was_given(params, monke
     assert main(["transfer", "--params", str(PROJECT / "params.yaml"), "--tasks", "mrpc,cb,rte", *out]) == 0
     assert main(["transfer", "--params", str(params), "--tasks", "sent,pair", "--held-out", "pair", *out]) == 0
     assert got == [(["sent", "pair"], []), (["mrpc", "cb", "rte"], ["rte", "cb"]), (["sent", "pair"], ["pair"])]
+
+
+def test_a_process_count_the_cli_does_not_launch_is_said(params, tmp_path, capsys, caplog, monkeypatch):
+    """Session 45: `ptv2 train --set train.processes=2` ran one process without a word (only the DVC stages launch
+    themselves under torchrun); it says so and how to run data parallel. Not under torchrun (WORLD_SIZE)."""
+    import logging
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    argv = ["train", "--params", str(params), "--task", "sent", "--set", "train.epochs.ptv2=1"]
+    with caplog.at_level(logging.WARNING, logger="ptv2"):
+        assert main([*argv, "--out", str(tmp_path / "one"), "--set", "train.processes=2"]) == 0
+    assert ("train.processes = 2: the pipeline's stages launch that many processes; `ptv2 train` runs as this one "
+            "(for data parallel: torchrun --standalone --nproc_per_node 2 -m ptv2 train ...)") in caplog.messages
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ptv2"):
+        assert main([*argv, "--out", str(tmp_path / "two")]) == 0
+    assert not [m for m in caplog.messages if "train.processes" in m]

@@ -4,14 +4,31 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import logging
+import os
+
 from ptv2.cli.common import config_of, names as _names, report, seeds as _seeds
+from ptv2.config import Config
 from ptv2.errors import ConfigError
+
+
+def _config(args: argparse.Namespace) -> Config:
+    """``config_of(args)``, with a word where ``train.processes`` > 1 asks for data parallelism that only the DVC
+    stages launch themselves: `ptv2 train --set train.processes=4` ran one process, silently."""
+    cfg = config_of(args)
+    n = cfg.train.processes
+    if n > 1 and "WORLD_SIZE" not in os.environ:  # not already one of torchrun's / accelerate's processes
+        logging.getLogger("ptv2").warning(
+            "train.processes = %d: the pipeline's stages launch that many processes; `ptv2 %s` runs as this one "
+            "(for data parallel: torchrun --standalone --nproc_per_node %d -m ptv2 %s ...)", n, args.command, n,
+            args.command)
+    return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ptv2.training.driver import train
 
-    cfg = config_of(args)
+    cfg = _config(args)
     task = args.task or cfg.run.task
     out = Path(args.out or Path(cfg.run.out_dir) / task / cfg.train.method)
     report(train(cfg, [task], out))
@@ -22,7 +39,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from ptv2.model.spec import FROZEN
     from ptv2.training.driver import train
 
-    cfg = config_of(args)
+    cfg = _config(args)
     task = args.task or cfg.run.task
     out = Path(args.out or Path(cfg.run.out_dir) / task / FROZEN)
     report(train(cfg, [task], out, frozen=True))
@@ -32,7 +49,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from ptv2.training.driver import pretrain
 
-    cfg = config_of(args)
+    cfg = _config(args)
     report(pretrain(cfg, args.out, _names("--tasks", args.tasks, []) or None))
     return 0
 
@@ -40,7 +57,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_adapt(args: argparse.Namespace) -> int:
     from ptv2.training.driver import adapt
 
-    cfg = config_of(args)
+    cfg = _config(args)
     report(adapt(cfg, args.task, getattr(args, "from"), args.out))
     return 0
 
