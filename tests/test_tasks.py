@@ -133,13 +133,14 @@ def test_a_task_spec_that_would_train_on_nonsense_is_refused(changes, message):
 
 
 @pytest.mark.parametrize("name,bad,message", [
-    ("reg", "high", r"row 3 has label 'high', not a finite number"),
-    ("reg", "nan", r"row 3 has label 'nan', not a finite number"),
-    ("mc", 2, r"row 3 has label 2, not a choice index 0..1"),
-    ("mc", "b", r"row 3 has label 'b', not a choice index 0..1"),
+    ("reg", "high", r"data row 4 has label 'high', not a finite number"),
+    ("reg", "nan", r"data row 4 has label 'nan', not a finite number"),
+    ("mc", 2, r"data row 4 has label 2, not a choice index 0..1"),
+    ("mc", "b", r"data row 4 has label 'b', not a choice index 0..1"),
 ])
 def test_a_label_a_regression_or_choice_task_cannot_read_names_the_row(root, name, bad, message):
-    # regression (session 24): float('high') / int('b') reached the user as a ValueError traceback
+    # regression (session 24): float('high') / int('b') reached the user as a ValueError traceback; session 45: the
+    # row is counted from 1, as the file's lines are (the fourth line was "row 3")
     import json
 
     path = root / _spec(name).files["train"]
@@ -210,13 +211,13 @@ def test_a_jsonl_token_task_needs_tokens_and_tags_of_one_length(root, row, ok):
         td = load_task("ner", spec, root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
         assert td.labels == ["O", "B-LOC", "B-PER"] and td.split("train")["tags"][0] == [2, 0, 0, 1]
     else:
-        with pytest.raises(DataError, match=r"task 'ner', split 'train': row 0 is .*needs 'tokens' \(a list of words\) "
+        with pytest.raises(DataError, match=r"task 'ner', split 'train': data row 1 is .*needs 'tokens' \(a list of words\) "
                                             r"and 'tags' \(one tag per word, as many as tokens\)"):
             load_task("ner", spec, root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
 
 
 @pytest.mark.parametrize("tags,labels,message", [
-    ([3, 0, 0, 5], [], r"row 0 has tags \[3, 0, 0, 5\]; tags are names such as 'B-PER' and 'O', not ids"),
+    ([3, 0, 0, 5], [], r"data row 1 has tags \[3, 0, 0, 5\]; tags are names such as 'B-PER' and 'O', not ids"),
     (["1", "0", "0", "2"], [], r"tags \['0', '1', '2'\] are not entity tags"),  # ids as text: chunks of type '_'
     (["PER", "O", "O", "LOC"], [], r"tags \['LOC', 'PER'\] are not entity tags"),
     (["U-PER", "O", "O", "U-LOC"], [], r"tags \['U-LOC', 'U-PER'\] are not entity tags"),  # BILOU
@@ -303,7 +304,7 @@ def test_a_row_with_a_null_or_missing_label_names_the_row_and_the_fix(root, bad)
     rows = [{"premise": f"p {i}", "hypothesis": f"h {i}", "label": "yes" if i % 2 else "no"} for i in range(20)]
     rows[7] = {"premise": "p", "hypothesis": "h", **bad}
     (root / "pair/train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    with pytest.raises(DataError, match=r"task 'pair', split 'train': row 7 has no label \('label' is missing or null; "
+    with pytest.raises(DataError, match=r"task 'pair', split 'train': data row 8 has no label \('label' is missing or null; "
                                         r"1 such row\(s\)\): label every row of the split, or set tasks.pair.label"):
         load_task("pair", _spec("pair"), root, seed=0, val_fraction=0.2, val_max=1000, max_train=0)
 

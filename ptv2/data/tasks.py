@@ -123,7 +123,7 @@ def _number(value: Any, row: int, task: str, split: str) -> float:
     except (TypeError, ValueError):
         x = math.nan
     if not math.isfinite(x):
-        raise DataError(f"task {task!r}, split {split!r}: row {row} has label {value!r}, not a finite number; "
+        raise DataError(f"task {task!r}, split {split!r}: data row {row + 1} has label {value!r}, not a finite number; "
                         f"a regression task needs a numeric label column (tasks.{task}.label) or fix the data")
     return x
 
@@ -135,7 +135,7 @@ def _choice(value: Any, row: int, n: int, task: str, split: str) -> int:
     except ValueError:
         k = -1
     if not 0 <= k < n:
-        raise DataError(f"task {task!r}, split {split!r}: row {row} has label {value!r}, not a choice index "
+        raise DataError(f"task {task!r}, split {split!r}: data row {row + 1} has label {value!r}, not a choice index "
                         f"0..{n - 1}; fix the data or tasks.{task}.label")
     return k
 
@@ -148,11 +148,11 @@ def _check_token_rows(rows: list[dict[str, Any]], task: str, split: str) -> None
         ok = (isinstance(tokens, list) and isinstance(tags, list) and len(tokens) == len(tags)
               and all(isinstance(x, str) for x in tokens))
         if not ok:
-            raise DataError(f"task {task!r}, split {split!r}: row {i} is {json.dumps(r)[:120]}; a "
+            raise DataError(f"task {task!r}, split {split!r}: data row {i + 1} is {json.dumps(r)[:120]}; a "
                             f"token_classification row needs 'tokens' (a list of words) and 'tags' (one tag per word, "
                             f"as many as tokens): rename the fields in the data or use format: conll")
         if not all(isinstance(x, str) for x in tags):  # tag ids (a hub export's ner_tags) were a TypeError traceback
-            raise DataError(f"task {task!r}, split {split!r}: row {i} has tags {json.dumps(tags)[:80]}; tags are "
+            raise DataError(f"task {task!r}, split {split!r}: data row {i + 1} has tags {json.dumps(tags)[:80]}; tags are "
                             f"names such as 'B-PER' and 'O', not ids: write each tag's name in the data")
 
 
@@ -166,7 +166,8 @@ def check_tag_scheme(tags: list[str], task: str) -> None:
 
 
 def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], task: str, split: str) -> dict[str, list]:
-    """Raw rows -> normalized columns (see module docstring)."""
+    """Raw rows -> normalized columns (see module docstring). An error names a row as "data row N": counted from 1,
+    a header line and blank lines not counted (it said "row 3" of the file's fourth line, counted from 0)."""
     t = spec.type
     if t == "token_classification":
         _check_token_rows(rows, task, split)
@@ -182,7 +183,7 @@ def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], tas
     raw = [field_value(r, spec.label) for r in rows]  # `label: meta.label` reads a nested field, as templates do
     missing = [i for i, y in enumerate(raw) if y is None]  # a null label read as the label 'None'
     if missing:
-        raise DataError(f"task {task!r}, split {split!r}: row {missing[0]} has no label ({spec.label!r} is missing or "
+        raise DataError(f"task {task!r}, split {split!r}: data row {missing[0] + 1} has no label ({spec.label!r} is missing or "
                         f"null; {len(missing)} such row(s)): label every row of the split, or set tasks.{task}.label "
                         f"to the field that holds it")
     if t == "regression":
