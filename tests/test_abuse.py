@@ -108,7 +108,7 @@ DATA_CASES = {
     "tsv empty": ("sent/train.tsv", lambda b: b"", "is empty"),
     "tsv header only": ("sent/train.tsv", lambda b: b.split(b"\n")[0] + b"\n", "is empty"),
     "tsv short row": ("sent/train.tsv", lambda b: b + b"only-one-column\n", "columns"),
-    "unknown label": ("sent/train.tsv", lambda b: b + b"a nice film\t7\n", "unknown label '7'"),
+    "unknown label": ("sent/train.tsv", lambda b: b + b"a nice film\t7\n", "unknown label '7' (data row 201)"),
     "jsonl empty": ("pair/train.jsonl", lambda b: b"", "is empty"),
     "jsonl bad line": ("pair/train.jsonl", lambda b: b + b"{not json\n", "line 21"),
     "jsonl not an object": ("pair/train.jsonl", lambda b: b + b"[1, 2]\n", "not a JSON object"),
