@@ -104,13 +104,12 @@ def _raw_rows(spec: TaskSpec, root: Path, split: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _label_id(value: Any, labels: list[str], task: str, split: str, row: int | None = None) -> int:
-    """A class (or tag) name's id in ``labels``; ``row``: its data row, counted from 0, named in the error."""
+def _label_id(value: Any, labels: list[str], task: str, split: str, where: str = "") -> int:
+    """A class (or tag) name's id in ``labels``; ``where`` (" (data row 7)") is named in the error."""
     key = str(value)
     if isinstance(value, bool) and key not in labels:  # a JSON true / false: labels may spell it as the file does
         key = key.lower()
     if key not in labels:
-        where = f" (data row {row + 1})" if row is not None else ""
         raise DataError(
             f"task {task!r}, split {split!r}: unknown label {key!r}{where}; known labels {labels}. "
             f"Add it to tasks.{task}.labels in params.yaml or fix the data"
@@ -172,10 +171,12 @@ def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], tas
     a header line and blank lines not counted (it said "row 3" of the file's fourth line, counted from 0)."""
     t = spec.type
     if t == "token_classification":
+        unit = "sentence" if spec.format == "conll" else "data row"  # a CoNLL row is a sentence of lines
         _check_token_rows(rows, task, split)
         return {
             "tokens": [r["tokens"] for r in rows],
-            "tags": [[_label_id(x, labels, task, split, i) for x in r["tags"]] for i, r in enumerate(rows)],
+            "tags": [[_label_id(x, labels, task, split, f" ({unit} {i + 1})") for x in r["tags"]]
+                     for i, r in enumerate(rows)],
         }
     out: dict[str, list] = {"text_a": [fill(spec.text_a, r, task) for r in rows]}
     if t == "multiple_choice":
@@ -193,7 +194,7 @@ def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], tas
     elif t == "multiple_choice":
         out["label"] = [_choice(y, i, len(spec.choices), task, split) for i, y in enumerate(raw)]
     else:
-        out["label"] = [_label_id(y, labels, task, split, i) for i, y in enumerate(raw)]
+        out["label"] = [_label_id(y, labels, task, split, f" (data row {i + 1})") for i, y in enumerate(raw)]
     return out
 
 
