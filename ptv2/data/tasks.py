@@ -104,14 +104,14 @@ def _raw_rows(spec: TaskSpec, root: Path, split: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _label_id(value: Any, labels: list[str], task: str, split: str, where: str = "") -> int:
-    """A class (or tag) name's id in ``labels``; ``where`` (" (data row 7)") is named in the error."""
+def _label_id(value: Any, labels: list[str], task: str, split: str, row: int, unit: str = "data row") -> int:
+    """A class (or tag) name's id in ``labels``; the error names ``row`` (counted from 0) as "data row 7"."""
     key = str(value)
     if isinstance(value, bool) and key not in labels:  # a JSON true / false: labels may spell it as the file does
         key = key.lower()
     if key not in labels:
         raise DataError(
-            f"task {task!r}, split {split!r}: unknown label {key!r}{where}; known labels {labels}. "
+            f"task {task!r}, split {split!r}: unknown label {key!r} ({unit} {row + 1}); known labels {labels}. "
             f"Add it to tasks.{task}.labels in params.yaml or fix the data"
         )
     return labels.index(key)
@@ -175,8 +175,7 @@ def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], tas
         _check_token_rows(rows, task, split)
         return {
             "tokens": [r["tokens"] for r in rows],
-            "tags": [[_label_id(x, labels, task, split, f" ({unit} {i + 1})") for x in r["tags"]]
-                     for i, r in enumerate(rows)],
+            "tags": [[_label_id(x, labels, task, split, i, unit) for x in r["tags"]] for i, r in enumerate(rows)],
         }
     out: dict[str, list] = {"text_a": [fill(spec.text_a, r, task) for r in rows]}
     if t == "multiple_choice":
@@ -194,7 +193,7 @@ def normalize(rows: list[dict[str, Any]], spec: TaskSpec, labels: list[str], tas
     elif t == "multiple_choice":
         out["label"] = [_choice(y, i, len(spec.choices), task, split) for i, y in enumerate(raw)]
     else:
-        out["label"] = [_label_id(y, labels, task, split, f" (data row {i + 1})") for i, y in enumerate(raw)]
+        out["label"] = [_label_id(y, labels, task, split, i) for i, y in enumerate(raw)]
     return out
 
 
